@@ -1,0 +1,203 @@
+//! `LineCodec`: bytes to request lines, and response bytes out. No protocol policy lives here.
+//!
+//! # Format
+//! A request is UTF-8 text ended by `\n`; one `\r` before the `\n` is dropped, so `\r\n`
+//! clients work too. A line longer than the configured limit (the spec's `bufferLimit`) is an
+//! error as soon as the limit is passed, without waiting for its end, so a peer cannot make us
+//! buffer without bound. What to answer and whether to close is the caller's decision
+//! (the atServer answers AT0005 and closes; the atDirectory closes, as the reference root does).
+//!
+//! Incomplete input is `Ok(None)`; only a real fault is `Err`. Once `decode` has returned an
+//! error the stream must not be read further (tokio-util's `FramedRead` ends it for us).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Splits input into lines of at most `max_line` bytes (terminator not counted).
+#[derive(Debug, Clone)]
+pub struct LineCodec {
+    max_line: usize,
+    /// Where to resume the search for `\n`, so a long line arriving in many reads is scanned once.
+    scanned: usize,
+}
+
+/// Why the input cannot be framed into lines.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// A line is longer than the buffer limit.
+    #[error("line longer than the buffer limit of {limit} bytes")]
+    TooLong { limit: usize },
+    /// A complete line is not valid UTF-8.
+    #[error("line is not valid UTF-8")]
+    InvalidUtf8,
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl LineCodec {
+    /// A codec refusing lines longer than `max_line` bytes.
+    pub fn new(max_line: usize) -> LineCodec {
+        LineCodec {
+            max_line,
+            scanned: 0,
+        }
+    }
+
+    /// The configured limit, in bytes.
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+}
+
+impl Decoder for LineCodec {
+    type Item = String;
+    type Error = CodecError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<String>, CodecError> {
+        let newline = buf[self.scanned..].iter().position(|b| *b == b'\n');
+        let Some(offset) = newline else {
+            self.scanned = buf.len();
+            // `\r` may be followed by the `\n` still to come, so it does not count yet.
+            let pending = buf.len() - usize::from(buf.last() == Some(&b'\r'));
+            if pending > self.max_line {
+                return Err(CodecError::TooLong {
+                    limit: self.max_line,
+                });
+            }
+            return Ok(None);
+        };
+        let end = self.scanned + offset;
+        self.scanned = 0;
+        let mut line = buf.split_to(end + 1);
+        line.truncate(end);
+        if line.last() == Some(&b'\r') {
+            line.truncate(end - 1);
+        }
+        if line.len() > self.max_line {
+            return Err(CodecError::TooLong {
+                limit: self.max_line,
+            });
+        }
+        String::from_utf8(line.to_vec())
+            .map(Some)
+            .map_err(|_| CodecError::InvalidUtf8)
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<String>, CodecError> {
+        // A last line without its `\n` was never sent as a request: drop it.
+        let line = self.decode(buf)?;
+        if line.is_none() {
+            buf.advance(buf.len());
+            self.scanned = 0;
+        }
+        Ok(line)
+    }
+}
+
+/// Responses are rendered elsewhere ([`crate::reply`]); the codec writes their bytes as they are,
+/// so a reply and its prompt handed over together leave in one write.
+impl Encoder<Bytes> for LineCodec {
+    type Error = CodecError;
+
+    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), CodecError> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(codec: &mut LineCodec, input: &[u8]) -> Vec<Result<String, String>> {
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(line)) => out.push(Ok(line)),
+                Ok(None) => break,
+                Err(e) => {
+                    out.push(Err(e.to_string()));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lines_end_at_newline_and_a_carriage_return_is_tolerated() {
+        let mut codec = LineCodec::new(100);
+        assert_eq!(
+            decode_all(&mut codec, b"from:@alice\nscan\r\nhalf"),
+            vec![Ok("from:@alice".to_string()), Ok("scan".to_string())]
+        );
+    }
+
+    #[test]
+    fn incomplete_line_waits_for_more_bytes() {
+        let mut codec = LineCodec::new(100);
+        let mut buf = BytesMut::from(&b"llook"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(b"up:a@b\n");
+        assert_eq!(
+            codec.decode(&mut buf).unwrap().as_deref(),
+            Some("llookup:a@b")
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn line_of_exactly_the_limit_passes_and_one_more_byte_fails() {
+        let mut codec = LineCodec::new(5);
+        assert_eq!(
+            decode_all(&mut codec, b"abcde\r\n"),
+            vec![Ok("abcde".into())]
+        );
+        let mut codec = LineCodec::new(5);
+        assert!(matches!(
+            codec.decode(&mut BytesMut::from(&b"abcdef\n"[..])),
+            Err(CodecError::TooLong { limit: 5 })
+        ));
+    }
+
+    #[test]
+    fn overlong_line_fails_before_its_newline_arrives() {
+        let mut codec = LineCodec::new(5);
+        let mut buf = BytesMut::from(&b"abcde\r"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(b"x");
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::TooLong { limit: 5 })
+        ));
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error_not_a_panic() {
+        let mut codec = LineCodec::new(100);
+        assert!(matches!(
+            codec.decode(&mut BytesMut::from(&b"\xff\xfe\n"[..])),
+            Err(CodecError::InvalidUtf8)
+        ));
+    }
+
+    #[test]
+    fn unterminated_last_line_is_dropped_at_eof() {
+        let mut codec = LineCodec::new(100);
+        let mut buf = BytesMut::from(&b"scan"[..]);
+        assert!(codec.decode_eof(&mut buf).unwrap().is_none());
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn encoder_writes_bytes_unchanged() {
+        let mut codec = LineCodec::new(10);
+        let mut dst = BytesMut::new();
+        codec
+            .encode(Bytes::from_static(b"data:1\n@alice@"), &mut dst)
+            .unwrap();
+        assert_eq!(&dst[..], b"data:1\n@alice@");
+    }
+}

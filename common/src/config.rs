@@ -1,0 +1,140 @@
+//! Configuration pieces shared by the binaries: TLS and the choice of storage backend.
+//!
+//! Each binary owns its whole configuration (`server/src/config.rs`, `directory/src/config.rs`)
+//! and embeds these. All are read through the `config` crate from a TOML file and the
+//! environment, so every field has a default and unknown fields are refused.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// How a listener speaks TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Serve plain TCP instead of TLS. Off by default; only for development or behind a
+    /// TLS-terminating proxy. Real clients (Dart and Python SDKs) always speak TLS.
+    pub plain: bool,
+    /// PEM certificate chain, leaf first. With `key_file`, used as is.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Host names and IP addresses the generated certificate is valid for, when no
+    /// `cert_file` is configured.
+    pub self_signed_names: Vec<String>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            plain: false,
+            cert_file: None,
+            key_file: None,
+            self_signed_names: vec!["localhost".into(), "127.0.0.1".into()],
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Checks the combination of fields once, after loading.
+    pub fn validate(&self) -> Result<(), String> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => Err("tls.cert_file is set but tls.key_file is not".into()),
+            (None, Some(_)) => Err("tls.key_file is set but tls.cert_file is not".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Which storage backend holds the data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// On local disk under the data directory; one node. The default.
+    #[default]
+    Embedded,
+    /// A Redis server shared by every node.
+    Redis,
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `embedded` (default) or `redis`.
+    pub backend: Backend,
+    /// Redis URL, `redis://[:password@]host:port[/db]`; required when `backend = "redis"`.
+    pub redis_url: Option<Secret>,
+    /// Prefix put before every Redis key, so one Redis can hold several deployments.
+    pub key_prefix: String,
+}
+
+impl StoreConfig {
+    /// Checks the combination of fields once, after loading.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.backend == Backend::Redis && self.redis_url.is_none() {
+            return Err("store.backend is redis but store.redis_url is not set".into());
+        }
+        Ok(())
+    }
+}
+
+/// A configuration value that must not reach a log: `Debug` prints `MASKED`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_masked_in_debug_output() {
+        let store = StoreConfig {
+            backend: Backend::Redis,
+            redis_url: Some(Secret::new("redis://:hunter2@db:6379")),
+            key_prefix: String::new(),
+        };
+        let shown = format!("{store:?}");
+        assert!(shown.contains("MASKED"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn redis_backend_needs_a_url() {
+        let store = StoreConfig {
+            backend: Backend::Redis,
+            ..StoreConfig::default()
+        };
+        assert!(store.validate().is_err());
+        assert!(StoreConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn cert_and_key_come_together() {
+        let tls = TlsConfig {
+            cert_file: Some("c.pem".into()),
+            ..TlsConfig::default()
+        };
+        assert!(tls.validate().is_err());
+        assert!(TlsConfig::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,25 @@
+//! # at-common: the atProtocol, typed
+//!
+//! Everything both the atServer and the atDirectory agree on, with no sockets, actors or storage.
+//!
+//! - [`atsign`]: `AtSign`, parsed and normalised once (leading `@` optional, case-folded).
+//! - [`key`]: `AtKey`, the five kinds of key of the spec and their wire form.
+//! - [`metadata`]: `Metadata`, every field of the spec's table, and its JSON shape.
+//! - [`error`]: `AtError`, the only table of protocol error codes, and whether each closes the connection.
+//! - [`verb`]: `Command`, one typed variant per verb; `Command::parse` is the only grammar.
+//! - [`reply`]: `Reply` and `Prompt`, the only place a response is rendered to bytes.
+//! - [`codec`]: `LineCodec`, bytes to lines with the buffer limit; no protocol policy.
+//! - [`config`]: configuration pieces shared by the binaries (TLS, storage backend).
+//! - [`tls`]: turning a [`config::TlsConfig`] into a rustls acceptor, self-signed when no certificate is given.
+
+pub mod atsign;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod key;
+pub mod metadata;
+pub mod reply;
+pub mod tls;
+pub mod verb;
+
+pub use atsign::AtSign;

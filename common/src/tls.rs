@@ -1,0 +1,259 @@
+//! Turning a [`TlsConfig`] into a rustls server configuration.
+//!
+//! With `cert_file`/`key_file` configured they are used as they are. Without them a private
+//! CA and a leaf certificate signed by it are made on first start and kept under
+//! `<data_dir>/tls/`: `ca.pem` is what a client trusts (`openssl s_client -CAfile`,
+//! Python's `SSL_CERT_FILE`), `cert.pem`/`key.pem` are what the listener serves. Later starts
+//! reuse them, so a client that trusted `ca.pem` once keeps working across restarts. A CA plus
+//! a leaf, rather than one self-signed leaf, because strict verifiers (Python 3.13's
+//! `VERIFY_X509_STRICT`) refuse a leaf that signs itself.
+//!
+//! This is the one place of `at-common` that touches the file system: both binaries need the
+//! same behaviour, and it is policy-free (no sockets, no protocol).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsConfig;
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("{path}: {message}")]
+    Pem { path: PathBuf, message: String },
+    #[error("generating a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("building the TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Where the served certificate came from; printed at start-up so an operator knows what to trust.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// The configured `cert_file`.
+    Configured(PathBuf),
+    /// Generated under the data directory; clients trust the CA at this path.
+    SelfSigned { ca_file: PathBuf },
+}
+
+/// The acceptor for a listener, or `None` when `tls.plain` is set.
+pub fn acceptor(
+    config: &TlsConfig,
+    data_dir: &Path,
+) -> Result<Option<(TlsAcceptor, CertSource)>, TlsError> {
+    if config.plain {
+        return Ok(None);
+    }
+    let (cert_file, key_file, source) = match (&config.cert_file, &config.key_file) {
+        (Some(cert), Some(key)) => (
+            cert.clone(),
+            key.clone(),
+            CertSource::Configured(cert.clone()),
+        ),
+        _ => {
+            let dir = data_dir.join("tls");
+            let ca_file = ensure_self_signed(&dir, &config.self_signed_names)?;
+            (
+                dir.join("cert.pem"),
+                dir.join("key.pem"),
+                CertSource::SelfSigned { ca_file },
+            )
+        }
+    };
+    let server = server_config(&cert_file, &key_file)?;
+    Ok(Some((TlsAcceptor::from(Arc::new(server)), source)))
+}
+
+/// A rustls server configuration serving the chain in `cert_file` with `key_file`.
+pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<rustls::ServerConfig, TlsError> {
+    let certs = read_certs(cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| pem_error(key_file, e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    Ok(config)
+}
+
+/// Every certificate in a PEM file, in order; an empty file is an error.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            message: "no certificate found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn pem_error(path: &Path, error: rustls::pki_types::pem::Error) -> TlsError {
+    match error {
+        rustls::pki_types::pem::Error::Io(source) => TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => TlsError::Pem {
+            path: path.to_path_buf(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Makes `ca.pem`, `cert.pem` and `key.pem` in `dir` unless all three are there; returns `ca.pem`'s path.
+fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<PathBuf, TlsError> {
+    let (ca_path, cert_path, key_path) = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    if ca_path.exists() && cert_path.exists() && key_path.exists() {
+        return Ok(ca_path);
+    }
+    let generated = generate(names)?;
+    fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    // The key first and the CA last: a crash in between leaves no `ca.pem`, so the next
+    // start generates everything again instead of serving a half-written set.
+    write_private(&key_path, &generated.key_pem)?;
+    write_file(&cert_path, &generated.cert_pem)?;
+    write_file(&ca_path, &generated.ca_pem)?;
+    Ok(ca_path)
+}
+
+struct Generated {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn generate(names: &[String]) -> Result<Generated, TlsError> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "atProtocol local CA");
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+
+    let leaf_key = KeyPair::generate()?;
+    let mut leaf_params = CertificateParams::new(names.to_vec())?;
+    leaf_params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().map(String::as_str).unwrap_or("localhost"),
+    );
+    leaf_params.use_authority_key_identifier_extension = true;
+    leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // clientAuth too: an atServer presents its certificate when it connects to a peer.
+    leaf_params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer)?;
+    Ok(Generated {
+        ca_pem: ca_cert.pem(),
+        cert_pem: leaf_cert.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    })
+}
+
+fn write_file(path: &Path, contents: &str) -> Result<(), TlsError> {
+    fs::write(path, contents).map_err(|source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
+    use std::io::Write;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    file.write_all(contents.as_bytes())
+        .map_err(|source| TlsError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("at-common-tls-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn self_signed_material_is_made_once_and_reused() {
+        let dir = temp_dir("reuse");
+        let config = TlsConfig::default();
+        let (_, source) = acceptor(&config, &dir).unwrap().unwrap();
+        let ca_file = dir.join("tls/ca.pem");
+        assert_eq!(
+            source,
+            CertSource::SelfSigned {
+                ca_file: ca_file.clone()
+            }
+        );
+        let first = fs::read_to_string(&ca_file).unwrap();
+        acceptor(&config, &dir).unwrap().unwrap();
+        assert_eq!(fs::read_to_string(&ca_file).unwrap(), first);
+        assert_eq!(read_certs(&dir.join("tls/cert.pem")).unwrap().len(), 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn plain_mode_has_no_acceptor() {
+        let config = TlsConfig {
+            plain: true,
+            ..TlsConfig::default()
+        };
+        assert!(acceptor(&config, Path::new("/nonexistent"))
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn missing_configured_cert_is_a_read_error() {
+        let config = TlsConfig {
+            cert_file: Some("/nonexistent/cert.pem".into()),
+            key_file: Some("/nonexistent/key.pem".into()),
+            ..TlsConfig::default()
+        };
+        assert!(matches!(
+            acceptor(&config, Path::new("/tmp")),
+            Err(TlsError::Read { .. })
+        ));
+    }
+}
