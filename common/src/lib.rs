@@ -2,6 +2,7 @@
 //!
 //! Everything both the atServer and the atDirectory agree on, with no sockets, actors or storage.
 //!
+//! - [`address`]: `Address`, the `host:port` an atDirectory answers.
 //! - [`atsign`]: `AtSign`, parsed and normalised once (leading `@` optional, case-folded).
 //! - [`key`]: `AtKey`, the five kinds of key of the spec and their wire form.
 //! - [`metadata`]: `Metadata`, every field of the spec's table, and its JSON shape.
@@ -12,6 +13,7 @@
 //! - [`config`]: configuration pieces shared by the binaries (TLS, storage backend).
 //! - [`tls`]: turning a [`config::TlsConfig`] into a rustls acceptor, self-signed when no certificate is given.
 
+pub mod address;
 pub mod atsign;
 pub mod codec;
 pub mod config;
@@ -22,4 +24,5 @@ pub mod reply;
 pub mod tls;
 pub mod verb;
 
+pub use address::Address;
 pub use atsign::AtSign;

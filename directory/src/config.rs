@@ -1,0 +1,210 @@
+//! `DirectoryConfig`: every option of the atDirectory, with its default.
+//!
+//! Layered, later wins: built-in defaults, then the TOML file given with `--config`, then
+//! environment variables `AT_DIRECTORY__<FIELD>` (nested with `__`, e.g.
+//! `AT_DIRECTORY__STORE__REDIS_URL`), then command-line flags. Loaded once and validated once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use at_common::config::{StoreConfig, TlsConfig};
+use serde::{Deserialize, Deserializer};
+
+/// The whole configuration of one atDirectory process.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryConfig {
+    /// Address of the lookup listener. Port 64 is the one clients use by default.
+    pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` HTTP listener; empty to disable.
+    #[serde(deserialize_with = "optional_addr")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Directory for the embedded store and the generated TLS certificate.
+    pub data_dir: PathBuf,
+    /// Connections served at once; one more is told `AT0012` and closed.
+    pub max_connections: usize,
+    /// Seconds a connection may stay silent before it is closed; 0 keeps it open for ever.
+    pub idle_timeout_secs: u64,
+    /// Longest request line in bytes; a longer one closes the connection (the reference's 255).
+    pub buffer_limit: usize,
+    /// Delay before answering the second and later misses on one connection, in milliseconds.
+    pub miss_delay_ms: u64,
+    /// The miss that closes the connection (after the delay, without an answer).
+    pub max_misses: u32,
+    /// Worker threads serving connections; 0 means one per CPU.
+    pub workers: usize,
+    /// Seconds a client has to finish the TLS handshake.
+    pub handshake_timeout_secs: u64,
+    /// TLS of the lookup listener.
+    pub tls: TlsConfig,
+    /// Where registrations are kept.
+    pub store: StoreConfig,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        DirectoryConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 64)),
+            metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9464))),
+            data_dir: PathBuf::from("data/directory"),
+            max_connections: 10_000,
+            idle_timeout_secs: 600,
+            buffer_limit: 255,
+            miss_delay_ms: 3000,
+            max_misses: 3,
+            workers: 0,
+            handshake_timeout_secs: 10,
+            tls: TlsConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+/// Values given on the command line; each one that is set wins over file and environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub redis_url: Option<String>,
+    pub plain: bool,
+}
+
+impl DirectoryConfig {
+    /// Loads defaults, `file`, the environment and `overrides`, in that order, then validates.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<DirectoryConfig, String> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("AT_DIRECTORY")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let set = |b: config::ConfigBuilder<_>, key: &str, value: Option<String>| match value {
+            Some(v) => b.set_override(key, v),
+            None => Ok(b),
+        };
+        let to_err = |e: config::ConfigError| e.to_string();
+        builder = set(builder, "listen", overrides.listen.clone()).map_err(to_err)?;
+        builder =
+            set(builder, "metrics_listen", overrides.metrics_listen.clone()).map_err(to_err)?;
+        builder = set(
+            builder,
+            "data_dir",
+            overrides.data_dir.as_ref().map(|d| d.display().to_string()),
+        )
+        .map_err(to_err)?;
+        if let Some(url) = &overrides.redis_url {
+            builder = builder
+                .set_override("store.backend", "redis")
+                .and_then(|b| b.set_override("store.redis_url", url.clone()))
+                .map_err(to_err)?;
+        }
+        if overrides.plain {
+            builder = builder.set_override("tls.plain", true).map_err(to_err)?;
+        }
+        let config: DirectoryConfig = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(to_err)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        self.tls.validate()?;
+        self.store.validate()?;
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        if self.buffer_limit == 0 {
+            return Err("buffer_limit must be at least 1".into());
+        }
+        if self.max_misses == 0 {
+            return Err("max_misses must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The idle timeout, `None` when connections may idle for ever.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs))
+    }
+
+    /// The number of worker threads to start.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// `""` (or an absent field) means "no listener".
+fn optional_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use at_common::config::Backend;
+
+    #[test]
+    fn defaults_match_the_reference_root() {
+        let config = DirectoryConfig::load(None, &Overrides::default()).unwrap();
+        assert_eq!(config.listen.port(), 64);
+        assert_eq!(config.buffer_limit, 255);
+        assert_eq!(config.max_misses, 3);
+        assert_eq!(config.miss_delay_ms, 3000);
+        assert_eq!(config.store.backend, Backend::Embedded);
+        assert!(!config.tls.plain);
+    }
+
+    #[test]
+    fn file_then_flags_in_that_order() {
+        let dir = std::env::temp_dir().join(format!("at-dir-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("directory.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:7000\"\nmetrics_listen = \"\"\nmax_misses = 5\n[store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:7001".into()),
+            ..Overrides::default()
+        };
+        let config = DirectoryConfig::load(Some(&file), &overrides).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(config.metrics_listen, None);
+        assert_eq!(config.max_misses, 5);
+        assert_eq!(config.store.backend, Backend::Redis);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_combinations_are_refused() {
+        let dir = std::env::temp_dir().join(format!("at-dir-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let unknown = dir.join("unknown.toml");
+        std::fs::write(&unknown, "listen_port = 64\n").unwrap();
+        assert!(DirectoryConfig::load(Some(&unknown), &Overrides::default()).is_err());
+        let no_url = dir.join("no_url.toml");
+        std::fs::write(&no_url, "[store]\nbackend = \"redis\"\n").unwrap();
+        let err = DirectoryConfig::load(Some(&no_url), &Overrides::default()).unwrap_err();
+        assert!(err.contains("redis_url"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,185 @@
+//! Accepting connections: the connection limit, the TLS handshake, and spreading sessions over
+//! worker threads (one actix arbiter per CPU by default; each arbiter is single-threaded).
+//!
+//! Prints `listening on <addr>` (and `metrics on <addr>`) on stdout once bound, so scripts and
+//! tests that asked for port 0 learn the real port.
+
+use std::io::Write as _;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_rt::Arbiter;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::DirectoryConfig;
+use crate::metrics::{self, Metrics};
+use crate::session::{Policy, Session, Slot};
+use crate::store::Store;
+use crate::Error;
+
+/// What a connection past `max_connections` is told before it is closed (as the atServer does).
+const LIMIT_EXCEEDED: &[u8] = b"error:AT0012-Inbound connection limit exceeded\n";
+
+/// Everything a worker needs to serve a connection.
+struct Shared {
+    store: Store,
+    metrics: Metrics,
+    policy: Arc<Policy>,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
+}
+
+/// Binds, then serves until SIGINT or SIGTERM.
+pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
+    let io_err = |context: String| move |source| Error::Io { context, source };
+    let tls = match at_common::tls::acceptor(&config.tls, &config.data_dir)? {
+        Some((acceptor, source)) => {
+            tracing::info!(?source, "TLS ready");
+            Some(acceptor)
+        }
+        None => {
+            tracing::warn!("serving plain TCP: tls.plain is set");
+            None
+        }
+    };
+    let metrics = Metrics::new();
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(io_err(format!("binding {}", config.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(io_err("local address".into()))?;
+    let metrics_addr = match config.metrics_listen {
+        Some(addr) => {
+            let std_listener =
+                std::net::TcpListener::bind(addr).map_err(io_err(format!("binding {addr}")))?;
+            Some(
+                metrics::serve(std_listener, metrics.clone())
+                    .map_err(io_err("metrics server".into()))?,
+            )
+        }
+        None => None,
+    };
+    announce(local, metrics_addr);
+
+    let shared = Arc::new(Shared {
+        store,
+        metrics: metrics.clone(),
+        policy: Arc::new(Policy {
+            idle_timeout: config.idle_timeout(),
+            miss_delay: Duration::from_millis(config.miss_delay_ms),
+            max_misses: config.max_misses,
+            buffer_limit: config.buffer_limit,
+        }),
+        tls,
+        handshake_timeout: Duration::from_secs(config.handshake_timeout_secs),
+    });
+    let workers: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut next = 0usize;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    actix_rt::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let slot = Slot::take(&open, config.max_connections, &metrics);
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                tracing::warn!(%error, "could not hand a connection to a worker");
+                continue;
+            }
+        };
+        let shared = Arc::clone(&shared);
+        workers[next % workers.len()].spawn(async move { begin(tcp, slot, shared).await });
+        next = next.wrapping_add(1);
+    }
+    tracing::info!("shutting down");
+    for worker in workers {
+        worker.stop();
+    }
+    Ok(())
+}
+
+fn announce(local: std::net::SocketAddr, metrics_addr: Option<std::net::SocketAddr>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening on {local}");
+    if let Some(addr) = metrics_addr {
+        let _ = writeln!(out, "metrics on {addr}");
+    }
+    let _ = out.flush();
+}
+
+/// On a worker: TLS handshake, then a session (or the limit message).
+async fn begin(tcp: std::net::TcpStream, slot: Option<Slot>, shared: Arc<Shared>) {
+    let tcp = match TcpStream::from_std(tcp) {
+        Ok(tcp) => tcp,
+        Err(error) => {
+            tracing::warn!(%error, "could not register a connection with its worker");
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    match &shared.tls {
+        Some(acceptor) => {
+            match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => start(tls, slot, &shared).await,
+                Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
+        }
+        None => start(tcp, slot, &shared).await,
+    }
+}
+
+async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
+    mut io: IO,
+    slot: Option<Slot>,
+    shared: &Shared,
+) {
+    match slot {
+        Some(slot) => {
+            Session::start(
+                io,
+                shared.store.clone(),
+                shared.metrics.clone(),
+                Arc::clone(&shared.policy),
+                slot,
+            );
+        }
+        None => {
+            shared.metrics.rejected.inc();
+            let _ = io.write_all(LIMIT_EXCEEDED).await;
+            let _ = io.shutdown().await;
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends).
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the directory");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,145 @@
+//! `Metrics`: what the directory tells Prometheus, in a registry of its own (one per `run`).
+//!
+//! - `atdirectory_connections`: connections open now (gauge).
+//! - `atdirectory_connections_rejected_total`: connections refused for `max_connections`.
+//! - `atdirectory_lookups_total{result}`: lookups by result, `hit`, `miss`, `invalid` (not an
+//!   atSign) or `error` (the store failed).
+//! - `atdirectory_lookup_duration_seconds`: time from request line to answer, without the
+//!   deliberate delay of throttled misses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// How a lookup ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupResult {
+    Hit,
+    Miss,
+    Invalid,
+    Error,
+}
+
+impl LookupResult {
+    fn label(self) -> &'static str {
+        match self {
+            LookupResult::Hit => "hit",
+            LookupResult::Miss => "miss",
+            LookupResult::Invalid => "invalid",
+            LookupResult::Error => "error",
+        }
+    }
+}
+
+/// The directory's metrics; cheap to clone (every field is a shared handle).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub connections: IntGauge,
+    pub rejected: IntCounter,
+    lookups: IntCounterVec,
+    latency: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let connections = IntGauge::new("atdirectory_connections", "Connections open now.")
+            .expect("valid metric");
+        let rejected = IntCounter::new(
+            "atdirectory_connections_rejected_total",
+            "Connections refused because max_connections were open.",
+        )
+        .expect("valid metric");
+        let lookups = IntCounterVec::new(
+            Opts::new("atdirectory_lookups_total", "Lookups by result."),
+            &["result"],
+        )
+        .expect("valid metric");
+        let latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "atdirectory_lookup_duration_seconds",
+                "Time from request to answer, throttling delays excluded.",
+            )
+            .buckets(vec![
+                0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.5, 1.0,
+            ]),
+        )
+        .expect("valid metric");
+        for metric in [
+            Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rejected.clone()),
+            Box::new(lookups.clone()),
+            Box::new(latency.clone()),
+        ] {
+            registry.register(metric).expect("metric registered once");
+        }
+        // Every result shows up from the start, at 0, so dashboards need no special case.
+        for result in [
+            LookupResult::Hit,
+            LookupResult::Miss,
+            LookupResult::Invalid,
+            LookupResult::Error,
+        ] {
+            lookups.with_label_values(&[result.label()]);
+        }
+        Metrics {
+            registry,
+            connections,
+            rejected,
+            lookups,
+            latency,
+        }
+    }
+
+    /// Counts one lookup.
+    pub fn lookup(&self, result: LookupResult, took: Duration) {
+        self.lookups.with_label_values(&[result.label()]).inc();
+        self.latency.observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the actix system stops.
+pub fn serve(listener: std::net::TcpListener, metrics: Metrics) -> std::io::Result<SocketAddr> {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let addr = listener.local_addr()?;
+    let server = HttpServer::new(move || {
+        let metrics = metrics.clone();
+        App::new().route(
+            "/metrics",
+            web::get().to(move || {
+                let body = metrics.render();
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("text/plain; version=0.0.4; charset=utf-8")
+                        .body(body)
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    actix_rt::spawn(server);
+    Ok(addr)
+}

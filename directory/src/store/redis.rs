@@ -1,0 +1,110 @@
+//! The Redis backend: one Redis shared by every directory replica.
+//!
+//! # Format
+//! The reference root's layout, so an existing root's Redis can be served as it is: key = the
+//! atSign without `@`, lower-cased (`alice`), value = `host:port`. An optional key prefix lets
+//! one Redis hold several deployments. The connection is multiplexed (concurrent lookups share
+//! it and are pipelined) and re-established by itself after Redis restarts.
+
+use at_common::{Address, AtSign};
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use super::{Backend, StoreError};
+
+/// Registrations in Redis.
+pub struct RedisBackend {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisBackend {
+    /// Connects to `url`; fails now rather than at the first lookup if Redis is unreachable.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisBackend, StoreError> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(RedisBackend {
+            conn,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    fn key(&self, atsign: &AtSign) -> String {
+        format!("{}{}", self.prefix, atsign.name())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for RedisBackend {
+    async fn get(&self, atsign: &AtSign) -> Result<Option<Address>, StoreError> {
+        let value: Option<String> = self.conn.clone().get(self.key(atsign)).await?;
+        // A value that is not `host:port` was not written by us; treat it as no registration.
+        Ok(value.and_then(|v| Address::parse(&v).ok()))
+    }
+
+    async fn put(&self, atsign: &AtSign, address: &Address) -> Result<(), StoreError> {
+        let () = self
+            .conn
+            .clone()
+            .set(self.key(atsign), address.to_string())
+            .await?;
+        Ok(())
+    }
+
+    async fn remove(&self, atsign: &AtSign) -> Result<bool, StoreError> {
+        let removed: u64 = self.conn.clone().del(self.key(atsign)).await?;
+        Ok(removed > 0)
+    }
+
+    async fn list(&self) -> Result<Vec<(AtSign, Address)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}*", glob_escape(&self.prefix));
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        let mut all = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(500) {
+            let values: Vec<Option<String>> =
+                redis::cmd("MGET").arg(chunk).query_async(&mut conn).await?;
+            for (key, value) in chunk.iter().zip(values) {
+                // Other keys may share the Redis (the reference root keeps `ping`); skip what is not ours.
+                let name = &key[self.prefix.len()..];
+                if let (Ok(sign), Some(Ok(addr))) =
+                    (AtSign::parse(name), value.map(|v| Address::parse(&v)))
+                {
+                    all.push((sign, addr));
+                }
+            }
+        }
+        all.sort();
+        Ok(all)
+    }
+}
+
+/// Escapes Redis glob characters so a prefix matches only itself.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
