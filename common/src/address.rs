@@ -82,14 +82,27 @@ mod tests {
         for input in ["vip.ve.atsign.zone:25000", "127.0.0.1:6464", "localhost:1"] {
             assert_eq!(Address::parse(input).unwrap().to_string(), input);
         }
-        assert_eq!(Address::parse("Host.Example:64").unwrap().to_string(), "host.example:64");
+        assert_eq!(
+            Address::parse("Host.Example:64").unwrap().to_string(),
+            "host.example:64"
+        );
     }
 
     #[test]
     fn malformed_addresses_are_refused() {
         for bad in [
-            "", "host", ":64", "host:", "host:0", "host:65536", "host:+64", "::1:64",
-            "[::1]:64", "ho st:64", "host:64:1", "h@st:64",
+            "",
+            "host",
+            ":64",
+            "host:",
+            "host:0",
+            "host:65536",
+            "host:+64",
+            "::1:64",
+            "[::1]:64",
+            "ho st:64",
+            "host:64:1",
+            "h@st:64",
         ] {
             assert!(Address::parse(bad).is_err(), "{bad:?} was accepted");
         }

@@ -24,8 +24,9 @@ pub struct DirectoryConfig {
     pub data_dir: PathBuf,
     /// Connections served at once; one more is told `AT0012` and closed.
     pub max_connections: usize,
-    /// Seconds a connection may stay silent before it is closed; 0 keeps it open for ever.
-    pub idle_timeout_secs: u64,
+    /// Milliseconds a connection may stay silent before it is closed; 0 keeps it open for
+    /// ever (the spec's `inbound_idle_time_millis`).
+    pub idle_timeout_ms: u64,
     /// Longest request line in bytes; a longer one closes the connection (the reference's 255).
     pub buffer_limit: usize,
     /// Delay before answering the second and later misses on one connection, in milliseconds.
@@ -49,7 +50,7 @@ impl Default for DirectoryConfig {
             metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9464))),
             data_dir: PathBuf::from("data/directory"),
             max_connections: 10_000,
-            idle_timeout_secs: 600,
+            idle_timeout_ms: 600_000,
             buffer_limit: 255,
             miss_delay_ms: 3000,
             max_misses: 3,
@@ -132,7 +133,7 @@ impl DirectoryConfig {
 
     /// The idle timeout, `None` when connections may idle for ever.
     pub fn idle_timeout(&self) -> Option<Duration> {
-        (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs))
+        (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
     }
 
     /// The number of worker threads to start.

@@ -108,3 +108,57 @@ fn glob_escape(text: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{conformance, Store};
+    use at_tests::redis::RedisServer;
+
+    #[actix_rt::test]
+    async fn redis_backend_passes_the_conformance_suite() {
+        let redis = RedisServer::start();
+        let store = Store::new(RedisBackend::connect(&redis.url(), "").await.unwrap());
+        conformance::run(&store).await;
+    }
+
+    #[actix_rt::test]
+    async fn keys_are_laid_out_as_the_reference_root_lays_them_out() {
+        let redis = RedisServer::start();
+        let backend = RedisBackend::connect(&redis.url(), "").await.unwrap();
+        let mut raw = backend.conn.clone();
+        // What the reference root's tooling writes: the atSign without `@`, value host:port.
+        let () = raw.set("alice🛠", "vip.ve.atsign.zone:25000").await.unwrap();
+        let () = raw.set("ping", "pong").await.unwrap();
+        let alice = AtSign::parse("@alice🛠").unwrap();
+        assert_eq!(
+            backend.get(&alice).await.unwrap(),
+            Some(Address::parse("vip.ve.atsign.zone:25000").unwrap())
+        );
+        // `ping` is not a registration, so `list` leaves it out.
+        assert_eq!(backend.list().await.unwrap().len(), 1);
+        backend
+            .put(
+                &AtSign::parse("bob").unwrap(),
+                &Address::parse("b.example:1").unwrap(),
+            )
+            .await
+            .unwrap();
+        let stored: String = raw.get("bob").await.unwrap();
+        assert_eq!(stored, "b.example:1");
+    }
+
+    #[actix_rt::test]
+    async fn a_key_prefix_keeps_deployments_apart() {
+        let redis = RedisServer::start();
+        let blue = Store::new(RedisBackend::connect(&redis.url(), "blue:").await.unwrap());
+        let green = Store::new(RedisBackend::connect(&redis.url(), "green:").await.unwrap());
+        let alice = AtSign::parse("alice").unwrap();
+        blue.put(&alice, &Address::parse("blue.example:1").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(green.get(&alice).await.unwrap(), None);
+        assert!(green.list().await.unwrap().is_empty());
+        assert_eq!(blue.list().await.unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,166 @@
+//! A blocking protocol client for tests: TLS verified against a CA file (or plain TCP), exact-byte
+//! expectations, and a deadline on every read.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// How long `expect` waits for bytes that should come at once.
+pub const PROMPT_WAIT: Duration = Duration::from_secs(10);
+/// How often reads wake up to check their deadline.
+const TICK: Duration = Duration::from_millis(20);
+
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// One client connection.
+pub struct Client {
+    stream: Box<dyn Stream>,
+    /// Bytes received and not yet consumed by an expectation.
+    pending: Vec<u8>,
+    closed: bool,
+}
+
+impl Client {
+    /// Connects with TLS to `addr`, trusting only the CA in `ca_file`, for host name `localhost`.
+    pub fn tls(addr: SocketAddr, ca_file: &Path) -> Client {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca_file).expect("CA file") {
+            roots.add(cert.expect("CA certificate")).expect("usable CA");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = ServerName::try_from("localhost").expect("server name");
+        let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
+        let tcp = connect(addr);
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        // Finish the handshake now, so a refused certificate fails here and not in a later read.
+        let deadline = Instant::now() + PROMPT_WAIT;
+        while stream.conn.is_handshaking() {
+            match stream.conn.complete_io(&mut stream.sock) {
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
+                Err(e) => panic!("TLS handshake: {e}"),
+            }
+        }
+        Client::over(Box::new(stream))
+    }
+
+    /// Connects with plain TCP.
+    pub fn plain(addr: SocketAddr) -> Client {
+        Client::over(Box::new(connect(addr)))
+    }
+
+    fn over(stream: Box<dyn Stream>) -> Client {
+        Client {
+            stream,
+            pending: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+        self.stream.flush().expect("flush");
+    }
+
+    /// Asserts that exactly `want` arrives next (within [`PROMPT_WAIT`]) and consumes it.
+    pub fn expect(&mut self, want: &[u8]) {
+        let deadline = Instant::now() + PROMPT_WAIT;
+        while self.pending.len() < want.len() && !self.closed && Instant::now() < deadline {
+            self.fill();
+        }
+        let got = &self.pending[..self.pending.len().min(want.len())];
+        assert_eq!(
+            String::from_utf8_lossy(got),
+            String::from_utf8_lossy(want),
+            "expected {:?}, got {:?} (closed: {})",
+            String::from_utf8_lossy(want),
+            String::from_utf8_lossy(&self.pending),
+            self.closed
+        );
+        self.pending.drain(..want.len());
+    }
+
+    /// Sends `line` and asserts the exact reply, like a transcript line pair.
+    pub fn ask(&mut self, line: &str, want: &str) {
+        self.send(line.as_bytes());
+        self.expect(want.as_bytes());
+    }
+
+    /// Everything that arrives within `window` (the connection may close meanwhile).
+    pub fn read_for(&mut self, window: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + window;
+        while !self.closed && Instant::now() < deadline {
+            self.fill();
+        }
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Asserts that nothing arrives within `window` and the connection stays open.
+    pub fn expect_silence(&mut self, window: Duration) {
+        let got = self.read_for(window);
+        assert!(
+            got.is_empty(),
+            "expected silence, got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(!self.closed, "expected the connection to stay open");
+    }
+
+    /// Asserts that the server closes the connection within `within`, sending nothing more.
+    pub fn expect_closed(&mut self, within: Duration) {
+        let got = self.read_for(within);
+        assert!(
+            got.is_empty(),
+            "expected a silent close, got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(
+            self.closed,
+            "expected the connection to be closed within {within:?}"
+        );
+    }
+
+    /// Whether the server has closed the connection (as seen so far).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// One read of at most [`TICK`].
+    fn fill(&mut self) {
+        let mut chunk = [0u8; 4096];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => self.closed = true,
+            Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+            Err(e) if is_timeout(&e) => {}
+            // A reset, or TLS ended without close_notify: closed either way.
+            Err(_) => self.closed = true,
+        }
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let tcp = TcpStream::connect_timeout(&addr, PROMPT_WAIT).expect("connect");
+    tcp.set_read_timeout(Some(TICK)).expect("read timeout");
+    tcp.set_nodelay(true).expect("nodelay");
+    tcp
+}
