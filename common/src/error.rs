@@ -1,1 +1,363 @@
-//! (being written)
+//! `AtError`: the only table of protocol error codes.
+//!
+//! [`ErrorCode`] is the one enum of every code the spec and the reference (at_commons
+//! `error_message.dart`, reference-server.md §1.5) use. Its `code()`, `description()` and
+//! `closes_connection()` are exhaustive matches, so adding a code fails to compile until it has
+//! all three. [`AtError`] is a code plus an optional detail message (the reference exception's
+//! `message`). How an error becomes bytes on the wire is decided in `reply.rs` only.
+
+use std::fmt;
+
+/// Every protocol error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// AT0001, `AtServerException`.
+    ServerException,
+    /// AT0002, `DataStoreException`: the keystore failed.
+    DataStore,
+    /// AT0003, `InvalidSyntaxException`: the command does not parse.
+    InvalidSyntax,
+    /// AT0004, `SocketException`.
+    Socket,
+    /// AT0005, `BufferOverFlowException`: a line longer than the buffer limit.
+    BufferLimitExceeded,
+    /// AT0006, `OutboundConnectionLimitException`.
+    OutboundConnectionLimit,
+    /// AT0007, `SecondaryNotFoundException`: the directory does not know the atSign.
+    SecondaryNotFound,
+    /// AT0008, `HandShakeException`: from/pol with another atServer failed.
+    HandshakeFailure,
+    /// AT0009, `UnAuthorizedException`.
+    Unauthorized,
+    /// AT0010, `InternalServerError`.
+    InternalServerError,
+    /// AT0011, `InternalServerException`; also the reference's fallback for unmapped exceptions.
+    InternalServerException,
+    /// AT0012, `InboundConnectionLimitException`.
+    InboundConnectionLimit,
+    /// AT0013, `BlockedConnectionException`: a blocked atSign tried `from`.
+    BlockedConnection,
+    /// AT0014, `AtClientException`.
+    AtClient,
+    /// AT0015, `KeyNotFoundException`.
+    KeyNotFound,
+    /// AT0016, `InvalidAtKeyException`.
+    InvalidKey,
+    /// AT0021, `SecondaryConnectException`.
+    SecondaryConnect,
+    /// AT0022, `IllegalArgumentException`.
+    IllegalArguments,
+    /// AT0023, `AtTimeoutException`.
+    Timeout,
+    /// AT0024, `ServerIsPausedException`.
+    ServerPaused,
+    /// AT0025, APKAM enrollment denied.
+    ApkamAuthDenied,
+    /// AT0026, APKAM enrollment pending or failed.
+    ApkamAuthFailed,
+    /// AT0027, APKAM access revoked.
+    ApkamAccessRevoked,
+    /// AT0028, throttling (the reference also uses it for "enrollment expired").
+    TooManyRequests,
+    /// AT0029, `AtInvalidEnrollmentException`.
+    InvalidEnrollment,
+    /// AT0030, invalid enrollment status.
+    InvalidEnrollmentStatus,
+    /// AT0031, `AtEnrollmentRevokeException`.
+    EnrollmentRevoked,
+    /// AT0401, `UnAuthenticatedException`: authentication failed or is missing.
+    Unauthenticated,
+}
+
+impl ErrorCode {
+    /// Every code, in table order; for tests and for documentation.
+    pub const ALL: [ErrorCode; 28] = [
+        ErrorCode::ServerException,
+        ErrorCode::DataStore,
+        ErrorCode::InvalidSyntax,
+        ErrorCode::Socket,
+        ErrorCode::BufferLimitExceeded,
+        ErrorCode::OutboundConnectionLimit,
+        ErrorCode::SecondaryNotFound,
+        ErrorCode::HandshakeFailure,
+        ErrorCode::Unauthorized,
+        ErrorCode::InternalServerError,
+        ErrorCode::InternalServerException,
+        ErrorCode::InboundConnectionLimit,
+        ErrorCode::BlockedConnection,
+        ErrorCode::AtClient,
+        ErrorCode::KeyNotFound,
+        ErrorCode::InvalidKey,
+        ErrorCode::SecondaryConnect,
+        ErrorCode::IllegalArguments,
+        ErrorCode::Timeout,
+        ErrorCode::ServerPaused,
+        ErrorCode::ApkamAuthDenied,
+        ErrorCode::ApkamAuthFailed,
+        ErrorCode::ApkamAccessRevoked,
+        ErrorCode::TooManyRequests,
+        ErrorCode::InvalidEnrollment,
+        ErrorCode::InvalidEnrollmentStatus,
+        ErrorCode::EnrollmentRevoked,
+        ErrorCode::Unauthenticated,
+    ];
+
+    /// The wire code, e.g. `"AT0003"`.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorCode::ServerException => "AT0001",
+            ErrorCode::DataStore => "AT0002",
+            ErrorCode::InvalidSyntax => "AT0003",
+            ErrorCode::Socket => "AT0004",
+            ErrorCode::BufferLimitExceeded => "AT0005",
+            ErrorCode::OutboundConnectionLimit => "AT0006",
+            ErrorCode::SecondaryNotFound => "AT0007",
+            ErrorCode::HandshakeFailure => "AT0008",
+            ErrorCode::Unauthorized => "AT0009",
+            ErrorCode::InternalServerError => "AT0010",
+            ErrorCode::InternalServerException => "AT0011",
+            ErrorCode::InboundConnectionLimit => "AT0012",
+            ErrorCode::BlockedConnection => "AT0013",
+            ErrorCode::AtClient => "AT0014",
+            ErrorCode::KeyNotFound => "AT0015",
+            ErrorCode::InvalidKey => "AT0016",
+            ErrorCode::SecondaryConnect => "AT0021",
+            ErrorCode::IllegalArguments => "AT0022",
+            ErrorCode::Timeout => "AT0023",
+            ErrorCode::ServerPaused => "AT0024",
+            ErrorCode::ApkamAuthDenied => "AT0025",
+            ErrorCode::ApkamAuthFailed => "AT0026",
+            ErrorCode::ApkamAccessRevoked => "AT0027",
+            ErrorCode::TooManyRequests => "AT0028",
+            ErrorCode::InvalidEnrollment => "AT0029",
+            ErrorCode::InvalidEnrollmentStatus => "AT0030",
+            ErrorCode::EnrollmentRevoked => "AT0031",
+            ErrorCode::Unauthenticated => "AT0401",
+        }
+    }
+
+    /// The reference's standard description (at_commons `error_description`), exactly.
+    pub fn description(self) -> &'static str {
+        match self {
+            ErrorCode::ServerException => "Server exception",
+            ErrorCode::DataStore => "DataStore exception",
+            ErrorCode::InvalidSyntax => "Invalid syntax",
+            ErrorCode::Socket => "Socket error",
+            ErrorCode::BufferLimitExceeded => "Buffer limit exceeded",
+            ErrorCode::OutboundConnectionLimit => "Outbound connection limit exceeded",
+            ErrorCode::SecondaryNotFound => "Secondary server not found",
+            ErrorCode::HandshakeFailure => "Handshake failure",
+            ErrorCode::Unauthorized => "UnAuthorized client in request",
+            ErrorCode::InternalServerError => "Internal server error",
+            ErrorCode::InternalServerException => "Internal server exception",
+            ErrorCode::InboundConnectionLimit => "Inbound connection limit exceeded",
+            ErrorCode::BlockedConnection => "Connection Exception",
+            ErrorCode::AtClient => "Unknown AtClient exception",
+            ErrorCode::KeyNotFound => "key not found",
+            ErrorCode::InvalidKey => "Invalid key",
+            ErrorCode::SecondaryConnect => "Unable to connect to secondary",
+            ErrorCode::IllegalArguments => "Illegal arguments",
+            ErrorCode::Timeout => "Timeout waiting for response",
+            ErrorCode::ServerPaused => "Server is paused",
+            ErrorCode::ApkamAuthDenied => "Apkam Auth Denied",
+            ErrorCode::ApkamAuthFailed => "Apkam Auth Failed",
+            ErrorCode::ApkamAccessRevoked => "Apkam Access Revoked",
+            ErrorCode::TooManyRequests => "Too Many Requests",
+            // The notes name the exception classes for 29 and 31 but not their texts.
+            ErrorCode::InvalidEnrollment => "Invalid Enrollment",
+            ErrorCode::InvalidEnrollmentStatus => "Invalid Enrollment Status",
+            ErrorCode::EnrollmentRevoked => "Enrollment Revoked",
+            ErrorCode::Unauthenticated => "Client authentication failed",
+        }
+    }
+
+    /// Whether the reference closes the connection after writing this error (notes §1.5).
+    ///
+    /// The spec says failed cram/pkam/pol close the connection; the reference keeps it open
+    /// (AT0401) and real clients rely on that, so we follow the reference. Syntax errors (AT0003)
+    /// keep the connection open too. The connection-limit refusal (AT0012) is written to a
+    /// connection that is then dropped without ever serving it.
+    pub fn closes_connection(self) -> bool {
+        match self {
+            ErrorCode::DataStore
+            | ErrorCode::BufferLimitExceeded
+            | ErrorCode::InternalServerException
+            | ErrorCode::InboundConnectionLimit
+            | ErrorCode::BlockedConnection
+            | ErrorCode::ServerPaused => true,
+            ErrorCode::ServerException
+            | ErrorCode::InvalidSyntax
+            | ErrorCode::Socket
+            | ErrorCode::OutboundConnectionLimit
+            | ErrorCode::SecondaryNotFound
+            | ErrorCode::HandshakeFailure
+            | ErrorCode::Unauthorized
+            | ErrorCode::InternalServerError
+            | ErrorCode::AtClient
+            | ErrorCode::KeyNotFound
+            | ErrorCode::InvalidKey
+            | ErrorCode::SecondaryConnect
+            | ErrorCode::IllegalArguments
+            | ErrorCode::Timeout
+            | ErrorCode::ApkamAuthDenied
+            | ErrorCode::ApkamAuthFailed
+            | ErrorCode::ApkamAccessRevoked
+            | ErrorCode::TooManyRequests
+            | ErrorCode::InvalidEnrollment
+            | ErrorCode::InvalidEnrollmentStatus
+            | ErrorCode::EnrollmentRevoked
+            | ErrorCode::Unauthenticated => false,
+        }
+    }
+
+    /// The code for a wire string such as `"AT0015"`, as a peer's reply carries it.
+    pub fn from_code(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.code() == code)
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A protocol error: a code and, usually, the reference exception's message.
+///
+/// # Errors
+/// Every fallible protocol operation in this workspace returns `Result<_, AtError>`; the
+/// connection turns it into a reply with [`crate::reply::Reply::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct AtError {
+    code: ErrorCode,
+    detail: Option<String>,
+}
+
+impl AtError {
+    /// An error with no detail message.
+    pub fn new(code: ErrorCode) -> AtError {
+        AtError { code, detail: None }
+    }
+
+    /// An error with a detail message (the reference exception's `message`).
+    pub fn with_detail(code: ErrorCode, detail: impl Into<String>) -> AtError {
+        AtError {
+            code,
+            detail: Some(detail.into()),
+        }
+    }
+
+    /// AT0003 with a detail message: the parser's error.
+    pub fn syntax(detail: impl Into<String>) -> AtError {
+        AtError::with_detail(ErrorCode::InvalidSyntax, detail)
+    }
+
+    /// The code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The detail message, if any.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+
+    /// The detail message, or the standard description when there is none: what the
+    /// reference's exception `message` would have been.
+    pub fn message(&self) -> &str {
+        self.detail().unwrap_or(self.code.description())
+    }
+
+    /// See [`ErrorCode::closes_connection`].
+    pub fn closes_connection(&self) -> bool {
+        self.code.closes_connection()
+    }
+}
+
+impl From<ErrorCode> for AtError {
+    fn from(code: ErrorCode) -> AtError {
+        AtError::new(code)
+    }
+}
+
+/// For logs only; the wire form is built by `reply.rs`.
+impl fmt::Display for AtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code.code(), self.code.description())?;
+        if let Some(detail) = &self.detail {
+            write!(f, " : {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_round_trip() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_code(code.code()), Some(code));
+            assert!(!code.description().is_empty());
+        }
+        let mut codes: Vec<_> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), ErrorCode::ALL.len());
+    }
+
+    #[test]
+    fn reference_descriptions_are_exact() {
+        assert_eq!(ErrorCode::InvalidSyntax.description(), "Invalid syntax");
+        assert_eq!(
+            ErrorCode::BufferLimitExceeded.description(),
+            "Buffer limit exceeded"
+        );
+        assert_eq!(ErrorCode::KeyNotFound.description(), "key not found");
+        assert_eq!(
+            ErrorCode::Unauthenticated.description(),
+            "Client authentication failed"
+        );
+        assert_eq!(
+            ErrorCode::InboundConnectionLimit.description(),
+            "Inbound connection limit exceeded"
+        );
+        assert_eq!(
+            ErrorCode::BlockedConnection.description(),
+            "Connection Exception"
+        );
+    }
+
+    #[test]
+    fn failed_authentication_keeps_the_connection_open_as_the_reference_does() {
+        assert!(!ErrorCode::Unauthenticated.closes_connection());
+        assert!(!ErrorCode::InvalidSyntax.closes_connection());
+        assert!(!ErrorCode::KeyNotFound.closes_connection());
+    }
+
+    #[test]
+    fn buffer_blocked_datastore_paused_and_internal_errors_close() {
+        for code in [
+            ErrorCode::BufferLimitExceeded,
+            ErrorCode::BlockedConnection,
+            ErrorCode::DataStore,
+            ErrorCode::ServerPaused,
+            ErrorCode::InternalServerException,
+        ] {
+            assert!(code.closes_connection(), "{code}");
+        }
+    }
+
+    #[test]
+    fn message_falls_back_to_the_description() {
+        assert_eq!(
+            AtError::new(ErrorCode::KeyNotFound).message(),
+            "key not found"
+        );
+        assert_eq!(
+            AtError::syntax("invalid command").message(),
+            "invalid command"
+        );
+    }
+}

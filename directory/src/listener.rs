@@ -20,9 +20,6 @@ use crate::session::{Policy, Session, Slot};
 use crate::store::Store;
 use crate::Error;
 
-/// What a connection past `max_connections` is told before it is closed (as the atServer does).
-const LIMIT_EXCEEDED: &[u8] = b"error:AT0012-Inbound connection limit exceeded\n";
-
 /// Everything a worker needs to serve a connection.
 struct Shared {
     store: Store,
@@ -162,7 +159,10 @@ async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
         }
         None => {
             shared.metrics.rejected.inc();
-            let _ = io.write_all(LIMIT_EXCEEDED).await;
+            // Told as the atServer tells it, so clients see one message for one condition.
+            let _ = io
+                .write_all(&at_common::reply::connection_limit_line())
+                .await;
             let _ = io.shutdown().await;
         }
     }
