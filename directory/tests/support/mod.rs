@@ -1,4 +1,6 @@
 //! A running `at-directory` with its data dir and backend, for the wire tests.
+// Each test binary compiles this module and uses a different part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
