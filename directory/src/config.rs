@@ -174,6 +174,13 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_file_loads_and_equals_the_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/directory.toml");
+        let loaded = DirectoryConfig::load(Some(&example), &Overrides::default()).unwrap();
+        assert_eq!(loaded, DirectoryConfig::default());
+    }
+
+    #[test]
     fn file_then_flags_in_that_order() {
         let dir = std::env::temp_dir().join(format!("at-dir-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
