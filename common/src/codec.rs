@@ -13,6 +13,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::error::{AtError, ErrorCode};
+
 /// Splits input into lines of at most `max_line` bytes (terminator not counted).
 #[derive(Debug, Clone)]
 pub struct LineCodec {
@@ -33,6 +35,22 @@ pub enum CodecError {
     /// The socket failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl CodecError {
+    /// The protocol error an atServer answers with before closing: AT0005 for an overlong
+    /// line (the spec's "Buffer limit exceeded"), AT0003 for bytes that are not text.
+    /// `None` for a socket failure, where there is nobody left to answer.
+    pub fn to_at_error(&self) -> Option<AtError> {
+        match self {
+            CodecError::TooLong { limit } => Some(AtError::with_detail(
+                ErrorCode::BufferLimitExceeded,
+                format!("line longer than {limit} bytes"),
+            )),
+            CodecError::InvalidUtf8 => Some(AtError::syntax("command is not valid UTF-8")),
+            CodecError::Io(_) => None,
+        }
+    }
 }
 
 impl LineCodec {
@@ -189,6 +207,19 @@ mod tests {
         let mut buf = BytesMut::from(&b"scan"[..]);
         assert!(codec.decode_eof(&mut buf).unwrap().is_none());
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn overlong_lines_map_to_at0005_which_closes_the_connection() {
+        let error = CodecError::TooLong { limit: 5 }.to_at_error().unwrap();
+        assert_eq!(error.code(), ErrorCode::BufferLimitExceeded);
+        assert_eq!(error.code().code(), "AT0005");
+        assert!(error.closes_connection());
+        let not_text = CodecError::InvalidUtf8.to_at_error().unwrap();
+        assert_eq!(not_text.code(), ErrorCode::InvalidSyntax);
+        assert!(CodecError::Io(std::io::ErrorKind::BrokenPipe.into())
+            .to_at_error()
+            .is_none());
     }
 
     #[test]
