@@ -20,9 +20,8 @@ use crate::session::{Policy, Session, Slot};
 use crate::store::Store;
 use crate::Error;
 
-/// Everything a worker needs to serve a connection.
+/// Everything a worker needs to serve a connection, but its store handle.
 struct Shared {
-    store: Store,
     metrics: Metrics,
     policy: Arc<Policy>,
     tls: Option<TlsAcceptor>,
@@ -63,7 +62,6 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
     announce(local, metrics_addr);
 
     let shared = Arc::new(Shared {
-        store,
         metrics: metrics.clone(),
         policy: Arc::new(Policy {
             idle_timeout: config.idle_timeout(),
@@ -74,7 +72,12 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
         tls,
         handshake_timeout: Duration::from_secs(config.handshake_timeout_secs),
     });
-    let workers: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
+    let mut workers = Vec::with_capacity(config.worker_count());
+    for _ in 0..config.worker_count() {
+        let worker = Arbiter::new();
+        let store = worker_store(&worker, &config, &store).await?;
+        workers.push((worker, store));
+    }
     let open = Arc::new(AtomicUsize::new(0));
     let mut next = 0usize;
     let shutdown = shutdown_signal();
@@ -101,14 +104,39 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
             }
         };
         let shared = Arc::clone(&shared);
-        workers[next % workers.len()].spawn(async move { begin(tcp, slot, shared).await });
+        let (worker, store) = &workers[next % workers.len()];
+        let store = store.clone();
+        worker.spawn(async move { begin(tcp, slot, store, shared).await });
         next = next.wrapping_add(1);
     }
     tracing::info!("shutting down");
-    for worker in workers {
+    for (worker, _) in workers {
         worker.stop();
     }
     Ok(())
+}
+
+/// The store handle a worker's sessions use. The embedded store is one in-memory view shared
+/// by all workers. A Redis connection runs its I/O task on the thread that opened it, so each
+/// worker opens its own: otherwise every lookup would hop to the accepting thread and back.
+async fn worker_store(
+    worker: &Arbiter,
+    config: &DirectoryConfig,
+    shared: &Store,
+) -> Result<Store, Error> {
+    if config.store.backend == at_common::config::Backend::Embedded {
+        return Ok(shared.clone());
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (store_config, data_dir) = (config.store.clone(), config.data_dir.clone());
+    worker.spawn(async move {
+        let _ = tx.send(crate::store::open(&store_config, &data_dir).await);
+    });
+    let opened = rx.await.map_err(|_| Error::Io {
+        context: "starting a worker".into(),
+        source: std::io::Error::other("worker thread stopped"),
+    })?;
+    Ok(opened?)
 }
 
 fn announce(local: std::net::SocketAddr, metrics_addr: Option<std::net::SocketAddr>) {
@@ -121,7 +149,7 @@ fn announce(local: std::net::SocketAddr, metrics_addr: Option<std::net::SocketAd
 }
 
 /// On a worker: TLS handshake, then a session (or the limit message).
-async fn begin(tcp: std::net::TcpStream, slot: Option<Slot>, shared: Arc<Shared>) {
+async fn begin(tcp: std::net::TcpStream, slot: Option<Slot>, store: Store, shared: Arc<Shared>) {
     let tcp = match TcpStream::from_std(tcp) {
         Ok(tcp) => tcp,
         Err(error) => {
@@ -133,25 +161,26 @@ async fn begin(tcp: std::net::TcpStream, slot: Option<Slot>, shared: Arc<Shared>
     match &shared.tls {
         Some(acceptor) => {
             match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => start(tls, slot, &shared).await,
+                Ok(Ok(tls)) => start(tls, slot, store, &shared).await,
                 Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),
             }
         }
-        None => start(tcp, slot, &shared).await,
+        None => start(tcp, slot, store, &shared).await,
     }
 }
 
 async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
     mut io: IO,
     slot: Option<Slot>,
+    store: Store,
     shared: &Shared,
 ) {
     match slot {
         Some(slot) => {
             Session::start(
                 io,
-                shared.store.clone(),
+                store,
                 shared.metrics.clone(),
                 Arc::clone(&shared.policy),
                 slot,
