@@ -11,7 +11,9 @@
 
 use std::fmt;
 
-use super::{first_match, key_from_wire, plain_word, scope, usage_error, Priority};
+use super::{
+    cached_group, first_match, key_from_wire, plain_word, scope_group, usage_error, Priority,
+};
 use crate::error::AtError;
 use crate::key::{strip_prefix_ci, AtKey};
 
@@ -37,15 +39,8 @@ impl Delete {
                 s = after;
             }
             let mut wire = String::new();
-            if on(1) {
-                s = strip_prefix_ci(s, ":cached")?;
-                wire.push_str("cached:");
-            }
-            if on(2) {
-                let (found, after) = scope(s)?;
-                wire.push_str(&found.prefix());
-                s = after;
-            }
+            s = cached_group(on(1), s, &mut wire)?;
+            s = scope_group(on(2), s, &mut wire)?;
             let s = s.strip_prefix(':')?;
             let plain = plain_word(s).and_then(|(name, after)| owner_then_end(name, after));
             let (name, owner) = plain.or_else(|| {

@@ -11,9 +11,11 @@
 
 use std::fmt;
 
-use super::{first_match, key_from_wire, plain_word, scope, usage_error, LookupOp};
+use super::{
+    cached_group, first_match, key_from_wire, plain_word, scope_group, usage_error, LookupOp,
+};
 use crate::error::AtError;
-use crate::key::{strip_prefix_ci, AtKey};
+use crate::key::AtKey;
 
 const USAGE: &str = "llookup:phone@alice";
 
@@ -42,15 +44,8 @@ impl Llookup {
                 s = after;
             }
             let mut wire = String::new();
-            if on(1) {
-                s = strip_prefix_ci(s, ":cached")?;
-                wire.push_str("cached:");
-            }
-            if on(2) {
-                let (found, after) = scope(s)?;
-                wire.push_str(&found.prefix());
-                s = after;
-            }
+            s = cached_group(on(1), s, &mut wire)?;
+            s = scope_group(on(2), s, &mut wire)?;
             let (key, owner) = s.strip_prefix(':')?.split_once('@')?;
             let (owner_name, tail) = plain_word(owner)?;
             if !tail.is_empty() || !is_colon_key(key) {

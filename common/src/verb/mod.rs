@@ -378,6 +378,28 @@ pub(crate) fn scope(input: &str) -> Option<(Scope<'_>, &str)> {
     Some((Scope::Shared(with), rest))
 }
 
+/// The optional scope group `(:public|:@<atSign>)` of delete, llookup, update and update:meta,
+/// for one alternative of [`first_match`]: when `take` it must be present and its wire prefix
+/// is appended to `wire`; otherwise the input is left as it is.
+pub(crate) fn scope_group<'a>(take: bool, input: &'a str, wire: &mut String) -> Option<&'a str> {
+    if !take {
+        return Some(input);
+    }
+    let (found, rest) = scope(input)?;
+    wire.push_str(&found.prefix());
+    Some(rest)
+}
+
+/// The optional `:cached` group of delete and llookup, as [`scope_group`].
+pub(crate) fn cached_group<'a>(take: bool, input: &'a str, wire: &mut String) -> Option<&'a str> {
+    if !take {
+        return Some(input);
+    }
+    let rest = strip_prefix_ci(input, ":cached")?;
+    wire.push_str("cached:");
+    Some(rest)
+}
+
 /// A parsed scope group, before its atSign is checked.
 #[derive(Clone, Copy)]
 pub(crate) enum Scope<'a> {

@@ -18,7 +18,9 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{first_match, key_from_wire, plain_word, rest_of_line, scope, usage_error, Command};
+use super::{
+    first_match, key_from_wire, plain_word, rest_of_line, scope_group, usage_error, Command,
+};
 use crate::error::AtError;
 use crate::key::{strip_prefix_ci, AtKey};
 use crate::metadata::{Metadata, MetadataUpdate};
@@ -95,11 +97,7 @@ impl Update {
         let found = first_match(1, |on| {
             let mut s = rest;
             let mut wire = String::new();
-            if on(0) {
-                let (found, after) = scope(s)?;
-                wire.push_str(&found.prefix());
-                s = after;
-            }
+            s = scope_group(on(0), s, &mut wire)?;
             let s = s.strip_prefix(':')?;
             // The regex tries a plain name first, then the one reserved name holding a `:`.
             let plain = plain_word(s).and_then(|(name, after)| owner_and_value(name, after));

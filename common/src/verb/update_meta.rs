@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use super::{first_match, key_from_wire, plain_word, scope, usage_error};
+use super::{first_match, key_from_wire, plain_word, scope_group, usage_error};
 use crate::error::AtError;
 use crate::key::AtKey;
 use crate::metadata::MetadataUpdate;
@@ -30,11 +30,7 @@ impl UpdateMeta {
         let found = first_match(1, |on| {
             let mut s = rest;
             let mut wire = String::new();
-            if on(0) {
-                let (found, after) = scope(s)?;
-                wire.push_str(&found.prefix());
-                s = after;
-            }
+            s = scope_group(on(0), s, &mut wire)?;
             let (name, owner) = s.strip_prefix(':')?.split_once('@')?;
             if name.starts_with(':') || name.contains(':') || name.chars().count() < 2 {
                 return None;
