@@ -313,34 +313,22 @@ impl Backend for Embedded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{conformance, Store};
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("at-dir-embedded-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
-    }
-
-    fn sign(s: &str) -> AtSign {
-        AtSign::parse(s).unwrap()
-    }
-
-    fn addr(s: &str) -> Address {
-        Address::parse(s).unwrap()
-    }
+    use crate::store::conformance::{self, addr, sign};
+    use crate::store::Store;
+    use at_tests::TempDir;
 
     #[actix_rt::test]
     async fn embedded_backend_passes_the_conformance_suite() {
-        let dir = temp_dir("conformance");
-        conformance::run(&Store::new(Embedded::open(&dir).unwrap())).await;
-        fs::remove_dir_all(&dir).unwrap();
+        let tmp = TempDir::new("embedded-conformance");
+        let dir = tmp.path();
+        conformance::run(&Store::new(Embedded::open(dir).unwrap())).await;
     }
 
     #[actix_rt::test]
     async fn registrations_survive_reopening() {
-        let dir = temp_dir("reopen");
-        let store = Embedded::open(&dir).unwrap();
+        let tmp = TempDir::new("embedded-reopen");
+        let dir = tmp.path();
+        let store = Embedded::open(dir).unwrap();
         store
             .put(&sign("alice"), &addr("a.example:1"))
             .await
@@ -348,20 +336,20 @@ mod tests {
         store.put(&sign("bob"), &addr("b.example:2")).await.unwrap();
         store.remove(&sign("bob")).await.unwrap();
         drop(store);
-        let again = Embedded::open(&dir).unwrap();
+        let again = Embedded::open(dir).unwrap();
         assert_eq!(
             again.get(&sign("alice")).await.unwrap(),
             Some(addr("a.example:1"))
         );
         assert_eq!(again.get(&sign("bob")).await.unwrap(), None);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[actix_rt::test]
     async fn a_second_handle_sees_writes_on_its_next_miss() {
-        let dir = temp_dir("two-handles");
-        let server = Embedded::open(&dir).unwrap();
-        let admin = Embedded::open(&dir).unwrap();
+        let tmp = TempDir::new("embedded-two-handles");
+        let dir = tmp.path();
+        let server = Embedded::open(dir).unwrap();
+        let admin = Embedded::open(dir).unwrap();
         assert_eq!(server.get(&sign("carol")).await.unwrap(), None);
         admin
             .put(&sign("carol"), &addr("c.example:3"))
@@ -371,13 +359,13 @@ mod tests {
             server.get(&sign("carol")).await.unwrap(),
             Some(addr("c.example:3"))
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[actix_rt::test]
     async fn an_unfinished_last_record_is_ignored_and_then_cut() {
-        let dir = temp_dir("torn");
-        let store = Embedded::open(&dir).unwrap();
+        let tmp = TempDir::new("embedded-torn");
+        let dir = tmp.path();
+        let store = Embedded::open(dir).unwrap();
         store
             .put(&sign("alice"), &addr("a.example:1"))
             .await
@@ -390,7 +378,7 @@ mod tests {
             .unwrap();
         log.write_all(b"+ @bob b.exa").unwrap();
         drop(log);
-        let store = Embedded::open(&dir).unwrap();
+        let store = Embedded::open(dir).unwrap();
         assert_eq!(store.get(&sign("bob")).await.unwrap(), None);
         store
             .put(&sign("carol"), &addr("c.example:3"))
@@ -400,14 +388,14 @@ mod tests {
             fs::read_to_string(dir.join(LOG_FILE)).unwrap(),
             "+ @alice a.example:1\n+ @carol c.example:3\n"
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[actix_rt::test]
     async fn compaction_keeps_only_live_registrations_and_readers_follow_it() {
-        let dir = temp_dir("compact");
-        let store = Embedded::open(&dir).unwrap();
-        let reader = Embedded::open(&dir).unwrap();
+        let tmp = TempDir::new("embedded-compact");
+        let dir = tmp.path();
+        let store = Embedded::open(dir).unwrap();
+        let reader = Embedded::open(dir).unwrap();
         for port in 1..=20u16 {
             store
                 .put(&sign("alice"), &addr(&format!("a.example:{port}")))
@@ -436,6 +424,5 @@ mod tests {
                 (sign("dave"), addr("d.example:4"))
             ]
         );
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

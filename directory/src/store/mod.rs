@@ -84,11 +84,11 @@ pub async fn open(config: &StoreConfig, data_dir: &Path) -> Result<Store, StoreE
 pub(crate) mod conformance {
     use super::*;
 
-    fn sign(s: &str) -> AtSign {
+    pub fn sign(s: &str) -> AtSign {
         AtSign::parse(s).expect("test atSign")
     }
 
-    fn addr(s: &str) -> Address {
+    pub fn addr(s: &str) -> Address {
         Address::parse(s).expect("test address")
     }
 
