@@ -3,6 +3,7 @@
 //! Everything both the atServer and the atDirectory agree on, with no sockets, actors or storage.
 //!
 //! - [`address`]: `Address`, the `host:port` an atDirectory answers.
+//! - [`auth`]: cram digests and pkam signature checks, pure functions over `ring`.
 //! - [`atsign`]: `AtSign`, parsed and normalised once (leading `@` optional, case-folded).
 //! - [`key`]: `AtKey`, the five kinds of key of the spec and their wire form.
 //! - [`metadata`]: `Metadata`, every field of the spec's table, and its JSON shape.
@@ -15,6 +16,7 @@
 
 pub mod address;
 pub mod atsign;
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod error;

@@ -1,0 +1,1 @@
+//! (being written: cram digest and pkam signature verification)

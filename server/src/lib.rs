@@ -1,0 +1,6 @@
+//! # at-server: the atServer (being built, issue 3)
+//!
+//! - [`store`]: one atSign's keys, metadata and commit log behind one `Store` trait; the
+//!   embedded backend (redb on local disk) and, later, Redis.
+
+pub mod store;
