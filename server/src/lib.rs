@@ -1,6 +1,8 @@
 //! # at-server: the atServer (being built, issue 3)
 //!
+//! - [`connection`]: one client connection; its session state machine (`auth_state`).
 //! - [`store`]: one atSign's keys, metadata and commit log behind one `Store` trait; the
 //!   embedded backend (redb on local disk) and, later, Redis.
 
+pub mod connection;
 pub mod store;
