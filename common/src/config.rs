@@ -5,9 +5,40 @@
 //! environment, so every field has a default and unknown fields are refused.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
+
+/// Loads a binary's whole configuration in layers, later winning: the type's defaults (its
+/// `#[serde(default)]`), the TOML `file`, environment variables `<env_prefix>__<FIELD>`
+/// (nested fields joined with `__`, e.g. `AT_DIRECTORY__STORE__REDIS_URL`), then `overrides`
+/// (dotted keys from command-line flags, e.g. `("store.backend", "redis")`).
+/// Validation is the caller's, once, on the result.
+pub fn load_layered<T: DeserializeOwned>(
+    env_prefix: &str,
+    file: Option<&Path>,
+    overrides: &[(&str, String)],
+) -> Result<T, String> {
+    let mut builder = config::Config::builder();
+    if let Some(file) = file {
+        builder = builder.add_source(config::File::from(file).required(true));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix(env_prefix)
+            .separator("__")
+            .try_parsing(true),
+    );
+    for (key, value) in overrides {
+        builder = builder
+            .set_override(*key, value.clone())
+            .map_err(|e| e.to_string())?;
+    }
+    builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| e.to_string())
+}
 
 /// How a listener speaks TLS.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -72,45 +72,35 @@ pub struct Overrides {
     pub plain: bool,
 }
 
+impl Overrides {
+    /// The flags that were given, as dotted configuration keys.
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        if let Some(listen) = &self.listen {
+            pairs.push(("listen", listen.clone()));
+        }
+        if let Some(metrics) = &self.metrics_listen {
+            pairs.push(("metrics_listen", metrics.clone()));
+        }
+        if let Some(dir) = &self.data_dir {
+            pairs.push(("data_dir", dir.display().to_string()));
+        }
+        if let Some(url) = &self.redis_url {
+            pairs.push(("store.backend", "redis".to_string()));
+            pairs.push(("store.redis_url", url.clone()));
+        }
+        if self.plain {
+            pairs.push(("tls.plain", "true".to_string()));
+        }
+        pairs
+    }
+}
+
 impl DirectoryConfig {
     /// Loads defaults, `file`, the environment and `overrides`, in that order, then validates.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<DirectoryConfig, String> {
-        let mut builder = config::Config::builder();
-        if let Some(file) = file {
-            builder = builder.add_source(config::File::from(file).required(true));
-        }
-        builder = builder.add_source(
-            config::Environment::with_prefix("AT_DIRECTORY")
-                .separator("__")
-                .try_parsing(true),
-        );
-        let set = |b: config::ConfigBuilder<_>, key: &str, value: Option<String>| match value {
-            Some(v) => b.set_override(key, v),
-            None => Ok(b),
-        };
-        let to_err = |e: config::ConfigError| e.to_string();
-        builder = set(builder, "listen", overrides.listen.clone()).map_err(to_err)?;
-        builder =
-            set(builder, "metrics_listen", overrides.metrics_listen.clone()).map_err(to_err)?;
-        builder = set(
-            builder,
-            "data_dir",
-            overrides.data_dir.as_ref().map(|d| d.display().to_string()),
-        )
-        .map_err(to_err)?;
-        if let Some(url) = &overrides.redis_url {
-            builder = builder
-                .set_override("store.backend", "redis")
-                .and_then(|b| b.set_override("store.redis_url", url.clone()))
-                .map_err(to_err)?;
-        }
-        if overrides.plain {
-            builder = builder.set_override("tls.plain", true).map_err(to_err)?;
-        }
-        let config: DirectoryConfig = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(to_err)?;
+        let config: DirectoryConfig =
+            at_common::config::load_layered("AT_DIRECTORY", file, &overrides.pairs())?;
         config.validate()?;
         Ok(config)
     }
