@@ -1,0 +1,157 @@
+//! `ServerConfig`: every option of the atServer, with its default.
+//!
+//! Loaded like the directory's (see [`at_common::config::load_layered`]): defaults, the TOML
+//! file of `--config`, environment variables `AT_SERVER__<FIELD>`, then flags. Validated once.
+//! Names follow the spec's configuration table where it has one (`inbound_max_limit`,
+//! `inbound_idle_time_millis`, `bufferLimit` as `buffer_limit`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use at_common::config::{StoreConfig, TlsConfig};
+use serde::Deserialize;
+
+/// The whole configuration of one atServer node.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The TLS port every hosted atSign shares; connections are routed by SNI.
+    pub listen: SocketAddr,
+    /// The host name clients reach this node by (the directory hands out
+    /// `<label>.<sni_domain>:<port>`, or `<public_host>:<port>` for per-atSign ports).
+    pub public_host: String,
+    /// Domain under which each atSign gets its own name `<label>.<sni_domain>`; empty turns
+    /// SNI routing off (then only `port_range` routes).
+    pub sni_domain: String,
+    /// First port of the optional per-atSign port range, for clients without SNI or wildcard
+    /// DNS (local use); 0 disables it.
+    pub port_range_start: u16,
+    /// How many ports the range holds, one per hosted atSign.
+    pub port_range_len: u16,
+    /// The atDirectory to register hosted atSigns in, `host:port`.
+    pub directory: String,
+    /// CA file to trust for the directory's certificate; unset uses the system roots.
+    pub directory_ca_file: Option<PathBuf>,
+    /// Store and generated TLS files.
+    pub data_dir: PathBuf,
+    /// Longest request line in bytes (the spec's bufferLimit); longer is AT0005 and closes.
+    pub buffer_limit: usize,
+    /// Connections served at once (the spec's inbound_max_limit); one more gets AT0012.
+    pub inbound_max_limit: usize,
+    /// Idle time before an unauthenticated connection is closed (inbound_idle_time_millis).
+    pub inbound_idle_time_millis: u64,
+    /// Idle time before an authenticated connection is closed.
+    pub authenticated_idle_time_millis: u64,
+    /// Seconds a hosted atSign's key store stays in memory after its last use.
+    pub keystore_idle_secs: u64,
+    /// TLS of the listener.
+    pub tls: TlsConfig,
+    /// Where the atSigns' data lives.
+    pub store: StoreConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 6464)),
+            public_host: "localhost".into(),
+            sni_domain: String::new(),
+            port_range_start: 0,
+            port_range_len: 0,
+            directory: "localhost:64".into(),
+            directory_ca_file: None,
+            data_dir: PathBuf::from("data/server"),
+            buffer_limit: 10_240_000,
+            inbound_max_limit: 200,
+            inbound_idle_time_millis: 600_000,
+            authenticated_idle_time_millis: 2_592_000_000,
+            keystore_idle_secs: 300,
+            tls: TlsConfig::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Loads defaults, `file`, the environment and `overrides` (dotted keys), then validates.
+    pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<ServerConfig, String> {
+        let config: ServerConfig = at_common::config::load_layered("AT_SERVER", file, overrides)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        self.tls.validate()?;
+        self.store.validate()?;
+        if self.buffer_limit == 0 || self.inbound_max_limit == 0 {
+            return Err("buffer_limit and inbound_max_limit must be at least 1".into());
+        }
+        if self.sni_domain.is_empty() && self.port_range_start == 0 {
+            return Err(
+                "set sni_domain, port_range_start, or both: otherwise no atSign can be reached"
+                    .into(),
+            );
+        }
+        if self.port_range_start != 0
+            && u32::from(self.port_range_start) + u32::from(self.port_range_len) > 65_536
+        {
+            return Err("port_range_start + port_range_len runs past port 65535".into());
+        }
+        at_common::Address::parse(&self.directory).map_err(|e| format!("directory: {e}"))?;
+        Ok(())
+    }
+
+    /// Idle limit for a connection in the given state.
+    pub fn idle_limit(&self, authenticated: bool) -> Duration {
+        Duration::from_millis(if authenticated {
+            self.authenticated_idle_time_millis
+        } else {
+            self.inbound_idle_time_millis
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sni() -> Vec<(&'static str, String)> {
+        vec![("sni_domain", "atsign.example".to_string())]
+    }
+
+    #[test]
+    fn defaults_are_the_reference_limits() {
+        let config = ServerConfig::load(None, &sni()).unwrap();
+        assert_eq!(config.buffer_limit, 10_240_000);
+        assert_eq!(config.inbound_max_limit, 200);
+        assert_eq!(config.idle_limit(false), Duration::from_secs(600));
+        assert_eq!(config.idle_limit(true), Duration::from_secs(30 * 24 * 3600));
+    }
+
+    #[test]
+    fn a_node_must_be_reachable_by_sni_or_by_port() {
+        let err = ServerConfig::load(None, &[]).unwrap_err();
+        assert!(err.contains("sni_domain"), "{err}");
+        let ports = [
+            ("port_range_start", "25000".to_string()),
+            ("port_range_len", "100".to_string()),
+        ];
+        assert!(ServerConfig::load(None, &ports).is_ok());
+        let past_end = [
+            ("port_range_start", "65500".to_string()),
+            ("port_range_len", "100".to_string()),
+        ];
+        assert!(ServerConfig::load(None, &past_end).is_err());
+    }
+
+    #[test]
+    fn the_directory_address_is_checked() {
+        let mut overrides = sni();
+        overrides.push(("directory", "no-port".to_string()));
+        assert!(ServerConfig::load(None, &overrides)
+            .unwrap_err()
+            .contains("directory"));
+    }
+}
