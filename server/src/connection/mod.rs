@@ -1,4 +1,6 @@
-//! One client connection of the atServer. So far only its session state machine
-//! ([`auth_state`]); the `Connection` actor that drives it over TLS comes next.
+//! One client connection of the atServer. So far its session state machine ([`auth_state`])
+//! and the owner's authentication verbs ([`authenticate`]); the `Connection` actor that drives
+//! them over TLS comes next.
 
 pub mod auth_state;
+pub mod authenticate;
