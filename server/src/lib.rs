@@ -2,8 +2,8 @@
 //!
 //! - [`config`]: `ServerConfig`, every option with its default.
 //! - [`connection`]: one client connection; its session state machine (`auth_state`).
-//! - [`store`]: one atSign's keys, metadata and commit log behind one `Store` trait; the
-//!   embedded backend (redb on local disk) and, later, Redis.
+//! - [`store`]: every hosted atSign's keys, metadata, commit log, provisioning record and access
+//!   counters behind one `Store` trait; the embedded backend (redb on local disk), later Redis.
 
 pub mod config;
 pub mod connection;

@@ -1,1 +1,410 @@
-//! (being written)
+//! `Store`: every hosted atSign's keys, commit log, provisioning record and access counters,
+//! behind one object-safe trait.
+//!
+//! One store holds all atSigns of a node (one database, not one per atSign); every data method
+//! is scoped by an [`AtSign`]. Backends: [`embedded`] (redb on local disk, the default) and, with
+//! issue 5, Redis. Callers hold a [`Store`] and never name a backend; [`open`] is the only place
+//! that chooses one.
+//!
+//! # Keys are stored as given
+//! The store does not lower-case or otherwise canonicalise keys: the verb handlers pass the
+//! canonical form (notes §7.2, lower-cased, `public:phone.wavi@alice`), and the store keeps
+//! exactly those bytes. Whether a key is committed is decided by [`is_committed`] alone.
+//!
+//! # Commit log (notes §6)
+//! Per atSign, commit ids start at 0, strictly increase and are never reused (the counter
+//! survives [`Store::compact_commits`]; it goes only with [`Store::remove_atsign`]). Only the
+//! latest entry per key is kept. A write and its commit entry land in one transaction.
+
+pub mod embedded;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use at_common::config::{Backend as BackendKind, StoreConfig};
+use at_common::metadata::{EpochMillis, Metadata};
+use at_common::AtSign;
+use serde::{Deserialize, Serialize};
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The embedded database failed (I/O, corruption, locking); every redb error type lands here.
+    #[error("embedded store: {0}")]
+    Embedded(#[from] Box<redb::Error>),
+    /// A stored value could not be encoded or decoded.
+    #[error("stored value: {0}")]
+    Encoding(#[from] serde_json::Error),
+    /// [`Store::create_atsign`] for an atSign that is already provisioned.
+    #[error("{0} already exists")]
+    AtSignExists(AtSign),
+    /// [`Store::set_atsign_info`] for an atSign that is not provisioned.
+    #[error("{0} does not exist")]
+    NoSuchAtSign(AtSign),
+    /// Stored bytes that do not decode (an unknown op code, a malformed atSign).
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The blocking task that ran the call did not finish (panicked or runtime shut down).
+    #[error("store task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The configured backend is not available in this build.
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+/// One stored key: its value and metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    /// The value, as text (binary values are base64 by client convention); `None` for a key
+    /// that has metadata only.
+    pub value: Option<String>,
+    pub metadata: Metadata,
+}
+
+/// What a commit entry did to its key; `symbol` is its wire form in `sync` replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommitOp {
+    /// `+`: a new key with value only.
+    Update,
+    /// `#`: metadata only (`update:meta`).
+    UpdateMeta,
+    /// `*`: value and metadata.
+    UpdateAll,
+    /// `-`: the key was deleted.
+    Delete,
+}
+
+impl CommitOp {
+    /// The reference's one-character form: `+`, `#`, `*`, `-`.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            CommitOp::Update => "+",
+            CommitOp::UpdateMeta => "#",
+            CommitOp::UpdateAll => "*",
+            CommitOp::Delete => "-",
+        }
+    }
+}
+
+/// One entry of an atSign's commit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitEntry {
+    pub commit_id: u64,
+    pub key: String,
+    pub op: CommitOp,
+    /// When the store wrote the entry, ms since the epoch (UTC).
+    pub op_time_ms: EpochMillis,
+}
+
+/// Where an atSign is in its life on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AtSignStatus {
+    /// Provisioned, waiting for its owner to onboard with the CRAM secret.
+    New,
+    /// Onboarded; served normally.
+    Active,
+    /// Kept but not served.
+    Suspended,
+}
+
+/// How an atSign was provisioned on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AtSignInfo {
+    pub status: AtSignStatus,
+    /// When it was provisioned, ms since the epoch.
+    pub created_ms: EpochMillis,
+    /// The TLS server name (SNI) its clients connect with.
+    pub sni_label: String,
+    /// The CRAM secret for onboarding; cleared once the owner has a PKAM key.
+    pub cram_secret: Option<String>,
+}
+
+/// Which access counter [`Store::record_access`] bumps (`stats` topAtSigns / topKeys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccessKind {
+    /// Counted by the atSign that asked (`from` is `@bob`).
+    AtSign,
+    /// Counted by the key that was asked for.
+    Key,
+}
+
+/// `false` for the key classes that are never written to the commit log (notes §6):
+/// `private:`, `privatekey:`, `local:`, and hidden `public:_…` keys, except `public:__…`,
+/// which is hidden but synced. The one place this rule lives.
+pub fn is_committed(key: &str) -> bool {
+    let hidden_public = key.starts_with("public:_") && !key.starts_with("public:__");
+    !(key.starts_with("private:")
+        || key.starts_with("privatekey:")
+        || key.starts_with("local:")
+        || hidden_public)
+}
+
+/// What every backend does. Object-safe, so a [`Store`] can hold any of them; the contract of
+/// each method is on the matching [`Store`] method.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    async fn create_atsign(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError>;
+    async fn get_atsign(&self, atsign: &AtSign) -> Result<Option<AtSignInfo>, StoreError>;
+    async fn set_atsign_info(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError>;
+    async fn remove_atsign(&self, atsign: &AtSign) -> Result<bool, StoreError>;
+    async fn list_atsigns(&self) -> Result<Vec<AtSign>, StoreError>;
+
+    async fn get(&self, atsign: &AtSign, key: &str) -> Result<Option<Record>, StoreError>;
+    async fn put(
+        &self,
+        atsign: &AtSign,
+        key: &str,
+        record: &Record,
+        op: Option<CommitOp>,
+    ) -> Result<Option<u64>, StoreError>;
+    async fn remove(
+        &self,
+        atsign: &AtSign,
+        key: &str,
+        commit: bool,
+    ) -> Result<Option<u64>, StoreError>;
+    async fn keys(&self, atsign: &AtSign, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    async fn commits_since(
+        &self,
+        atsign: &AtSign,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<CommitEntry>, StoreError>;
+    async fn last_commit_id(&self, atsign: &AtSign) -> Result<Option<u64>, StoreError>;
+    async fn compact_commits(
+        &self,
+        atsign: &AtSign,
+        older_than_ms: EpochMillis,
+    ) -> Result<usize, StoreError>;
+
+    async fn record_access(
+        &self,
+        atsign: &AtSign,
+        kind: AccessKind,
+        from: &str,
+    ) -> Result<(), StoreError>;
+    async fn top_accesses(
+        &self,
+        atsign: &AtSign,
+        kind: AccessKind,
+        n: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
+
+    async fn storage_size(&self) -> Result<u64, StoreError>;
+}
+
+/// A cheap-to-clone handle over the configured backend; `Send + Sync`, usable from any thread.
+/// Every method is durable once it returns `Ok`.
+#[derive(Clone)]
+pub struct Store(Arc<dyn Backend>);
+
+impl Store {
+    pub fn new(backend: impl Backend + 'static) -> Store {
+        Store(Arc::new(backend))
+    }
+
+    /// Provisions `atsign`; [`StoreError::AtSignExists`] if it already is.
+    pub async fn create_atsign(
+        &self,
+        atsign: &AtSign,
+        info: &AtSignInfo,
+    ) -> Result<(), StoreError> {
+        self.0.create_atsign(atsign, info).await
+    }
+
+    /// How `atsign` was provisioned, `None` if it is not hosted here.
+    pub async fn get_atsign(&self, atsign: &AtSign) -> Result<Option<AtSignInfo>, StoreError> {
+        self.0.get_atsign(atsign).await
+    }
+
+    /// Replaces the provisioning record; [`StoreError::NoSuchAtSign`] if there is none.
+    pub async fn set_atsign_info(
+        &self,
+        atsign: &AtSign,
+        info: &AtSignInfo,
+    ) -> Result<(), StoreError> {
+        self.0.set_atsign_info(atsign, info).await
+    }
+
+    /// Deletes `atsign` and everything it owns: keys, commit log and its id counter (a
+    /// re-provisioned atSign starts again at 0), access counters. `false` if it was not
+    /// provisioned (its data, if any, is removed all the same).
+    pub async fn remove_atsign(&self, atsign: &AtSign) -> Result<bool, StoreError> {
+        self.0.remove_atsign(atsign).await
+    }
+
+    /// Every provisioned atSign, sorted.
+    pub async fn list_atsigns(&self) -> Result<Vec<AtSign>, StoreError> {
+        self.0.list_atsigns().await
+    }
+
+    /// The record stored under `key`. Data methods do not check that `atsign` is provisioned.
+    pub async fn get(&self, atsign: &AtSign, key: &str) -> Result<Option<Record>, StoreError> {
+        self.0.get(atsign, key).await
+    }
+
+    /// Stores `record` under `key` (replacing any) and, unless [`is_committed`] says no, adds a
+    /// commit entry `op` in the same transaction. Returns the commit id, `None` if uncommitted.
+    pub async fn put(
+        &self,
+        atsign: &AtSign,
+        key: &str,
+        record: &Record,
+        op: CommitOp,
+    ) -> Result<Option<u64>, StoreError> {
+        self.0.put(atsign, key, record, Some(op)).await
+    }
+
+    /// Stores `record` without a commit entry, whatever the key: the reference's `skipCommit`
+    /// writes (enrollments, OTPs, block list).
+    pub async fn put_uncommitted(
+        &self,
+        atsign: &AtSign,
+        key: &str,
+        record: &Record,
+    ) -> Result<(), StoreError> {
+        self.0.put(atsign, key, record, None).await.map(|_| ())
+    }
+
+    /// Deletes `key` and, for committed key classes, adds a `-` entry even if the key did not
+    /// exist (the reference answers `data:<commitId>` anyway). Returns that commit id.
+    pub async fn remove(&self, atsign: &AtSign, key: &str) -> Result<Option<u64>, StoreError> {
+        self.0.remove(atsign, key, true).await
+    }
+
+    /// Deletes `key` without a commit entry (the counterpart of [`Store::put_uncommitted`]).
+    pub async fn remove_uncommitted(&self, atsign: &AtSign, key: &str) -> Result<(), StoreError> {
+        self.0.remove(atsign, key, false).await.map(|_| ())
+    }
+
+    /// The keys of `atsign` that start with `prefix` (`""` for all), sorted bytewise.
+    pub async fn keys(&self, atsign: &AtSign, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.0.keys(atsign, prefix).await
+    }
+
+    /// At most `limit` entries with a commit id greater than `after` (`None`: from the start),
+    /// in commit id order.
+    pub async fn commits_since(
+        &self,
+        atsign: &AtSign,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<CommitEntry>, StoreError> {
+        self.0.commits_since(atsign, after, limit).await
+    }
+
+    /// The highest commit id ever given out for `atsign` (even if compacted away since),
+    /// `None` before its first commit.
+    pub async fn last_commit_id(&self, atsign: &AtSign) -> Result<Option<u64>, StoreError> {
+        self.0.last_commit_id(atsign).await
+    }
+
+    /// Drops commit entries written before `older_than_ms`; returns how many. Ids are not
+    /// reused afterwards.
+    pub async fn compact_commits(
+        &self,
+        atsign: &AtSign,
+        older_than_ms: EpochMillis,
+    ) -> Result<usize, StoreError> {
+        self.0.compact_commits(atsign, older_than_ms).await
+    }
+
+    /// Adds one to the `kind` counter of `from` (an atSign or a key) in `atsign`'s stats.
+    pub async fn record_access(
+        &self,
+        atsign: &AtSign,
+        kind: AccessKind,
+        from: &str,
+    ) -> Result<(), StoreError> {
+        self.0.record_access(atsign, kind, from).await
+    }
+
+    /// The `n` largest `kind` counters, largest first (ties by name).
+    pub async fn top_accesses(
+        &self,
+        atsign: &AtSign,
+        kind: AccessKind,
+        n: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.0.top_accesses(atsign, kind, n).await
+    }
+
+    /// Bytes used by the whole store (stats `secondaryStorageSize`).
+    pub async fn storage_size(&self) -> Result<u64, StoreError> {
+        self.0.storage_size().await
+    }
+}
+
+/// Opens the backend `config` names; the embedded one is `<data_dir>/atserver.redb`.
+pub async fn open(config: &StoreConfig, data_dir: &Path) -> Result<Store, StoreError> {
+    match config.backend {
+        BackendKind::Embedded => {
+            let dir = data_dir.to_path_buf();
+            let backend =
+                tokio::task::spawn_blocking(move || embedded::Embedded::open(&dir)).await??;
+            Ok(Store::new(backend))
+        }
+        BackendKind::Redis => Err(StoreError::Unsupported(
+            "redis backend arrives with issue 5",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_rule_follows_the_reference() {
+        for key in [
+            "public:phone.wavi@alice",
+            "public:__hidden.wavi@alice",
+            "phone.wavi@alice",
+            "@bob:phone.wavi@alice",
+            "cached:@alice:phone@bob",
+            "shared_key.bob@alice",
+        ] {
+            assert!(is_committed(key), "{key}");
+        }
+        for key in [
+            "private:secret@alice",
+            "privatekey:at_pkam_publickey",
+            "public:_hidden@alice",
+            "local:draft@alice",
+        ] {
+            assert!(!is_committed(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn op_symbols() {
+        let symbols: Vec<_> = [
+            CommitOp::Update,
+            CommitOp::UpdateMeta,
+            CommitOp::UpdateAll,
+            CommitOp::Delete,
+        ]
+        .map(CommitOp::symbol)
+        .into();
+        assert_eq!(symbols, ["+", "#", "*", "-"]);
+    }
+
+    #[tokio::test]
+    async fn redis_is_not_there_yet() {
+        let config = StoreConfig {
+            backend: BackendKind::Redis,
+            ..StoreConfig::default()
+        };
+        let err = open(&config, Path::new("/nonexistent"))
+            .await
+            .err()
+            .expect("redis refused");
+        assert!(err.to_string().contains("issue 5"), "{err}");
+    }
+}

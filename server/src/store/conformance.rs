@@ -1,0 +1,464 @@
+//! One suite every backend must pass (garage's `db/test.rs` pattern); each backend's tests call
+//! [`run`] on a fresh, empty store.
+
+use std::time::Duration;
+
+use at_common::metadata::Metadata;
+use at_common::AtSign;
+
+use super::{
+    AccessKind, AtSignInfo, AtSignStatus, CommitEntry, CommitOp, Record, Store, StoreError,
+};
+
+pub fn sign(s: &str) -> AtSign {
+    AtSign::parse(s).expect("test atSign")
+}
+
+pub fn info(label: &str) -> AtSignInfo {
+    AtSignInfo {
+        status: AtSignStatus::New,
+        created_ms: 1_700_000_000_123,
+        sni_label: label.to_string(),
+        cram_secret: Some(format!("secret-of-{label}")),
+    }
+}
+
+/// A record with a value and a few metadata fields of each kind, to check they round-trip.
+pub fn record(value: &str, version: i64) -> Record {
+    Record {
+        value: Some(value.to_string()),
+        metadata: Metadata {
+            created_by: Some(sign("alice")),
+            created_at: Some(1_729_733_702_123),
+            updated_at: Some(1_729_733_702_456),
+            status: Some("active".into()),
+            version: Some(version),
+            ttl: Some(0),
+            ccd: Some(false),
+            is_encrypted: Some(true),
+            shared_key_enc: Some("c2tl".into()),
+            ..Metadata::default()
+        },
+    }
+}
+
+fn ids(entries: &[CommitEntry]) -> Vec<(u64, &str, &str)> {
+    entries
+        .iter()
+        .map(|e| (e.commit_id, e.key.as_str(), e.op.symbol()))
+        .collect()
+}
+
+pub async fn run(store: &Store) {
+    records(store).await;
+    commit_ids(store).await;
+    uncommitted_key_classes(store).await;
+    latest_entry_per_key(store).await;
+    keys_are_isolated_per_atsign(store).await;
+    atsign_lifecycle(store).await;
+    compaction(store).await;
+    access_counters(store).await;
+    concurrent_writers(store).await;
+}
+
+async fn records(store: &Store) {
+    let a = sign("rec");
+    assert_eq!(store.get(&a, "phone@rec").await.unwrap(), None);
+
+    store
+        .put(&a, "phone@rec", &record("1", 0), CommitOp::UpdateAll)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&a, "phone@rec").await.unwrap(),
+        Some(record("1", 0))
+    );
+
+    store
+        .put(&a, "phone@rec", &record("2", 1), CommitOp::UpdateAll)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&a, "phone@rec").await.unwrap(),
+        Some(record("2", 1))
+    );
+
+    let meta_only = Record {
+        value: None,
+        metadata: Metadata::default(),
+    };
+    store
+        .put(&a, "empty@rec", &meta_only, CommitOp::UpdateMeta)
+        .await
+        .unwrap();
+    assert_eq!(store.get(&a, "empty@rec").await.unwrap(), Some(meta_only));
+
+    // Stored exactly as given: the caller canonicalises keys.
+    store
+        .put(&a, "Mixed@rec", &record("m", 0), CommitOp::Update)
+        .await
+        .unwrap();
+    assert_eq!(store.get(&a, "mixed@rec").await.unwrap(), None);
+    assert!(store.get(&a, "Mixed@rec").await.unwrap().is_some());
+
+    assert!(store.remove(&a, "phone@rec").await.unwrap().is_some());
+    assert_eq!(store.get(&a, "phone@rec").await.unwrap(), None);
+}
+
+async fn commit_ids(store: &Store) {
+    let a = sign("ids1");
+    let b = sign("ids2");
+    assert_eq!(store.last_commit_id(&a).await.unwrap(), None);
+    assert_eq!(store.commits_since(&a, None, 10).await.unwrap(), vec![]);
+
+    for (n, key) in ["x@ids1", "y@ids1", "z@ids1"].iter().enumerate() {
+        let id = store
+            .put(&a, key, &record("v", 0), CommitOp::Update)
+            .await
+            .unwrap();
+        assert_eq!(id, Some(n as u64), "ids start at 0 and increase by one");
+    }
+    // Independent per atSign.
+    assert_eq!(
+        store
+            .put(&b, "x@ids2", &record("v", 0), CommitOp::Update)
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    assert_eq!(store.last_commit_id(&a).await.unwrap(), Some(2));
+    assert_eq!(store.last_commit_id(&b).await.unwrap(), Some(0));
+
+    // A delete of a key that never existed still gets an entry.
+    assert_eq!(store.remove(&a, "ghost@ids1").await.unwrap(), Some(3));
+
+    let all = store.commits_since(&a, None, 100).await.unwrap();
+    assert_eq!(
+        ids(&all),
+        vec![
+            (0, "x@ids1", "+"),
+            (1, "y@ids1", "+"),
+            (2, "z@ids1", "+"),
+            (3, "ghost@ids1", "-")
+        ]
+    );
+    assert!(all.iter().all(|e| e.op_time_ms > 1_700_000_000_000));
+    assert_eq!(
+        ids(&store.commits_since(&a, Some(0), 2).await.unwrap()),
+        vec![(1, "y@ids1", "+"), (2, "z@ids1", "+")]
+    );
+    assert_eq!(
+        ids(&store.commits_since(&a, Some(3), 10).await.unwrap()),
+        vec![]
+    );
+    assert_eq!(
+        ids(&store.commits_since(&a, Some(u64::MAX), 10).await.unwrap()),
+        vec![]
+    );
+    assert_eq!(store.commits_since(&a, None, 0).await.unwrap(), vec![]);
+}
+
+async fn uncommitted_key_classes(store: &Store) {
+    let a = sign("unc");
+    for key in [
+        "private:secret@unc",
+        "privatekey:at_pkam_publickey",
+        "public:_hidden@unc",
+        "local:draft@unc",
+    ] {
+        assert_eq!(
+            store
+                .put(&a, key, &record("s", 0), CommitOp::UpdateAll)
+                .await
+                .unwrap(),
+            None,
+            "{key}"
+        );
+        assert!(store.get(&a, key).await.unwrap().is_some(), "{key} stored");
+        assert_eq!(store.remove(&a, key).await.unwrap(), None, "{key}");
+    }
+    assert_eq!(store.commits_since(&a, None, 100).await.unwrap(), vec![]);
+    assert_eq!(store.last_commit_id(&a).await.unwrap(), None);
+
+    // public:__ is hidden but synced.
+    assert_eq!(
+        store
+            .put(
+                &a,
+                "public:__shown@unc",
+                &record("s", 0),
+                CommitOp::UpdateAll
+            )
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    // A skipCommit write of an otherwise committed key.
+    store
+        .put_uncommitted(&a, "otp@unc", &record("123", 0))
+        .await
+        .unwrap();
+    assert!(store.get(&a, "otp@unc").await.unwrap().is_some());
+    store.remove_uncommitted(&a, "otp@unc").await.unwrap();
+    assert_eq!(store.get(&a, "otp@unc").await.unwrap(), None);
+    assert_eq!(store.last_commit_id(&a).await.unwrap(), Some(0));
+}
+
+async fn latest_entry_per_key(store: &Store) {
+    let a = sign("latest");
+    for (key, op) in [
+        ("k1@latest", CommitOp::Update),     // 0
+        ("k2@latest", CommitOp::Update),     // 1
+        ("k1@latest", CommitOp::UpdateAll),  // 2, replaces 0
+        ("k1@latest", CommitOp::UpdateMeta), // 3, replaces 2
+    ] {
+        store.put(&a, key, &record("v", 0), op).await.unwrap();
+    }
+    store.remove(&a, "k2@latest").await.unwrap(); // 4, replaces 1
+    assert_eq!(
+        ids(&store.commits_since(&a, None, 100).await.unwrap()),
+        vec![(3, "k1@latest", "#"), (4, "k2@latest", "-")]
+    );
+    assert_eq!(
+        ids(&store.commits_since(&a, Some(0), 1).await.unwrap()),
+        vec![(3, "k1@latest", "#")],
+        "after= counts ids, not positions"
+    );
+    assert_eq!(store.last_commit_id(&a).await.unwrap(), Some(4));
+}
+
+async fn keys_are_isolated_per_atsign(store: &Store) {
+    let al = sign("al");
+    let alice = sign("alice");
+    let bob = sign("bob");
+    for key in ["public:b@al", "a@al"] {
+        store
+            .put(&al, key, &record("v", 0), CommitOp::Update)
+            .await
+            .unwrap();
+    }
+    for key in ["public:phone@alice", "@bob:x@alice", "public:a@alice"] {
+        store
+            .put(&alice, key, &record("v", 0), CommitOp::Update)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.keys(&al, "").await.unwrap(),
+        vec!["a@al", "public:b@al"]
+    );
+    assert_eq!(
+        store.keys(&alice, "").await.unwrap(),
+        vec!["@bob:x@alice", "public:a@alice", "public:phone@alice"]
+    );
+    assert_eq!(
+        store.keys(&alice, "public:").await.unwrap(),
+        vec!["public:a@alice", "public:phone@alice"]
+    );
+    assert_eq!(
+        store.keys(&alice, "public:zz").await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(store.keys(&bob, "").await.unwrap(), Vec::<String>::new());
+    assert_eq!(store.get(&bob, "public:phone@alice").await.unwrap(), None);
+    assert_eq!(store.commits_since(&al, None, 100).await.unwrap().len(), 2);
+    assert_eq!(
+        store.commits_since(&alice, None, 100).await.unwrap().len(),
+        3
+    );
+}
+
+async fn atsign_lifecycle(store: &Store) {
+    let life = sign("life");
+    let lifeline = sign("lifeline");
+    assert_eq!(store.get_atsign(&life).await.unwrap(), None);
+    assert!(matches!(
+        store.set_atsign_info(&life, &info("life")).await,
+        Err(StoreError::NoSuchAtSign(_))
+    ));
+
+    store.create_atsign(&life, &info("life")).await.unwrap();
+    store
+        .create_atsign(&lifeline, &info("lifeline"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_atsign(&life, &info("again")).await,
+        Err(StoreError::AtSignExists(_))
+    ));
+    assert_eq!(store.get_atsign(&life).await.unwrap(), Some(info("life")));
+
+    let onboarded = AtSignInfo {
+        status: AtSignStatus::Active,
+        cram_secret: None,
+        ..info("life")
+    };
+    store.set_atsign_info(&life, &onboarded).await.unwrap();
+    assert_eq!(store.get_atsign(&life).await.unwrap(), Some(onboarded));
+    let listed = store.list_atsigns().await.unwrap();
+    assert!(listed.contains(&life) && listed.contains(&lifeline));
+
+    for who in [&life, &lifeline] {
+        store
+            .put(who, "k@x", &record("v", 0), CommitOp::Update)
+            .await
+            .unwrap();
+        store
+            .put(who, "private:p@x", &record("v", 0), CommitOp::Update)
+            .await
+            .unwrap();
+        store
+            .record_access(who, AccessKind::AtSign, "@bob")
+            .await
+            .unwrap();
+        store
+            .record_access(who, AccessKind::Key, "k@x")
+            .await
+            .unwrap();
+    }
+
+    assert!(store.remove_atsign(&life).await.unwrap());
+    assert!(!store.remove_atsign(&life).await.unwrap());
+    assert_eq!(store.get_atsign(&life).await.unwrap(), None);
+    assert_eq!(store.keys(&life, "").await.unwrap(), Vec::<String>::new());
+    assert_eq!(store.commits_since(&life, None, 100).await.unwrap(), vec![]);
+    assert_eq!(store.last_commit_id(&life).await.unwrap(), None);
+    for kind in [AccessKind::AtSign, AccessKind::Key] {
+        assert_eq!(store.top_accesses(&life, kind, 10).await.unwrap(), vec![]);
+    }
+    assert!(!store.list_atsigns().await.unwrap().contains(&life));
+
+    // The atSign whose name starts with the removed one keeps everything.
+    assert!(store.get_atsign(&lifeline).await.unwrap().is_some());
+    assert_eq!(
+        store.keys(&lifeline, "").await.unwrap(),
+        vec!["k@x", "private:p@x"]
+    );
+    assert_eq!(store.last_commit_id(&lifeline).await.unwrap(), Some(0));
+    assert_eq!(
+        store
+            .top_accesses(&lifeline, AccessKind::AtSign, 10)
+            .await
+            .unwrap(),
+        vec![("@bob".to_string(), 1)]
+    );
+}
+
+async fn compaction(store: &Store) {
+    let a = sign("compact");
+    store
+        .put(&a, "old@compact", &record("v", 0), CommitOp::Update)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let cut = store.commits_since(&a, None, 1).await.unwrap()[0].op_time_ms + 2;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .put(&a, "new@compact", &record("v", 0), CommitOp::Update)
+        .await
+        .unwrap();
+
+    assert_eq!(store.compact_commits(&a, cut).await.unwrap(), 1);
+    assert_eq!(
+        ids(&store.commits_since(&a, None, 100).await.unwrap()),
+        vec![(1, "new@compact", "+")]
+    );
+    assert!(
+        store.get(&a, "old@compact").await.unwrap().is_some(),
+        "data kept"
+    );
+
+    // Everything compacted: the counter still never goes back.
+    assert_eq!(store.compact_commits(&a, i64::MAX).await.unwrap(), 1);
+    assert_eq!(store.commits_since(&a, None, 100).await.unwrap(), vec![]);
+    assert_eq!(store.last_commit_id(&a).await.unwrap(), Some(1));
+    assert_eq!(
+        store
+            .put(&a, "old@compact", &record("v", 1), CommitOp::UpdateAll)
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        ids(&store.commits_since(&a, None, 100).await.unwrap()),
+        vec![(2, "old@compact", "*")]
+    );
+}
+
+async fn access_counters(store: &Store) {
+    let a = sign("stats");
+    let other = sign("stats2");
+    assert_eq!(
+        store.top_accesses(&a, AccessKind::AtSign, 3).await.unwrap(),
+        vec![]
+    );
+    for (from, times) in [("@bob", 3), ("@carol", 1), ("@dave", 3), ("@erin", 2)] {
+        for _ in 0..times {
+            store
+                .record_access(&a, AccessKind::AtSign, from)
+                .await
+                .unwrap();
+        }
+    }
+    store
+        .record_access(&a, AccessKind::Key, "public:phone@stats")
+        .await
+        .unwrap();
+    store
+        .record_access(&other, AccessKind::AtSign, "@zed")
+        .await
+        .unwrap();
+
+    let top = store.top_accesses(&a, AccessKind::AtSign, 3).await.unwrap();
+    let expected: Vec<(String, u64)> = [("@bob", 3), ("@dave", 3), ("@erin", 2)]
+        .map(|(s, n)| (s.to_string(), n))
+        .into();
+    assert_eq!(top, expected, "largest first, ties by name, at most n");
+    assert_eq!(
+        store.top_accesses(&a, AccessKind::Key, 10).await.unwrap(),
+        vec![("public:phone@stats".to_string(), 1)]
+    );
+    assert_eq!(
+        store
+            .top_accesses(&other, AccessKind::AtSign, 10)
+            .await
+            .unwrap(),
+        vec![("@zed".to_string(), 1)]
+    );
+}
+
+/// Writers on several tasks at once: every put gets its own id, none is skipped or repeated.
+async fn concurrent_writers(store: &Store) {
+    let a = sign("busy");
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            let a = a.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..25 {
+                    let key = format!("t{t}k{i}@busy");
+                    let id = store.put(&a, &key, &record("v", 0), CommitOp::Update).await;
+                    ids.push(id.unwrap().unwrap());
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in tasks {
+        let mine = task.await.unwrap();
+        assert!(
+            mine.windows(2).all(|w| w[0] < w[1]),
+            "increasing per writer"
+        );
+        ids.extend(mine);
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (0..100).collect::<Vec<u64>>());
+    assert_eq!(store.keys(&a, "").await.unwrap().len(), 100);
+    assert_eq!(
+        store.commits_since(&a, None, 1000).await.unwrap().len(),
+        100
+    );
+}
