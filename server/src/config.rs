@@ -33,6 +33,11 @@ pub struct ServerConfig {
     pub directory: String,
     /// CA file to trust for the directory's certificate; unset uses the system roots.
     pub directory_ca_file: Option<PathBuf>,
+    /// The directory's store, where `provision` registers atSigns: the same settings as the
+    /// directory's own `store` section (a shared Redis, or its embedded store on this machine).
+    pub directory_store: StoreConfig,
+    /// The directory's data dir, for an embedded `directory_store`.
+    pub directory_data_dir: PathBuf,
     /// Store and generated TLS files.
     pub data_dir: PathBuf,
     /// Longest request line in bytes (the spec's bufferLimit); longer is AT0005 and closes.
@@ -61,6 +66,8 @@ impl Default for ServerConfig {
             port_range_len: 0,
             directory: "localhost:64".into(),
             directory_ca_file: None,
+            directory_store: StoreConfig::default(),
+            directory_data_dir: PathBuf::from("data/directory"),
             data_dir: PathBuf::from("data/server"),
             buffer_limit: 10_240_000,
             inbound_max_limit: 200,
@@ -85,6 +92,7 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.tls.validate()?;
         self.store.validate()?;
+        self.directory_store.validate()?;
         if self.buffer_limit == 0 || self.inbound_max_limit == 0 {
             return Err("buffer_limit and inbound_max_limit must be at least 1".into());
         }
@@ -100,6 +108,13 @@ impl ServerConfig {
             return Err("port_range_start + port_range_len runs past port 65535".into());
         }
         at_common::Address::parse(&self.directory).map_err(|e| format!("directory: {e}"))?;
+        // The names the directory will hand out must be valid `host:port` addresses.
+        at_common::Address::parse(&format!("{}:1", self.public_host))
+            .map_err(|e| format!("public_host: {e}"))?;
+        if !self.sni_domain.is_empty() {
+            at_common::Address::parse(&format!("label.{}:1", self.sni_domain))
+                .map_err(|e| format!("sni_domain: {e}"))?;
+        }
         Ok(())
     }
 
@@ -144,6 +159,19 @@ mod tests {
             ("port_range_len", "100".to_string()),
         ];
         assert!(ServerConfig::load(None, &past_end).is_err());
+    }
+
+    #[test]
+    fn host_names_handed_to_the_directory_are_checked() {
+        let mut overrides = sni();
+        overrides.push(("public_host", "not a host".to_string()));
+        assert!(ServerConfig::load(None, &overrides)
+            .unwrap_err()
+            .contains("public_host"));
+        let bad_domain = [("sni_domain", "bad domain".to_string())];
+        assert!(ServerConfig::load(None, &bad_domain)
+            .unwrap_err()
+            .contains("sni_domain"));
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //!
 //! - [`config`]: `ServerConfig`, every option with its default.
 //! - [`connection`]: one client connection; its session state machine (`auth_state`).
+//! - [`provision`]: creating and removing hosted atSigns, with their directory entries.
 //! - [`store`]: every hosted atSign's keys, metadata, commit log, provisioning record and access
 //!   counters behind one `Store` trait; the embedded backend (redb on local disk), later Redis.
 
 pub mod config;
 pub mod connection;
+pub mod provision;
 pub mod store;

@@ -1,6 +1,112 @@
-//! `at-server`: not built yet. The atServer is issue 3; this crate holds its place in the workspace.
+//! `at-server`: administer the atSigns hosted on this node. (Serving connections comes next.)
 
-fn main() {
-    eprintln!("at-server is not implemented yet; see the README");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use at_common::AtSign;
+use at_server::config::ServerConfig;
+use at_server::provision;
+use at_server::store::{self, AtSignStatus};
+use clap::{Parser, Subcommand};
+
+/// The atServer: hosts many atSigns on one node.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "AT_SERVER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (the node's store and generated TLS files).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an atSign on this node, register it in the directory, print its CRAM secret.
+    Provision { atsign: String },
+    /// Remove an atSign and all its data from this node and from the directory.
+    Deprovision { atsign: String },
+    /// Print every hosted atSign: `@atsign status host:port`.
+    List,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AT_SERVER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let mut overrides = Vec::new();
+    if let Some(dir) = &cli.data_dir {
+        overrides.push(("data_dir", dir.display().to_string()));
+    }
+    let config = match ServerConfig::load(cli.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("at-server: configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match actix_rt::System::new().block_on(run(cli.command, config)) {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("at-server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
+    let store = store::open(&config.store, &config.data_dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    let directory = || async {
+        at_directory::store::open(&config.directory_store, &config.directory_data_dir)
+            .await
+            .map_err(|e| format!("directory: {e}"))
+    };
+    let atsign = |text: &str| AtSign::parse(text).map_err(|e| format!("{text:?}: {e}"));
+    match command {
+        Command::Provision { atsign: text } => {
+            let done = provision::provision(&config, &store, &directory().await?, &atsign(&text)?)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!(
+                "provisioned {} at {}\ncram secret: {}\n",
+                done.atsign, done.address, done.cram_secret
+            ))
+        }
+        Command::Deprovision { atsign: text } => {
+            let atsign = atsign(&text)?;
+            provision::deprovision(&store, &directory().await?, &atsign)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!("deprovisioned {atsign}\n"))
+        }
+        Command::List => {
+            let mut out = String::new();
+            for atsign in store.list_atsigns().await.map_err(|e| e.to_string())? {
+                let Some(info) = store.get_atsign(&atsign).await.map_err(|e| e.to_string())? else {
+                    continue;
+                };
+                let status = match info.status {
+                    AtSignStatus::New => "teapot",
+                    AtSignStatus::Active => "activated",
+                    AtSignStatus::Suspended => "suspended",
+                };
+                let address = provision::address_of(&config, &info);
+                out.push_str(&format!("{atsign} {status} {address}\n"));
+            }
+            Ok(out)
+        }
+    }
 }

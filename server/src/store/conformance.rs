@@ -20,6 +20,7 @@ pub fn info(label: &str) -> AtSignInfo {
         created_ms: 1_700_000_000_123,
         sni_label: label.to_string(),
         cram_secret: Some(format!("secret-of-{label}")),
+        port: Some(25000),
     }
 }
 

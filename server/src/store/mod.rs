@@ -122,6 +122,9 @@ pub struct AtSignInfo {
     pub sni_label: String,
     /// The CRAM secret for onboarding; cleared once the owner has a PKAM key.
     pub cram_secret: Option<String>,
+    /// Its own port, when the node serves a per-atSign port range (clients without SNI).
+    #[serde(default)]
+    pub port: Option<u16>,
 }
 
 /// Which access counter [`Store::record_access`] bumps (`stats` topAtSigns / topKeys).

@@ -1,0 +1,132 @@
+//! `at-server provision | deprovision | list`, run as the real binary; directory entries checked
+//! through the directory's own store code.
+
+use std::path::Path;
+use std::process::Output;
+
+use at_common::{Address, AtSign};
+use at_tests::process;
+use at_tests::TempDir;
+
+struct Node {
+    dir: TempDir,
+}
+
+impl Node {
+    fn new(extra: &str) -> Node {
+        let dir = TempDir::new("server-provision");
+        let config = format!(
+            "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{0}/directory\"\npublic_host = \"127.0.0.1\"\n{extra}",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("server.toml"), config).unwrap();
+        Node { dir }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let config = self.dir.path().join("server.toml").display().to_string();
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        process::run(Path::new(env!("CARGO_BIN_EXE_at-server")), &all, &[])
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn directory_entry(&self, atsign: &str) -> Option<Address> {
+        let data = self.dir.path().join("directory");
+        actix_rt::System::new().block_on(async move {
+            let store = at_directory::store::open(&Default::default(), &data)
+                .await
+                .unwrap();
+            store.get(&AtSign::parse(atsign).unwrap()).await.unwrap()
+        })
+    }
+}
+
+#[test]
+fn provision_gives_each_atsign_a_port_a_secret_and_a_directory_entry() {
+    let node = Node::new("port_range_start = 25000\nport_range_len = 2\n");
+    let out = node.ok(&["provision", "@Alice"]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("provisioned @alice at 127.0.0.1:25000"));
+    let secret = lines.next().unwrap().strip_prefix("cram secret: ").unwrap();
+    assert_eq!(secret.len(), 128);
+    assert!(secret
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    assert_eq!(
+        node.directory_entry("alice"),
+        Some(Address::parse("127.0.0.1:25000").unwrap())
+    );
+
+    let out = node.ok(&["provision", "bob"]);
+    assert!(
+        out.starts_with("provisioned @bob at 127.0.0.1:25001\n"),
+        "{out}"
+    );
+    assert_eq!(
+        node.ok(&["list"]),
+        "@alice teapot 127.0.0.1:25000\n@bob teapot 127.0.0.1:25001\n"
+    );
+}
+
+#[test]
+fn provisioning_twice_or_past_the_port_range_is_refused() {
+    let node = Node::new("port_range_start = 25000\nport_range_len = 1\n");
+    node.ok(&["provision", "@alice"]);
+    let again = node.run(&["provision", "@alice"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("@alice is already provisioned"));
+    let full = node.run(&["provision", "@bob"]);
+    assert!(!full.status.success());
+    assert!(String::from_utf8_lossy(&full.stderr).contains("every port of the range is taken"));
+    assert_eq!(node.directory_entry("bob"), None);
+}
+
+#[test]
+fn deprovision_removes_the_atsign_its_entry_and_frees_its_port() {
+    let node = Node::new("port_range_start = 25000\nport_range_len = 2\n");
+    node.ok(&["provision", "@alice"]);
+    node.ok(&["provision", "@bob"]);
+    assert_eq!(node.ok(&["deprovision", "alice"]), "deprovisioned @alice\n");
+    assert_eq!(node.directory_entry("alice"), None);
+    assert_eq!(node.ok(&["list"]), "@bob teapot 127.0.0.1:25001\n");
+    let out = node.ok(&["provision", "@carol"]);
+    assert!(
+        out.starts_with("provisioned @carol at 127.0.0.1:25000\n"),
+        "{out}"
+    );
+    let missing = node.run(&["deprovision", "@alice"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("@alice is not provisioned"));
+}
+
+#[test]
+fn with_an_sni_domain_the_directory_entry_is_the_atsigns_own_host_name() {
+    let node = Node::new("sni_domain = \"atsign.test\"\nlisten = \"0.0.0.0:6464\"\n");
+    let out = node.ok(&["provision", "@alice🛠"]);
+    let address = node.directory_entry("alice🛠").unwrap();
+    let label = address.host().strip_suffix(".atsign.test").unwrap();
+    assert_eq!(label.len(), 36, "a uuid label: {address}");
+    assert_eq!(address.port(), 6464);
+    assert!(
+        out.starts_with(&format!("provisioned @alice🛠 at {address}\n")),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_atsigns_are_refused_before_anything_is_written() {
+    let node = Node::new("port_range_start = 25000\nport_range_len = 2\n");
+    let out = node.run(&["provision", "al ice"]);
+    assert!(!out.status.success());
+    assert_eq!(node.ok(&["list"]), "");
+}
