@@ -2,11 +2,15 @@
 //!
 //! - [`config`]: `ServerConfig`, every option with its default.
 //! - [`connection`]: one client connection; its session state machine (`auth_state`).
+//! - [`keystore`]: `KeyStore`, the actor owning one hosted atSign's data; `Hosts`, the registry.
+//! - [`listener`]: TLS, SNI and per-atSign ports, spreading connections over worker threads.
 //! - [`provision`]: creating and removing hosted atSigns, with their directory entries.
 //! - [`store`]: every hosted atSign's keys, metadata, commit log, provisioning record and access
 //!   counters behind one `Store` trait; the embedded backend (redb on local disk), later Redis.
 
 pub mod config;
 pub mod connection;
+pub mod keystore;
+pub mod listener;
 pub mod provision;
 pub mod store;

@@ -1,4 +1,4 @@
-//! `at-server`: administer the atSigns hosted on this node. (Serving connections comes next.)
+//! `at-server`: serve the atSigns hosted on this node, and administer them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +25,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve every hosted atSign until SIGINT/SIGTERM.
+    Serve {
+        /// Shared listen address (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Create an atSign on this node, register it in the directory, print its CRAM secret.
     Provision { atsign: String },
     /// Remove an atSign and all its data from this node and from the directory.
@@ -43,6 +49,12 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let mut overrides = Vec::new();
+    if let Command::Serve {
+        listen: Some(listen),
+    } = &cli.command
+    {
+        overrides.push(("listen", listen.clone()));
+    }
     if let Some(dir) = &cli.data_dir {
         overrides.push(("data_dir", dir.display().to_string()));
     }
@@ -76,6 +88,10 @@ async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
     };
     let atsign = |text: &str| AtSign::parse(text).map_err(|e| format!("{text:?}: {e}"));
     match command {
+        Command::Serve { .. } => at_server::listener::run(config, store)
+            .await
+            .map(|()| String::new())
+            .map_err(|e| e.to_string()),
         Command::Provision { atsign: text } => {
             let done = provision::provision(&config, &store, &directory().await?, &atsign(&text)?)
                 .await

@@ -93,6 +93,22 @@ impl Client {
         self.pending.drain(..want.len());
     }
 
+    /// Reads until the received bytes end with `suffix` (a prompt) and returns them, consumed.
+    pub fn read_until(&mut self, suffix: &[u8]) -> String {
+        let deadline = Instant::now() + PROMPT_WAIT;
+        while !self.pending.ends_with(suffix) && !self.closed && Instant::now() < deadline {
+            self.fill();
+        }
+        assert!(
+            self.pending.ends_with(suffix),
+            "expected a reply ending {:?}, got {:?} (closed: {})",
+            String::from_utf8_lossy(suffix),
+            String::from_utf8_lossy(&self.pending),
+            self.closed
+        );
+        String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned()
+    }
+
     /// Sends `line` and asserts the exact reply, like a transcript line pair.
     pub fn ask(&mut self, line: &str, want: &str) {
         self.send(line.as_bytes());

@@ -1,0 +1,258 @@
+//! `Connection`: the actor for one client connection to one hosted atSign.
+//!
+//! Reads request lines, parses them, checks them against the session state, runs the
+//! authentication verbs itself and everything else through the atSign's [`KeyStore`], and
+//! writes each reply with its prompt in one write. One command is in flight at a time
+//! (`ctx.wait`), so replies leave in request order. Errors the reference keeps the connection
+//! open for leave it open; AT0005 (overlong line) and the other closing codes close it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::io::{FramedWrite, WriteHandler};
+use actix::prelude::*;
+use at_common::codec::{CodecError, LineCodec};
+use at_common::error::{AtError, ErrorCode};
+use at_common::reply::{ErrorStyle, Reply};
+use at_common::verb::Command;
+use at_common::AtSign;
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
+use tokio_util::codec::FramedRead;
+
+use super::auth_state::AuthState;
+use super::authenticate;
+use crate::keystore::{GetAuthMaterial, KeyStore, Run};
+
+/// The per-connection limits, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub buffer_limit: usize,
+    pub idle_unauthenticated: Duration,
+    pub idle_authenticated: Duration,
+}
+
+/// A slot among `inbound_max_limit`; freed when dropped.
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    /// Takes a slot, or `None` when `max` connections are open.
+    pub fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()?;
+        Some(Slot(Arc::clone(open)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One client connection.
+pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
+    me: AtSign,
+    keystore: Addr<KeyStore>,
+    state: AuthState,
+    style: ErrorStyle,
+    limits: Arc<Limits>,
+    writer: FramedWrite<Bytes, WriteHalf<IO>, LineCodec>,
+    idle: Option<SpawnHandle>,
+    /// Set once the connection is being closed: later input is ignored while the last reply
+    /// is flushed.
+    closing: bool,
+    _slot: Slot,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
+    /// Starts the actor for an established connection to `me`'s server.
+    pub fn start(
+        io: IO,
+        me: AtSign,
+        keystore: Addr<KeyStore>,
+        limits: Arc<Limits>,
+        slot: Slot,
+    ) -> Addr<Self> {
+        Connection::create(move |ctx| {
+            let (read, write) = tokio::io::split(io);
+            ctx.add_stream(FramedRead::new(read, LineCodec::new(limits.buffer_limit)));
+            let writer = FramedWrite::new(write, LineCodec::new(limits.buffer_limit), ctx);
+            Connection {
+                me,
+                keystore,
+                state: AuthState::Fresh,
+                style: ErrorStyle::Legacy,
+                limits,
+                writer,
+                idle: None,
+                closing: false,
+                _slot: slot,
+            }
+        })
+    }
+
+    fn reply(&mut self, result: Result<Reply, AtError>, ctx: &mut Context<Self>) {
+        match result {
+            Ok(reply) => self
+                .writer
+                .write(reply.render(&self.state.prompt(), self.style)),
+            Err(error) => {
+                let closes = error.closes_connection();
+                self.writer
+                    .write(Reply::Error(error).render(&self.state.prompt(), self.style));
+                if closes {
+                    self.close(ctx);
+                }
+            }
+        }
+    }
+
+    fn handle_command(&mut self, command: Command, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        match command {
+            Command::Exit => self.close(ctx),
+            Command::From(from) => {
+                if let Some(config) = &from.client_config {
+                    self.style = ErrorStyle::for_client_version(config.version.as_deref());
+                }
+                let reply = authenticate::from(&self.me, &mut self.state, &from, now);
+                self.reply(Ok(reply), ctx);
+            }
+            Command::Cram(_) | Command::Pkam(_) => {
+                let material = self.keystore.send(GetAuthMaterial);
+                ctx.wait(material.into_actor(self).map(move |material, act, ctx| {
+                    let material = match material {
+                        Ok(Ok(material)) => material,
+                        Ok(Err(error)) => return act.reply(Err(error), ctx),
+                        Err(_) => {
+                            return act.reply(Err(ErrorCode::InternalServerException.into()), ctx)
+                        }
+                    };
+                    let me = act.me.clone();
+                    let result = match &command {
+                        Command::Cram(cram) => authenticate::cram(
+                            &me,
+                            &mut act.state,
+                            cram,
+                            material.cram_secret.as_deref(),
+                            now,
+                        ),
+                        Command::Pkam(pkam) => authenticate::pkam(
+                            &me,
+                            &mut act.state,
+                            pkam,
+                            material.pkam_public_key.as_deref(),
+                            now,
+                        ),
+                        _ => unreachable!("matched above"),
+                    };
+                    act.reply(result, ctx);
+                    act.touch(ctx);
+                }));
+            }
+            command => {
+                if let Err(error) = self.state.allows(&command) {
+                    return self.reply(Err(error), ctx);
+                }
+                let run = Run {
+                    command,
+                    owner: self.state.is_owner(),
+                };
+                ctx.wait(
+                    self.keystore
+                        .send(run)
+                        .into_actor(self)
+                        .map(|result, act, ctx| {
+                            let result = result
+                                .unwrap_or_else(|_| Err(ErrorCode::InternalServerException.into()));
+                            act.reply(result, ctx);
+                        }),
+                );
+            }
+        }
+    }
+
+    /// Re-arms the idle timeout, whose length depends on whether the client has authenticated.
+    fn touch(&mut self, ctx: &mut Context<Self>) {
+        if let Some(pending) = self.idle.take() {
+            ctx.cancel_future(pending);
+        }
+        let limit = if self.state.is_owner() {
+            self.limits.idle_authenticated
+        } else {
+            self.limits.idle_unauthenticated
+        };
+        self.idle = Some(ctx.run_later(limit, |act, ctx| {
+            tracing::debug!(atsign = %act.me, "closing an idle connection");
+            act.close(ctx);
+        }));
+    }
+
+    /// Closes after what was written has been flushed: stopping the actor at once would drop
+    /// a last reply (AT0005, AT0002…) still in the write buffer. The writer's `finished`
+    /// stops the actor; the timer is a bound for a peer that stops reading.
+    fn close(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        self.writer.close();
+        ctx.run_later(Duration::from_secs(5), |_, ctx| ctx.stop());
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Actor for Connection<IO> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.writer.write(Bytes::from_static(b"@"));
+        self.touch(ctx);
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<String, CodecError>>
+    for Connection<IO>
+{
+    fn handle(&mut self, line: Result<String, CodecError>, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        match line {
+            Ok(line) => {
+                self.touch(ctx);
+                match Command::parse(&line) {
+                    Ok(command) => {
+                        tracing::debug!(atsign = %self.me, verb = command.verb(), "command");
+                        self.handle_command(command, ctx);
+                    }
+                    Err(error) => self.reply(Err(error), ctx),
+                }
+            }
+            Err(error) => match error.to_at_error() {
+                // The codec has given up on this stream: answer, then close.
+                Some(at_error) => {
+                    self.writer
+                        .write(Reply::Error(at_error).render(&self.state.prompt(), self.style));
+                    self.close(ctx);
+                }
+                None => ctx.stop(),
+            },
+        }
+    }
+
+    /// The input ended (the peer half-closed, or the codec gave up): flush, then close.
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.close(ctx);
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> WriteHandler<CodecError> for Connection<IO> {
+    fn error(&mut self, error: CodecError, _: &mut Self::Context) -> Running {
+        tracing::debug!(%error, "write failed");
+        Running::Stop
+    }
+}

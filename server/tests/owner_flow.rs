@@ -1,0 +1,221 @@
+//! The owner's side of an atServer over real TLS, against the real binary: provision, connect
+//! to the atSign's own port, authenticate, and the errors on the way. Digests are computed here
+//! with `ring`, independently of the server's code.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use at_tests::client::Client;
+use at_tests::process::{self, Running};
+use at_tests::TempDir;
+
+struct Node {
+    dir: TempDir,
+    port: u16,
+    cram_secret: String,
+    running: Option<Running>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Node {
+    /// A node hosting `@alice` on a port of its own, serving.
+    fn start() -> Node {
+        let dir = TempDir::new("server-owner");
+        let port = free_port();
+        let config = format!(
+            "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{0}/directory\"\npublic_host = \"127.0.0.1\"\n\
+             listen = \"127.0.0.1:0\"\nport_range_start = {port}\nport_range_len = 1\nbuffer_limit = 1000\n",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("server.toml"), config).unwrap();
+        let mut node = Node {
+            dir,
+            port,
+            cram_secret: String::new(),
+            running: None,
+        };
+        let out = node.admin(&["provision", "@alice"]);
+        assert!(out.status.success(), "{out:?}");
+        let out = String::from_utf8(out.stdout).unwrap();
+        node.cram_secret = out
+            .lines()
+            .nth(1)
+            .unwrap()
+            .strip_prefix("cram secret: ")
+            .unwrap()
+            .to_string();
+        node.restart();
+        node
+    }
+
+    fn config_arg(&self) -> String {
+        self.dir.path().join("server.toml").display().to_string()
+    }
+
+    fn admin(&self, args: &[&str]) -> std::process::Output {
+        let config = self.config_arg();
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        process::run(Path::new(env!("CARGO_BIN_EXE_at-server")), &all, &[])
+    }
+
+    fn restart(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop();
+        }
+        let config = self.config_arg();
+        self.running = Some(Running::start(
+            Path::new(env!("CARGO_BIN_EXE_at-server")),
+            &["--config", &config, "serve"],
+            &[("AT_SERVER_LOG", "warn")],
+            false,
+        ));
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("server/tls/ca.pem")
+    }
+
+    /// A TLS client on `@alice`'s own port that has read the `@` prompt.
+    fn client(&self) -> Client {
+        let mut client = Client::tls(([127, 0, 0, 1], self.port).into(), &self.ca_file());
+        client.expect(b"@");
+        client
+    }
+}
+
+/// `from:@alice`; returns the challenge text (the reply without `data:` and the prompt).
+fn from_alice(client: &mut Client) -> String {
+    client.send(b"from:@alice\n");
+    let reply = client.read_until(b"\n@");
+    let challenge = reply
+        .strip_prefix("data:")
+        .unwrap()
+        .strip_suffix("\n@")
+        .unwrap()
+        .to_string();
+    let (session, nonce) = challenge
+        .split_once("@alice:")
+        .expect("sessionId@alice:nonce");
+    assert!(
+        session.starts_with('_') && session.len() == 37,
+        "{challenge}"
+    );
+    assert_eq!(nonce.len(), 36, "{challenge}");
+    challenge
+}
+
+fn cram_digest(secret: &str, challenge: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA512,
+        format!("{secret}{challenge}").as_bytes(),
+    );
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn cram_with_the_provisioned_secret_authenticates_the_owner() {
+    let node = Node::start();
+    let mut client = node.client();
+    let challenge = from_alice(&mut client);
+    client.ask(
+        &format!("cram:{}\n", cram_digest(&node.cram_secret, &challenge)),
+        "data:success\n@alice@",
+    );
+}
+
+#[test]
+fn wrong_cram_is_at0401_and_the_connection_stays_open() {
+    let node = Node::start();
+    let mut client = node.client();
+    let challenge = from_alice(&mut client);
+    client.ask(
+        &format!("cram:{}\n", cram_digest("not-the-secret", &challenge)),
+        "error:AT0401-Exception: Authentication Failed\n@",
+    );
+    // The challenge was spent: even the right digest for it now fails.
+    client.ask(
+        &format!("cram:{}\n", cram_digest(&node.cram_secret, &challenge)),
+        "error:AT0401-Exception: from verb must precede the proof\n@",
+    );
+    let challenge = from_alice(&mut client);
+    client.ask(
+        &format!("cram:{}\n", cram_digest(&node.cram_secret, &challenge)),
+        "data:success\n@alice@",
+    );
+}
+
+#[test]
+fn owner_verbs_before_authentication_are_at0401() {
+    let node = Node::start();
+    let mut client = node.client();
+    for line in [
+        "llookup:public:phone@alice\n",
+        "update:public:phone@alice 123\n",
+        "stats\n",
+        "sync:from:-1:limit:10\n",
+    ] {
+        client.ask(
+            line,
+            "error:AT0401-Exception: Command cannot be executed without auth\n@",
+        );
+    }
+}
+
+#[test]
+fn unknown_verbs_are_at0003_worded_by_authentication_state() {
+    let node = Node::start();
+    let mut client = node.client();
+    client.ask("hello\n", "error:AT0003-Exception: invalid command\n@");
+    let challenge = from_alice(&mut client);
+    client.ask(
+        &format!("cram:{}\n", cram_digest(&node.cram_secret, &challenge)),
+        "data:success\n@alice@",
+    );
+    client.ask(
+        "hello\n",
+        "error:AT0003-Invalid syntax : invalid command\n@alice@",
+    );
+}
+
+#[test]
+fn overlong_line_is_at0005_and_closes() {
+    let node = Node::start();
+    let mut client = node.client();
+    client.send("x".repeat(1001).as_bytes());
+    client.expect(b"error:AT0005-Exception: line longer than 1000 bytes\n@");
+    client.expect_closed(Duration::from_secs(5));
+}
+
+#[test]
+fn invalid_utf8_is_at0003_and_closes() {
+    let node = Node::start();
+    let mut client = node.client();
+    client.send(b"from:@\xff\xfe\n");
+    client.expect(b"error:AT0003-Exception: command is not valid UTF-8\n@");
+    client.expect_closed(Duration::from_secs(5));
+}
+
+#[test]
+fn exit_closes_without_a_reply() {
+    let node = Node::start();
+    let mut client = node.client();
+    client.send(b"@exit\n");
+    client.expect_closed(Duration::from_secs(5));
+}
+
+#[test]
+fn a_connection_for_an_unknown_server_name_is_closed() {
+    let node = Node::start();
+    let shared = node.running.as_ref().unwrap().addr;
+    // The shared port routes by SNI; `localhost` names no hosted atSign.
+    let mut client = Client::tls(shared, &node.ca_file());
+    client.expect_closed(Duration::from_secs(5));
+}
