@@ -21,6 +21,9 @@ pub struct ServerConfig {
     /// The host name clients reach this node by (the directory hands out
     /// `<label>.<sni_domain>:<port>`, or `<public_host>:<port>` for per-atSign ports).
     pub public_host: String,
+    /// The port clients reach the shared listener on, as the directory hands it out (behind a
+    /// load balancer it differs from `listen`'s); 0 means `listen`'s port.
+    pub public_port: u16,
     /// Domain under which each atSign gets its own name `<label>.<sni_domain>`; empty turns
     /// SNI routing off (then only `port_range` routes).
     pub sni_domain: String,
@@ -61,6 +64,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 6464)),
             public_host: "localhost".into(),
+            public_port: 0,
             sni_domain: String::new(),
             port_range_start: 0,
             port_range_len: 0,
@@ -114,8 +118,19 @@ impl ServerConfig {
         if !self.sni_domain.is_empty() {
             at_common::Address::parse(&format!("label.{}:1", self.sni_domain))
                 .map_err(|e| format!("sni_domain: {e}"))?;
+            if self.shared_port() == 0 {
+                return Err("listen has port 0: set public_port, the port clients use".into());
+            }
         }
         Ok(())
+    }
+
+    /// The port of the shared listener as clients see it.
+    pub fn shared_port(&self) -> u16 {
+        match self.public_port {
+            0 => self.listen.port(),
+            port => port,
+        }
     }
 
     /// Idle limit for a connection in the given state.
@@ -172,6 +187,20 @@ mod tests {
         assert!(ServerConfig::load(None, &bad_domain)
             .unwrap_err()
             .contains("sni_domain"));
+    }
+
+    #[test]
+    fn sni_names_need_a_known_public_port() {
+        let mut overrides = sni();
+        overrides.push(("listen", "127.0.0.1:0".to_string()));
+        assert!(ServerConfig::load(None, &overrides)
+            .unwrap_err()
+            .contains("public_port"));
+        overrides.push(("public_port", "6464".to_string()));
+        assert_eq!(
+            ServerConfig::load(None, &overrides).unwrap().shared_port(),
+            6464
+        );
     }
 
     #[test]

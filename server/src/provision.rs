@@ -93,7 +93,7 @@ pub fn address_of(config: &ServerConfig, info: &AtSignInfo) -> Address {
             "{}.{}:{}",
             info.sni_label,
             config.sni_domain,
-            config.listen.port()
+            config.shared_port()
         ),
     };
     // `ServerConfig::validate` checked public_host and sni_domain; a label is a uuid.

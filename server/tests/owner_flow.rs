@@ -219,3 +219,53 @@ fn a_connection_for_an_unknown_server_name_is_closed() {
     let mut client = Client::tls(shared, &node.ca_file());
     client.expect_closed(Duration::from_secs(5));
 }
+
+#[test]
+fn the_shared_port_routes_each_atsign_by_its_sni_name() {
+    let dir = TempDir::new("server-sni");
+    let config = format!(
+        "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{0}/directory\"\n\
+         listen = \"127.0.0.1:0\"\npublic_port = 6464\nsni_domain = \"atsign.test\"\n",
+        dir.path().display()
+    );
+    let config_file = dir.path().join("server.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let config_file = config_file.display().to_string();
+    let binary = Path::new(env!("CARGO_BIN_EXE_at-server"));
+    for atsign in ["@alice", "@bob"] {
+        assert!(process::run(
+            binary,
+            &["--config", &config_file, "provision", atsign],
+            &[]
+        )
+        .status
+        .success());
+    }
+    let list = process::run(binary, &["--config", &config_file, "list"], &[]);
+    let list = String::from_utf8(list.stdout).unwrap();
+    let running = Running::start(
+        binary,
+        &["--config", &config_file, "serve"],
+        &[("AT_SERVER_LOG", "warn")],
+        false,
+    );
+    let ca = dir.path().join("server/tls/ca.pem");
+    for line in list.lines() {
+        // `@alice teapot <label>.atsign.test:6464`: connect by that name to the shared port.
+        let mut fields = line.split(' ');
+        let (atsign, _, address) = (
+            fields.next().unwrap(),
+            fields.next(),
+            fields.next().unwrap(),
+        );
+        let host = address.rsplit_once(':').unwrap().0;
+        let mut client = Client::tls_named(running.addr, &ca, host);
+        client.expect(b"@");
+        client.send(format!("from:{atsign}\n").as_bytes());
+        let reply = client.read_until(b"\n@");
+        assert!(
+            reply.starts_with("data:_") && reply.contains(&format!("{atsign}:")),
+            "{reply}"
+        );
+    }
+}

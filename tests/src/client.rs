@@ -29,6 +29,11 @@ pub struct Client {
 impl Client {
     /// Connects with TLS to `addr`, trusting only the CA in `ca_file`, for host name `localhost`.
     pub fn tls(addr: SocketAddr, ca_file: &Path) -> Client {
+        Client::tls_named(addr, ca_file, "localhost")
+    }
+
+    /// Connects with TLS to `addr` for the server name `name` (sent as SNI and verified).
+    pub fn tls_named(addr: SocketAddr, ca_file: &Path, name: &str) -> Client {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(ca_file).expect("CA file") {
             roots.add(cert.expect("CA certificate")).expect("usable CA");
@@ -40,7 +45,7 @@ impl Client {
         .expect("protocol versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-        let name = ServerName::try_from("localhost").expect("server name");
+        let name = ServerName::try_from(name.to_string()).expect("server name");
         let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
         let tcp = connect(addr);
         let mut stream = rustls::StreamOwned::new(conn, tcp);
