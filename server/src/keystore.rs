@@ -14,7 +14,8 @@ use at_common::reply::Reply;
 use at_common::verb::Command;
 use at_common::AtSign;
 
-use crate::store::{Store, StoreError};
+use crate::store::{AtSignStatus, Store};
+use crate::verbs;
 
 /// Where the owner's PKAM public key is kept (the reference's key name).
 pub const PKAM_PUBLIC_KEY: &str = "privatekey:at_pkam_publickey";
@@ -39,6 +40,8 @@ pub struct Run {
     pub command: Command,
     /// Whether the connection is the owner's (cram/pkam); otherwise it is unauthenticated.
     pub owner: bool,
+    /// Inbound connections open on the node now (`stats` id 1).
+    pub inbound: usize,
 }
 
 /// One hosted atSign's key store.
@@ -82,8 +85,8 @@ impl Handler<GetAuthMaterial> for KeyStore {
         let (store, me) = (self.store.clone(), self.me.clone());
         AtomicResponse::new(Box::pin(
             async move {
-                let info = store.get_atsign(&me).await.map_err(datastore)?;
-                let pkam = store.get(&me, PKAM_PUBLIC_KEY).await.map_err(datastore)?;
+                let info = store.get_atsign(&me).await?;
+                let pkam = store.get(&me, PKAM_PUBLIC_KEY).await?;
                 Ok(AuthMaterial {
                     cram_secret: info.and_then(|i| i.cram_secret),
                     pkam_public_key: pkam.and_then(|r| r.value),
@@ -101,29 +104,75 @@ impl Handler<Run> for KeyStore {
         self.last_used = Instant::now();
         let (store, me) = (self.store.clone(), self.me.clone());
         AtomicResponse::new(Box::pin(
-            async move { dispatch(&store, &me, &run.command, run.owner).await }.into_actor(self),
+            async move { dispatch(&store, &me, &run).await }.into_actor(self),
         ))
     }
 }
 
-/// The one place a verb meets its handler (an exhaustive match: a new verb is a compile error
-/// until it is routed).
-async fn dispatch(
-    store: &Store,
-    me: &AtSign,
-    command: &Command,
-    owner: bool,
-) -> Result<Reply, AtError> {
-    // The data verbs are routed here as their handlers land (issue 3 in progress); until
-    // then they are refused as the reference refuses a verb it does not know.
-    let _ = (store, me, command, owner);
-    Err(AtError::syntax("invalid command"))
+/// The one place a verb meets its handler: an exhaustive match, so a new verb is a compile
+/// error until it is routed. `owner` picks the owner's or the public view of lookup and scan.
+async fn dispatch(store: &Store, me: &AtSign, run: &Run) -> Result<Reply, AtError> {
+    let now = now_ms();
+    match &run.command {
+        Command::Update(c) => verbs::update(store, me, c, now).await,
+        Command::UpdateMeta(c) => verbs::update_meta(store, me, c, now).await,
+        Command::Llookup(c) => verbs::llookup(store, me, c, now).await,
+        Command::Lookup(c) if run.owner => verbs::lookup_owner(store, me, c, now).await,
+        Command::Lookup(c) => verbs::lookup_public(store, me, c, now).await,
+        Command::Scan(c) if run.owner => verbs::scan_owner(store, me, c, now).await,
+        Command::Scan(c) => verbs::scan_public(store, me, c, now).await,
+        Command::Delete(c) => {
+            let reply = verbs::delete(store, me, c).await?;
+            if c.key.to_string() == verbs::AT_SECRET {
+                activate(store, me).await?;
+            }
+            Ok(reply)
+        }
+        Command::Stats(c) => {
+            let context = verbs::StatsContext {
+                inbound: run.inbound,
+                outbound: 0,
+            };
+            verbs::stats(store, me, c, context).await
+        }
+        Command::Sync(c) => verbs::sync(store, me, c).await,
+        // Server-to-server and notifications (issue 6), the block list, batch and update:json
+        // are not served yet: refused as the reference refuses a verb it does not know.
+        Command::Plookup(_)
+        | Command::UpdateJson(_)
+        | Command::Notify(_)
+        | Command::NotifyList(_)
+        | Command::NotifyRemove(_)
+        | Command::NotifyStatus(_)
+        | Command::NotifyFetch(_)
+        | Command::NotifyAll(_)
+        | Command::Monitor(_)
+        | Command::Config(_)
+        | Command::Batch(_)
+        | Command::Pol => Err(AtError::syntax("invalid command")),
+        // The connection answers these itself; they never reach a key store.
+        Command::From(_)
+        | Command::Cram(_)
+        | Command::Pkam(_)
+        | Command::Info(_)
+        | Command::Noop(_)
+        | Command::Exit => Err(ErrorCode::InternalServerException.into()),
+    }
 }
 
-/// A store failure: AT0002, which closes the connection (the reference's DataStoreException).
-pub fn datastore(error: StoreError) -> AtError {
-    tracing::error!(%error, "store failed");
-    AtError::with_detail(ErrorCode::DataStore, "datastore failure")
+/// Onboarding is complete once the CRAM secret is deleted: the atSign is activated.
+async fn activate(store: &Store, me: &AtSign) -> Result<(), AtError> {
+    if let Some(mut info) = store.get_atsign(me).await? {
+        info.status = AtSignStatus::Active;
+        store.set_atsign_info(me, &info).await?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The registry of running key stores: atSign → `Addr<KeyStore>`, started on first use on one

@@ -14,3 +14,4 @@ pub mod keystore;
 pub mod listener;
 pub mod provision;
 pub mod store;
+pub mod verbs;

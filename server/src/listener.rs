@@ -127,6 +127,7 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
             store: store.clone(),
         },
         limits: Arc::new(Limits {
+            started: std::time::Instant::now(),
             buffer_limit: config.buffer_limit,
             idle_unauthenticated: config.idle_limit(false),
             idle_authenticated: config.idle_limit(true),

@@ -269,3 +269,188 @@ fn the_shared_port_routes_each_atsign_by_its_sni_name() {
         );
     }
 }
+
+const PKAM_PUBLIC: &str = include_str!("../../common/testdata/auth/rsa_public_spki.b64");
+const PKAM_PRIVATE: &str = include_str!("../../common/testdata/auth/rsa_private_pkcs8.b64");
+
+/// RSA PKCS#1 v1.5 SHA-256 of `challenge` with the test key (made by openssl), base64: what
+/// an SDK's pkam sends, computed here with ring rather than with the server's code.
+fn pkam_signature(challenge: &str) -> String {
+    let der = std_base64_decode(PKAM_PRIVATE.trim());
+    let key = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
+    let mut signature = vec![0; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        challenge.as_bytes(),
+        &mut signature,
+    )
+    .unwrap();
+    std_base64_encode(&signature)
+}
+
+const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn std_base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn std_base64_decode(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut n, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|c| *c != b'=') {
+        n = (n << 6) | B64.iter().position(|b| *b == c).unwrap() as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((n >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn cram_in(node: &Node) -> Client {
+    let mut client = node.client();
+    let challenge = from_alice(&mut client);
+    client.ask(
+        &format!("cram:{}\n", cram_digest(&node.cram_secret, &challenge)),
+        "data:success\n@alice@",
+    );
+    client
+}
+
+fn pkam_in(node: &Node) -> Client {
+    let mut client = node.client();
+    let challenge = from_alice(&mut client);
+    client.ask(
+        &format!("pkam:{}\n", pkam_signature(&challenge)),
+        "data:success\n@alice@",
+    );
+    client
+}
+
+#[test]
+fn onboarding_as_real_clients_run_it_then_pkam_and_cram_disabled() {
+    let node = Node::start();
+    let mut owner = cram_in(&node);
+    owner.ask(
+        &format!(
+            "update:privatekey:at_pkam_publickey {}\n",
+            PKAM_PUBLIC.trim()
+        ),
+        "data:-1\n@alice@",
+    );
+    let mut owner = pkam_in(&node);
+    owner.ask(
+        "update:public:publickey@alice MIIBIjANBgkq-encryption-key\n",
+        "data:0\n@alice@",
+    );
+    owner.ask("delete:privatekey:at_secret\n", "data:-1\n@alice@");
+
+    // CRAM is gone for good; PKAM still works.
+    let mut client = node.client();
+    let challenge = from_alice(&mut client);
+    client.ask(
+        &format!("cram:{}\n", cram_digest(&node.cram_secret, &challenge)),
+        "error:AT0401-Exception: Authentication Failed\n@",
+    );
+    pkam_in(&node);
+
+    // What the status check of at_server_status looks at, unauthenticated.
+    let mut anyone = node.client();
+    anyone.ask("scan\n", "data:[\"publickey@alice\"]\n@");
+    anyone.ask(
+        "lookup:publickey@alice\n",
+        "data:MIIBIjANBgkq-encryption-key\n@",
+    );
+}
+
+#[test]
+fn wrong_pkam_signature_is_at0401_and_the_connection_stays_open() {
+    let node = Node::start();
+    let mut owner = cram_in(&node);
+    owner.ask(
+        &format!(
+            "update:privatekey:at_pkam_publickey {}\n",
+            PKAM_PUBLIC.trim()
+        ),
+        "data:-1\n@alice@",
+    );
+    let mut client = node.client();
+    let challenge = from_alice(&mut client);
+    client.ask(
+        &format!("pkam:{}\n", pkam_signature(&format!("{challenge}x"))),
+        "error:AT0401-Exception: pkam authentication failed\n@",
+    );
+    let challenge = from_alice(&mut client);
+    client.ask(
+        &format!("pkam:{}\n", pkam_signature(&challenge)),
+        "data:success\n@alice@",
+    );
+}
+
+#[test]
+fn owner_keys_round_trip_and_missing_keys_are_at0015() {
+    let node = Node::start();
+    let mut owner = cram_in(&node);
+    owner.ask("update:phone.wavi@alice +44 1234\n", "data:0\n@alice@");
+    owner.ask(
+        "update:public:location.wavi@alice London\n",
+        "data:1\n@alice@",
+    );
+    owner.ask(
+        "update:@bob:phone.wavi@alice encrypted-for-bob\n",
+        "data:2\n@alice@",
+    );
+    owner.ask("llookup:phone.wavi@alice\n", "data:+44 1234\n@alice@");
+    owner.ask(
+        "llookup:public:location.wavi@alice\n",
+        "data:London\n@alice@",
+    );
+    owner.ask(
+        "llookup:@bob:phone.wavi@alice\n",
+        "data:encrypted-for-bob\n@alice@",
+    );
+    owner.ask(
+        "llookup:nothing.wavi@alice\n",
+        "error:AT0015-key not found : nothing.wavi@alice does not exist in keystore\n@alice@",
+    );
+    owner.ask("delete:phone.wavi@alice\n", "data:3\n@alice@");
+    owner.ask(
+        "llookup:phone.wavi@alice\n",
+        "error:AT0015-key not found : phone.wavi@alice does not exist in keystore\n@alice@",
+    );
+    // Anyone sees the public key only.
+    let mut anyone = node.client();
+    anyone.ask("scan\n", "data:[\"location.wavi@alice\"]\n@");
+    anyone.ask("lookup:location.wavi@alice\n", "data:London\n@");
+}
+
+#[test]
+fn an_acknowledged_write_survives_kill_9() {
+    let mut node = Node::start();
+    let mut owner = cram_in(&node);
+    owner.ask(
+        "update:public:durable@alice still-here\n",
+        "data:0\n@alice@",
+    );
+    // SIGKILL, no shutdown of any kind, right after the acknowledgement.
+    node.running.take().unwrap().stop();
+    node.restart();
+    let mut anyone = node.client();
+    anyone.ask("lookup:durable@alice\n", "data:still-here\n@");
+}

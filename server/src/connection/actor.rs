@@ -28,6 +28,8 @@ use crate::keystore::{GetAuthMaterial, KeyStore, Run};
 /// The per-connection limits, from the configuration.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// When the server started (`info`'s uptime).
+    pub started: Instant,
     pub buffer_limit: usize,
     pub idle_unauthenticated: Duration,
     pub idle_authenticated: Duration,
@@ -37,6 +39,11 @@ pub struct Limits {
 pub struct Slot(Arc<AtomicUsize>);
 
 impl Slot {
+    /// Connections open on the node now, this one included.
+    pub fn open(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
     /// Takes a slot, or `None` when `max` connections are open.
     pub fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
         open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -65,7 +72,7 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     /// Set once the connection is being closed: later input is ignored while the last reply
     /// is flushed.
     closing: bool,
-    _slot: Slot,
+    slot: Slot,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
@@ -90,7 +97,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 writer,
                 idle: None,
                 closing: false,
-                _slot: slot,
+                slot,
             }
         })
     }
@@ -154,6 +161,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                     act.touch(ctx);
                 }));
             }
+            // Answered here, not by the key store: they touch no data, and noop's wait must not
+            // hold up the atSign's other connections.
+            Command::Info(info) => {
+                let reply = crate::verbs::info(&info, self.limits.started.elapsed());
+                self.reply(Ok(reply), ctx);
+            }
+            Command::Noop(noop) => {
+                ctx.wait(
+                    async move { crate::verbs::noop(&noop).await }
+                        .into_actor(self)
+                        .map(|result, act, ctx| act.reply(result, ctx)),
+                );
+            }
             command => {
                 if let Err(error) = self.state.allows(&command) {
                     return self.reply(Err(error), ctx);
@@ -161,6 +181,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 let run = Run {
                     command,
                     owner: self.state.is_owner(),
+                    inbound: self.slot.open(),
                 };
                 ctx.wait(
                     self.keystore

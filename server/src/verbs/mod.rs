@@ -1,0 +1,172 @@
+//! The verbs' behaviour: one plain async function per verb over a [`Store`], one file per verb.
+//!
+//! Each handler takes the typed command from `at_common::verb`, the atSign whose data it works
+//! on (`me`) and, where time matters, `now_ms`; it returns the [`Reply`] to send or the
+//! [`AtError`] to render. The caller (the KeyStore actor) has already checked that the
+//! connection may run the verb (owner, peer or anyone); handlers do not look at the connection.
+//! Grammar lives in `at_common::verb::<verb>`, behaviour here in `verbs::<verb>`.
+//!
+//! This module owns what the handlers share: the one mapping of [`StoreError`] to AT0002
+//! (which closes the connection), the stored-key check of update and delete, and the
+//! "is this record active" rule (ttb / ttl).
+
+mod delete;
+mod info;
+mod llookup;
+mod lookup;
+mod noop;
+mod scan;
+mod stats;
+mod sync;
+mod update;
+
+pub use delete::{delete, AT_SECRET};
+pub use info::info;
+pub use llookup::llookup;
+pub use lookup::{lookup_owner, lookup_public};
+pub use noop::{noop, NOOP_MAX_MILLIS};
+pub use scan::{scan_owner, scan_public};
+pub use stats::{stats, StatsContext};
+pub use sync::{sync, SYNC_PAGE_LIMIT};
+pub use update::{update, update_meta};
+
+use at_common::error::{AtError, ErrorCode};
+use at_common::key::{AtKey, KeyKind};
+use at_common::metadata::{EpochMillis, Metadata};
+use at_common::AtSign;
+
+use crate::store::{Record, Store, StoreError};
+
+/// The only place a store failure becomes a protocol error: AT0002, which closes the
+/// connection (notes §1.5). The cause is logged, never sent.
+impl From<StoreError> for AtError {
+    fn from(error: StoreError) -> AtError {
+        tracing::error!(%error, "store failed");
+        AtError::with_detail(ErrorCode::DataStore, "Internal server error")
+    }
+}
+
+/// Longest stored key (notes §7.2); `cached:` keys may be 7 characters longer.
+pub const MAX_KEY_LENGTH: usize = 248;
+/// Longest stored `cached:` key.
+pub const MAX_CACHED_KEY_LENGTH: usize = 255;
+
+/// The key a verb of `me`'s owner stores or deletes: the canonical wire form of `key`, with
+/// `me` as owner when none was given (`privatekey:` keys have no owner). Refuses another owner
+/// (AT0016, `verb` names the command in the reference's message) and over-long keys.
+pub(crate) fn owned_key(key: &AtKey, me: &AtSign, verb: &str) -> Result<String, AtError> {
+    let key = match &key.owner {
+        Some(owner) if owner != me => {
+            return Err(AtError::with_detail(
+                ErrorCode::InvalidKey,
+                format!(
+                    "Invalid {verb} command - sharedBy atsign {owner} should be same as current atsign {me}"
+                ),
+            ))
+        }
+        Some(_) => key.clone(),
+        None if key.kind == KeyKind::PrivateKey => key.clone(),
+        None => key.clone().with_owner(me.clone()),
+    };
+    let stored = key.to_string().to_lowercase();
+    let max = if key.cached {
+        MAX_CACHED_KEY_LENGTH
+    } else {
+        MAX_KEY_LENGTH
+    };
+    let length = stored.chars().count();
+    if length > max {
+        return Err(AtError::with_detail(
+            ErrorCode::InvalidKey,
+            format!("Key length {length} exceeds the maximum allowed length of {max}"),
+        ));
+    }
+    Ok(stored)
+}
+
+/// Whether a record is live at `now`: born (`availableAt <= now`) and not expired
+/// (`expiresAt > now`). Inactive keys read as `data:null` and are left out of scans.
+pub(crate) fn is_active(metadata: &Metadata, now: EpochMillis) -> bool {
+    let born = metadata.available_at.is_none_or(|at| at <= now);
+    let alive = metadata.expires_at.is_none_or(|at| at > now);
+    born && alive
+}
+
+/// Whether a record has expired at `now` (and may be removed by whoever reads it).
+pub(crate) fn is_expired(metadata: &Metadata, now: EpochMillis) -> bool {
+    metadata.expires_at.is_some_and(|at| at <= now)
+}
+
+/// The record under `key` if there is one and it is active; an expired one is removed on the
+/// way (without a commit entry: expiry is not a client's delete).
+pub(crate) async fn get_active(
+    store: &Store,
+    me: &AtSign,
+    key: &str,
+    now: EpochMillis,
+) -> Result<Option<Record>, AtError> {
+    match store.get(me, key).await? {
+        Some(record) if is_active(&record.metadata, now) => Ok(Some(record)),
+        Some(record) => {
+            if is_expired(&record.metadata, now) {
+                store.remove_uncommitted(me, key).await?;
+            }
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// AT0015 for a key that is not there: `key not found : <key> does not exist in keystore`.
+pub(crate) fn key_not_found(key: &str) -> AtError {
+    AtError::with_detail(
+        ErrorCode::KeyNotFound,
+        format!("{key} does not exist in keystore"),
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A real embedded store in a temp dir, and exact reply bytes.
+
+    use at_common::error::AtError;
+    use at_common::reply::{ErrorStyle, Prompt, Reply};
+    use at_common::verb::Command;
+    use at_common::AtSign;
+    use at_tests::TempDir;
+
+    use crate::store::Store;
+
+    /// 2024-10-24 01:35:02.123Z, the clock of most tests.
+    pub const NOW: i64 = 1_729_733_702_123;
+
+    pub struct Fixture {
+        pub store: Store,
+        pub me: AtSign,
+        _dir: TempDir,
+    }
+
+    pub async fn fixture() -> Fixture {
+        let dir = TempDir::new("verbs");
+        let store = crate::store::open(&Default::default(), dir.path())
+            .await
+            .expect("open store");
+        Fixture {
+            store,
+            me: AtSign::parse("@alice").unwrap(),
+            _dir: dir,
+        }
+    }
+
+    /// The bytes the owner's connection would receive, prompt included.
+    pub fn wire(me: &AtSign, result: Result<Reply, AtError>) -> String {
+        let reply = result.unwrap_or_else(Reply::Error);
+        let bytes = reply.render(&Prompt::Owner(me.clone()), ErrorStyle::Legacy);
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    /// Parses one command line; panics on a syntax error (tests only send good commands).
+    pub fn command(line: &str) -> Command {
+        Command::parse(line).unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+}
