@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: `ServerConfig`, every option with its default.
 //! - [`connection`]: one client connection; its session state machine (`auth_state`).
+//! - [`dev`]: `at-server dev`, a directory and an atServer in one process for local use.
 //! - [`keystore`]: `KeyStore`, the actor owning one hosted atSign's data; `Hosts`, the registry.
 //! - [`listener`]: TLS, SNI and per-atSign ports, spreading connections over worker threads.
 //! - [`provision`]: creating and removing hosted atSigns, with their directory entries.
@@ -10,6 +11,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod dev;
 pub mod keystore;
 pub mod listener;
 pub mod provision;

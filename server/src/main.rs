@@ -31,6 +31,19 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Everything on one machine for development: a directory and an atServer in this process,
+    /// on the embedded store with generated TLS, and a demo atSign provisioned.
+    Dev {
+        /// The demo atSign.
+        #[arg(long, default_value = "@alice")]
+        atsign: String,
+        /// The directory's port on 127.0.0.1.
+        #[arg(long, default_value_t = 6464)]
+        directory_port: u16,
+        /// First port of the atSigns' own ports (one each).
+        #[arg(long, default_value_t = 25000)]
+        first_port: u16,
+    },
     /// Create an atSign on this node, register it in the directory, print its CRAM secret.
     Provision { atsign: String },
     /// Remove an atSign and all its data from this node and from the directory.
@@ -57,6 +70,30 @@ fn main() -> ExitCode {
     }
     if let Some(dir) = &cli.data_dir {
         overrides.push(("data_dir", dir.display().to_string()));
+    }
+    if let Command::Dev {
+        atsign,
+        directory_port,
+        first_port,
+    } = &cli.command
+    {
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data/dev"));
+        let dev = at_server::dev::Dev {
+            atsign: atsign.clone(),
+            data_dir,
+            directory_port: *directory_port,
+            first_port: *first_port,
+        };
+        return match actix_rt::System::new().block_on(dev.run()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("at-server dev: {error}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let config = match ServerConfig::load(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
@@ -88,6 +125,7 @@ async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
     };
     let atsign = |text: &str| AtSign::parse(text).map_err(|e| format!("{text:?}: {e}"));
     match command {
+        Command::Dev { .. } => unreachable!("handled before the configuration is loaded"),
         Command::Serve { .. } => at_server::listener::run(config, store)
             .await
             .map(|()| String::new())

@@ -1,0 +1,106 @@
+//! `at-server dev`: a directory and an atServer in one process on this machine, for trying the
+//! system out and for local development. Embedded stores and one generated CA under one data
+//! dir; a demo atSign provisioned on first start. Not for production: nothing is reachable from
+//! another host, and everything stops with the process.
+
+use std::path::PathBuf;
+
+use at_common::config::TlsConfig;
+use at_common::AtSign;
+use at_directory::DirectoryConfig;
+
+use crate::config::ServerConfig;
+use crate::provision;
+
+/// What `dev` runs.
+pub struct Dev {
+    pub atsign: String,
+    pub data_dir: PathBuf,
+    pub directory_port: u16,
+    pub first_port: u16,
+}
+
+impl Dev {
+    /// Runs both servers until SIGINT/SIGTERM.
+    pub async fn run(self) -> Result<(), String> {
+        let atsign = AtSign::parse(&self.atsign).map_err(|e| format!("{:?}: {e}", self.atsign))?;
+        let tls = TlsConfig::default();
+        // One CA for both servers, made before either starts so they do not race to make it.
+        let (_, source) = at_common::tls::acceptor(&tls, &self.data_dir)
+            .map_err(|e| e.to_string())?
+            .ok_or("TLS is off")?;
+        let directory = DirectoryConfig {
+            listen: ([127, 0, 0, 1], self.directory_port).into(),
+            metrics_listen: None,
+            data_dir: self.data_dir.clone(),
+            tls: tls.clone(),
+            ..DirectoryConfig::default()
+        };
+        let server = ServerConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            public_host: "127.0.0.1".into(),
+            port_range_start: self.first_port,
+            port_range_len: 100,
+            directory: format!("127.0.0.1:{}", self.directory_port),
+            data_dir: self.data_dir.clone(),
+            directory_data_dir: self.data_dir.clone(),
+            tls,
+            ..ServerConfig::default()
+        };
+        server.validate()?;
+
+        let store = crate::store::open(&server.store, &server.data_dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        let registry = at_directory::store::open(&directory.store, &directory.data_dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = match store.get_atsign(&atsign).await.map_err(|e| e.to_string())? {
+            Some(info) => info,
+            None => {
+                provision::provision(&server, &store, &registry, &atsign)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                store
+                    .get_atsign(&atsign)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("provisioned atSign vanished")?
+            }
+        };
+        let ca = match source {
+            at_common::tls::CertSource::SelfSigned { ca_file } => ca_file,
+            at_common::tls::CertSource::Configured(cert) => cert,
+        };
+        println!(
+            "at-server dev: directory on 127.0.0.1:{}",
+            self.directory_port
+        );
+        println!(
+            "  {atsign} served at {}",
+            provision::address_of(&server, &info)
+        );
+        match &info.cram_secret {
+            Some(secret) => println!("  {atsign} cram secret (until onboarded): {secret}"),
+            None => println!("  {atsign} is onboarded (cram disabled)"),
+        }
+        println!(
+            "  clients trust {} (Python: SSL_CERT_FILE={0})",
+            ca.display()
+        );
+        println!(
+            "  look up: printf 'alice\\n' | openssl s_client -quiet -CAfile {} -connect 127.0.0.1:{}",
+            ca.display(),
+            self.directory_port
+        );
+        drop(registry);
+
+        let directory = at_directory::serve(directory);
+        let server = crate::listener::run(server, store);
+        // Either one stopping (a signal, or a failure to bind) ends the other too.
+        tokio::select! {
+            done = directory => done.map_err(|e| format!("directory: {e}")),
+            done = server => done.map_err(|e| format!("atServer: {e}")),
+        }
+    }
+}

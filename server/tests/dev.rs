@@ -1,0 +1,67 @@
+//! `at-server dev`, the README's run command: a directory and an atServer in one process, a demo
+//! atSign provisioned, reachable through the directory over TLS.
+
+use std::path::Path;
+
+use at_tests::client::Client;
+use at_tests::process::Running;
+use at_tests::TempDir;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (bounded) until something accepts connections on the loopback `port`.
+fn wait_for_port(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn dev_serves_a_demo_atsign_found_through_its_directory() {
+    let dir = TempDir::new("server-dev");
+    let data = dir.path().join("dev");
+    let (directory_port, first_port) = (free_port(), free_port());
+    let running = Running::start(
+        Path::new(env!("CARGO_BIN_EXE_at-server")),
+        &[
+            "--data-dir",
+            &data.display().to_string(),
+            "dev",
+            "--directory-port",
+            &directory_port.to_string(),
+            "--first-port",
+            &first_port.to_string(),
+        ],
+        &[("AT_SERVER_LOG", "warn")],
+        false,
+    );
+    // Both servers print `listening on`, in either order: dial the directory by the port given.
+    let _ = running.addr;
+    wait_for_port(directory_port);
+    wait_for_port(first_port);
+    let ca = data.join("tls/ca.pem");
+    let mut directory = Client::tls(([127, 0, 0, 1], directory_port).into(), &ca);
+    directory.expect(b"@");
+    directory.ask("alice\n", &format!("127.0.0.1:{first_port}\r\n@"));
+
+    // The same CA serves the atServer, at the address the directory gave.
+    let mut server = Client::tls(([127, 0, 0, 1], first_port).into(), &ca);
+    server.expect(b"@");
+    server.send(b"from:@alice\n");
+    let reply = server.read_until(b"\n@");
+    assert!(
+        reply.starts_with("data:_") && reply.contains("@alice:"),
+        "{reply}"
+    );
+}
