@@ -44,8 +44,11 @@ enum Command {
         #[arg(long, default_value_t = 25000)]
         first_port: u16,
     },
-    /// Create an atSign on this node, register it in the directory, print its CRAM secret.
-    Provision { atsign: String },
+    /// Create atSigns on this node, register them in the directory, print their CRAM secrets.
+    Provision {
+        #[arg(required = true)]
+        atsigns: Vec<String>,
+    },
     /// Remove an atSign and all its data from this node and from the directory.
     Deprovision { atsign: String },
     /// Print every hosted atSign: `@atsign status host:port`.
@@ -130,14 +133,19 @@ async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
             .await
             .map(|()| String::new())
             .map_err(|e| e.to_string()),
-        Command::Provision { atsign: text } => {
-            let done = provision::provision(&config, &store, &directory().await?, &atsign(&text)?)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(format!(
-                "provisioned {} at {}\ncram secret: {}\n",
-                done.atsign, done.address, done.cram_secret
-            ))
+        Command::Provision { atsigns } => {
+            let directory = directory().await?;
+            let mut out = String::new();
+            for text in atsigns {
+                let done = provision::provision(&config, &store, &directory, &atsign(&text)?)
+                    .await
+                    .map_err(|e| format!("{out}{e}"))?;
+                out.push_str(&format!(
+                    "provisioned {} at {}\ncram secret: {}\n",
+                    done.atsign, done.address, done.cram_secret
+                ));
+            }
+            Ok(out)
         }
         Command::Deprovision { atsign: text } => {
             let atsign = atsign(&text)?;
