@@ -1,19 +1,14 @@
 //! `at-server dev`, the README's run command: a directory and an atServer in one process, a demo
 //! atSign provisioned, reachable through the directory over TLS.
 
+mod support;
+
 use std::path::Path;
 
 use at_tests::client::Client;
 use at_tests::process::Running;
 use at_tests::TempDir;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::free_port;
 
 /// Waits (bounded) until something accepts connections on the loopback `port`.
 fn wait_for_port(port: u16) {
