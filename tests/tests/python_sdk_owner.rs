@@ -1,0 +1,230 @@
+//! The real Python SDK (PyPI `atsdk`, package `at_client`), unchanged, against our binaries:
+//! `at-directory` serving, `at-server` hosting `@alice` on a port of its own. The script
+//! (`tests/python/python_sdk_owner.py`) onboards `@alice` with the SDK's own helpers, as the
+//! upstream interop script chains them (directory lookup, CRAM with the provisioned secret, PKAM
+//! and encryption key pairs, the keys file, both public keys stored, PKAM on that connection, the
+//! CRAM secret deleted and CRAM then refused), then `AtClient` looks `@alice` up, authenticates
+//! with PKAM, puts and gets a self key and a public key, scans them with metadata, deletes them
+//! and finds them gone.
+//!
+//! Not covered: shared keys and `plookup` by another atSign (they need server-to-server).
+//!
+//! Needs a Python with `atsdk` installed, named by `AT_PYTHON_SDK`; skipped (with a notice)
+//! outside CI when it is not set, a failure in CI when it is not.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use at_tests::process::{run, workspace_binary, Running};
+use at_tests::TempDir;
+
+/// The SDK has no timeouts and spins forever on a closed connection: the script gets this long.
+const SDK_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn sdk_python() -> Option<String> {
+    match std::env::var("AT_PYTHON_SDK") {
+        Ok(python) => Some(python),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI must set AT_PYTHON_SDK to a python with atsdk installed (see .ci/run)")
+        }
+        Err(_) => {
+            eprintln!("skipping: AT_PYTHON_SDK is not set (see .ci/run)");
+            None
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A directory and an atServer hosting `@alice` on `port`, both serving.
+struct System {
+    dir: TempDir,
+    port: u16,
+    cram_secret: String,
+    directory: Running,
+    _server: Running,
+}
+
+impl System {
+    fn start() -> System {
+        let dir = TempDir::new("python-sdk-owner");
+        let data = dir.path().display().to_string();
+        let directory = Running::start(
+            &workspace_binary("at-directory"),
+            &[
+                "--data-dir",
+                &format!("{data}/directory"),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "",
+            ],
+            &[],
+            false,
+        );
+        let port = free_port();
+        let config = dir.path().join("server.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{data}/server\"\ndirectory_data_dir = \"{data}/directory\"\n\
+                 public_host = \"127.0.0.1\"\nlisten = \"127.0.0.1:0\"\n\
+                 port_range_start = {port}\nport_range_len = 1\n"
+            ),
+        )
+        .unwrap();
+        let config = config.display().to_string();
+        // The server's store is single-process: provision before serving. The directory's
+        // embedded store is shared, so this registers `@alice` in the running directory.
+        let out = run(
+            &workspace_binary("at-server"),
+            &["--config", &config, "provision", "@alice"],
+            &[],
+        );
+        assert!(out.status.success(), "provision: {out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let mut lines = stdout.lines();
+        assert_eq!(
+            lines.next(),
+            Some(format!("provisioned @alice at 127.0.0.1:{port}").as_str())
+        );
+        let cram_secret = lines
+            .next()
+            .and_then(|line| line.strip_prefix("cram secret: "))
+            .expect("cram secret line")
+            .to_string();
+        let server = Running::start(
+            &workspace_binary("at-server"),
+            &["--config", &config, "serve"],
+            &[("AT_SERVER_LOG", "warn")],
+            false,
+        );
+        System {
+            dir,
+            port,
+            cram_secret,
+            directory,
+            _server: server,
+        }
+    }
+
+    /// Both CAs in one PEM file, for `SSL_CERT_FILE`.
+    fn ca_bundle(&self) -> PathBuf {
+        let mut pem = String::new();
+        for ca in ["directory/tls/ca.pem", "server/tls/ca.pem"] {
+            let path = self.dir.path().join(ca);
+            pem.push_str(
+                &std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+            );
+        }
+        let bundle = self.dir.path().join("ca-bundle.pem");
+        std::fs::write(&bundle, pem).unwrap();
+        bundle
+    }
+}
+
+/// Runs `python script args…` with `envs`, killing it after [`SDK_TIMEOUT`]; returns
+/// (success, stdout, stderr).
+fn run_python(
+    python: &str,
+    script: &Path,
+    args: &[&str],
+    envs: &[(&str, &Path)],
+) -> (bool, String, String) {
+    let mut command = Command::new(python);
+    command
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("run the Python SDK");
+    let deadline = Instant::now() + SDK_TIMEOUT;
+    let mut timed_out = false;
+    while child.try_wait().expect("wait for python").is_none() {
+        if Instant::now() > deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("python output");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if timed_out {
+        stderr.push_str(&format!("\n(killed after {SDK_TIMEOUT:?})\n"));
+    }
+    (out.status.success() && !timed_out, stdout, stderr)
+}
+
+#[test]
+fn python_sdk_onboards_authenticates_and_puts_gets_deletes_its_own_keys() {
+    let Some(python) = sdk_python() else {
+        return;
+    };
+    let system = System::start();
+    let ca_bundle = system.ca_bundle();
+    let home = system.dir.path().join("home");
+    let keys_dir = home.join(".atsign/keys");
+    std::fs::create_dir_all(&keys_dir).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/python_sdk_owner.py");
+    let root_port = system.directory.addr.port().to_string();
+    let keys_arg = keys_dir.display().to_string();
+    let (ok, stdout, stderr) = run_python(
+        &python,
+        &script,
+        &[
+            "127.0.0.1",
+            &root_port,
+            "@alice",
+            &system.cram_secret,
+            &keys_arg,
+        ],
+        &[("SSL_CERT_FILE", &ca_bundle), ("HOME", &home)],
+    );
+    // The SDK's own SENT/RCVD transcript, for `--nocapture` and for failures.
+    eprintln!("--- Python SDK transcript ---\n{stderr}--- results ---\n{stdout}");
+    assert!(ok, "the Python SDK failed; results so far:\n{stdout}");
+    let port = system.port;
+    assert_eq!(
+        stdout,
+        format!(
+            "directory: @alice at 127.0.0.1:{port}\n\
+             cram: success\n\
+             stored pkam public key\n\
+             stored encryption public key\n\
+             pkam on the onboarding connection: success\n\
+             deleted cram secret\n\
+             cram after delete: AtUnauthenticatedException\n\
+             pkam: authenticated=True\n\
+             put note.myapp@alice: commit id\n\
+             get note.myapp@alice: 'a secret note, with spaces'\n\
+             ivNonce echoed: True\n\
+             put public:location.myapp@alice: commit id\n\
+             get public:location.myapp@alice: 'public value with spaces' cached=False\n\
+             scan: SelfKey note.myapp@alice encrypted=True\n\
+             scan: PublicKey public:location.myapp@alice encrypted=False\n\
+             delete note.myapp@alice: commit id\n\
+             delete public:location.myapp@alice: commit id\n\
+             get note.myapp@alice after delete: AtKeyNotFoundException\n\
+             get public:location.myapp@alice after delete: AtKeyNotFoundException\n"
+        )
+    );
+    assert!(
+        keys_dir.join("@alice_key.atKeys").is_file(),
+        "the SDK saved its keys file"
+    );
+}
