@@ -214,3 +214,71 @@ impl Hosts {
         running.values().filter(|a| a.connected()).count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use at_common::reply::{ErrorStyle, Prompt};
+    use at_tests::TempDir;
+
+    async fn hosts(dir: &TempDir, idle: Duration) -> Hosts {
+        let store = crate::store::open(&Default::default(), dir.path())
+            .await
+            .unwrap();
+        Hosts::new(store, idle, actix::Arbiter::current())
+    }
+
+    fn run(line: &str) -> Run {
+        Run {
+            command: Command::parse(line).unwrap(),
+            owner: true,
+            inbound: 1,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn an_idle_key_store_stops_and_the_next_use_starts_it_again_with_its_data() {
+        let dir = TempDir::new("keystore-idle");
+        let hosts = hosts(&dir, Duration::from_millis(200)).await;
+        let alice = AtSign::parse("@alice").unwrap();
+        let first = hosts.get(&alice);
+        let reply = first
+            .send(run("update:public:k@alice v"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            reply.render(&Prompt::Owner(alice.clone()), ErrorStyle::Legacy),
+            &b"data:0\n@alice@"[..]
+        );
+        assert_eq!(hosts.running(), 1);
+
+        actix_rt::time::sleep(Duration::from_millis(600)).await;
+        assert!(!first.connected(), "an idle key store keeps running");
+        assert_eq!(hosts.running(), 0);
+
+        let second = hosts.get(&alice);
+        let reply = second
+            .send(run("llookup:public:k@alice"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            reply.render(&Prompt::Owner(alice), ErrorStyle::Legacy),
+            &b"data:v\n@alice@"[..]
+        );
+    }
+
+    #[actix_rt::test]
+    async fn one_key_store_per_atsign() {
+        let dir = TempDir::new("keystore-per-atsign");
+        let hosts = hosts(&dir, Duration::from_secs(60)).await;
+        let (alice, bob) = (
+            AtSign::parse("@alice").unwrap(),
+            AtSign::parse("@bob").unwrap(),
+        );
+        assert_eq!(hosts.get(&alice), hosts.get(&alice));
+        assert_ne!(hosts.get(&alice), hosts.get(&bob));
+        assert_eq!(hosts.running(), 2);
+    }
+}
