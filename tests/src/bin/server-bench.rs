@@ -1,0 +1,1219 @@
+//! `server-bench`: atServer `update` and `llookup` operations per second over TLS, beside
+//! `redis-benchmark -t set,get`, and idle memory per provisioned atSign.
+//!
+//! What it does, in one session on one machine (loopback only):
+//! 1. starts a real `redis-server` and runs `redis-benchmark -t set,get -c <connections> -n <N> -q`
+//!    against it (the baseline; run again after the atServer runs, so drift shows);
+//! 2. for each layout (`one`: every connection authenticated as `@alice`; `spread`: one atSign
+//!    per connection): provisions the atSigns with `at-server provision` (each on a port of its
+//!    own), starts `at-server serve`, opens `--connections` TLS connections and authenticates
+//!    each with `cram` (not measured), writes every key once (not measured), then
+//!    * `update:public:k<j>@<atsign> v<j>`, one in flight per connection: a warm-up, then a
+//!      measured period; every reply must be `data:<commit id>\n@<atsign>@`, and no commit id
+//!      may be handed out twice for one atSign;
+//!    * `llookup:public:k<j>@<atsign>` the same way; every reply must be exactly
+//!      `data:v<j>\n@<atsign>@`;
+//! 3. prints operations/second, the ratio to redis-benchmark's SET (for update) and GET (for
+//!    llookup) rates, and p50/p99 latency;
+//! 4. memory: provisions N atSigns (one `provision` process each) on a node routed by SNI only
+//!    (no port range, so no per-atSign listener exists), starts `serve`, waits for it to settle,
+//!    and reads `VmRSS` from `/proc/<pid>/status`; the same for a node with 1 atSign; reports
+//!    `(rss_N - rss_1) / (N - 1)` bytes per idle atSign. When provisioning N would take longer
+//!    than `--provision-budget`, a smaller N is measured and the figure at N extrapolated (and
+//!    said so).
+//!
+//! Build `at-server` in the same target directory first; it is found next to this binary:
+//! `cargo build --release -p at-server -p at-tests && cargo run --release -p at-tests --bin server-bench`
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use at_tests::process::{self, Running};
+use at_tests::redis::RedisServer;
+use at_tests::TempDir;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream as AsyncTcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+const USAGE: &str = "\
+server-bench: atServer update/llookup per second over TLS beside redis-benchmark -t set,get,
+and idle memory per provisioned atSign
+
+USAGE: server-bench [OPTIONS]
+
+OPTIONS (defaults in brackets):
+  --seconds S            measured period per phase, seconds [10]
+  --warmup S             warm-up before it, seconds [2]
+  --connections C        concurrent connections, for the atServer and redis-benchmark [50]
+  --keys K               distinct keys per atSign [1000]
+  --redis-requests N     redis-benchmark -n [200000]
+  --layouts LIST         comma-separated: one (all connections as @alice), spread (one atSign
+                         per connection); empty for none [one,spread]
+  --memory LIST          comma-separated atSign counts for the idle-memory test; empty for
+                         none [1000,10000]
+  --provision-budget S   longest time to spend provisioning for one memory figure; beyond it
+                         a smaller count is measured and extrapolated [180]
+  --client-threads T     tokio worker threads of this client (redis-benchmark uses 1) [1]
+  --help                 this text
+
+Every phase is bounded by time; child processes are stopped at the end.";
+
+const MAX_SECONDS: u64 = 600;
+const MAX_CONNECTIONS: usize = 1000;
+const MAX_KEYS: usize = 1_000_000;
+const MAX_REDIS_REQUESTS: u64 = 20_000_000;
+const MAX_MEMORY_ATSIGNS: usize = 100_000;
+/// Longest wait for one answer, one handshake, or one redis-benchmark run.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+const REDIS_BENCHMARK_TIMEOUT: Duration = Duration::from_secs(300);
+/// The count measured instead when provisioning the asked-for count would exceed the budget.
+const MEMORY_FALLBACK: usize = 2000;
+/// How long a freshly started server is left alone before its RSS is read.
+const SETTLE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Every connection authenticated as `@alice`.
+    One,
+    /// One atSign per connection.
+    Spread,
+}
+
+impl Layout {
+    fn name(self) -> &'static str {
+        match self {
+            Layout::One => "one atSign",
+            Layout::Spread => "one atSign per connection",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Options {
+    seconds: u64,
+    warmup: u64,
+    connections: usize,
+    keys: usize,
+    redis_requests: u64,
+    layouts: Vec<Layout>,
+    memory: Vec<usize>,
+    provision_budget: u64,
+    client_threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            seconds: 10,
+            warmup: 2,
+            connections: 50,
+            keys: 1000,
+            redis_requests: 200_000,
+            layouts: vec![Layout::One, Layout::Spread],
+            memory: vec![1000, 10_000],
+            provision_budget: 180,
+            client_threads: 1,
+        }
+    }
+}
+
+/// `Ok(None)` means `--help` was asked for.
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
+    fn number<T>(flag: &str, value: Option<String>, min: T, max: T) -> Result<T, String>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
+        let n: T = value
+            .parse()
+            .map_err(|_| format!("{flag}: {value:?} is not a number"))?;
+        if n < min || n > max {
+            return Err(format!("{flag}: {n} is outside {min}..={max}"));
+        }
+        Ok(n)
+    }
+    let mut options = Options::default();
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--help" | "-h" => return Ok(None),
+            "--seconds" => options.seconds = number(&flag, args.next(), 1, MAX_SECONDS)?,
+            "--warmup" => options.warmup = number(&flag, args.next(), 0, MAX_SECONDS)?,
+            "--connections" => {
+                options.connections = number(&flag, args.next(), 1, MAX_CONNECTIONS)?
+            }
+            "--keys" => options.keys = number(&flag, args.next(), 1, MAX_KEYS)?,
+            "--redis-requests" => {
+                options.redis_requests = number(&flag, args.next(), 1000, MAX_REDIS_REQUESTS)?
+            }
+            "--provision-budget" => options.provision_budget = number(&flag, args.next(), 1, 3600)?,
+            "--client-threads" => options.client_threads = number(&flag, args.next(), 1, 64)?,
+            "--layouts" => {
+                let list = args.next().ok_or("--layouts needs a value")?;
+                options.layouts = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|l| match l {
+                        "one" => Ok(Layout::One),
+                        "spread" => Ok(Layout::Spread),
+                        other => Err(format!("--layouts: unknown layout {other:?}")),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--memory" => {
+                let list = args.next().ok_or("--memory needs a value")?;
+                options.memory = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|n| number("--memory", Some(n.to_string()), 2, MAX_MEMORY_ATSIGNS))
+                    .collect::<Result<_, _>>()?;
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(Some(options))
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("server-bench: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("server-bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Update,
+    Llookup,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Update => "update",
+            Op::Llookup => "llookup",
+        }
+    }
+}
+
+/// One measured phase.
+struct Measured {
+    layout: Layout,
+    op: Op,
+    ops: u64,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    cpu: Cpu,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    server: f64,
+    client: f64,
+}
+
+/// redis-benchmark's rates from one run.
+#[derive(Debug, Clone, Copy)]
+struct Baseline {
+    set: f64,
+    get: f64,
+}
+
+fn at_server_binary() -> Result<PathBuf, String> {
+    // A binary lives in `target/<profile>/` beside `at-server`; `workspace_binary` expects a
+    // test executable in `target/<profile>/deps/`, so look beside this one first.
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("at-server")))
+        .filter(|path| path.is_file());
+    let server = beside.unwrap_or_else(|| process::workspace_binary("at-server"));
+    if !server.is_file() {
+        return Err(format!(
+            "{} not found: build it in the same target directory first \
+             (cargo build --release -p at-server -p at-tests)",
+            server.display()
+        ));
+    }
+    Ok(server)
+}
+
+fn run(options: &Options) -> Result<(), String> {
+    let server = at_server_binary()?;
+    println!(
+        "server-bench: {} connections, {} keys per atSign, {} s warm-up + {} s measured per phase, \
+         {} client thread(s), {} CPU(s)",
+        options.connections,
+        options.keys,
+        options.warmup,
+        options.seconds,
+        options.client_threads,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+    let runtime = if options.client_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(options.client_threads)
+            .enable_all()
+            .build()
+    }
+    .map_err(|e| format!("tokio runtime: {e}"))?;
+
+    let mut baselines = Vec::new();
+    let mut results = Vec::new();
+    if !options.layouts.is_empty() {
+        let redis = RedisServer::start();
+        baselines.push(redis_benchmark(redis.port(), options)?);
+        for &layout in &options.layouts {
+            results.extend(run_layout(layout, &server, &runtime, options)?);
+        }
+        baselines.push(redis_benchmark(redis.port(), options)?);
+        print_table(options, &baselines, &results);
+    }
+    let mut memory = Vec::new();
+    for &count in &options.memory {
+        memory.push(measure_memory(&server, count, options)?);
+    }
+    if !memory.is_empty() {
+        print_memory(&memory);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes: config, provisioning, serving.
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("free port: {e}"))
+}
+
+/// A node's data directory and config file.
+struct Node {
+    dir: TempDir,
+    config: String,
+}
+
+/// A provisioned atSign: name without `@`, its own address (when it has a port), CRAM secret.
+struct Provisioned {
+    name: String,
+    addr: Option<SocketAddr>,
+    secret: String,
+}
+
+impl Node {
+    /// `port_range`: `Some(len)` for a port per atSign on 127.0.0.1; `None` for SNI routing only.
+    fn new(label: &str, port_range: Option<usize>) -> Result<Node, String> {
+        let dir = TempDir::new(label);
+        let mut config = format!(
+            "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{0}/directory\"\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().display()
+        );
+        match port_range {
+            Some(len) => config.push_str(&format!(
+                "public_host = \"127.0.0.1\"\nport_range_start = {}\nport_range_len = {len}\n",
+                free_port()?
+            )),
+            None => config.push_str("public_port = 6464\nsni_domain = \"atsign.test\"\n"),
+        }
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, config).map_err(|e| format!("writing {}: {e}", file.display()))?;
+        Ok(Node {
+            config: file.display().to_string(),
+            dir,
+        })
+    }
+
+    fn provision(&self, server: &Path, name: &str) -> Result<Provisioned, String> {
+        let atsign = format!("@{name}");
+        let out = process::run(
+            server,
+            &["--config", &self.config, "provision", &atsign],
+            &[("AT_SERVER_LOG", "warn")],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!(
+                "provision {atsign} failed ({}): {stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let mut lines = stdout.lines();
+        let address = lines
+            .next()
+            .and_then(|l| l.strip_prefix(&format!("provisioned {atsign} at ")))
+            .ok_or_else(|| format!("provision {atsign}: unexpected output {stdout:?}"))?;
+        let secret = lines
+            .next()
+            .and_then(|l| l.strip_prefix("cram secret: "))
+            .ok_or_else(|| format!("provision {atsign}: no cram secret in {stdout:?}"))?;
+        Ok(Provisioned {
+            name: name.to_string(),
+            addr: address.parse().ok(),
+            secret: secret.trim().to_string(),
+        })
+    }
+
+    fn serve(&self, server: &Path) -> Running {
+        Running::start(
+            server,
+            &["--config", &self.config, "serve"],
+            &[("AT_SERVER_LOG", "warn")],
+            false,
+        )
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("server").join("tls").join("ca.pem")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throughput.
+
+/// The requests of one atSign, precomputed so the client spends its time on the wire.
+struct Requests {
+    prompt: Vec<u8>,
+    /// `update:public:k<j>@name v<j>\n`.
+    updates: Vec<Vec<u8>>,
+    /// (`llookup:public:k<j>@name\n`, `data:v<j>\n@name@`).
+    lookups: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Requests {
+    fn new(name: &str, keys: usize) -> Requests {
+        Requests {
+            prompt: format!("\n@{name}@").into_bytes(),
+            updates: (0..keys)
+                .map(|j| format!("update:public:k{j}@{name} v{j}\n").into_bytes())
+                .collect(),
+            lookups: (0..keys)
+                .map(|j| {
+                    (
+                        format!("llookup:public:k{j}@{name}\n").into_bytes(),
+                        format!("data:v{j}\n@{name}@").into_bytes(),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One authenticated connection and the keys it works on: `slot`, `slot + share`, … of its atSign.
+struct Conn {
+    stream: Stream,
+    atsign: usize,
+    slot: usize,
+    share: usize,
+    /// Every commit id this connection was handed (checked for duplicates per atSign).
+    commits: Vec<u64>,
+}
+
+fn run_layout(
+    layout: Layout,
+    server: &Path,
+    runtime: &tokio::runtime::Runtime,
+    options: &Options,
+) -> Result<Vec<Measured>, String> {
+    let names: Vec<String> = match layout {
+        Layout::One => vec!["alice".to_string()],
+        Layout::Spread => (0..options.connections)
+            .map(|i| format!("bench{i:04}"))
+            .collect(),
+    };
+    let node = Node::new("server-bench", Some(names.len()))?;
+    let began = Instant::now();
+    let provisioned = names
+        .iter()
+        .map(|name| node.provision(server, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    println!(
+        "{}: provisioned {} atSign(s) in {:.1} s",
+        layout.name(),
+        provisioned.len(),
+        began.elapsed().as_secs_f64()
+    );
+    let running = node.serve(server);
+    let pid = running.pid();
+    let outcome = runtime.block_on(throughput(layout, &node.ca(), &provisioned, pid, options));
+    running.stop();
+    let measured = outcome?;
+    for m in &measured {
+        let secs = m.elapsed.as_secs_f64();
+        println!(
+            "at-server {:<7} {:>10.0} ops/s  ({}; p50 {:?}, p99 {:?}, max {:?}, {} ops in {:.2} s; \
+             CPU: at-server {:.0}%, client {:.0}%; at-server {:.1} us CPU/op; load {})",
+            m.op.name(),
+            m.rate(),
+            layout.name(),
+            m.p50,
+            m.p99,
+            m.max,
+            m.ops,
+            secs,
+            100.0 * m.cpu.server / secs,
+            100.0 * m.cpu.client / secs,
+            1e6 * m.cpu.server / m.ops as f64,
+            load_average(),
+        );
+    }
+    Ok(measured)
+}
+
+async fn throughput(
+    layout: Layout,
+    ca: &Path,
+    provisioned: &[Provisioned],
+    server_pid: u32,
+    options: &Options,
+) -> Result<Vec<Measured>, String> {
+    let connector = connector(ca)?;
+    let requests: Arc<Vec<Requests>> = Arc::new(
+        provisioned
+            .iter()
+            .map(|p| Requests::new(&p.name, options.keys))
+            .collect(),
+    );
+    // Connection i works for atSign i % n, as the (i / n)-th of its connections.
+    let n = provisioned.len();
+    let mut handshakes = tokio::task::JoinSet::new();
+    for i in 0..options.connections {
+        let atsign = i % n;
+        let p = &provisioned[atsign];
+        let addr = p
+            .addr
+            .ok_or_else(|| format!("@{} has no address of its own", p.name))?;
+        let (connector, name, secret) = (connector.clone(), p.name.clone(), p.secret.clone());
+        let share = options.connections / n + usize::from(atsign < options.connections % n);
+        handshakes.spawn(async move {
+            let stream = connect(&connector, addr).await?;
+            let stream = authenticate(stream, &name, &secret).await?;
+            Ok::<_, String>(Conn {
+                stream,
+                atsign,
+                slot: i / n,
+                share,
+                commits: Vec::new(),
+            })
+        });
+    }
+    let mut conns = Vec::with_capacity(options.connections);
+    while let Some(joined) = handshakes.join_next().await {
+        conns.push(joined.map_err(|e| format!("connect task: {e}"))??);
+    }
+
+    // Every key once, so llookup finds them all (not measured).
+    let mut prefill = tokio::task::JoinSet::new();
+    for mut conn in conns.drain(..) {
+        let requests = Arc::clone(&requests);
+        prefill.spawn(async move {
+            let mut buf = Vec::with_capacity(128);
+            let mine = &requests[conn.atsign];
+            for j in (conn.slot..mine.updates.len()).step_by(conn.share) {
+                let id =
+                    exchange_update(&mut conn.stream, &mut buf, &mine.updates[j], &mine.prompt)
+                        .await?;
+                conn.commits.push(id);
+            }
+            Ok::<_, String>(conn)
+        });
+    }
+    while let Some(joined) = prefill.join_next().await {
+        conns.push(joined.map_err(|e| format!("prefill task: {e}"))??);
+    }
+
+    let mut measured = Vec::new();
+    for op in [Op::Update, Op::Llookup] {
+        let (back, m) = phase(layout, op, conns, &requests, server_pid, options).await?;
+        conns = back;
+        measured.push(m);
+    }
+
+    // No commit id twice for one atSign.
+    let mut by_atsign: HashMap<usize, Vec<u64>> = HashMap::new();
+    for conn in &mut conns {
+        by_atsign
+            .entry(conn.atsign)
+            .or_default()
+            .append(&mut conn.commits);
+    }
+    for (atsign, mut ids) in by_atsign {
+        let total = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != total {
+            return Err(format!(
+                "@{}: {} of {total} commit ids were handed out more than once",
+                provisioned[atsign].name,
+                total - ids.len()
+            ));
+        }
+    }
+    for mut conn in conns {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = conn.stream.write_all(b"@exit\n").await;
+            let _ = conn.stream.shutdown().await;
+        })
+        .await;
+    }
+    Ok(measured)
+}
+
+/// One operation on every connection: warm-up, then the measured period.
+async fn phase(
+    layout: Layout,
+    op: Op,
+    conns: Vec<Conn>,
+    requests: &Arc<Vec<Requests>>,
+    server_pid: u32,
+    options: &Options,
+) -> Result<(Vec<Conn>, Measured), String> {
+    let start = Instant::now();
+    let window = Window {
+        measure_from: start + Duration::from_secs(options.warmup),
+        end: start + Duration::from_secs(options.warmup + options.seconds),
+        counted: Arc::new(AtomicU64::new(0)),
+    };
+    let mut clients = tokio::task::JoinSet::new();
+    for conn in conns {
+        let requests = Arc::clone(requests);
+        let window = window.clone();
+        clients.spawn(async move { operations(op, conn, requests, window).await });
+    }
+    let measure_from = window.measure_from;
+    let cpu_from = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        cpu_now(server_pid)
+    });
+    let mut latencies: Vec<u32> = Vec::new();
+    let mut last_done = window.measure_from;
+    let mut back = Vec::new();
+    while let Some(joined) = clients.join_next().await {
+        let outcome = joined.map_err(|e| format!("client task: {e}"))??;
+        latencies.extend(outcome.latencies_us);
+        last_done = last_done.max(outcome.last_done);
+        back.push(outcome.conn);
+    }
+    let cpu_to = cpu_now(server_pid);
+    let cpu_from = cpu_from.await.map_err(|e| format!("CPU sampler: {e}"))?;
+    if latencies.is_empty() {
+        return Err(format!(
+            "{}: nothing done in the measured period",
+            op.name()
+        ));
+    }
+    latencies.sort_unstable();
+    let pick = |q: f64| {
+        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+        Duration::from_micros(u64::from(latencies[i]))
+    };
+    let measured = Measured {
+        layout,
+        op,
+        ops: latencies.len() as u64,
+        elapsed: last_done.saturating_duration_since(window.measure_from),
+        p50: pick(0.50),
+        p99: pick(0.99),
+        max: pick(1.0),
+        cpu: Cpu {
+            server: cpu_to.server - cpu_from.server,
+            client: cpu_to.client - cpu_from.client,
+        },
+    };
+    Ok((back, measured))
+}
+
+#[derive(Clone)]
+struct Window {
+    measure_from: Instant,
+    end: Instant,
+    /// Operations completed in the measured period, across every connection.
+    counted: Arc<AtomicU64>,
+}
+
+struct Outcome {
+    conn: Conn,
+    latencies_us: Vec<u32>,
+    last_done: Instant,
+}
+
+/// One connection: operations one at a time (no pipelining) until the window closes.
+async fn operations(
+    op: Op,
+    mut conn: Conn,
+    requests: Arc<Vec<Requests>>,
+    window: Window,
+) -> Result<Outcome, String> {
+    let mine = &requests[conn.atsign];
+    let keys = mine.updates.len();
+    let mut latencies_us = Vec::new();
+    let mut last_done = window.measure_from;
+    let mut buf = Vec::with_capacity(128);
+    let mut next = conn.slot % keys;
+    // Bounded by `window.end`, checked every iteration; every exchange has a timeout.
+    loop {
+        let sent = Instant::now();
+        if sent >= window.end {
+            break;
+        }
+        let j = next;
+        next = (next + conn.share) % keys;
+        match op {
+            Op::Update => {
+                let id =
+                    exchange_update(&mut conn.stream, &mut buf, &mine.updates[j], &mine.prompt)
+                        .await?;
+                conn.commits.push(id);
+            }
+            Op::Llookup => {
+                let (request, answer) = &mine.lookups[j];
+                exchange_exact(&mut conn.stream, &mut buf, request, answer).await?;
+            }
+        }
+        let done = Instant::now();
+        if sent >= window.measure_from {
+            window.counted.fetch_add(1, Ordering::Relaxed);
+            latencies_us
+                .push(u32::try_from(done.duration_since(sent).as_micros()).unwrap_or(u32::MAX));
+            last_done = done;
+        }
+    }
+    Ok(Outcome {
+        conn,
+        latencies_us,
+        last_done,
+    })
+}
+
+/// Samples CPU seconds of the server and of this process.
+fn cpu_now(server_pid: u32) -> Cpu {
+    Cpu {
+        server: cpu_seconds(server_pid).unwrap_or(0.0),
+        client: cpu_seconds(std::process::id()).unwrap_or(0.0),
+    }
+}
+
+fn connector(ca: &Path) -> Result<TlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
+        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS versions: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+type Stream = TlsStream<AsyncTcpStream>;
+
+/// TCP connect, TLS handshake (SNI `localhost`), and the first prompt.
+async fn connect(connector: &TlsConnector, addr: SocketAddr) -> Result<Stream, String> {
+    let handshake = async {
+        let tcp = AsyncTcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+        let name = ServerName::try_from("localhost").expect("valid server name");
+        let mut tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let mut buf = Vec::new();
+        read_exact_reply(&mut tls, &mut buf, b"@").await?;
+        Ok(tls)
+    };
+    tokio::time::timeout(REPLY_TIMEOUT, handshake)
+        .await
+        .map_err(|_| format!("no TLS handshake and prompt from {addr} within {REPLY_TIMEOUT:?}"))?
+}
+
+/// `from:@name`, then `cram:` with the SHA-512 of secret + challenge.
+async fn authenticate(mut stream: Stream, name: &str, secret: &str) -> Result<Stream, String> {
+    let mut buf = Vec::with_capacity(256);
+    send(&mut stream, format!("from:@{name}\n").as_bytes()).await?;
+    read_until_suffix(&mut stream, &mut buf, b"\n@").await?;
+    let reply = String::from_utf8_lossy(&buf).into_owned();
+    let challenge = reply
+        .strip_prefix("data:")
+        .and_then(|r| r.strip_suffix("\n@"))
+        .ok_or_else(|| format!("from:@{name} answered {reply:?}"))?;
+    let digest = ring::digest::digest(
+        &ring::digest::SHA512,
+        format!("{secret}{challenge}").as_bytes(),
+    );
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    exchange_exact(
+        &mut stream,
+        &mut buf,
+        format!("cram:{hex}\n").as_bytes(),
+        format!("data:success\n@{name}@").as_bytes(),
+    )
+    .await?;
+    Ok(stream)
+}
+
+async fn send(stream: &mut Stream, request: &[u8]) -> Result<(), String> {
+    stream
+        .write_all(request)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    stream.flush().await.map_err(|e| format!("flush: {e}"))
+}
+
+/// Sends `request`; the reply must be exactly `want`.
+async fn exchange_exact(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    request: &[u8],
+    want: &[u8],
+) -> Result<(), String> {
+    let exchange = async {
+        send(stream, request).await?;
+        read_exact_reply(stream, buf, want).await
+    };
+    tokio::time::timeout(REPLY_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("no answer within {REPLY_TIMEOUT:?}"))?
+}
+
+/// Sends an update; the reply must be `data:<commit id>` and `prompt`; returns the commit id.
+async fn exchange_update(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    request: &[u8],
+    prompt: &[u8],
+) -> Result<u64, String> {
+    let exchange = async {
+        send(stream, request).await?;
+        read_until_suffix(stream, buf, prompt).await?;
+        parse_commit_id(buf, prompt).ok_or_else(|| {
+            format!(
+                "{:?} answered {:?}, expected data:<commit id>{:?}",
+                String::from_utf8_lossy(request),
+                String::from_utf8_lossy(buf),
+                String::from_utf8_lossy(prompt)
+            )
+        })
+    };
+    tokio::time::timeout(REPLY_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("no answer within {REPLY_TIMEOUT:?}"))?
+}
+
+/// `data:<digits><prompt>` → the number.
+fn parse_commit_id(reply: &[u8], prompt: &[u8]) -> Option<u64> {
+    let digits = reply.strip_prefix(b"data:")?.strip_suffix(prompt)?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Reads until `want.len()` bytes have arrived and checks they are exactly `want`.
+async fn read_exact_reply(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    want: &[u8],
+) -> Result<(), String> {
+    buf.clear();
+    let mut chunk = [0u8; 512];
+    while buf.len() < want.len() {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "connection closed after {:?}, expected {:?}",
+                String::from_utf8_lossy(buf),
+                String::from_utf8_lossy(want)
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    if buf.as_slice() != want {
+        return Err(format!(
+            "answer {:?}, expected {:?}",
+            String::from_utf8_lossy(buf),
+            String::from_utf8_lossy(want)
+        ));
+    }
+    Ok(())
+}
+
+/// Reads until the bytes so far end with `suffix` (one request in flight: that is the reply).
+async fn read_until_suffix(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    suffix: &[u8],
+) -> Result<(), String> {
+    buf.clear();
+    let mut chunk = [0u8; 512];
+    while !buf.ends_with(suffix) {
+        if buf.len() > 64 * 1024 {
+            return Err(format!(
+                "no {:?} after 64 KiB of answer",
+                String::from_utf8_lossy(suffix)
+            ));
+        }
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "connection closed after {:?}, expected it to end with {:?}",
+                String::from_utf8_lossy(buf),
+                String::from_utf8_lossy(suffix)
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// redis-benchmark.
+
+/// Runs `redis-benchmark -t set,get` and returns its rates.
+fn redis_benchmark(port: u16, options: &Options) -> Result<Baseline, String> {
+    let mut child = Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            "set,get",
+            "-q",
+        ])
+        .args(["-c", &options.connections.to_string()])
+        .args(["-n", &options.redis_requests.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("starting redis-benchmark (apt-get install -y redis-tools): {e}"))?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + REDIS_BENCHMARK_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("redis-benchmark took too long; killed".into());
+            }
+            Err(e) => return Err(format!("waiting for redis-benchmark: {e}")),
+        }
+    };
+    let text = reader
+        .join()
+        .map_err(|_| "reading redis-benchmark output")?;
+    if !status.success() {
+        return Err(format!("redis-benchmark failed ({status}): {text}"));
+    }
+    let set = parse_redis_benchmark(&text, "SET")
+        .ok_or_else(|| format!("no SET rate in redis-benchmark's output: {text:?}"))?;
+    let get = parse_redis_benchmark(&text, "GET")
+        .ok_or_else(|| format!("no GET rate in redis-benchmark's output: {text:?}"))?;
+    println!(
+        "redis-benchmark -t set,get  SET {set:.0} requests/s, GET {get:.0} requests/s  (load {})",
+        load_average()
+    );
+    Ok(Baseline { set, get })
+}
+
+/// Finds `<TEST>: 123456.79 requests per second` among the `\r`-separated lines of `-q`.
+fn parse_redis_benchmark(text: &str, test: &str) -> Option<f64> {
+    text.split(['\r', '\n'])
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix(test)?.strip_prefix(':')?;
+            let (number, _) = rest.split_once("requests per second")?;
+            number.trim().parse().ok()
+        })
+        .next_back()
+}
+
+fn print_table(options: &Options, baselines: &[Baseline], results: &[Measured]) {
+    let set = baselines.iter().map(|b| b.set).sum::<f64>() / baselines.len() as f64;
+    let get = baselines.iter().map(|b| b.get).sum::<f64>() / baselines.len() as f64;
+    println!();
+    println!(
+        "| what (c={}; atServer over TLS, one request in flight per connection) | ops/s | vs redis | p50 | p99 |",
+        options.connections
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (i, b) in baselines.iter().enumerate() {
+        println!(
+            "| redis-benchmark SET, run {} | {:.0} | | | |",
+            i + 1,
+            b.set
+        );
+        println!(
+            "| redis-benchmark GET, run {} | {:.0} | | | |",
+            i + 1,
+            b.get
+        );
+    }
+    let mut target_met = true;
+    for m in results {
+        let (baseline, against) = match m.op {
+            Op::Update => (set, "SET"),
+            Op::Llookup => (get, "GET"),
+        };
+        target_met &= m.rate() >= baseline / 2.0;
+        println!(
+            "| at-server {}, {} | {:.0} | {:.1}% of {against} ({baseline:.0}, mean of the runs) | {} | {} |",
+            m.op.name(),
+            m.layout.name(),
+            m.rate(),
+            100.0 * m.rate() / baseline,
+            fmt_latency(m.p50),
+            fmt_latency(m.p99),
+        );
+    }
+    println!();
+    println!(
+        "target (update >= 50% of redis SET, llookup >= 50% of redis GET): {}",
+        if target_met { "met" } else { "NOT met" }
+    );
+}
+
+fn fmt_latency(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle memory.
+
+struct Memory {
+    asked: usize,
+    measured: usize,
+    rss_1: u64,
+    rss_n: u64,
+    provision_secs: f64,
+}
+
+impl Memory {
+    fn per_atsign(&self) -> f64 {
+        (self.rss_n as f64 - self.rss_1 as f64) / (self.measured - 1) as f64
+    }
+}
+
+/// Provisions `count` atSigns on an SNI-only node; serves; reads its RSS.
+fn idle_rss(server: &Path, names: &[String]) -> Result<(u64, f64), String> {
+    let node = Node::new("server-bench-mem", None)?;
+    let began = Instant::now();
+    for name in names {
+        node.provision(server, name)?;
+    }
+    let provision_secs = began.elapsed().as_secs_f64();
+    let running = node.serve(server);
+    std::thread::sleep(SETTLE);
+    let rss = vm_rss(running.pid());
+    running.stop();
+    Ok((
+        rss.ok_or("could not read the server's VmRSS")?,
+        provision_secs,
+    ))
+}
+
+fn measure_memory(server: &Path, asked: usize, options: &Options) -> Result<Memory, String> {
+    // Time a sample of provisions to see whether `asked` fits the budget.
+    let sample = asked.min(50);
+    let probe = Node::new("server-bench-probe", None)?;
+    let began = Instant::now();
+    for i in 0..sample {
+        probe.provision(server, &format!("probe{i:05}"))?;
+    }
+    let per = began.elapsed().as_secs_f64() / sample as f64;
+    drop(probe);
+    let projected = per * asked as f64;
+    let measured = if projected > options.provision_budget as f64 && asked > MEMORY_FALLBACK {
+        println!(
+            "memory: provisioning {asked} atSigns would take ~{projected:.0} s ({:.0} ms each), \
+             over the {} s budget: measuring {MEMORY_FALLBACK} and extrapolating",
+            per * 1000.0,
+            options.provision_budget
+        );
+        MEMORY_FALLBACK
+    } else {
+        asked
+    };
+    let names: Vec<String> = (0..measured).map(|i| format!("idle{i:05}")).collect();
+    let (rss_1, _) = idle_rss(server, &names[..1])?;
+    let (rss_n, provision_secs) = idle_rss(server, &names)?;
+    let memory = Memory {
+        asked,
+        measured,
+        rss_1,
+        rss_n,
+        provision_secs,
+    };
+    println!(
+        "memory: {measured} atSigns provisioned in {provision_secs:.1} s; VmRSS idle: 1 atSign {} KiB, \
+         {measured} atSigns {} KiB: {:.0} bytes per idle atSign",
+        rss_1 / 1024,
+        rss_n / 1024,
+        memory.per_atsign()
+    );
+    Ok(memory)
+}
+
+fn print_memory(memory: &[Memory]) {
+    println!();
+    println!(
+        "| idle atSigns | VmRSS, 1 atSign | VmRSS, N atSigns | bytes per idle atSign | note |"
+    );
+    println!("|---:|---:|---:|---:|---|");
+    let mut target_met = true;
+    for m in memory {
+        let per = m.per_atsign();
+        target_met &= per < 2048.0;
+        let note = if m.measured == m.asked {
+            format!("provisioning took {:.0} s", m.provision_secs)
+        } else {
+            format!(
+                "measured with {} (provisioning took {:.0} s); at {}: ~{} KiB extrapolated",
+                m.measured,
+                m.provision_secs,
+                m.asked,
+                (m.rss_1 as f64 + per * (m.asked - 1) as f64) as u64 / 1024
+            )
+        };
+        println!(
+            "| {} | {} KiB | {} KiB | {per:.0} | {note} |",
+            m.asked,
+            m.rss_1 / 1024,
+            m.rss_n / 1024,
+        );
+    }
+    println!();
+    println!(
+        "target (< 2 KiB per idle atSign): {}",
+        if target_met { "met" } else { "NOT met" }
+    );
+}
+
+/// `VmRSS` of `pid` in bytes, from `/proc/<pid>/status`.
+fn vm_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// User + system CPU seconds of `pid` so far, from `/proc/<pid>/stat` (Linux; 100 ticks/s).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// `/proc/loadavg`'s one-minute figure, to show whether something else was using the CPUs.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_benchmark_quiet_output_is_parsed() {
+        let text = "SET: rps=1.0 (overall: 1.0) avg_msec=1.2 (overall: 1.3)\r\
+                    SET: 91234.50 requests per second, p50=0.271 msec                    \n\
+                    GET: 98765.43 requests per second, p50=0.271 msec                    \n\n";
+        assert_eq!(parse_redis_benchmark(text, "SET"), Some(91234.5));
+        assert_eq!(parse_redis_benchmark(text, "GET"), Some(98765.43));
+        assert_eq!(parse_redis_benchmark("nothing here", "GET"), None);
+    }
+
+    #[test]
+    fn commit_ids_are_parsed_exactly() {
+        let prompt = b"\n@alice@";
+        assert_eq!(parse_commit_id(b"data:42\n@alice@", prompt), Some(42));
+        assert_eq!(parse_commit_id(b"data:-1\n@alice@", prompt), None);
+        assert_eq!(parse_commit_id(b"data:\n@alice@", prompt), None);
+        assert_eq!(parse_commit_id(b"data:4\n@bob@", prompt), None);
+        assert_eq!(parse_commit_id(b"error:AT0015\n@alice@", prompt), None);
+    }
+
+    #[test]
+    fn flags_are_parsed_and_bounded() {
+        let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let o = parse_args(args("--seconds 3 --layouts one --memory 1000"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (o.seconds, o.layouts.clone(), o.memory.clone()),
+            (3, vec![Layout::One], vec![1000])
+        );
+        let o = parse_args(vec!["--memory".to_string(), String::new()])
+            .unwrap()
+            .unwrap();
+        assert!(o.memory.is_empty());
+        assert!(parse_args(args("--help")).unwrap().is_none());
+        assert!(parse_args(args("--seconds 0")).is_err());
+        assert!(parse_args(args("--layouts many")).is_err());
+        assert!(parse_args(args("--bogus")).is_err());
+    }
+}
