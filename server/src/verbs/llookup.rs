@@ -16,7 +16,7 @@ use at_common::reply::Reply;
 use at_common::verb::{Llookup, LookupOp};
 use at_common::AtSign;
 
-use super::{get_active, key_not_found};
+use super::{active_or_expire, key_not_found};
 use crate::store::{Record, Store};
 
 /// `llookup[:meta|:all]:<key>`.
@@ -27,13 +27,16 @@ pub async fn llookup(
     now_ms: EpochMillis,
 ) -> Result<Reply, AtError> {
     let key = cmd.key.to_string().to_lowercase();
-    if store.get(me, &key).await?.is_none() {
+    // One read: a missing key is AT0015, an inactive one `data:null`.
+    let Some(record) = store.get(me, &key).await? else {
         return Err(key_not_found(&key));
-    }
-    Ok(match get_active(store, me, &key, now_ms).await? {
-        Some(record) => render(&key, &record, cmd.op),
-        None => Reply::Null,
-    })
+    };
+    Ok(
+        match active_or_expire(store, me, &key, record, now_ms).await? {
+            Some(record) => render(&key, &record, cmd.op),
+            None => Reply::Null,
+        },
+    )
 }
 
 /// The reply to a lookup of any kind that found `record` under `key` (`key` is what `all`

@@ -106,15 +106,26 @@ pub(crate) async fn get_active(
     now: EpochMillis,
 ) -> Result<Option<Record>, AtError> {
     match store.get(me, key).await? {
-        Some(record) if is_active(&record.metadata, now) => Ok(Some(record)),
-        Some(record) => {
-            if is_expired(&record.metadata, now) {
-                store.remove_uncommitted(me, key).await?;
-            }
-            Ok(None)
-        }
+        Some(record) => active_or_expire(store, me, key, record, now).await,
         None => Ok(None),
     }
+}
+
+/// `record` (just read under `key`) if it is active now; an expired one is removed.
+pub(crate) async fn active_or_expire(
+    store: &Store,
+    me: &AtSign,
+    key: &str,
+    record: Record,
+    now: EpochMillis,
+) -> Result<Option<Record>, AtError> {
+    if is_active(&record.metadata, now) {
+        return Ok(Some(record));
+    }
+    if is_expired(&record.metadata, now) {
+        store.remove_uncommitted(me, key).await?;
+    }
+    Ok(None)
 }
 
 /// AT0015 for a key that is not there: `key not found : <key> does not exist in keystore`.
