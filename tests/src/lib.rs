@@ -2,11 +2,13 @@
 //!
 //! - [`process`]: start one of our binaries, learn its port from its `listening on` line, stop it.
 //! - [`redis`]: a real `redis-server` on a free loopback port, gone when dropped.
+//! - [`bench`]: what the benchmark binaries share (TLS connector, `/proc` readings).
 //! - [`client`]: a blocking TLS (or plain) client that asserts exact bytes, with timeouts.
 //!
 //! Blocking std sockets on purpose: a test reads like the transcript it checks, and no test
 //! runtime can hide an ordering bug of the server's. Every read has a deadline.
 
+pub mod bench;
 pub mod client;
 pub mod process;
 pub mod redis;

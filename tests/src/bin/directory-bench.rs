@@ -26,14 +26,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use at_tests::bench::{connector, cpu_seconds, fmt_latency, load_average, Stream};
 use at_tests::process::{self, Running};
 use at_tests::redis::RedisServer;
 use at_tests::TempDir;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream as AsyncTcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 const USAGE: &str = "\
@@ -420,10 +419,6 @@ fn print_table(options: &Options, baselines: &[f64], results: &[Measured]) {
     );
 }
 
-fn fmt_latency(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
-}
-
 fn path_str(path: &Path) -> Result<&str, String> {
     path.to_str()
         .ok_or_else(|| format!("{} is not UTF-8", path.display()))
@@ -722,17 +717,6 @@ impl Pids {
     }
 }
 
-/// User + system CPU seconds of `pid` so far, from `/proc/<pid>/stat` (Linux; 100 ticks/s).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the `(comm)`, which may contain spaces: state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
-}
-
 /// The pid of the `redis-server` listening on `port` (it titles itself `redis-server 127.0.0.1:<port>`).
 fn redis_server_pid(port: u16) -> Option<u32> {
     let title = format!("127.0.0.1:{port}");
@@ -745,14 +729,6 @@ fn redis_server_pid(port: u16) -> Option<u32> {
             let cmdline = String::from_utf8_lossy(&cmdline);
             (cmdline.starts_with("redis-server") && cmdline.contains(&title)).then_some(pid)
         })
-}
-
-/// `/proc/loadavg`'s one-minute figure, to show whether something else was using the CPUs.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|text| text.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
 }
 
 #[derive(Clone)]
@@ -768,26 +744,6 @@ struct Outcome {
     latencies_us: Vec<u32>,
     last_done: Instant,
 }
-
-fn connector(ca: &Path) -> Result<TlsConnector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
-        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", ca.display()))?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS versions: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
-type Stream = TlsStream<AsyncTcpStream>;
 
 /// TCP connect, TLS handshake (SNI `localhost`), and the first prompt.
 async fn connect(connector: &TlsConnector, addr: SocketAddr) -> Result<Stream, String> {
