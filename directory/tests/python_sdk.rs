@@ -9,22 +9,9 @@ use std::process::Command;
 
 use support::{Backend, Directory};
 
-fn sdk_python() -> Option<String> {
-    match std::env::var("AT_PYTHON_SDK") {
-        Ok(python) => Some(python),
-        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI must set AT_PYTHON_SDK to a python with atsdk installed (see .ci/run)")
-        }
-        Err(_) => {
-            eprintln!("skipping: AT_PYTHON_SDK is not set (see .ci/run)");
-            None
-        }
-    }
-}
-
 #[test]
 fn python_sdk_finds_registered_atsigns_over_one_connection() {
-    let Some(python) = sdk_python() else {
+    let Some(python) = at_tests::python_sdk() else {
         return;
     };
     let dir = Directory::start(

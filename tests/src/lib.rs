@@ -15,6 +15,31 @@ pub mod redis;
 
 use std::path::PathBuf;
 
+/// A loopback port free right now (the kernel's pick), for servers that cannot bind port 0
+/// themselves, such as a per-atSign port range.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// The Python with the SDK (PyPI `atsdk`) that the SDK tests run, named by `AT_PYTHON_SDK`
+/// (`.ci/run` makes one). `None`, with a notice, when it is not set outside CI; under
+/// `CI=true` a missing one is a failure, so CI can never skip these tests silently.
+pub fn python_sdk() -> Option<String> {
+    match std::env::var("AT_PYTHON_SDK") {
+        Ok(python) => Some(python),
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI must set AT_PYTHON_SDK to a python with atsdk installed (see .ci/run)")
+        }
+        Err(_) => {
+            eprintln!("skipping: AT_PYTHON_SDK is not set (see .ci/run)");
+            None
+        }
+    }
+}
+
 /// A fresh, empty directory under the system temp dir, unique per call; removed when dropped.
 pub struct TempDir(PathBuf);
 

@@ -22,27 +22,6 @@ use at_tests::TempDir;
 /// The SDK has no timeouts and spins forever on a closed connection: the script gets this long.
 const SDK_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn sdk_python() -> Option<String> {
-    match std::env::var("AT_PYTHON_SDK") {
-        Ok(python) => Some(python),
-        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI must set AT_PYTHON_SDK to a python with atsdk installed (see .ci/run)")
-        }
-        Err(_) => {
-            eprintln!("skipping: AT_PYTHON_SDK is not set (see .ci/run)");
-            None
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A directory and an atServer hosting `@alice` on `port`, both serving.
 struct System {
     dir: TempDir,
@@ -70,7 +49,7 @@ impl System {
             &[],
             false,
         );
-        let port = free_port();
+        let port = at_tests::free_port();
         let config = dir.path().join("server.toml");
         std::fs::write(
             &config,
@@ -172,7 +151,7 @@ fn run_python(
 
 #[test]
 fn python_sdk_onboards_authenticates_and_puts_gets_deletes_its_own_keys() {
-    let Some(python) = sdk_python() else {
+    let Some(python) = at_tests::python_sdk() else {
         return;
     };
     let system = System::start();

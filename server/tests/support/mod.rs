@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use at_tests::client::Client;
+pub use at_tests::free_port;
 use at_tests::process::{self, Running};
 use at_tests::TempDir;
 
@@ -14,14 +15,6 @@ pub struct Node {
     pub port: u16,
     pub cram_secret: String,
     pub running: Option<Running>,
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Node {
