@@ -12,6 +12,8 @@ use std::time::Duration;
 use at_common::config::{StoreConfig, TlsConfig};
 use serde::Deserialize;
 
+use crate::connection::throttle::ThrottleLimits;
+
 /// The whole configuration of one atServer node.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -53,6 +55,20 @@ pub struct ServerConfig {
     pub authenticated_idle_time_millis: u64,
     /// Seconds a hosted atSign's key store stays in memory after its last use.
     pub keystore_idle_secs: u64,
+    /// Failed cram/pkam proofs in a row on one connection answered at once, as the reference
+    /// answers every one.
+    pub auth_failures_before_delay: u32,
+    /// Delay before answering the next failed proof on that connection; it doubles with each
+    /// further failure.
+    pub auth_failure_delay_millis: u64,
+    /// The longest such delay.
+    pub auth_failure_max_delay_millis: u64,
+    /// The failed proof on one connection after which it is closed; 0 never closes.
+    pub auth_failures_before_close: u32,
+    /// Failed proofs per hosted atSign per minute on this node, over all its connections; once
+    /// spent, proofs are refused unchecked with AT0028 until the minute has passed. 0 is
+    /// unbounded.
+    pub auth_failures_per_atsign_per_minute: u32,
     /// TLS of the listener.
     pub tls: TlsConfig,
     /// Where the atSigns' data lives.
@@ -78,6 +94,11 @@ impl Default for ServerConfig {
             inbound_idle_time_millis: 600_000,
             authenticated_idle_time_millis: 2_592_000_000,
             keystore_idle_secs: 300,
+            auth_failures_before_delay: 3,
+            auth_failure_delay_millis: 1000,
+            auth_failure_max_delay_millis: 16_000,
+            auth_failures_before_close: 10,
+            auth_failures_per_atsign_per_minute: 60,
             tls: TlsConfig::default(),
             store: StoreConfig::default(),
         }
@@ -99,6 +120,9 @@ impl ServerConfig {
         self.directory_store.validate()?;
         if self.buffer_limit == 0 || self.inbound_max_limit == 0 {
             return Err("buffer_limit and inbound_max_limit must be at least 1".into());
+        }
+        if self.auth_failure_delay_millis > self.auth_failure_max_delay_millis {
+            return Err("auth_failure_delay_millis exceeds auth_failure_max_delay_millis".into());
         }
         if self.sni_domain.is_empty() && self.port_range_start == 0 {
             return Err(
@@ -133,6 +157,17 @@ impl ServerConfig {
         }
     }
 
+    /// The limits on failed authentication proofs.
+    pub fn throttle_limits(&self) -> ThrottleLimits {
+        ThrottleLimits {
+            free: self.auth_failures_before_delay,
+            first_delay: Duration::from_millis(self.auth_failure_delay_millis),
+            max_delay: Duration::from_millis(self.auth_failure_max_delay_millis),
+            close_after: self.auth_failures_before_close,
+            per_minute: self.auth_failures_per_atsign_per_minute,
+        }
+    }
+
     /// Idle limit for a connection in the given state.
     pub fn idle_limit(&self, authenticated: bool) -> Duration {
         Duration::from_millis(if authenticated {
@@ -158,6 +193,26 @@ mod tests {
         assert_eq!(config.inbound_max_limit, 200);
         assert_eq!(config.idle_limit(false), Duration::from_secs(600));
         assert_eq!(config.idle_limit(true), Duration::from_secs(30 * 24 * 3600));
+    }
+
+    #[test]
+    fn auth_throttle_defaults_keep_the_reference_answers_for_the_first_failures() {
+        let limits = ServerConfig::load(None, &sni()).unwrap().throttle_limits();
+        assert_eq!(
+            limits,
+            ThrottleLimits {
+                free: 3,
+                first_delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(16),
+                close_after: 10,
+                per_minute: 60,
+            }
+        );
+        let mut overrides = sni();
+        overrides.push(("auth_failure_delay_millis", "20000".to_string()));
+        assert!(ServerConfig::load(None, &overrides)
+            .unwrap_err()
+            .contains("auth_failure_delay_millis"));
     }
 
     #[test]

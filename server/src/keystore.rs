@@ -33,6 +33,11 @@ pub struct AuthMaterial {
 #[rtype(result = "Result<AuthMaterial, AtError>")]
 pub struct GetAuthMaterial;
 
+/// Asks whether `from:<atSign>` is refused by the owner's block list (`config:block`).
+#[derive(Message)]
+#[rtype(result = "Result<bool, AtError>")]
+pub struct IsBlocked(pub AtSign);
+
 /// Runs a verb (already authorized by the connection) against the atSign's data.
 #[derive(Message)]
 #[rtype(result = "Result<Reply, AtError>")]
@@ -97,6 +102,18 @@ impl Handler<GetAuthMaterial> for KeyStore {
     }
 }
 
+impl Handler<IsBlocked> for KeyStore {
+    type Result = AtomicResponse<Self, Result<bool, AtError>>;
+
+    fn handle(&mut self, IsBlocked(who): IsBlocked, _: &mut Context<Self>) -> Self::Result {
+        self.last_used = Instant::now();
+        let (store, me) = (self.store.clone(), self.me.clone());
+        AtomicResponse::new(Box::pin(
+            async move { verbs::is_blocked(&store, &me, &who).await }.into_actor(self),
+        ))
+    }
+}
+
 impl Handler<Run> for KeyStore {
     type Result = AtomicResponse<Self, Result<Reply, AtError>>;
 
@@ -136,7 +153,8 @@ async fn dispatch(store: &Store, me: &AtSign, run: &Run) -> Result<Reply, AtErro
             verbs::stats(store, me, c, context).await
         }
         Command::Sync(c) => verbs::sync(store, me, c).await,
-        // Server-to-server and notifications (issue 6), the block list, batch and update:json
+        Command::Config(c) => verbs::config(store, me, c).await,
+        // Server-to-server and notifications (issue 6), batch and update:json
         // are not served yet: refused as the reference refuses a verb it does not know.
         Command::Plookup(_)
         | Command::UpdateJson(_)
@@ -147,7 +165,6 @@ async fn dispatch(store: &Store, me: &AtSign, run: &Run) -> Result<Reply, AtErro
         | Command::NotifyFetch(_)
         | Command::NotifyAll(_)
         | Command::Monitor(_)
-        | Command::Config(_)
         | Command::Batch(_)
         | Command::Pol => Err(AtError::syntax("invalid command")),
         // The connection answers these itself; they never reach a key store.

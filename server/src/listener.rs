@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
 use crate::connection::actor::{Connection, Limits, Slot};
+use crate::connection::throttle::AuthThrottle;
 use crate::keystore::Hosts;
 use crate::store::Store;
 
@@ -131,6 +132,7 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
             buffer_limit: config.buffer_limit,
             idle_unauthenticated: config.idle_limit(false),
             idle_authenticated: config.idle_limit(true),
+            auth_throttle: Arc::new(AuthThrottle::new(config.throttle_limits())),
         }),
         open: Arc::new(AtomicUsize::new(0)),
         max: config.inbound_max_limit,

@@ -5,6 +5,8 @@
 //! writes each reply with its prompt in one write. One command is in flight at a time
 //! (`ctx.wait`), so replies leave in request order. Errors the reference keeps the connection
 //! open for leave it open; AT0005 (overlong line) and the other closing codes close it.
+//! `from` by an atSign the owner blocked is refused first (AT0013, closes); failed proofs are
+//! slowed down and bounded as [`AuthThrottle`] decides.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,7 +25,8 @@ use tokio_util::codec::FramedRead;
 
 use super::auth_state::AuthState;
 use super::authenticate;
-use crate::keystore::{GetAuthMaterial, KeyStore, Run};
+use super::throttle::{is_failed_proof, AuthThrottle};
+use crate::keystore::{GetAuthMaterial, IsBlocked, KeyStore, Run};
 
 /// The per-connection limits, from the configuration.
 #[derive(Debug, Clone)]
@@ -33,6 +36,9 @@ pub struct Limits {
     pub buffer_limit: usize,
     pub idle_unauthenticated: Duration,
     pub idle_authenticated: Duration,
+    /// Failed-proof limits, and the node's per-atSign failure windows (shared by every
+    /// connection of the node).
+    pub auth_throttle: Arc<AuthThrottle>,
 }
 
 /// A slot among `inbound_max_limit`; freed when dropped.
@@ -72,6 +78,8 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     /// Set once the connection is being closed: later input is ignored while the last reply
     /// is flushed.
     closing: bool,
+    /// Failed cram/pkam proofs in a row on this connection.
+    failures: u32,
     slot: Slot,
 }
 
@@ -97,6 +105,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 writer,
                 idle: None,
                 closing: false,
+                failures: 0,
                 slot,
             }
         })
@@ -126,41 +135,25 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 if let Some(config) = &from.client_config {
                     self.style = ErrorStyle::for_client_version(config.version.as_deref());
                 }
-                let reply = authenticate::from(&self.me, &mut self.state, &from, now);
-                self.reply(Ok(reply), ctx);
-            }
-            Command::Cram(_) | Command::Pkam(_) => {
-                let material = self.keystore.send(GetAuthMaterial);
-                ctx.wait(material.into_actor(self).map(move |material, act, ctx| {
-                    let material = match material {
-                        Ok(Ok(material)) => material,
-                        Ok(Err(error)) => return act.reply(Err(error), ctx),
-                        Err(_) => {
-                            return act.reply(Err(ErrorCode::InternalServerException.into()), ctx)
+                if from.atsign == self.me {
+                    let reply = authenticate::from(&self.me, &mut self.state, &from, now);
+                    return self.reply(Ok(reply), ctx);
+                }
+                // Another atSign: the owner's block list is checked before anything else.
+                let blocked = self.keystore.send(IsBlocked(from.atsign.clone()));
+                ctx.wait(blocked.into_actor(self).map(move |blocked, act, ctx| {
+                    let result = match blocked {
+                        Ok(Ok(false)) => {
+                            Ok(authenticate::from(&act.me, &mut act.state, &from, now))
                         }
-                    };
-                    let me = act.me.clone();
-                    let result = match &command {
-                        Command::Cram(cram) => authenticate::cram(
-                            &me,
-                            &mut act.state,
-                            cram,
-                            material.cram_secret.as_deref(),
-                            now,
-                        ),
-                        Command::Pkam(pkam) => authenticate::pkam(
-                            &me,
-                            &mut act.state,
-                            pkam,
-                            material.pkam_public_key.as_deref(),
-                            now,
-                        ),
-                        _ => unreachable!("matched above"),
+                        Ok(Ok(true)) => Err(authenticate::blocked(&from.atsign)),
+                        Ok(Err(error)) => Err(error),
+                        Err(_) => Err(ErrorCode::InternalServerException.into()),
                     };
                     act.reply(result, ctx);
-                    act.touch(ctx);
                 }));
             }
+            Command::Cram(_) | Command::Pkam(_) => self.prove(command, now, ctx),
             // Answered here, not by the key store: they touch no data, and noop's wait must not
             // hold up the atSign's other connections.
             Command::Info(info) => {
@@ -195,6 +188,77 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 );
             }
         }
+    }
+
+    /// `cram`/`pkam`: checked against what the key store holds, unless the atSign's budget of
+    /// failed proofs is spent (then refused unchecked, the challenge spent all the same).
+    fn prove(&mut self, command: Command, now: Instant, ctx: &mut Context<Self>) {
+        let admission = match self.limits.auth_throttle.admit(&self.me, now) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                let _ = self.state.take_challenge(&self.me, now);
+                return self.answer_proof(Err(refusal), ctx);
+            }
+        };
+        let material = self.keystore.send(GetAuthMaterial);
+        ctx.wait(material.into_actor(self).map(move |material, act, ctx| {
+            let me = act.me.clone();
+            let result = match material {
+                Ok(Ok(material)) => match &command {
+                    Command::Cram(cram) => authenticate::cram(
+                        &me,
+                        &mut act.state,
+                        cram,
+                        material.cram_secret.as_deref(),
+                        now,
+                    ),
+                    Command::Pkam(pkam) => authenticate::pkam(
+                        &me,
+                        &mut act.state,
+                        pkam,
+                        material.pkam_public_key.as_deref(),
+                        now,
+                    ),
+                    _ => unreachable!("only cram and pkam are proved"),
+                },
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(ErrorCode::InternalServerException.into()),
+            };
+            let failed = result.as_ref().is_err_and(is_failed_proof);
+            act.limits.auth_throttle.settle(&me, admission, failed);
+            act.answer_proof(result, ctx);
+        }));
+    }
+
+    /// Answers a proof. A success clears the count of failures; a failure is answered at once
+    /// or after the throttle's delay, and the last one allowed closes the connection.
+    fn answer_proof(&mut self, result: Result<Reply, AtError>, ctx: &mut Context<Self>) {
+        if !result.as_ref().is_err_and(is_failed_proof) {
+            if result.is_ok() {
+                self.failures = 0;
+            }
+            self.reply(result, ctx);
+            return self.touch(ctx);
+        }
+        self.failures = self.failures.saturating_add(1);
+        let penalty = self.limits.auth_throttle.penalty(self.failures);
+        if penalty.close {
+            tracing::warn!(atsign = %self.me, failures = self.failures, "closing after repeated authentication failures");
+        }
+        let answer = move |act: &mut Self, ctx: &mut Context<Self>| {
+            act.reply(result, ctx);
+            if penalty.close {
+                act.close(ctx);
+            }
+        };
+        if penalty.delay.is_zero() {
+            return answer(self, ctx);
+        }
+        ctx.wait(
+            actix_rt::time::sleep(penalty.delay)
+                .into_actor(self)
+                .map(move |(), act, ctx| answer(act, ctx)),
+        );
     }
 
     /// Re-arms the idle timeout, whose length depends on whether the client has authenticated.

@@ -1,7 +1,8 @@
 //! One client connection of the atServer. So far its session state machine ([`auth_state`])
-//! the owner's authentication verbs ([`authenticate`]), and the `Connection` actor that drives
-//! them over TLS ([`actor`]).
+//! the owner's authentication verbs ([`authenticate`]), the slowing down of failed proofs
+//! ([`throttle`]), and the `Connection` actor that drives them over TLS ([`actor`]).
 
 pub mod actor;
 pub mod auth_state;
 pub mod authenticate;
+pub mod throttle;

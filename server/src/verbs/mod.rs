@@ -10,6 +10,7 @@
 //! (which closes the connection), the stored-key check of update and delete, and the
 //! "is this record active" rule (ttb / ttl).
 
+mod config;
 mod delete;
 mod info;
 mod llookup;
@@ -20,6 +21,7 @@ mod stats;
 mod sync;
 mod update;
 
+pub use config::{config, is_blocked};
 pub use delete::{delete, AT_SECRET};
 pub use info::info;
 pub use llookup::llookup;

@@ -185,3 +185,155 @@ pub fn pkam_in(node: &Node) -> Client {
     );
     client
 }
+
+impl Node {
+    /// Appends `extra` (TOML lines) to the node's configuration, then restarts it.
+    pub fn reconfigure(&mut self, extra: &str) {
+        let path = self.dir.path().join("server.toml");
+        let mut config = std::fs::read_to_string(&path).unwrap();
+        config.push_str(extra);
+        std::fs::write(&path, config).unwrap();
+        self.restart();
+    }
+}
+
+/// Sends `from:<atsign>` as another atSign's server would and asserts the `proof:` reply.
+pub fn from_peer(client: &mut Client, atsign: &str) {
+    client.send(format!("from:{atsign}\n").as_bytes());
+    let reply = client.read_until(b"\n@");
+    assert!(
+        reply.starts_with("data:proof:_") && reply.contains(&format!("{atsign}:")),
+        "{reply}"
+    );
+}
+
+impl Node {
+    /// A node like [`Node::start`] whose line limit (`buffer_limit`) is `limit` bytes.
+    pub fn start_with_buffer_limit(limit: usize) -> Node {
+        let mut node = Node::start();
+        let file = node.dir.path().join("server.toml");
+        let config = std::fs::read_to_string(&file).unwrap();
+        assert!(config.contains("buffer_limit = 1000\n"), "{config}");
+        let config = config.replace(
+            "buffer_limit = 1000\n",
+            &format!("buffer_limit = {limit}\n"),
+        );
+        std::fs::write(&file, config).unwrap();
+        node.restart();
+        node
+    }
+}
+
+/// A TLS connection to `@alice`'s port that can shut down its write side and read on, which
+/// the harness [`Client`] cannot: for half-close tests. Every read has a deadline.
+pub struct HalfCloser {
+    stream: rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    received: Vec<u8>,
+    closed: bool,
+}
+
+impl HalfCloser {
+    /// Connects, completes the handshake and reads the `@` prompt.
+    pub fn connect(node: &Node) -> HalfCloser {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(node.ca_file()).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let tcp = std::net::TcpStream::connect_timeout(
+            &([127, 0, 0, 1], node.port).into(),
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_millis(20)))
+            .unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let mut half = HalfCloser {
+            stream: rustls::StreamOwned::new(conn, tcp),
+            received: Vec::new(),
+            closed: false,
+        };
+        half.read_until(b"@", std::time::Duration::from_secs(10));
+        assert_eq!(half.take(), b"@");
+        half
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    /// Says "nothing more from me" the TLS way (close_notify), then shuts down the TCP write
+    /// side; reading goes on.
+    pub fn shut_down_writing(&mut self) {
+        self.stream.conn.send_close_notify();
+        while self.stream.conn.wants_write() {
+            self.stream.conn.write_tls(&mut self.stream.sock).unwrap();
+        }
+        self.stream
+            .sock
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+    }
+
+    /// Shuts down the TCP write side without a TLS close_notify first, as a client that drops
+    /// its TLS layer would; reading goes on.
+    pub fn shut_down_tcp_writing(&mut self) {
+        self.stream
+            .sock
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+    }
+
+    /// Reads until what was received ends with `suffix`, the server closes, or `within` passes.
+    pub fn read_until(&mut self, suffix: &[u8], within: std::time::Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while !self.received.ends_with(suffix)
+            && !self.closed
+            && std::time::Instant::now() < deadline
+        {
+            self.fill();
+        }
+    }
+
+    /// Reads until the server closes or `within` passes; returns whether it closed.
+    pub fn wait_closed(&mut self, within: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while !self.closed && std::time::Instant::now() < deadline {
+            self.fill();
+        }
+        self.closed
+    }
+
+    /// The bytes received and not yet taken.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.received)
+    }
+
+    fn fill(&mut self) {
+        use std::io::{ErrorKind, Read};
+        let mut chunk = [0u8; 4096];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => self.closed = true,
+            Ok(n) => self.received.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            // A reset, or TLS ended without close_notify: closed either way.
+            Err(_) => self.closed = true,
+        }
+    }
+}
