@@ -1,7 +1,8 @@
 //! `KeyStore`: the actor that owns one hosted atSign's data. Every read and write of that
-//! atSign's keys goes through it, and its handlers are atomic (one message at a time, even
-//! across awaits), so one atSign's writes are applied in the order they arrive and never
-//! interleave. It stops itself after `idle` without messages; [`Hosts`] starts it again on the
+//! atSign's keys goes through it. Verbs run concurrently; each write is one atomic
+//! read-modify-write in the store, applied in the store's order with its commit id, so writes
+//! never interleave, and a connection's own commands are answered in order (it waits for each
+//! reply). It stops itself after `idle` without messages; [`Hosts`] starts it again on the
 //! next use, which is also how a failed key store is restarted.
 
 use std::collections::HashMap;
@@ -115,14 +116,15 @@ impl Handler<IsBlocked> for KeyStore {
 }
 
 impl Handler<Run> for KeyStore {
-    type Result = AtomicResponse<Self, Result<Reply, AtError>>;
+    type Result = ResponseFuture<Result<Reply, AtError>>;
 
+    /// Verbs run concurrently: a read never waits behind another connection's write, and
+    /// writes of one atSign share fsyncs. Each write is one atomic read-modify-write in the
+    /// store ([`Store::modify`]), which also orders them and hands out their commit ids.
     fn handle(&mut self, run: Run, _: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
         let (store, me) = (self.store.clone(), self.me.clone());
-        AtomicResponse::new(Box::pin(
-            async move { dispatch(&store, &me, &run).await }.into_actor(self),
-        ))
+        Box::pin(async move { dispatch(&store, &me, &run).await })
     }
 }
 
@@ -193,22 +195,25 @@ fn now_ms() -> i64 {
 }
 
 /// The registry of running key stores: atSign → `Addr<KeyStore>`, started on first use on one
-/// arbiter, started again when stopped (idle) or failed.
+/// of the given arbiters (picked by the atSign, so key stores spread over the cores), started
+/// again when stopped (idle) or failed.
 #[derive(Clone)]
 pub struct Hosts {
     running: Arc<Mutex<HashMap<AtSign, Addr<KeyStore>>>>,
     store: Store,
     idle: Duration,
-    arbiter: actix::ArbiterHandle,
+    arbiters: Arc<[actix::ArbiterHandle]>,
 }
 
 impl Hosts {
-    pub fn new(store: Store, idle: Duration, arbiter: actix::ArbiterHandle) -> Hosts {
+    /// `arbiters` must not be empty.
+    pub fn new(store: Store, idle: Duration, arbiters: Vec<actix::ArbiterHandle>) -> Hosts {
+        assert!(!arbiters.is_empty(), "key stores need an arbiter");
         Hosts {
             running: Arc::default(),
             store,
             idle,
-            arbiter,
+            arbiters: arbiters.into(),
         }
     }
 
@@ -219,8 +224,8 @@ impl Hosts {
             return addr.clone();
         }
         let (me, store, idle) = (atsign.clone(), self.store.clone(), self.idle);
-        let addr =
-            KeyStore::start_in_arbiter(&self.arbiter, move |_| KeyStore::new(me, store, idle));
+        let arbiter = &self.arbiters[shard(atsign, self.arbiters.len())];
+        let addr = KeyStore::start_in_arbiter(arbiter, move |_| KeyStore::new(me, store, idle));
         running.insert(atsign.clone(), addr.clone());
         addr
     }
@@ -230,6 +235,13 @@ impl Hosts {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         running.values().filter(|a| a.connected()).count()
     }
+}
+
+/// Which of `n` arbiters hosts `atsign`'s key store: stable for the process's life.
+fn shard(atsign: &AtSign, n: usize) -> usize {
+    use std::hash::{BuildHasher, RandomState};
+    static HASHER: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+    (HASHER.get_or_init(RandomState::new).hash_one(atsign) % n as u64) as usize
 }
 
 #[cfg(test)]
@@ -242,7 +254,7 @@ mod tests {
         let store = crate::store::open(&Default::default(), dir.path())
             .await
             .unwrap();
-        Hosts::new(store, idle, actix::Arbiter::current())
+        Hosts::new(store, idle, vec![actix::Arbiter::current()])
     }
 
     fn run(line: &str) -> Run {

@@ -7,7 +7,7 @@
 //! - [`listener`]: TLS, SNI and per-atSign ports, spreading connections over worker threads.
 //! - [`provision`]: creating and removing hosted atSigns, with their directory entries.
 //! - [`store`]: every hosted atSign's keys, metadata, commit log, provisioning record and access
-//!   counters behind one `Store` trait; the embedded backend (redb on local disk), later Redis.
+//!   counters behind one `Store` trait; the embedded backend (fjall on local disk), later Redis.
 
 pub mod config;
 pub mod connection;

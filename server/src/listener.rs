@@ -1,6 +1,6 @@
 //! Accepting connections for every hosted atSign: one shared TLS port routed by SNI
 //! (`<label>.<sni_domain>`), and one port per atSign from the optional port range for clients
-//! without SNI. Connections are spread over worker arbiters; key stores live on their own.
+//! without SNI. Connections and key stores are spread over one worker arbiter per CPU.
 //!
 //! Prints `listening on <addr>` for the shared port and `serving @atsign on <addr>` for each
 //! per-atSign port once bound, so scripts and tests learn the real ports.
@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -114,13 +114,17 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
         tracing::info!(?source, "TLS ready");
         acceptor
     });
-    let keystores = Arbiter::new();
+    let workers: Arc<Vec<Arbiter>> = Arc::new(
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .map(|_| Arbiter::new())
+            .collect(),
+    );
     let shared = Arc::new(Shared {
         tls,
         hosts: Hosts::new(
             store.clone(),
             Duration::from_secs(config.keystore_idle_secs),
-            keystores.handle(),
+            workers.iter().map(Arbiter::handle).collect(),
         ),
         labels: Labels {
             domain: config.sni_domain.to_ascii_lowercase(),
@@ -138,11 +142,6 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
         max: config.inbound_max_limit,
     });
     shared.labels.reload().await?;
-    let workers: Arc<Vec<Arbiter>> = Arc::new(
-        (0..std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .map(|_| Arbiter::new())
-            .collect(),
-    );
 
     let mut listeners = vec![(bind(config.listen).await?, Route::BySni)];
     for atsign in store.list_atsigns().await? {
@@ -165,12 +164,16 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
         }
         let _ = out.flush();
     }
+    // One round-robin over the workers for all listeners: with a port per atSign, each
+    // listener may see a single connection, and its own counter would put them all on one.
+    let next = Arc::new(AtomicUsize::new(0));
     for (listener, route) in listeners {
         actix_rt::spawn(accept_loop(
             listener,
             route,
             Arc::clone(&shared),
             Arc::clone(&workers),
+            Arc::clone(&next),
         ));
     }
     shutdown_signal().await;
@@ -189,8 +192,8 @@ async fn accept_loop(
     route: Route,
     shared: Arc<Shared>,
     workers: Arc<Vec<Arbiter>>,
+    next: Arc<AtomicUsize>,
 ) {
-    let mut next = 0usize;
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
@@ -202,8 +205,8 @@ async fn accept_loop(
         };
         let Ok(tcp) = tcp.into_std() else { continue };
         let (shared, route) = (Arc::clone(&shared), route.clone());
-        workers[next % workers.len()].spawn(async move { begin(tcp, route, shared).await });
-        next = next.wrapping_add(1);
+        let worker = next.fetch_add(1, Ordering::Relaxed) % workers.len();
+        workers[worker].spawn(async move { begin(tcp, route, shared).await });
     }
 }
 

@@ -2,7 +2,7 @@
 //! behind one object-safe trait.
 //!
 //! One store holds all atSigns of a node (one database, not one per atSign); every data method
-//! is scoped by an [`AtSign`]. Backends: [`embedded`] (redb on local disk, the default) and, with
+//! is scoped by an [`AtSign`]. Backends: [`embedded`] (fjall on local disk, the default) and, with
 //! issue 5, Redis. Callers hold a [`Store`] and never name a backend; [`open`] is the only place
 //! that chooses one.
 //!
@@ -21,10 +21,11 @@ pub mod embedded;
 #[cfg(test)]
 pub(crate) mod conformance;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use at_common::config::{Backend as BackendKind, StoreConfig};
+use at_common::error::AtError;
 use at_common::metadata::{EpochMillis, Metadata};
 use at_common::AtSign;
 use serde::{Deserialize, Serialize};
@@ -32,9 +33,15 @@ use serde::{Deserialize, Serialize};
 /// Why the store could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The embedded database failed (I/O, corruption, locking); every redb error type lands here.
+    /// The embedded database failed (I/O, corruption, poisoned after a failed fsync).
     #[error("embedded store: {0}")]
-    Embedded(#[from] Box<redb::Error>),
+    Embedded(#[from] fjall::Error),
+    /// The embedded database is locked by another process (a running `at-server serve`).
+    #[error("the store in {0} is in use by another process (is `at-server serve` running on it?)")]
+    Locked(PathBuf),
+    /// A file of the store could not be read or written.
+    #[error("store I/O: {0}")]
+    Io(#[from] std::io::Error),
     /// A stored value could not be encoded or decoded.
     #[error("stored value: {0}")]
     Encoding(#[from] serde_json::Error),
@@ -50,6 +57,16 @@ pub enum StoreError {
     /// The blocking task that ran the call did not finish (panicked or runtime shut down).
     #[error("store task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The store is closing, or its writer thread has stopped.
+    #[error("the store is closed")]
+    Closed,
+    /// The journal could not be made durable; the write may be lost, and the store refuses
+    /// further writes.
+    #[error("store fsync failed: {0}")]
+    Fsync(String),
+    /// A [`Change`] refused the write with this protocol error; nothing was written.
+    #[error("refused: {0:?}")]
+    Refused(AtError),
     /// The configured backend is not available in this build.
     #[error("{0}")]
     Unsupported(&'static str),
@@ -63,6 +80,37 @@ pub struct Record {
     pub value: Option<String>,
     pub metadata: Metadata,
 }
+
+/// The write a [`Change`] decides on, given what is stored under its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // short-lived, one per write: boxing would only cost
+pub enum Mutation {
+    /// Store `record`; with `op`, also a commit entry (if [`is_committed`] says the key is).
+    Put {
+        record: Record,
+        op: Option<CommitOp>,
+    },
+    /// Delete the key; with `commit`, also a `-` entry (if the key class is committed), even
+    /// when there was nothing to delete.
+    Remove { commit: bool },
+    /// Write nothing.
+    Keep,
+}
+
+impl Mutation {
+    /// Store `record` with the commit entry `op`.
+    pub fn put(record: Record, op: CommitOp) -> Mutation {
+        Mutation::Put {
+            record,
+            op: Some(op),
+        }
+    }
+}
+
+/// A read-modify-write of one key: sees the stored record (`None` if there is none) and
+/// decides the [`Mutation`], or refuses with the protocol error to answer. `Fn`, not `FnOnce`:
+/// a backend with optimistic transactions may run it again.
+pub type Change = Box<dyn Fn(Option<&Record>) -> Result<Mutation, AtError> + Send + Sync>;
 
 /// What a commit entry did to its key; `symbol` is its wire form in `sync` replies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,18 +206,11 @@ pub trait Backend: Send + Sync {
     async fn list_atsigns(&self) -> Result<Vec<AtSign>, StoreError>;
 
     async fn get(&self, atsign: &AtSign, key: &str) -> Result<Option<Record>, StoreError>;
-    async fn put(
+    async fn modify(
         &self,
         atsign: &AtSign,
         key: &str,
-        record: &Record,
-        op: Option<CommitOp>,
-    ) -> Result<Option<u64>, StoreError>;
-    async fn remove(
-        &self,
-        atsign: &AtSign,
-        key: &str,
-        commit: bool,
+        change: Change,
     ) -> Result<Option<u64>, StoreError>;
     async fn keys(&self, atsign: &AtSign, prefix: &str) -> Result<Vec<String>, StoreError>;
 
@@ -252,6 +293,20 @@ impl Store {
         self.0.get(atsign, key).await
     }
 
+    /// Changes `key` by `change`, which sees what is stored now and decides the write
+    /// ([`Mutation`]); reading and writing are one atomic step, whatever else writes the atSign
+    /// meanwhile (a backend may call `change` more than once, e.g. to retry after a conflict).
+    /// Returns the commit id of the write, `None` if it made no commit entry. An error that
+    /// `change` returns comes back as [`StoreError::Refused`] and nothing is written.
+    pub async fn modify(
+        &self,
+        atsign: &AtSign,
+        key: &str,
+        change: impl Fn(Option<&Record>) -> Result<Mutation, AtError> + Send + Sync + 'static,
+    ) -> Result<Option<u64>, StoreError> {
+        self.0.modify(atsign, key, Box::new(change)).await
+    }
+
     /// Stores `record` under `key` (replacing any) and, unless [`is_committed`] says no, adds a
     /// commit entry `op` in the same transaction. Returns the commit id, `None` if uncommitted.
     pub async fn put(
@@ -261,7 +316,9 @@ impl Store {
         record: &Record,
         op: CommitOp,
     ) -> Result<Option<u64>, StoreError> {
-        self.0.put(atsign, key, record, Some(op)).await
+        let record = record.clone();
+        self.modify(atsign, key, move |_| Ok(Mutation::put(record.clone(), op)))
+            .await
     }
 
     /// Stores `record` without a commit entry, whatever the key: the reference's `skipCommit`
@@ -272,18 +329,29 @@ impl Store {
         key: &str,
         record: &Record,
     ) -> Result<(), StoreError> {
-        self.0.put(atsign, key, record, None).await.map(|_| ())
+        let record = record.clone();
+        self.modify(atsign, key, move |_| {
+            Ok(Mutation::Put {
+                record: record.clone(),
+                op: None,
+            })
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Deletes `key` and, for committed key classes, adds a `-` entry even if the key did not
     /// exist (the reference answers `data:<commitId>` anyway). Returns that commit id.
     pub async fn remove(&self, atsign: &AtSign, key: &str) -> Result<Option<u64>, StoreError> {
-        self.0.remove(atsign, key, true).await
+        self.modify(atsign, key, |_| Ok(Mutation::Remove { commit: true }))
+            .await
     }
 
     /// Deletes `key` without a commit entry (the counterpart of [`Store::put_uncommitted`]).
     pub async fn remove_uncommitted(&self, atsign: &AtSign, key: &str) -> Result<(), StoreError> {
-        self.0.remove(atsign, key, false).await.map(|_| ())
+        self.modify(atsign, key, |_| Ok(Mutation::Remove { commit: false }))
+            .await
+            .map(|_| ())
     }
 
     /// The keys of `atsign` that start with `prefix` (`""` for all), sorted bytewise.
@@ -344,7 +412,7 @@ impl Store {
     }
 }
 
-/// Opens the backend `config` names; the embedded one is `<data_dir>/atserver.redb`.
+/// Opens the backend `config` names; the embedded one is `<data_dir>/store/`.
 pub async fn open(config: &StoreConfig, data_dir: &Path) -> Result<Store, StoreError> {
     match config.backend {
         BackendKind::Embedded => {

@@ -37,12 +37,15 @@ use at_common::key::{AtKey, KeyKind};
 use at_common::metadata::{EpochMillis, Metadata};
 use at_common::AtSign;
 
-use crate::store::{Record, Store, StoreError};
+use crate::store::{Mutation, Record, Store, StoreError};
 
 /// The only place a store failure becomes a protocol error: AT0002, which closes the
 /// connection (notes §1.5). The cause is logged, never sent.
 impl From<StoreError> for AtError {
     fn from(error: StoreError) -> AtError {
+        if let StoreError::Refused(refusal) = error {
+            return refusal;
+        }
         tracing::error!(%error, "store failed");
         AtError::with_detail(ErrorCode::DataStore, "Internal server error")
     }
@@ -125,7 +128,17 @@ pub(crate) async fn active_or_expire(
         return Ok(Some(record));
     }
     if is_expired(&record.metadata, now) {
-        store.remove_uncommitted(me, key).await?;
+        // Only if it is still the expired record: an update may have replaced it meanwhile.
+        store
+            .modify(me, key, move |current| {
+                Ok(match current {
+                    Some(current) if is_expired(&current.metadata, now) => {
+                        Mutation::Remove { commit: false }
+                    }
+                    _ => Mutation::Keep,
+                })
+            })
+            .await?;
     }
     Ok(None)
 }

@@ -19,7 +19,7 @@ use at_common::verb::{Update, UpdateMeta};
 use at_common::AtSign;
 
 use super::{key_not_found, owned_key};
-use crate::store::{CommitOp, Record, Store};
+use crate::store::{CommitOp, Mutation, Record, Store};
 
 /// `update[:<metadata>]:<key> <value>`: stores value and merged metadata; commit op `*`.
 pub async fn update(
@@ -30,13 +30,16 @@ pub async fn update(
 ) -> Result<Reply, AtError> {
     refuse_unwritable(&cmd.key)?;
     let key = owned_key(&cmd.key, me, "update")?;
-    let existing = store.get(me, &key).await?.map(|record| record.metadata);
-    let metadata = merge(existing, &cmd.meta, me, now_ms);
-    let record = Record {
-        value: Some(cmd.value.clone()),
-        metadata,
-    };
-    let commit_id = store.put(me, &key, &record, CommitOp::UpdateAll).await?;
+    let (value, meta, me_) = (cmd.value.clone(), cmd.meta.clone(), me.clone());
+    let commit_id = store
+        .modify(me, &key, move |existing| {
+            let record = Record {
+                value: Some(value.clone()),
+                metadata: merge(existing.map(|r| r.metadata.clone()), &meta, &me_, now_ms),
+            };
+            Ok(Mutation::put(record, CommitOp::UpdateAll))
+        })
+        .await?;
     Ok(commit_reply(commit_id))
 }
 
@@ -50,14 +53,19 @@ pub async fn update_meta(
 ) -> Result<Reply, AtError> {
     refuse_unwritable(&cmd.key)?;
     let key = owned_key(&cmd.key, me, "update")?;
-    let Some(existing) = store.get(me, &key).await? else {
-        return Err(key_not_found(&key));
-    };
-    let record = Record {
-        metadata: merge(Some(existing.metadata), &cmd.meta, me, now_ms),
-        value: existing.value,
-    };
-    let commit_id = store.put(me, &key, &record, CommitOp::UpdateMeta).await?;
+    let (meta, me_, key_) = (cmd.meta.clone(), me.clone(), key.clone());
+    let commit_id = store
+        .modify(me, &key, move |existing| {
+            let Some(existing) = existing else {
+                return Err(key_not_found(&key_));
+            };
+            let record = Record {
+                metadata: merge(Some(existing.metadata.clone()), &meta, &me_, now_ms),
+                value: existing.value.clone(),
+            };
+            Ok(Mutation::put(record, CommitOp::UpdateMeta))
+        })
+        .await?;
     Ok(commit_reply(commit_id))
 }
 
