@@ -84,34 +84,29 @@ impl Actor for KeyStore {
 }
 
 impl Handler<GetAuthMaterial> for KeyStore {
-    type Result = AtomicResponse<Self, Result<AuthMaterial, AtError>>;
+    type Result = ResponseFuture<Result<AuthMaterial, AtError>>;
 
     fn handle(&mut self, _: GetAuthMaterial, _: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
         let (store, me) = (self.store.clone(), self.me.clone());
-        AtomicResponse::new(Box::pin(
-            async move {
-                let info = store.get_atsign(&me).await?;
-                let pkam = store.get(&me, PKAM_PUBLIC_KEY).await?;
-                Ok(AuthMaterial {
-                    cram_secret: info.and_then(|i| i.cram_secret),
-                    pkam_public_key: pkam.and_then(|r| r.value),
-                })
-            }
-            .into_actor(self),
-        ))
+        Box::pin(async move {
+            let info = store.get_atsign(&me).await?;
+            let pkam = store.get(&me, PKAM_PUBLIC_KEY).await?;
+            Ok(AuthMaterial {
+                cram_secret: info.and_then(|i| i.cram_secret),
+                pkam_public_key: pkam.and_then(|r| r.value),
+            })
+        })
     }
 }
 
 impl Handler<IsBlocked> for KeyStore {
-    type Result = AtomicResponse<Self, Result<bool, AtError>>;
+    type Result = ResponseFuture<Result<bool, AtError>>;
 
     fn handle(&mut self, IsBlocked(who): IsBlocked, _: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
         let (store, me) = (self.store.clone(), self.me.clone());
-        AtomicResponse::new(Box::pin(
-            async move { verbs::is_blocked(&store, &me, &who).await }.into_actor(self),
-        ))
+        Box::pin(async move { verbs::is_blocked(&store, &me, &who).await })
     }
 }
 

@@ -15,13 +15,36 @@ pub mod redis;
 
 use std::path::PathBuf;
 
-/// A loopback port free right now (the kernel's pick), for servers that cannot bind port 0
-/// themselves, such as a per-atSign port range.
+/// A loopback port free right now, for servers that cannot bind port 0 themselves, such as a
+/// per-atSign port range.
+///
+/// Not the kernel's pick (`bind(0)`): that comes from the ephemeral range, which the kernel
+/// also hands to outgoing connections, so a test's own clients could take the port before its
+/// server binds it. These come from below that range (20000–32767), from a per-process
+/// random start, never twice in one process, and are probed before being handed out.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_768;
+    static NEXT: std::sync::OnceLock<AtomicU32> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        AtomicU32::new(
+            nanos
+                .wrapping_mul(31)
+                .wrapping_add(std::process::id() * 7919)
+                % COUNT,
+        )
+    });
+    for _ in 0..COUNT {
+        let port = (FIRST + next.fetch_add(1, Ordering::Relaxed) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// The Python with the SDK (PyPI `atsdk`) that the SDK tests run, named by `AT_PYTHON_SDK`

@@ -1,7 +1,7 @@
 //! A real `redis-server` for a test, on a free loopback port, with no persistence; killed when dropped.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,12 +18,9 @@ impl RedisServer {
     /// Starts one; panics with a hint when `redis-server` is not installed.
     pub fn start() -> RedisServer {
         let dir = TempDir::new("redis");
-        // Ask the kernel for a free port, then hand it to Redis (which cannot bind port 0 itself).
+        // A free port handed to Redis (which cannot bind port 0 itself); retried if taken.
         for _attempt in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
+            let port = crate::free_port();
             let mut child = Command::new("redis-server")
                 .args([
                     "--bind",

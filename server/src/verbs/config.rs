@@ -18,13 +18,16 @@
 //! AT0010 for a setting the reference does not know, worded as the Dart error it raises;
 //! AT0002 (closes) for a stored block list that is not the JSON above.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use at_common::error::{AtError, ErrorCode};
 use at_common::reply::Reply;
 use at_common::verb::Config;
 use at_common::AtSign;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Record, Store};
+use crate::store::{Mutation, Record, Store};
 
 /// The block list's key, before `@<me>` (the reference's `private:blocklist`).
 pub const BLOCKLIST_KEY: &str = "private:blocklist";
@@ -72,27 +75,29 @@ pub async fn config(store: &Store, me: &AtSign, cmd: &Config) -> Result<Reply, A
             if others.is_empty() {
                 return Ok(success());
             }
-            let mut list = load(store, me).await?;
-            for sign in others {
-                if !list.iter().any(|s| s == sign.as_str()) {
-                    list.push(sign.to_string());
+            let others: Vec<String> = others.iter().map(|s| s.to_string()).collect();
+            edit(store, me, move |mut list| {
+                for sign in &others {
+                    if !list.contains(sign) {
+                        list.push(sign.clone());
+                    }
                 }
-            }
-            save(store, me, list).await?;
+                Some(list)
+            })
+            .await?;
             Ok(success())
         }
         Config::BlockRemove(signs) => {
-            let list = load(store, me).await?;
-            // The reference writes nothing and answers with its null result.
-            if list.is_empty() {
-                return Ok(Reply::Null);
-            }
-            let kept = list
-                .into_iter()
-                .filter(|s| !signs.iter().any(|sign| sign.as_str() == s))
-                .collect();
-            save(store, me, kept).await?;
-            Ok(success())
+            let signs: Vec<String> = signs.iter().map(|s| s.to_string()).collect();
+            let wrote = edit(store, me, move |list| {
+                // The reference writes nothing and answers with its null result.
+                if list.is_empty() {
+                    return None;
+                }
+                Some(list.into_iter().filter(|s| !signs.contains(s)).collect())
+            })
+            .await?;
+            Ok(if wrote { success() } else { Reply::Null })
         }
         Config::Set(assignment) => {
             // The reference looks the name up before it looks at the value.
@@ -119,24 +124,49 @@ pub async fn is_blocked(store: &Store, me: &AtSign, who: &AtSign) -> Result<bool
 }
 
 async fn load(store: &Store, me: &AtSign) -> Result<Vec<String>, AtError> {
-    let Some(value) = store.get(me, &key(me)).await?.and_then(|r| r.value) else {
+    let record = store.get(me, &key(me)).await?;
+    parse(me, record.as_ref())
+}
+
+/// The block list in `record` (empty if there is none).
+fn parse(me: &AtSign, record: Option<&Record>) -> Result<Vec<String>, AtError> {
+    let Some(value) = record.and_then(|r| r.value.as_deref()) else {
         return Ok(Vec::new());
     };
-    let stored: BlockList = serde_json::from_str(&value).map_err(|error| {
+    let stored: BlockList = serde_json::from_str(value).map_err(|error| {
         tracing::error!(%error, atsign = %me, "stored block list is not valid");
         corrupt()
     })?;
     Ok(stored.block_list)
 }
 
-async fn save(store: &Store, me: &AtSign, block_list: Vec<String>) -> Result<(), AtError> {
-    let value = serde_json::to_string(&BlockList { block_list }).map_err(|_| corrupt())?;
-    let record = Record {
-        value: Some(value),
-        ..Record::default()
-    };
-    store.put_uncommitted(me, &key(me), &record).await?;
-    Ok(())
+/// Rewrites the stored list with `change` in one atomic read-modify-write (two concurrent
+/// `config:block:add` must not lose one); `None` from `change` writes nothing. Whether it wrote.
+async fn edit(
+    store: &Store,
+    me: &AtSign,
+    change: impl Fn(Vec<String>) -> Option<Vec<String>> + Send + Sync + 'static,
+) -> Result<bool, AtError> {
+    let wrote = Arc::new(AtomicBool::new(false));
+    let (owner, flag) = (me.clone(), Arc::clone(&wrote));
+    store
+        .modify(me, &key(me), move |current| {
+            let Some(block_list) = change(parse(&owner, current)?) else {
+                flag.store(false, Ordering::Relaxed);
+                return Ok(Mutation::Keep);
+            };
+            let value = serde_json::to_string(&BlockList { block_list }).map_err(|_| corrupt())?;
+            flag.store(true, Ordering::Relaxed);
+            Ok(Mutation::Put {
+                record: Record {
+                    value: Some(value),
+                    ..Record::default()
+                },
+                op: None,
+            })
+        })
+        .await?;
+    Ok(wrote.load(Ordering::Relaxed))
 }
 
 fn key(me: &AtSign) -> String {

@@ -318,10 +318,7 @@ fn run(options: &Options) -> Result<(), String> {
 // Nodes: config, provisioning, serving.
 
 fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("free port: {e}"))
+    Ok(at_tests::free_port())
 }
 
 /// A node's data directory and config file.
