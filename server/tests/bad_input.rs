@@ -120,7 +120,6 @@ fn an_owner_write_sent_just_before_a_half_close_is_answered_and_kept() {
 }
 
 #[test]
-#[ignore = "server bug (the brief's half-close rule; the notes are silent): after a TCP-only half-close (FIN without TLS close_notify, e.g. Python's SSLSocket.shutdown(SHUT_WR)) the reply to the complete command before it is never sent: got `` instead of `data:[]\\n@` / `data:ok\\n@`, then the close"]
 fn a_complete_command_then_a_tcp_half_close_without_close_notify_is_answered_and_then_closed() {
     let node = Node::start();
     for (line, want) in [("scan\n", "data:[]\n@"), ("noop:300\n", "data:ok\n@")] {
@@ -460,7 +459,7 @@ fn cram_or_pkam_before_from_is_at0401_and_the_connection_stays_open_unauthentica
     ] {
         client.send(line.as_bytes());
         let reply = client.read_until(b"\n@");
-        // The wording is checked by the ignored test below; here: AT0401, one line, open.
+        // The wording is checked by the test below; here: AT0401, one line, open.
         assert!(
             reply.starts_with("error:AT0401-Exception: ") && reply.matches('\n').count() == 1,
             "{line:?} answered {reply:?}"
@@ -486,7 +485,6 @@ fn cram_or_pkam_before_from_is_at0401_and_the_connection_stays_open_unauthentica
 }
 
 #[test]
-#[ignore = "server bug: cram/pkam before any from answers `error:AT0401-Exception: from verb must precede the proof\\n@` instead of the notes' failure texts `Authentication Failed` (§4.2) / `pkam authentication failed` (§4.3)"]
 fn cram_or_pkam_before_from_fails_with_the_reference_wording() {
     let node = Node::start();
     install_pkam_key(&node);
@@ -561,7 +559,6 @@ fn a_second_from_after_authentication_hands_out_a_fresh_challenge_that_cram_answ
 }
 
 #[test]
-#[ignore = "server bug: a second from:@alice on an owner connection drops the authentication and starts a new session id; the reply is `data:<new sid>@alice:<nonce>\\n@` and owner verbs then fail AT0401 (notes §4.1: session id per connection; §1.2 prompt by authentication)"]
 fn a_second_from_after_authentication_keeps_the_session_and_the_owner_prompt() {
     let node = Node::start();
     let mut owner = node.client();

@@ -35,7 +35,7 @@ fn wrong_cram_is_at0401_and_the_connection_stays_open() {
     // The challenge was spent: even the right digest for it now fails.
     client.ask(
         &format!("cram:{}\n", cram_digest(&node.cram_secret, &challenge)),
-        "error:AT0401-Exception: from verb must precede the proof\n@",
+        "error:AT0401-Exception: Authentication Failed\n@",
     );
     let challenge = from_alice(&mut client);
     client.ask(

@@ -99,7 +99,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             Connection {
                 me,
                 keystore,
-                state: AuthState::Fresh,
+                state: AuthState::fresh(),
                 style: ErrorStyle::Legacy,
                 limits,
                 writer,
@@ -324,7 +324,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<String, 
                         .write(Reply::Error(at_error).render(&self.state.prompt(), self.style));
                     self.close(ctx);
                 }
-                None => ctx.stop(),
+                // A read error: most often a TCP FIN without TLS close_notify (what a client's
+                // `shutdown(SHUT_WR)` sends). Commands already read have been answered (a
+                // command in flight holds back stream events); flush those replies, then close.
+                None => self.close(ctx),
             },
         }
     }

@@ -1,11 +1,15 @@
 //! `AuthState`: who the client on one connection has proven to be, and what it may run.
 //!
 //! ```text
-//! Fresh ──from:@me──► Challenged{owner} ──cram/pkam ok──► Owner(@me)
-//!   ▲                      │ (expired, used, or wrong proof)
-//!   └──────────────────────┘
-//! Fresh ──from:@bob─► Challenged{peer @bob} ──pol ok──► Peer(@bob)      (server-to-server, next issue)
+//! proven:    None ──cram/pkam ok (challenge for @me)──► Owner(@me)
+//!            None ──pol ok (challenge for @bob)───────► Peer(@bob)      (server-to-server, issue 6)
+//! challenge: set by every `from`, taken by the next proof (whatever its outcome), 60 s
 //! ```
+//!
+//! As in the reference, the session id is one per connection, and `from` only hands out a new
+//! challenge: it never takes back what the connection has proven (a client may send `from`
+//! again on an authenticated connection and stays authenticated). A failed proof leaves
+//! `proven` as it was.
 //!
 //! Pure: no I/O, no clock of its own (callers pass `now`), so the whole authorization matrix is
 //! a table-driven unit test. A challenge is good for [`CHALLENGE_TTL`] and for one attempt:
@@ -25,7 +29,7 @@ pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
 /// A challenge handed out by `from`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Challenge {
-    /// `_<uuid>`, the reference's session id.
+    /// `_<uuid>`, the connection's session id.
     pub session_id: String,
     /// The random challenge, a uuid.
     pub nonce: String,
@@ -42,33 +46,57 @@ impl Challenge {
     }
 }
 
-/// The session state of one connection.
+/// What a connection has proven.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum AuthState {
-    /// Nothing claimed, or the last claim was spent.
+pub enum Proven {
     #[default]
-    Fresh,
-    /// `from` was answered; a proof is expected.
-    Challenged(Challenge),
-    /// Proven to be the owner of the atSign this connection serves (cram or pkam).
+    Nothing,
+    /// The owner of the atSign this connection serves (cram or pkam).
     Owner(AtSign),
-    /// Proven, by `pol`, to be another atSign's server.
+    /// Another atSign's server, by `pol`.
     Peer(AtSign),
 }
 
+/// The session state of one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthState {
+    session_id: String,
+    proven: Proven,
+    challenge: Option<Challenge>,
+}
+
 impl AuthState {
+    /// A new connection's state, with its session id (`_<uuid>`).
+    pub fn new(session_id: String) -> AuthState {
+        AuthState {
+            session_id,
+            proven: Proven::Nothing,
+            challenge: None,
+        }
+    }
+
+    /// A new connection's state with a fresh random session id.
+    pub fn fresh() -> AuthState {
+        AuthState::new(format!("_{}", uuid::Uuid::new_v4()))
+    }
+
+    /// What the connection has proven.
+    pub fn proven(&self) -> &Proven {
+        &self.proven
+    }
+
     /// The prompt after a successful reply in this state (errors: see `Reply::render`).
     pub fn prompt(&self) -> Prompt {
-        match self {
-            AuthState::Owner(me) => Prompt::Owner(me.clone()),
-            AuthState::Peer(peer) => Prompt::Peer(peer.clone()),
-            AuthState::Fresh | AuthState::Challenged(_) => Prompt::Unauthenticated,
+        match &self.proven {
+            Proven::Owner(me) => Prompt::Owner(me.clone()),
+            Proven::Peer(peer) => Prompt::Peer(peer.clone()),
+            Proven::Nothing => Prompt::Unauthenticated,
         }
     }
 
     /// Whether this connection has proven to be the owner.
     pub fn is_owner(&self) -> bool {
-        matches!(self, AuthState::Owner(_))
+        matches!(self.proven, Proven::Owner(_))
     }
 
     /// May this state run `command`? Owner verbs need cram/pkam; everything else (the
@@ -84,51 +112,31 @@ impl AuthState {
         ))
     }
 
-    /// `from:<claimed>`: hands out a new challenge, replacing any earlier one. An owner who
-    /// sends `from` again starts over, as with the reference.
-    pub fn challenge(
-        claimed: AtSign,
-        session_id: String,
-        nonce: String,
-        now: Instant,
-    ) -> AuthState {
-        AuthState::Challenged(Challenge {
-            session_id,
+    /// `from:<claimed>`: hands out a new challenge (with the connection's session id),
+    /// replacing any earlier one; what the connection has proven is kept.
+    pub fn challenge(&mut self, claimed: AtSign, nonce: String, now: Instant) -> &Challenge {
+        self.challenge.insert(Challenge {
+            session_id: self.session_id.clone(),
             nonce,
             claimed,
             issued: now,
         })
     }
 
-    /// Takes the pending challenge for a proof by `claimant` (the owner for cram/pkam): the
-    /// state becomes `Fresh` whatever happens next, so each challenge is tried once.
-    pub fn take_challenge(
-        &mut self,
-        claimant: &AtSign,
-        now: Instant,
-    ) -> Result<Challenge, AtError> {
-        let taken = std::mem::take(self);
-        match taken {
-            AuthState::Challenged(challenge)
-                if &challenge.claimed == claimant
-                    && now.saturating_duration_since(challenge.issued) <= CHALLENGE_TTL =>
-            {
-                Ok(challenge)
-            }
-            AuthState::Challenged(_) => Err(auth_failed(
-                "challenge expired or not for this atSign; send from again",
-            )),
-            other => {
-                // Nothing to prove against: keep what the connection already was.
-                *self = other;
-                Err(auth_failed("from verb must precede the proof"))
-            }
-        }
+    /// Takes the pending challenge for a proof by `claimant` (the owner for cram/pkam). It is
+    /// spent whatever happens next, so each challenge is tried once. `None` when there is
+    /// none, it expired, or it was for another atSign: the proof fails.
+    pub fn take_challenge(&mut self, claimant: &AtSign, now: Instant) -> Option<Challenge> {
+        self.challenge.take().filter(|challenge| {
+            &challenge.claimed == claimant
+                && now.saturating_duration_since(challenge.issued) <= CHALLENGE_TTL
+        })
     }
-}
 
-fn auth_failed(detail: &str) -> AtError {
-    AtError::with_detail(ErrorCode::Unauthenticated, detail)
+    /// Records a successful proof.
+    pub fn prove(&mut self, proven: Proven) {
+        self.proven = proven;
+    }
 }
 
 /// The verbs only the owner may run (the reference's `requiresAuth() == true`).
@@ -203,17 +211,23 @@ mod tests {
         ("batch:[]", false, true),
     ];
 
+    fn state(proven: Proven, challenged: bool) -> AuthState {
+        let mut state = AuthState::new("_s".into());
+        if challenged {
+            state.challenge(sign("@alice"), "n".into(), Instant::now());
+        }
+        state.prove(proven);
+        state
+    }
+
     #[test]
     fn authorization_matrix_matches_the_reference_requires_auth() {
-        let now = Instant::now();
         let states = [
-            (AuthState::Fresh, false),
-            (
-                AuthState::challenge(sign("@alice"), "_s".into(), "n".into(), now),
-                false,
-            ),
-            (AuthState::Peer(sign("@bob")), false),
-            (AuthState::Owner(sign("@alice")), true),
+            (state(Proven::Nothing, false), false),
+            (state(Proven::Nothing, true), false),
+            (state(Proven::Peer(sign("@bob")), false), false),
+            (state(Proven::Owner(sign("@alice")), false), true),
+            (state(Proven::Owner(sign("@alice")), true), true),
         ];
         for (line, unauthenticated, owner) in MATRIX {
             let command = cmd(line);
@@ -227,7 +241,7 @@ mod tests {
 
     #[test]
     fn refusal_is_at0401_command_cannot_be_executed_without_auth_and_keeps_the_connection() {
-        let error = AuthState::Fresh
+        let error = state(Proven::Nothing, false)
             .allows(&cmd("llookup:public:a@alice"))
             .unwrap_err();
         assert_eq!(error.code(), ErrorCode::Unauthenticated);
@@ -236,72 +250,64 @@ mod tests {
     }
 
     #[test]
-    fn prompts_follow_the_state() {
-        let now = Instant::now();
-        assert_eq!(AuthState::Fresh.prompt().as_text(), "@");
-        assert_eq!(
-            AuthState::challenge(sign("@alice"), "_s".into(), "n".into(), now)
-                .prompt()
-                .as_text(),
-            "@"
-        );
-        assert_eq!(
-            AuthState::Owner(sign("@alice")).prompt().as_text(),
-            "@alice@"
-        );
-        assert_eq!(AuthState::Peer(sign("@bob")).prompt().as_text(), "@bob@");
+    fn prompts_follow_what_is_proven() {
+        assert_eq!(state(Proven::Nothing, false).prompt().as_text(), "@");
+        assert_eq!(state(Proven::Nothing, true).prompt().as_text(), "@");
+        let owner = state(Proven::Owner(sign("@alice")), true);
+        assert_eq!(owner.prompt().as_text(), "@alice@");
+        let peer = state(Proven::Peer(sign("@bob")), false);
+        assert_eq!(peer.prompt().as_text(), "@bob@");
     }
 
     #[test]
-    fn challenge_text_is_session_id_atsign_colon_nonce() {
-        let state = AuthState::challenge(
-            sign("@alice"),
-            "_4af2".into(),
-            "d6ca".into(),
-            Instant::now(),
-        );
-        let AuthState::Challenged(challenge) = state else {
-            panic!("not challenged")
-        };
-        assert_eq!(challenge.text(), "_4af2@alice:d6ca");
+    fn challenges_carry_the_one_session_id_of_the_connection() {
+        let mut state = AuthState::new("_4af2".into());
+        let now = Instant::now();
+        let first = state.challenge(sign("@alice"), "d6ca".into(), now).text();
+        assert_eq!(first, "_4af2@alice:d6ca");
+        let second = state.challenge(sign("@alice"), "e7db".into(), now).text();
+        assert_eq!(second, "_4af2@alice:e7db");
     }
 
     #[test]
     fn a_challenge_is_taken_once() {
         let now = Instant::now();
         let alice = sign("@alice");
-        let mut state = AuthState::challenge(alice.clone(), "_s".into(), "n".into(), now);
-        assert!(state.take_challenge(&alice, now).is_ok());
-        assert_eq!(state, AuthState::Fresh);
-        let again = state.take_challenge(&alice, now).unwrap_err();
-        assert_eq!(again.code(), ErrorCode::Unauthenticated);
+        let mut state = state(Proven::Nothing, true);
+        assert!(state.take_challenge(&alice, now).is_some());
+        assert!(state.take_challenge(&alice, now).is_none());
     }
 
     #[test]
     fn an_expired_challenge_is_refused_and_spent() {
         let issued = Instant::now();
         let alice = sign("@alice");
-        let mut state = AuthState::challenge(alice.clone(), "_s".into(), "n".into(), issued);
+        let mut state = AuthState::new("_s".into());
+        state.challenge(alice.clone(), "n".into(), issued);
         let late = issued + CHALLENGE_TTL + Duration::from_millis(1);
-        assert!(state.take_challenge(&alice, late).is_err());
-        assert_eq!(state, AuthState::Fresh);
-        let mut state = AuthState::challenge(alice.clone(), "_s".into(), "n".into(), issued);
-        assert!(state.take_challenge(&alice, issued + CHALLENGE_TTL).is_ok());
+        assert!(state.take_challenge(&alice, late).is_none());
+        assert!(state.take_challenge(&alice, issued).is_none(), "spent");
+        state.challenge(alice.clone(), "n".into(), issued);
+        assert!(state
+            .take_challenge(&alice, issued + CHALLENGE_TTL)
+            .is_some());
     }
 
     #[test]
     fn a_challenge_for_another_atsign_does_not_prove_the_owner() {
         let now = Instant::now();
-        let mut state = AuthState::challenge(sign("@bob"), "_s".into(), "n".into(), now);
-        assert!(state.take_challenge(&sign("@alice"), now).is_err());
-        assert_eq!(state, AuthState::Fresh);
+        let mut state = AuthState::new("_s".into());
+        state.challenge(sign("@bob"), "n".into(), now);
+        assert!(state.take_challenge(&sign("@alice"), now).is_none());
     }
 
     #[test]
-    fn a_proof_without_from_leaves_an_owner_authenticated() {
+    fn from_again_and_failed_proofs_keep_an_owner_authenticated() {
         let now = Instant::now();
-        let mut state = AuthState::Owner(sign("@alice"));
-        assert!(state.take_challenge(&sign("@alice"), now).is_err());
-        assert_eq!(state, AuthState::Owner(sign("@alice")));
+        let mut state = state(Proven::Owner(sign("@alice")), false);
+        assert!(state.take_challenge(&sign("@alice"), now).is_none());
+        state.challenge(sign("@alice"), "n".into(), now);
+        assert!(state.is_owner());
+        assert_eq!(state.prompt().as_text(), "@alice@");
     }
 }

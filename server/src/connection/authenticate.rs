@@ -12,22 +12,14 @@ use at_common::reply::Reply;
 use at_common::verb::{Cram, From, Pkam};
 use at_common::AtSign;
 
-use super::auth_state::{AuthState, Challenge};
+use super::auth_state::{AuthState, Proven};
 
 /// `from:<atSign>` on a connection serving `me`: a fresh challenge, replacing any earlier one.
 /// The owner gets `data:<sessionId><@me>:<nonce>`; another atSign gets the `proof:` form that
 /// `pol` answers (server-to-server, verified in a later step).
 pub fn from(me: &AtSign, state: &mut AuthState, command: &From, now: Instant) -> Reply {
-    let session_id = format!("_{}", uuid::Uuid::new_v4());
     let nonce = uuid::Uuid::new_v4().to_string();
-    let challenge = Challenge {
-        session_id,
-        nonce,
-        claimed: command.atsign.clone(),
-        issued: now,
-    };
-    let text = challenge.text();
-    *state = AuthState::Challenged(challenge);
+    let text = state.challenge(command.atsign.clone(), nonce, now).text();
     if &command.atsign == me {
         Reply::Data(text)
     } else {
@@ -50,14 +42,17 @@ pub fn cram(
     secret: Option<&str>,
     now: Instant,
 ) -> Result<Reply, AtError> {
-    let challenge = state.take_challenge(me, now)?;
+    // No challenge (no `from`, spent, expired) fails as a wrong digest does, as in the reference.
+    let Some(challenge) = state.take_challenge(me, now) else {
+        return Err(failed("Authentication Failed"));
+    };
     let Some(secret) = secret else {
         return Err(failed("Authentication Failed"));
     };
     if !auth::verify_cram(secret, &challenge.text(), &command.digest) {
         return Err(failed("Authentication Failed"));
     }
-    *state = AuthState::Owner(me.clone());
+    state.prove(Proven::Owner(me.clone()));
     Ok(Reply::Data("success".into()))
 }
 
@@ -69,7 +64,9 @@ pub fn pkam(
     public_key: Option<&str>,
     now: Instant,
 ) -> Result<Reply, AtError> {
-    let challenge = state.take_challenge(me, now)?;
+    let Some(challenge) = state.take_challenge(me, now) else {
+        return Err(failed("pkam authentication failed"));
+    };
     let Some(public_key) = public_key else {
         return Err(failed("pkam publickey not found"));
     };
@@ -77,7 +74,7 @@ pub fn pkam(
         tracing::debug!(%error, atsign = %me, "pkam refused");
         failed("pkam authentication failed")
     })?;
-    *state = AuthState::Owner(me.clone());
+    state.prove(Proven::Owner(me.clone()));
     Ok(Reply::Data("success".into()))
 }
 
@@ -120,7 +117,7 @@ mod tests {
 
     #[test]
     fn owner_from_reply_is_session_id_atsign_colon_uuid() {
-        let mut state = AuthState::Fresh;
+        let mut state = AuthState::fresh();
         let text = challenged(&mut state, Instant::now());
         let (session, nonce) = text.split_once("@alice:").unwrap();
         assert!(session.starts_with('_') && session.len() == 37, "{text}");
@@ -131,7 +128,7 @@ mod tests {
 
     #[test]
     fn other_atsign_gets_the_proof_form() {
-        let mut state = AuthState::Fresh;
+        let mut state = AuthState::fresh();
         let reply = from(
             &alice(),
             &mut state,
@@ -163,7 +160,7 @@ mod tests {
     #[test]
     fn cram_with_the_right_digest_makes_the_owner() {
         let now = Instant::now();
-        let mut state = AuthState::Fresh;
+        let mut state = AuthState::fresh();
         let challenge = challenged(&mut state, now);
         let digest = auth::cram_digest("s3cret", &challenge);
         let command = Cram { digest };
@@ -177,7 +174,7 @@ mod tests {
     #[test]
     fn wrong_cram_is_at0401_authentication_failed_and_the_challenge_is_spent() {
         let now = Instant::now();
-        let mut state = AuthState::Fresh;
+        let mut state = AuthState::fresh();
         let challenge = challenged(&mut state, now);
         let wrong = Cram {
             digest: auth::cram_digest("guess", &challenge),
@@ -192,13 +189,13 @@ mod tests {
             digest: auth::cram_digest("s3cret", &challenge),
         };
         assert!(cram(&alice(), &mut state, &right, Some("s3cret"), now).is_err());
-        assert_eq!(state, AuthState::Fresh);
+        assert_eq!(state.proven(), &Proven::Nothing);
     }
 
     #[test]
     fn cram_after_the_secret_was_deleted_fails() {
         let now = Instant::now();
-        let mut state = AuthState::Fresh;
+        let mut state = AuthState::fresh();
         let challenge = challenged(&mut state, now);
         let command = Cram {
             digest: auth::cram_digest("s3cret", &challenge),
@@ -209,7 +206,7 @@ mod tests {
     #[test]
     fn pkam_with_an_rsa_signature_makes_the_owner() {
         let now = Instant::now();
-        let mut state = AuthState::Fresh;
+        let mut state = AuthState::fresh();
         let challenge = challenged(&mut state, now);
         let pkcs8 = auth::base64::decode(RSA_PRIVATE.trim()).unwrap();
         let signature = auth::sign_rsa_sha256_b64(&pkcs8, &challenge).unwrap();
@@ -218,13 +215,13 @@ mod tests {
             _ => None,
         });
         pkam(&alice(), &mut state, &command, Some(RSA_PUBLIC.trim()), now).unwrap();
-        assert_eq!(state, AuthState::Owner(alice()));
+        assert_eq!(state.proven(), &Proven::Owner(alice()));
     }
 
     #[test]
     fn pkam_errors_name_what_failed_without_the_signature() {
         let now = Instant::now();
-        let mut state = AuthState::Fresh;
+        let mut state = AuthState::fresh();
         challenged(&mut state, now);
         let command = parse("pkam:AAAA", |c| match c {
             Command::Pkam(p) => Some(p),
@@ -236,6 +233,10 @@ mod tests {
         let error = pkam(&alice(), &mut state, &command, None, now).unwrap_err();
         assert_eq!(error.message(), "pkam publickey not found");
         let error = pkam(&alice(), &mut state, &command, Some(RSA_PUBLIC.trim()), now).unwrap_err();
-        assert_eq!(error.message(), "from verb must precede the proof");
+        assert_eq!(
+            error.message(),
+            "pkam authentication failed",
+            "no challenge left"
+        );
     }
 }

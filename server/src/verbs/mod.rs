@@ -103,7 +103,7 @@ pub(crate) fn is_expired(metadata: &Metadata, now: EpochMillis) -> bool {
 }
 
 /// The record under `key` if there is one and it is active; an expired one is removed on the
-/// way (without a commit entry: expiry is not a client's delete).
+/// way, with a `-` commit entry as the reference's expiry job writes, so synced clients drop it.
 pub(crate) async fn get_active(
     store: &Store,
     me: &AtSign,
@@ -133,7 +133,7 @@ pub(crate) async fn active_or_expire(
             .modify(me, key, move |current| {
                 Ok(match current {
                     Some(current) if is_expired(&current.metadata, now) => {
-                        Mutation::Remove { commit: false }
+                        Mutation::Remove { commit: true }
                     }
                     _ => Mutation::Keep,
                 })

@@ -3,7 +3,8 @@
 //! The stored key is the canonical wire form, lower-cased, owned by `me` ([`super::owned_key`]).
 //! Metadata is merged into what is stored: fields the command leaves out keep their values,
 //! `createdAt`/`createdBy` are kept, `updatedAt` is now, `version` counts up from 0, `status` is
-//! `active`, and `expiresAt`/`availableAt`/`refreshAt` follow from ttl/ttb (ms) and ttr (seconds).
+//! `active`, and `expiresAt`/`availableAt`/`refreshAt` follow from ttl/ttb (ms) and ttr (seconds); with both
+//! ttb and ttl, the ttl counts from availableAt, as in the reference.
 //! The reply is the commit id, `data:-1` for key classes that are never committed
 //! ([`crate::store::is_committed`], e.g. `privatekey:at_pkam_publickey`).
 //!
@@ -111,7 +112,9 @@ fn merge(
     metadata.updated_by = Some(me.clone());
     metadata.updated_at = Some(now);
     metadata.status = Some("active".to_string());
-    metadata.expires_at = metadata.ttl.filter(|&ttl| ttl > 0).map(|ttl| now + ttl);
+    // As the reference's metadata builder: a key's life (ttl) starts when it is born (ttb).
+    let birth = now + metadata.ttb.filter(|&ttb| ttb > 0).unwrap_or(0);
+    metadata.expires_at = metadata.ttl.filter(|&ttl| ttl > 0).map(|ttl| birth + ttl);
     metadata.available_at = metadata.ttb.filter(|&ttb| ttb > 0).map(|ttb| now + ttb);
     metadata.refresh_at = metadata
         .ttr
@@ -244,7 +247,8 @@ mod tests {
             .unwrap()
             .unwrap()
             .metadata;
-        assert_eq!(m.expires_at, Some(NOW + 1000));
+        // The ttl counts from birth (the reference's builder): not dead before it is born.
+        assert_eq!(m.expires_at, Some(NOW + 2000 + 1000));
         assert_eq!(m.available_at, Some(NOW + 2000));
         assert_eq!(m.refresh_at, Some(NOW + 3000));
         assert_eq!(m.ccd, Some(false));
