@@ -50,6 +50,11 @@ pub struct Run {
     pub inbound: usize,
 }
 
+/// Stops the key store at once (its atSign was deprovisioned).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
 /// One hosted atSign's key store.
 pub struct KeyStore {
     me: AtSign,
@@ -107,6 +112,14 @@ impl Handler<IsBlocked> for KeyStore {
         self.last_used = Instant::now();
         let (store, me) = (self.store.clone(), self.me.clone());
         Box::pin(async move { verbs::is_blocked(&store, &me, &who).await })
+    }
+}
+
+impl Handler<Stop> for KeyStore {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 
@@ -223,6 +236,15 @@ impl Hosts {
         let addr = KeyStore::start_in_arbiter(arbiter, move |_| KeyStore::new(me, store, idle));
         running.insert(atsign.clone(), addr.clone());
         addr
+    }
+
+    /// Stops `atsign`'s key store, if running (it was deprovisioned): connections still open
+    /// for it get errors from now on instead of writing to an atSign that is gone.
+    pub fn evict(&self, atsign: &AtSign) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(addr) = running.remove(atsign) {
+            addr.do_send(Stop);
+        }
     }
 
     /// How many key stores are in memory now.

@@ -1,5 +1,7 @@
 //! # at-server: the atServer (being built, issue 3)
 //!
+//! - [`admin`]: `provision | deprovision | list`, run by a serving node over its admin socket
+//!   or, when none is serving, directly on the store.
 //! - [`config`]: `ServerConfig`, every option with its default.
 //! - [`connection`]: one client connection; its session state machine (`auth_state`).
 //! - [`dev`]: `at-server dev`, a directory and an atServer in one process for local use.
@@ -9,6 +11,7 @@
 //! - [`store`]: every hosted atSign's keys, metadata, commit log, provisioning record and access
 //!   counters behind one `Store` trait; the embedded backend (fjall on local disk), later Redis.
 
+pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod dev;

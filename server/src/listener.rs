@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin;
 use crate::config::ServerConfig;
 use crate::connection::actor::{Connection, Limits, Slot};
 use crate::connection::throttle::AuthThrottle;
@@ -34,6 +35,11 @@ pub enum ListenError {
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("admin socket {path}: {source}")]
+    Admin {
+        path: std::path::PathBuf,
         source: std::io::Error,
     },
 }
@@ -64,6 +70,12 @@ impl Labels {
         }
         *self.map.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
+    }
+
+    /// Drops `atsign`'s name (deprovisioned).
+    fn forget(&self, atsign: &AtSign) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, served| served != atsign);
     }
 
     async fn resolve(&self, server_name: &str) -> Option<AtSign> {
@@ -142,6 +154,10 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
         max: config.inbound_max_limit,
     });
     shared.labels.reload().await?;
+    let admin = admin::bind(&config.data_dir).map_err(|source| ListenError::Admin {
+        path: admin::socket_path(&config.data_dir),
+        source,
+    })?;
 
     let mut listeners = vec![(bind(config.listen).await?, Route::BySni)];
     for atsign in store.list_atsigns().await? {
@@ -166,19 +182,87 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
     }
     // One round-robin over the workers for all listeners: with a port per atSign, each
     // listener may see a single connection, and its own counter would put them all on one.
-    let next = Arc::new(AtomicUsize::new(0));
+    let accepting = Accepting {
+        shared: Arc::clone(&shared),
+        workers,
+        next: Arc::new(AtomicUsize::new(0)),
+    };
+    let mut ports = HashMap::new();
     for (listener, route) in listeners {
+        let handle = accepting.spawn(listener, route.clone());
+        if let Route::Fixed(atsign) = route {
+            ports.insert(atsign, handle);
+        }
+    }
+    let ports = std::cell::RefCell::new(ports);
+    let ip = config.listen.ip();
+    actix_rt::spawn(admin::serve(admin, config.clone(), store, move |change| {
+        accepting.apply(change, &mut ports.borrow_mut(), ip)
+    }));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = std::fs::remove_file(admin::socket_path(&config.data_dir));
+    Ok(())
+}
+
+/// What starts accept loops: used at start-up and when the admin socket adds an atSign.
+struct Accepting {
+    shared: Arc<Shared>,
+    workers: Arc<Vec<Arbiter>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Accepting {
+    fn spawn(&self, listener: TcpListener, route: Route) -> actix_rt::task::JoinHandle<()> {
         actix_rt::spawn(accept_loop(
             listener,
             route,
-            Arc::clone(&shared),
-            Arc::clone(&workers),
-            Arc::clone(&next),
-        ));
+            Arc::clone(&self.shared),
+            Arc::clone(&self.workers),
+            Arc::clone(&self.next),
+        ))
     }
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    Ok(())
+
+    /// Serves what an admin command changed while running: a new atSign's own port starts
+    /// accepting; a removed atSign's port closes, its key store stops, and its SNI name is
+    /// forgotten. (A new atSign's SNI name is found by the reload on a miss.)
+    fn apply(
+        &self,
+        change: admin::Change,
+        ports: &mut HashMap<AtSign, actix_rt::task::JoinHandle<()>>,
+        ip: std::net::IpAddr,
+    ) {
+        match change {
+            admin::Change::Added { port: None, .. } => {}
+            admin::Change::Added {
+                atsign,
+                port: Some(port),
+            } => {
+                let addr = SocketAddr::new(ip, port);
+                let listener = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .and_then(TcpListener::from_std);
+                match listener {
+                    Ok(listener) => {
+                        tracing::info!(%atsign, %addr, "serving a newly provisioned atSign");
+                        let handle = self.spawn(listener, Route::Fixed(atsign.clone()));
+                        ports.insert(atsign, handle);
+                    }
+                    Err(error) => {
+                        tracing::error!(%atsign, %addr, %error, "cannot serve the new atSign's port until restarted");
+                    }
+                }
+            }
+            admin::Change::Removed(atsign) => {
+                if let Some(handle) = ports.remove(&atsign) {
+                    handle.abort();
+                }
+                self.shared.hosts.evict(&atsign);
+                self.shared.labels.forget(&atsign);
+                tracing::info!(%atsign, "stopped serving a deprovisioned atSign");
+            }
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {

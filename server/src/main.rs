@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use at_common::AtSign;
+use at_server::admin::{self, Request};
 use at_server::config::ServerConfig;
-use at_server::provision;
-use at_server::store::{self, AtSignStatus};
+use at_server::store;
 use clap::{Parser, Subcommand};
 
 /// The atServer: hosts many atSigns on one node.
@@ -118,57 +117,33 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
-    let store = store::open(&config.store, &config.data_dir)
-        .await
-        .map_err(|e| e.to_string())?;
-    let directory = || async {
-        at_directory::store::open(&config.directory_store, &config.directory_data_dir)
-            .await
-            .map_err(|e| format!("directory: {e}"))
-    };
-    let atsign = |text: &str| AtSign::parse(text).map_err(|e| format!("{text:?}: {e}"));
-    match command {
+    let request = match command {
         Command::Dev { .. } => unreachable!("handled before the configuration is loaded"),
-        Command::Serve { .. } => at_server::listener::run(config, store)
-            .await
-            .map(|()| String::new())
-            .map_err(|e| e.to_string()),
-        Command::Provision { atsigns } => {
-            let directory = directory().await?;
-            let mut out = String::new();
-            for text in atsigns {
-                let done = provision::provision(&config, &store, &directory, &atsign(&text)?)
-                    .await
-                    .map_err(|e| format!("{out}{e}"))?;
-                out.push_str(&format!(
-                    "provisioned {} at {}\ncram secret: {}\n",
-                    done.atsign, done.address, done.cram_secret
-                ));
-            }
-            Ok(out)
-        }
-        Command::Deprovision { atsign: text } => {
-            let atsign = atsign(&text)?;
-            provision::deprovision(&store, &directory().await?, &atsign)
+        Command::Serve { .. } => {
+            let store = store::open(&config.store, &config.data_dir)
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(format!("deprovisioned {atsign}\n"))
+            return at_server::listener::run(config, store)
+                .await
+                .map(|()| String::new())
+                .map_err(|e| e.to_string());
         }
-        Command::List => {
-            let mut out = String::new();
-            for atsign in store.list_atsigns().await.map_err(|e| e.to_string())? {
-                let Some(info) = store.get_atsign(&atsign).await.map_err(|e| e.to_string())? else {
-                    continue;
-                };
-                let status = match info.status {
-                    AtSignStatus::New => "teapot",
-                    AtSignStatus::Active => "activated",
-                    AtSignStatus::Suspended => "suspended",
-                };
-                let address = provision::address_of(&config, &info);
-                out.push_str(&format!("{atsign} {status} {address}\n"));
-            }
-            Ok(out)
+        Command::Provision { atsigns } => Request::Provision { atsigns },
+        Command::Deprovision { atsign } => Request::Deprovision { atsign },
+        Command::List => Request::List,
+    };
+    // A serving node runs it (it holds the store); otherwise this process opens the store.
+    let response = match admin::send(&config.data_dir, &request).await? {
+        Some(response) => response,
+        None => {
+            let store = store::open(&config.store, &config.data_dir)
+                .await
+                .map_err(|e| e.to_string())?;
+            admin::execute(request, &config, &store).await.0
         }
+    };
+    match response.error {
+        None => Ok(response.output),
+        Some(error) => Err(format!("{}{error}", response.output)),
     }
 }

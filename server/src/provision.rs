@@ -39,6 +39,8 @@ pub struct Provisioned {
     pub atsign: AtSign,
     pub cram_secret: String,
     pub address: Address,
+    /// Its own port, when the node has a port range.
+    pub port: Option<u16>,
 }
 
 /// Creates `atsign` on this node (teapot) and registers it in the directory.
@@ -69,6 +71,7 @@ pub async fn provision(
         atsign: atsign.clone(),
         cram_secret: info.cram_secret.unwrap_or_default(),
         address,
+        port,
     })
 }
 

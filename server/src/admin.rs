@@ -1,0 +1,248 @@
+//! Administering a node: `at-server provision | deprovision | list`, whether or not the node is
+//! serving.
+//!
+//! The embedded store is one process's (its directory is locked while `serve` runs), so an
+//! operator's command cannot open it beside a running server. A serving node therefore listens on
+//! a Unix socket, `<data_dir>/admin.sock` (mode 0600: whoever may read the data may administer
+//! it), and runs the commands itself; the CLI tries that socket first and opens the store
+//! directly only when no server answers on it. Either way the same [`execute`] runs, so the
+//! output is the same. In Kubernetes: `kubectl exec <pod> -- at-server provision @alice`.
+//!
+//! Protocol: one JSON [`Request`] line in, one JSON [`Response`] line out, then close.
+
+use std::path::{Path, PathBuf};
+
+use at_common::AtSign;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::config::ServerConfig;
+use crate::provision;
+use crate::store::{AtSignStatus, Store};
+
+/// The socket's file name in the data directory.
+pub const SOCKET_NAME: &str = "admin.sock";
+
+/// Longest request line accepted (a provision of many atSigns fits easily).
+const MAX_REQUEST: usize = 1 << 20;
+
+/// An administrative command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase")]
+pub enum Request {
+    /// atSigns as typed; all are checked before any is provisioned.
+    Provision {
+        atsigns: Vec<String>,
+    },
+    Deprovision {
+        atsign: String,
+    },
+    List,
+}
+
+/// What a command printed, or why it failed (after printing `output` for what was done).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub output: String,
+    pub error: Option<String>,
+}
+
+/// What a command changed, for a serving node to act on (start or stop an atSign's port, drop
+/// its key store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Added { atsign: AtSign, port: Option<u16> },
+    Removed(AtSign),
+}
+
+/// The socket of the node whose data directory is `data_dir`.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SOCKET_NAME)
+}
+
+/// Runs `request` against `store`, returning what to print and what changed.
+pub async fn execute(
+    request: Request,
+    config: &ServerConfig,
+    store: &Store,
+) -> (Response, Vec<Change>) {
+    let mut output = String::new();
+    let mut changes = Vec::new();
+    let result = run(request, config, store, &mut output, &mut changes).await;
+    let response = Response {
+        output,
+        error: result.err(),
+    };
+    (response, changes)
+}
+
+async fn run(
+    request: Request,
+    config: &ServerConfig,
+    store: &Store,
+    out: &mut String,
+    changes: &mut Vec<Change>,
+) -> Result<(), String> {
+    let directory = || async {
+        at_directory::store::open(&config.directory_store, &config.directory_data_dir)
+            .await
+            .map_err(|e| format!("directory: {e}"))
+    };
+    let parse = |text: &str| AtSign::parse(text).map_err(|e| format!("{text:?}: {e}"));
+    match request {
+        Request::Provision { atsigns } => {
+            let atsigns = atsigns
+                .iter()
+                .map(|text| parse(text))
+                .collect::<Result<Vec<_>, _>>()?;
+            let directory = directory().await?;
+            for atsign in atsigns {
+                let done = provision::provision(config, store, &directory, &atsign)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                out.push_str(&format!(
+                    "provisioned {} at {}\ncram secret: {}\n",
+                    done.atsign, done.address, done.cram_secret
+                ));
+                changes.push(Change::Added {
+                    atsign: done.atsign,
+                    port: done.port,
+                });
+            }
+        }
+        Request::Deprovision { atsign } => {
+            let atsign = parse(&atsign)?;
+            provision::deprovision(store, &directory().await?, &atsign)
+                .await
+                .map_err(|e| e.to_string())?;
+            out.push_str(&format!("deprovisioned {atsign}\n"));
+            changes.push(Change::Removed(atsign));
+        }
+        Request::List => {
+            for atsign in store.list_atsigns().await.map_err(|e| e.to_string())? {
+                let Some(info) = store.get_atsign(&atsign).await.map_err(|e| e.to_string())? else {
+                    continue;
+                };
+                let status = match info.status {
+                    AtSignStatus::New => "teapot",
+                    AtSignStatus::Active => "activated",
+                    AtSignStatus::Suspended => "suspended",
+                };
+                let address = provision::address_of(config, &info);
+                out.push_str(&format!("{atsign} {status} {address}\n"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends `request` to the node serving `data_dir`. `Ok(None)` when no server is listening
+/// there (no socket, or a stale one left by a killed server): the caller may open the store.
+pub async fn send(data_dir: &Path, request: &Request) -> Result<Option<Response>, String> {
+    let path = socket_path(data_dir);
+    let stream = match UnixStream::connect(&path).await {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    write
+        .write_all(&line)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut answer = String::new();
+    BufReader::new(read)
+        .read_line(&mut answer)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&answer)
+        .map(Some)
+        .map_err(|e| format!("{}: unreadable answer ({e})", path.display()))
+}
+
+/// Binds the node's admin socket (replacing a stale one: the store's lock already guarantees
+/// no other server uses this data directory), readable by the owner only.
+pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = socket_path(data_dir);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Answers admin requests on `listener` one at a time (they are rare, and one at a time keeps
+/// two provisions from picking the same port), telling `on_change` what each one changed.
+pub async fn serve(
+    listener: UnixListener,
+    config: ServerConfig,
+    store: Store,
+    on_change: impl Fn(Change),
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "admin socket accept failed");
+                actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (read, mut write) = stream.into_split();
+        let mut line = String::new();
+        let mut reader = BufReader::new(read).take(MAX_REQUEST as u64);
+        let response = match reader.read_line(&mut line).await {
+            Ok(_) => match serde_json::from_str::<Request>(&line) {
+                Ok(request) => {
+                    tracing::info!(?request, "admin request");
+                    let (response, changes) = execute(request, &config, &store).await;
+                    changes.into_iter().for_each(&on_change);
+                    response
+                }
+                Err(e) => Response {
+                    output: String::new(),
+                    error: Some(format!("bad request: {e}")),
+                },
+            },
+            Err(e) => Response {
+                output: String::new(),
+                error: Some(format!("reading the request: {e}")),
+            },
+        };
+        let mut answer = serde_json::to_vec(&response).unwrap_or_default();
+        answer.push(b'\n');
+        let _ = write.write_all(&answer).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_json() {
+        let request = Request::Provision {
+            atsigns: vec!["@alice".into()],
+        };
+        let json = serde_json::to_string(&request).unwrap();
+        assert_eq!(json, r#"{"command":"provision","atsigns":["@alice"]}"#);
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"command":"list"}"#).unwrap(),
+            Request::List
+        );
+    }
+}
