@@ -137,6 +137,27 @@ async fn run(
     Ok(())
 }
 
+/// `output` with a QR code of `<atSign>:<secret>` (the form onboarding apps scan) below each
+/// `cram secret:` line, so the owner can onboard from a phone.
+pub fn with_qr_codes(output: &str) -> String {
+    let mut out = String::new();
+    let mut atsign = "";
+    for line in output.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if let Some(rest) = line.strip_prefix("provisioned ") {
+            atsign = rest.split(' ').next().unwrap_or_default();
+        }
+        if let Some(secret) = line.strip_prefix("cram secret: ") {
+            if let Ok(code) = qrcode::QrCode::new(format!("{atsign}:{secret}")) {
+                out.push_str(&code.render::<qrcode::render::unicode::Dense1x2>().build());
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 /// Sends `request` to the node serving `data_dir`. `Ok(None)` when no server is listening
 /// there (no socket, or a stale one left by a killed server): the caller may open the store.
 pub async fn send(data_dir: &Path, request: &Request) -> Result<Option<Response>, String> {
@@ -231,6 +252,33 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_cram_secret_gets_a_qr_code_below_it() {
+        let output =
+            "provisioned @a at h:1\ncram secret: 00ff\nprovisioned @b at h:2\ncram secret: 11ee\n";
+        let shown = with_qr_codes(output);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines[0..2], ["provisioned @a at h:1", "cram secret: 00ff"]);
+        let second = lines
+            .iter()
+            .position(|l| *l == "provisioned @b at h:2")
+            .unwrap();
+        let code = &lines[2..second];
+        // Dense1x2: two module rows per line, in block characters, with a quiet zone.
+        assert!(code.len() > 10, "{shown}");
+        assert!(code.iter().any(|l| l.contains('█')), "{shown}");
+        let expected = qrcode::QrCode::new("@a:00ff")
+            .unwrap()
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .build();
+        assert_eq!(code.join("\n"), expected, "it encodes <atSign>:<secret>");
+        assert_eq!(
+            lines.last().unwrap().trim(),
+            "",
+            "the last code ends the output"
+        );
+    }
 
     #[test]
     fn requests_are_tagged_json() {

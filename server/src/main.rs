@@ -59,7 +59,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("AT_SERVER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // fjall and its LSM tree log every table they open at info.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
+                }),
         )
         .init();
     let cli = Cli::parse();
@@ -142,8 +145,14 @@ async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
             admin::execute(request, &config, &store).await.0
         }
     };
+    // On a terminal, each CRAM secret also as a QR code; piped output stays plain.
+    let output = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        admin::with_qr_codes(&response.output)
+    } else {
+        response.output
+    };
     match response.error {
-        None => Ok(response.output),
-        Some(error) => Err(format!("{}{error}", response.output)),
+        None => Ok(output),
+        Some(error) => Err(format!("{output}{error}")),
     }
 }
