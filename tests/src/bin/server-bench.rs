@@ -3,7 +3,9 @@
 //!
 //! What it does, in one session on one machine (loopback only):
 //! 1. starts a real `redis-server` and runs `redis-benchmark -t set,get -c <connections> -n <N> -q`
-//!    against it (the baseline; run again after the atServer runs, so drift shows);
+//!    against it (the baseline; run again after the atServer runs, so drift shows), and once more
+//!    with `appendfsync always` (every write fsynced before its reply, as an atServer update is)
+//!    for context;
 //! 2. for each layout (`one`: every connection authenticated as `@alice`; `spread`: one atSign
 //!    per connection): provisions the atSigns with `at-server provision` (each on a port of its
 //!    own), starts `at-server serve`, opens `--connections` TLS connections and authenticates
@@ -302,7 +304,12 @@ fn run(options: &Options) -> Result<(), String> {
             results.extend(run_layout(layout, &server, &runtime, options)?);
         }
         baselines.push(redis_benchmark(redis.port(), options)?);
-        print_table(options, &baselines, &results);
+        // The same, with every write fsynced before its reply (AOF, appendfsync always): what
+        // an atServer update promises. For context; the target is against plain SET.
+        redis_cli(redis.port(), &["CONFIG", "SET", "appendonly", "yes"])?;
+        redis_cli(redis.port(), &["CONFIG", "SET", "appendfsync", "always"])?;
+        let durable = redis_benchmark(redis.port(), options)?;
+        print_table(options, &baselines, &results, durable.set);
     }
     let mut memory = Vec::new();
     for &count in &options.memory {
@@ -951,6 +958,20 @@ fn redis_benchmark(port: u16, options: &Options) -> Result<Baseline, String> {
     Ok(Baseline { set, get })
 }
 
+/// `redis-cli -p <port> args…`, which must answer `OK`.
+fn redis_cli(port: u16, args: &[&str]) -> Result<(), String> {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map_err(|e| format!("redis-cli (apt-get install -y redis-tools): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.trim() != "OK" {
+        return Err(format!("redis-cli {args:?}: {text}"));
+    }
+    Ok(())
+}
+
 /// Finds `<TEST>: 123456.79 requests per second` among the `\r`-separated lines of `-q`.
 fn parse_redis_benchmark(text: &str, test: &str) -> Option<f64> {
     text.split(['\r', '\n'])
@@ -962,7 +983,7 @@ fn parse_redis_benchmark(text: &str, test: &str) -> Option<f64> {
         .next_back()
 }
 
-fn print_table(options: &Options, baselines: &[Baseline], results: &[Measured]) {
+fn print_table(options: &Options, baselines: &[Baseline], results: &[Measured], durable_set: f64) {
     let set = baselines.iter().map(|b| b.set).sum::<f64>() / baselines.len() as f64;
     let get = baselines.iter().map(|b| b.get).sum::<f64>() / baselines.len() as f64;
     println!();
@@ -983,6 +1004,7 @@ fn print_table(options: &Options, baselines: &[Baseline], results: &[Measured]) 
             b.get
         );
     }
+    println!("| redis-benchmark SET, appendfsync always | {durable_set:.0} | | | |");
     let mut target_met = true;
     for m in results {
         let (baseline, against) = match m.op {
@@ -990,8 +1012,12 @@ fn print_table(options: &Options, baselines: &[Baseline], results: &[Measured]) 
             Op::Llookup => (get, "GET"),
         };
         target_met &= m.rate() >= baseline / 2.0;
+        let durable = match m.op {
+            Op::Update => format!("; {:.0}% of durable SET", 100.0 * m.rate() / durable_set),
+            Op::Llookup => String::new(),
+        };
         println!(
-            "| at-server {}, {} | {:.0} | {:.1}% of {against} ({baseline:.0}, mean of the runs) | {} | {} |",
+            "| at-server {}, {} | {:.0} | {:.1}% of {against} ({baseline:.0}, mean of the runs){durable} | {} | {} |",
             m.op.name(),
             m.layout.name(),
             m.rate(),
