@@ -166,7 +166,9 @@ impl ErrorCode {
             // The notes name the exception classes for 29 and 31 but not their texts.
             ErrorCode::InvalidEnrollment => "Invalid Enrollment",
             ErrorCode::InvalidEnrollmentStatus => "Invalid Enrollment Status",
-            ErrorCode::EnrollmentRevoked => "Enrollment Revoked",
+            // As the reference's functional tests read it: `Cannot revoke self enrollment :
+            // Current client cannot revoke its own enrollment`.
+            ErrorCode::EnrollmentRevoked => "Cannot revoke self enrollment",
             ErrorCode::Unauthenticated => "Client authentication failed",
         }
     }

@@ -13,6 +13,11 @@ use at_common::config::{StoreConfig, TlsConfig};
 use serde::Deserialize;
 
 use crate::connection::throttle::ThrottleLimits;
+use crate::maintenance::Settings;
+
+/// The longest `maintenance_interval_secs`: expired keys and old commit entries should not
+/// wait longer than a day.
+const MAX_MAINTENANCE_INTERVAL_SECS: u64 = 24 * 3600;
 
 /// The whole configuration of one atServer node.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -69,6 +74,14 @@ pub struct ServerConfig {
     /// spent, proofs are refused unchecked with AT0028 until the minute has passed. 0 is
     /// unbounded.
     pub auth_failures_per_atsign_per_minute: u32,
+    /// Seconds between rounds of background maintenance, which removes expired keys and
+    /// compacts commit logs, a bounded share of the atSigns per round.
+    pub maintenance_interval_secs: u64,
+    /// Days a commit entry is kept (the reference's `expiryInDays`); a client that has not
+    /// synced for longer gets only what changed since.
+    pub commit_log_keep_days: u32,
+    /// The most commit entries kept per atSign; the oldest beyond it are dropped.
+    pub commit_log_max_entries: usize,
     /// TLS of the listener.
     pub tls: TlsConfig,
     /// Where the atSigns' data lives.
@@ -99,6 +112,9 @@ impl Default for ServerConfig {
             auth_failure_max_delay_millis: 16_000,
             auth_failures_before_close: 10,
             auth_failures_per_atsign_per_minute: 60,
+            maintenance_interval_secs: 60,
+            commit_log_keep_days: 15,
+            commit_log_max_entries: 100_000,
             tls: TlsConfig::default(),
             store: StoreConfig::default(),
         }
@@ -123,6 +139,18 @@ impl ServerConfig {
         }
         if self.auth_failure_delay_millis > self.auth_failure_max_delay_millis {
             return Err("auth_failure_delay_millis exceeds auth_failure_max_delay_millis".into());
+        }
+        if !(1..=MAX_MAINTENANCE_INTERVAL_SECS).contains(&self.maintenance_interval_secs) {
+            return Err(format!(
+                "maintenance_interval_secs must be 1 to {MAX_MAINTENANCE_INTERVAL_SECS} (a day)"
+            ));
+        }
+        if self.commit_log_keep_days == 0 || self.commit_log_max_entries == 0 {
+            return Err(
+                "commit_log_keep_days and commit_log_max_entries must be at least 1: \
+                 otherwise clients could never sync"
+                    .into(),
+            );
         }
         if self.sni_domain.is_empty() && self.port_range_start == 0 {
             return Err(
@@ -165,6 +193,15 @@ impl ServerConfig {
             max_delay: Duration::from_millis(self.auth_failure_max_delay_millis),
             close_after: self.auth_failures_before_close,
             per_minute: self.auth_failures_per_atsign_per_minute,
+        }
+    }
+
+    /// What background maintenance does and how often.
+    pub fn maintenance(&self) -> Settings {
+        Settings {
+            interval: Duration::from_secs(self.maintenance_interval_secs),
+            keep_commits_ms: i64::from(self.commit_log_keep_days) * 24 * 3600 * 1000,
+            max_commits: self.commit_log_max_entries,
         }
     }
 
@@ -213,6 +250,39 @@ mod tests {
         assert!(ServerConfig::load(None, &overrides)
             .unwrap_err()
             .contains("auth_failure_delay_millis"));
+    }
+
+    #[test]
+    fn maintenance_defaults_keep_the_reference_commit_log_and_are_checked() {
+        let settings = ServerConfig::load(None, &sni()).unwrap().maintenance();
+        assert_eq!(
+            settings,
+            Settings {
+                interval: Duration::from_secs(60),
+                keep_commits_ms: 15 * 24 * 3600 * 1000,
+                max_commits: 100_000,
+            }
+        );
+        for (option, value) in [
+            ("maintenance_interval_secs", "0"),
+            ("maintenance_interval_secs", "86401"),
+            ("commit_log_keep_days", "0"),
+            ("commit_log_max_entries", "0"),
+        ] {
+            let mut overrides = sni();
+            overrides.push((option, value.to_string()));
+            let err = ServerConfig::load(None, &overrides).unwrap_err();
+            assert!(err.contains(option), "{option} = {value}: {err}");
+        }
+        let mut overrides = sni();
+        overrides.push(("maintenance_interval_secs", "1".to_string()));
+        assert_eq!(
+            ServerConfig::load(None, &overrides)
+                .unwrap()
+                .maintenance()
+                .interval,
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

@@ -27,12 +27,17 @@ pub struct AuthMaterial {
     /// `None` once onboarding deleted it (`delete:privatekey:at_secret`).
     pub cram_secret: Option<String>,
     pub pkam_public_key: Option<String>,
+    /// The asked-for APKAM enrollment's key and status; `None` if there is no such enrollment.
+    pub enrollment: Option<verbs::ApkamKey>,
 }
 
-/// Asks for the [`AuthMaterial`] of the atSign.
-#[derive(Message)]
+/// Asks for the [`AuthMaterial`] of the atSign, with that of an APKAM enrollment
+/// (`pkam:enrollmentId:<id>:…`) if one is named.
+#[derive(Message, Default)]
 #[rtype(result = "Result<AuthMaterial, AtError>")]
-pub struct GetAuthMaterial;
+pub struct GetAuthMaterial {
+    pub enrollment_id: Option<String>,
+}
 
 /// Asks whether `from:<atSign>` is refused by the owner's block list (`config:block`).
 #[derive(Message)]
@@ -91,15 +96,20 @@ impl Actor for KeyStore {
 impl Handler<GetAuthMaterial> for KeyStore {
     type Result = ResponseFuture<Result<AuthMaterial, AtError>>;
 
-    fn handle(&mut self, _: GetAuthMaterial, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, ask: GetAuthMaterial, _: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
         let (store, me) = (self.store.clone(), self.me.clone());
         Box::pin(async move {
             let info = store.get_atsign(&me).await?;
             let pkam = store.get(&me, PKAM_PUBLIC_KEY).await?;
+            let enrollment = match &ask.enrollment_id {
+                Some(id) => verbs::apkam_key(&store, &me, id, now_ms()).await?,
+                None => None,
+            };
             Ok(AuthMaterial {
                 cram_secret: info.and_then(|i| i.cram_secret),
                 pkam_public_key: pkam.and_then(|r| r.value),
+                enrollment,
             })
         })
     }
@@ -164,18 +174,35 @@ async fn dispatch(store: &Store, me: &AtSign, run: &Run) -> Result<Reply, AtErro
         }
         Command::Sync(c) => verbs::sync(store, me, c).await,
         Command::Config(c) => verbs::config(store, me, c).await,
-        // Server-to-server and notifications (issue 6), batch and update:json
-        // are not served yet: refused as the reference refuses a verb it does not know.
-        Command::Plookup(_)
-        | Command::UpdateJson(_)
-        | Command::Notify(_)
+        Command::UpdateJson(c) => verbs::update_json(store, me, c, now).await,
+        Command::Plookup(c) => verbs::plookup(store, me, c, now).await,
+        // Each command of the batch goes through this same match, as if sent alone.
+        Command::Batch(c) => {
+            let (owner, inbound) = (run.owner, run.inbound);
+            let one = |command| -> verbs::Answer<'_> {
+                Box::pin(async move {
+                    let run = Run {
+                        command,
+                        owner,
+                        inbound,
+                    };
+                    dispatch(store, me, &run).await
+                })
+            };
+            verbs::batch(c, one).await
+        }
+        // APKAM enrollments, screened by the connection first (a request gets here from a
+        // cram owner, to be approved at once) but not inside a batch.
+        Command::Enroll(c) => verbs::enroll(store, me, c, run.owner, now).await,
+        // Server-to-server and notifications (issue 6) are not served yet: refused as the
+        // reference refuses a verb it does not know.
+        Command::Notify(_)
         | Command::NotifyList(_)
         | Command::NotifyRemove(_)
         | Command::NotifyStatus(_)
         | Command::NotifyFetch(_)
         | Command::NotifyAll(_)
         | Command::Monitor(_)
-        | Command::Batch(_)
         | Command::Pol => Err(AtError::syntax("invalid command")),
         // The connection answers these itself; they never reach a key store.
         Command::From(_)

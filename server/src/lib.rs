@@ -7,6 +7,7 @@
 //! - [`dev`]: `at-server dev`, a directory and an atServer in one process for local use.
 //! - [`keystore`]: `KeyStore`, the actor owning one hosted atSign's data; `Hosts`, the registry.
 //! - [`listener`]: TLS, SNI and per-atSign ports, spreading connections over worker threads.
+//! - [`maintenance`]: the background task that removes expired keys and compacts commit logs.
 //! - [`provision`]: creating and removing hosted atSigns, with their directory entries.
 //! - [`store`]: every hosted atSign's keys, metadata, commit log, provisioning record and access
 //!   counters behind one `Store` trait; the embedded backend (fjall on local disk), later Redis.
@@ -17,6 +18,7 @@ pub mod connection;
 pub mod dev;
 pub mod keystore;
 pub mod listener;
+pub mod maintenance;
 pub mod provision;
 pub mod store;
 pub mod verbs;

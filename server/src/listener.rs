@@ -23,6 +23,7 @@ use crate::config::ServerConfig;
 use crate::connection::actor::{Connection, Limits, Slot};
 use crate::connection::throttle::AuthThrottle;
 use crate::keystore::Hosts;
+use crate::maintenance;
 use crate::store::Store;
 
 /// Why the server could not start.
@@ -196,6 +197,7 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
     }
     let ports = std::cell::RefCell::new(ports);
     let ip = config.listen.ip();
+    actix_rt::spawn(maintenance::run(store.clone(), &config));
     actix_rt::spawn(admin::serve(admin, config.clone(), store, move |change| {
         accepting.apply(change, &mut ports.borrow_mut(), ip)
     }));

@@ -56,6 +56,7 @@ mod batch;
 mod config;
 mod cram;
 mod delete;
+mod enroll;
 mod from;
 mod info;
 mod llookup;
@@ -82,6 +83,7 @@ pub use batch::{Batch, BatchRequest};
 pub use config::Config;
 pub use cram::Cram;
 pub use delete::Delete;
+pub use enroll::{json_string, Enroll, EnrollOp, EnrollParams, EnrollmentStatus, Namespaces};
 pub use from::{ClientConfig, From};
 pub use info::Info;
 pub use llookup::Llookup;
@@ -135,6 +137,7 @@ pub enum Command {
     Info(Info),
     Noop(Noop),
     Batch(Batch),
+    Enroll(Enroll),
     /// `@exit`: close the connection without a reply.
     Exit,
 }
@@ -227,6 +230,9 @@ impl Command {
         if let Some(rest) = l.strip_prefix("noop:") {
             return Noop::parse(rest).map(Command::Noop);
         }
+        if let Some(rest) = l.strip_prefix("enroll:") {
+            return Enroll::parse(rest).map(Command::Enroll);
+        }
         Err(AtError::syntax("invalid command"))
     }
 
@@ -258,6 +264,7 @@ impl Command {
             Command::Info(_) => "info",
             Command::Noop(_) => "noop",
             Command::Batch(_) => "batch",
+            Command::Enroll(_) => "enroll",
             Command::Exit => "@exit",
         }
     }
@@ -292,6 +299,7 @@ impl fmt::Display for Command {
             Command::Info(c) => c.fmt(f),
             Command::Noop(c) => c.fmt(f),
             Command::Batch(c) => c.fmt(f),
+            Command::Enroll(c) => c.fmt(f),
             Command::Exit => f.write_str("@exit"),
         }
     }

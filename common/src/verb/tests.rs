@@ -448,7 +448,7 @@ fn unknown_verb_is_invalid_command() {
         "",
         "hello",
         "lookupx",
-        "enroll:list",
+        "enroll",
         "from",
         "@exit now",
         "sync:fromx",

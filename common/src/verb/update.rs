@@ -88,6 +88,14 @@ impl UpdateJson {
             raw: raw.to_string(),
         })
     }
+
+    /// `metadata.isPublic`: whether the key is a `public:` one, which the JSON says there rather
+    /// than with a prefix on `atKey`. Only a JSON `true` counts, as in the reference's
+    /// `Metadata.fromJson`.
+    pub fn is_public(&self) -> bool {
+        serde_json::from_str::<Value>(&self.raw)
+            .is_ok_and(|json| json["metadata"]["isPublic"] == Value::Bool(true))
+    }
 }
 
 impl Update {

@@ -154,6 +154,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 }));
             }
             Command::Cram(_) | Command::Pkam(_) => self.prove(command, now, ctx),
+            command @ Command::Enroll(_) => self.enroll(command, now, ctx),
             // Answered here, not by the key store: they touch no data, and noop's wait must not
             // hold up the atSign's other connections.
             Command::Info(info) => {
@@ -190,6 +191,40 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         }
     }
 
+    /// `enroll`: screened here, where who is asking is known, then run by the key store; an
+    /// approved `request` makes this connection that enrollment (see `verbs::enroll`).
+    fn enroll(&mut self, command: Command, now: Instant, ctx: &mut Context<Self>) {
+        if let Err(error) = self.state.allows(&command) {
+            return self.reply(Err(error), ctx);
+        }
+        let Command::Enroll(enroll) = &command else {
+            unreachable!("only enroll is screened")
+        };
+        if let Some(answer) = authenticate::screen_enroll(&mut self.state, enroll, now) {
+            return self.reply(answer, ctx);
+        }
+        let enroll = enroll.clone();
+        let run = Run {
+            command,
+            owner: self.state.is_owner(),
+            inbound: self.slot.open(),
+        };
+        ctx.wait(
+            self.keystore
+                .send(run)
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    let result =
+                        result.unwrap_or_else(|_| Err(ErrorCode::InternalServerException.into()));
+                    let settled = authenticate::settle_enroll(&mut act.state, &enroll, result);
+                    act.reply(settled.result, ctx);
+                    if let Some(delay) = settled.close_after {
+                        ctx.run_later(delay, |act, ctx| act.close(ctx));
+                    }
+                }),
+        );
+    }
+
     /// `cram`/`pkam`: checked against what the key store holds, unless the atSign's budget of
     /// failed proofs is spent (then refused unchecked, the challenge spent all the same).
     fn prove(&mut self, command: Command, now: Instant, ctx: &mut Context<Self>) {
@@ -200,7 +235,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 return self.answer_proof(Err(refusal), ctx);
             }
         };
-        let material = self.keystore.send(GetAuthMaterial);
+        let enrollment_id = match &command {
+            Command::Pkam(pkam) => pkam.enrollment_id.clone(),
+            _ => None,
+        };
+        let material = self.keystore.send(GetAuthMaterial { enrollment_id });
         ctx.wait(material.into_actor(self).map(move |material, act, ctx| {
             let me = act.me.clone();
             let result = match material {
@@ -217,6 +256,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                         &mut act.state,
                         pkam,
                         material.pkam_public_key.as_deref(),
+                        material.enrollment.as_ref(),
                         now,
                     ),
                     _ => unreachable!("only cram and pkam are proved"),
@@ -234,7 +274,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     /// or after the throttle's delay, and the last one allowed closes the connection.
     fn answer_proof(&mut self, result: Result<Reply, AtError>, ctx: &mut Context<Self>) {
         if !result.as_ref().is_err_and(is_failed_proof) {
-            if result.is_ok() {
+            // An APKAM refusal (`error:AT0025:…`) is a reply, but proves nothing.
+            if result
+                .as_ref()
+                .is_ok_and(|reply| !matches!(reply, Reply::HandlerError(_)))
+            {
                 self.failures = 0;
             }
             self.reply(result, ctx);

@@ -4,6 +4,7 @@
 //! proven:    None ──cram/pkam ok (challenge for @me)──► Owner(@me)
 //!            None ──pol ok (challenge for @bob)───────► Peer(@bob)      (server-to-server, issue 6)
 //! challenge: set by every `from`, taken by the next proof (whatever its outcome), 60 s
+//! owner:     how the owner proved itself (cram or pkam) and, for APKAM, the enrollment id
 //! ```
 //!
 //! As in the reference, the session id is one per connection, and `from` only hands out a new
@@ -15,16 +16,29 @@
 //! a table-driven unit test. A challenge is good for [`CHALLENGE_TTL`] and for one attempt:
 //! taking it for a proof removes it, whatever the proof turns out to be, so one `from` cannot be
 //! used to try many digests.
+//!
+//! APKAM (notes §3.3 "enroll", §4.3): an owner proven by `pkam:enrollmentId:<id>:…`, or by cram
+//! followed by an auto-approved `enroll:request`, carries that enrollment id; `enroll` verbs
+//! other than `request` need the owner (AT0401 `Cannot <op> enrollment without authentication`),
+//! and `enroll:request` is limited to [`ENROLL_REQUESTS_PER_WINDOW`] per [`ENROLL_REQUEST_WINDOW`]
+//! on one connection.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use at_common::error::{AtError, ErrorCode};
 use at_common::reply::Prompt;
-use at_common::verb::Command;
+use at_common::verb::{Command, EnrollOp};
 use at_common::AtSign;
 
 /// How long a `from` challenge can be answered (the reference keeps it 60 s).
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
+
+/// How many `enroll:request`s one connection may send in [`ENROLL_REQUEST_WINDOW`] (the
+/// reference's `maxRequestsPerTimeFrame`).
+pub const ENROLL_REQUESTS_PER_WINDOW: usize = 5;
+/// The sliding window of [`ENROLL_REQUESTS_PER_WINDOW`] (the reference's `timeFrameInMills`).
+pub const ENROLL_REQUEST_WINDOW: Duration = Duration::from_secs(60 * 60);
 
 /// A challenge handed out by `from`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,12 +71,27 @@ pub enum Proven {
     Peer(AtSign),
 }
 
+/// How the owner proved itself on a connection (the reference's `authType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerAuth {
+    /// With the CRAM secret: onboarding, where `enroll:request` is approved at once.
+    Cram,
+    /// With a PKAM signature, by the legacy key or (with an enrollment id) an APKAM key.
+    Pkam,
+}
+
 /// The session state of one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthState {
     session_id: String,
     proven: Proven,
     challenge: Option<Challenge>,
+    /// How the owner proved itself; `None` unless [`Proven::Owner`] came by [`Self::prove_owner`].
+    owner_auth: Option<OwnerAuth>,
+    /// The APKAM enrollment the connection acts as, if any.
+    enrollment_id: Option<String>,
+    /// When this connection's recent `enroll:request`s were admitted, oldest first.
+    enroll_requests: VecDeque<Instant>,
 }
 
 impl AuthState {
@@ -72,6 +101,9 @@ impl AuthState {
             session_id,
             proven: Proven::Nothing,
             challenge: None,
+            owner_auth: None,
+            enrollment_id: None,
+            enroll_requests: VecDeque::new(),
         }
     }
 
@@ -101,15 +133,71 @@ impl AuthState {
 
     /// May this state run `command`? Owner verbs need cram/pkam; everything else (the
     /// reference's `requiresAuth() == false`) may run before authentication and by a peer,
-    /// whose handlers then answer according to who is asking.
+    /// whose handlers then answer according to who is asking. `enroll` is such a verb, but
+    /// only its `request` may run without the owner; the others are refused in the words of
+    /// the reference's enroll handler.
     pub fn allows(&self, command: &Command) -> Result<(), AtError> {
-        if self.is_owner() || !needs_owner(command) {
+        if self.is_owner() {
             return Ok(());
         }
-        Err(AtError::with_detail(
-            ErrorCode::Unauthenticated,
-            "Command cannot be executed without auth",
-        ))
+        match command {
+            Command::Enroll(enroll) if enroll.operation != EnrollOp::Request => {
+                Err(AtError::with_detail(
+                    ErrorCode::Unauthenticated,
+                    format!(
+                        "Cannot {} enrollment without authentication",
+                        enroll.operation
+                    ),
+                ))
+            }
+            command if needs_owner(command) => Err(AtError::with_detail(
+                ErrorCode::Unauthenticated,
+                "Command cannot be executed without auth",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// How the owner proved itself; `None` when the connection is not the owner's.
+    pub fn owner_auth(&self) -> Option<OwnerAuth> {
+        self.owner_auth.filter(|_| self.is_owner())
+    }
+
+    /// The APKAM enrollment the owner's connection acts as, if any.
+    pub fn enrollment_id(&self) -> Option<&str> {
+        self.enrollment_id.as_deref().filter(|_| self.is_owner())
+    }
+
+    /// Records a successful cram or pkam by the owner `me`, with the enrollment it used (pkam
+    /// with `enrollmentId`); a proof without one leaves the connection without an enrollment.
+    pub fn prove_owner(&mut self, me: AtSign, via: OwnerAuth, enrollment_id: Option<String>) {
+        self.proven = Proven::Owner(me);
+        self.owner_auth = Some(via);
+        self.enrollment_id = enrollment_id;
+    }
+
+    /// The connection now acts as the enrollment `id`: the reference's cram-authenticated
+    /// `enroll:request`, approved at once, makes the requesting connection that enrollment.
+    pub fn remember_enrollment(&mut self, id: String) {
+        self.enrollment_id = Some(id);
+    }
+
+    /// Admits one more `enroll:request` at `now` if the connection has sent fewer than
+    /// [`ENROLL_REQUESTS_PER_WINDOW`] in the last [`ENROLL_REQUEST_WINDOW`]; a refused request
+    /// does not count.
+    pub fn admit_enroll_request(&mut self, now: Instant) -> bool {
+        while self
+            .enroll_requests
+            .front()
+            .is_some_and(|&at| now.saturating_duration_since(at) >= ENROLL_REQUEST_WINDOW)
+        {
+            self.enroll_requests.pop_front();
+        }
+        if self.enroll_requests.len() >= ENROLL_REQUESTS_PER_WINDOW {
+            return false;
+        }
+        self.enroll_requests.push_back(now);
+        true
     }
 
     /// `from:<claimed>`: hands out a new challenge (with the connection's session id),
@@ -167,6 +255,7 @@ fn needs_owner(command: &Command) -> bool {
         | Command::NotifyAll(_)
         | Command::Info(_)
         | Command::Noop(_)
+        | Command::Enroll(_)
         | Command::Exit => false,
     }
 }
@@ -209,6 +298,10 @@ mod tests {
         ("notify:fetch:123", false, true),
         ("notify:remove:123", false, true),
         ("batch:[]", false, true),
+        (r#"enroll:request:{"appName":"a"}"#, true, true),
+        ("enroll:list", false, true),
+        (r#"enroll:approve:{"enrollmentId":"1"}"#, false, true),
+        (r#"enroll:revoke:force:{"enrollmentId":"1"}"#, false, true),
     ];
 
     fn state(proven: Proven, challenged: bool) -> AuthState {
@@ -309,5 +402,62 @@ mod tests {
         state.challenge(sign("@alice"), "n".into(), now);
         assert!(state.is_owner());
         assert_eq!(state.prompt().as_text(), "@alice@");
+    }
+
+    #[test]
+    fn enroll_operations_but_request_need_the_owner_in_the_reference_words() {
+        let fresh = state(Proven::Nothing, false);
+        for (line, op) in [
+            ("enroll:list", "list"),
+            (r#"enroll:revoke:{"enrollmentid":"x"}"#, "revoke"),
+            ("enroll:deny:{}", "deny"),
+        ] {
+            let error = fresh.allows(&cmd(line)).unwrap_err();
+            assert_eq!(error.code(), ErrorCode::Unauthenticated);
+            assert_eq!(
+                error.message(),
+                format!("Cannot {op} enrollment without authentication")
+            );
+        }
+        // A peer is not the owner either.
+        let peer = state(Proven::Peer(sign("@bob")), false);
+        assert!(peer.allows(&cmd("enroll:list")).is_err());
+        assert!(peer.allows(&cmd("enroll:request:{}")).is_ok());
+    }
+
+    #[test]
+    fn the_owner_proof_records_how_and_which_enrollment() {
+        let mut state = AuthState::new("_s".into());
+        assert_eq!((state.owner_auth(), state.enrollment_id()), (None, None));
+        state.prove_owner(sign("@alice"), OwnerAuth::Cram, None);
+        assert_eq!(state.owner_auth(), Some(OwnerAuth::Cram));
+        state.remember_enrollment("e1".into());
+        assert_eq!(state.enrollment_id(), Some("e1"));
+        state.prove_owner(sign("@alice"), OwnerAuth::Pkam, Some("e2".into()));
+        assert_eq!(
+            (state.owner_auth(), state.enrollment_id()),
+            (Some(OwnerAuth::Pkam), Some("e2"))
+        );
+        state.prove_owner(sign("@alice"), OwnerAuth::Pkam, None);
+        assert_eq!(state.enrollment_id(), None, "legacy pkam has no enrollment");
+        assert_eq!(state.prompt().as_text(), "@alice@");
+    }
+
+    #[test]
+    fn enroll_requests_are_limited_per_connection_in_a_sliding_window() {
+        let start = Instant::now();
+        let mut state = AuthState::new("_s".into());
+        for i in 0..ENROLL_REQUESTS_PER_WINDOW {
+            assert!(state.admit_enroll_request(start + Duration::from_secs(i as u64)));
+        }
+        assert!(!state.admit_enroll_request(start + Duration::from_secs(10)));
+        assert!(
+            !state.admit_enroll_request(start + ENROLL_REQUEST_WINDOW - Duration::from_millis(1))
+        );
+        // The first request leaves the window; one more is admitted, then none again.
+        assert!(state.admit_enroll_request(start + ENROLL_REQUEST_WINDOW));
+        assert!(!state.admit_enroll_request(start + ENROLL_REQUEST_WINDOW));
+        // A new connection has its own window.
+        assert!(AuthState::new("_t".into()).admit_enroll_request(start));
     }
 }

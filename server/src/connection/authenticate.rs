@@ -1,18 +1,25 @@
-//! The owner's authentication verbs, `from`, `cram` and `pkam`, as steps of [`AuthState`].
+//! The owner's authentication verbs, `from`, `cram` and `pkam`, as steps of [`AuthState`], and
+//! the connection's part of APKAM `enroll` (who is asking; the enrollment it makes the
+//! connection).
 //!
 //! Pure apart from the random ids: the caller passes the hosted atSign, what the key store holds
-//! (cram secret, pkam public key) and the time. Replies and error texts are the reference's
-//! (reference-server.md §4.1–4.3): a wrong proof is AT0401 and the connection stays open.
+//! (cram secret, pkam public key, the named enrollment) and the time. Replies and error texts are
+//! the reference's (reference-server.md §4.1–4.3): a wrong proof is AT0401 and the connection
+//! stays open. `pkam:enrollmentId:<id>:<sig>` is checked against that enrollment's APKAM key,
+//! which must be approved: otherwise the reference's handler-set errors, before any signature is
+//! looked at (the challenge is left for another try), `error:AT0025:enrollment_id: <id> is
+//! denied`, `AT0026 … is pending`, `AT0027 … is revoked`, `AT0028 … is expired or invalid`.
 
 use std::time::Instant;
 
 use at_common::auth;
 use at_common::error::{AtError, ErrorCode};
 use at_common::reply::Reply;
-use at_common::verb::{Cram, From, Pkam};
+use at_common::verb::{Cram, Enroll, EnrollmentStatus, From, Pkam};
 use at_common::AtSign;
 
-use super::auth_state::{AuthState, Proven};
+use super::auth_state::{AuthState, OwnerAuth};
+use crate::verbs::{self, ApkamKey, Requester, Settled};
 
 /// `from:<atSign>` on a connection serving `me`: a fresh challenge, replacing any earlier one.
 /// The owner gets `data:<sessionId><@me>:<nonce>`; another atSign gets the `proof:` form that
@@ -52,30 +59,95 @@ pub fn cram(
     if !auth::verify_cram(secret, &challenge.text(), &command.digest) {
         return Err(failed("Authentication Failed"));
     }
-    state.prove(Proven::Owner(me.clone()));
+    state.prove_owner(me.clone(), OwnerAuth::Cram, None);
     Ok(Reply::Data("success".into()))
 }
 
-/// `pkam:…` against the owner's pkam public key (`privatekey:at_pkam_publickey`).
+/// `pkam:…` against the owner's legacy pkam public key (`privatekey:at_pkam_publickey`) or, with
+/// `enrollmentId:<id>`, against `enrollment`, what the key store holds for that id.
 pub fn pkam(
     me: &AtSign,
     state: &mut AuthState,
     command: &Pkam,
-    public_key: Option<&str>,
+    legacy_key: Option<&str>,
+    enrollment: Option<&ApkamKey>,
     now: Instant,
 ) -> Result<Reply, AtError> {
+    let enrollment_id = command.enrollment_id.clone().filter(|id| !id.is_empty());
+    let public_key = match &enrollment_id {
+        Some(id) => match apkam_public_key(id, enrollment) {
+            Ok(key) => Some(key),
+            Err(refusal) => return Ok(refusal),
+        },
+        None => legacy_key,
+    };
     let Some(challenge) = state.take_challenge(me, now) else {
         return Err(failed("pkam authentication failed"));
     };
-    let Some(public_key) = public_key else {
+    let Some(public_key) = public_key.filter(|key| !key.is_empty()) else {
         return Err(failed("pkam publickey not found"));
     };
     auth::verify_pkam_command(public_key, command, &challenge.text()).map_err(|error| {
         tracing::debug!(%error, atsign = %me, "pkam refused");
         failed("pkam authentication failed")
     })?;
-    state.prove(Proven::Owner(me.clone()));
+    state.prove_owner(me.clone(), OwnerAuth::Pkam, enrollment_id);
     Ok(Reply::Data("success".into()))
+}
+
+/// The APKAM key of enrollment `id` if it is approved; otherwise the reference's handler-set
+/// refusal, in its colon form.
+fn apkam_public_key<'a>(id: &str, enrollment: Option<&'a ApkamKey>) -> Result<&'a str, Reply> {
+    let status = enrollment.map_or(EnrollmentStatus::Expired, |e| e.status);
+    let (code, what) = match status {
+        EnrollmentStatus::Approved => {
+            return Ok(enrollment.map_or("", |e| e.public_key.as_str()));
+        }
+        EnrollmentStatus::Denied => (ErrorCode::ApkamAuthDenied, "is denied"),
+        EnrollmentStatus::Pending => (ErrorCode::ApkamAuthFailed, "is pending"),
+        EnrollmentStatus::Revoked => (ErrorCode::ApkamAccessRevoked, "is revoked"),
+        EnrollmentStatus::Expired => (ErrorCode::TooManyRequests, "is expired or invalid"),
+    };
+    Err(Reply::HandlerError(AtError::with_detail(
+        code,
+        format!("enrollment_id: {id} {what}"),
+    )))
+}
+
+/// Who is sending `enroll` on this connection.
+pub fn requester(state: &AuthState) -> Requester {
+    let enrollment_id = state.enrollment_id().map(str::to_string);
+    match state.owner_auth() {
+        Some(OwnerAuth::Cram) => Requester::Cram { enrollment_id },
+        Some(OwnerAuth::Pkam) => Requester::Pkam { enrollment_id },
+        None if state.is_owner() => Requester::Pkam { enrollment_id },
+        None => Requester::Stranger,
+    }
+}
+
+/// What the connection answers itself to `enroll` (see [`verbs::screen`]): `None` to ask the
+/// key store. A `request` counts against the connection's limit here.
+pub fn screen_enroll(
+    state: &mut AuthState,
+    command: &Enroll,
+    now: Instant,
+) -> Option<Result<Reply, AtError>> {
+    let who = requester(state);
+    verbs::screen(command, &who, || state.admit_enroll_request(now))
+}
+
+/// Takes the key store's answer to `enroll` (see [`verbs::settle`]): an approved `request`
+/// makes the connection that enrollment.
+pub fn settle_enroll(
+    state: &mut AuthState,
+    command: &Enroll,
+    result: Result<Reply, AtError>,
+) -> Settled {
+    let settled = verbs::settle(command, &requester(state), result);
+    if let Some(id) = &settled.enrollment_id {
+        state.remember_enrollment(id.clone());
+    }
+    settled
 }
 
 fn failed(detail: &str) -> AtError {
@@ -85,6 +157,7 @@ fn failed(detail: &str) -> AtError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::auth_state::Proven;
     use at_common::reply::{ErrorStyle, Prompt};
     use at_common::verb::Command;
 
@@ -214,7 +287,15 @@ mod tests {
             Command::Pkam(p) => Some(p),
             _ => None,
         });
-        pkam(&alice(), &mut state, &command, Some(RSA_PUBLIC.trim()), now).unwrap();
+        pkam(
+            &alice(),
+            &mut state,
+            &command,
+            Some(RSA_PUBLIC.trim()),
+            None,
+            now,
+        )
+        .unwrap();
         assert_eq!(state.proven(), &Proven::Owner(alice()));
     }
 
@@ -227,16 +308,192 @@ mod tests {
             Command::Pkam(p) => Some(p),
             _ => None,
         });
-        let error = pkam(&alice(), &mut state, &command, Some(RSA_PUBLIC.trim()), now).unwrap_err();
+        let error = pkam(
+            &alice(),
+            &mut state,
+            &command,
+            Some(RSA_PUBLIC.trim()),
+            None,
+            now,
+        )
+        .unwrap_err();
         assert_eq!(error.message(), "pkam authentication failed");
         challenged(&mut state, now);
-        let error = pkam(&alice(), &mut state, &command, None, now).unwrap_err();
+        let error = pkam(&alice(), &mut state, &command, None, None, now).unwrap_err();
         assert_eq!(error.message(), "pkam publickey not found");
-        let error = pkam(&alice(), &mut state, &command, Some(RSA_PUBLIC.trim()), now).unwrap_err();
+        let error = pkam(
+            &alice(),
+            &mut state,
+            &command,
+            Some(RSA_PUBLIC.trim()),
+            None,
+            now,
+        )
+        .unwrap_err();
         assert_eq!(
             error.message(),
             "pkam authentication failed",
             "no challenge left"
         );
+    }
+
+    fn pkam_line(line: &str) -> Pkam {
+        parse(line, |c| match c {
+            Command::Pkam(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    fn signed(challenge: &str) -> String {
+        let pkcs8 = auth::base64::decode(RSA_PRIVATE.trim()).unwrap();
+        auth::sign_rsa_sha256_b64(&pkcs8, challenge).unwrap()
+    }
+
+    fn enrollment(status: EnrollmentStatus, key: &str) -> ApkamKey {
+        ApkamKey {
+            status,
+            public_key: key.to_string(),
+        }
+    }
+
+    #[test]
+    fn pkam_with_an_approved_enrollment_verifies_against_its_key_not_the_legacy_one() {
+        let now = Instant::now();
+        let mut state = AuthState::fresh();
+        let challenge = challenged(&mut state, now);
+        let command = pkam_line(&format!("pkam:enrollmentId:e-1:{}", signed(&challenge)));
+        let approved = enrollment(EnrollmentStatus::Approved, RSA_PUBLIC.trim());
+        let reply = pkam(&alice(), &mut state, &command, None, Some(&approved), now).unwrap();
+        assert_eq!(reply, Reply::Data("success".into()));
+        assert_eq!(state.proven(), &Proven::Owner(alice()));
+        assert_eq!(state.owner_auth(), Some(OwnerAuth::Pkam));
+        assert_eq!(state.enrollment_id(), Some("e-1"));
+
+        // The legacy key does not stand in for the enrollment's.
+        let mut state = AuthState::fresh();
+        let challenge = challenged(&mut state, now);
+        let command = pkam_line(&format!("pkam:enrollmentId:e-1:{}", signed(&challenge)));
+        let other = include_str!("../../../common/testdata/auth/rsa_other_public_spki.b64");
+        let wrong = enrollment(EnrollmentStatus::Approved, other.trim());
+        let error = pkam(
+            &alice(),
+            &mut state,
+            &command,
+            Some(RSA_PUBLIC.trim()),
+            Some(&wrong),
+            now,
+        )
+        .unwrap_err();
+        assert_eq!(error.message(), "pkam authentication failed");
+        assert_eq!(state.proven(), &Proven::Nothing);
+    }
+
+    #[test]
+    fn pkam_with_an_enrollment_that_is_not_approved_is_the_reference_colon_error() {
+        let now = Instant::now();
+        let cases = [
+            (
+                Some(EnrollmentStatus::Denied),
+                "error:AT0025:enrollment_id: e-1 is denied\n@",
+            ),
+            (
+                Some(EnrollmentStatus::Pending),
+                "error:AT0026:enrollment_id: e-1 is pending\n@",
+            ),
+            (
+                Some(EnrollmentStatus::Revoked),
+                "error:AT0027:enrollment_id: e-1 is revoked\n@",
+            ),
+            (
+                Some(EnrollmentStatus::Expired),
+                "error:AT0028:enrollment_id: e-1 is expired or invalid\n@",
+            ),
+            (
+                None,
+                "error:AT0028:enrollment_id: e-1 is expired or invalid\n@",
+            ),
+        ];
+        for (status, want) in cases {
+            let mut state = AuthState::fresh();
+            let challenge = challenged(&mut state, now);
+            let command = pkam_line(&format!("pkam:enrollmentId:e-1:{}", signed(&challenge)));
+            let held = status.map(|s| enrollment(s, RSA_PUBLIC.trim()));
+            let reply = pkam(
+                &alice(),
+                &mut state,
+                &command,
+                Some(RSA_PUBLIC.trim()),
+                held.as_ref(),
+                now,
+            )
+            .unwrap();
+            assert_eq!(
+                reply.render(&state.prompt(), ErrorStyle::Legacy),
+                want.as_bytes(),
+                "{status:?}"
+            );
+            assert_eq!(state.proven(), &Proven::Nothing);
+            // No signature was looked at, so the challenge is still there for another try.
+            assert!(state.take_challenge(&alice(), now).is_some());
+        }
+    }
+
+    #[test]
+    fn legacy_pkam_leaves_no_enrollment_and_cram_is_the_cram_owner() {
+        let now = Instant::now();
+        let mut state = AuthState::fresh();
+        let challenge = challenged(&mut state, now);
+        let command = pkam_line(&format!("pkam:{}", signed(&challenge)));
+        pkam(
+            &alice(),
+            &mut state,
+            &command,
+            Some(RSA_PUBLIC.trim()),
+            None,
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            (state.owner_auth(), state.enrollment_id()),
+            (Some(OwnerAuth::Pkam), None)
+        );
+        assert_eq!(
+            requester(&state),
+            Requester::Pkam {
+                enrollment_id: None
+            }
+        );
+        let challenge = challenged(&mut state, now);
+        let digest = auth::cram_digest("s3cret", &challenge);
+        cram(&alice(), &mut state, &Cram { digest }, Some("s3cret"), now).unwrap();
+        assert_eq!(
+            requester(&state),
+            Requester::Cram {
+                enrollment_id: None
+            }
+        );
+        assert_eq!(requester(&AuthState::fresh()), Requester::Stranger);
+    }
+
+    #[test]
+    fn an_approved_request_on_a_cram_connection_makes_it_that_enrollment() {
+        let mut state = AuthState::fresh();
+        state.prove_owner(alice(), OwnerAuth::Cram, None);
+        let command = match Command::parse(
+            r#"enroll:request:{"appName":"a","deviceName":"d","apkamPublicKey":"k"}"#,
+        )
+        .unwrap()
+        {
+            Command::Enroll(e) => e,
+            other => panic!("{other:?}"),
+        };
+        assert!(screen_enroll(&mut state, &command, Instant::now()).is_none());
+        let reply = Ok(Reply::Data(
+            r#"{"enrollmentId":"e-9","status":"approved"}"#.into(),
+        ));
+        let settled = settle_enroll(&mut state, &command, reply);
+        assert!(settled.result.is_ok());
+        assert_eq!(state.enrollment_id(), Some("e-9"));
+        assert_eq!(state.owner_auth(), Some(OwnerAuth::Cram));
     }
 }

@@ -58,6 +58,7 @@ pub async fn run(store: &Store) {
     keys_are_isolated_per_atsign(store).await;
     atsign_lifecycle(store).await;
     compaction(store).await;
+    trimming(store).await;
     access_counters(store).await;
     concurrent_writers(store).await;
 }
@@ -359,6 +360,19 @@ async fn compaction(store: &Store) {
         .await
         .unwrap();
 
+    assert_eq!(
+        store.compact_commits(&a, 0).await.unwrap(),
+        0,
+        "nothing old"
+    );
+    assert_eq!(
+        store
+            .compact_commits(&sign("nolog"), i64::MAX)
+            .await
+            .unwrap(),
+        0,
+        "an empty log"
+    );
     assert_eq!(store.compact_commits(&a, cut).await.unwrap(), 1);
     assert_eq!(
         ids(&store.commits_since(&a, None, 100).await.unwrap()),
@@ -383,6 +397,71 @@ async fn compaction(store: &Store) {
     assert_eq!(
         ids(&store.commits_since(&a, None, 100).await.unwrap()),
         vec![(2, "old@compact", "*")]
+    );
+}
+
+async fn trimming(store: &Store) {
+    let a = sign("trim");
+    let other = sign("trimmer");
+    assert_eq!(store.trim_commits(&a, 10).await.unwrap(), 0, "an empty log");
+    store
+        .put(&other, "k@trimmer", &record("v", 0), CommitOp::Update)
+        .await
+        .unwrap();
+    for key in ["k0@trim", "k1@trim", "k2@trim", "k3@trim"] {
+        store
+            .put(&a, key, &record("v", 0), CommitOp::Update)
+            .await
+            .unwrap();
+    }
+    // Replaces entry 0: the log holds 1, 2, 3, 4.
+    store
+        .put(&a, "k0@trim", &record("v", 1), CommitOp::UpdateAll)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.trim_commits(&a, 4).await.unwrap(),
+        0,
+        "within the bound"
+    );
+    assert_eq!(store.trim_commits(&a, 2).await.unwrap(), 2);
+    assert_eq!(
+        ids(&store.commits_since(&a, None, 100).await.unwrap()),
+        vec![(3, "k3@trim", "+"), (4, "k0@trim", "*")],
+        "the newest kept"
+    );
+    assert!(
+        store.get(&a, "k1@trim").await.unwrap().is_some(),
+        "data kept"
+    );
+
+    // A trimmed key's next write gets a new entry; the counter never goes back.
+    assert_eq!(
+        store
+            .put(&a, "k1@trim", &record("v", 1), CommitOp::UpdateAll)
+            .await
+            .unwrap(),
+        Some(5)
+    );
+    assert_eq!(store.trim_commits(&a, 0).await.unwrap(), 3);
+    assert_eq!(store.commits_since(&a, None, 100).await.unwrap(), vec![]);
+    assert_eq!(store.last_commit_id(&a).await.unwrap(), Some(5));
+    assert_eq!(
+        store
+            .put(&a, "k2@trim", &record("v", 1), CommitOp::UpdateAll)
+            .await
+            .unwrap(),
+        Some(6)
+    );
+    assert_eq!(
+        ids(&store.commits_since(&a, None, 100).await.unwrap()),
+        vec![(6, "k2@trim", "*")]
+    );
+    assert_eq!(
+        ids(&store.commits_since(&other, None, 100).await.unwrap()),
+        vec![(0, "k@trimmer", "+")],
+        "another atSign's log is untouched"
     );
 }
 

@@ -24,15 +24,17 @@
 //! the order writes are applied. It applies each write as its own atomic batch (visible to its
 //! own later reads), then makes everything that queued meanwhile durable with ONE journal
 //! fsync, and only then answers. An acknowledged write survives `kill -9`; under load one
-//! fsync serves many writes (measured: redb's copy-on-write commit cost ~10 ms per group of
-//! 50 here, this ~1 ms). Access counters ride along without asking for an fsync of their own.
+//! fsync serves many writes (measured: redb's copy-on-write commit cost ~10 ms per group of 50
+//! here, this ~1 ms). One writer per CPU, by atSign, was tried and measured no faster on 2
+//! cores (the writer is not the bottleneck; TLS and parsing are), so it stays one.
 //!
 //! # Reads: only what is durable
-//! Readers never see the live tree: after each group's fsync the writer publishes a snapshot,
-//! and every read uses the latest one. So no reader can see (and a `sync` client can never
-//! receive) a write that a crash could still take back, which would let its commit id be
-//! handed out again. Point reads run inline (memtable or block cache, microseconds); scans run
-//! on tokio's blocking pool.
+//! Readers never see the live tree: the writer takes a snapshot, fsyncs the journal (which
+//! holds everything the snapshot holds), and only then publishes that snapshot; every read uses
+//! the latest published one. So no reader can see (and a `sync` client can never receive) a
+//! write that a crash could still take back, which would let its commit id be handed out again.
+//! Point reads run inline (memtable or block cache, microseconds); scans run on tokio's
+//! blocking pool.
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -74,9 +76,12 @@ impl Shared {
         Arc::clone(&self.durable.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn publish(&self) {
+    /// Makes everything applied so far durable and visible to readers.
+    fn persist_and_publish(&self) -> Result<(), fjall::Error> {
         let snapshot = Arc::new(self.db.snapshot());
+        self.db.persist(PersistMode::SyncAll)?;
         *self.durable.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
+        Ok(())
     }
 }
 
@@ -196,22 +201,22 @@ fn write_loop(shared: &Shared, queue: &std::sync::mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let mut needs_fsync = false;
+        let mut wrote = false;
         let mut replies = Vec::with_capacity(group.len());
         for job in group {
-            let (wrote, reply) = (job.run)(shared);
-            needs_fsync |= wrote && job.durable;
+            let (applied, reply) = (job.run)(shared);
+            wrote |= applied;
             replies.push((job.durable, reply));
         }
-        let fsync = if needs_fsync {
-            shared.db.persist(PersistMode::SyncAll).map_err(|e| {
+        // Counters-only groups are published (and so made durable) too, to be seen at once.
+        let fsync = if wrote {
+            shared.persist_and_publish().map_err(|e| {
                 tracing::error!(error = %e, "store fsync failed; refusing further writes");
                 e.to_string()
             })
         } else {
             Ok(())
         };
-        shared.publish();
         for (durable, reply) in replies {
             reply(match (&fsync, durable) {
                 (Err(e), true) => Err(StoreError::Fsync(e.clone())),
@@ -399,6 +404,19 @@ fn append_commit(
     Ok(id)
 }
 
+/// Drops the commit entry stored at `entry_row` (of `key`) and the key's index row, into
+/// `batch`. Only for the writer, on the live tree: there the index row points at this entry.
+fn drop_commit(
+    shared: &Shared,
+    batch: &mut fjall::OwnedWriteBatch,
+    atsign: &AtSign,
+    entry_row: fjall::UserKey,
+    key: &str,
+) {
+    batch.remove(&shared.commits, entry_row);
+    batch.remove(&shared.commit_index, row(atsign, key.as_bytes()));
+}
+
 /// Removes every row under `prefix` from `keyspace` into `batch`.
 fn remove_prefix(
     batch: &mut fjall::OwnedWriteBatch,
@@ -576,23 +594,65 @@ impl Backend for Embedded {
         atsign: &AtSign,
         older_than_ms: EpochMillis,
     ) -> Result<usize, StoreError> {
+        // Most calls find nothing old: a look at the oldest entry then spares the writer (and
+        // its fsync) the job.
+        let oldest = self.commits_since(atsign, None, 1).await?;
+        if oldest.first().is_none_or(|e| e.op_time_ms >= older_than_ms) {
+            return Ok(0);
+        }
         let atsign = atsign.clone();
         self.write(
             move |shared| {
                 let rows = prefix(&atsign);
                 let mut batch = shared.db.batch();
                 let mut dropped = 0;
+                // Id order is write order: stopping at the first young entry keeps the
+                // writer's work to what it drops, however long the log.
                 for guard in shared.commits.prefix(&rows) {
                     let (row, value) = guard.into_inner()?;
                     let entry = decode_commit(be_u64(&row[rows.len()..])?, &value)?;
-                    if entry.op_time_ms < older_than_ms {
-                        batch.remove(&shared.commits, row);
-                        batch.remove(
-                            &shared.commit_index,
-                            self::row(&atsign, entry.key.as_bytes()),
-                        );
-                        dropped += 1;
+                    if entry.op_time_ms >= older_than_ms {
+                        break;
                     }
+                    drop_commit(shared, &mut batch, &atsign, row, &entry.key);
+                    dropped += 1;
+                }
+                batch.commit()?;
+                Ok(dropped)
+            },
+            true,
+        )
+        .await
+    }
+
+    async fn trim_commits(&self, atsign: &AtSign, keep: usize) -> Result<usize, StoreError> {
+        // Counting happens on a snapshot, off the writer: the newest entry that has to go.
+        let rows = prefix(atsign);
+        let last_dropped = self
+            .scan(move |shared, snapshot| {
+                match snapshot.prefix(&shared.commits, &rows).rev().nth(keep) {
+                    Some(guard) => Ok(Some(be_u64(&guard.key()?[rows.len()..])?)),
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        let Some(last_dropped) = last_dropped else {
+            return Ok(0);
+        };
+        let atsign = atsign.clone();
+        self.write(
+            move |shared| {
+                let (from, to) = (commit_row(&atsign, 0), commit_row(&atsign, last_dropped));
+                let rows = prefix(&atsign).len();
+                let mut batch = shared.db.batch();
+                let mut dropped = 0;
+                // Writes since the count only add newer ids (or drop older entries of their
+                // key), so everything up to `last_dropped` still has to go.
+                for guard in shared.commits.range(from..=to) {
+                    let (row, value) = guard.into_inner()?;
+                    let entry = decode_commit(be_u64(&row[rows..])?, &value)?;
+                    drop_commit(shared, &mut batch, &atsign, row, &entry.key);
+                    dropped += 1;
                 }
                 batch.commit()?;
                 Ok(dropped)
@@ -609,8 +669,7 @@ impl Backend for Embedded {
         from: &str,
     ) -> Result<(), StoreError> {
         let counter = access_row(atsign, kind, from);
-        // Not durable by itself: a crash may lose the last counts, and a lookup does not pay
-        // an fsync for its statistics (the next durable write's fsync covers them).
+        // Statistics: a failed fsync is not this caller's error (the count may be lost).
         self.write(
             move |shared| {
                 let count = match shared.access.get(&counter)? {

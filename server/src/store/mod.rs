@@ -14,7 +14,8 @@
 //! # Commit log (notes §6)
 //! Per atSign, commit ids start at 0, strictly increase and are never reused (the counter
 //! survives [`Store::compact_commits`]; it goes only with [`Store::remove_atsign`]). Only the
-//! latest entry per key is kept. A write and its commit entry land in one transaction.
+//! latest entry per key is kept. A write and its commit entry land in one transaction. The log
+//! is bounded by age ([`Store::compact_commits`]) and by size ([`Store::trim_commits`]).
 
 pub mod embedded;
 
@@ -226,6 +227,7 @@ pub trait Backend: Send + Sync {
         atsign: &AtSign,
         older_than_ms: EpochMillis,
     ) -> Result<usize, StoreError>;
+    async fn trim_commits(&self, atsign: &AtSign, keep: usize) -> Result<usize, StoreError>;
 
     async fn record_access(
         &self,
@@ -377,13 +379,20 @@ impl Store {
     }
 
     /// Drops commit entries written before `older_than_ms`; returns how many. Ids are not
-    /// reused afterwards.
+    /// reused afterwards. A backend may stop at the first entry, in id order, that is not old
+    /// enough: ids follow write time, so only a clock stepped back delays some entries.
     pub async fn compact_commits(
         &self,
         atsign: &AtSign,
         older_than_ms: EpochMillis,
     ) -> Result<usize, StoreError> {
         self.0.compact_commits(atsign, older_than_ms).await
+    }
+
+    /// Drops the oldest commit entries of `atsign` beyond the newest `keep`; returns how many.
+    /// Ids are not reused afterwards.
+    pub async fn trim_commits(&self, atsign: &AtSign, keep: usize) -> Result<usize, StoreError> {
+        self.0.trim_commits(atsign, keep).await
     }
 
     /// Adds one to the `kind` counter of `from` (an atSign or a key) in `atsign`'s stats.

@@ -8,29 +8,41 @@
 //!
 //! This module owns what the handlers share: the one mapping of [`StoreError`] to AT0002
 //! (which closes the connection), the stored-key check of update and delete, and the
-//! "is this record active" rule (ttb / ttl).
+//! "is this record active" rule (ttb / ttl) with the removal of expired keys, which
+//! `maintenance` uses too.
 
+mod batch;
 mod config;
 mod delete;
+mod enroll;
 mod info;
 mod llookup;
 mod lookup;
 mod noop;
+mod plookup;
 mod scan;
 mod stats;
 mod sync;
 mod update;
+mod update_json;
 
+pub use batch::{batch, Answer};
 pub use config::{config, is_blocked};
 pub use delete::{delete, AT_SECRET};
+pub use enroll::{apkam_key, enroll, screen, settle, ApkamKey, Requester, Settled};
 pub use info::info;
 pub use llookup::llookup;
 pub use lookup::{lookup_owner, lookup_public};
 pub use noop::{noop, NOOP_MAX_MILLIS};
+pub use plookup::plookup;
 pub use scan::{scan_owner, scan_public};
 pub use stats::{stats, StatsContext};
 pub use sync::{sync, SYNC_PAGE_LIMIT};
 pub use update::{update, update_meta};
+pub use update_json::update_json;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use at_common::error::{AtError, ErrorCode};
 use at_common::key::{AtKey, KeyKind};
@@ -103,7 +115,7 @@ pub(crate) fn is_expired(metadata: &Metadata, now: EpochMillis) -> bool {
 }
 
 /// The record under `key` if there is one and it is active; an expired one is removed on the
-/// way, with a `-` commit entry as the reference's expiry job writes, so synced clients drop it.
+/// way (see [`expire`]).
 pub(crate) async fn get_active(
     store: &Store,
     me: &AtSign,
@@ -128,19 +140,36 @@ pub(crate) async fn active_or_expire(
         return Ok(Some(record));
     }
     if is_expired(&record.metadata, now) {
-        // Only if it is still the expired record: an update may have replaced it meanwhile.
-        store
-            .modify(me, key, move |current| {
-                Ok(match current {
-                    Some(current) if is_expired(&current.metadata, now) => {
-                        Mutation::Remove { commit: true }
-                    }
-                    _ => Mutation::Keep,
-                })
-            })
-            .await?;
+        expire(store, me, key, now).await?;
     }
     Ok(None)
+}
+
+/// Removes `key` if the record stored under it has expired at `now`, with a `-` commit entry
+/// as the reference's expiry job writes, so synced clients drop it too. The one removal rule
+/// for reads and for [`crate::maintenance`]. Expiry is checked again inside the write, since
+/// an update may have replaced the record the caller read. Returns whether it removed the key.
+pub(crate) async fn expire(
+    store: &Store,
+    me: &AtSign,
+    key: &str,
+    now: EpochMillis,
+) -> Result<bool, StoreError> {
+    let removed = Arc::new(AtomicBool::new(false));
+    let decided = Arc::clone(&removed);
+    store
+        .modify(me, key, move |current| {
+            let expired = current.is_some_and(|current| is_expired(&current.metadata, now));
+            // A backend may run this more than once; the last run is the one applied.
+            decided.store(expired, Ordering::Relaxed);
+            Ok(if expired {
+                Mutation::Remove { commit: true }
+            } else {
+                Mutation::Keep
+            })
+        })
+        .await?;
+    Ok(removed.load(Ordering::Relaxed))
 }
 
 /// AT0015 for a key that is not there: `key not found : <key> does not exist in keystore`.

@@ -1,4 +1,5 @@
 //! `update` and `update:meta` (notes §3.3, §6): the owner writes a key's value and metadata.
+//! `update:json` ([`super::update_json`]) writes through [`write`] too.
 //!
 //! The stored key is the canonical wire form, lower-cased, owned by `me` ([`super::owned_key`]).
 //! Metadata is merged into what is stored: fields the command leaves out keep their values,
@@ -29,13 +30,34 @@ pub async fn update(
     cmd: &Update,
     now_ms: EpochMillis,
 ) -> Result<Reply, AtError> {
-    refuse_unwritable(&cmd.key)?;
-    let key = owned_key(&cmd.key, me, "update")?;
-    let (value, meta, me_) = (cmd.value.clone(), cmd.meta.clone(), me.clone());
+    write(
+        store,
+        me,
+        &cmd.key,
+        Some(cmd.value.clone()),
+        &cmd.meta,
+        now_ms,
+    )
+    .await
+}
+
+/// What `update` and `update:json` share: checks `key`, then stores `value` with `meta` merged
+/// into the metadata already there, in one read-modify-write; commit op `*`.
+pub(crate) async fn write(
+    store: &Store,
+    me: &AtSign,
+    key: &AtKey,
+    value: Option<String>,
+    meta: &MetadataUpdate,
+    now_ms: EpochMillis,
+) -> Result<Reply, AtError> {
+    refuse_unwritable(key)?;
+    let key = owned_key(key, me, "update")?;
+    let (meta, me_) = (meta.clone(), me.clone());
     let commit_id = store
         .modify(me, &key, move |existing| {
             let record = Record {
-                value: Some(value.clone()),
+                value: value.clone(),
                 metadata: merge(existing.map(|r| r.metadata.clone()), &meta, &me_, now_ms),
             };
             Ok(Mutation::put(record, CommitOp::UpdateAll))
