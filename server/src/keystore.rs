@@ -181,6 +181,12 @@ async fn dispatch(store: &Store, me: &AtSign, run: &Run) -> Result<Reply, AtErro
             let (owner, inbound) = (run.owner, run.inbound);
             let one = |command| -> verbs::Answer<'_> {
                 Box::pin(async move {
+                    // enroll needs the connection's checks (how it logged in, its enrollment,
+                    // request limits), which a batch entry does not pass: answered as the
+                    // other verbs the connection itself answers.
+                    if matches!(command, Command::Enroll(_)) {
+                        return Err(ErrorCode::InternalServerException.into());
+                    }
                     let run = Run {
                         command,
                         owner,
@@ -192,7 +198,7 @@ async fn dispatch(store: &Store, me: &AtSign, run: &Run) -> Result<Reply, AtErro
             verbs::batch(c, one).await
         }
         // APKAM enrollments, screened by the connection first (a request gets here from a
-        // cram owner, to be approved at once) but not inside a batch.
+        // cram owner, to be approved at once); refused inside a batch (above).
         Command::Enroll(c) => verbs::enroll(store, me, c, run.owner, now).await,
         // Server-to-server and notifications (issue 6) are not served yet: refused as the
         // reference refuses a verb it does not know.

@@ -321,3 +321,19 @@ fn full_onboarding_with_enroll_then_the_cram_secret_is_deleted() {
     apkam(&node, &id, "data:success\n@alice@");
     drop(pkam_in(&node));
 }
+
+#[test]
+fn enroll_inside_a_batch_is_refused_and_enrolls_nothing() {
+    let node = Node::start();
+    let mut cram = cram_in(&node);
+    // The connection's checks (how it logged in, request limits) do not run for a batch
+    // entry, so a batch may not enroll: answered as the verbs the connection answers itself.
+    let request = request_line("tablet");
+    let request = request.trim_end().replace('"', "\\\"");
+    cram.ask(
+        &format!("batch:[{{\"id\":1,\"command\":\"{request}\"}}]\n"),
+        "data:[{\"id\":1,\"response\":{\"error_code\":\"AT0011\",\"error_message\":\"Internal server exception\"}}]\n@alice@",
+    );
+    cram.ask("enroll:list\n", "data:{}\n@alice@");
+    still_open(&mut cram, "@alice@");
+}
