@@ -1,16 +1,18 @@
 """The Python SDK (PyPI `atsdk`, package `at_client`), unchanged, as an atSign's owner.
 
-Usage: python_sdk_owner.py ROOT_HOST ROOT_PORT ATSIGN CRAM_SECRET KEYS_DIR
+Usage: python_sdk_owner.py ROOT_HOST ROOT_PORT ATSIGN CRAM_SECRET KEYS_DIR PEER PEER_SECRET
 Trust comes from SSL_CERT_FILE (the directory's and the atServer's CAs).
 
-1. Onboards ATSIGN with the SDK's own helpers, as the upstream interop script
-   (at_python `test/interop/onboard.py`) chains them: directory lookup, CRAM,
-   fresh PKAM and encryption key pairs saved as `KEYS_DIR/@x_key.atKeys`, the
-   PKAM public key and the encryption public key stored on the atServer, PKAM
-   on that same connection, the CRAM secret deleted (and CRAM then refused).
-2. `AtClient(...)`: directory lookup, then PKAM with the keys file.
-3. Puts and gets a self key and a public key, scans them with metadata,
-   deletes them and finds them gone.
+1. Onboards ATSIGN, then PEER, with the SDK's own helpers, as the upstream
+   interop script (at_python `test/interop/onboard.py`) chains them: directory
+   lookup, CRAM, fresh PKAM and encryption key pairs saved as
+   `KEYS_DIR/@x_key.atKeys`, the PKAM public key and the encryption public key
+   stored on the atServer, PKAM on that same connection, the CRAM secret
+   deleted (and CRAM then refused).
+2. `AtClient(...)` as ATSIGN: directory lookup, then PKAM with the keys file.
+3. Puts and gets a self key, a public key and a key shared with PEER (the SDK
+   makes the shared AES key with PEER's public key, fetched by `plookup`),
+   scans them with metadata, deletes them and finds them gone.
 
 Prints one result line per step on stdout; everything the SDK itself prints
 (its verbose SENT/RCVD transcript) goes to stderr.
@@ -21,7 +23,7 @@ import sys
 
 from at_client import AtClient
 from at_client.common import AtSign
-from at_client.common.keys import PublicKey, SelfKey
+from at_client.common.keys import PublicKey, SelfKey, SharedKey
 from at_client.connections import Address
 from at_client.connections.atrootconnection import AtRootConnection
 from at_client.connections.atsecondaryconnection import AtSecondaryConnection
@@ -30,8 +32,9 @@ from at_client.util.authutil import AuthUtil
 from at_client.util.keysutil import KeysUtil
 from at_client.util.onboardingutil import OnboardingUtil
 
-root_host, root_port, atsign_text, cram_secret, keys_dir = sys.argv[1:]
+root_host, root_port, atsign_text, cram_secret, keys_dir, peer_text, peer_secret = sys.argv[1:]
 atsign = AtSign(atsign_text)
+peer = AtSign(peer_text)
 result_out = sys.stdout
 
 
@@ -50,37 +53,43 @@ with contextlib.redirect_stdout(sys.stderr):
 
     # 1. Onboarding, through the directory, with the SDK's connection and helpers.
     root = AtRootConnection.get_instance(root_host, int(root_port), verbose=True)
-    address = root.find_secondary(atsign)
-    result(f"directory: {atsign} at {address}")
-    connection = AtSecondaryConnection(address, verbose=True)
-    connection.connect()
-    AuthUtil.authenticate_with_cram(connection, atsign, cram_secret)
-    result("cram: success")
-    keys = {}
-    OnboardingUtil.generate_pkam_keypair(keys)
-    OnboardingUtil.generate_encryption_keypair(keys)
-    OnboardingUtil.generate_self_encryption_key(keys)
-    KeysUtil.save_keys(atsign, keys)
-    OnboardingUtil.store_pkam_public_key(connection, keys)
-    result("stored pkam public key")
-    OnboardingUtil.store_public_encryption_key(connection, atsign.without_prefix, keys)
-    result("stored encryption public key")
-    # Upstream's onboarding then switches the same connection to PKAM and deletes the CRAM secret.
-    AuthUtil.authenticate_with_pkam(connection, atsign, keys)
-    result("pkam on the onboarding connection: success")
-    OnboardingUtil.delete_cram_key(connection)
-    result("deleted cram secret")
-    connection.disconnect()
 
-    # With the secret gone, CRAM is refused (AT0401 -> AtUnauthenticatedException).
-    connection = AtSecondaryConnection(address, verbose=True)
-    connection.connect()
-    try:
+    def onboard(atsign, cram_secret):
+        address = root.find_secondary(atsign)
+        result(f"directory: {atsign} at {address}")
+        connection = AtSecondaryConnection(address, verbose=True)
+        connection.connect()
         AuthUtil.authenticate_with_cram(connection, atsign, cram_secret)
-        result("cram after delete: success")
-    except AtUnauthenticatedException:
-        result("cram after delete: AtUnauthenticatedException")
-    connection.disconnect()
+        result("cram: success")
+        keys = {}
+        OnboardingUtil.generate_pkam_keypair(keys)
+        OnboardingUtil.generate_encryption_keypair(keys)
+        OnboardingUtil.generate_self_encryption_key(keys)
+        KeysUtil.save_keys(atsign, keys)
+        OnboardingUtil.store_pkam_public_key(connection, keys)
+        result("stored pkam public key")
+        OnboardingUtil.store_public_encryption_key(connection, atsign.without_prefix, keys)
+        result("stored encryption public key")
+        # Upstream's onboarding then switches the same connection to PKAM and deletes the
+        # CRAM secret.
+        AuthUtil.authenticate_with_pkam(connection, atsign, keys)
+        result("pkam on the onboarding connection: success")
+        OnboardingUtil.delete_cram_key(connection)
+        result("deleted cram secret")
+        connection.disconnect()
+
+        # With the secret gone, CRAM is refused (AT0401 -> AtUnauthenticatedException).
+        connection = AtSecondaryConnection(address, verbose=True)
+        connection.connect()
+        try:
+            AuthUtil.authenticate_with_cram(connection, atsign, cram_secret)
+            result("cram after delete: success")
+        except AtUnauthenticatedException:
+            result("cram after delete: AtUnauthenticatedException")
+        connection.disconnect()
+
+    onboard(atsign, cram_secret)
+    onboard(peer, peer_secret)
 
     # 2. The client proper: directory lookup (same root connection) and PKAM.
     client = AtClient(atsign, root_address=Address(root_host, int(root_port)), verbose=True)
@@ -100,16 +109,24 @@ with contextlib.redirect_stdout(sys.stderr):
     fetched = PublicKey("location", atsign).set_namespace("myapp")
     result(f"get {fetched}: {client.get(fetched)!r} cached={fetched.metadata.is_cached}")
 
+    # A key shared with the peer: the first put makes the shared AES key (llookup of
+    # shared_key.<peer> -> AT0015, plookup:publickey@<peer>, both encrypted copies stored).
+    phone = SharedKey("phone", atsign, peer).set_namespace("myapp")
+    result(f"put {phone}: {commit_id(client.put(phone, 'shared with bob, with spaces'))}")
+    fetched = SharedKey("phone", atsign, peer).set_namespace("myapp")
+    result(f"get {fetched}: {client.get(fetched)!r}")
+
     # Scan with metadata, as `get_at_keys` does it: `scan:showHidden:true <regex>`, then
     # `llookup:meta:` per key, each name parsed back with `Keys.from_string`.
     for key in client.get_at_keys("myapp", fetch_metadata=True):
         result(f"scan: {type(key).__name__} {key} encrypted={key.metadata.is_encrypted}")
 
-    # Delete both, then both are gone (AT0015 -> AtKeyNotFoundException).
-    for key in (note, location):
+    # Delete all three, then all are gone (AT0015 -> AtKeyNotFoundException).
+    for key in (note, location, phone):
         result(f"delete {key}: {commit_id(client.delete(key))}")
     for key in (SelfKey("note", atsign).set_namespace("myapp"),
-                PublicKey("location", atsign).set_namespace("myapp")):
+                PublicKey("location", atsign).set_namespace("myapp"),
+                SharedKey("phone", atsign, peer).set_namespace("myapp")):
         try:
             result(f"get {key} after delete: {client.get(key)!r}")
         except AtKeyNotFoundException:

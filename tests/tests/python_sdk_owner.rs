@@ -1,13 +1,15 @@
 //! The real Python SDK (PyPI `atsdk`, package `at_client`), unchanged, against our binaries:
-//! `at-directory` serving, `at-server` hosting `@alice` on a port of its own. The script
-//! (`tests/python/python_sdk_owner.py`) onboards `@alice` with the SDK's own helpers, as the
-//! upstream interop script chains them (directory lookup, CRAM with the provisioned secret, PKAM
-//! and encryption key pairs, the keys file, both public keys stored, PKAM on that connection, the
-//! CRAM secret deleted and CRAM then refused), then `AtClient` looks `@alice` up, authenticates
-//! with PKAM, puts and gets a self key and a public key, scans them with metadata, deletes them
-//! and finds them gone.
+//! `at-directory` serving, `at-server` hosting `@alice` and `@bob`, each on a port of its own.
+//! The script (`tests/python/python_sdk_owner.py`) onboards both with the SDK's own helpers, as
+//! the upstream interop script chains them (directory lookup, CRAM with the provisioned secret,
+//! PKAM and encryption key pairs, the keys file, both public keys stored, PKAM on that
+//! connection, the CRAM secret deleted and CRAM then refused), then `AtClient` looks `@alice` up,
+//! authenticates with PKAM, puts and gets a self key, a public key and a key shared with `@bob`
+//! (the SDK fetches `publickey@bob` with `plookup`, answered by this node, which hosts @bob),
+//! scans them with metadata, deletes them and finds them gone.
 //!
-//! Not covered: shared keys and `plookup` by another atSign (they need server-to-server).
+//! Not covered: @bob reading the shared key on his own connection, and atSigns hosted on other
+//! nodes (they need server-to-server, issue 6).
 //!
 //! Needs a Python with `atsdk` installed, named by `AT_PYTHON_SDK`; skipped (with a notice)
 //! outside CI when it is not set, a failure in CI when it is not.
@@ -27,6 +29,7 @@ struct System {
     dir: TempDir,
     port: u16,
     cram_secret: String,
+    bob_secret: String,
     directory: Running,
     _server: Running,
 }
@@ -56,16 +59,16 @@ impl System {
             format!(
                 "data_dir = \"{data}/server\"\ndirectory_data_dir = \"{data}/directory\"\n\
                  public_host = \"127.0.0.1\"\nlisten = \"127.0.0.1:0\"\n\
-                 port_range_start = {port}\nport_range_len = 1\n"
+                 port_range_start = {port}\nport_range_len = 2\n"
             ),
         )
         .unwrap();
         let config = config.display().to_string();
-        // The server's store is single-process: provision before serving. The directory's
-        // embedded store is shared, so this registers `@alice` in the running directory.
+        // The directory's embedded store is shared, so this registers both in the running
+        // directory.
         let out = run(
             &workspace_binary("at-server"),
-            &["--config", &config, "provision", "@alice"],
+            &["--config", &config, "provision", "@alice", "@bob"],
             &[],
         );
         assert!(out.status.success(), "provision: {out:?}");
@@ -80,6 +83,13 @@ impl System {
             .and_then(|line| line.strip_prefix("cram secret: "))
             .expect("cram secret line")
             .to_string();
+        let provisioned_bob = format!("provisioned @bob at 127.0.0.1:{}", port + 1);
+        assert_eq!(lines.next(), Some(provisioned_bob.as_str()));
+        let bob_secret = lines
+            .next()
+            .and_then(|line| line.strip_prefix("cram secret: "))
+            .expect("bob's cram secret line")
+            .to_string();
         let server = Running::start(
             &workspace_binary("at-server"),
             &["--config", &config, "serve"],
@@ -90,6 +100,7 @@ impl System {
             dir,
             port,
             cram_secret,
+            bob_secret,
             directory,
             _server: server,
         }
@@ -150,7 +161,7 @@ fn run_python(
 }
 
 #[test]
-fn python_sdk_onboards_authenticates_and_puts_gets_deletes_its_own_keys() {
+fn python_sdk_onboards_authenticates_and_puts_gets_deletes_self_public_and_shared_keys() {
     let Some(python) = at_tests::python_sdk() else {
         return;
     };
@@ -171,17 +182,26 @@ fn python_sdk_onboards_authenticates_and_puts_gets_deletes_its_own_keys() {
             "@alice",
             &system.cram_secret,
             &keys_arg,
+            "@bob",
+            &system.bob_secret,
         ],
         &[("SSL_CERT_FILE", &ca_bundle), ("HOME", &home)],
     );
     // The SDK's own SENT/RCVD transcript, for `--nocapture` and for failures.
     eprintln!("--- Python SDK transcript ---\n{stderr}--- results ---\n{stdout}");
     assert!(ok, "the Python SDK failed; results so far:\n{stdout}");
-    let port = system.port;
+    let (port, bob_port) = (system.port, system.port + 1);
     assert_eq!(
         stdout,
         format!(
             "directory: @alice at 127.0.0.1:{port}\n\
+             cram: success\n\
+             stored pkam public key\n\
+             stored encryption public key\n\
+             pkam on the onboarding connection: success\n\
+             deleted cram secret\n\
+             cram after delete: AtUnauthenticatedException\n\
+             directory: @bob at 127.0.0.1:{bob_port}\n\
              cram: success\n\
              stored pkam public key\n\
              stored encryption public key\n\
@@ -194,12 +214,17 @@ fn python_sdk_onboards_authenticates_and_puts_gets_deletes_its_own_keys() {
              ivNonce echoed: True\n\
              put public:location.myapp@alice: commit id\n\
              get public:location.myapp@alice: 'public value with spaces' cached=False\n\
+             put @bob:phone.myapp@alice: commit id\n\
+             get @bob:phone.myapp@alice: 'shared with bob, with spaces'\n\
+             scan: SharedKey @bob:phone.myapp@alice encrypted=True\n\
              scan: SelfKey note.myapp@alice encrypted=True\n\
              scan: PublicKey public:location.myapp@alice encrypted=False\n\
              delete note.myapp@alice: commit id\n\
              delete public:location.myapp@alice: commit id\n\
+             delete @bob:phone.myapp@alice: commit id\n\
              get note.myapp@alice after delete: AtKeyNotFoundException\n\
-             get public:location.myapp@alice after delete: AtKeyNotFoundException\n"
+             get public:location.myapp@alice after delete: AtKeyNotFoundException\n\
+             get @bob:phone.myapp@alice after delete: AtKeyNotFoundException\n"
         )
     );
     assert!(

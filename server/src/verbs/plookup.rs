@@ -1,11 +1,14 @@
-//! `plookup` of `me`'s own public keys, by the owner (notes §3.3).
+//! `plookup` of the public keys of `me` and of the other atSigns hosted on this node, by the
+//! owner (notes §3.3).
 //!
 //! The reference serves every plookup the same way: from its cache, else by an unauthenticated
 //! `lookup:all:<key>@<owner>` on the owner's atServer (`proxy_lookup_verb_handler.dart`,
 //! `caching/cache_manager.dart`). For `me`'s own keys that lookup reaches this very server, so
 //! the answer is `lookup`'s public view ([`super::lookup_public`]), and nothing is cached (the
-//! reference never caches its own keys). Another atSign's key needs the peer link (issue 6)
-//! and is refused here, as every verb not served yet is.
+//! reference never caches its own keys). The same holds for an atSign hosted on this node: its
+//! atServer is this process, asked directly (how the SDKs fetch `publickey@bob` to share a key
+//! with @bob). Any other atSign's key needs the peer link (issue 6) and is refused here, as
+//! every verb not served yet is.
 //!
 //! # Format
 //! As `lookup` of `public:<key>@me`: `data:<value>`; `meta` → metadata JSON; `all` →
@@ -16,7 +19,8 @@
 //! failure: `key not found : Exception: public:<key>@me does not exist in keystore` for a
 //! missing key (the remote's unauthenticated error text, passed on), and
 //! `key not found : remoteLookUp: remote atServer returned String value 'null' for <key>@me`
-//! for one not yet born or expired. AT0003 `invalid command` for another atSign's key.
+//! for one not yet born or expired. AT0003 `invalid command` for the key of an atSign not
+//! hosted on this node.
 
 use at_common::error::{AtError, ErrorCode};
 use at_common::metadata::EpochMillis;
@@ -34,21 +38,25 @@ pub async fn plookup(
     cmd: &Plookup,
     now_ms: EpochMillis,
 ) -> Result<Reply, AtError> {
-    if cmd.owner != *me {
-        // Server-to-server lookups are issue 6; until then, refused like any unserved verb.
+    let owner = &cmd.owner;
+    // The owner's atServer answers a plookup with its public view. When that atServer is this
+    // node (the owner is hosted here too), it is asked directly, with the same answer the
+    // network lookup would bring back; elsewhere it needs the peer link (issue 6), refused
+    // until then like any verb not served yet.
+    if owner != me && store.get_atsign(owner).await?.is_none() {
         return Err(AtError::syntax("invalid command"));
     }
     let lookup = Lookup {
         bypass_cache: cmd.bypass_cache,
         op: cmd.op,
         key: cmd.key.clone(),
-        owner: cmd.owner.clone(),
+        owner: owner.clone(),
     };
-    match lookup_public(store, me, &lookup, now_ms).await {
+    match lookup_public(store, owner, &lookup, now_ms).await {
         Ok(Reply::Null) => Err(AtError::with_detail(
             ErrorCode::KeyNotFound,
             format!(
-                "remoteLookUp: remote atServer returned String value 'null' for {}{me}",
+                "remoteLookUp: remote atServer returned String value 'null' for {}{owner}",
                 cmd.key
             ),
         )),
@@ -141,11 +149,55 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn plookup_of_another_atsign_is_refused_until_peer_lookups_exist() {
+    async fn plookup_of_an_atsign_hosted_elsewhere_is_refused_until_peer_lookups_exist() {
         let f = fixture().await;
         assert_eq!(
             run(&f, "plookup:publickey@bob", NOW).await,
             "error:AT0003-Invalid syntax : invalid command\n@alice@"
+        );
+    }
+
+    #[tokio::test]
+    async fn plookup_of_an_atsign_hosted_on_this_node_reads_its_public_view() {
+        let f = fixture().await;
+        let bob = AtSign::parse("@bob").unwrap();
+        f.store
+            .create_atsign(&bob, &crate::store::conformance::info("bob"))
+            .await
+            .unwrap();
+        let key = crate::store::Record {
+            value: Some("MIIBIjAN".into()),
+            metadata: Default::default(),
+        };
+        f.store
+            .put(
+                &bob,
+                "public:publickey@bob",
+                &key,
+                crate::store::CommitOp::UpdateAll,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            run(&f, "plookup:publickey@bob", NOW).await,
+            "data:MIIBIjAN\n@alice@"
+        );
+        // bob's private keys are not his public view.
+        f.store
+            .put(&bob, "secret@bob", &key, crate::store::CommitOp::UpdateAll)
+            .await
+            .unwrap();
+        assert_eq!(
+            run(&f, "plookup:secret@bob", NOW).await,
+            "error:AT0015-key not found : Exception: public:secret@bob does not exist in keystore\n@alice@"
+        );
+        assert!(
+            f.store
+                .get(&f.me, "public:publickey@bob")
+                .await
+                .unwrap()
+                .is_none(),
+            "nothing cached"
         );
     }
 }
