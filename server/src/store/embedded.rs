@@ -154,6 +154,33 @@ impl Embedded {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Writes `atsign`'s provisioning record: a new one (`existing` false, else
+    /// [`StoreError::AtSignExists`]) or a replacement (`existing` true, else
+    /// [`StoreError::NoSuchAtSign`]).
+    async fn write_info(
+        &self,
+        atsign: &AtSign,
+        info: &AtSignInfo,
+        existing: bool,
+    ) -> Result<(), StoreError> {
+        let atsign = atsign.clone();
+        let bytes = serde_json::to_vec(info)?;
+        self.write(
+            move |shared| {
+                let name = atsign.as_str().as_bytes();
+                match (shared.atsigns.get(name)?.is_some(), existing) {
+                    (true, false) => return Err(StoreError::AtSignExists(atsign)),
+                    (false, true) => return Err(StoreError::NoSuchAtSign(atsign)),
+                    _ => {}
+                }
+                shared.atsigns.insert(name, bytes)?;
+                Ok(())
+            },
+            true,
+        )
+        .await
+    }
+
     /// Runs `read` over the newest durable snapshot on the blocking pool (for scans).
     async fn scan<T: Send + 'static>(
         &self,
@@ -432,20 +459,7 @@ fn remove_prefix(
 #[async_trait::async_trait]
 impl Backend for Embedded {
     async fn create_atsign(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError> {
-        let atsign = atsign.clone();
-        let bytes = serde_json::to_vec(info)?;
-        self.write(
-            move |shared| {
-                let name = atsign.as_str().as_bytes();
-                if shared.atsigns.get(name)?.is_some() {
-                    return Err(StoreError::AtSignExists(atsign));
-                }
-                shared.atsigns.insert(name, bytes)?;
-                Ok(())
-            },
-            true,
-        )
-        .await
+        self.write_info(atsign, info, false).await
     }
 
     async fn get_atsign(&self, atsign: &AtSign) -> Result<Option<AtSignInfo>, StoreError> {
@@ -460,20 +474,7 @@ impl Backend for Embedded {
     }
 
     async fn set_atsign_info(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError> {
-        let atsign = atsign.clone();
-        let bytes = serde_json::to_vec(info)?;
-        self.write(
-            move |shared| {
-                let name = atsign.as_str().as_bytes();
-                if shared.atsigns.get(name)?.is_none() {
-                    return Err(StoreError::NoSuchAtSign(atsign));
-                }
-                shared.atsigns.insert(name, bytes)?;
-                Ok(())
-            },
-            true,
-        )
-        .await
+        self.write_info(atsign, info, true).await
     }
 
     async fn remove_atsign(&self, atsign: &AtSign) -> Result<bool, StoreError> {
