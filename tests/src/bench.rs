@@ -56,3 +56,18 @@ pub fn load_average() -> String {
 pub fn fmt_latency(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
+
+/// A command-line flag's numeric value, within `min..=max`; the error names the flag.
+pub fn number_arg<T>(flag: &str, value: Option<String>, min: T, max: T) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
+    let n: T = value
+        .parse()
+        .map_err(|_| format!("{flag}: {value:?} is not a number"))?;
+    if n < min || n > max {
+        return Err(format!("{flag}: {n} is outside {min}..={max}"));
+    }
+    Ok(n)
+}

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use at_tests::bench::{connector, cpu_seconds, fmt_latency, load_average, Stream};
+use at_tests::bench::{connector, cpu_seconds, fmt_latency, load_average, number_arg, Stream};
 use at_tests::process::{self, Running};
 use at_tests::redis::RedisServer;
 use at_tests::TempDir;
@@ -113,37 +113,26 @@ impl Default for Options {
 
 /// `Ok(None)` means `--help` was asked for.
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
-    fn number<T>(flag: &str, value: Option<String>, min: T, max: T) -> Result<T, String>
-    where
-        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-    {
-        let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
-        let n: T = value
-            .parse()
-            .map_err(|_| format!("{flag}: {value:?} is not a number"))?;
-        if n < min || n > max {
-            return Err(format!("{flag}: {n} is outside {min}..={max}"));
-        }
-        Ok(n)
-    }
     let mut options = Options::default();
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--help" | "-h" => return Ok(None),
-            "--seconds" => options.seconds = number(&flag, args.next(), 1, MAX_SECONDS)?,
-            "--warmup" => options.warmup = number(&flag, args.next(), 0, MAX_SECONDS)?,
+            "--seconds" => options.seconds = number_arg(&flag, args.next(), 1, MAX_SECONDS)?,
+            "--warmup" => options.warmup = number_arg(&flag, args.next(), 0, MAX_SECONDS)?,
             "--connections" => {
-                options.connections = number(&flag, args.next(), 1, MAX_CONNECTIONS)?
+                options.connections = number_arg(&flag, args.next(), 1, MAX_CONNECTIONS)?
             }
-            "--atsigns" => options.atsigns = number(&flag, args.next(), 1, MAX_ATSIGNS)?,
+            "--atsigns" => options.atsigns = number_arg(&flag, args.next(), 1, MAX_ATSIGNS)?,
             "--redis-requests" => {
-                options.redis_requests = number(&flag, args.next(), 1000, MAX_REDIS_REQUESTS)?
+                options.redis_requests = number_arg(&flag, args.next(), 1000, MAX_REDIS_REQUESTS)?
             }
-            "--max-requests" => options.max_requests = number(&flag, args.next(), 1, MAX_LOOKUPS)?,
-            "--rounds" => options.rounds = number(&flag, args.next(), 1, 20)?,
-            "--workers" => options.workers = number(&flag, args.next(), 0, 256)?,
-            "--client-threads" => options.client_threads = number(&flag, args.next(), 1, 64)?,
+            "--max-requests" => {
+                options.max_requests = number_arg(&flag, args.next(), 1, MAX_LOOKUPS)?
+            }
+            "--rounds" => options.rounds = number_arg(&flag, args.next(), 1, 20)?,
+            "--workers" => options.workers = number_arg(&flag, args.next(), 0, 256)?,
+            "--client-threads" => options.client_threads = number_arg(&flag, args.next(), 1, 64)?,
             "--backends" => {
                 let list = args.next().ok_or("--backends needs a value")?;
                 options.backends = list

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use at_tests::bench::{connector, cpu_seconds, fmt_latency, load_average, Stream};
+use at_tests::bench::{connector, cpu_seconds, fmt_latency, load_average, number_arg, Stream};
 use at_tests::process::{self, Running};
 use at_tests::redis::RedisServer;
 use at_tests::TempDir;
@@ -129,35 +129,24 @@ impl Default for Options {
 
 /// `Ok(None)` means `--help` was asked for.
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
-    fn number<T>(flag: &str, value: Option<String>, min: T, max: T) -> Result<T, String>
-    where
-        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-    {
-        let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
-        let n: T = value
-            .parse()
-            .map_err(|_| format!("{flag}: {value:?} is not a number"))?;
-        if n < min || n > max {
-            return Err(format!("{flag}: {n} is outside {min}..={max}"));
-        }
-        Ok(n)
-    }
     let mut options = Options::default();
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--help" | "-h" => return Ok(None),
-            "--seconds" => options.seconds = number(&flag, args.next(), 1, MAX_SECONDS)?,
-            "--warmup" => options.warmup = number(&flag, args.next(), 0, MAX_SECONDS)?,
+            "--seconds" => options.seconds = number_arg(&flag, args.next(), 1, MAX_SECONDS)?,
+            "--warmup" => options.warmup = number_arg(&flag, args.next(), 0, MAX_SECONDS)?,
             "--connections" => {
-                options.connections = number(&flag, args.next(), 1, MAX_CONNECTIONS)?
+                options.connections = number_arg(&flag, args.next(), 1, MAX_CONNECTIONS)?
             }
-            "--keys" => options.keys = number(&flag, args.next(), 1, MAX_KEYS)?,
+            "--keys" => options.keys = number_arg(&flag, args.next(), 1, MAX_KEYS)?,
             "--redis-requests" => {
-                options.redis_requests = number(&flag, args.next(), 1000, MAX_REDIS_REQUESTS)?
+                options.redis_requests = number_arg(&flag, args.next(), 1000, MAX_REDIS_REQUESTS)?
             }
-            "--provision-budget" => options.provision_budget = number(&flag, args.next(), 1, 3600)?,
-            "--client-threads" => options.client_threads = number(&flag, args.next(), 1, 64)?,
+            "--provision-budget" => {
+                options.provision_budget = number_arg(&flag, args.next(), 1, 3600)?
+            }
+            "--client-threads" => options.client_threads = number_arg(&flag, args.next(), 1, 64)?,
             "--layouts" => {
                 let list = args.next().ok_or("--layouts needs a value")?;
                 options.layouts = list
@@ -177,7 +166,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
                     .split(',')
                     .map(str::trim)
                     .filter(|s| !s.is_empty())
-                    .map(|n| number("--memory", Some(n.to_string()), 2, MAX_MEMORY_ATSIGNS))
+                    .map(|n| number_arg("--memory", Some(n.to_string()), 2, MAX_MEMORY_ATSIGNS))
                     .collect::<Result<_, _>>()?;
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
