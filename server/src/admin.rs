@@ -159,15 +159,19 @@ pub fn with_qr_codes(output: &str) -> String {
 }
 
 /// Sends `request` to the node serving `data_dir`. `Ok(None)` when no server is listening
-/// there (no socket, or a stale one left by a killed server): the caller may open the store.
+/// there (no socket, a stale one left by a killed server, or a path too long for a socket):
+/// the caller may open the store.
 pub async fn send(data_dir: &Path, request: &Request) -> Result<Option<Response>, String> {
     let path = socket_path(data_dir);
     let stream = match UnixStream::connect(&path).await {
         Ok(stream) => stream,
+        // No socket, a stale one, or a path too long for one (then no server could bind it).
         Err(e)
             if matches!(
                 e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::InvalidInput
             ) =>
         {
             return Ok(None)

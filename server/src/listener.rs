@@ -38,11 +38,6 @@ pub enum ListenError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("admin socket {path}: {source}")]
-    Admin {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
 }
 
 /// How a listener finds the atSign a connection is for.
@@ -155,10 +150,14 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
         max: config.inbound_max_limit,
     });
     shared.labels.reload().await?;
-    let admin = admin::bind(&config.data_dir).map_err(|source| ListenError::Admin {
-        path: admin::socket_path(&config.data_dir),
-        source,
-    })?;
+    // Serving matters more than administering: without its socket the node still serves,
+    // and the CLI then says the store is in use.
+    let admin = admin::bind(&config.data_dir)
+        .inspect_err(|error| {
+            let path = admin::socket_path(&config.data_dir);
+            tracing::error!(%error, path = %path.display(), "no admin socket: provision/deprovision/list need the server stopped");
+        })
+        .ok();
 
     let mut listeners = vec![(bind(config.listen).await?, Route::BySni)];
     for atsign in store.list_atsigns().await? {
@@ -198,9 +197,11 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
     let ports = std::cell::RefCell::new(ports);
     let ip = config.listen.ip();
     actix_rt::spawn(maintenance::run(store.clone(), &config));
-    actix_rt::spawn(admin::serve(admin, config.clone(), store, move |change| {
-        accepting.apply(change, &mut ports.borrow_mut(), ip)
-    }));
+    if let Some(admin) = admin {
+        actix_rt::spawn(admin::serve(admin, config.clone(), store, move |change| {
+            accepting.apply(change, &mut ports.borrow_mut(), ip)
+        }));
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = std::fs::remove_file(admin::socket_path(&config.data_dir));

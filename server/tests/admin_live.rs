@@ -180,3 +180,47 @@ fn without_a_server_even_after_kill_9_the_cli_opens_the_store_itself() {
     let out = process::run(binary, &["--config", &config, "list"], &[]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("@carol teapot "));
 }
+
+#[test]
+fn a_node_whose_admin_socket_cannot_be_bound_still_serves() {
+    // A Unix socket path is limited to 107 bytes: this data directory is too deep for one.
+    let dir = TempDir::new("server-admin-deep");
+    let deep = dir.path().join("d".repeat(120));
+    let own_port = free_port();
+    let config = format!(
+        "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{1}/directory\"\n\
+         public_host = \"127.0.0.1\"\nlisten = \"127.0.0.1:0\"\n\
+         port_range_start = {own_port}\nport_range_len = 1\n",
+        deep.display(),
+        dir.path().display()
+    );
+    let config_file = dir.path().join("server.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let config_file = config_file.display().to_string();
+    let binary = Path::new(env!("CARGO_BIN_EXE_at-server"));
+    let out = process::run(
+        binary,
+        &["--config", &config_file, "provision", "@bob"],
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let _running = Running::start(
+        binary,
+        &["--config", &config_file, "serve"],
+        &[("AT_SERVER_LOG", "error")],
+        false,
+    );
+    let ca = deep.join("server/tls/ca.pem");
+    let mut bob = Client::tls_named(
+        SocketAddr::from(([127, 0, 0, 1], own_port)),
+        &ca,
+        "127.0.0.1",
+    );
+    bob.expect(b"@");
+    bob.ask("noop:0\n", "data:ok\n@");
+    // Without the socket, admin commands meet the store in use, and say so.
+    let out = process::run(binary, &["--config", &config_file, "list"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+}
