@@ -1,5 +1,6 @@
 //! What the benchmark binaries (`directory-bench`, `server-bench`) share: a TLS client set-up
-//! trusting one CA, and readings of `/proc` to show what each process cost.
+//! trusting one CA, readings of `/proc` to show what each process cost, running
+//! `redis-benchmark` (the baseline) and reading its rates, and numeric flags.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -70,4 +71,97 @@ where
         return Err(format!("{flag}: {n} is outside {min}..={max}"));
     }
     Ok(n)
+}
+
+/// Longest `redis-benchmark` run before it is killed.
+pub const REDIS_BENCHMARK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs `redis-benchmark -q -t <tests> -c <connections> -n <requests>` against the Redis on
+/// loopback `port`, bounded by [`REDIS_BENCHMARK_TIMEOUT`]; returns what it printed.
+pub fn run_redis_benchmark(
+    port: u16,
+    tests: &str,
+    connections: usize,
+    requests: u64,
+) -> Result<String, String> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let mut child = Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            tests,
+            "-q",
+        ])
+        .args(["-c", &connections.to_string()])
+        .args(["-n", &requests.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("starting redis-benchmark (apt-get install -y redis-tools): {e}"))?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + REDIS_BENCHMARK_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("redis-benchmark took too long; killed".into());
+            }
+            Err(e) => return Err(format!("waiting for redis-benchmark: {e}")),
+        }
+    };
+    let text = reader
+        .join()
+        .map_err(|_| "reading redis-benchmark output")?;
+    if !status.success() {
+        return Err(format!("redis-benchmark failed ({status}): {text}"));
+    }
+    Ok(text)
+}
+
+/// Finds `<TEST>: 123456.79 requests per second` among the `\r`-separated progress lines of
+/// `redis-benchmark -q`.
+pub fn redis_benchmark_rate(text: &str, test: &str) -> Option<f64> {
+    text.split(['\r', '\n'])
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix(test)?.strip_prefix(':')?;
+            let (number, _) = rest.split_once("requests per second")?;
+            number.trim().parse().ok()
+        })
+        .next_back()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_benchmark_quiet_output_is_parsed() {
+        let text = "GET: rps=12345.0 (overall: 12000.0) avg_msec=1.2 (overall: 1.3)\r\
+                    GET: 98765.43 requests per second, p50=0.271 msec                    \n\n";
+        assert_eq!(redis_benchmark_rate(text, "GET"), Some(98765.43));
+        assert_eq!(
+            redis_benchmark_rate("GET: 80000.00 requests per second\n", "GET"),
+            Some(80000.0)
+        );
+        assert_eq!(redis_benchmark_rate("nothing here", "GET"), None);
+        let both = "SET: rps=1.0 (overall: 1.0) avg_msec=1.2 (overall: 1.3)\r\
+                    SET: 91234.50 requests per second, p50=0.271 msec                    \n\
+                    GET: 98765.43 requests per second, p50=0.271 msec                    \n\n";
+        assert_eq!(redis_benchmark_rate(both, "SET"), Some(91234.5));
+        assert_eq!(redis_benchmark_rate(both, "GET"), Some(98765.43));
+    }
 }

@@ -21,12 +21,15 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use at_tests::bench::{connector, cpu_seconds, fmt_latency, load_average, number_arg, Stream};
+use at_tests::bench::{
+    connector, cpu_seconds, fmt_latency, load_average, number_arg, redis_benchmark_rate,
+    run_redis_benchmark, Stream,
+};
 use at_tests::process::{self, Running};
 use at_tests::redis::RedisServer;
 use at_tests::TempDir;
@@ -63,7 +66,6 @@ const MAX_REDIS_REQUESTS: u64 = 20_000_000;
 const MAX_LOOKUPS: u64 = 50_000_000;
 /// Longest wait for one answer, one handshake, or one redis-benchmark run.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-const REDIS_BENCHMARK_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -527,53 +529,12 @@ fn redis_command(port: u16, parts: &[&[u8]]) -> Result<(), String> {
 fn redis_benchmark(port: u16, redis_pid: Option<u32>, options: &Options) -> Result<f64, String> {
     let began = Instant::now();
     let redis_cpu = redis_pid.and_then(cpu_seconds);
-    let mut child = Command::new("redis-benchmark")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            "get",
-            "-q",
-        ])
-        .args(["-c", &options.connections.to_string()])
-        .args(["-n", &options.redis_requests.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("starting redis-benchmark (apt-get install -y redis-tools): {e}"))?;
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + REDIS_BENCHMARK_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("redis-benchmark took too long; killed".into());
-            }
-            Err(e) => return Err(format!("waiting for redis-benchmark: {e}")),
-        }
-    };
+    let text = run_redis_benchmark(port, "get", options.connections, options.redis_requests)?;
     let wall = began.elapsed().as_secs_f64();
     let redis_cpu = redis_cpu
         .zip(redis_pid.and_then(cpu_seconds))
         .map(|(from, to)| to - from);
-    let text = reader
-        .join()
-        .map_err(|_| "reading redis-benchmark output")?;
-    if !status.success() {
-        return Err(format!("redis-benchmark failed ({status}): {text}"));
-    }
-    let rate = parse_redis_benchmark(&text)
+    let rate = redis_benchmark_rate(&text, "GET")
         .ok_or_else(|| format!("no GET rate in redis-benchmark's output: {text:?}"))?;
     let per_request = redis_cpu.map_or("?".to_string(), |cpu| {
         format!("{:.1}", 1e6 * cpu / options.redis_requests as f64)
@@ -585,17 +546,6 @@ fn redis_benchmark(port: u16, redis_pid: Option<u32>, options: &Options) -> Resu
         load_average()
     );
     Ok(rate)
-}
-
-/// Finds `GET: 123456.79 requests per second` among the `\r`-separated progress lines of `-q`.
-fn parse_redis_benchmark(text: &str) -> Option<f64> {
-    text.split(['\r', '\n'])
-        .filter_map(|line| {
-            let rest = line.trim().strip_prefix("GET:")?;
-            let (number, _) = rest.split_once("requests per second")?;
-            number.trim().parse().ok()
-        })
-        .next_back()
 }
 
 /// Connects every client (handshakes not timed), then warm-up, then the measured period.
@@ -837,18 +787,6 @@ async fn lookups(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redis_benchmark_quiet_output_is_parsed() {
-        let text = "GET: rps=12345.0 (overall: 12000.0) avg_msec=1.2 (overall: 1.3)\r\
-                    GET: 98765.43 requests per second, p50=0.271 msec                    \n\n";
-        assert_eq!(parse_redis_benchmark(text), Some(98765.43));
-        assert_eq!(
-            parse_redis_benchmark("GET: 80000.00 requests per second\n"),
-            Some(80000.0)
-        );
-        assert_eq!(parse_redis_benchmark("nothing here"), None);
-    }
 
     #[test]
     fn flags_are_parsed_and_bounded() {

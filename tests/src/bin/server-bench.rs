@@ -28,15 +28,17 @@
 //! `cargo build --release -p at-server -p at-tests && cargo run --release -p at-tests --bin server-bench`
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use at_tests::bench::{connector, cpu_seconds, fmt_latency, load_average, number_arg, Stream};
+use at_tests::bench::{
+    connector, cpu_seconds, fmt_latency, load_average, number_arg, redis_benchmark_rate,
+    run_redis_benchmark, Stream,
+};
 use at_tests::process::{self, Running};
 use at_tests::redis::RedisServer;
 use at_tests::TempDir;
@@ -75,7 +77,6 @@ const MAX_REDIS_REQUESTS: u64 = 20_000_000;
 const MAX_MEMORY_ATSIGNS: usize = 100_000;
 /// Longest wait for one answer, one handshake, or one redis-benchmark run.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-const REDIS_BENCHMARK_TIMEOUT: Duration = Duration::from_secs(300);
 /// The count measured instead when provisioning the asked-for count would exceed the budget.
 const MEMORY_FALLBACK: usize = 2000;
 /// How long a freshly started server is left alone before its RSS is read.
@@ -894,51 +895,10 @@ async fn read_until_suffix(
 
 /// Runs `redis-benchmark -t set,get` and returns its rates.
 fn redis_benchmark(port: u16, options: &Options) -> Result<Baseline, String> {
-    let mut child = Command::new("redis-benchmark")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            "set,get",
-            "-q",
-        ])
-        .args(["-c", &options.connections.to_string()])
-        .args(["-n", &options.redis_requests.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("starting redis-benchmark (apt-get install -y redis-tools): {e}"))?;
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + REDIS_BENCHMARK_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("redis-benchmark took too long; killed".into());
-            }
-            Err(e) => return Err(format!("waiting for redis-benchmark: {e}")),
-        }
-    };
-    let text = reader
-        .join()
-        .map_err(|_| "reading redis-benchmark output")?;
-    if !status.success() {
-        return Err(format!("redis-benchmark failed ({status}): {text}"));
-    }
-    let set = parse_redis_benchmark(&text, "SET")
+    let text = run_redis_benchmark(port, "set,get", options.connections, options.redis_requests)?;
+    let set = redis_benchmark_rate(&text, "SET")
         .ok_or_else(|| format!("no SET rate in redis-benchmark's output: {text:?}"))?;
-    let get = parse_redis_benchmark(&text, "GET")
+    let get = redis_benchmark_rate(&text, "GET")
         .ok_or_else(|| format!("no GET rate in redis-benchmark's output: {text:?}"))?;
     println!(
         "redis-benchmark -t set,get  SET {set:.0} requests/s, GET {get:.0} requests/s  (load {})",
@@ -959,17 +919,6 @@ fn redis_cli(port: u16, args: &[&str]) -> Result<(), String> {
         return Err(format!("redis-cli {args:?}: {text}"));
     }
     Ok(())
-}
-
-/// Finds `<TEST>: 123456.79 requests per second` among the `\r`-separated lines of `-q`.
-fn parse_redis_benchmark(text: &str, test: &str) -> Option<f64> {
-    text.split(['\r', '\n'])
-        .filter_map(|line| {
-            let rest = line.trim().strip_prefix(test)?.strip_prefix(':')?;
-            let (number, _) = rest.split_once("requests per second")?;
-            number.trim().parse().ok()
-        })
-        .next_back()
 }
 
 fn print_table(options: &Options, baselines: &[Baseline], results: &[Measured], durable_set: f64) {
@@ -1145,16 +1094,6 @@ fn vm_rss(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redis_benchmark_quiet_output_is_parsed() {
-        let text = "SET: rps=1.0 (overall: 1.0) avg_msec=1.2 (overall: 1.3)\r\
-                    SET: 91234.50 requests per second, p50=0.271 msec                    \n\
-                    GET: 98765.43 requests per second, p50=0.271 msec                    \n\n";
-        assert_eq!(parse_redis_benchmark(text, "SET"), Some(91234.5));
-        assert_eq!(parse_redis_benchmark(text, "GET"), Some(98765.43));
-        assert_eq!(parse_redis_benchmark("nothing here", "GET"), None);
-    }
 
     #[test]
     fn commit_ids_are_parsed_exactly() {
