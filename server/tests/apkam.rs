@@ -48,10 +48,6 @@ fn apkam(node: &Node, id: &str, want: &str) -> Client {
     client
 }
 
-fn still_open(client: &mut Client, prompt: &str) {
-    client.ask("noop:0\n", &format!("data:ok\n{prompt}"));
-}
-
 #[test]
 fn cram_enroll_request_then_pkam_with_the_enrollment_id_authenticates() {
     let node = Node::start();

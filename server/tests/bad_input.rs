@@ -16,11 +16,6 @@ use support::*;
 /// How long the server gets to close a connection it should close.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-/// The connection still answers: `noop:0` replies `data:ok` with `prompt`.
-fn still_open(client: &mut Client, prompt: &str) {
-    client.ask("noop:0\n", &format!("data:ok\n{prompt}"));
-}
-
 /// Reads until `n` replies ending in `end` (newline and prompt) have arrived, and returns them
 /// one by one.
 fn read_replies(client: &mut Client, n: usize, end: &str) -> Vec<String> {

@@ -5,13 +5,7 @@
 
 mod support;
 
-use at_tests::client::Client;
 use support::*;
-
-/// The connection still answers: `noop:0` replies `data:ok` with `prompt`.
-fn still_open(client: &mut Client, prompt: &str) {
-    client.ask("noop:0\n", &format!("data:ok\n{prompt}"));
-}
 
 #[test]
 fn update_json_stores_a_key_that_update_would_store() {

@@ -337,3 +337,8 @@ impl HalfCloser {
         }
     }
 }
+
+/// The connection still answers: `noop:0` replies `data:ok` with `prompt`.
+pub fn still_open(client: &mut Client, prompt: &str) {
+    client.ask("noop:0\n", &format!("data:ok\n{prompt}"));
+}
