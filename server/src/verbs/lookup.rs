@@ -17,7 +17,7 @@ use at_common::verb::Lookup;
 use at_common::AtSign;
 
 use super::llookup::render;
-use super::{get_active, key_not_found};
+use super::{active_or_expire, get_active, key_not_found};
 use crate::store::{AccessKind, Store};
 
 /// How many `atsign://` references a lookup follows (`lookup.depth_of_resolution`).
@@ -68,13 +68,13 @@ async fn read(
     cmd: &Lookup,
     now_ms: EpochMillis,
 ) -> Result<Reply, AtError> {
-    if store.get(me, key).await?.is_none() {
+    let Some(record) = store.get(me, key).await? else {
         return Err(key_not_found(key));
-    }
+    };
     if !cmd.key.starts_with('_') {
         store.record_access(me, AccessKind::Key, key).await?;
     }
-    let Some(mut record) = get_active(store, me, key, now_ms).await? else {
+    let Some(mut record) = active_or_expire(store, me, key, record, now_ms).await? else {
         return Ok(Reply::Null);
     };
     if let Some(value) = record.value.take() {
