@@ -254,6 +254,7 @@ mod tests {
     use super::*;
     use crate::store::{
         conformance, AccessKind, AtSignInfo, Backend, Change, CommitEntry, CommitOp, Record,
+        Written,
     };
 
     const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -537,7 +538,7 @@ mod tests {
         async fn get(&self, _: &AtSign, _: &str) -> Result<Option<Record>, StoreError> {
             Ok(Some(timed(None, Some(0))))
         }
-        async fn modify(&self, _: &AtSign, _: &str, _: Change) -> Result<Option<u64>, StoreError> {
+        async fn modify(&self, _: &AtSign, _: &str, _: Change) -> Result<Written, StoreError> {
             broken()
         }
         async fn keys(&self, _: &AtSign, _: &str) -> Result<Vec<String>, StoreError> {

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     is_committed, AccessKind, AtSignInfo, Backend, Change, CommitEntry, CommitOp, Mutation, Record,
-    StoreError,
+    StoreError, Written,
 };
 
 /// The database directory, under the data directory.
@@ -531,14 +531,14 @@ impl Backend for Embedded {
         atsign: &AtSign,
         key: &str,
         change: Change,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Written, StoreError> {
         let (atsign, key) = (atsign.clone(), key.to_string());
         self.write(
             move |shared| apply_change(shared, &atsign, &key, &change),
             true,
         )
         .await
-        .map(|(_, commit_id)| commit_id)
+        .map(|(changed, commit_id)| Written { changed, commit_id })
     }
 
     async fn keys(&self, atsign: &AtSign, prefix_of_key: &str) -> Result<Vec<String>, StoreError> {

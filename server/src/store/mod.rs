@@ -108,6 +108,15 @@ impl Mutation {
     }
 }
 
+/// What [`Store::modify`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Whether the change wrote anything (`false` for [`Mutation::Keep`]).
+    pub changed: bool,
+    /// The write's commit entry, if it made one.
+    pub commit_id: Option<u64>,
+}
+
 /// A read-modify-write of one key: sees the stored record (`None` if there is none) and
 /// decides the [`Mutation`], or refuses with the protocol error to answer. `Fn`, not `FnOnce`:
 /// a backend with optimistic transactions may run it again.
@@ -212,7 +221,7 @@ pub trait Backend: Send + Sync {
         atsign: &AtSign,
         key: &str,
         change: Change,
-    ) -> Result<Option<u64>, StoreError>;
+    ) -> Result<Written, StoreError>;
     async fn keys(&self, atsign: &AtSign, prefix: &str) -> Result<Vec<String>, StoreError>;
 
     async fn commits_since(
@@ -298,14 +307,15 @@ impl Store {
     /// Changes `key` by `change`, which sees what is stored now and decides the write
     /// ([`Mutation`]); reading and writing are one atomic step, whatever else writes the atSign
     /// meanwhile (a backend may call `change` more than once, e.g. to retry after a conflict).
-    /// Returns the commit id of the write, `None` if it made no commit entry. An error that
-    /// `change` returns comes back as [`StoreError::Refused`] and nothing is written.
+    /// Says whether anything was written and the commit id of the write, if it made a commit
+    /// entry. An error that `change` returns comes back as [`StoreError::Refused`] and nothing
+    /// is written.
     pub async fn modify(
         &self,
         atsign: &AtSign,
         key: &str,
         change: impl Fn(Option<&Record>) -> Result<Mutation, AtError> + Send + Sync + 'static,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Written, StoreError> {
         self.0.modify(atsign, key, Box::new(change)).await
     }
 
@@ -321,6 +331,7 @@ impl Store {
         let record = record.clone();
         self.modify(atsign, key, move |_| Ok(Mutation::put(record.clone(), op)))
             .await
+            .map(|written| written.commit_id)
     }
 
     /// Stores `record` without a commit entry, whatever the key: the reference's `skipCommit`
@@ -347,6 +358,7 @@ impl Store {
     pub async fn remove(&self, atsign: &AtSign, key: &str) -> Result<Option<u64>, StoreError> {
         self.modify(atsign, key, |_| Ok(Mutation::Remove { commit: true }))
             .await
+            .map(|written| written.commit_id)
     }
 
     /// Deletes `key` without a commit entry (the counterpart of [`Store::put_uncommitted`]).

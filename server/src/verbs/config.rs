@@ -18,9 +18,6 @@
 //! AT0010 for a setting the reference does not know, worded as the Dart error it raises;
 //! AT0002 (closes) for a stored block list that is not the JSON above.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use at_common::error::{AtError, ErrorCode};
 use at_common::reply::Reply;
 use at_common::verb::Config;
@@ -147,16 +144,13 @@ async fn edit(
     me: &AtSign,
     change: impl Fn(Vec<String>) -> Option<Vec<String>> + Send + Sync + 'static,
 ) -> Result<bool, AtError> {
-    let wrote = Arc::new(AtomicBool::new(false));
-    let (owner, flag) = (me.clone(), Arc::clone(&wrote));
-    store
+    let owner = me.clone();
+    let written = store
         .modify(me, &key(me), move |current| {
             let Some(block_list) = change(parse(&owner, current)?) else {
-                flag.store(false, Ordering::Relaxed);
                 return Ok(Mutation::Keep);
             };
             let value = serde_json::to_string(&BlockList { block_list }).map_err(|_| corrupt())?;
-            flag.store(true, Ordering::Relaxed);
             Ok(Mutation::Put {
                 record: Record {
                     value: Some(value),
@@ -166,7 +160,7 @@ async fn edit(
             })
         })
         .await?;
-    Ok(wrote.load(Ordering::Relaxed))
+    Ok(written.changed)
 }
 
 fn key(me: &AtSign) -> String {

@@ -41,9 +41,6 @@ pub use sync::{sync, SYNC_PAGE_LIMIT};
 pub use update::{update, update_meta};
 pub use update_json::update_json;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use at_common::error::{AtError, ErrorCode};
 use at_common::key::{AtKey, KeyKind};
 use at_common::metadata::{EpochMillis, Metadata};
@@ -155,13 +152,9 @@ pub(crate) async fn expire(
     key: &str,
     now: EpochMillis,
 ) -> Result<bool, StoreError> {
-    let removed = Arc::new(AtomicBool::new(false));
-    let decided = Arc::clone(&removed);
-    store
+    let written = store
         .modify(me, key, move |current| {
             let expired = current.is_some_and(|current| is_expired(&current.metadata, now));
-            // A backend may run this more than once; the last run is the one applied.
-            decided.store(expired, Ordering::Relaxed);
             Ok(if expired {
                 Mutation::Remove { commit: true }
             } else {
@@ -169,7 +162,7 @@ pub(crate) async fn expire(
             })
         })
         .await?;
-    Ok(removed.load(Ordering::Relaxed))
+    Ok(written.changed)
 }
 
 /// AT0015 for a key that is not there: `key not found : <key> does not exist in keystore`.

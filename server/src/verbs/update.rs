@@ -54,7 +54,7 @@ pub(crate) async fn write(
     refuse_unwritable(key)?;
     let key = owned_key(key, me, "update")?;
     let (meta, me_) = (meta.clone(), me.clone());
-    let commit_id = store
+    let written = store
         .modify(me, &key, move |existing| {
             let record = Record {
                 value: value.clone(),
@@ -63,7 +63,7 @@ pub(crate) async fn write(
             Ok(Mutation::put(record, CommitOp::UpdateAll))
         })
         .await?;
-    Ok(commit_reply(commit_id))
+    Ok(commit_reply(written.commit_id))
 }
 
 /// `update:meta:<key><metadata>`: merges metadata into an existing key, keeping its value;
@@ -77,7 +77,7 @@ pub async fn update_meta(
     refuse_unwritable(&cmd.key)?;
     let key = owned_key(&cmd.key, me, "update")?;
     let (meta, me_, key_) = (cmd.meta.clone(), me.clone(), key.clone());
-    let commit_id = store
+    let written = store
         .modify(me, &key, move |existing| {
             let Some(existing) = existing else {
                 return Err(key_not_found(&key_));
@@ -89,7 +89,7 @@ pub async fn update_meta(
             Ok(Mutation::put(record, CommitOp::UpdateMeta))
         })
         .await?;
-    Ok(commit_reply(commit_id))
+    Ok(commit_reply(written.commit_id))
 }
 
 /// `data:<commitId>`, or `data:-1` for a key that is not committed.
