@@ -12,6 +12,7 @@
 //! - [`reply`]: `Reply` and `Prompt`, the only place a response is rendered to bytes.
 //! - [`codec`]: `LineCodec`, bytes to lines with the buffer limit; no protocol policy.
 //! - [`config`]: configuration pieces shared by the binaries (TLS, storage backend).
+//! - [`status`]: `AtStatus`, the atSign lifecycle (notFound → teapot → activated) and its HTTP codes.
 //! - [`tls`]: turning a [`config::TlsConfig`] into a rustls acceptor, self-signed when no certificate is given.
 
 pub mod address;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod key;
 pub mod metadata;
 pub mod reply;
+pub mod status;
 pub mod tls;
 pub mod verb;
 

@@ -87,6 +87,30 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<rustls::Server
     Ok(config)
 }
 
+/// A rustls client configuration trusting the system's roots (the platform store, as
+/// `rustls-native-certs` finds it; unreadable entries are skipped) and every certificate in
+/// `ca_files` (each must be readable). No client certificate.
+pub fn client_config(ca_files: &[PathBuf]) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let system = rustls_native_certs::load_native_certs();
+    for cert in system.certs {
+        // A malformed system certificate only loses that root, as browsers do.
+        let _ = roots.add(cert);
+    }
+    for path in ca_files {
+        for cert in read_certs(path)? {
+            roots.add(cert)?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(config)
+}
+
 /// Every certificate in a PEM file, in order; an empty file is an error.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)

@@ -41,6 +41,60 @@ pub struct DirectoryConfig {
     pub tls: TlsConfig,
     /// Where registrations are kept.
     pub store: StoreConfig,
+    /// The status API (`/api/status/@alice` on the metrics listener) and `status` command.
+    pub status: StatusConfig,
+}
+
+/// How atSign status checks are made and served (see [`crate::status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// Serve `GET /api/status/<atSign>` on the metrics listener.
+    pub enabled: bool,
+    /// The directory a check asks, `host:port`; empty: this directory's own store.
+    pub directory: String,
+    /// PEM CA files trusted for the directory and the atServers, besides the system roots and
+    /// this directory's own generated CA (`<data_dir>/tls/ca.pem`, when there is one).
+    pub ca_files: Vec<PathBuf>,
+    /// Bound of each step of a check (the directory lookup, then the atServer), milliseconds.
+    pub timeout_ms: u64,
+    /// How long an answer is reused for the same atSign, milliseconds; 0 checks every time.
+    pub cache_ms: u64,
+    /// Most atSigns whose answers are cached at once.
+    pub cache_max_entries: usize,
+    /// Most checks in progress at once; further requests wait for one to finish.
+    pub max_concurrent_checks: usize,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            enabled: true,
+            directory: String::new(),
+            ca_files: Vec::new(),
+            timeout_ms: 5000,
+            cache_ms: 5000,
+            cache_max_entries: 100_000,
+            max_concurrent_checks: 256,
+        }
+    }
+}
+
+impl StatusConfig {
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.directory.is_empty() {
+            at_common::Address::parse(&self.directory)
+                .map_err(|e| format!("status.directory: {e}"))?;
+        }
+        if self.timeout_ms == 0 {
+            return Err("status.timeout_ms must be at least 1".into());
+        }
+        if self.max_concurrent_checks == 0 {
+            return Err("status.max_concurrent_checks must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for DirectoryConfig {
@@ -58,6 +112,7 @@ impl Default for DirectoryConfig {
             handshake_timeout_secs: 10,
             tls: TlsConfig::default(),
             store: StoreConfig::default(),
+            status: StatusConfig::default(),
         }
     }
 }
@@ -109,6 +164,7 @@ impl DirectoryConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.tls.validate()?;
         self.store.validate()?;
+        self.status.validate()?;
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
         }

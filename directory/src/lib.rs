@@ -7,15 +7,19 @@
 //! - [`session`]: the actor for one client connection: ordering, throttling, idle timeout.
 //! - [`listener`]: accepting connections, TLS, the connection limit, spreading work over threads.
 //! - [`store`]: registrations behind one trait; embedded (local disk) and Redis backends.
-//! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`status`]: atSign status checks (notFound → teapot → activated), cached and bounded.
+//! - [`http`]: the HTTP listener: `/metrics` and the status API `/api/status/<atSign>`.
 //!
 //! `main.rs` only parses the command line and calls [`serve`] or one of the admin functions.
 
 pub mod config;
+pub mod http;
 pub mod listener;
 pub mod lookup;
 pub mod metrics;
 pub mod session;
+pub mod status;
 pub mod store;
 
 use at_common::{Address, AtSign};
@@ -79,4 +83,19 @@ pub async fn list(config: &DirectoryConfig) -> Result<String, Error> {
         .iter()
         .map(|(atsign, address)| format!("{atsign} {address}\n"))
         .collect())
+}
+
+/// `status`: checks `atsign` as a client sees it, with `config.status` (its `directory`, or
+/// this directory's own store when that is empty).
+pub async fn status(
+    config: &DirectoryConfig,
+    atsign: &str,
+) -> Result<at_common::status::AtStatus, Error> {
+    let atsign = AtSign::parse(atsign).map_err(|e| Error::Usage(format!("{atsign:?}: {e}")))?;
+    let local = match config.status.directory.is_empty() {
+        true => Some(store::open(&config.store, &config.data_dir).await?),
+        false => None,
+    };
+    let service = status::StatusService::new(&config.status, local, &config.data_dir, None)?;
+    Ok(service.status(&atsign).await)
 }

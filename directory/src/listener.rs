@@ -15,8 +15,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::DirectoryConfig;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::session::{Policy, Session, Slot};
+use crate::status::StatusService;
 use crate::store::Store;
 use crate::Error;
 
@@ -52,9 +53,18 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
         Some(addr) => {
             let std_listener =
                 std::net::TcpListener::bind(addr).map_err(io_err(format!("binding {addr}")))?;
+            let status = match config.status.enabled {
+                true => Some(StatusService::new(
+                    &config.status,
+                    Some(store.clone()),
+                    &config.data_dir,
+                    Some(metrics.clone()),
+                )?),
+                false => None,
+            };
             Some(
-                metrics::serve(std_listener, metrics.clone())
-                    .map_err(io_err("metrics server".into()))?,
+                crate::http::serve(std_listener, metrics.clone(), status)
+                    .map_err(io_err("HTTP server".into()))?,
             )
         }
         None => None,

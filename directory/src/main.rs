@@ -43,6 +43,21 @@ enum Command {
     Unregister { atsign: String },
     /// Print every registration, one `@atsign host:port` a line.
     List,
+    /// Check an atSign's lifecycle state as a client sees it and print it as JSON. Exit code:
+    /// 0 activated, 3 teapot, 4 notFound, 5 unavailable, 6 error.
+    Status {
+        atsign: String,
+        /// The directory to ask (host:port); default: `status.directory`, or this directory's
+        /// own store (`--data-dir`, `--redis`) when that is empty.
+        #[arg(long)]
+        directory: Option<String>,
+        /// A PEM CA file to trust for the directory and the atServer (repeatable).
+        #[arg(long = "ca-file")]
+        ca_files: Vec<PathBuf>,
+        /// Bound of each step (directory lookup, atServer), milliseconds.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,21 +84,44 @@ fn main() -> ExitCode {
         overrides.metrics_listen = metrics_listen.clone();
         overrides.plain = *plain;
     }
-    let config = match DirectoryConfig::load(cli.config.as_deref(), &overrides) {
+    let mut config = match DirectoryConfig::load(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("at-directory: configuration: {error}");
             return ExitCode::from(2);
         }
     };
+    let command = match cli.command {
+        Command::Status {
+            atsign,
+            directory,
+            ca_files,
+            timeout_ms,
+        } => {
+            if let Some(directory) = directory {
+                config.status.directory = directory;
+            }
+            config.status.ca_files.extend(ca_files);
+            if let Some(timeout_ms) = timeout_ms {
+                config.status.timeout_ms = timeout_ms;
+            }
+            if let Err(error) = config.status.validate() {
+                eprintln!("at-directory: {error}");
+                return ExitCode::from(2);
+            }
+            return status(&config, &atsign);
+        }
+        other => other,
+    };
     let outcome = actix_rt::System::new().block_on(async move {
-        match cli.command {
+        match command {
             Command::Serve { .. } => at_directory::serve(config).await.map(|()| String::new()),
             Command::Register { atsign, address } => {
                 at_directory::register(&config, &atsign, &address).await
             }
             Command::Unregister { atsign } => at_directory::unregister(&config, &atsign).await,
             Command::List => at_directory::list(&config).await,
+            Command::Status { .. } => Err(at_directory::Error::Usage("status runs alone".into())),
         }
     });
     match outcome {
@@ -93,6 +131,25 @@ fn main() -> ExitCode {
                 println!();
             }
             ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("at-directory: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `status`: the JSON on stdout, the state in the exit code.
+fn status(config: &DirectoryConfig, atsign: &str) -> ExitCode {
+    let checked = actix_rt::System::new().block_on(at_directory::status(config, atsign));
+    match checked {
+        Ok(status) => {
+            println!("{}", status.to_json());
+            ExitCode::from(at_directory::status::exit_code(status.status()))
+        }
+        Err(at_directory::Error::Usage(error)) => {
+            eprintln!("at-directory: {error}");
+            ExitCode::from(2)
         }
         Err(error) => {
             eprintln!("at-directory: {error}");

@@ -6,9 +6,14 @@
 //!   atSign) or `error` (the store failed).
 //! - `atdirectory_lookup_duration_seconds`: time from request line to answer, without the
 //!   deliberate delay of throttled misses.
+//! - `atdirectory_status_checks_total{status}`: status checks made (not answered from the
+//!   cache), by overall status: `notFound`, `teapot`, `activated`, `unavailable`, `error`.
+//! - `atdirectory_status_check_duration_seconds`: time a status check took.
+//! - `atdirectory_status_cache_hits_total`: status requests answered from the cache.
 
-use std::net::SocketAddr;
 use std::time::Duration;
+
+use at_common::status::AtSignStatus;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -52,6 +57,10 @@ pub struct Metrics {
     /// once here rather than by label on every lookup.
     lookups: [IntCounter; 4],
     latency: Histogram,
+    /// `atdirectory_status_checks_total` per status, in [`AtSignStatus::ALL`] order.
+    status_checks: [IntCounter; 5],
+    status_latency: Histogram,
+    pub status_cache_hits: IntCounter,
 }
 
 impl Metrics {
@@ -80,22 +89,53 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let status_checks = IntCounterVec::new(
+            Opts::new(
+                "atdirectory_status_checks_total",
+                "Status checks made (not answered from the cache), by overall status.",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
+        let status_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "atdirectory_status_check_duration_seconds",
+                "Time a status check took (directory lookup and atServer).",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .expect("valid metric");
+        let status_cache_hits = IntCounter::new(
+            "atdirectory_status_cache_hits_total",
+            "Status requests answered from the cache.",
+        )
+        .expect("valid metric");
         for metric in [
             Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rejected.clone()),
             Box::new(lookups.clone()),
             Box::new(latency.clone()),
+            Box::new(status_checks.clone()),
+            Box::new(status_latency.clone()),
+            Box::new(status_cache_hits.clone()),
         ] {
             registry.register(metric).expect("metric registered once");
         }
         // Every result shows up from the start, at 0, so dashboards need no special case.
         let lookups = LookupResult::ALL.map(|result| lookups.with_label_values(&[result.label()]));
+        let status_checks =
+            AtSignStatus::ALL.map(|status| status_checks.with_label_values(&[status.name()]));
         Metrics {
             registry,
             connections,
             rejected,
             lookups,
             latency,
+            status_checks,
+            status_latency,
+            status_cache_hits,
         }
     }
 
@@ -103,6 +143,12 @@ impl Metrics {
     pub fn lookup(&self, result: LookupResult, took: Duration) {
         self.lookups[result as usize].inc();
         self.latency.observe(took.as_secs_f64());
+    }
+
+    /// Counts one status check.
+    pub fn status_check(&self, status: AtSignStatus, took: Duration) {
+        self.status_checks[status as usize].inc();
+        self.status_latency.observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition of everything.
@@ -118,30 +164,4 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
     }
-}
-
-/// Serves `GET /metrics` on `listener` until the actix system stops.
-pub fn serve(listener: std::net::TcpListener, metrics: Metrics) -> std::io::Result<SocketAddr> {
-    use actix_web::{web, App, HttpResponse, HttpServer};
-    let addr = listener.local_addr()?;
-    let server = HttpServer::new(move || {
-        let metrics = metrics.clone();
-        App::new().route(
-            "/metrics",
-            web::get().to(move || {
-                let body = metrics.render();
-                async move {
-                    HttpResponse::Ok()
-                        .content_type("text/plain; version=0.0.4; charset=utf-8")
-                        .body(body)
-                }
-            }),
-        )
-    })
-    .workers(1)
-    .disable_signals()
-    .listen(listener)?
-    .run();
-    actix_rt::spawn(server);
-    Ok(addr)
 }

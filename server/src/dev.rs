@@ -18,6 +18,8 @@ pub struct Dev {
     pub data_dir: PathBuf,
     pub directory_port: u16,
     pub first_port: u16,
+    /// The directory's HTTP listener (status API, metrics); 0 for none.
+    pub http_port: u16,
 }
 
 impl Dev {
@@ -31,7 +33,7 @@ impl Dev {
             .ok_or("TLS is off")?;
         let directory = DirectoryConfig {
             listen: ([127, 0, 0, 1], self.directory_port).into(),
-            metrics_listen: None,
+            metrics_listen: (self.http_port != 0).then(|| ([127, 0, 0, 1], self.http_port).into()),
             data_dir: self.data_dir.clone(),
             tls: tls.clone(),
             ..DirectoryConfig::default()
@@ -93,6 +95,12 @@ impl Dev {
             ca.display(),
             self.directory_port
         );
+        if self.http_port != 0 {
+            println!(
+                "  status: curl -i http://127.0.0.1:{}/api/status/{atsign}",
+                self.http_port
+            );
+        }
         drop(registry);
 
         let directory = at_directory::serve(directory);

@@ -42,6 +42,9 @@ enum Command {
         /// First port of the atSigns' own ports (one each).
         #[arg(long, default_value_t = 25000)]
         first_port: u16,
+        /// The directory's HTTP port on 127.0.0.1: the status API and /metrics; 0 turns it off.
+        #[arg(long, default_value_t = 9464)]
+        http_port: u16,
     },
     /// Create atSigns on this node, register them in the directory, print their CRAM secrets.
     Provision {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         atsign,
         directory_port,
         first_port,
+        http_port,
     } = &cli.command
     {
         let data_dir = cli
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
             data_dir,
             directory_port: *directory_port,
             first_port: *first_port,
+            http_port: *http_port,
         };
         return match actix_rt::System::new().block_on(dev.run()) {
             Ok(()) => ExitCode::SUCCESS,

@@ -26,7 +26,7 @@ fn wait_for_port(port: u16) {
 fn dev_serves_a_demo_atsign_found_through_its_directory() {
     let dir = TempDir::new("server-dev");
     let data = dir.path().join("dev");
-    let (directory_port, first_port) = (free_port(), free_port());
+    let (directory_port, first_port, http_port) = (free_port(), free_port(), free_port());
     let running = Running::start(
         Path::new(env!("CARGO_BIN_EXE_at-server")),
         &[
@@ -37,6 +37,8 @@ fn dev_serves_a_demo_atsign_found_through_its_directory() {
             &directory_port.to_string(),
             "--first-port",
             &first_port.to_string(),
+            "--http-port",
+            &http_port.to_string(),
         ],
         &[("AT_SERVER_LOG", "warn")],
         false,
@@ -58,5 +60,44 @@ fn dev_serves_a_demo_atsign_found_through_its_directory() {
     assert!(
         reply.starts_with("data:_") && reply.contains("@alice:"),
         "{reply}"
+    );
+}
+
+#[test]
+fn dev_serves_the_status_api_for_its_demo_atsign() {
+    let dir = TempDir::new("server-dev-status");
+    let data = dir.path().join("dev");
+    let (directory_port, first_port, http_port) = (free_port(), free_port(), free_port());
+    let _running = Running::start(
+        Path::new(env!("CARGO_BIN_EXE_at-server")),
+        &[
+            "--data-dir",
+            &data.display().to_string(),
+            "dev",
+            "--directory-port",
+            &directory_port.to_string(),
+            "--first-port",
+            &first_port.to_string(),
+            "--http-port",
+            &http_port.to_string(),
+        ],
+        &[("AT_SERVER_LOG", "warn")],
+        false,
+    );
+    wait_for_port(http_port);
+    wait_for_port(first_port);
+    // Provisioned, serving, not onboarded: the README's curl example answers 418.
+    let response = at_tests::http::request(
+        ([127, 0, 0, 1], http_port).into(),
+        "GET",
+        "/api/status/@alice",
+    )
+    .expect("status API answers");
+    assert_eq!(response.status, 418, "{}", response.text());
+    assert_eq!(
+        response.text(),
+        format!(
+            "{{\"atSign\":\"@alice\",\"serverLocation\":\"127.0.0.1:{first_port}\",\"rootStatus\":\"found\",\"serverStatus\":\"teapot\",\"status\":\"teapot\",\"httpStatus\":418}}"
+        )
     );
 }

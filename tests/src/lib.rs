@@ -4,12 +4,14 @@
 //! - [`redis`]: a real `redis-server` on a free loopback port, gone when dropped.
 //! - [`bench`]: what the benchmark binaries share (TLS connector, `/proc` readings).
 //! - [`client`]: a blocking TLS (or plain) client that asserts exact bytes, with timeouts.
+//! - [`http`]: a raw HTTP/1.1 client for the HTTP endpoints (status API, metrics), with deadlines.
 //!
 //! Blocking std sockets on purpose: a test reads like the transcript it checks, and no test
 //! runtime can hide an ordering bug of the server's. Every read has a deadline.
 
 pub mod bench;
 pub mod client;
+pub mod http;
 pub mod process;
 pub mod redis;
 

@@ -1,0 +1,216 @@
+//! One status check, from the outside, as a client sees it: ask the directory where the atSign
+//! lives, then ask that atServer, unauthenticated, for `scan` and `lookup:publickey@<atSign>`.
+//!
+//! Each step is bounded by the timeout; whatever does not answer in time is `unavailable`.
+//! A step that could not talk (refused, reset, TLS failure, closed, silent) is `unavailable`;
+//! one that talked nonsense is `error`.
+
+use std::time::Duration;
+
+use at_common::status::{self, AtStatus, RootStatus, ServerStatus};
+use at_common::{Address, AtSign};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::store::Store;
+
+/// The longest reply read (a public `scan` of a busy atSign is the long one).
+const MAX_REPLY: usize = 4 * 1024 * 1024;
+
+/// Where the first step's answer comes from.
+#[derive(Clone)]
+pub enum Directory {
+    /// This directory's own store: the same answer its listener gives, without the round trip.
+    Local(Store),
+    /// Another directory, asked over TLS as clients ask it.
+    Remote(Address),
+}
+
+/// Makes checks; cheap to clone.
+#[derive(Clone)]
+pub struct Checker {
+    directory: Directory,
+    tls: TlsConnector,
+    timeout: Duration,
+}
+
+/// Why a conversation stopped.
+enum Failure {
+    /// Could not talk: not reachable, TLS refused, closed, or silent past the timeout.
+    Unreachable(String),
+    /// Talked, but not the protocol.
+    Protocol(String),
+}
+
+impl Checker {
+    pub fn new(directory: Directory, tls: TlsConnector, timeout: Duration) -> Checker {
+        Checker {
+            directory,
+            tls,
+            timeout,
+        }
+    }
+
+    /// Checks `at_sign`; never fails: every failure is a status.
+    pub async fn check(&self, at_sign: &AtSign) -> AtStatus {
+        let location = match self.locate(at_sign).await {
+            Ok(Some(location)) => location,
+            Ok(None) => return AtStatus::not_found(at_sign.clone()),
+            Err(failure) => {
+                let root_status = match failure {
+                    Failure::Unreachable(why) => {
+                        tracing::debug!(%at_sign, %why, "directory unavailable");
+                        RootStatus::Unavailable
+                    }
+                    Failure::Protocol(why) => {
+                        tracing::warn!(%at_sign, %why, "directory broke the protocol");
+                        RootStatus::Error
+                    }
+                };
+                return AtStatus::root_only(at_sign.clone(), root_status);
+            }
+        };
+        let server_status = match self.bounded(self.ask_server(at_sign, &location)).await {
+            Ok(status) => status,
+            Err(Failure::Unreachable(why)) => {
+                tracing::debug!(%at_sign, %location, %why, "atServer unavailable");
+                ServerStatus::Unavailable
+            }
+            Err(Failure::Protocol(why)) => {
+                tracing::warn!(%at_sign, %location, %why, "atServer broke the protocol");
+                ServerStatus::Error
+            }
+        };
+        AtStatus {
+            at_sign: at_sign.clone(),
+            server_location: Some(location.to_string()),
+            root_status: RootStatus::Found,
+            server_status,
+        }
+    }
+
+    /// Step 1: the atSign's `host:port`, or `None` when the directory has none.
+    async fn locate(&self, at_sign: &AtSign) -> Result<Option<Address>, Failure> {
+        match &self.directory {
+            Directory::Local(store) => store
+                .get(at_sign)
+                .await
+                .map_err(|e| Failure::Unreachable(format!("store: {e}"))),
+            Directory::Remote(directory) => {
+                self.bounded(async {
+                    let mut conversation = self.connect(directory).await?;
+                    // The directory takes the name without its `@`, as the SDKs send it.
+                    let answer = conversation.ask(at_sign.name()).await?;
+                    conversation.close(b"@exit\n").await;
+                    status::read_directory_answer(&answer).map_err(Failure::Protocol)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Step 2: what the atServer at `location` says about `at_sign`.
+    async fn ask_server(
+        &self,
+        at_sign: &AtSign,
+        location: &Address,
+    ) -> Result<ServerStatus, Failure> {
+        let mut conversation = self.connect(location).await?;
+        let scan = conversation.ask("scan").await?;
+        let status = if status::scan_lists_public_key(&scan, at_sign).map_err(Failure::Protocol)? {
+            let key = status::public_key_name(at_sign);
+            let lookup = conversation.ask(&format!("lookup:{key}")).await?;
+            status::read_public_key_lookup(&lookup).map_err(Failure::Protocol)?
+        } else {
+            ServerStatus::Teapot
+        };
+        conversation.close(b"exit\n").await;
+        Ok(status)
+    }
+
+    /// A TLS conversation with `address`, verified against its host name (or IP).
+    async fn connect(
+        &self,
+        address: &Address,
+    ) -> Result<Conversation<tokio_rustls::client::TlsStream<TcpStream>>, Failure> {
+        let unreachable = |what: &str, e: &dyn std::fmt::Display| {
+            Failure::Unreachable(format!("{what} {address}: {e}"))
+        };
+        let name = ServerName::try_from(address.host().to_string())
+            .map_err(|e| unreachable("host name of", &e))?;
+        let tcp = TcpStream::connect((address.host(), address.port()))
+            .await
+            .map_err(|e| unreachable("connecting to", &e))?;
+        let _ = tcp.set_nodelay(true);
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| unreachable("TLS with", &e))?;
+        Ok(Conversation {
+            stream: tls,
+            buffer: Vec::new(),
+        })
+    }
+
+    /// `step`, or `Unreachable` once the timeout passes.
+    async fn bounded<T>(
+        &self,
+        step: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        tokio::time::timeout(self.timeout, step)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::Unreachable(format!(
+                    "no answer within {} ms",
+                    self.timeout.as_millis()
+                )))
+            })
+    }
+}
+
+/// Request lines out, reply lines in. Prompts (`@`, written after every reply and on connect)
+/// end up at the start of the next line read, and are dropped there.
+struct Conversation<S> {
+    stream: S,
+    buffer: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
+    /// Sends `line` and returns the reply line, without prompt, `\r` or `\n`.
+    async fn ask(&mut self, line: &str) -> Result<String, Failure> {
+        let closed = |e: std::io::Error| Failure::Unreachable(format!("connection: {e}"));
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .map_err(closed)?;
+        self.stream.flush().await.map_err(closed)?;
+        loop {
+            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                let raw: Vec<u8> = self.buffer.drain(..=end).collect();
+                let text = String::from_utf8(raw)
+                    .map_err(|_| Failure::Protocol("a reply that is not UTF-8".into()))?;
+                return Ok(text.trim_start_matches('@').trim_end().to_string());
+            }
+            if self.buffer.len() > MAX_REPLY {
+                return Err(Failure::Protocol(format!(
+                    "a reply longer than {MAX_REPLY} bytes"
+                )));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut chunk).await.map_err(closed)?;
+            if n == 0 {
+                return Err(Failure::Unreachable("closed before answering".into()));
+            }
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Says goodbye and closes TLS; the answer is already known, so failures don't matter.
+    async fn close(mut self, goodbye: &[u8]) {
+        let _ = self.stream.write_all(goodbye).await;
+        let _ = self.stream.shutdown().await;
+    }
+}
