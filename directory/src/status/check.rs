@@ -94,10 +94,16 @@ impl Checker {
     /// Step 1: the atSign's `host:port`, or `None` when the directory has none.
     async fn locate(&self, at_sign: &AtSign) -> Result<Option<Address>, Failure> {
         match &self.directory {
-            Directory::Local(store) => store
-                .get(at_sign)
+            // Bounded too: a stalled Redis must not hold the request.
+            Directory::Local(store) => {
+                self.bounded(async {
+                    store
+                        .get(at_sign)
+                        .await
+                        .map_err(|e| Failure::Unreachable(format!("store: {e}")))
+                })
                 .await
-                .map_err(|e| Failure::Unreachable(format!("store: {e}"))),
+            }
             Directory::Remote(directory) => {
                 self.bounded(async {
                     let mut conversation = self.connect(directory).await?;
