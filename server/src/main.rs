@@ -18,6 +18,10 @@ struct Cli {
     /// Data directory (the node's store and generated TLS files).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Keep the atSigns' data in the Redis at this URL (shared by every node) instead of the
+    /// embedded store: `redis://[:password@]host:port[/db]`.
+    #[arg(long, global = true, env = "AT_SERVER_REDIS_URL")]
+    redis: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,6 +82,10 @@ fn main() -> ExitCode {
     }
     if let Some(dir) = &cli.data_dir {
         overrides.push(("data_dir", dir.display().to_string()));
+    }
+    if let Some(url) = &cli.redis {
+        overrides.push(("store.backend", "redis".to_string()));
+        overrides.push(("store.redis_url", url.clone()));
     }
     if let Command::Dev {
         atsign,

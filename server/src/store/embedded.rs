@@ -14,9 +14,7 @@
 //! | `atsigns`       | `atsign`                       | JSON [`AtSignInfo`]                 |
 //! | `access`        | `atsign \0 kind from`          | count (BE u64)                      |
 //!
-//! Records are JSON, not MessagePack: `Metadata`'s serde shape is defined by its JSON form
-//! (timestamps as text, lenient deserializers that read through `serde_json::Value`), so a
-//! binary format would save little and cost a second, untested encoding of it.
+//! Records are encoded as every backend encodes them ([`super::encoding`]).
 //!
 //! # Writes: one thread, group commit
 //! Every write goes to one writer thread, which is therefore the only writer: its
@@ -40,11 +38,11 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use at_common::metadata::{EpochMillis, Metadata};
+use at_common::metadata::EpochMillis;
 use at_common::AtSign;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
-use serde::{Deserialize, Serialize};
 
+use super::encoding::{decode_record, encode_record};
 use super::{
     is_committed, AccessKind, AtSignInfo, Backend, Change, CommitEntry, CommitOp, Mutation, Record,
     StoreError, Written,
@@ -337,35 +335,6 @@ fn decode_commit(commit_id: u64, bytes: &[u8]) -> Result<CommitEntry, StoreError
         key: String::from_utf8(key.to_vec()).map_err(|_| corrupt())?,
         op: op_from_code(code)?,
         op_time_ms: be_u64(time)? as EpochMillis,
-    })
-}
-
-/// The stored form of a [`Record`]: short field names, metadata without nulls.
-#[derive(Serialize)]
-struct RecordOut<'a> {
-    v: Option<&'a str>,
-    m: serde_json::Value,
-}
-
-#[derive(Deserialize)]
-struct RecordIn {
-    v: Option<String>,
-    #[serde(default)]
-    m: Metadata,
-}
-
-fn encode_record(record: &Record) -> Result<Vec<u8>, StoreError> {
-    Ok(serde_json::to_vec(&RecordOut {
-        v: record.value.as_deref(),
-        m: record.metadata.to_value_without_nulls(),
-    })?)
-}
-
-fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
-    let stored: RecordIn = serde_json::from_slice(bytes)?;
-    Ok(Record {
-        value: stored.v,
-        metadata: stored.m,
     })
 }
 

@@ -2,8 +2,8 @@
 //! behind one object-safe trait.
 //!
 //! One store holds all atSigns of a node (one database, not one per atSign); every data method
-//! is scoped by an [`AtSign`]. Backends: [`embedded`] (fjall on local disk, the default) and, with
-//! issue 5, Redis. Callers hold a [`Store`] and never name a backend; [`open`] is the only place
+//! is scoped by an [`AtSign`]. Backends: [`embedded`] (fjall on local disk, the default) and
+//! [`redis`] (shared by every node of a cluster). Callers hold a [`Store`] and never name a backend; [`open`] is the only place
 //! that chooses one.
 //!
 //! # Keys are stored as given
@@ -18,6 +18,8 @@
 //! is bounded by age ([`Store::compact_commits`]) and by size ([`Store::trim_commits`]).
 
 pub mod embedded;
+pub mod encoding;
+pub mod redis;
 
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -68,9 +70,12 @@ pub enum StoreError {
     /// A [`Change`] refused the write with this protocol error; nothing was written.
     #[error("refused: {0:?}")]
     Refused(AtError),
-    /// The configured backend is not available in this build.
-    #[error("{0}")]
-    Unsupported(&'static str),
+    /// Redis failed or is unreachable (the connection is re-established by itself).
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// A read-modify-write kept losing to concurrent writers of the same key.
+    #[error("contended: {0}")]
+    Contended(String),
 }
 
 /// One stored key: its value and metadata.
@@ -442,9 +447,11 @@ pub async fn open(config: &StoreConfig, data_dir: &Path) -> Result<Store, StoreE
                 tokio::task::spawn_blocking(move || embedded::Embedded::open(&dir)).await??;
             Ok(Store::new(backend))
         }
-        BackendKind::Redis => Err(StoreError::Unsupported(
-            "redis backend arrives with issue 5",
-        )),
+        BackendKind::Redis => {
+            let url = config.redis_url.as_ref().map_or("", |url| url.expose());
+            let backend = redis::RedisStore::connect(url, &config.key_prefix).await?;
+            Ok(Store::new(backend))
+        }
     }
 }
 
@@ -485,18 +492,5 @@ mod tests {
         .map(CommitOp::symbol)
         .into();
         assert_eq!(symbols, ["+", "#", "*", "-"]);
-    }
-
-    #[tokio::test]
-    async fn redis_is_not_there_yet() {
-        let config = StoreConfig {
-            backend: BackendKind::Redis,
-            ..StoreConfig::default()
-        };
-        let err = open(&config, Path::new("/nonexistent"))
-            .await
-            .err()
-            .expect("redis refused");
-        assert!(err.to_string().contains("issue 5"), "{err}");
     }
 }

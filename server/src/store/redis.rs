@@ -1,0 +1,601 @@
+//! The Redis backend: every node of a cluster on one Redis, so any node can serve any atSign.
+//!
+//! # Layout
+//! Every key of one atSign carries the hash tag `{@alice}`, so all of them live in one slot
+//! and one Lua script may touch them together (Redis Cluster runs scripts per slot).
+//! `<p>` is `store.key_prefix`.
+//!
+//! | key                               | type   | content                                        |
+//! |-----------------------------------|--------|------------------------------------------------|
+//! | `<p>atserver:atsigns`             | hash   | atSign → JSON [`AtSignInfo`]                   |
+//! | `<p>atserver:{@alice}:records`    | hash   | key → record ([`super::encoding`])             |
+//! | `<p>atserver:{@alice}:commits`    | zset   | score commit id, member `id:op:time_ms:key`    |
+//! | `<p>atserver:{@alice}:commit_ix`  | hash   | key → its (only) commit id                     |
+//! | `<p>atserver:{@alice}:next_commit`| string | the id the next commit gets (INCR)             |
+//! | `<p>atserver:{@alice}:access:<k>` | zset   | from → count; `<k>` is `atsign` or `key`       |
+//!
+//! None of these names can be an atSign (they hold `:`), so the directory's registrations
+//! (`alice` → `host:port`) may share the Redis.
+//!
+//! # Writes
+//! [`Store::modify`](super::Store::modify) is a read-modify-write whose decision is Rust code,
+//! so it runs optimistically: read the record, decide, then one Lua script checks that the
+//! record is still what was read and, only then, writes it, allocates the commit id (`INCR`),
+//! replaces the key's commit entry and index, all atomically. A concurrent writer (on this
+//! node or another) makes the check fail and the change is decided again on the new record.
+//! Commit ids therefore increase strictly per atSign across every node.
+//!
+//! # Durability
+//! An acknowledged write is in Redis's memory. It survives a Redis crash only as far as Redis
+//! persists: `appendonly yes` + `appendfsync always` loses nothing; `everysec` (Redis's default
+//! with AOF) may lose the last second; RDB snapshots alone lose what came after the snapshot.
+
+use std::collections::HashMap;
+
+use at_common::metadata::EpochMillis;
+use at_common::AtSign;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use super::encoding::{decode_record, encode_record};
+use super::{
+    is_committed, AccessKind, AtSignInfo, Backend, Change, CommitEntry, CommitOp, Mutation,
+    StoreError, Written,
+};
+
+/// How often a read-modify-write is decided again when other writers keep changing the key.
+const MAX_ATTEMPTS: usize = 64;
+
+/// Checks the record (ARGV[2] = "1" and ARGV[3] the bytes read, or "0" for none), then puts
+/// ARGV[5] (ARGV[4] = "put") or deletes, then with ARGV[6] = "1" adds the commit entry
+/// (op ARGV[7], time ARGV[8]) replacing the key's older one. Returns {0} when the record
+/// changed meanwhile, {1} or {1, commit id}.
+const MODIFY: &str = r"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then
+  if current ~= ARGV[3] then return {0} end
+elseif current then
+  return {0}
+end
+if ARGV[4] == 'put' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
+else
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+if ARGV[6] ~= '1' then return {1} end
+local id = redis.call('INCR', KEYS[4]) - 1
+local older = redis.call('HGET', KEYS[3], ARGV[1])
+if older then redis.call('ZREMRANGEBYSCORE', KEYS[2], older, older) end
+redis.call('HSET', KEYS[3], ARGV[1], id)
+redis.call('ZADD', KEYS[2], id, id .. ':' .. ARGV[7] .. ':' .. ARGV[8] .. ':' .. ARGV[1])
+return {1, id}
+";
+
+/// Drops the commit entries ARGV = id1, key1, id2, key2, …; a key's index goes with its entry
+/// unless a newer write has moved it on. Returns how many entries were there.
+const DROP_COMMITS: &str = r"
+local dropped = 0
+for i = 1, #ARGV, 2 do
+  dropped = dropped + redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i])
+  if redis.call('HGET', KEYS[2], ARGV[i + 1]) == ARGV[i] then
+    redis.call('HDEL', KEYS[2], ARGV[i + 1])
+  end
+end
+return dropped
+";
+
+/// Replaces the atSign's info only if it exists. Returns 1 if it did.
+const SET_INFO: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
+/// Commit entries handled per round trip by compaction and trimming.
+const DROP_BATCH: usize = 1000;
+
+/// The store in Redis.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    modify: redis::Script,
+    drop_commits: redis::Script,
+    set_info: redis::Script,
+}
+
+/// The names of one atSign's keys.
+struct Keys {
+    records: String,
+    commits: String,
+    commit_ix: String,
+    next_commit: String,
+}
+
+impl RedisStore {
+    /// Connects to `url`; fails now rather than at the first command if Redis is unreachable.
+    /// The connection is multiplexed and re-established by itself after Redis restarts.
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client).await?;
+        Ok(RedisStore {
+            conn,
+            prefix: prefix.to_string(),
+            modify: redis::Script::new(MODIFY),
+            drop_commits: redis::Script::new(DROP_COMMITS),
+            set_info: redis::Script::new(SET_INFO),
+        })
+    }
+
+    fn atsigns_key(&self) -> String {
+        format!("{}atserver:atsigns", self.prefix)
+    }
+
+    fn key(&self, atsign: &AtSign, what: &str) -> String {
+        format!("{}atserver:{{{}}}:{what}", self.prefix, atsign.as_str())
+    }
+
+    fn keys(&self, atsign: &AtSign) -> Keys {
+        Keys {
+            records: self.key(atsign, "records"),
+            commits: self.key(atsign, "commits"),
+            commit_ix: self.key(atsign, "commit_ix"),
+            next_commit: self.key(atsign, "next_commit"),
+        }
+    }
+
+    fn access_key(&self, atsign: &AtSign, kind: AccessKind) -> String {
+        self.key(
+            atsign,
+            match kind {
+                AccessKind::AtSign => "access:atsign",
+                AccessKind::Key => "access:key",
+            },
+        )
+    }
+
+    /// Every key of `atsign`'s data.
+    fn all_keys(&self, atsign: &AtSign) -> Vec<String> {
+        let keys = self.keys(atsign);
+        vec![
+            keys.records,
+            keys.commits,
+            keys.commit_ix,
+            keys.next_commit,
+            self.access_key(atsign, AccessKind::AtSign),
+            self.access_key(atsign, AccessKind::Key),
+        ]
+    }
+
+    /// Drops the commit entries `entries` (oldest first) of `atsign`; returns how many were there.
+    async fn drop_entries(
+        &self,
+        atsign: &AtSign,
+        entries: &[CommitEntry],
+    ) -> Result<usize, StoreError> {
+        let keys = self.keys(atsign);
+        let mut dropped = 0;
+        for chunk in entries.chunks(DROP_BATCH) {
+            let mut invocation = self.drop_commits.key(&keys.commits);
+            invocation.key(&keys.commit_ix);
+            for entry in chunk {
+                invocation.arg(entry.commit_id).arg(&entry.key);
+            }
+            let n: usize = invocation.invoke_async(&mut self.conn.clone()).await?;
+            dropped += n;
+        }
+        Ok(dropped)
+    }
+
+    /// Commit entries with scores in `[min, max]` (Redis score syntax), oldest first, at most `limit`.
+    async fn entries(
+        &self,
+        atsign: &AtSign,
+        min: &str,
+        max: &str,
+        limit: usize,
+    ) -> Result<Vec<CommitEntry>, StoreError> {
+        let count = i64::try_from(limit).unwrap_or(-1);
+        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys(atsign).commits)
+            .arg(min)
+            .arg(max)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(count)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        members.iter().map(|m| decode_entry(m)).collect()
+    }
+}
+
+/// `id:op:time_ms:key` (the key may hold `:`; it is last).
+fn decode_entry(member: &str) -> Result<CommitEntry, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("commit entry {member:?}"));
+    let mut parts = member.splitn(4, ':');
+    let mut next = || parts.next().ok_or_else(corrupt);
+    let (id, op, time, key) = (next()?, next()?, next()?, next()?);
+    Ok(CommitEntry {
+        commit_id: id.parse().map_err(|_| corrupt())?,
+        op: op_from_code(op).ok_or_else(corrupt)?,
+        op_time_ms: time.parse().map_err(|_| corrupt())?,
+        key: key.to_string(),
+    })
+}
+
+fn op_code(op: CommitOp) -> &'static str {
+    match op {
+        CommitOp::Update => "u",
+        CommitOp::UpdateMeta => "m",
+        CommitOp::UpdateAll => "a",
+        CommitOp::Delete => "d",
+    }
+}
+
+fn op_from_code(code: &str) -> Option<CommitOp> {
+    Some(match code {
+        "u" => CommitOp::Update,
+        "m" => CommitOp::UpdateMeta,
+        "a" => CommitOp::UpdateAll,
+        "d" => CommitOp::Delete,
+        _ => return None,
+    })
+}
+
+fn now_ms() -> EpochMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as EpochMillis)
+        .unwrap_or(0)
+}
+
+fn parse_atsign(name: &str) -> Result<AtSign, StoreError> {
+    AtSign::parse(name).map_err(|e| StoreError::Corrupt(format!("atSign {name:?}: {e}")))
+}
+
+#[async_trait::async_trait]
+impl Backend for RedisStore {
+    async fn create_atsign(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError> {
+        let created: bool = self
+            .conn
+            .clone()
+            .hset_nx(
+                self.atsigns_key(),
+                atsign.as_str(),
+                serde_json::to_string(info)?,
+            )
+            .await?;
+        match created {
+            true => Ok(()),
+            false => Err(StoreError::AtSignExists(atsign.clone())),
+        }
+    }
+
+    async fn get_atsign(&self, atsign: &AtSign) -> Result<Option<AtSignInfo>, StoreError> {
+        let found: Option<String> = self
+            .conn
+            .clone()
+            .hget(self.atsigns_key(), atsign.as_str())
+            .await?;
+        Ok(match found {
+            Some(json) => Some(serde_json::from_str(&json)?),
+            None => None,
+        })
+    }
+
+    async fn set_atsign_info(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError> {
+        let replaced: i64 = self
+            .set_info
+            .key(self.atsigns_key())
+            .arg(atsign.as_str())
+            .arg(serde_json::to_string(info)?)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        match replaced {
+            1 => Ok(()),
+            _ => Err(StoreError::NoSuchAtSign(atsign.clone())),
+        }
+    }
+
+    async fn remove_atsign(&self, atsign: &AtSign) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let existed: bool = conn.hexists(self.atsigns_key(), atsign.as_str()).await?;
+        // Data first, the entry last: if this stops half-way the atSign is still listed, and
+        // removing it again finishes the job.
+        let () = conn.del(self.all_keys(atsign)).await?;
+        let () = conn.hdel(self.atsigns_key(), atsign.as_str()).await?;
+        Ok(existed)
+    }
+
+    async fn list_atsigns(&self) -> Result<Vec<AtSign>, StoreError> {
+        let names: Vec<String> = self.conn.clone().hkeys(self.atsigns_key()).await?;
+        let mut atsigns = names
+            .iter()
+            .map(|name| parse_atsign(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        atsigns.sort();
+        Ok(atsigns)
+    }
+
+    async fn get(&self, atsign: &AtSign, key: &str) -> Result<Option<super::Record>, StoreError> {
+        let found: Option<Vec<u8>> = self
+            .conn
+            .clone()
+            .hget(self.keys(atsign).records, key)
+            .await?;
+        found.map(|bytes| decode_record(&bytes)).transpose()
+    }
+
+    async fn modify(
+        &self,
+        atsign: &AtSign,
+        key: &str,
+        change: Change,
+    ) -> Result<Written, StoreError> {
+        let keys = self.keys(atsign);
+        let mut conn = self.conn.clone();
+        for _ in 0..MAX_ATTEMPTS {
+            let read: Option<Vec<u8>> = conn.hget(&keys.records, key).await?;
+            let current = read.as_deref().map(decode_record).transpose()?;
+            let (put, op) = match change(current.as_ref()).map_err(StoreError::Refused)? {
+                Mutation::Keep => {
+                    return Ok(Written {
+                        changed: false,
+                        commit_id: None,
+                    })
+                }
+                Mutation::Put { record, op } => (Some(encode_record(&record)?), op),
+                Mutation::Remove { commit } => (None, commit.then_some(CommitOp::Delete)),
+            };
+            let op = op.filter(|_| is_committed(key));
+            let mut invocation = self.modify.key(&keys.records);
+            invocation
+                .key(&keys.commits)
+                .key(&keys.commit_ix)
+                .key(&keys.next_commit)
+                .arg(key)
+                .arg(if read.is_some() { "1" } else { "0" })
+                .arg(read.as_deref().unwrap_or_default())
+                .arg(if put.is_some() { "put" } else { "remove" })
+                .arg(put.as_deref().unwrap_or_default())
+                .arg(if op.is_some() { "1" } else { "0" })
+                .arg(op.map_or("", op_code))
+                .arg(now_ms());
+            let outcome: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+            match outcome.as_slice() {
+                [0] => continue,
+                [1] => {
+                    return Ok(Written {
+                        changed: true,
+                        commit_id: None,
+                    })
+                }
+                [1, id] => {
+                    return Ok(Written {
+                        changed: true,
+                        commit_id: Some(*id as u64),
+                    })
+                }
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "write script answered {other:?}"
+                    )))
+                }
+            }
+        }
+        Err(StoreError::Contended(format!(
+            "{key} changed under {MAX_ATTEMPTS} attempts in a row"
+        )))
+    }
+
+    async fn keys(&self, atsign: &AtSign, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let all: Vec<String> = self.conn.clone().hkeys(self.keys(atsign).records).await?;
+        let mut keys: Vec<String> = all.into_iter().filter(|k| k.starts_with(prefix)).collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn commits_since(
+        &self,
+        atsign: &AtSign,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<CommitEntry>, StoreError> {
+        let min = match after {
+            Some(after) => format!("({after}"),
+            None => "-inf".to_string(),
+        };
+        self.entries(atsign, &min, "+inf", limit).await
+    }
+
+    async fn last_commit_id(&self, atsign: &AtSign) -> Result<Option<u64>, StoreError> {
+        let next: Option<u64> = self.conn.clone().get(self.keys(atsign).next_commit).await?;
+        Ok(next.and_then(|n| n.checked_sub(1)))
+    }
+
+    async fn compact_commits(
+        &self,
+        atsign: &AtSign,
+        older_than_ms: EpochMillis,
+    ) -> Result<usize, StoreError> {
+        let mut dropped = 0;
+        loop {
+            // Id order is write order: the old entries are a prefix of the log.
+            let batch = self.entries(atsign, "-inf", "+inf", DROP_BATCH).await?;
+            let old: Vec<CommitEntry> = batch
+                .into_iter()
+                .take_while(|e| e.op_time_ms < older_than_ms)
+                .collect();
+            if old.is_empty() {
+                return Ok(dropped);
+            }
+            let whole_batch = old.len() == DROP_BATCH;
+            dropped += self.drop_entries(atsign, &old).await?;
+            if !whole_batch {
+                return Ok(dropped);
+            }
+        }
+    }
+
+    async fn trim_commits(&self, atsign: &AtSign, keep: usize) -> Result<usize, StoreError> {
+        let count: usize = self.conn.clone().zcard(self.keys(atsign).commits).await?;
+        if count <= keep {
+            return Ok(0);
+        }
+        let oldest = self.entries(atsign, "-inf", "+inf", count - keep).await?;
+        self.drop_entries(atsign, &oldest).await
+    }
+
+    async fn record_access(
+        &self,
+        atsign: &AtSign,
+        kind: AccessKind,
+        from: &str,
+    ) -> Result<(), StoreError> {
+        let _: f64 = self
+            .conn
+            .clone()
+            .zincr(self.access_key(atsign, kind), from, 1)
+            .await?;
+        Ok(())
+    }
+
+    async fn top_accesses(
+        &self,
+        atsign: &AtSign,
+        kind: AccessKind,
+        n: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let all: Vec<(String, u64)> = self
+            .conn
+            .clone()
+            .zrange_withscores(self.access_key(atsign, kind), 0, -1)
+            .await?;
+        let mut all = all;
+        // Count, then name: the same order as the embedded store, ties included.
+        all.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+        all.truncate(n);
+        Ok(all)
+    }
+
+    async fn storage_size(&self) -> Result<u64, StoreError> {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let fields: HashMap<&str, &str> = info
+            .lines()
+            .filter_map(|line| line.trim().split_once(':'))
+            .collect();
+        Ok(fields
+            .get("used_memory")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{conformance, Store};
+    use at_tests::redis::RedisServer;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_suite() {
+        let redis = RedisServer::start();
+        let store = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        conformance::run(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_on_one_redis_share_data_and_one_commit_sequence() {
+        // Two nodes: two connections, the same Redis.
+        let redis = RedisServer::start();
+        let a = Store::new(RedisStore::connect(&redis.url(), "t:").await.unwrap());
+        let b = Store::new(RedisStore::connect(&redis.url(), "t:").await.unwrap());
+        let alice = conformance::sign("alice");
+        let record = conformance::record("v", 0);
+        let tasks: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+            .map(|(n, store)| {
+                let (alice, record) = (alice.clone(), record.clone());
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for i in 0..50 {
+                        // Both nodes also write one shared key: their RMWs contend.
+                        for key in [format!("n{n}k{i}@alice"), "shared@alice".to_string()] {
+                            let id = store.put(&alice, &key, &record, CommitOp::Update).await;
+                            ids.push(id.unwrap().unwrap());
+                        }
+                    }
+                    ids
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            let ids = task.await.unwrap();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "increasing per node");
+            all.extend(ids);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..200).collect::<Vec<u64>>(), "no id given twice");
+        // What one node wrote, the other reads at once.
+        assert_eq!(b.get(&alice, "n0k49@alice").await.unwrap(), Some(record));
+        assert_eq!(a.keys(&alice, "").await.unwrap().len(), 101);
+        // One entry per key: the shared key's 99 older entries are gone.
+        assert_eq!(
+            b.commits_since(&alice, None, 1000).await.unwrap().len(),
+            101
+        );
+        assert_eq!(a.last_commit_id(&alice).await.unwrap(), Some(199));
+    }
+
+    #[tokio::test]
+    async fn keys_carry_the_atsign_hash_tag_and_the_prefix() {
+        let redis = RedisServer::start();
+        let backend = RedisStore::connect(&redis.url(), "p:").await.unwrap();
+        let alice = conformance::sign("alice");
+        let store = Store::new(backend);
+        store
+            .create_atsign(&alice, &conformance::info("alice"))
+            .await
+            .unwrap();
+        store
+            .put(
+                &alice,
+                "phone@alice",
+                &conformance::record("1", 0),
+                CommitOp::Update,
+            )
+            .await
+            .unwrap();
+        let mut conn = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let mut names: Vec<String> = conn.keys("*").await.unwrap();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "p:atserver:atsigns",
+                "p:atserver:{@alice}:commit_ix",
+                "p:atserver:{@alice}:commits",
+                "p:atserver:{@alice}:next_commit",
+                "p:atserver:{@alice}:records",
+            ]
+        );
+        let entries: Vec<String> = conn
+            .zrange("p:atserver:{@alice}:commits", 0, -1)
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 1);
+        assert!(entries[0].starts_with("0:u:"), "{entries:?}");
+        assert!(entries[0].ends_with(":phone@alice"), "{entries:?}");
+        assert!(store.remove_atsign(&alice).await.unwrap());
+        let left: Vec<String> = conn.keys("*").await.unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
