@@ -5,9 +5,11 @@
 //! Prints `listening on <addr>` for the shared port and `serving @atsign on <addr>` for each
 //! per-atSign port once bound, so scripts and tests learn the real ports.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -194,18 +196,96 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
             ports.insert(atsign, handle);
         }
     }
-    let ports = std::cell::RefCell::new(ports);
-    let ip = config.listen.ip();
+    // Both run on this thread: the admin socket's changes and other nodes' (via the store).
+    let served = Rc::new(Served {
+        accepting,
+        ports: RefCell::new(ports),
+        ip: config.listen.ip(),
+    });
     actix_rt::spawn(maintenance::run(store.clone(), &config));
+    if let Some(events) = store.watch_atsigns() {
+        actix_rt::spawn(follow(events, store.clone(), Rc::clone(&served)));
+    }
     if let Some(admin) = admin {
+        let served = Rc::clone(&served);
         actix_rt::spawn(admin::serve(admin, config.clone(), store, move |change| {
-            accepting.apply(change, &mut ports.borrow_mut(), ip)
+            served.apply(change)
         }));
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = std::fs::remove_file(admin::socket_path(&config.data_dir));
     Ok(())
+}
+
+/// The atSigns this node serves on ports of their own, and what starts accept loops.
+struct Served {
+    accepting: Accepting,
+    ports: RefCell<HashMap<AtSign, actix_rt::task::JoinHandle<()>>>,
+    ip: std::net::IpAddr,
+}
+
+impl Served {
+    fn apply(&self, change: admin::Change) {
+        self.accepting
+            .apply(change, &mut self.ports.borrow_mut(), self.ip)
+    }
+
+    /// Brings `atsign` in line with the store: served if provisioned, forgotten if not.
+    async fn sync(&self, store: &Store, atsign: &AtSign) -> Result<(), crate::store::StoreError> {
+        match store.get_atsign(atsign).await? {
+            Some(info) => {
+                let serving = self.ports.borrow().contains_key(atsign);
+                if info.port.is_some() && !serving {
+                    self.apply(admin::Change::Added {
+                        atsign: atsign.clone(),
+                        port: info.port,
+                    });
+                }
+            }
+            None => self.apply(admin::Change::Removed(atsign.clone())),
+        }
+        Ok(())
+    }
+
+    /// Brings every atSign in line with the store (after events may have been missed).
+    async fn resync(&self, store: &Store) -> Result<(), crate::store::StoreError> {
+        let hosted = store.list_atsigns().await?;
+        let gone: Vec<AtSign> = self
+            .ports
+            .borrow()
+            .keys()
+            .filter(|atsign| !hosted.contains(atsign))
+            .cloned()
+            .collect();
+        for atsign in gone {
+            self.apply(admin::Change::Removed(atsign));
+        }
+        for atsign in &hosted {
+            self.sync(store, atsign).await?;
+        }
+        self.accepting.shared.labels.reload().await
+    }
+}
+
+/// Follows provisioning changes made by any node sharing the store: a new atSign's port starts
+/// here too, a removed one's stops, its key store and SNI name go.
+async fn follow(
+    mut events: tokio::sync::mpsc::Receiver<crate::store::AtSignsEvent>,
+    store: Store,
+    served: Rc<Served>,
+) {
+    use crate::store::AtSignsEvent;
+    while let Some(event) = events.recv().await {
+        let synced = match &event {
+            AtSignsEvent::Changed(atsign) => served.sync(&store, atsign).await,
+            AtSignsEvent::Resync => served.resync(&store).await,
+        };
+        if let Err(error) = synced {
+            // The next event (or the resync after Redis returns) tries again.
+            tracing::warn!(?event, %error, "could not follow a provisioning change");
+        }
+    }
 }
 
 /// What starts accept loops: used at start-up and when the admin socket adds an atSign.
@@ -237,6 +317,8 @@ impl Accepting {
     ) {
         match change {
             admin::Change::Added { port: None, .. } => {}
+            // Already served (this node provisioned it, and then heard of it from the store).
+            admin::Change::Added { atsign, .. } if ports.contains_key(&atsign) => {}
             admin::Change::Added {
                 atsign,
                 port: Some(port),

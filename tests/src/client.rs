@@ -34,6 +34,11 @@ impl Client {
 
     /// Connects with TLS to `addr` for the server name `name` (sent as SNI and verified).
     pub fn tls_named(addr: SocketAddr, ca_file: &Path, name: &str) -> Client {
+        Client::try_tls_named(addr, ca_file, name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Client::tls_named`], or why the TLS handshake failed (refused name, closed, silent).
+    pub fn try_tls_named(addr: SocketAddr, ca_file: &Path, name: &str) -> Result<Client, String> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(ca_file).expect("CA file") {
             roots.add(cert.expect("CA certificate")).expect("usable CA");
@@ -53,12 +58,35 @@ impl Client {
         let deadline = Instant::now() + PROMPT_WAIT;
         while stream.conn.is_handshaking() {
             match stream.conn.complete_io(&mut stream.sock) {
+                Ok((0, 0)) if stream.conn.is_handshaking() => {
+                    return Err("TLS handshake: closed by the server".into())
+                }
                 Ok(_) => {}
                 Err(e) if is_timeout(&e) && Instant::now() < deadline => {}
-                Err(e) => panic!("TLS handshake: {e}"),
+                Err(e) => return Err(format!("TLS handshake: {e}")),
             }
         }
-        Client::over(Box::new(stream))
+        Ok(Client::over(Box::new(stream)))
+    }
+
+    /// Authenticates as `atsign` with CRAM (`from:` then `cram:<sha512 hex of secret +
+    /// challenge>`), as an owner onboarding does; asserts `data:success`.
+    pub fn cram_in(&mut self, atsign: &str, secret: &str) {
+        self.send(format!("from:{atsign}\n").as_bytes());
+        let reply = self.read_until(b"\n@");
+        let challenge = reply
+            .strip_prefix("data:")
+            .and_then(|r| r.strip_suffix("\n@"))
+            .unwrap_or_else(|| panic!("from: {reply:?}"));
+        let digest = ring::digest::digest(
+            &ring::digest::SHA512,
+            format!("{secret}{challenge}").as_bytes(),
+        );
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        self.ask(
+            &format!("cram:{hex}\n"),
+            &format!("data:success\n{atsign}@"),
+        );
     }
 
     /// Connects with plain TCP.
@@ -82,20 +110,28 @@ impl Client {
 
     /// Asserts that exactly `want` arrives next (within [`PROMPT_WAIT`]) and consumes it.
     pub fn expect(&mut self, want: &[u8]) {
-        let deadline = Instant::now() + PROMPT_WAIT;
+        if let Err(e) = self.try_expect(want, PROMPT_WAIT) {
+            panic!("{e}");
+        }
+    }
+
+    /// Whether exactly `want` arrives next within `within` (consumed if so), or what came.
+    pub fn try_expect(&mut self, want: &[u8], within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
         while self.pending.len() < want.len() && !self.closed && Instant::now() < deadline {
             self.fill();
         }
         let got = &self.pending[..self.pending.len().min(want.len())];
-        assert_eq!(
-            String::from_utf8_lossy(got),
-            String::from_utf8_lossy(want),
-            "expected {:?}, got {:?} (closed: {})",
-            String::from_utf8_lossy(want),
-            String::from_utf8_lossy(&self.pending),
-            self.closed
-        );
+        if got != want {
+            return Err(format!(
+                "expected {:?}, got {:?} (closed: {})",
+                String::from_utf8_lossy(want),
+                String::from_utf8_lossy(&self.pending),
+                self.closed
+            ));
+        }
         self.pending.drain(..want.len());
+        Ok(())
     }
 
     /// Reads until the received bytes end with `suffix` (a prompt) and returns them, consumed.

@@ -144,25 +144,6 @@ impl Server {
     }
 }
 
-/// Authenticates as `atsign` with CRAM, as an owner onboarding does.
-fn cram_in(client: &mut Client, atsign: &str, secret: &str) {
-    client.send(format!("from:{atsign}\n").as_bytes());
-    let reply = client.read_until(b"\n@");
-    let challenge = reply
-        .strip_prefix("data:")
-        .and_then(|r| r.strip_suffix("\n@"))
-        .unwrap_or_else(|| panic!("from: {reply:?}"));
-    let digest = ring::digest::digest(
-        &ring::digest::SHA512,
-        format!("{secret}{challenge}").as_bytes(),
-    );
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    client.ask(
-        &format!("cram:{hex}\n"),
-        &format!("data:success\n{atsign}@"),
-    );
-}
-
 /// Sends an `update:` and asserts a `data:<commit id>` reply.
 fn update(client: &mut Client, atsign: &str, line: &str) {
     client.send(line.as_bytes());
@@ -179,7 +160,7 @@ fn update(client: &mut Client, atsign: &str, line: &str) {
 /// The whole onboarding of the `n`th atSign: CRAM, PKAM key, then its public encryption key.
 fn activate(server: &Server, atsign: &str, n: u16, secret: &str) {
     let mut client = server.connect(n);
-    cram_in(&mut client, atsign, secret);
+    client.cram_in(atsign, secret);
     update(
         &mut client,
         atsign,
@@ -377,7 +358,7 @@ fn status_follows_an_atsign_from_unknown_to_activated_stopped_and_deprovisioned(
 
     // Authenticated with CRAM, then a PKAM key stored, but no encryption public key yet.
     let mut client = server.connect(0);
-    cram_in(&mut client, "@alice", &secret);
+    client.cram_in("@alice", &secret);
     assert_status(&send(api, "GET", path), 418, &teapot);
     update(
         &mut client,

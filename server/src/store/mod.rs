@@ -257,6 +257,22 @@ pub trait Backend: Send + Sync {
     ) -> Result<Vec<(String, u64)>, StoreError>;
 
     async fn storage_size(&self) -> Result<u64, StoreError>;
+
+    /// Changes to the set of atSigns made through any handle on this store, for a node that
+    /// shares it with other nodes; `None` when nothing else can change it (embedded). Must be
+    /// called inside a tokio runtime.
+    fn watch_atsigns(&self) -> Option<tokio::sync::mpsc::Receiver<AtSignsEvent>> {
+        None
+    }
+}
+
+/// What [`Store::watch_atsigns`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AtSignsEvent {
+    /// This atSign was provisioned, changed or removed: look at it again.
+    Changed(AtSign),
+    /// Events may have been missed (the first subscription, a reconnect): look at them all.
+    Resync,
 }
 
 /// A cheap-to-clone handle over the configured backend; `Send + Sync`, usable from any thread.
@@ -435,6 +451,11 @@ impl Store {
     /// Bytes used by the whole store (stats `secondaryStorageSize`).
     pub async fn storage_size(&self) -> Result<u64, StoreError> {
         self.0.storage_size().await
+    }
+
+    /// See [`Backend::watch_atsigns`].
+    pub fn watch_atsigns(&self) -> Option<tokio::sync::mpsc::Receiver<AtSignsEvent>> {
+        self.0.watch_atsigns()
     }
 }
 

@@ -14,6 +14,9 @@
 //! | `<p>atserver:{@alice}:next_commit`| string | the id the next commit gets (INCR)             |
 //! | `<p>atserver:{@alice}:access:<k>` | zset   | from → count; `<k>` is `atsign` or `key`       |
 //!
+//! Provisioning changes are also published on the channel `<p>atserver:atsigns:changed`
+//! (the atSign as payload), so every node serves what any node provisioned.
+//!
 //! None of these names can be an atSign (they hold `:`), so the directory's registrations
 //! (`alice` → `host:port`) may share the Redis.
 //!
@@ -39,8 +42,8 @@ use redis::AsyncCommands;
 
 use super::encoding::{decode_record, encode_record};
 use super::{
-    is_committed, AccessKind, AtSignInfo, Backend, Change, CommitEntry, CommitOp, Mutation,
-    StoreError, Written,
+    is_committed, AccessKind, AtSignInfo, AtSignsEvent, Backend, Change, CommitEntry, CommitOp,
+    Mutation, StoreError, Written,
 };
 
 /// How often a read-modify-write is decided again when other writers keep changing the key.
@@ -96,6 +99,7 @@ const DROP_BATCH: usize = 1000;
 
 /// The store in Redis.
 pub struct RedisStore {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
     modify: redis::Script,
@@ -116,8 +120,9 @@ impl RedisStore {
     /// The connection is multiplexed and re-established by itself after Redis restarts.
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        let conn = ConnectionManager::new(client.clone()).await?;
         Ok(RedisStore {
+            client,
             conn,
             prefix: prefix.to_string(),
             modify: redis::Script::new(MODIFY),
@@ -128,6 +133,23 @@ impl RedisStore {
 
     fn atsigns_key(&self) -> String {
         format!("{}atserver:atsigns", self.prefix)
+    }
+
+    fn changes_channel(&self) -> String {
+        format!("{}atserver:atsigns:changed", self.prefix)
+    }
+
+    /// Tells every node that `atsign`'s provisioning changed. Best effort: the change is
+    /// already stored, and a node that misses this catches up when it resubscribes.
+    async fn publish_change(&self, atsign: &AtSign) {
+        let sent: Result<i64, _> = self
+            .conn
+            .clone()
+            .publish(self.changes_channel(), atsign.as_str())
+            .await;
+        if let Err(error) = sent {
+            tracing::warn!(%atsign, %error, "could not tell the other nodes of a provisioning change");
+        }
     }
 
     fn key(&self, atsign: &AtSign, what: &str) -> String {
@@ -264,10 +286,11 @@ impl Backend for RedisStore {
                 serde_json::to_string(info)?,
             )
             .await?;
-        match created {
-            true => Ok(()),
-            false => Err(StoreError::AtSignExists(atsign.clone())),
+        if !created {
+            return Err(StoreError::AtSignExists(atsign.clone()));
         }
+        self.publish_change(atsign).await;
+        Ok(())
     }
 
     async fn get_atsign(&self, atsign: &AtSign) -> Result<Option<AtSignInfo>, StoreError> {
@@ -290,10 +313,11 @@ impl Backend for RedisStore {
             .arg(serde_json::to_string(info)?)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        match replaced {
-            1 => Ok(()),
-            _ => Err(StoreError::NoSuchAtSign(atsign.clone())),
+        if replaced != 1 {
+            return Err(StoreError::NoSuchAtSign(atsign.clone()));
         }
+        self.publish_change(atsign).await;
+        Ok(())
     }
 
     async fn remove_atsign(&self, atsign: &AtSign) -> Result<bool, StoreError> {
@@ -303,6 +327,7 @@ impl Backend for RedisStore {
         // removing it again finishes the job.
         let () = conn.del(self.all_keys(atsign)).await?;
         let () = conn.hdel(self.atsigns_key(), atsign.as_str()).await?;
+        self.publish_change(atsign).await;
         Ok(existed)
     }
 
@@ -490,6 +515,55 @@ impl Backend for RedisStore {
             .get("used_memory")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0))
+    }
+
+    fn watch_atsigns(&self) -> Option<tokio::sync::mpsc::Receiver<AtSignsEvent>> {
+        let (events, receiver) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(watch(self.client.clone(), self.changes_channel(), events));
+        Some(receiver)
+    }
+}
+
+/// Subscribes to `channel` and forwards what arrives, until the receiver is gone. After each
+/// (re)subscription it sends [`AtSignsEvent::Resync`]: messages published while it was not
+/// subscribed are lost, so the node has to look at everything.
+async fn watch(
+    client: redis::Client,
+    channel: String,
+    events: tokio::sync::mpsc::Sender<AtSignsEvent>,
+) {
+    use futures_util::StreamExt;
+    const FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+    let mut backoff = FIRST_BACKOFF;
+    while !events.is_closed() {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    backoff = FIRST_BACKOFF;
+                    if events.send(AtSignsEvent::Resync).await.is_err() {
+                        return;
+                    }
+                    let mut messages = pubsub.on_message();
+                    while let Some(message) = messages.next().await {
+                        let name: String = match message.get_payload() {
+                            Ok(name) => name,
+                            Err(_) => continue,
+                        };
+                        let Ok(atsign) = AtSign::parse(&name) else {
+                            continue;
+                        };
+                        if events.send(AtSignsEvent::Changed(atsign)).await.is_err() {
+                            return;
+                        }
+                    }
+                    tracing::warn!("lost the subscription to provisioning changes; resubscribing");
+                }
+                Err(error) => tracing::warn!(%error, "cannot subscribe to provisioning changes"),
+            },
+            Err(error) => tracing::warn!(%error, "cannot subscribe to provisioning changes"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
     }
 }
 
