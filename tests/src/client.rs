@@ -136,18 +136,25 @@ impl Client {
 
     /// Reads until the received bytes end with `suffix` (a prompt) and returns them, consumed.
     pub fn read_until(&mut self, suffix: &[u8]) -> String {
-        let deadline = Instant::now() + PROMPT_WAIT;
+        self.try_read_until(suffix, PROMPT_WAIT)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Client::read_until`] within `within`, or what came instead (and whether it closed).
+    pub fn try_read_until(&mut self, suffix: &[u8], within: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + within;
         while !self.pending.ends_with(suffix) && !self.closed && Instant::now() < deadline {
             self.fill();
         }
-        assert!(
-            self.pending.ends_with(suffix),
-            "expected a reply ending {:?}, got {:?} (closed: {})",
-            String::from_utf8_lossy(suffix),
-            String::from_utf8_lossy(&self.pending),
-            self.closed
-        );
-        String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned()
+        if !self.pending.ends_with(suffix) {
+            return Err(format!(
+                "expected a reply ending {:?}, got {:?} (closed: {})",
+                String::from_utf8_lossy(suffix),
+                String::from_utf8_lossy(&self.pending),
+                self.closed
+            ));
+        }
+        Ok(String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned())
     }
 
     /// Sends `line` and asserts the exact reply, like a transcript line pair.

@@ -1,4 +1,5 @@
-//! A real `redis-server` for a test, on a free loopback port, with no persistence; killed when dropped.
+//! A real `redis-server` for a test, on a free loopback port (no persistence, or an fsynced
+//! append-only file); killed when dropped, and restartable in between.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,51 +12,58 @@ use crate::TempDir;
 pub struct RedisServer {
     child: Child,
     port: u16,
-    _dir: TempDir,
+    durable: bool,
+    dir: TempDir,
 }
 
 impl RedisServer {
-    /// Starts one; panics with a hint when `redis-server` is not installed.
+    /// Starts one without persistence; panics with a hint when `redis-server` is not installed.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(false)
+    }
+
+    /// Starts one that fsyncs its append-only file on every write (`appendfsync always`), so
+    /// what it acknowledged survives [`RedisServer::kill`] and [`RedisServer::restart`].
+    pub fn start_durable() -> RedisServer {
+        RedisServer::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> RedisServer {
         let dir = TempDir::new("redis");
         // A free port handed to Redis (which cannot bind port 0 itself); retried if taken.
         for _attempt in 0..5 {
             let port = crate::free_port();
-            let mut child = Command::new("redis-server")
-                .args([
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    &port.to_string(),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (apt-get install -y redis-server)");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // lost the port race; try another
-                }
-                if ping(port) {
-                    return RedisServer {
-                        child,
-                        port,
-                        _dir: dir,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if let Some(child) = spawn(port, durable, &dir) {
+                return RedisServer {
+                    child,
+                    port,
+                    durable,
+                    dir,
+                };
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("redis-server did not start");
+    }
+
+    /// SIGKILLs it, as a crash would (nothing is flushed on the way out).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and directory (after [`RedisServer::kill`]).
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The port may linger for a moment after the kill.
+            if let Some(child) = spawn(self.port, self.durable, &self.dir) {
+                self.child = child;
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not restart");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -66,6 +74,44 @@ impl RedisServer {
     pub fn port(&self) -> u16 {
         self.port
     }
+}
+
+/// Starts `redis-server` on `port` and waits for its PONG; `None` if it exited (port taken).
+fn spawn(port: u16, durable: bool, dir: &TempDir) -> Option<Child> {
+    let persistence: &[&str] = if durable {
+        &["--appendonly", "yes", "--appendfsync", "always"]
+    } else {
+        &["--appendonly", "no"]
+    };
+    let mut child = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+        ])
+        .args(persistence)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (apt-get install -y redis-server)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if ping(port) {
+            return Some(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 fn ping(port: u16) -> bool {

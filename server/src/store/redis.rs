@@ -94,6 +94,10 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 ";
 
+/// Longest wait for a connection to Redis, and for the answer to one command.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Commit entries handled per round trip by compaction and trimming.
 const DROP_BATCH: usize = 1000;
 
@@ -120,7 +124,16 @@ impl RedisStore {
     /// The connection is multiplexed and re-established by itself after Redis restarts.
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client.clone()).await?;
+        // Bounded everywhere: a Redis that is down or silent costs a client AT0002, not a hang.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            // Few, quick reconnection attempts: while Redis is down a command fails within
+            // about a second (AT0002) instead of waiting out the outage; the next command
+            // tries again.
+            .set_number_of_retries(2)
+            .set_max_delay(std::time::Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(RedisStore {
             client,
             conn,
