@@ -8,9 +8,10 @@
 //! - [`keystore`]: `KeyStore`, the actor owning one hosted atSign's data; `Hosts`, the registry.
 //! - [`listener`]: TLS, SNI and per-atSign ports, spreading connections over worker threads.
 //! - [`maintenance`]: the background task that removes expired keys and compacts commit logs.
+//! - [`migrate`]: `at-server migrate`, copying atSigns between stores (embedded ↔ Redis).
 //! - [`provision`]: creating and removing hosted atSigns, with their directory entries.
 //! - [`store`]: every hosted atSign's keys, metadata, commit log, provisioning record and access
-//!   counters behind one `Store` trait; the embedded backend (fjall on local disk), later Redis.
+//!   counters behind one `Store` trait; the embedded backend (fjall on local disk) and Redis.
 
 pub mod admin;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod dev;
 pub mod keystore;
 pub mod listener;
 pub mod maintenance;
+pub mod migrate;
 pub mod provision;
 pub mod store;
 pub mod verbs;

@@ -59,6 +59,18 @@ enum Command {
     Deprovision { atsign: String },
     /// Print every hosted atSign: `@atsign status host:port`.
     List,
+    /// Copy atSigns (all when none are named) with all their data from this node's store to
+    /// another store: `--to redis://host:6379` or `--to <data dir of an embedded store>`.
+    /// Run with the node stopped.
+    Migrate {
+        /// The target store: a `redis://` URL or an embedded store's data directory.
+        #[arg(long)]
+        to: String,
+        /// Key prefix in a Redis target (its `store.key_prefix`).
+        #[arg(long, default_value = "")]
+        to_key_prefix: String,
+        atsigns: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -143,6 +155,23 @@ async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
                 .await
                 .map(|()| String::new())
                 .map_err(|e| e.to_string());
+        }
+        Command::Migrate {
+            to,
+            to_key_prefix,
+            atsigns,
+        } => {
+            let atsigns = atsigns
+                .iter()
+                .map(|a| at_common::AtSign::parse(a).map_err(|e| format!("{a:?}: {e}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let from = store::open(&config.store, &config.data_dir)
+                .await
+                .map_err(|e| e.to_string())?;
+            let target = at_server::migrate::open_target(&to, &to_key_prefix)
+                .await
+                .map_err(|e| format!("{to}: {e}"))?;
+            return at_server::migrate::migrate(&from, &target, &atsigns).await;
         }
         Command::Provision { atsigns } => Request::Provision { atsigns },
         Command::Deprovision { atsign } => Request::Deprovision { atsign },

@@ -580,6 +580,10 @@ mod tests {
         async fn storage_size(&self) -> Result<u64, StoreError> {
             broken()
         }
+
+        async fn import_atsign(&self, _: &crate::store::AtSignDump) -> Result<(), StoreError> {
+            broken()
+        }
     }
 
     #[tokio::test]

@@ -61,6 +61,72 @@ pub async fn run(store: &Store) {
     trimming(store).await;
     access_counters(store).await;
     concurrent_writers(store).await;
+    export_import_round_trip(store).await;
+}
+
+/// A populated atSign, for export/import tests: records (one uncommitted), a deleted key,
+/// an overwritten key (one commit entry left of two), access counts.
+pub async fn populate(store: &Store, a: &AtSign) {
+    store.create_atsign(a, &info("dump")).await.unwrap();
+    let name = a.as_str();
+    for (key, value) in [
+        ("phone", "1"),
+        ("email", "2"),
+        ("phone", "3"),
+        ("gone", "4"),
+    ] {
+        let key = format!("{key}{name}");
+        store
+            .put(a, &key, &record(value, 0), CommitOp::UpdateAll)
+            .await
+            .unwrap();
+    }
+    store.remove(a, &format!("gone{name}")).await.unwrap();
+    store
+        .put_uncommitted(a, "privatekey:at_pkam_publickey", &record("pk", 0))
+        .await
+        .unwrap();
+    for from in ["@bob", "@bob", "@carol"] {
+        store
+            .record_access(a, AccessKind::AtSign, from)
+            .await
+            .unwrap();
+    }
+    store
+        .record_access(a, AccessKind::Key, &format!("phone{name}"))
+        .await
+        .unwrap();
+}
+
+async fn export_import_round_trip(store: &Store) {
+    let a = sign("dump");
+    populate(store, &a).await;
+    let dump = store.export_atsign(&a).await.unwrap().expect("provisioned");
+    assert_eq!(dump.records.len(), 3, "{:?}", dump.records);
+    assert_eq!(
+        ids(&dump.commits),
+        vec![
+            (1, "email@dump", "*"),
+            (2, "phone@dump", "*"),
+            (4, "gone@dump", "-")
+        ],
+        "only the latest entry per key, ids kept"
+    );
+    assert_eq!(dump.next_commit, 5);
+    assert!(matches!(
+        store.import_atsign(&dump).await,
+        Err(StoreError::AtSignExists(_))
+    ));
+    assert!(store.remove_atsign(&a).await.unwrap());
+    assert_eq!(store.export_atsign(&a).await.unwrap(), None);
+    store.import_atsign(&dump).await.unwrap();
+    assert_eq!(store.export_atsign(&a).await.unwrap(), Some(dump));
+    // The counter goes on from where it was, not from the last surviving entry.
+    let next = store
+        .put(&a, "new@dump", &record("5", 0), CommitOp::Update)
+        .await
+        .unwrap();
+    assert_eq!(next, Some(5));
 }
 
 async fn records(store: &Store) {

@@ -44,8 +44,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Sn
 
 use super::encoding::{decode_record, encode_record};
 use super::{
-    is_committed, AccessKind, AtSignInfo, Backend, Change, CommitEntry, CommitOp, Mutation, Record,
-    StoreError, Written,
+    is_committed, AccessKind, AtSignDump, AtSignInfo, Backend, Change, CommitEntry, CommitOp,
+    Mutation, Record, StoreError, Written,
 };
 
 /// The database directory, under the data directory.
@@ -677,6 +677,55 @@ impl Backend for Embedded {
 
     async fn storage_size(&self) -> Result<u64, StoreError> {
         self.scan(|shared, _| Ok(shared.db.disk_space()?)).await
+    }
+
+    async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError> {
+        let dump = dump.clone();
+        let info = serde_json::to_vec(&dump.info)?;
+        self.write(
+            move |shared| {
+                let atsign = &dump.atsign;
+                let name = atsign.as_str().as_bytes();
+                if shared.atsigns.get(name)?.is_some() {
+                    return Err(StoreError::AtSignExists(atsign.clone()));
+                }
+                let mut batch = shared.db.batch();
+                batch.insert(&shared.atsigns, name, info);
+                for (key, record) in &dump.records {
+                    batch.insert(
+                        &shared.records,
+                        row(atsign, key.as_bytes()),
+                        encode_record(record)?,
+                    );
+                }
+                for entry in &dump.commits {
+                    batch.insert(
+                        &shared.commits,
+                        commit_row(atsign, entry.commit_id),
+                        encode_commit(entry.op, entry.op_time_ms, &entry.key),
+                    );
+                    batch.insert(
+                        &shared.commit_index,
+                        row(atsign, entry.key.as_bytes()),
+                        entry.commit_id.to_be_bytes(),
+                    );
+                }
+                if dump.next_commit > 0 {
+                    batch.insert(&shared.next_commit, name, dump.next_commit.to_be_bytes());
+                }
+                for (kind, from, count) in &dump.access {
+                    batch.insert(
+                        &shared.access,
+                        access_row(atsign, *kind, from),
+                        count.to_be_bytes(),
+                    );
+                }
+                batch.commit()?;
+                Ok(())
+            },
+            true,
+        )
+        .await
     }
 }
 

@@ -258,12 +258,32 @@ pub trait Backend: Send + Sync {
 
     async fn storage_size(&self) -> Result<u64, StoreError>;
 
+    /// Writes everything of one atSign exactly as `dump` holds it (commit ids and times
+    /// included), atomically; [`StoreError::AtSignExists`] if the atSign is here already.
+    async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError>;
+
     /// Changes to the set of atSigns made through any handle on this store, for a node that
     /// shares it with other nodes; `None` when nothing else can change it (embedded). Must be
     /// called inside a tokio runtime.
     fn watch_atsigns(&self) -> Option<tokio::sync::mpsc::Receiver<AtSignsEvent>> {
         None
     }
+}
+
+/// Everything stored for one atSign, to copy it between stores ([`Store::export_atsign`],
+/// [`Backend::import_atsign`]): what `at-server migrate` moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtSignDump {
+    pub atsign: AtSign,
+    pub info: AtSignInfo,
+    /// Every key with its record, in key order.
+    pub records: Vec<(String, Record)>,
+    /// The commit log, in id order.
+    pub commits: Vec<CommitEntry>,
+    /// The id the next commit gets (one past the highest ever given, even if compacted away).
+    pub next_commit: u64,
+    /// The `stats` access counters.
+    pub access: Vec<(AccessKind, String, u64)>,
 }
 
 /// What [`Store::watch_atsigns`] reports.
@@ -451,6 +471,40 @@ impl Store {
     /// Bytes used by the whole store (stats `secondaryStorageSize`).
     pub async fn storage_size(&self) -> Result<u64, StoreError> {
         self.0.storage_size().await
+    }
+
+    /// Everything stored for `atsign`, or `None` if it is not provisioned here. Read with the
+    /// ordinary reads, one after another: writes made meanwhile may be half in, so export an
+    /// atSign while nothing writes to it (`at-server migrate` runs with the node stopped).
+    pub async fn export_atsign(&self, atsign: &AtSign) -> Result<Option<AtSignDump>, StoreError> {
+        let Some(info) = self.get_atsign(atsign).await? else {
+            return Ok(None);
+        };
+        let mut records = Vec::new();
+        for key in self.keys(atsign, "").await? {
+            if let Some(record) = self.get(atsign, &key).await? {
+                records.push((key, record));
+            }
+        }
+        let mut access = Vec::new();
+        for kind in [AccessKind::AtSign, AccessKind::Key] {
+            for (from, count) in self.top_accesses(atsign, kind, usize::MAX).await? {
+                access.push((kind, from, count));
+            }
+        }
+        Ok(Some(AtSignDump {
+            atsign: atsign.clone(),
+            info,
+            records,
+            commits: self.commits_since(atsign, None, usize::MAX).await?,
+            next_commit: self.last_commit_id(atsign).await?.map_or(0, |id| id + 1),
+            access,
+        }))
+    }
+
+    /// See [`Backend::import_atsign`].
+    pub async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError> {
+        self.0.import_atsign(dump).await
     }
 
     /// See [`Backend::watch_atsigns`].

@@ -42,8 +42,8 @@ use redis::AsyncCommands;
 
 use super::encoding::{decode_record, encode_record};
 use super::{
-    is_committed, AccessKind, AtSignInfo, AtSignsEvent, Backend, Change, CommitEntry, CommitOp,
-    Mutation, StoreError, Written,
+    is_committed, AccessKind, AtSignDump, AtSignInfo, AtSignsEvent, Backend, Change, CommitEntry,
+    CommitOp, Mutation, StoreError, Written,
 };
 
 /// How often a read-modify-write is decided again when other writers keep changing the key.
@@ -528,6 +528,52 @@ impl Backend for RedisStore {
             .get("used_memory")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0))
+    }
+
+    async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError> {
+        let atsign = &dump.atsign;
+        let mut conn = self.conn.clone();
+        if conn.hexists(self.atsigns_key(), atsign.as_str()).await? {
+            return Err(StoreError::AtSignExists(atsign.clone()));
+        }
+        // The data in one transaction, the provisioning entry last: an import cut short
+        // leaves no half-provisioned atSign (and its leftovers are replaced by the next try).
+        let keys = self.keys(atsign);
+        let mut data = redis::pipe();
+        data.atomic().del(self.all_keys(atsign)).ignore();
+        for (key, record) in &dump.records {
+            data.hset(&keys.records, key, encode_record(record)?)
+                .ignore();
+        }
+        for entry in &dump.commits {
+            let member = format!(
+                "{}:{}:{}:{}",
+                entry.commit_id,
+                op_code(entry.op),
+                entry.op_time_ms,
+                entry.key
+            );
+            data.zadd(&keys.commits, member, entry.commit_id).ignore();
+            data.hset(&keys.commit_ix, &entry.key, entry.commit_id)
+                .ignore();
+        }
+        if dump.next_commit > 0 {
+            data.set(&keys.next_commit, dump.next_commit).ignore();
+        }
+        for (kind, from, count) in &dump.access {
+            data.zadd(self.access_key(atsign, *kind), from, *count)
+                .ignore();
+        }
+        let () = data.query_async(&mut conn).await?;
+        let info = serde_json::to_string(&dump.info)?;
+        let created: bool = conn
+            .hset_nx(self.atsigns_key(), atsign.as_str(), info)
+            .await?;
+        if !created {
+            return Err(StoreError::AtSignExists(atsign.clone()));
+        }
+        self.publish_change(atsign).await;
+        Ok(())
     }
 
     fn watch_atsigns(&self) -> Option<tokio::sync::mpsc::Receiver<AtSignsEvent>> {
