@@ -101,7 +101,7 @@ mod tests {
             Some(&original)
         );
         // Again: the target has it, so this one fails, and says so.
-        let again = migrate(&embedded, &shared, &[alice.clone()])
+        let again = migrate(&embedded, &shared, std::slice::from_ref(&alice))
             .await
             .unwrap_err();
         assert!(
@@ -111,7 +111,9 @@ mod tests {
 
         let target = back.path().display().to_string();
         let returned = open_target(&target, "").await.unwrap();
-        migrate(&shared, &returned, &[alice.clone()]).await.unwrap();
+        migrate(&shared, &returned, std::slice::from_ref(&alice))
+            .await
+            .unwrap();
         assert_eq!(
             returned.export_atsign(&alice).await.unwrap(),
             Some(original)
