@@ -1,6 +1,7 @@
 //! `provision | deprovision | list` while the node serves: the CLI hands them to the running
 //! server over its admin socket (the embedded store is the server's alone), and the server
 //! serves the change at once: a new atSign's SNI name and own port answer, a removed one's stop.
+//! On Redis the socket is used the same way; without one, the CLI opens the shared Redis itself.
 
 mod support;
 
@@ -11,27 +12,28 @@ use std::time::{Duration, Instant};
 use at_tests::client::Client;
 use at_tests::process::{self, Running};
 use at_tests::TempDir;
-use support::{cram_digest, free_port};
+use support::{cram_digest, free_port, write_config, Backend};
 
 struct LiveNode {
     dir: TempDir,
     running: Running,
     own_port: u16,
+    /// Last, so that a Redis outlives the server process using it.
+    backend: Backend,
 }
 
 impl LiveNode {
     /// Serving, with nothing provisioned: SNI names under `atsign.test`, and a one-port range.
-    fn start() -> LiveNode {
+    fn start(backend: Backend) -> LiveNode {
         let dir = TempDir::new("server-admin-live");
         let own_port = free_port();
-        let config = format!(
+        let settings = format!(
             "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{0}/directory\"\n\
              public_host = \"127.0.0.1\"\nlisten = \"127.0.0.1:0\"\npublic_port = 6464\n\
              sni_domain = \"atsign.test\"\nport_range_start = {own_port}\nport_range_len = 1\n",
             dir.path().display()
         );
-        std::fs::write(dir.path().join("server.toml"), config).unwrap();
-        let config = dir.path().join("server.toml").display().to_string();
+        let config = write_config(dir.path(), &settings, &backend);
         let running = Running::start(
             Path::new(env!("CARGO_BIN_EXE_at-server")),
             &["--config", &config, "serve"],
@@ -42,6 +44,7 @@ impl LiveNode {
             dir,
             running,
             own_port,
+            backend,
         }
     }
 
@@ -109,9 +112,8 @@ fn refused_within(addr: SocketAddr, within: Duration) -> bool {
     false
 }
 
-#[test]
-fn atsigns_provisioned_and_removed_while_serving_are_served_and_stopped_at_once() {
-    let node = LiveNode::start();
+fn atsigns_provisioned_and_removed_while_serving_are_served_and_stopped_at_once(backend: Backend) {
+    let node = LiveNode::start(backend);
     assert_eq!(node.admin(&["list"]), "");
 
     let (host, secret) = provisioned(&node.admin(&["provision", "@bob"]), "@bob");
@@ -162,10 +164,14 @@ fn atsigns_provisioned_and_removed_while_serving_are_served_and_stopped_at_once(
     );
 }
 
-#[test]
-fn without_a_server_even_after_kill_9_the_cli_opens_the_store_itself() {
-    let node = LiveNode::start();
-    let LiveNode { dir, running, .. } = node;
+fn without_a_server_even_after_kill_9_the_cli_opens_the_store_itself(backend: Backend) {
+    let node = LiveNode::start(backend);
+    let LiveNode {
+        dir,
+        running,
+        backend: _backend,
+        ..
+    } = node;
     running.stop();
     let config = dir.path().join("server.toml").display().to_string();
     let binary = Path::new(env!("CARGO_BIN_EXE_at-server"));
@@ -181,22 +187,19 @@ fn without_a_server_even_after_kill_9_the_cli_opens_the_store_itself() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("@carol teapot "));
 }
 
-#[test]
-fn a_node_whose_admin_socket_cannot_be_bound_still_serves() {
+fn a_node_whose_admin_socket_cannot_be_bound_still_serves(backend: Backend) {
     // A Unix socket path is limited to 107 bytes: this data directory is too deep for one.
     let dir = TempDir::new("server-admin-deep");
     let deep = dir.path().join("d".repeat(120));
     let own_port = free_port();
-    let config = format!(
+    let settings = format!(
         "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{1}/directory\"\n\
          public_host = \"127.0.0.1\"\nlisten = \"127.0.0.1:0\"\n\
          port_range_start = {own_port}\nport_range_len = 1\n",
         deep.display(),
         dir.path().display()
     );
-    let config_file = dir.path().join("server.toml");
-    std::fs::write(&config_file, config).unwrap();
-    let config_file = config_file.display().to_string();
+    let config_file = write_config(dir.path(), &settings, &backend);
     let binary = Path::new(env!("CARGO_BIN_EXE_at-server"));
     let out = process::run(
         binary,
@@ -218,9 +221,31 @@ fn a_node_whose_admin_socket_cannot_be_bound_still_serves() {
     );
     bob.expect(b"@");
     bob.ask("noop:0\n", "data:ok\n@");
-    // Without the socket, admin commands meet the store in use, and say so.
     let out = process::run(binary, &["--config", &config_file, "list"], &[]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("in use by another process"), "{stderr}");
+    match backend {
+        // Without the socket, admin commands meet the embedded store in use, and say so.
+        Backend::Embedded => {
+            assert!(!out.status.success());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("in use by another process"), "{stderr}");
+        }
+        // Redis is shared: the CLI opens it beside the server, as another node would.
+        Backend::Redis(_) => {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                format!("@bob teapot 127.0.0.1:{own_port}\n")
+            );
+        }
+    }
+}
+
+both_backends! {
+    atsigns_provisioned_and_removed_while_serving_are_served_and_stopped_at_once,
+    without_a_server_even_after_kill_9_the_cli_opens_the_store_itself,
+    a_node_whose_admin_socket_cannot_be_bound_still_serves,
 }

@@ -48,9 +48,8 @@ fn apkam(node: &Node, id: &str, want: &str) -> Client {
     client
 }
 
-#[test]
-fn cram_enroll_request_then_pkam_with_the_enrollment_id_authenticates() {
-    let node = Node::start();
+fn cram_enroll_request_then_pkam_with_the_enrollment_id_authenticates(backend: Backend) {
+    let node = Node::start(backend);
     let mut cram = cram_in(&node);
     let id = enroll(&mut cram, "pixel");
 
@@ -72,9 +71,8 @@ fn cram_enroll_request_then_pkam_with_the_enrollment_id_authenticates() {
     );
 }
 
-#[test]
-fn the_enrollment_key_is_checked_not_the_legacy_pkam_key() {
-    let node = Node::start();
+fn the_enrollment_key_is_checked_not_the_legacy_pkam_key(backend: Backend) {
+    let node = Node::start(backend);
     let mut cram = cram_in(&node);
     let id = enroll(&mut cram, "pixel");
     // The approved key is also the legacy pkam key, for clients that do not send the id.
@@ -96,9 +94,8 @@ fn the_enrollment_key_is_checked_not_the_legacy_pkam_key() {
     apkam(&node, &id, "data:success\n@alice@");
 }
 
-#[test]
-fn an_unknown_enrollment_id_is_at0028_and_the_challenge_can_still_be_answered() {
-    let node = Node::start();
+fn an_unknown_enrollment_id_is_at0028_and_the_challenge_can_still_be_answered(backend: Backend) {
+    let node = Node::start(backend);
     let mut cram = cram_in(&node);
     let id = enroll(&mut cram, "pixel");
     let mut client = node.client();
@@ -116,9 +113,8 @@ fn an_unknown_enrollment_id_is_at0028_and_the_challenge_can_still_be_answered() 
     );
 }
 
-#[test]
-fn revoked_denied_and_unrevoked_enrollments_at_pkam() {
-    let node = Node::start();
+fn revoked_denied_and_unrevoked_enrollments_at_pkam(backend: Backend) {
+    let node = Node::start(backend);
     let mut enrolling = cram_in(&node);
     let id = enroll(&mut enrolling, "pixel");
     let mut owner = cram_in(&node);
@@ -158,9 +154,10 @@ fn revoked_denied_and_unrevoked_enrollments_at_pkam() {
     );
 }
 
-#[test]
-fn the_requesting_connection_is_that_enrollment_and_may_revoke_it_only_with_force() {
-    let node = Node::start();
+fn the_requesting_connection_is_that_enrollment_and_may_revoke_it_only_with_force(
+    backend: Backend,
+) {
+    let node = Node::start(backend);
     let mut cram = cram_in(&node);
     let id = enroll(&mut cram, "pixel");
     cram.ask(
@@ -180,9 +177,8 @@ fn the_requesting_connection_is_that_enrollment_and_may_revoke_it_only_with_forc
     );
 }
 
-#[test]
-fn json_errors_for_new_clients_read_as_the_reference_functional_tests() {
-    let node = Node::start();
+fn json_errors_for_new_clients_read_as_the_reference_functional_tests(backend: Backend) {
+    let node = Node::start(backend);
     let mut client = node.client();
     client.send(b"from:@alice:clientConfig:{\"version\":\"3.0.60\"}\n");
     let challenge = client.read_until(b"\n@");
@@ -206,9 +202,8 @@ fn json_errors_for_new_clients_read_as_the_reference_functional_tests() {
     );
 }
 
-#[test]
-fn list_and_fetch_show_the_approved_enrollment() {
-    let node = Node::start();
+fn list_and_fetch_show_the_approved_enrollment(backend: Backend) {
+    let node = Node::start(backend);
     let mut cram = cram_in(&node);
     let id = enroll(&mut cram, "pixel");
     let mut owner = apkam(&node, &id, "data:success\n@alice@");
@@ -229,9 +224,8 @@ fn list_and_fetch_show_the_approved_enrollment() {
     owner.ask("sync:from:-1:limit:10\n", "data:[]\n@alice@");
 }
 
-#[test]
-fn without_authentication_a_request_needs_an_otp_and_the_rest_needs_the_owner() {
-    let node = Node::start();
+fn without_authentication_a_request_needs_an_otp_and_the_rest_needs_the_owner(backend: Backend) {
+    let node = Node::start(backend);
     let mut client = node.client();
     client.ask(
         &request_line("pixel"),
@@ -284,10 +278,9 @@ fn without_authentication_a_request_needs_an_otp_and_the_rest_needs_the_owner() 
     other.expect_closed(Duration::from_secs(5));
 }
 
-#[test]
-fn full_onboarding_with_enroll_then_the_cram_secret_is_deleted() {
+fn full_onboarding_with_enroll_then_the_cram_secret_is_deleted(backend: Backend) {
     // A real request carries the encrypted default keys: larger than the test's usual limit.
-    let node = Node::start_with_buffer_limit(20_000);
+    let node = Node::start_with_buffer_limit(backend, 20_000);
     let mut cram = cram_in(&node);
     let encrypted = "QUJD".repeat(600);
     let line = format!(
@@ -318,9 +311,8 @@ fn full_onboarding_with_enroll_then_the_cram_secret_is_deleted() {
     drop(pkam_in(&node));
 }
 
-#[test]
-fn enroll_inside_a_batch_is_refused_and_enrolls_nothing() {
-    let node = Node::start();
+fn enroll_inside_a_batch_is_refused_and_enrolls_nothing(backend: Backend) {
+    let node = Node::start(backend);
     let mut cram = cram_in(&node);
     // The connection's checks (how it logged in, request limits) do not run for a batch
     // entry, so a batch may not enroll: answered as the verbs the connection answers itself.
@@ -332,4 +324,17 @@ fn enroll_inside_a_batch_is_refused_and_enrolls_nothing() {
     );
     cram.ask("enroll:list\n", "data:{}\n@alice@");
     still_open(&mut cram, "@alice@");
+}
+
+both_backends! {
+    cram_enroll_request_then_pkam_with_the_enrollment_id_authenticates,
+    the_enrollment_key_is_checked_not_the_legacy_pkam_key,
+    an_unknown_enrollment_id_is_at0028_and_the_challenge_can_still_be_answered,
+    revoked_denied_and_unrevoked_enrollments_at_pkam,
+    the_requesting_connection_is_that_enrollment_and_may_revoke_it_only_with_force,
+    json_errors_for_new_clients_read_as_the_reference_functional_tests,
+    list_and_fetch_show_the_approved_enrollment,
+    without_authentication_a_request_needs_an_otp_and_the_rest_needs_the_owner,
+    full_onboarding_with_enroll_then_the_cram_secret_is_deleted,
+    enroll_inside_a_batch_is_refused_and_enrolls_nothing,
 }

@@ -65,9 +65,10 @@ fn good_cram(node: &Node, client: &mut Client, want: &str) {
     );
 }
 
-#[test]
-fn with_the_defaults_a_first_failure_is_answered_at_once_and_a_correct_cram_then_works() {
-    let node = Node::start();
+fn with_the_defaults_a_first_failure_is_answered_at_once_and_a_correct_cram_then_works(
+    backend: Backend,
+) {
+    let node = Node::start(backend);
     install_pkam_key(&node);
     let mut client = node.client();
     assert!(fail_cram(&mut client, WRONG_CRAM) < AT_ONCE);
@@ -77,9 +78,8 @@ fn with_the_defaults_a_first_failure_is_answered_at_once_and_a_correct_cram_then
     client.ask("config:block:show\n", "data:null\n@alice@");
 }
 
-#[test]
-fn repeated_failures_wait_longer_each_time_then_the_connection_closes() {
-    let mut node = Node::start();
+fn repeated_failures_wait_longer_each_time_then_the_connection_closes(backend: Backend) {
+    let mut node = Node::start(backend);
     node.reconfigure(PER_CONNECTION);
     install_pkam_key(&node);
     let mut client = node.client();
@@ -103,9 +103,8 @@ fn repeated_failures_wait_longer_each_time_then_the_connection_closes() {
     good_cram(&node, &mut fresh, "data:success\n@alice@");
 }
 
-#[test]
-fn a_correct_proof_after_failures_works_and_clears_the_count() {
-    let mut node = Node::start();
+fn a_correct_proof_after_failures_works_and_clears_the_count(backend: Backend) {
+    let mut node = Node::start(backend);
     node.reconfigure(PER_CONNECTION);
     let mut client = node.client();
     fail_cram(&mut client, WRONG_CRAM);
@@ -138,9 +137,8 @@ fn a_correct_proof_after_failures_works_and_clears_the_count() {
     }
 }
 
-#[test]
-fn an_atsigns_failures_per_minute_are_bounded_across_connections() {
-    let mut node = Node::start();
+fn an_atsigns_failures_per_minute_are_bounded_across_connections(backend: Backend) {
+    let mut node = Node::start(backend);
     node.reconfigure(PER_ATSIGN);
     // Already authenticated before the failures: not affected by them.
     let mut owner = cram_in(&node);
@@ -157,4 +155,11 @@ fn an_atsigns_failures_per_minute_are_bounded_across_connections() {
     late.ask("pkam:AAAA\n", TOO_MANY);
     late.expect_silence(Duration::from_millis(200));
     owner.ask("config:block:show\n", "data:null\n@alice@");
+}
+
+both_backends! {
+    with_the_defaults_a_first_failure_is_answered_at_once_and_a_correct_cram_then_works,
+    repeated_failures_wait_longer_each_time_then_the_connection_closes,
+    a_correct_proof_after_failures_works_and_clears_the_count,
+    an_atsigns_failures_per_minute_are_bounded_across_connections,
 }

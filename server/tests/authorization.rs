@@ -82,9 +82,8 @@ const ANYONE: &[(&str, &str)] = &[
     ("noop:1\n", "data:ok\n@"),
 ];
 
-#[test]
-fn each_state_gets_exactly_what_it_may_see() {
-    let node = Node::start();
+fn each_state_gets_exactly_what_it_may_see(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     for (line, reply) in KEYS {
         owner.ask(line, reply);
@@ -98,4 +97,8 @@ fn each_state_gets_exactly_what_it_may_see() {
     }
     // Nothing the unauthenticated connection tried changed the data.
     owner.ask("llookup:public:pub@alice\n", "data:P\n@alice@");
+}
+
+both_backends! {
+    each_state_gets_exactly_what_it_may_see,
 }

@@ -10,9 +10,8 @@ use support::*;
 
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
-#[test]
-fn block_add_remove_and_show_reply_the_reference_bytes() {
-    let node = Node::start();
+fn block_add_remove_and_show_reply_the_reference_bytes(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.send(b"stats:3\n");
     let last_commit = owner.read_until(b"\n@alice@");
@@ -33,9 +32,8 @@ fn block_add_remove_and_show_reply_the_reference_bytes() {
     owner.ask("stats:3\n", &last_commit);
 }
 
-#[test]
-fn the_block_list_survives_reconnects_and_restarts() {
-    let mut node = Node::start();
+fn the_block_list_survives_reconnects_and_restarts(backend: Backend) {
+    let mut node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask("config:block:add:@bob\n", "data:success\n@alice@");
     drop(owner);
@@ -55,9 +53,8 @@ fn the_block_list_survives_reconnects_and_restarts() {
     bob.expect_closed(CLOSE_WAIT);
 }
 
-#[test]
-fn from_by_a_blocked_atsign_is_at0013_and_the_connection_closes() {
-    let node = Node::start();
+fn from_by_a_blocked_atsign_is_at0013_and_the_connection_closes(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask("config:block:add:@bob\n", "data:success\n@alice@");
 
@@ -89,9 +86,8 @@ fn from_by_a_blocked_atsign_is_at0013_and_the_connection_closes() {
     from_peer(&mut bob, "@bob");
 }
 
-#[test]
-fn config_is_for_the_owner_only() {
-    let node = Node::start();
+fn config_is_for_the_owner_only(backend: Backend) {
+    let node = Node::start(backend);
     let refused = "error:AT0401-Exception: Command cannot be executed without auth\n@";
     let mut anyone = node.client();
     anyone.ask("config:block:show\n", refused);
@@ -107,9 +103,8 @@ fn config_is_for_the_owner_only() {
     owner.ask("config:block:show\n", "data:null\n@alice@");
 }
 
-#[test]
-fn settings_are_refused_as_by_a_reference_server_outside_testing_mode() {
-    let node = Node::start();
+fn settings_are_refused_as_by_a_reference_server_outside_testing_mode(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask(
         "config:set:inboundMaxLimit=10\n",
@@ -141,4 +136,12 @@ fn pkam_in_after_cram(node: &Node) -> at_tests::client::Client {
         "data:-1\n@alice@",
     );
     pkam_in(node)
+}
+
+both_backends! {
+    block_add_remove_and_show_reply_the_reference_bytes,
+    the_block_list_survives_reconnects_and_restarts,
+    from_by_a_blocked_atsign_is_at0013_and_the_connection_closes,
+    config_is_for_the_owner_only,
+    settings_are_refused_as_by_a_reference_server_outside_testing_mode,
 }

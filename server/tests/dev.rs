@@ -1,5 +1,7 @@
 //! `at-server dev`, the README's run command: a directory and an atServer in one process, a demo
 //! atSign provisioned, reachable through the directory over TLS.
+//!
+//! Embedded store only, by design: `dev` is the no-Redis mode (it takes no store settings).
 
 mod support;
 

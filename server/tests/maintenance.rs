@@ -17,9 +17,8 @@ const DEADLINE: Duration = Duration::from_secs(8);
 /// How often to ask meanwhile.
 const POLL: Duration = Duration::from_millis(200);
 
-#[test]
-fn an_expired_key_that_nobody_reads_is_removed_with_a_delete_entry() {
-    let mut node = Node::start();
+fn an_expired_key_that_nobody_reads_is_removed_with_a_delete_entry(backend: Backend) {
+    let mut node = Node::start(backend);
     node.reconfigure("maintenance_interval_secs = 1\n");
     let mut owner = cram_in(&node);
     owner.ask("update:public:kept.maint@alice v\n", "data:0\n@alice@");
@@ -51,4 +50,8 @@ fn an_expired_key_that_nobody_reads_is_removed_with_a_delete_entry() {
         "error:AT0015-key not found : public:gone.maint@alice does not exist in keystore\n@alice@",
     );
     owner.ask("llookup:public:kept.maint@alice\n", "data:v\n@alice@");
+}
+
+both_backends! {
+    an_expired_key_that_nobody_reads_is_removed_with_a_delete_entry,
 }

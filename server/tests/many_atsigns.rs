@@ -1,24 +1,24 @@
 //! One node, a thousand atSigns, each reached on the shared port by its own SNI name.
 
+mod support;
+
 use std::path::Path;
 
 use at_tests::client::Client;
 use at_tests::process::{self, Running};
 use at_tests::TempDir;
+use support::{write_config, Backend};
 
 const COUNT: usize = 1000;
 
-#[test]
-fn a_thousand_atsigns_on_one_node_each_reachable_by_sni() {
+fn a_thousand_atsigns_on_one_node_each_reachable_by_sni(backend: Backend) {
     let dir = TempDir::new("server-many");
-    let config = format!(
+    let settings = format!(
         "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{0}/directory\"\n\
          listen = \"127.0.0.1:0\"\npublic_port = 6464\nsni_domain = \"atsign.test\"\n",
         dir.path().display()
     );
-    let config_file = dir.path().join("server.toml");
-    std::fs::write(&config_file, config).unwrap();
-    let config_file = config_file.display().to_string();
+    let config_file = write_config(dir.path(), &settings, &backend);
     let binary = Path::new(env!("CARGO_BIN_EXE_at-server"));
 
     let names: Vec<String> = (0..COUNT).map(|i| format!("@user{i}")).collect();
@@ -44,6 +44,7 @@ fn a_thousand_atsigns_on_one_node_each_reachable_by_sni() {
         })
         .collect();
     assert_eq!(hosts.len(), COUNT);
+    backend.check_used(&dir.path().join("server"));
 
     let running = Running::start(
         binary,
@@ -62,4 +63,8 @@ fn a_thousand_atsigns_on_one_node_each_reachable_by_sni() {
             "{host}: {reply}"
         );
     }
+}
+
+both_backends! {
+    a_thousand_atsigns_on_one_node_each_reachable_by_sni,
 }

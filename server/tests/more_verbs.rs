@@ -7,9 +7,8 @@ mod support;
 
 use support::*;
 
-#[test]
-fn update_json_stores_a_key_that_update_would_store() {
-    let node = Node::start();
+fn update_json_stores_a_key_that_update_would_store(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask(
         "update:json:{\"atKey\":\"phone.wavi\",\"value\":\"+1 555\",\"sharedBy\":\"@alice\",\
@@ -30,9 +29,8 @@ fn update_json_stores_a_key_that_update_would_store() {
     anyone.ask("lookup:phone.wavi@alice\n", "data:+1 555\n@");
 }
 
-#[test]
-fn update_json_errors_are_answered_and_the_connection_stays_open() {
-    let node = Node::start();
+fn update_json_errors_are_answered_and_the_connection_stays_open(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     for (line, reply) in [
         (
@@ -67,9 +65,8 @@ fn update_json_errors_are_answered_and_the_connection_stays_open() {
     still_open(&mut anyone, "@");
 }
 
-#[test]
-fn batch_runs_each_command_in_order_and_answers_by_id() {
-    let node = Node::start();
+fn batch_runs_each_command_in_order_and_answers_by_id(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask(
         "batch:[{\"id\":1,\"command\":\"update:public:a@alice 1\"},\
@@ -87,9 +84,8 @@ fn batch_runs_each_command_in_order_and_answers_by_id() {
     owner.ask("batch:[]\n", "data:[]\n@alice@");
 }
 
-#[test]
-fn batch_answers_failing_commands_with_error_entries_and_runs_the_rest() {
-    let node = Node::start();
+fn batch_answers_failing_commands_with_error_entries_and_runs_the_rest(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask(
         "batch:[{\"id\":1,\"command\":\"delete:public:publickey@alice\"},\
@@ -114,9 +110,8 @@ fn batch_answers_failing_commands_with_error_entries_and_runs_the_rest() {
     still_open(&mut owner, "@alice@");
 }
 
-#[test]
-fn batch_that_is_not_a_list_of_commands_is_at0003_and_the_connection_stays_open() {
-    let node = Node::start();
+fn batch_that_is_not_a_list_of_commands_is_at0003_and_the_connection_stays_open(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     let usage = "error:AT0003-Invalid syntax : Invalid syntax. e.g batch:[{\"id\":1,\"command\":\"llookup:phone@alice\"}]\n@alice@";
     for line in [
@@ -135,9 +130,8 @@ fn batch_that_is_not_a_list_of_commands_is_at0003_and_the_connection_stays_open(
     still_open(&mut anyone, "@");
 }
 
-#[test]
-fn plookup_of_own_keys_reads_the_public_key() {
-    let node = Node::start();
+fn plookup_of_own_keys_reads_the_public_key(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask(
         "update:public:publickey@alice MIIBIjAN\n",
@@ -165,9 +159,8 @@ fn plookup_of_own_keys_reads_the_public_key() {
     still_open(&mut owner, "@alice@");
 }
 
-#[test]
-fn plookup_of_another_atsign_is_refused_until_server_to_server_lookups_exist() {
-    let node = Node::start();
+fn plookup_of_another_atsign_is_refused_until_server_to_server_lookups_exist(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask(
         "plookup:publickey@bob\n",
@@ -180,4 +173,14 @@ fn plookup_of_another_atsign_is_refused_until_server_to_server_lookups_exist() {
         "error:AT0401-Exception: Command cannot be executed without auth\n@",
     );
     still_open(&mut anyone, "@");
+}
+
+both_backends! {
+    update_json_stores_a_key_that_update_would_store,
+    update_json_errors_are_answered_and_the_connection_stays_open,
+    batch_runs_each_command_in_order_and_answers_by_id,
+    batch_answers_failing_commands_with_error_entries_and_runs_the_rest,
+    batch_that_is_not_a_list_of_commands_is_at0003_and_the_connection_stays_open,
+    plookup_of_own_keys_reads_the_public_key,
+    plookup_of_another_atsign_is_refused_until_server_to_server_lookups_exist,
 }

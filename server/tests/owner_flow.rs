@@ -12,9 +12,8 @@ use at_tests::process::{self, Running};
 use at_tests::TempDir;
 use support::*;
 
-#[test]
-fn cram_with_the_provisioned_secret_authenticates_the_owner() {
-    let node = Node::start();
+fn cram_with_the_provisioned_secret_authenticates_the_owner(backend: Backend) {
+    let node = Node::start(backend);
     let mut client = node.client();
     let challenge = from_alice(&mut client);
     client.ask(
@@ -23,9 +22,8 @@ fn cram_with_the_provisioned_secret_authenticates_the_owner() {
     );
 }
 
-#[test]
-fn wrong_cram_is_at0401_and_the_connection_stays_open() {
-    let node = Node::start();
+fn wrong_cram_is_at0401_and_the_connection_stays_open(backend: Backend) {
+    let node = Node::start(backend);
     let mut client = node.client();
     let challenge = from_alice(&mut client);
     client.ask(
@@ -44,9 +42,8 @@ fn wrong_cram_is_at0401_and_the_connection_stays_open() {
     );
 }
 
-#[test]
-fn owner_verbs_before_authentication_are_at0401() {
-    let node = Node::start();
+fn owner_verbs_before_authentication_are_at0401(backend: Backend) {
+    let node = Node::start(backend);
     let mut client = node.client();
     for line in [
         "llookup:public:phone@alice\n",
@@ -61,9 +58,8 @@ fn owner_verbs_before_authentication_are_at0401() {
     }
 }
 
-#[test]
-fn unknown_verbs_are_at0003_worded_by_authentication_state() {
-    let node = Node::start();
+fn unknown_verbs_are_at0003_worded_by_authentication_state(backend: Backend) {
+    let node = Node::start(backend);
     let mut client = node.client();
     client.ask("hello\n", "error:AT0003-Exception: invalid command\n@");
     let challenge = from_alice(&mut client);
@@ -77,52 +73,45 @@ fn unknown_verbs_are_at0003_worded_by_authentication_state() {
     );
 }
 
-#[test]
-fn overlong_line_is_at0005_and_closes() {
-    let node = Node::start();
+fn overlong_line_is_at0005_and_closes(backend: Backend) {
+    let node = Node::start(backend);
     let mut client = node.client();
     client.send("x".repeat(1001).as_bytes());
     client.expect(b"error:AT0005-Exception: line longer than 1000 bytes\n@");
     client.expect_closed(Duration::from_secs(5));
 }
 
-#[test]
-fn invalid_utf8_is_at0003_and_closes() {
-    let node = Node::start();
+fn invalid_utf8_is_at0003_and_closes(backend: Backend) {
+    let node = Node::start(backend);
     let mut client = node.client();
     client.send(b"from:@\xff\xfe\n");
     client.expect(b"error:AT0003-Exception: command is not valid UTF-8\n@");
     client.expect_closed(Duration::from_secs(5));
 }
 
-#[test]
-fn exit_closes_without_a_reply() {
-    let node = Node::start();
+fn exit_closes_without_a_reply(backend: Backend) {
+    let node = Node::start(backend);
     let mut client = node.client();
     client.send(b"@exit\n");
     client.expect_closed(Duration::from_secs(5));
 }
 
-#[test]
-fn a_connection_for_an_unknown_server_name_is_closed() {
-    let node = Node::start();
+fn a_connection_for_an_unknown_server_name_is_closed(backend: Backend) {
+    let node = Node::start(backend);
     let shared = node.running.as_ref().unwrap().addr;
     // The shared port routes by SNI; `localhost` names no hosted atSign.
     let mut client = Client::tls(shared, &node.ca_file());
     client.expect_closed(Duration::from_secs(5));
 }
 
-#[test]
-fn the_shared_port_routes_each_atsign_by_its_sni_name() {
+fn the_shared_port_routes_each_atsign_by_its_sni_name(backend: Backend) {
     let dir = TempDir::new("server-sni");
-    let config = format!(
+    let settings = format!(
         "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{0}/directory\"\n\
          listen = \"127.0.0.1:0\"\npublic_port = 6464\nsni_domain = \"atsign.test\"\n",
         dir.path().display()
     );
-    let config_file = dir.path().join("server.toml");
-    std::fs::write(&config_file, config).unwrap();
-    let config_file = config_file.display().to_string();
+    let config_file = write_config(dir.path(), &settings, &backend);
     let binary = Path::new(env!("CARGO_BIN_EXE_at-server"));
     for atsign in ["@alice", "@bob"] {
         assert!(process::run(
@@ -162,9 +151,8 @@ fn the_shared_port_routes_each_atsign_by_its_sni_name() {
     }
 }
 
-#[test]
-fn onboarding_as_real_clients_run_it_then_pkam_and_cram_disabled() {
-    let node = Node::start();
+fn onboarding_as_real_clients_run_it_then_pkam_and_cram_disabled(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask(
         &format!(
@@ -198,9 +186,8 @@ fn onboarding_as_real_clients_run_it_then_pkam_and_cram_disabled() {
     );
 }
 
-#[test]
-fn wrong_pkam_signature_is_at0401_and_the_connection_stays_open() {
-    let node = Node::start();
+fn wrong_pkam_signature_is_at0401_and_the_connection_stays_open(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask(
         &format!(
@@ -222,9 +209,8 @@ fn wrong_pkam_signature_is_at0401_and_the_connection_stays_open() {
     );
 }
 
-#[test]
-fn owner_keys_round_trip_and_missing_keys_are_at0015() {
-    let node = Node::start();
+fn owner_keys_round_trip_and_missing_keys_are_at0015(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask("update:phone.wavi@alice +44 1234\n", "data:0\n@alice@");
     owner.ask(
@@ -259,9 +245,8 @@ fn owner_keys_round_trip_and_missing_keys_are_at0015() {
     anyone.ask("lookup:location.wavi@alice\n", "data:London\n@");
 }
 
-#[test]
-fn an_acknowledged_write_survives_kill_9() {
-    let mut node = Node::start();
+fn an_acknowledged_write_survives_kill_9(backend: Backend) {
+    let mut node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask(
         "update:public:durable@alice still-here\n",
@@ -272,4 +257,20 @@ fn an_acknowledged_write_survives_kill_9() {
     node.restart();
     let mut anyone = node.client();
     anyone.ask("lookup:durable@alice\n", "data:still-here\n@");
+}
+
+both_backends! {
+    cram_with_the_provisioned_secret_authenticates_the_owner,
+    wrong_cram_is_at0401_and_the_connection_stays_open,
+    owner_verbs_before_authentication_are_at0401,
+    unknown_verbs_are_at0003_worded_by_authentication_state,
+    overlong_line_is_at0005_and_closes,
+    invalid_utf8_is_at0003_and_closes,
+    exit_closes_without_a_reply,
+    a_connection_for_an_unknown_server_name_is_closed,
+    the_shared_port_routes_each_atsign_by_its_sni_name,
+    onboarding_as_real_clients_run_it_then_pkam_and_cram_disabled,
+    wrong_pkam_signature_is_at0401_and_the_connection_stays_open,
+    owner_keys_round_trip_and_missing_keys_are_at0015,
+    an_acknowledged_write_survives_kill_9,
 }

@@ -1,5 +1,8 @@
 //! `at-server provision | deprovision | list`, run as the real binary; directory entries checked
-//! through the directory's own store code.
+//! through the directory's own store code. The atServer's store is either backend; the
+//! directory's is embedded.
+
+mod support;
 
 use std::path::Path;
 use std::process::Output;
@@ -7,20 +10,22 @@ use std::process::Output;
 use at_common::{Address, AtSign};
 use at_tests::process;
 use at_tests::TempDir;
+use support::{write_config, Backend};
 
 struct Node {
     dir: TempDir,
+    backend: Backend,
 }
 
 impl Node {
-    fn new(extra: &str) -> Node {
+    fn new(backend: Backend, extra: &str) -> Node {
         let dir = TempDir::new("server-provision");
-        let config = format!(
+        let settings = format!(
             "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{0}/directory\"\npublic_host = \"127.0.0.1\"\n{extra}",
             dir.path().display()
         );
-        std::fs::write(dir.path().join("server.toml"), config).unwrap();
-        Node { dir }
+        write_config(dir.path(), &settings, &backend);
+        Node { dir, backend }
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -51,9 +56,8 @@ impl Node {
     }
 }
 
-#[test]
-fn provision_gives_each_atsign_a_port_a_secret_and_a_directory_entry() {
-    let node = Node::new("port_range_start = 25000\nport_range_len = 2\n");
+fn provision_gives_each_atsign_a_port_a_secret_and_a_directory_entry(backend: Backend) {
+    let node = Node::new(backend, "port_range_start = 25000\nport_range_len = 2\n");
     let out = node.ok(&["provision", "@Alice"]);
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("provisioned @alice at 127.0.0.1:25000"));
@@ -66,6 +70,7 @@ fn provision_gives_each_atsign_a_port_a_secret_and_a_directory_entry() {
         node.directory_entry("alice"),
         Some(Address::parse("127.0.0.1:25000").unwrap())
     );
+    node.backend.check_used(&node.dir.path().join("server"));
 
     let out = node.ok(&["provision", "bob"]);
     assert!(
@@ -78,9 +83,8 @@ fn provision_gives_each_atsign_a_port_a_secret_and_a_directory_entry() {
     );
 }
 
-#[test]
-fn provisioning_twice_or_past_the_port_range_is_refused() {
-    let node = Node::new("port_range_start = 25000\nport_range_len = 1\n");
+fn provisioning_twice_or_past_the_port_range_is_refused(backend: Backend) {
+    let node = Node::new(backend, "port_range_start = 25000\nport_range_len = 1\n");
     node.ok(&["provision", "@alice"]);
     let again = node.run(&["provision", "@alice"]);
     assert!(!again.status.success());
@@ -91,9 +95,8 @@ fn provisioning_twice_or_past_the_port_range_is_refused() {
     assert_eq!(node.directory_entry("bob"), None);
 }
 
-#[test]
-fn deprovision_removes_the_atsign_its_entry_and_frees_its_port() {
-    let node = Node::new("port_range_start = 25000\nport_range_len = 2\n");
+fn deprovision_removes_the_atsign_its_entry_and_frees_its_port(backend: Backend) {
+    let node = Node::new(backend, "port_range_start = 25000\nport_range_len = 2\n");
     node.ok(&["provision", "@alice"]);
     node.ok(&["provision", "@bob"]);
     assert_eq!(node.ok(&["deprovision", "alice"]), "deprovisioned @alice\n");
@@ -109,9 +112,11 @@ fn deprovision_removes_the_atsign_its_entry_and_frees_its_port() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("@alice is not provisioned"));
 }
 
-#[test]
-fn with_an_sni_domain_the_directory_entry_is_the_atsigns_own_host_name() {
-    let node = Node::new("sni_domain = \"atsign.test\"\nlisten = \"0.0.0.0:6464\"\n");
+fn with_an_sni_domain_the_directory_entry_is_the_atsigns_own_host_name(backend: Backend) {
+    let node = Node::new(
+        backend,
+        "sni_domain = \"atsign.test\"\nlisten = \"0.0.0.0:6464\"\n",
+    );
     let out = node.ok(&["provision", "@alice🛠"]);
     let address = node.directory_entry("alice🛠").unwrap();
     let label = address.host().strip_suffix(".atsign.test").unwrap();
@@ -123,10 +128,17 @@ fn with_an_sni_domain_the_directory_entry_is_the_atsigns_own_host_name() {
     );
 }
 
-#[test]
-fn bad_atsigns_are_refused_before_anything_is_written() {
-    let node = Node::new("port_range_start = 25000\nport_range_len = 2\n");
+fn bad_atsigns_are_refused_before_anything_is_written(backend: Backend) {
+    let node = Node::new(backend, "port_range_start = 25000\nport_range_len = 2\n");
     let out = node.run(&["provision", "al ice"]);
     assert!(!out.status.success());
     assert_eq!(node.ok(&["list"]), "");
+}
+
+both_backends! {
+    provision_gives_each_atsign_a_port_a_secret_and_a_directory_entry,
+    provisioning_twice_or_past_the_port_range_is_refused,
+    deprovision_removes_the_atsign_its_entry_and_frees_its_port,
+    with_an_sni_domain_the_directory_entry_is_the_atsigns_own_host_name,
+    bad_atsigns_are_refused_before_anything_is_written,
 }

@@ -136,6 +136,7 @@ fn int(json: &Value, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("{name} is not an integer in {json}"))
 }
 
+// Pure arithmetic of the test's own: no server, no backend.
 #[test]
 fn metadata_dates_parse_as_utc_milliseconds() {
     assert_eq!(millis(&Value::from("1970-01-01 00:00:00.000Z")), 0);
@@ -149,9 +150,8 @@ fn metadata_dates_parse_as_utc_milliseconds() {
     );
 }
 
-#[test]
-fn a_ttl_key_is_readable_until_it_expires_then_reads_null_once_and_is_gone() {
-    let node = Node::start();
+fn a_ttl_key_is_readable_until_it_expires_then_reads_null_once_and_is_gone(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     let mut anyone = node.client();
     let before = wall_clock_millis();
@@ -252,9 +252,8 @@ fn a_ttl_key_is_readable_until_it_expires_then_reads_null_once_and_is_gone() {
     owner.ask("scan brief\n", "data:[]\n@alice@");
 }
 
-#[test]
-fn an_expired_key_read_first_by_anyone_reads_null_then_is_missing() {
-    let node = Node::start();
+fn an_expired_key_read_first_by_anyone_reads_null_then_is_missing(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     let mut anyone = node.client();
     let sent = Instant::now();
@@ -286,9 +285,8 @@ fn an_expired_key_read_first_by_anyone_reads_null_then_is_missing() {
     );
 }
 
-#[test]
-fn a_ttb_key_reads_null_and_is_not_listed_until_it_is_born() {
-    let node = Node::start();
+fn a_ttb_key_reads_null_and_is_not_listed_until_it_is_born(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     let mut anyone = node.client();
     let sent = Instant::now();
@@ -357,9 +355,8 @@ fn a_ttb_key_reads_null_and_is_not_listed_until_it_is_born() {
     assert!(m.get("ttl").is_none(), "{m}");
 }
 
-#[test]
-fn ttr_sets_refresh_at_in_seconds_and_ccd_defaults_to_false() {
-    let node = Node::start();
+fn ttr_sets_refresh_at_in_seconds_and_ccd_defaults_to_false(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask("update:ttr:3600:public:fresh@alice v\n", "data:0\n@alice@");
     let m = meta(&mut owner, "public:fresh@alice");
@@ -403,9 +400,8 @@ fn ttr_sets_refresh_at_in_seconds_and_ccd_defaults_to_false() {
     anyone.ask("lookup:fresh@alice\n", "data:v\n@");
 }
 
-#[test]
-fn an_update_without_ttl_keeps_the_ttl_and_counts_it_from_the_new_update() {
-    let node = Node::start();
+fn an_update_without_ttl_keeps_the_ttl_and_counts_it_from_the_new_update(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask(
         "update:ttl:600000:public:kept@alice one\n",
@@ -459,9 +455,8 @@ fn an_update_without_ttl_keeps_the_ttl_and_counts_it_from_the_new_update() {
     owner.ask("llookup:public:kept@alice\n", "data:three\n@alice@");
 }
 
-#[test]
-fn a_short_ttl_kept_by_a_later_update_still_expires() {
-    let node = Node::start();
+fn a_short_ttl_kept_by_a_later_update_still_expires(backend: Backend) {
+    let node = Node::start(backend);
     let mut owner = cram_in(&node);
     owner.ask(
         &format!("update:ttl:{SHORT_MS}:public:again@alice one\n"),
@@ -484,4 +479,13 @@ fn a_short_ttl_kept_by_a_later_update_still_expires() {
     );
     assert_eq!(reply, "data:null\n@alice@");
     assert!(at >= expiry, "gone {:?} early", expiry - at);
+}
+
+both_backends! {
+    a_ttl_key_is_readable_until_it_expires_then_reads_null_once_and_is_gone,
+    an_expired_key_read_first_by_anyone_reads_null_then_is_missing,
+    a_ttb_key_reads_null_and_is_not_listed_until_it_is_born,
+    ttr_sets_refresh_at_in_seconds_and_ccd_defaults_to_false,
+    an_update_without_ttl_keeps_the_ttl_and_counts_it_from_the_new_update,
+    a_short_ttl_kept_by_a_later_update_still_expires,
 }

@@ -1,38 +1,145 @@
 //! The owner's side of a running atServer for the wire tests: a node hosting `@alice`, and a
 //! client that authenticates with digests and signatures computed here with `ring`.
+//!
+//! # Both backends
+//! Every test that is not about one store in particular runs twice: on the embedded store and
+//! on a real `redis-server` the test starts for itself ([`RedisServer`], on a free loopback
+//! port, killed with the node). A test is written once, as a function taking a [`Backend`];
+//! [`both_backends!`](crate::both_backends) at the end of its file makes the two `#[test]`s,
+//! `embedded::<name>` and `redis::<name>` (so `cargo test -p at-server -- redis::` runs the
+//! Redis half). Every configuration the tests write ends with the backend's `[store]` section
+//! ([`write_config`]), so `serve` and the admin commands (`provision`, …) reach the same store.
+//! Tests that are only about one backend are plain `#[test]`s, with a comment saying why.
 // Each test binary compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use at_tests::client::Client;
 pub use at_tests::free_port;
 use at_tests::process::{self, Running};
+use at_tests::redis::RedisServer;
 use at_tests::TempDir;
+
+/// Which store the atServer under test uses.
+#[derive(Clone)]
+pub enum Backend {
+    /// fjall under the node's data dir (the default).
+    Embedded,
+    /// A `redis-server` of the test's own, kept running as long as a clone of this is held.
+    Redis(Arc<RedisServer>),
+}
+
+impl Backend {
+    pub fn embedded() -> Backend {
+        Backend::Embedded
+    }
+
+    /// Starts a `redis-server` for this test.
+    pub fn redis() -> Backend {
+        Backend::Redis(Arc::new(RedisServer::start()))
+    }
+
+    pub fn is_redis(&self) -> bool {
+        matches!(self, Backend::Redis(_))
+    }
+
+    /// The TOML that selects this backend; empty for the embedded store (the default). A
+    /// table, so it must come after every top-level setting: see [`write_config`].
+    pub fn store_section(&self) -> String {
+        match self {
+            Backend::Embedded => String::new(),
+            Backend::Redis(redis) => format!(
+                "\n[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
+                redis.url()
+            ),
+        }
+    }
+
+    /// Asserts that a node whose `data_dir` is `data_dir` really keeps its data where this
+    /// backend says: on Redis, no embedded store was created beside it.
+    pub fn check_used(&self, data_dir: &Path) {
+        let embedded = data_dir.join("store");
+        assert_eq!(
+            embedded.exists(),
+            !self.is_redis(),
+            "{} after provisioning",
+            embedded.display()
+        );
+    }
+}
+
+/// Writes `<dir>/server.toml`: the top-level `settings`, then `backend`'s store section.
+/// Returns the file's path as a `--config` argument.
+pub fn write_config(dir: &Path, settings: &str, backend: &Backend) -> String {
+    let file = dir.join("server.toml");
+    std::fs::write(&file, format!("{settings}{}", backend.store_section())).unwrap();
+    file.display().to_string()
+}
+
+/// Runs each named test function (`fn name(backend: Backend)`) once per backend, as
+/// `embedded::<name>` and `redis::<name>`. Attributes written before a name (such as
+/// `#[ignore = "…"]`) go on both; `redis #[…]` after a name goes on the Redis one only.
+#[macro_export]
+macro_rules! both_backends {
+    ($($(#[$both:meta])* $name:ident $(redis #[$redis:meta])?),+ $(,)?) => {
+        mod embedded {
+            $(
+                $(#[$both])*
+                #[test]
+                fn $name() {
+                    super::$name(super::support::Backend::embedded())
+                }
+            )+
+        }
+        mod redis {
+            $(
+                $(#[$both])*
+                $(#[$redis])?
+                #[test]
+                fn $name() {
+                    super::$name(super::support::Backend::redis())
+                }
+            )+
+        }
+    };
+}
 
 pub struct Node {
     pub dir: TempDir,
     pub port: u16,
     pub cram_secret: String,
     pub running: Option<Running>,
+    /// The configuration's top-level settings; the file is these plus the backend's section.
+    settings: String,
+    /// Last, so that a Redis outlives the server process using it.
+    pub backend: Backend,
 }
 
 impl Node {
-    /// A node hosting `@alice` on a port of its own, serving.
-    pub fn start() -> Node {
+    /// A node hosting `@alice` on a port of its own, on `backend`, serving.
+    pub fn start(backend: Backend) -> Node {
+        Node::start_with_buffer_limit(backend, 1000)
+    }
+
+    /// A node like [`Node::start`] whose line limit (`buffer_limit`) is `limit` bytes.
+    pub fn start_with_buffer_limit(backend: Backend, limit: usize) -> Node {
         let dir = TempDir::new("server-owner");
         let port = free_port();
-        let config = format!(
+        let settings = format!(
             "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{0}/directory\"\npublic_host = \"127.0.0.1\"\n\
-             listen = \"127.0.0.1:0\"\nport_range_start = {port}\nport_range_len = 1\nbuffer_limit = 1000\n",
+             listen = \"127.0.0.1:0\"\nport_range_start = {port}\nport_range_len = 1\nbuffer_limit = {limit}\n",
             dir.path().display()
         );
-        std::fs::write(dir.path().join("server.toml"), config).unwrap();
+        write_config(dir.path(), &settings, &backend);
         let mut node = Node {
             dir,
             port,
             cram_secret: String::new(),
             running: None,
+            settings,
+            backend,
         };
         let out = node.admin(&["provision", "@alice"]);
         assert!(out.status.success(), "{out:?}");
@@ -45,7 +152,15 @@ impl Node {
             .unwrap()
             .to_string();
         node.restart();
+        node.backend.check_used(&node.dir.path().join("server"));
         node
+    }
+
+    /// Appends `extra` (top-level TOML lines) to the node's configuration, then restarts it.
+    pub fn reconfigure(&mut self, extra: &str) {
+        self.settings.push_str(extra);
+        write_config(self.dir.path(), &self.settings, &self.backend);
+        self.restart();
     }
 
     pub fn config_arg(&self) -> String {
@@ -186,17 +301,6 @@ pub fn pkam_in(node: &Node) -> Client {
     client
 }
 
-impl Node {
-    /// Appends `extra` (TOML lines) to the node's configuration, then restarts it.
-    pub fn reconfigure(&mut self, extra: &str) {
-        let path = self.dir.path().join("server.toml");
-        let mut config = std::fs::read_to_string(&path).unwrap();
-        config.push_str(extra);
-        std::fs::write(&path, config).unwrap();
-        self.restart();
-    }
-}
-
 /// Sends `from:<atsign>` as another atSign's server would and asserts the `proof:` reply.
 pub fn from_peer(client: &mut Client, atsign: &str) {
     client.send(format!("from:{atsign}\n").as_bytes());
@@ -205,23 +309,6 @@ pub fn from_peer(client: &mut Client, atsign: &str) {
         reply.starts_with("data:proof:_") && reply.contains(&format!("{atsign}:")),
         "{reply}"
     );
-}
-
-impl Node {
-    /// A node like [`Node::start`] whose line limit (`buffer_limit`) is `limit` bytes.
-    pub fn start_with_buffer_limit(limit: usize) -> Node {
-        let mut node = Node::start();
-        let file = node.dir.path().join("server.toml");
-        let config = std::fs::read_to_string(&file).unwrap();
-        assert!(config.contains("buffer_limit = 1000\n"), "{config}");
-        let config = config.replace(
-            "buffer_limit = 1000\n",
-            &format!("buffer_limit = {limit}\n"),
-        );
-        std::fs::write(&file, config).unwrap();
-        node.restart();
-        node
-    }
 }
 
 /// A TLS connection to `@alice`'s port that can shut down its write side and read on, which

@@ -65,6 +65,9 @@ OPTIONS (defaults in brackets):
                          none [1000,10000]
   --provision-budget S   longest time to spend provisioning for one memory figure; beyond it
                          a smaller count is measured and extrapolated [180]
+  --redis-nodes LIST     comma-separated node counts for the Redis layouts: that many at-server
+                         nodes on one redis-server, one atSign per connection, connections
+                         spread over the nodes; empty for none [1,2,3]
   --client-threads T     tokio worker threads of this client (redis-benchmark uses 1) [1]
   --help                 this text
 
@@ -75,6 +78,7 @@ const MAX_CONNECTIONS: usize = 1000;
 const MAX_KEYS: usize = 1_000_000;
 const MAX_REDIS_REQUESTS: u64 = 20_000_000;
 const MAX_MEMORY_ATSIGNS: usize = 100_000;
+const MAX_NODES: usize = 16;
 /// Longest wait for one answer, one handshake, or one redis-benchmark run.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The count measured instead when provisioning the asked-for count would exceed the budget.
@@ -88,13 +92,18 @@ enum Layout {
     One,
     /// One atSign per connection.
     Spread,
+    /// One atSign per connection, on this many nodes sharing one Redis (SNI routing), the
+    /// connections spread over the nodes.
+    Cluster(usize),
 }
 
 impl Layout {
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
         match self {
-            Layout::One => "one atSign",
-            Layout::Spread => "one atSign per connection",
+            Layout::One => "one atSign".into(),
+            Layout::Spread => "one atSign per connection".into(),
+            Layout::Cluster(1) => "Redis, 1 node, one atSign per connection".into(),
+            Layout::Cluster(n) => format!("Redis, {n} nodes, one atSign per connection"),
         }
     }
 }
@@ -120,7 +129,13 @@ impl Default for Options {
             connections: 50,
             keys: 1000,
             redis_requests: 200_000,
-            layouts: vec![Layout::One, Layout::Spread],
+            layouts: vec![
+                Layout::One,
+                Layout::Spread,
+                Layout::Cluster(1),
+                Layout::Cluster(2),
+                Layout::Cluster(3),
+            ],
             memory: vec![1000, 10_000],
             provision_budget: 180,
             client_threads: 1,
@@ -150,6 +165,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--client-threads" => options.client_threads = number_arg(&flag, args.next(), 1, 64)?,
             "--layouts" => {
                 let list = args.next().ok_or("--layouts needs a value")?;
+                let clusters: Vec<Layout> = options
+                    .layouts
+                    .iter()
+                    .copied()
+                    .filter(|l| matches!(l, Layout::Cluster(_)))
+                    .collect();
                 options.layouts = list
                     .split(',')
                     .map(str::trim)
@@ -160,6 +181,15 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
                         other => Err(format!("--layouts: unknown layout {other:?}")),
                     })
                     .collect::<Result<_, _>>()?;
+                options.layouts.extend(clusters);
+            }
+            "--redis-nodes" => {
+                let list = args.next().ok_or("--redis-nodes needs a value")?;
+                options.layouts.retain(|l| !matches!(l, Layout::Cluster(_)));
+                for n in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let n = number_arg("--redis-nodes", Some(n.to_string()), 1, MAX_NODES)?;
+                    options.layouts.push(Layout::Cluster(n));
+                }
             }
             "--memory" => {
                 let list = args.next().ok_or("--memory needs a value")?;
@@ -222,6 +252,8 @@ struct Measured {
     p99: Duration,
     max: Duration,
     cpu: Cpu,
+    /// Commands Redis processed in the measured period, for the Redis layouts.
+    redis_commands: Option<u64>,
 }
 
 impl Measured {
@@ -328,12 +360,15 @@ struct Node {
 struct Provisioned {
     name: String,
     addr: Option<SocketAddr>,
+    /// Its TLS server name, when routed by SNI.
+    host: Option<String>,
     secret: String,
 }
 
 impl Node {
     /// `port_range`: `Some(len)` for a port per atSign on 127.0.0.1; `None` for SNI routing only.
-    fn new(label: &str, port_range: Option<usize>) -> Result<Node, String> {
+    /// `redis`: the Redis store's URL, or `None` for the embedded store.
+    fn new(label: &str, port_range: Option<usize>, redis: Option<&str>) -> Result<Node, String> {
         let dir = TempDir::new(label);
         let mut config = format!(
             "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{0}/directory\"\nlisten = \"127.0.0.1:0\"\n",
@@ -345,6 +380,11 @@ impl Node {
                 free_port()?
             )),
             None => config.push_str("public_port = 6464\nsni_domain = \"atsign.test\"\n"),
+        }
+        if let Some(url) = redis {
+            config.push_str(&format!(
+                "[store]\nbackend = \"redis\"\nredis_url = \"{url}\"\n"
+            ));
         }
         let file = dir.path().join("server.toml");
         std::fs::write(&file, config).map_err(|e| format!("writing {}: {e}", file.display()))?;
@@ -381,6 +421,7 @@ impl Node {
         Ok(Provisioned {
             name: name.to_string(),
             addr: address.parse().ok(),
+            host: address.rsplit_once(':').map(|(host, _)| host.to_string()),
             secret: secret.trim().to_string(),
         })
     }
@@ -448,11 +489,99 @@ fn run_layout(
 ) -> Result<Vec<Measured>, String> {
     let names: Vec<String> = match layout {
         Layout::One => vec!["alice".to_string()],
-        Layout::Spread => (0..options.connections)
+        Layout::Spread | Layout::Cluster(_) => (0..options.connections)
             .map(|i| format!("bench{i:04}"))
             .collect(),
     };
-    let node = Node::new("server-bench", Some(names.len()))?;
+    if let Layout::Cluster(nodes) = layout {
+        return run_cluster(nodes, &names, server, runtime, options);
+    }
+    let node = Node::new("server-bench", Some(names.len()), None)?;
+    let provisioned = provision_all(&node, server, &names, layout)?;
+    let running = node.serve(server);
+    let connector = connector(&node.ca())?;
+    let routes = (0..options.connections)
+        .map(|i| {
+            let p = &provisioned[i % provisioned.len()];
+            let addr = p
+                .addr
+                .ok_or_else(|| format!("@{} has no address of its own", p.name))?;
+            Ok(Route {
+                addr,
+                name: "localhost".into(),
+                connector: connector.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let servers = [running.pid()];
+    let outcome = runtime.block_on(throughput(
+        layout,
+        routes,
+        &provisioned,
+        &servers,
+        None,
+        options,
+    ));
+    running.stop();
+    report(layout, outcome?)
+}
+
+/// `nodes` at-server processes on one fresh redis-server, SNI-routed; connection i goes to
+/// node i % nodes as its own atSign.
+fn run_cluster(
+    nodes: usize,
+    names: &[String],
+    server: &Path,
+    runtime: &tokio::runtime::Runtime,
+    options: &Options,
+) -> Result<Vec<Measured>, String> {
+    let layout = Layout::Cluster(nodes);
+    let redis = RedisServer::start();
+    let cluster = (0..nodes)
+        .map(|_| Node::new("server-bench-cluster", None, Some(&redis.url())))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Provisioned through the first node's CLI, straight into Redis: every node serves them.
+    let provisioned = provision_all(&cluster[0], server, names, layout)?;
+    let running: Vec<Running> = cluster.iter().map(|node| node.serve(server)).collect();
+    let connectors = cluster
+        .iter()
+        .map(|node| connector(&node.ca()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let routes = (0..options.connections)
+        .map(|i| {
+            let p = &provisioned[i % provisioned.len()];
+            let host = p
+                .host
+                .clone()
+                .ok_or_else(|| format!("@{} has no SNI name", p.name))?;
+            Ok(Route {
+                addr: running[i % nodes].addr,
+                name: host,
+                connector: connectors[i % nodes].clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let pids: Vec<u32> = running.iter().map(Running::pid).collect();
+    let outcome = runtime.block_on(throughput(
+        layout,
+        routes,
+        &provisioned,
+        &pids,
+        Some(redis.port()),
+        options,
+    ));
+    for node in running {
+        node.stop();
+    }
+    report(layout, outcome?)
+}
+
+fn provision_all(
+    node: &Node,
+    server: &Path,
+    names: &[String],
+    layout: Layout,
+) -> Result<Vec<Provisioned>, String> {
     let began = Instant::now();
     let provisioned = names
         .iter()
@@ -464,16 +593,18 @@ fn run_layout(
         provisioned.len(),
         began.elapsed().as_secs_f64()
     );
-    let running = node.serve(server);
-    let pid = running.pid();
-    let outcome = runtime.block_on(throughput(layout, &node.ca(), &provisioned, pid, options));
-    running.stop();
-    let measured = outcome?;
+    Ok(provisioned)
+}
+
+fn report(layout: Layout, measured: Vec<Measured>) -> Result<Vec<Measured>, String> {
     for m in &measured {
         let secs = m.elapsed.as_secs_f64();
+        let redis = m.redis_commands.map_or(String::new(), |commands| {
+            format!("; {:.2} Redis commands/op", commands as f64 / m.ops as f64)
+        });
         println!(
             "at-server {:<7} {:>10.0} ops/s  ({}; p50 {:?}, p99 {:?}, max {:?}, {} ops in {:.2} s; \
-             CPU: at-server {:.0}%, client {:.0}%; at-server {:.1} us CPU/op; load {})",
+             CPU: at-server {:.0}%, client {:.0}%; at-server {:.1} us CPU/op{redis}; load {})",
             m.op.name(),
             m.rate(),
             layout.name(),
@@ -491,14 +622,21 @@ fn run_layout(
     Ok(measured)
 }
 
+/// Where one connection goes: the address, the TLS server name, and whom it trusts.
+struct Route {
+    addr: SocketAddr,
+    name: String,
+    connector: TlsConnector,
+}
+
 async fn throughput(
     layout: Layout,
-    ca: &Path,
+    routes: Vec<Route>,
     provisioned: &[Provisioned],
-    server_pid: u32,
+    servers: &[u32],
+    redis_port: Option<u16>,
     options: &Options,
 ) -> Result<Vec<Measured>, String> {
-    let connector = connector(ca)?;
     let requests: Arc<Vec<Requests>> = Arc::new(
         provisioned
             .iter()
@@ -508,16 +646,13 @@ async fn throughput(
     // Connection i works for atSign i % n, as the (i / n)-th of its connections.
     let n = provisioned.len();
     let mut handshakes = tokio::task::JoinSet::new();
-    for i in 0..options.connections {
+    for (i, route) in routes.into_iter().enumerate() {
         let atsign = i % n;
         let p = &provisioned[atsign];
-        let addr = p
-            .addr
-            .ok_or_else(|| format!("@{} has no address of its own", p.name))?;
-        let (connector, name, secret) = (connector.clone(), p.name.clone(), p.secret.clone());
+        let (name, secret) = (p.name.clone(), p.secret.clone());
         let share = options.connections / n + usize::from(atsign < options.connections % n);
         handshakes.spawn(async move {
-            let stream = connect(&connector, addr).await?;
+            let stream = connect(&route.connector, route.addr, &route.name).await?;
             let stream = authenticate(stream, &name, &secret).await?;
             Ok::<_, String>(Conn {
                 stream,
@@ -555,7 +690,7 @@ async fn throughput(
 
     let mut measured = Vec::new();
     for op in [Op::Update, Op::Llookup] {
-        let (back, m) = phase(layout, op, conns, &requests, server_pid, options).await?;
+        let (back, m) = phase(layout, op, conns, &requests, servers, redis_port, options).await?;
         conns = back;
         measured.push(m);
     }
@@ -596,7 +731,8 @@ async fn phase(
     op: Op,
     conns: Vec<Conn>,
     requests: &Arc<Vec<Requests>>,
-    server_pid: u32,
+    servers: &[u32],
+    redis_port: Option<u16>,
     options: &Options,
 ) -> Result<(Vec<Conn>, Measured), String> {
     let start = Instant::now();
@@ -612,9 +748,10 @@ async fn phase(
         clients.spawn(async move { operations(op, conn, requests, window).await });
     }
     let measure_from = window.measure_from;
+    let pids = servers.to_vec();
     let cpu_from = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from.into()).await;
-        cpu_now(server_pid)
+        (cpu_now(&pids), redis_port.and_then(redis_commands))
     });
     let mut latencies: Vec<u32> = Vec::new();
     let mut last_done = window.measure_from;
@@ -625,8 +762,8 @@ async fn phase(
         last_done = last_done.max(outcome.last_done);
         back.push(outcome.conn);
     }
-    let cpu_to = cpu_now(server_pid);
-    let cpu_from = cpu_from.await.map_err(|e| format!("CPU sampler: {e}"))?;
+    let (cpu_to, commands_to) = (cpu_now(servers), redis_port.and_then(redis_commands));
+    let (cpu_from, commands_from) = cpu_from.await.map_err(|e| format!("CPU sampler: {e}"))?;
     if latencies.is_empty() {
         return Err(format!(
             "{}: nothing done in the measured period",
@@ -650,6 +787,10 @@ async fn phase(
             server: cpu_to.server - cpu_from.server,
             client: cpu_to.client - cpu_from.client,
         },
+        // Both samples bracket the measured period (and a little of the drain after it).
+        redis_commands: commands_from
+            .zip(commands_to)
+            .map(|(from, to)| to.saturating_sub(from)),
     };
     Ok((back, measured))
 }
@@ -716,22 +857,38 @@ async fn operations(
     })
 }
 
-/// Samples CPU seconds of the server and of this process.
-fn cpu_now(server_pid: u32) -> Cpu {
+/// Samples CPU seconds of the servers (summed) and of this process.
+fn cpu_now(servers: &[u32]) -> Cpu {
     Cpu {
-        server: cpu_seconds(server_pid).unwrap_or(0.0),
+        server: servers
+            .iter()
+            .map(|&pid| cpu_seconds(pid).unwrap_or(0.0))
+            .sum(),
         client: cpu_seconds(std::process::id()).unwrap_or(0.0),
     }
 }
 
-/// TCP connect, TLS handshake (SNI `localhost`), and the first prompt.
-async fn connect(connector: &TlsConnector, addr: SocketAddr) -> Result<Stream, String> {
+/// Redis's `total_commands_processed` (blocking; a few microseconds on loopback).
+fn redis_commands(port: u16) -> Option<u64> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "stats"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("total_commands_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// TCP connect, TLS handshake (server name `name`), and the first prompt.
+async fn connect(connector: &TlsConnector, addr: SocketAddr, name: &str) -> Result<Stream, String> {
     let handshake = async {
         let tcp = AsyncTcpStream::connect(addr)
             .await
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-        let name = ServerName::try_from("localhost").expect("valid server name");
+        let name = ServerName::try_from(name.to_string())
+            .map_err(|e| format!("server name {name:?}: {e}"))?;
         let mut tls = connector
             .connect(name, tcp)
             .await
@@ -949,11 +1106,20 @@ fn print_table(options: &Options, baselines: &[Baseline], results: &[Measured], 
             Op::Update => (set, "SET"),
             Op::Llookup => (get, "GET"),
         };
-        target_met &= m.rate() >= baseline / 2.0;
-        let durable = match m.op {
+        // The target is the embedded store's; the Redis layouts are reported beside it.
+        if !matches!(m.layout, Layout::Cluster(_)) {
+            target_met &= m.rate() >= baseline / 2.0;
+        }
+        let mut durable = match m.op {
             Op::Update => format!("; {:.0}% of durable SET", 100.0 * m.rate() / durable_set),
             Op::Llookup => String::new(),
         };
+        if let Some(commands) = m.redis_commands {
+            durable.push_str(&format!(
+                "; {:.2} Redis commands/op",
+                commands as f64 / m.ops as f64
+            ));
+        }
         println!(
             "| at-server {}, {} | {:.0} | {:.1}% of {against} ({baseline:.0}, mean of the runs){durable} | {} | {} |",
             m.op.name(),
@@ -990,7 +1156,7 @@ impl Memory {
 
 /// Provisions `count` atSigns on an SNI-only node; serves; reads its RSS.
 fn idle_rss(server: &Path, names: &[String]) -> Result<(u64, f64), String> {
-    let node = Node::new("server-bench-mem", None)?;
+    let node = Node::new("server-bench-mem", None, None)?;
     let began = Instant::now();
     for name in names {
         node.provision(server, name)?;
@@ -1009,7 +1175,7 @@ fn idle_rss(server: &Path, names: &[String]) -> Result<(u64, f64), String> {
 fn measure_memory(server: &Path, asked: usize, options: &Options) -> Result<Memory, String> {
     // Time a sample of provisions to see whether `asked` fits the budget.
     let sample = asked.min(50);
-    let probe = Node::new("server-bench-probe", None)?;
+    let probe = Node::new("server-bench-probe", None, None)?;
     let began = Instant::now();
     for i in 0..sample {
         probe.provision(server, &format!("probe{i:05}"))?;
