@@ -22,11 +22,14 @@
 //!
 //! # Writes
 //! [`Store::modify`](super::Store::modify) is a read-modify-write whose decision is Rust code,
-//! so it runs optimistically: read the record, decide, then one Lua script checks that the
-//! record is still what was read and, only then, writes it, allocates the commit id (`INCR`),
+//! so it runs optimistically: take the record as last seen, decide, then one Lua script checks
+//! that the record is still that and, only then, writes it, allocates the commit id (`INCR`),
 //! replaces the key's commit entry and index, all atomically. A concurrent writer (on this
-//! node or another) makes the check fail and the change is decided again on the new record.
-//! Commit ids therefore increase strictly per atSign across every node.
+//! node or another) makes the check fail; the script hands back what the key holds and the
+//! change is decided again on that. Commit ids therefore increase strictly per atSign across
+//! every node. "As last seen" is this node's memory of the key ([`Known`]), a cache of Redis
+//! and never the source of truth: a write of a key this node has seen costs one round trip,
+//! of one it has not, two (a read first); a read is always one (`HGET`).
 //!
 //! # Durability
 //! An acknowledged write is in Redis's memory. It survives a Redis crash only as far as Redis
@@ -51,14 +54,14 @@ const MAX_ATTEMPTS: usize = 64;
 
 /// Checks the record (ARGV[2] = "1" and ARGV[3] the bytes read, or "0" for none), then puts
 /// ARGV[5] (ARGV[4] = "put") or deletes, then with ARGV[6] = "1" adds the commit entry
-/// (op ARGV[7], time ARGV[8]) replacing the key's older one. Returns {0} when the record
-/// changed meanwhile, {1} or {1, commit id}.
+/// (op ARGV[7], time ARGV[8]) replacing the key's older one. Returns {0, what it holds} when
+/// the record is not what was expected, else {1} or {1, commit id}.
 const MODIFY: &str = r"
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if ARGV[2] == '1' then
-  if current ~= ARGV[3] then return {0} end
+  if current ~= ARGV[3] then return {0, current} end
 elseif current then
-  return {0}
+  return {0, current}
 end
 if ARGV[4] == 'put' then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])
@@ -105,10 +108,52 @@ const DROP_BATCH: usize = 1000;
 pub struct RedisStore {
     client: redis::Client,
     conn: ConnectionManager,
+    known: Known,
     prefix: String,
     modify: redis::Script,
     drop_commits: redis::Script,
     set_info: redis::Script,
+}
+
+/// The last record bytes this node saw per key (`None`: no record), so that a write can go
+/// straight to the script, one round trip, instead of reading first. Only ever a guess: the
+/// script compares it with what Redis holds and, if another node changed the key, hands back
+/// the real bytes. Bounded: past [`KNOWN_MAX`] keys an arbitrary one is forgotten.
+#[derive(Default)]
+struct Known(std::sync::Mutex<KnownMap>);
+
+/// (atSign, key) → the record's bytes as last seen (`None`: no record).
+type KnownMap = HashMap<(AtSign, String), Option<Vec<u8>>>;
+
+/// Keys [`Known`] remembers at most (hot keys stay; a miss only costs a read).
+const KNOWN_MAX: usize = 65_536;
+
+impl Known {
+    fn map(&self) -> std::sync::MutexGuard<'_, KnownMap> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, atsign: &AtSign, key: &str) -> Option<Option<Vec<u8>>> {
+        self.map().get(&(atsign.clone(), key.to_string())).cloned()
+    }
+
+    fn set(&self, atsign: &AtSign, key: &str, bytes: Option<Vec<u8>>) {
+        let mut map = self.map();
+        if map.len() >= KNOWN_MAX {
+            if let Some(evicted) = map.keys().next().cloned() {
+                map.remove(&evicted);
+            }
+        }
+        map.insert((atsign.clone(), key.to_string()), bytes);
+    }
+
+    fn forget(&self, atsign: &AtSign, key: &str) {
+        self.map().remove(&(atsign.clone(), key.to_string()));
+    }
+
+    fn forget_atsign(&self, atsign: &AtSign) {
+        self.map().retain(|(owner, _), _| owner != atsign);
+    }
 }
 
 /// The names of one atSign's keys.
@@ -137,6 +182,7 @@ impl RedisStore {
         Ok(RedisStore {
             client,
             conn,
+            known: Known::default(),
             prefix: prefix.to_string(),
             modify: redis::Script::new(MODIFY),
             drop_commits: redis::Script::new(DROP_COMMITS),
@@ -339,6 +385,7 @@ impl Backend for RedisStore {
         // Data first, the entry last: if this stops half-way the atSign is still listed, and
         // removing it again finishes the job.
         let () = conn.del(self.all_keys(atsign)).await?;
+        self.known.forget_atsign(atsign);
         let () = conn.hdel(self.atsigns_key(), atsign.as_str()).await?;
         self.publish_change(atsign).await;
         Ok(existed)
@@ -360,7 +407,9 @@ impl Backend for RedisStore {
             .clone()
             .hget(self.keys(atsign).records, key)
             .await?;
-        found.map(|bytes| decode_record(&bytes)).transpose()
+        let record = found.as_deref().map(decode_record).transpose()?;
+        self.known.set(atsign, key, found);
+        Ok(record)
     }
 
     async fn modify(
@@ -371,18 +420,28 @@ impl Backend for RedisStore {
     ) -> Result<Written, StoreError> {
         let keys = self.keys(atsign);
         let mut conn = self.conn.clone();
+        // What the key holds, if known: this node's last sight of it (a guess the script
+        // checks), or what a refused write found. Unknown: read it first.
+        let mut known = self.known.get(atsign, key);
         for _ in 0..MAX_ATTEMPTS {
-            let read: Option<Vec<u8>> = conn.hget(&keys.records, key).await?;
+            let (read, guessed) = match known.take() {
+                Some(bytes) => (bytes, true),
+                None => (conn.hget(&keys.records, key).await?, false),
+            };
             let current = read.as_deref().map(decode_record).transpose()?;
-            let (put, op) = match change(current.as_ref()).map_err(StoreError::Refused)? {
-                Mutation::Keep => {
+            let (put, op) = match change(current.as_ref()) {
+                // Nothing written on a guess proves nothing: confirm on what Redis holds.
+                Ok(Mutation::Keep) | Err(_) if guessed => continue,
+                Ok(Mutation::Keep) => {
+                    self.known.set(atsign, key, read);
                     return Ok(Written {
                         changed: false,
                         commit_id: None,
-                    })
+                    });
                 }
-                Mutation::Put { record, op } => (Some(encode_record(&record)?), op),
-                Mutation::Remove { commit } => (None, commit.then_some(CommitOp::Delete)),
+                Err(refusal) => return Err(StoreError::Refused(refusal)),
+                Ok(Mutation::Put { record, op }) => (Some(encode_record(&record)?), op),
+                Ok(Mutation::Remove { commit }) => (None, commit.then_some(CommitOp::Delete)),
             };
             let op = op.filter(|_| is_committed(key));
             let mut invocation = self.modify.key(&keys.records);
@@ -398,20 +457,25 @@ impl Backend for RedisStore {
                 .arg(if op.is_some() { "1" } else { "0" })
                 .arg(op.map_or("", op_code))
                 .arg(now_ms());
-            let outcome: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+            let outcome: Vec<redis::Value> = invocation.invoke_async(&mut conn).await?;
             match outcome.as_slice() {
-                [0] => continue,
-                [1] => {
-                    return Ok(Written {
-                        changed: true,
-                        commit_id: None,
-                    })
+                // Another writer got there first: decide again on what it left.
+                [redis::Value::Int(0), actual] => {
+                    known = Some(match actual {
+                        redis::Value::BulkString(bytes) => Some(bytes.clone()),
+                        _ => None,
+                    });
                 }
-                [1, id] => {
+                [redis::Value::Int(1), rest @ ..] => {
+                    self.known.set(atsign, key, put);
+                    let commit_id = match rest {
+                        [redis::Value::Int(id)] => Some(*id as u64),
+                        _ => None,
+                    };
                     return Ok(Written {
                         changed: true,
-                        commit_id: Some(*id as u64),
-                    })
+                        commit_id,
+                    });
                 }
                 other => {
                     return Err(StoreError::Corrupt(format!(
@@ -420,6 +484,7 @@ impl Backend for RedisStore {
                 }
             }
         }
+        self.known.forget(atsign, key);
         Err(StoreError::Contended(format!(
             "{key} changed under {MAX_ATTEMPTS} attempts in a row"
         )))
@@ -565,6 +630,7 @@ impl Backend for RedisStore {
                 .ignore();
         }
         let () = data.query_async(&mut conn).await?;
+        self.known.forget_atsign(atsign);
         let info = serde_json::to_string(&dump.info)?;
         let created: bool = conn
             .hset_nx(self.atsigns_key(), atsign.as_str(), info)
@@ -682,6 +748,54 @@ mod tests {
             101
         );
         assert_eq!(a.last_commit_id(&alice).await.unwrap(), Some(199));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_guess_never_decides_a_write() {
+        // Node a has seen `x`; node b then deletes it behind a's back.
+        let redis = RedisServer::start();
+        let a = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        let b = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        let alice = conformance::sign("alice");
+        let record = conformance::record("1", 0);
+        for key in ["x@alice", "y@alice"] {
+            a.put(&alice, key, &record, CommitOp::Update).await.unwrap();
+            b.remove(&alice, key).await.unwrap();
+        }
+        // "Only if absent": on a's stale guess it would be a Keep, or a refusal.
+        let only_if_absent = |refuse: bool| -> Change {
+            let record = record.clone();
+            Box::new(move |current| match current {
+                Some(_) if refuse => Err(at_common::error::AtError::new(
+                    at_common::error::ErrorCode::InvalidKey,
+                )),
+                Some(_) => Ok(Mutation::Keep),
+                None => Ok(Mutation::put(record.clone(), CommitOp::Update)),
+            })
+        };
+        let kept = a
+            .modify(&alice, "x@alice", only_if_absent(false))
+            .await
+            .unwrap();
+        assert!(
+            kept.changed,
+            "decided on what Redis holds, not on the guess"
+        );
+        let refused = a
+            .modify(&alice, "y@alice", only_if_absent(true))
+            .await
+            .unwrap();
+        assert!(refused.changed);
+        assert_eq!(
+            b.get(&alice, "x@alice").await.unwrap(),
+            Some(record.clone())
+        );
+        // And on what Redis holds, the same change is a Keep.
+        let again = b
+            .modify(&alice, "x@alice", only_if_absent(false))
+            .await
+            .unwrap();
+        assert!(!again.changed);
     }
 
     #[tokio::test]
