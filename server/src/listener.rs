@@ -51,7 +51,8 @@ enum Route {
     Fixed(AtSign),
 }
 
-/// SNI label → atSign, loaded from the store and reloaded on a miss (a newly provisioned atSign).
+/// SNI label → atSign, loaded from the store; a miss asks the store for that one label (a
+/// newly provisioned atSign).
 struct Labels {
     domain: String,
     map: RwLock<HashMap<String, AtSign>>,
@@ -88,12 +89,14 @@ impl Labels {
         if known.is_some() {
             return known;
         }
-        self.reload().await.ok()?;
+        // Provisioned since the last load (maybe by another node): one lookup, not a reload,
+        // so names that match nothing cost little.
+        let found = self.store.atsign_by_label(&label).await.ok()??;
         self.map
-            .read()
+            .write()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&label)
-            .cloned()
+            .insert(label, found.clone());
+        Some(found)
     }
 }
 

@@ -365,6 +365,16 @@ async fn atsign_lifecycle(store: &Store) {
     assert_eq!(store.get_atsign(&life).await.unwrap(), Some(onboarded));
     let listed = store.list_atsigns().await.unwrap();
     assert!(listed.contains(&life) && listed.contains(&lifeline));
+    // Its TLS name (`info(label).sni_label` is the label) finds it, and only it.
+    assert_eq!(
+        store.atsign_by_label("life").await.unwrap(),
+        Some(life.clone())
+    );
+    assert_eq!(
+        store.atsign_by_label("lifeline").await.unwrap(),
+        Some(lifeline.clone())
+    );
+    assert_eq!(store.atsign_by_label("lif").await.unwrap(), None);
 
     for who in [&life, &lifeline] {
         store
@@ -388,6 +398,11 @@ async fn atsign_lifecycle(store: &Store) {
     assert!(store.remove_atsign(&life).await.unwrap());
     assert!(!store.remove_atsign(&life).await.unwrap());
     assert_eq!(store.get_atsign(&life).await.unwrap(), None);
+    assert_eq!(store.atsign_by_label("life").await.unwrap(), None);
+    assert_eq!(
+        store.atsign_by_label("lifeline").await.unwrap(),
+        Some(lifeline.clone())
+    );
     assert_eq!(store.keys(&life, "").await.unwrap(), Vec::<String>::new());
     assert_eq!(store.commits_since(&life, None, 100).await.unwrap(), vec![]);
     assert_eq!(store.last_commit_id(&life).await.unwrap(), None);

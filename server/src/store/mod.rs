@@ -258,6 +258,21 @@ pub trait Backend: Send + Sync {
 
     async fn storage_size(&self) -> Result<u64, StoreError>;
 
+    /// The atSign whose TLS server name has `label` ([`AtSignInfo::sni_label`]). The default
+    /// looks at every atSign; a backend with an index answers at once.
+    async fn atsign_by_label(&self, label: &str) -> Result<Option<AtSign>, StoreError> {
+        for atsign in self.list_atsigns().await? {
+            if self
+                .get_atsign(&atsign)
+                .await?
+                .is_some_and(|info| info.sni_label == label)
+            {
+                return Ok(Some(atsign));
+            }
+        }
+        Ok(None)
+    }
+
     /// Writes everything of one atSign exactly as `dump` holds it (commit ids and times
     /// included), atomically; [`StoreError::AtSignExists`] if the atSign is here already.
     async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError>;
@@ -500,6 +515,11 @@ impl Store {
             next_commit: self.last_commit_id(atsign).await?.map_or(0, |id| id + 1),
             access,
         }))
+    }
+
+    /// See [`Backend::atsign_by_label`].
+    pub async fn atsign_by_label(&self, label: &str) -> Result<Option<AtSign>, StoreError> {
+        self.0.atsign_by_label(label).await
     }
 
     /// See [`Backend::import_atsign`].

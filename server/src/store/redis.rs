@@ -8,6 +8,7 @@
 //! | key                               | type   | content                                        |
 //! |-----------------------------------|--------|------------------------------------------------|
 //! | `<p>atserver:atsigns`             | hash   | atSign → JSON [`AtSignInfo`]                   |
+//! | `<p>atserver:labels`              | hash   | SNI label → atSign                             |
 //! | `<p>atserver:{@alice}:records`    | hash   | key → record ([`super::encoding`])             |
 //! | `<p>atserver:{@alice}:commits`    | zset   | score commit id, member `id:op:time_ms:key`    |
 //! | `<p>atserver:{@alice}:commit_ix`  | hash   | key → its (only) commit id                     |
@@ -194,6 +195,11 @@ impl RedisStore {
         format!("{}atserver:atsigns", self.prefix)
     }
 
+    /// SNI label → atSign, kept beside the provisioning records.
+    fn labels_key(&self) -> String {
+        format!("{}atserver:labels", self.prefix)
+    }
+
     fn changes_channel(&self) -> String {
         format!("{}atserver:atsigns:changed", self.prefix)
     }
@@ -348,6 +354,11 @@ impl Backend for RedisStore {
         if !created {
             return Err(StoreError::AtSignExists(atsign.clone()));
         }
+        let () = self
+            .conn
+            .clone()
+            .hset(self.labels_key(), &info.sni_label, atsign.as_str())
+            .await?;
         self.publish_change(atsign).await;
         Ok(())
     }
@@ -375,13 +386,23 @@ impl Backend for RedisStore {
         if replaced != 1 {
             return Err(StoreError::NoSuchAtSign(atsign.clone()));
         }
+        let () = self
+            .conn
+            .clone()
+            .hset(self.labels_key(), &info.sni_label, atsign.as_str())
+            .await?;
         self.publish_change(atsign).await;
         Ok(())
     }
 
     async fn remove_atsign(&self, atsign: &AtSign) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let existed: bool = conn.hexists(self.atsigns_key(), atsign.as_str()).await?;
+        let existing: Option<String> = conn.hget(self.atsigns_key(), atsign.as_str()).await?;
+        let existed = existing.is_some();
+        if let Some(info) = existing.and_then(|json| serde_json::from_str::<AtSignInfo>(&json).ok())
+        {
+            let () = conn.hdel(self.labels_key(), &info.sni_label).await?;
+        }
         // Data first, the entry last: if this stops half-way the atSign is still listed, and
         // removing it again finishes the job.
         let () = conn.del(self.all_keys(atsign)).await?;
@@ -638,8 +659,16 @@ impl Backend for RedisStore {
         if !created {
             return Err(StoreError::AtSignExists(atsign.clone()));
         }
+        let () = conn
+            .hset(self.labels_key(), &dump.info.sni_label, atsign.as_str())
+            .await?;
         self.publish_change(atsign).await;
         Ok(())
+    }
+
+    async fn atsign_by_label(&self, label: &str) -> Result<Option<AtSign>, StoreError> {
+        let found: Option<String> = self.conn.clone().hget(self.labels_key(), label).await?;
+        found.map(|name| parse_atsign(&name)).transpose()
     }
 
     fn watch_atsigns(&self) -> Option<tokio::sync::mpsc::Receiver<AtSignsEvent>> {
@@ -828,6 +857,7 @@ mod tests {
             names,
             [
                 "p:atserver:atsigns",
+                "p:atserver:labels",
                 "p:atserver:{@alice}:commit_ix",
                 "p:atserver:{@alice}:commits",
                 "p:atserver:{@alice}:next_commit",
