@@ -116,6 +116,8 @@ struct Options {
     keys: usize,
     redis_requests: u64,
     layouts: Vec<Layout>,
+    /// Node counts of the Redis layouts ([`Layout::Cluster`]).
+    redis_nodes: Vec<usize>,
     memory: Vec<usize>,
     provision_budget: u64,
     client_threads: usize,
@@ -129,13 +131,8 @@ impl Default for Options {
             connections: 50,
             keys: 1000,
             redis_requests: 200_000,
-            layouts: vec![
-                Layout::One,
-                Layout::Spread,
-                Layout::Cluster(1),
-                Layout::Cluster(2),
-                Layout::Cluster(3),
-            ],
+            layouts: vec![Layout::One, Layout::Spread],
+            redis_nodes: vec![1, 2, 3],
             memory: vec![1000, 10_000],
             provision_budget: 180,
             client_threads: 1,
@@ -165,12 +162,6 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--client-threads" => options.client_threads = number_arg(&flag, args.next(), 1, 64)?,
             "--layouts" => {
                 let list = args.next().ok_or("--layouts needs a value")?;
-                let clusters: Vec<Layout> = options
-                    .layouts
-                    .iter()
-                    .copied()
-                    .filter(|l| matches!(l, Layout::Cluster(_)))
-                    .collect();
                 options.layouts = list
                     .split(',')
                     .map(str::trim)
@@ -181,15 +172,15 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
                         other => Err(format!("--layouts: unknown layout {other:?}")),
                     })
                     .collect::<Result<_, _>>()?;
-                options.layouts.extend(clusters);
             }
             "--redis-nodes" => {
                 let list = args.next().ok_or("--redis-nodes needs a value")?;
-                options.layouts.retain(|l| !matches!(l, Layout::Cluster(_)));
-                for n in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                    let n = number_arg("--redis-nodes", Some(n.to_string()), 1, MAX_NODES)?;
-                    options.layouts.push(Layout::Cluster(n));
-                }
+                options.redis_nodes = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|n| number_arg("--redis-nodes", Some(n.to_string()), 1, MAX_NODES))
+                    .collect::<Result<_, _>>()?;
             }
             "--memory" => {
                 let list = args.next().ok_or("--memory needs a value")?;
@@ -319,10 +310,13 @@ fn run(options: &Options) -> Result<(), String> {
 
     let mut baselines = Vec::new();
     let mut results = Vec::new();
-    if !options.layouts.is_empty() {
+    let layouts: Vec<Layout> = (options.layouts.iter().copied())
+        .chain(options.redis_nodes.iter().map(|&n| Layout::Cluster(n)))
+        .collect();
+    if !layouts.is_empty() {
         let redis = RedisServer::start();
         baselines.push(redis_benchmark(redis.port(), options)?);
-        for &layout in &options.layouts {
+        for &layout in &layouts {
             results.extend(run_layout(layout, &server, &runtime, options)?);
         }
         baselines.push(redis_benchmark(redis.port(), options)?);
@@ -537,6 +531,7 @@ fn run_cluster(
 ) -> Result<Vec<Measured>, String> {
     let layout = Layout::Cluster(nodes);
     let redis = RedisServer::start();
+    let memory_before = redis_info(redis.port(), "memory", "used_memory");
     let cluster = (0..nodes)
         .map(|_| Node::new("server-bench-cluster", None, Some(&redis.url())))
         .collect::<Result<Vec<_>, _>>()?;
@@ -572,6 +567,20 @@ fn run_cluster(
     ));
     for node in running {
         node.stop();
+    }
+    // Every key was written (prefill), each with its record, commit entry and index entry.
+    let stored = (names.len() * options.keys) as u64;
+    if let (Some(before), Some(after)) = (
+        memory_before,
+        redis_info(redis.port(), "memory", "used_memory"),
+    ) {
+        println!(
+            "{}: Redis used_memory grew {} bytes for {stored} stored keys: {:.0} bytes per key \
+             (record with its metadata, commit entry, index; values of 2-4 bytes)",
+            layout.name(),
+            after.saturating_sub(before),
+            after.saturating_sub(before) as f64 / stored as f64
+        );
     }
     report(layout, outcome?)
 }
@@ -868,15 +877,21 @@ fn cpu_now(servers: &[u32]) -> Cpu {
     }
 }
 
-/// Redis's `total_commands_processed` (blocking; a few microseconds on loopback).
+/// Redis's `total_commands_processed`.
 fn redis_commands(port: u16) -> Option<u64> {
+    redis_info(port, "stats", "total_commands_processed")
+}
+
+/// One numeric field of `INFO <section>` (blocking; a few milliseconds on loopback).
+fn redis_info(port: u16, section: &str, field: &str) -> Option<u64> {
     let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "INFO", "stats"])
+        .args(["-p", &port.to_string(), "INFO", section])
         .output()
         .ok()?;
+    let prefix = format!("{field}:");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .find_map(|line| line.strip_prefix("total_commands_processed:"))
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
         .and_then(|n| n.trim().parse().ok())
 }
 
@@ -1281,6 +1296,10 @@ mod tests {
             (o.seconds, o.layouts.clone(), o.memory.clone()),
             (3, vec![Layout::One], vec![1000])
         );
+        assert_eq!(o.redis_nodes, [1, 2, 3]);
+        let o = parse_args(args("--redis-nodes 2,4")).unwrap().unwrap();
+        assert_eq!(o.redis_nodes, [2, 4]);
+        assert!(parse_args(args("--redis-nodes 0")).is_err());
         let o = parse_args(vec!["--memory".to_string(), String::new()])
             .unwrap()
             .unwrap();
