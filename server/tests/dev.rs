@@ -24,32 +24,57 @@ fn wait_for_port(port: u16) {
     }
 }
 
+/// `at-server dev` on free ports, in a fresh data dir, with all three listening.
+struct Dev {
+    _dir: TempDir,
+    data: std::path::PathBuf,
+    directory_port: u16,
+    first_port: u16,
+    http_port: u16,
+    _running: Running,
+}
+
+impl Dev {
+    fn start(label: &str) -> Dev {
+        let dir = TempDir::new(label);
+        let data = dir.path().join("dev");
+        let (directory_port, first_port, http_port) = (free_port(), free_port(), free_port());
+        let running = Running::start(
+            Path::new(env!("CARGO_BIN_EXE_at-server")),
+            &[
+                "--data-dir",
+                &data.display().to_string(),
+                "dev",
+                "--directory-port",
+                &directory_port.to_string(),
+                "--first-port",
+                &first_port.to_string(),
+                "--http-port",
+                &http_port.to_string(),
+            ],
+            &[("AT_SERVER_LOG", "warn")],
+            false,
+        );
+        // The servers print `listening on` in either order: wait for each port given.
+        for port in [directory_port, first_port, http_port] {
+            wait_for_port(port);
+        }
+        Dev {
+            _dir: dir,
+            data,
+            directory_port,
+            first_port,
+            http_port,
+            _running: running,
+        }
+    }
+}
+
 #[test]
 fn dev_serves_a_demo_atsign_found_through_its_directory() {
-    let dir = TempDir::new("server-dev");
-    let data = dir.path().join("dev");
-    let (directory_port, first_port, http_port) = (free_port(), free_port(), free_port());
-    let running = Running::start(
-        Path::new(env!("CARGO_BIN_EXE_at-server")),
-        &[
-            "--data-dir",
-            &data.display().to_string(),
-            "dev",
-            "--directory-port",
-            &directory_port.to_string(),
-            "--first-port",
-            &first_port.to_string(),
-            "--http-port",
-            &http_port.to_string(),
-        ],
-        &[("AT_SERVER_LOG", "warn")],
-        false,
-    );
-    // Both servers print `listening on`, in either order: dial the directory by the port given.
-    let _ = running.addr;
-    wait_for_port(directory_port);
-    wait_for_port(first_port);
-    let ca = data.join("tls/ca.pem");
+    let dev = Dev::start("server-dev");
+    let (directory_port, first_port) = (dev.directory_port, dev.first_port);
+    let ca = dev.data.join("tls/ca.pem");
     let mut directory = Client::tls(([127, 0, 0, 1], directory_port).into(), &ca);
     directory.expect(b"@");
     directory.ask("alice\n", &format!("127.0.0.1:{first_port}\r\n@"));
@@ -67,30 +92,11 @@ fn dev_serves_a_demo_atsign_found_through_its_directory() {
 
 #[test]
 fn dev_serves_the_status_api_for_its_demo_atsign() {
-    let dir = TempDir::new("server-dev-status");
-    let data = dir.path().join("dev");
-    let (directory_port, first_port, http_port) = (free_port(), free_port(), free_port());
-    let _running = Running::start(
-        Path::new(env!("CARGO_BIN_EXE_at-server")),
-        &[
-            "--data-dir",
-            &data.display().to_string(),
-            "dev",
-            "--directory-port",
-            &directory_port.to_string(),
-            "--first-port",
-            &first_port.to_string(),
-            "--http-port",
-            &http_port.to_string(),
-        ],
-        &[("AT_SERVER_LOG", "warn")],
-        false,
-    );
-    wait_for_port(http_port);
-    wait_for_port(first_port);
+    let dev = Dev::start("server-dev-status");
+    let first_port = dev.first_port;
     // Provisioned, serving, not onboarded: the README's curl example answers 418.
     let response = at_tests::http::request(
-        ([127, 0, 0, 1], http_port).into(),
+        ([127, 0, 0, 1], dev.http_port).into(),
         "GET",
         "/api/status/@alice",
     )

@@ -204,6 +204,18 @@ impl RedisStore {
         format!("{}atserver:atsigns:changed", self.prefix)
     }
 
+    /// After `atsign`'s provisioning record was written: its SNI label finds it, and every
+    /// node hears of the change.
+    async fn index_and_announce(&self, atsign: &AtSign, label: &str) -> Result<(), StoreError> {
+        let () = self
+            .conn
+            .clone()
+            .hset(self.labels_key(), label, atsign.as_str())
+            .await?;
+        self.publish_change(atsign).await;
+        Ok(())
+    }
+
     /// Tells every node that `atsign`'s provisioning changed. Best effort: the change is
     /// already stored, and a node that misses this catches up when it resubscribes.
     async fn publish_change(&self, atsign: &AtSign) {
@@ -354,13 +366,7 @@ impl Backend for RedisStore {
         if !created {
             return Err(StoreError::AtSignExists(atsign.clone()));
         }
-        let () = self
-            .conn
-            .clone()
-            .hset(self.labels_key(), &info.sni_label, atsign.as_str())
-            .await?;
-        self.publish_change(atsign).await;
-        Ok(())
+        self.index_and_announce(atsign, &info.sni_label).await
     }
 
     async fn get_atsign(&self, atsign: &AtSign) -> Result<Option<AtSignInfo>, StoreError> {
@@ -386,13 +392,7 @@ impl Backend for RedisStore {
         if replaced != 1 {
             return Err(StoreError::NoSuchAtSign(atsign.clone()));
         }
-        let () = self
-            .conn
-            .clone()
-            .hset(self.labels_key(), &info.sni_label, atsign.as_str())
-            .await?;
-        self.publish_change(atsign).await;
-        Ok(())
+        self.index_and_announce(atsign, &info.sni_label).await
     }
 
     async fn remove_atsign(&self, atsign: &AtSign) -> Result<bool, StoreError> {
@@ -659,11 +659,7 @@ impl Backend for RedisStore {
         if !created {
             return Err(StoreError::AtSignExists(atsign.clone()));
         }
-        let () = conn
-            .hset(self.labels_key(), &dump.info.sni_label, atsign.as_str())
-            .await?;
-        self.publish_change(atsign).await;
-        Ok(())
+        self.index_and_announce(atsign, &dump.info.sni_label).await
     }
 
     async fn atsign_by_label(&self, label: &str) -> Result<Option<AtSign>, StoreError> {
