@@ -254,11 +254,12 @@ impl Served {
     /// Brings every atSign in line with the store (after events may have been missed).
     async fn resync(&self, store: &Store) -> Result<(), crate::store::StoreError> {
         let hosted = store.list_atsigns().await?;
+        let still: std::collections::HashSet<&AtSign> = hosted.iter().collect();
         let gone: Vec<AtSign> = self
             .ports
             .borrow()
             .keys()
-            .filter(|atsign| !hosted.contains(atsign))
+            .filter(|atsign| !still.contains(atsign))
             .cloned()
             .collect();
         for atsign in gone {
