@@ -1,5 +1,6 @@
 //! Background upkeep of every hosted atSign's data, on a timer: removes keys whose `expiresAt`
-//! has passed and bounds each commit log by age and by size (notes §6).
+//! has passed, bounds each commit log by age and by size (notes §6), and removes expired
+//! notifications.
 //!
 //! Reads already hide an expired key and remove it when they meet it; maintenance removes the
 //! ones nobody reads, so synced clients get their `-` entry, as from the reference's
@@ -69,6 +70,8 @@ pub struct Report {
     pub compacted: usize,
     /// Commit entries dropped because the log was over its size.
     pub trimmed: usize,
+    /// Expired notifications removed.
+    pub notifications_expired: usize,
     /// Store errors met (each one logged).
     pub errors: usize,
 }
@@ -101,7 +104,8 @@ pub fn run(store: Store, config: &ServerConfig) -> impl Future<Output = ()> + 's
         loop {
             ticks.tick().await;
             let report = maintenance.round(now_ms()).await;
-            if report.expired + report.compacted + report.trimmed > 0 {
+            if report.expired + report.compacted + report.trimmed + report.notifications_expired > 0
+            {
                 tracing::debug!(?report, "maintenance round");
             }
         }
@@ -234,6 +238,18 @@ impl Maintenance {
             }
             Err(error) => {
                 tracing::warn!(%atsign, %error, "maintenance: cannot trim the commit log");
+                report.errors += 1;
+            }
+        }
+        // Bounded like keys: what is left waits for the next pass.
+        match self
+            .store
+            .expire_notifications(atsign, now, self.budget.keys)
+            .await
+        {
+            Ok(removed) => report.notifications_expired += removed,
+            Err(error) => {
+                tracing::warn!(%atsign, %error, "maintenance: cannot expire notifications");
                 report.errors += 1;
             }
         }
@@ -584,6 +600,43 @@ mod tests {
         async fn import_atsign(&self, _: &crate::store::AtSignDump) -> Result<(), StoreError> {
             broken()
         }
+
+        async fn put_notification(
+            &self,
+            _: &AtSign,
+            _: crate::store::NotificationLog,
+            _: &crate::store::NotificationRow,
+        ) -> Result<(), StoreError> {
+            broken()
+        }
+
+        async fn notifications(
+            &self,
+            _: &AtSign,
+            _: crate::store::NotificationLog,
+            _: Option<EpochMillis>,
+            _: usize,
+        ) -> Result<Vec<crate::store::NotificationRow>, StoreError> {
+            broken()
+        }
+
+        async fn get_notification(
+            &self,
+            _: &AtSign,
+            _: crate::store::NotificationLog,
+            _: &str,
+        ) -> Result<Option<crate::store::NotificationRow>, StoreError> {
+            broken()
+        }
+
+        async fn remove_notification(
+            &self,
+            _: &AtSign,
+            _: crate::store::NotificationLog,
+            _: &str,
+        ) -> Result<bool, StoreError> {
+            broken()
+        }
     }
 
     #[tokio::test]
@@ -595,10 +648,11 @@ mod tests {
             Report {
                 atsigns: 2,
                 keys_checked: 2,
-                errors: 6,
+                errors: 8,
                 ..Report::default()
             },
-            "per atSign: one failed removal (its other key waits), compaction, trimming"
+            "per atSign: one failed removal (its other key waits), compaction, trimming, \
+             notification expiry"
         );
     }
 }

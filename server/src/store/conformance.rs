@@ -7,7 +7,8 @@ use at_common::metadata::Metadata;
 use at_common::AtSign;
 
 use super::{
-    AccessKind, AtSignInfo, AtSignStatus, CommitEntry, CommitOp, Record, Store, StoreError,
+    AccessKind, AtSignInfo, AtSignStatus, CommitEntry, CommitOp, NotificationLog, NotificationRow,
+    Record, Store, StoreError,
 };
 
 pub fn sign(s: &str) -> AtSign {
@@ -61,7 +62,103 @@ pub async fn run(store: &Store) {
     trimming(store).await;
     access_counters(store).await;
     concurrent_writers(store).await;
+    notification_logs(store).await;
     export_import_round_trip(store).await;
+}
+
+pub fn notification(id: &str, at_ms: i64, expires_ms: i64) -> NotificationRow {
+    NotificationRow {
+        id: id.to_string(),
+        at_ms,
+        expires_ms,
+        body: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+    }
+}
+
+async fn notification_logs(store: &Store) {
+    let a = sign("notified");
+    let (received, sent) = (NotificationLog::Received, NotificationLog::Sent);
+    let ids = |rows: Vec<NotificationRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        store.notifications(&a, received, None, 10).await.unwrap(),
+        vec![]
+    );
+    // Out of order, with a tie at 200 (ordered by id then).
+    for row in [
+        notification("n3", 300, 10_000),
+        notification("n1", 100, 150),
+        notification("n2b", 200, 10_000),
+        notification("n2a", 200, 10_000),
+    ] {
+        store.put_notification(&a, received, &row).await.unwrap();
+    }
+    store
+        .put_notification(&a, sent, &notification("s1", 100, 10_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(store.notifications(&a, received, None, 10).await.unwrap()),
+        ["n1", "n2a", "n2b", "n3"]
+    );
+    // Strictly after: `monitor:200` replays n3 only.
+    assert_eq!(
+        ids(store
+            .notifications(&a, received, Some(200), 10)
+            .await
+            .unwrap()),
+        ["n3"]
+    );
+    assert_eq!(
+        ids(store.notifications(&a, received, Some(0), 2).await.unwrap()),
+        ["n1", "n2a"]
+    );
+    assert_eq!(
+        ids(store.notifications(&a, sent, None, 10).await.unwrap()),
+        ["s1"]
+    );
+    assert_eq!(
+        store.get_notification(&a, received, "n3").await.unwrap(),
+        Some(notification("n3", 300, 10_000))
+    );
+    assert_eq!(store.get_notification(&a, sent, "n3").await.unwrap(), None);
+    // The same id again replaces the row, moving it in the order.
+    store
+        .put_notification(&a, received, &notification("n1", 400, 10_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(store.notifications(&a, received, None, 10).await.unwrap()),
+        ["n2a", "n2b", "n3", "n1"]
+    );
+    assert!(store
+        .remove_notification(&a, received, "n2b")
+        .await
+        .unwrap());
+    assert!(!store
+        .remove_notification(&a, received, "n2b")
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_notification(&a, received, "n2b").await.unwrap(),
+        None
+    );
+    // Expiry: n1 was replaced by a row that expires later; s1 and n3 expire at 10 000.
+    store
+        .put_notification(&a, received, &notification("old", 50, 60))
+        .await
+        .unwrap();
+    assert_eq!(store.expire_notifications(&a, 1000, 100).await.unwrap(), 1);
+    assert_eq!(store.expire_notifications(&a, 10_000, 1).await.unwrap(), 1);
+    assert_eq!(
+        store.expire_notifications(&a, 10_000, 100).await.unwrap(),
+        3
+    );
+    for log in NotificationLog::BOTH {
+        assert_eq!(
+            store.notifications(&a, log, None, 10).await.unwrap(),
+            vec![]
+        );
+    }
 }
 
 /// A populated atSign, for export/import tests: records (one uncommitted), a deleted key,
@@ -96,6 +193,12 @@ pub async fn populate(store: &Store, a: &AtSign) {
         .record_access(a, AccessKind::Key, &format!("phone{name}"))
         .await
         .unwrap();
+    for (log, row) in [
+        (NotificationLog::Received, notification("r1", 100, i64::MAX)),
+        (NotificationLog::Sent, notification("s1", 200, i64::MAX)),
+    ] {
+        store.put_notification(a, log, &row).await.unwrap();
+    }
 }
 
 async fn export_import_round_trip(store: &Store) {
@@ -103,6 +206,7 @@ async fn export_import_round_trip(store: &Store) {
     populate(store, &a).await;
     let dump = store.export_atsign(&a).await.unwrap().expect("provisioned");
     assert_eq!(dump.records.len(), 3, "{:?}", dump.records);
+    assert_eq!(dump.notifications.len(), 2);
     assert_eq!(
         ids(&dump.commits),
         vec![

@@ -13,6 +13,8 @@
 //! | `next_commit`   | `atsign`                       | the id the next commit gets         |
 //! | `atsigns`       | `atsign`                       | JSON [`AtSignInfo`]                 |
 //! | `access`        | `atsign \0 kind from`          | count (BE u64)                      |
+//! | `notifications` | `atsign \0 log at_ms(BE) id`   | expires_ms (BE u64), body           |
+//! | `notification_ids` | `atsign \0 log id`          | at_ms (BE u64)                      |
 //!
 //! Records are encoded as every backend encodes them ([`super::encoding`]).
 //!
@@ -45,7 +47,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Sn
 use super::encoding::{decode_record, encode_record};
 use super::{
     is_committed, AccessKind, AtSignDump, AtSignInfo, Backend, Change, CommitEntry, CommitOp,
-    Mutation, Record, StoreError, Written,
+    Mutation, NotificationLog, NotificationRow, Record, StoreError, Written,
 };
 
 /// The database directory, under the data directory.
@@ -65,6 +67,8 @@ struct Shared {
     next_commit: Keyspace,
     atsigns: Keyspace,
     access: Keyspace,
+    notifications: Keyspace,
+    notification_ids: Keyspace,
     durable: RwLock<Arc<Snapshot>>,
 }
 
@@ -110,6 +114,8 @@ impl Embedded {
             next_commit: keyspace("next_commit")?,
             atsigns: keyspace("atsigns")?,
             access: keyspace("access")?,
+            notifications: keyspace("notifications")?,
+            notification_ids: keyspace("notification_ids")?,
             durable: RwLock::new(Arc::new(db.snapshot())),
             db,
         });
@@ -275,6 +281,79 @@ fn access_row(atsign: &AtSign, kind: AccessKind, from: &str) -> Vec<u8> {
     out.push(kind_code(kind));
     out.extend_from_slice(from.as_bytes());
     out
+}
+
+fn log_code(log: NotificationLog) -> u8 {
+    match log {
+        NotificationLog::Received => 0,
+        NotificationLog::Sent => 1,
+    }
+}
+
+/// `atsign \0 log`: the prefix of one notification log's rows (and of its id index).
+fn log_prefix(atsign: &AtSign, log: NotificationLog) -> Vec<u8> {
+    let mut out = prefix(atsign);
+    out.push(log_code(log));
+    out
+}
+
+fn notification_row_key(
+    atsign: &AtSign,
+    log: NotificationLog,
+    at_ms: EpochMillis,
+    id: &str,
+) -> Vec<u8> {
+    let mut out = log_prefix(atsign, log);
+    out.extend_from_slice(&(at_ms as u64).to_be_bytes());
+    out.extend_from_slice(id.as_bytes());
+    out
+}
+
+fn notification_id_key(atsign: &AtSign, log: NotificationLog, id: &str) -> Vec<u8> {
+    let mut out = log_prefix(atsign, log);
+    out.extend_from_slice(id.as_bytes());
+    out
+}
+
+/// A row from its key (past the log prefix: at_ms, id) and value (expires_ms, body).
+fn decode_notification(key_tail: &[u8], value: &[u8]) -> Result<NotificationRow, StoreError> {
+    let corrupt = || StoreError::Corrupt("a notification row".into());
+    let (at, id) = key_tail.split_at_checked(8).ok_or_else(corrupt)?;
+    let (expires, body) = value.split_at_checked(8).ok_or_else(corrupt)?;
+    Ok(NotificationRow {
+        id: String::from_utf8(id.to_vec()).map_err(|_| corrupt())?,
+        at_ms: be_u64(at)? as EpochMillis,
+        expires_ms: be_u64(expires)? as EpochMillis,
+        body: body.to_vec(),
+    })
+}
+
+/// Adds `row` to `batch`, dropping the row its id had (it may have another time).
+fn put_notification_row(
+    shared: &Shared,
+    batch: &mut fjall::OwnedWriteBatch,
+    atsign: &AtSign,
+    log: NotificationLog,
+    row: &NotificationRow,
+) -> Result<(), StoreError> {
+    let id_key = notification_id_key(atsign, log, &row.id);
+    if let Some(at) = shared.notification_ids.get(&id_key)? {
+        let old = notification_row_key(atsign, log, be_u64(&at)? as EpochMillis, &row.id);
+        batch.remove(&shared.notifications, old);
+    }
+    let mut value = (row.expires_ms as u64).to_be_bytes().to_vec();
+    value.extend_from_slice(&row.body);
+    batch.insert(
+        &shared.notifications,
+        notification_row_key(atsign, log, row.at_ms, &row.id),
+        value,
+    );
+    batch.insert(
+        &shared.notification_ids,
+        id_key,
+        (row.at_ms as u64).to_be_bytes(),
+    );
+    Ok(())
 }
 
 fn be_u64(bytes: &[u8]) -> Result<u64, StoreError> {
@@ -459,6 +538,8 @@ impl Backend for Embedded {
                     &shared.commits,
                     &shared.commit_index,
                     &shared.access,
+                    &shared.notifications,
+                    &shared.notification_ids,
                 ] {
                     remove_prefix(&mut batch, keyspace, &rows)?;
                 }
@@ -679,6 +760,104 @@ impl Backend for Embedded {
         self.scan(|shared, _| Ok(shared.db.disk_space()?)).await
     }
 
+    async fn put_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        row: &NotificationRow,
+    ) -> Result<(), StoreError> {
+        let (atsign, row) = (atsign.clone(), row.clone());
+        self.write(
+            move |shared| {
+                let mut batch = shared.db.batch();
+                put_notification_row(shared, &mut batch, &atsign, log, &row)?;
+                batch.commit()?;
+                Ok(())
+            },
+            true,
+        )
+        .await
+    }
+
+    async fn notifications(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        after_ms: Option<EpochMillis>,
+        limit: usize,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        let rows = log_prefix(atsign, log);
+        // Rows at `after_ms` itself are not after it: start at the next millisecond.
+        let from = match after_ms {
+            Some(after) => {
+                let mut from = rows.clone();
+                from.extend_from_slice(&(after as u64).saturating_add(1).to_be_bytes());
+                from
+            }
+            None => rows.clone(),
+        };
+        let mut to = rows.clone();
+        to.push(0xff);
+        self.scan(move |shared, snapshot| {
+            let mut out = Vec::new();
+            for guard in snapshot.range(&shared.notifications, from..to).take(limit) {
+                let (key, value) = guard.into_inner()?;
+                out.push(decode_notification(&key[rows.len()..], &value)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        id: &str,
+    ) -> Result<Option<NotificationRow>, StoreError> {
+        let snapshot = self.shared.snapshot();
+        let Some(at) = snapshot.get(
+            &self.shared.notification_ids,
+            notification_id_key(atsign, log, id),
+        )?
+        else {
+            return Ok(None);
+        };
+        let at_ms = be_u64(&at)? as EpochMillis;
+        let key = notification_row_key(atsign, log, at_ms, id);
+        let Some(value) = snapshot.get(&self.shared.notifications, &key)? else {
+            return Ok(None);
+        };
+        decode_notification(&key[log_prefix(atsign, log).len()..], &value).map(Some)
+    }
+
+    async fn remove_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let (atsign, id) = (atsign.clone(), id.to_string());
+        self.write(
+            move |shared| {
+                let id_key = notification_id_key(&atsign, log, &id);
+                let Some(at) = shared.notification_ids.get(&id_key)? else {
+                    return Ok(false);
+                };
+                let mut batch = shared.db.batch();
+                batch.remove(
+                    &shared.notifications,
+                    notification_row_key(&atsign, log, be_u64(&at)? as EpochMillis, &id),
+                );
+                batch.remove(&shared.notification_ids, id_key);
+                batch.commit()?;
+                Ok(true)
+            },
+            true,
+        )
+        .await
+    }
+
     async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError> {
         let dump = dump.clone();
         let info = serde_json::to_vec(&dump.info)?;
@@ -719,6 +898,9 @@ impl Backend for Embedded {
                         access_row(atsign, *kind, from),
                         count.to_be_bytes(),
                     );
+                }
+                for (log, row) in &dump.notifications {
+                    put_notification_row(shared, &mut batch, atsign, *log, row)?;
                 }
                 batch.commit()?;
                 Ok(())

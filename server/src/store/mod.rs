@@ -258,6 +258,56 @@ pub trait Backend: Send + Sync {
 
     async fn storage_size(&self) -> Result<u64, StoreError>;
 
+    /// Stores `row` in `atsign`'s `log`, replacing the row with the same id.
+    async fn put_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        row: &NotificationRow,
+    ) -> Result<(), StoreError>;
+
+    /// At most `limit` rows of `log` stored after `after_ms` (`None`: from the start), in
+    /// order (time, then id). Expired rows not yet removed are included: callers filter.
+    async fn notifications(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        after_ms: Option<EpochMillis>,
+        limit: usize,
+    ) -> Result<Vec<NotificationRow>, StoreError>;
+
+    async fn get_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        id: &str,
+    ) -> Result<Option<NotificationRow>, StoreError>;
+
+    /// `false` if there was no such row.
+    async fn remove_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        id: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Sends `payload` (a notification for `atsign`) to every node watching
+    /// ([`Backend::watch_notifications`]), this one included; `false` when the store is not
+    /// shared (embedded), so the caller delivers on this node alone.
+    async fn publish_notification(
+        &self,
+        _atsign: &AtSign,
+        _payload: &[u8],
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    /// What [`Backend::publish_notification`] sends, from every node; `None` when the store is
+    /// not shared. Must be called inside a tokio runtime.
+    fn watch_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>> {
+        None
+    }
+
     /// The atSign whose TLS server name has `label` ([`AtSignInfo::sni_label`]). The default
     /// looks at every atSign; a backend with an index answers at once.
     async fn atsign_by_label(&self, label: &str) -> Result<Option<AtSign>, StoreError> {
@@ -285,6 +335,38 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// Which of an atSign's two notification logs: what it received, or what it sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotificationLog {
+    Received,
+    Sent,
+}
+
+impl NotificationLog {
+    pub const BOTH: [NotificationLog; 2] = [NotificationLog::Received, NotificationLog::Sent];
+
+    /// Its name in stored keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotificationLog::Received => "received",
+            NotificationLog::Sent => "sent",
+        }
+    }
+}
+
+/// One stored notification: what the store orders and expires it by, and its body, which the
+/// notifications code encodes and the store never reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationRow {
+    pub id: String,
+    /// When it was stored, ms since the epoch: the log's order (then the id), and what
+    /// `monitor:<epochMillis>` replays after.
+    pub at_ms: EpochMillis,
+    /// When it expires, ms since the epoch.
+    pub expires_ms: EpochMillis,
+    pub body: Vec<u8>,
+}
+
 /// Everything stored for one atSign, to copy it between stores ([`Store::export_atsign`],
 /// [`Backend::import_atsign`]): what `at-server migrate` moves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +381,8 @@ pub struct AtSignDump {
     pub next_commit: u64,
     /// The `stats` access counters.
     pub access: Vec<(AccessKind, String, u64)>,
+    /// Both notification logs, each in its order.
+    pub notifications: Vec<(NotificationLog, NotificationRow)>,
 }
 
 /// What [`Store::watch_atsigns`] reports.
@@ -507,6 +591,12 @@ impl Store {
                 access.push((kind, from, count));
             }
         }
+        let mut notifications = Vec::new();
+        for log in NotificationLog::BOTH {
+            for row in self.notifications(atsign, log, None, usize::MAX).await? {
+                notifications.push((log, row));
+            }
+        }
         Ok(Some(AtSignDump {
             atsign: atsign.clone(),
             info,
@@ -514,7 +604,85 @@ impl Store {
             commits: self.commits_since(atsign, None, usize::MAX).await?,
             next_commit: self.last_commit_id(atsign).await?.map_or(0, |id| id + 1),
             access,
+            notifications,
         }))
+    }
+
+    /// See [`Backend::put_notification`].
+    pub async fn put_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        row: &NotificationRow,
+    ) -> Result<(), StoreError> {
+        self.0.put_notification(atsign, log, row).await
+    }
+
+    /// See [`Backend::notifications`].
+    pub async fn notifications(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        after_ms: Option<EpochMillis>,
+        limit: usize,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        self.0.notifications(atsign, log, after_ms, limit).await
+    }
+
+    pub async fn get_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        id: &str,
+    ) -> Result<Option<NotificationRow>, StoreError> {
+        self.0.get_notification(atsign, log, id).await
+    }
+
+    pub async fn remove_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        self.0.remove_notification(atsign, log, id).await
+    }
+
+    /// Removes up to `limit` rows of `atsign` (both logs) expired at `now_ms`; how many went.
+    /// Reads each log whole: notification logs are short-lived (their rows expire).
+    pub async fn expire_notifications(
+        &self,
+        atsign: &AtSign,
+        now_ms: EpochMillis,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for log in NotificationLog::BOTH {
+            for row in self.notifications(atsign, log, None, usize::MAX).await? {
+                if removed == limit {
+                    return Ok(removed);
+                }
+                if row.expires_ms <= now_ms
+                    && self.remove_notification(atsign, log, &row.id).await?
+                {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// See [`Backend::publish_notification`].
+    pub async fn publish_notification(
+        &self,
+        atsign: &AtSign,
+        payload: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.0.publish_notification(atsign, payload).await
+    }
+
+    /// See [`Backend::watch_notifications`].
+    pub fn watch_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>> {
+        self.0.watch_notifications()
     }
 
     /// See [`Backend::atsign_by_label`].

@@ -14,9 +14,13 @@
 //! | `<p>atserver:{@alice}:commit_ix`  | hash   | key → its (only) commit id                     |
 //! | `<p>atserver:{@alice}:next_commit`| string | the id the next commit gets (INCR)             |
 //! | `<p>atserver:{@alice}:access:<k>` | zset   | from → count; `<k>` is `atsign` or `key`       |
+//! | `<p>atserver:{@alice}:notifications:<log>` | zset | score stored-at ms, member id; `<log>` is `received` or `sent` |
+//! | `<p>atserver:{@alice}:notification_rows:<log>` | hash | id → `expires_ms:body`         |
 //!
 //! Provisioning changes are also published on the channel `<p>atserver:atsigns:changed`
-//! (the atSign as payload), so every node serves what any node provisioned.
+//! (the atSign as payload), so every node serves what any node provisioned; notifications
+//! for monitor connections on `<p>atserver:notifications` (`atSign \0 body`), so they reach
+//! the recipient's monitors on every node.
 //!
 //! None of these names can be an atSign (they hold `:`), so the directory's registrations
 //! (`alice` → `host:port`) may share the Redis.
@@ -47,7 +51,7 @@ use redis::AsyncCommands;
 use super::encoding::{decode_record, encode_record};
 use super::{
     is_committed, AccessKind, AtSignDump, AtSignInfo, AtSignsEvent, Backend, Change, CommitEntry,
-    CommitOp, Mutation, StoreError, Written,
+    CommitOp, Mutation, NotificationLog, NotificationRow, StoreError, Written,
 };
 
 /// How often a read-modify-write is decided again when other writers keep changing the key.
@@ -200,6 +204,10 @@ impl RedisStore {
         format!("{}atserver:labels", self.prefix)
     }
 
+    fn notifications_channel(&self) -> String {
+        format!("{}atserver:notifications", self.prefix)
+    }
+
     fn changes_channel(&self) -> String {
         format!("{}atserver:atsigns:changed", self.prefix)
     }
@@ -242,6 +250,15 @@ impl RedisStore {
         }
     }
 
+    /// A notification log's order (zset: score at_ms, member id) and its rows (hash: id →
+    /// `expires_ms:body`).
+    fn notification_keys(&self, atsign: &AtSign, log: NotificationLog) -> (String, String) {
+        (
+            self.key(atsign, &format!("notifications:{}", log.name())),
+            self.key(atsign, &format!("notification_rows:{}", log.name())),
+        )
+    }
+
     fn access_key(&self, atsign: &AtSign, kind: AccessKind) -> String {
         self.key(
             atsign,
@@ -255,14 +272,34 @@ impl RedisStore {
     /// Every key of `atsign`'s data.
     fn all_keys(&self, atsign: &AtSign) -> Vec<String> {
         let keys = self.keys(atsign);
-        vec![
+        let mut all = vec![
             keys.records,
             keys.commits,
             keys.commit_ix,
             keys.next_commit,
             self.access_key(atsign, AccessKind::AtSign),
             self.access_key(atsign, AccessKind::Key),
-        ]
+        ];
+        for log in NotificationLog::BOTH {
+            let (order, rows) = self.notification_keys(atsign, log);
+            all.extend([order, rows]);
+        }
+        all
+    }
+
+    /// Adds `row` to a transaction: its place in the order and its content, replacing its id's.
+    fn add_notification(
+        &self,
+        pipe: &mut redis::Pipeline,
+        atsign: &AtSign,
+        log: NotificationLog,
+        row: &NotificationRow,
+    ) {
+        let (order, rows) = self.notification_keys(atsign, log);
+        let mut value = format!("{}:", row.expires_ms).into_bytes();
+        value.extend_from_slice(&row.body);
+        pipe.zadd(order, &row.id, row.at_ms).ignore();
+        pipe.hset(rows, &row.id, value).ignore();
     }
 
     /// Drops the commit entries `entries` (oldest first) of `atsign`; returns how many were there.
@@ -318,6 +355,23 @@ fn decode_entry(member: &str) -> Result<CommitEntry, StoreError> {
         op: op_from_code(op).ok_or_else(corrupt)?,
         op_time_ms: time.parse().map_err(|_| corrupt())?,
         key: key.to_string(),
+    })
+}
+
+/// A row from its id, order score and stored `expires_ms:body`.
+fn decode_notification(
+    id: String,
+    at_ms: f64,
+    stored: &[u8],
+) -> Result<NotificationRow, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("notification {id:?}"));
+    let colon = stored.iter().position(|&b| b == b':').ok_or_else(corrupt)?;
+    let expires = std::str::from_utf8(&stored[..colon]).map_err(|_| corrupt())?;
+    Ok(NotificationRow {
+        expires_ms: expires.parse().map_err(|_| corrupt())?,
+        at_ms: at_ms as EpochMillis,
+        body: stored[colon + 1..].to_vec(),
+        id,
     })
 }
 
@@ -650,6 +704,9 @@ impl Backend for RedisStore {
             data.zadd(self.access_key(atsign, *kind), from, *count)
                 .ignore();
         }
+        for (log, row) in &dump.notifications {
+            self.add_notification(&mut data, atsign, *log, row);
+        }
         let () = data.query_async(&mut conn).await?;
         self.known.forget_atsign(atsign);
         let info = serde_json::to_string(&dump.info)?;
@@ -662,6 +719,134 @@ impl Backend for RedisStore {
         self.index_and_announce(atsign, &dump.info.sni_label).await
     }
 
+    async fn put_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        row: &NotificationRow,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        self.add_notification(&mut pipe, atsign, log, row);
+        let () = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    async fn notifications(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        after_ms: Option<EpochMillis>,
+        limit: usize,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        let (order, rows) = self.notification_keys(atsign, log);
+        let min = after_ms.map_or("-inf".to_string(), |after| format!("({after}"));
+        let mut conn = self.conn.clone();
+        let ids: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&order)
+            .arg(min)
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(i64::try_from(limit).unwrap_or(-1))
+            .query_async(&mut conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(&rows)
+            .arg(ids.iter().map(|(id, _)| id).collect::<Vec<_>>())
+            .query_async(&mut conn)
+            .await?;
+        ids.into_iter()
+            .zip(stored)
+            // A row removed between the two reads is simply not there.
+            .filter_map(|((id, at), stored)| {
+                stored.map(|bytes| decode_notification(id, at, &bytes))
+            })
+            .collect()
+    }
+
+    async fn get_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        id: &str,
+    ) -> Result<Option<NotificationRow>, StoreError> {
+        let (order, rows) = self.notification_keys(atsign, log);
+        let (at, stored): (Option<f64>, Option<Vec<u8>>) = redis::pipe()
+            .zscore(order, id)
+            .hget(rows, id)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        match (at, stored) {
+            (Some(at), Some(bytes)) => decode_notification(id.to_string(), at, &bytes).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn remove_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let (order, rows) = self.notification_keys(atsign, log);
+        let (_, removed): (i64, i64) = redis::pipe()
+            .atomic()
+            .zrem(order, id)
+            .hdel(rows, id)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn publish_notification(
+        &self,
+        atsign: &AtSign,
+        payload: &[u8],
+    ) -> Result<bool, StoreError> {
+        let mut message = atsign.as_str().as_bytes().to_vec();
+        message.push(0);
+        message.extend_from_slice(payload);
+        let _: i64 = self
+            .conn
+            .clone()
+            .publish(self.notifications_channel(), message)
+            .await?;
+        Ok(true)
+    }
+
+    fn watch_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(4096);
+        tokio::spawn(subscribe(
+            self.client.clone(),
+            self.notifications_channel(),
+            move |payload: Vec<u8>| {
+                let sender = sender.clone();
+                async move {
+                    let Some(nul) = payload.iter().position(|&b| b == 0) else {
+                        return !sender.is_closed();
+                    };
+                    let Ok(atsign) = std::str::from_utf8(&payload[..nul])
+                        .map_err(|_| ())
+                        .and_then(|name| AtSign::parse(name).map_err(|_| ()))
+                    else {
+                        return !sender.is_closed();
+                    };
+                    sender
+                        .send((atsign, payload[nul + 1..].to_vec()))
+                        .await
+                        .is_ok()
+                }
+            },
+            || async { true },
+        ));
+        Some(receiver)
+    }
+
     async fn atsign_by_label(&self, label: &str) -> Result<Option<AtSign>, StoreError> {
         let found: Option<String> = self.conn.clone().hget(self.labels_key(), label).await?;
         found.map(|name| parse_atsign(&name)).transpose()
@@ -669,48 +854,69 @@ impl Backend for RedisStore {
 
     fn watch_atsigns(&self) -> Option<tokio::sync::mpsc::Receiver<AtSignsEvent>> {
         let (events, receiver) = tokio::sync::mpsc::channel(1024);
-        tokio::spawn(watch(self.client.clone(), self.changes_channel(), events));
+        let resync = events.clone();
+        tokio::spawn(subscribe(
+            self.client.clone(),
+            self.changes_channel(),
+            move |payload: Vec<u8>| {
+                let events = events.clone();
+                async move {
+                    let name = String::from_utf8_lossy(&payload).into_owned();
+                    match AtSign::parse(&name) {
+                        Ok(atsign) => events.send(AtSignsEvent::Changed(atsign)).await.is_ok(),
+                        Err(_) => !events.is_closed(),
+                    }
+                }
+            },
+            move || {
+                let resync = resync.clone();
+                async move { resync.send(AtSignsEvent::Resync).await.is_ok() }
+            },
+        ));
         Some(receiver)
     }
 }
 
-/// Subscribes to `channel` and forwards what arrives, until the receiver is gone. After each
-/// (re)subscription it sends [`AtSignsEvent::Resync`]: messages published while it was not
-/// subscribed are lost, so the node has to look at everything.
-async fn watch(
+/// Subscribes to `channel` and hands each message's payload to `on_message`, until a callback
+/// says to stop (`false`: its receiver is gone). A lost subscription is renewed with backoff,
+/// and `on_subscribed` runs after every (re)subscription: messages published while it was
+/// not subscribed are lost, which the caller may need to make up for.
+async fn subscribe<M, MF, S, SF>(
     client: redis::Client,
     channel: String,
-    events: tokio::sync::mpsc::Sender<AtSignsEvent>,
-) {
+    mut on_message: M,
+    mut on_subscribed: S,
+) where
+    M: FnMut(Vec<u8>) -> MF,
+    MF: std::future::Future<Output = bool>,
+    S: FnMut() -> SF,
+    SF: std::future::Future<Output = bool>,
+{
     use futures_util::StreamExt;
     const FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
     let mut backoff = FIRST_BACKOFF;
-    while !events.is_closed() {
+    loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                 Ok(()) => {
                     backoff = FIRST_BACKOFF;
-                    if events.send(AtSignsEvent::Resync).await.is_err() {
+                    if !on_subscribed().await {
                         return;
                     }
                     let mut messages = pubsub.on_message();
                     while let Some(message) = messages.next().await {
-                        let name: String = match message.get_payload() {
-                            Ok(name) => name,
-                            Err(_) => continue,
-                        };
-                        let Ok(atsign) = AtSign::parse(&name) else {
+                        let Ok(payload) = message.get_payload::<Vec<u8>>() else {
                             continue;
                         };
-                        if events.send(AtSignsEvent::Changed(atsign)).await.is_err() {
+                        if !on_message(payload).await {
                             return;
                         }
                     }
-                    tracing::warn!("lost the subscription to provisioning changes; resubscribing");
+                    tracing::warn!(%channel, "lost a Redis subscription; resubscribing");
                 }
-                Err(error) => tracing::warn!(%error, "cannot subscribe to provisioning changes"),
+                Err(error) => tracing::warn!(%channel, %error, "cannot subscribe"),
             },
-            Err(error) => tracing::warn!(%error, "cannot subscribe to provisioning changes"),
+            Err(error) => tracing::warn!(%channel, %error, "cannot subscribe"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
@@ -821,6 +1027,36 @@ mod tests {
             .await
             .unwrap();
         assert!(!again.changed);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_published_notification_reaches_every_watching_node() {
+        let redis = RedisServer::start();
+        let a = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        let b = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        let mut on_a = a.watch_notifications().expect("Redis is shared");
+        let mut on_b = b.watch_notifications().expect("Redis is shared");
+        let bob = conformance::sign("bob");
+        // Subscriptions are asynchronous: publish until both have one (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let got = loop {
+            assert!(a
+                .publish_notification(&bob, b"{\"id\":\"1\"}")
+                .await
+                .unwrap());
+            let wait = std::time::Duration::from_millis(200);
+            if let Ok(Some(got)) = tokio::time::timeout(wait, on_b.recv()).await {
+                break got;
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing arrived");
+        };
+        assert_eq!(got, (bob.clone(), b"{\"id\":\"1\"}".to_vec()));
+        // The publishing node hears its own, too (it may hold the recipient's monitors).
+        let mine = tokio::time::timeout(std::time::Duration::from_secs(5), on_a.recv())
+            .await
+            .expect("arrives")
+            .expect("open");
+        assert_eq!(mine.0, bob);
     }
 
     #[tokio::test]
