@@ -286,8 +286,15 @@ async fn follow(
             AtSignsEvent::Resync => served.resync(&store).await,
         };
         if let Err(error) = synced {
-            // The next event (or the resync after Redis returns) tries again.
-            tracing::warn!(?event, %error, "could not follow a provisioning change");
+            // The store failed under this one change: look at everything again once it is
+            // back, so the change is not lost (a reconnect would also bring a resync).
+            tracing::warn!(?event, %error, "could not follow a provisioning change; resyncing");
+            let mut delay = Duration::from_millis(500);
+            while let Err(error) = served.resync(&store).await {
+                tracing::warn!(%error, "resync failed; trying again");
+                actix_rt::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
         }
     }
 }
