@@ -15,6 +15,7 @@ use at_common::reply::Reply;
 use at_common::verb::Command;
 use at_common::AtSign;
 
+use crate::notifications::Monitors;
 use crate::store::{AtSignStatus, Store};
 use crate::verbs;
 
@@ -64,15 +65,17 @@ pub struct Stop;
 pub struct KeyStore {
     me: AtSign,
     store: Store,
+    monitors: Monitors,
     idle: Duration,
     last_used: Instant,
 }
 
 impl KeyStore {
-    pub fn new(me: AtSign, store: Store, idle: Duration) -> KeyStore {
+    pub fn new(me: AtSign, store: Store, monitors: Monitors, idle: Duration) -> KeyStore {
         KeyStore {
             me,
             store,
+            monitors,
             idle,
             last_used: Instant::now(),
         }
@@ -141,14 +144,19 @@ impl Handler<Run> for KeyStore {
     /// store ([`Store::modify`]), which also orders them and hands out their commit ids.
     fn handle(&mut self, run: Run, _: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
-        let (store, me) = (self.store.clone(), self.me.clone());
-        Box::pin(async move { dispatch(&store, &me, &run).await })
+        let (store, me, monitors) = (self.store.clone(), self.me.clone(), self.monitors.clone());
+        Box::pin(async move { dispatch(&store, &monitors, &me, &run).await })
     }
 }
 
 /// The one place a verb meets its handler: an exhaustive match, so a new verb is a compile
 /// error until it is routed. `owner` picks the owner's or the public view of lookup and scan.
-async fn dispatch(store: &Store, me: &AtSign, run: &Run) -> Result<Reply, AtError> {
+async fn dispatch(
+    store: &Store,
+    monitors: &Monitors,
+    me: &AtSign,
+    run: &Run,
+) -> Result<Reply, AtError> {
     let now = now_ms();
     match &run.command {
         Command::Update(c) => verbs::update(store, me, c, now).await,
@@ -192,7 +200,7 @@ async fn dispatch(store: &Store, me: &AtSign, run: &Run) -> Result<Reply, AtErro
                         owner,
                         inbound,
                     };
-                    dispatch(store, me, &run).await
+                    dispatch(store, monitors, me, &run).await
                 })
             };
             verbs::batch(c, one).await
@@ -200,22 +208,29 @@ async fn dispatch(store: &Store, me: &AtSign, run: &Run) -> Result<Reply, AtErro
         // APKAM enrollments, screened by the connection first (a request gets here from a
         // cram owner, to be approved at once); refused inside a batch (above).
         Command::Enroll(c) => verbs::enroll(store, me, c, run.owner, now).await,
-        // Server-to-server and notifications (issue 6) are not served yet: refused as the
-        // reference refuses a verb it does not know.
-        Command::Notify(_)
-        | Command::NotifyList(_)
-        | Command::NotifyRemove(_)
-        | Command::NotifyStatus(_)
-        | Command::NotifyFetch(_)
-        | Command::NotifyAll(_)
-        | Command::Monitor(_)
-        | Command::Pol => Err(AtError::syntax("invalid command")),
+        // Notifications from the owner; a pol'd peer's (issue 6) are not served yet.
+        Command::Notify(c) if run.owner => verbs::notify(store, monitors, me, c, now).await,
+        Command::NotifyStatus(c) if run.owner => verbs::notify_status(store, me, c, now).await,
+        Command::NotifyList(c) if run.owner => verbs::notify_list(store, me, c, now).await,
+        Command::NotifyRemove(c) => verbs::notify_remove(store, me, c).await,
+        Command::Notify(_) | Command::NotifyStatus(_) | Command::NotifyList(_) => {
+            Err(AtError::with_detail(
+                ErrorCode::Unauthenticated,
+                "Command cannot be executed without auth",
+            ))
+        }
+        // Server-to-server (issue 6) is not served yet: refused as the reference refuses a
+        // verb it does not know.
+        Command::NotifyFetch(_) | Command::NotifyAll(_) | Command::Pol => {
+            Err(AtError::syntax("invalid command"))
+        }
         // The connection answers these itself; they never reach a key store.
         Command::From(_)
         | Command::Cram(_)
         | Command::Pkam(_)
         | Command::Info(_)
         | Command::Noop(_)
+        | Command::Monitor(_)
         | Command::Exit => Err(ErrorCode::InternalServerException.into()),
     }
 }
@@ -242,17 +257,24 @@ fn now_ms() -> i64 {
 pub struct Hosts {
     running: Arc<Mutex<HashMap<AtSign, Addr<KeyStore>>>>,
     store: Store,
+    monitors: Monitors,
     idle: Duration,
     arbiters: Arc<[actix::ArbiterHandle]>,
 }
 
 impl Hosts {
     /// `arbiters` must not be empty.
-    pub fn new(store: Store, idle: Duration, arbiters: Vec<actix::ArbiterHandle>) -> Hosts {
+    pub fn new(
+        store: Store,
+        monitors: Monitors,
+        idle: Duration,
+        arbiters: Vec<actix::ArbiterHandle>,
+    ) -> Hosts {
         assert!(!arbiters.is_empty(), "key stores need an arbiter");
         Hosts {
             running: Arc::default(),
             store,
+            monitors,
             idle,
             arbiters: arbiters.into(),
         }
@@ -265,8 +287,10 @@ impl Hosts {
             return addr.clone();
         }
         let (me, store, idle) = (atsign.clone(), self.store.clone(), self.idle);
+        let monitors = self.monitors.clone();
         let arbiter = &self.arbiters[shard(atsign, self.arbiters.len())];
-        let addr = KeyStore::start_in_arbiter(arbiter, move |_| KeyStore::new(me, store, idle));
+        let addr =
+            KeyStore::start_in_arbiter(arbiter, move |_| KeyStore::new(me, store, monitors, idle));
         running.insert(atsign.clone(), addr.clone());
         addr
     }
@@ -278,6 +302,11 @@ impl Hosts {
         if let Some(addr) = running.remove(atsign) {
             addr.do_send(Stop);
         }
+    }
+
+    /// This node's monitor connections.
+    pub fn monitors(&self) -> &Monitors {
+        &self.monitors
     }
 
     /// How many key stores are in memory now.
@@ -304,7 +333,8 @@ mod tests {
         let store = crate::store::open(&Default::default(), dir.path())
             .await
             .unwrap();
-        Hosts::new(store, idle, vec![actix::Arbiter::current()])
+        let monitors = Monitors::start(store.clone());
+        Hosts::new(store, monitors, idle, vec![actix::Arbiter::current()])
     }
 
     fn run(line: &str) -> Run {

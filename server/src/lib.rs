@@ -9,6 +9,7 @@
 //! - [`listener`]: TLS, SNI and per-atSign ports, spreading connections over worker threads.
 //! - [`maintenance`]: the background task that removes expired keys and compacts commit logs.
 //! - [`migrate`]: `at-server migrate`, copying atSigns between stores (embedded ↔ Redis).
+//! - [`notifications`]: notifications between hosted atSigns and the monitors streaming them.
 //! - [`provision`]: creating and removing hosted atSigns, with their directory entries.
 //! - [`store`]: every hosted atSign's keys, metadata, commit log, provisioning record and access
 //!   counters behind one `Store` trait; the embedded backend (fjall on local disk) and Redis.
@@ -21,6 +22,7 @@ pub mod keystore;
 pub mod listener;
 pub mod maintenance;
 pub mod migrate;
+pub mod notifications;
 pub mod provision;
 pub mod store;
 pub mod verbs;

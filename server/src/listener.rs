@@ -136,6 +136,7 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
         tls,
         hosts: Hosts::new(
             store.clone(),
+            crate::notifications::Monitors::start(store.clone()),
             Duration::from_secs(config.keystore_idle_secs),
             workers.iter().map(Arbiter::handle).collect(),
         ),
@@ -444,7 +445,15 @@ async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
         return;
     };
     let keystore = shared.hosts.get(&atsign);
-    Connection::start(io, atsign, keystore, Arc::clone(&shared.limits), slot);
+    let monitors = shared.hosts.monitors().clone();
+    Connection::start(
+        io,
+        atsign,
+        keystore,
+        monitors,
+        Arc::clone(&shared.limits),
+        slot,
+    );
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends).

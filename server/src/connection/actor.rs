@@ -27,6 +27,7 @@ use super::auth_state::AuthState;
 use super::authenticate;
 use super::throttle::{is_failed_proof, AuthThrottle};
 use crate::keystore::{GetAuthMaterial, IsBlocked, KeyStore, Run};
+use crate::notifications::{Monitors, Subscription};
 
 /// The per-connection limits, from the configuration.
 #[derive(Debug, Clone)]
@@ -70,6 +71,9 @@ impl Drop for Slot {
 pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     me: AtSign,
     keystore: Addr<KeyStore>,
+    monitors: Monitors,
+    /// While this is a monitor connection: its place among the node's monitors.
+    subscription: Option<Subscription>,
     state: AuthState,
     style: ErrorStyle,
     limits: Arc<Limits>,
@@ -89,6 +93,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         io: IO,
         me: AtSign,
         keystore: Addr<KeyStore>,
+        monitors: Monitors,
         limits: Arc<Limits>,
         slot: Slot,
     ) -> Addr<Self> {
@@ -99,6 +104,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             Connection {
                 me,
                 keystore,
+                monitors,
+                subscription: None,
                 state: AuthState::fresh(),
                 style: ErrorStyle::Legacy,
                 limits,
@@ -154,6 +161,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 }));
             }
             Command::Cram(_) | Command::Pkam(_) => self.prove(command, now, ctx),
+            Command::Monitor(monitor) => self.monitor(monitor, ctx),
             command @ Command::Enroll(_) => self.enroll(command, now, ctx),
             // Answered here, not by the key store: they touch no data, and noop's wait must not
             // hold up the atSign's other connections.
@@ -189,6 +197,46 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 );
             }
         }
+    }
+
+    /// `monitor`: from now on this connection streams the owner's received notifications
+    /// (stored ones newer than `epochMillis` first), one `notification: {json}` line each,
+    /// and writes no prompts. Other commands are still answered.
+    fn monitor(&mut self, monitor: at_common::verb::Monitor, ctx: &mut Context<Self>) {
+        if let Err(error) = self.state.allows(&Command::Monitor(monitor.clone())) {
+            return self.reply(Err(error), ctx);
+        }
+        if self.subscription.is_some() {
+            return; // already streaming
+        }
+        let filter = match monitor.regex.as_deref().map(regex::Regex::new).transpose() {
+            Ok(filter) => filter,
+            Err(error) => return self.reply(Err(AtError::syntax(error.to_string())), ctx),
+        };
+        self.state.start_monitoring();
+        // Subscribed before the replay: what arrives meanwhile waits in the channel.
+        let (subscription, lines) = self.monitors.subscribe(&self.me, filter.clone());
+        self.subscription = Some(subscription);
+        let (monitors, me) = (self.monitors.clone(), self.me.clone());
+        let after = monitor.epoch_millis;
+        ctx.wait(
+            async move {
+                match after {
+                    Some(after) => monitors.replay(&me, after, filter.as_ref(), now_ms()).await,
+                    None => Ok(Vec::new()),
+                }
+            }
+            .into_actor(self)
+            .map(move |replayed, act, ctx| {
+                match replayed {
+                    Ok(replayed) => replayed.into_iter().for_each(|line| act.writer.write(line)),
+                    Err(error) => tracing::warn!(atsign = %act.me, %error, "monitor replay failed"),
+                }
+                ctx.add_stream(futures_util::stream::unfold(lines, |mut lines| async move {
+                    lines.recv().await.map(|line| (MonitorLine(line), lines))
+                }));
+            }),
+        );
     }
 
     /// `enroll`: screened here, where who is asking is known, then run by the key store; an
@@ -380,6 +428,26 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<String, 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         self.close(ctx);
     }
+}
+
+/// A notification line for a monitor connection.
+struct MonitorLine(Bytes);
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<MonitorLine> for Connection<IO> {
+    fn handle(&mut self, MonitorLine(line): MonitorLine, _: &mut Context<Self>) {
+        if !self.closing {
+            self.writer.write(line);
+        }
+    }
+
+    /// The node's monitors went away (shutting down): the connection ends with its input.
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> WriteHandler<CodecError> for Connection<IO> {

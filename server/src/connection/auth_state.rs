@@ -92,6 +92,8 @@ pub struct AuthState {
     enrollment_id: Option<String>,
     /// When this connection's recent `enroll:request`s were admitted, oldest first.
     enroll_requests: VecDeque<Instant>,
+    /// The owner turned this connection into a monitor: no prompts from now on.
+    monitoring: bool,
 }
 
 impl AuthState {
@@ -104,6 +106,7 @@ impl AuthState {
             owner_auth: None,
             enrollment_id: None,
             enroll_requests: VecDeque::new(),
+            monitoring: false,
         }
     }
 
@@ -120,10 +123,17 @@ impl AuthState {
     /// The prompt after a successful reply in this state (errors: see `Reply::render`).
     pub fn prompt(&self) -> Prompt {
         match &self.proven {
+            // Real clients read a monitor line by line: a prompt would stick to the next line.
+            Proven::Owner(me) if self.monitoring => Prompt::Monitor(me.clone()),
             Proven::Owner(me) => Prompt::Owner(me.clone()),
             Proven::Peer(peer) => Prompt::Peer(peer.clone()),
             Proven::Nothing => Prompt::Unauthenticated,
         }
+    }
+
+    /// The owner's `monitor`: replies from now on carry no prompt.
+    pub fn start_monitoring(&mut self) {
+        self.monitoring = true;
     }
 
     /// Whether this connection has proven to be the owner.

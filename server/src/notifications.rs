@@ -1,0 +1,266 @@
+//! Notifications between atSigns hosted on this cluster, and the monitor connections that
+//! stream them (notes §5; python-sdk.md §5.6–5.8).
+//!
+//! - [`Notification`]: one notification, its stored form and its monitor line
+//!   (`notification: {json}\n`, the reference's key order).
+//! - [`Monitors`]: this node's monitor connections by atSign. A notification is published
+//!   through the store when the store is shared (Redis: every node, this one included, hears
+//!   it and hands it to its own monitors) and handed to this node's monitors directly when it
+//!   is not (embedded).
+//!
+//! Delivery to atSigns on other atServers (and `pol`) is issue 6: such a notification is kept
+//! in the sender's log as `queued`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use at_common::metadata::EpochMillis;
+use at_common::AtSign;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::store::{NotificationLog, NotificationRow, Store, StoreError};
+
+/// How long a notification is kept when the sender gives no `ttln` (the reference's code
+/// default, `notification.expiryInMins` 1440).
+pub const DEFAULT_TTLN_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Where a notification stands, for `notify:status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Delivered,
+    Queued,
+    Errored,
+}
+
+/// The metadata a notification carries, in the reference's monitor order; absent ones `null`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationMetadata {
+    pub enc_key_name: Option<String>,
+    pub enc_algo: Option<String>,
+    pub iv_nonce: Option<String>,
+    pub ske_enc_key_name: Option<String>,
+    pub ske_enc_algo: Option<String>,
+    pub shared_key_enc: Option<String>,
+}
+
+/// One notification as a monitor shows it; keys in the reference's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    pub id: String,
+    pub from: AtSignText,
+    pub to: AtSignText,
+    pub key: String,
+    pub value: Option<String>,
+    /// `update` or `delete`.
+    pub operation: String,
+    pub epoch_millis: EpochMillis,
+    /// `MessageType.key` or `MessageType.text` (the Dart enum's string).
+    pub message_type: String,
+    pub is_encrypted: bool,
+    pub metadata: NotificationMetadata,
+}
+
+/// An atSign as JSON text (`"@alice"`).
+pub type AtSignText = String;
+
+/// What a log row's body holds: the notification, and where it stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    notification: Notification,
+    status: Status,
+}
+
+impl Notification {
+    /// Compact JSON, keys in the reference's order.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).expect("strings and numbers serialise")
+    }
+
+    /// `notification: {json}\n`: one line, as monitors stream it.
+    pub fn monitor_line(&self) -> Bytes {
+        Bytes::from(format!("notification: {}\n", self.json()))
+    }
+
+    /// Whether a monitor with `filter` shows it: the regex found in the key or in the sender
+    /// without its `@` (the reference's unanchored match).
+    pub fn matches(&self, filter: Option<&regex::Regex>) -> bool {
+        filter.is_none_or(|re| {
+            re.is_match(&self.key) || re.is_match(self.from.trim_start_matches('@'))
+        })
+    }
+}
+
+/// Stores `notification` in `atsign`'s `log` with `status`, kept until `expires_ms`.
+pub async fn store(
+    store: &Store,
+    atsign: &AtSign,
+    log: NotificationLog,
+    notification: &Notification,
+    status: Status,
+    expires_ms: EpochMillis,
+) -> Result<(), StoreError> {
+    let body = serde_json::to_vec(&Stored {
+        notification: notification.clone(),
+        status,
+    })?;
+    let row = NotificationRow {
+        id: notification.id.clone(),
+        at_ms: notification.epoch_millis,
+        expires_ms,
+        body,
+    };
+    store.put_notification(atsign, log, &row).await
+}
+
+/// A stored row read back: the notification and its status.
+pub fn read(row: &NotificationRow) -> Result<(Notification, Status), StoreError> {
+    let stored: Stored = serde_json::from_slice(&row.body)?;
+    Ok((stored.notification, stored.status))
+}
+
+/// One monitor connection's subscription.
+struct Subscriber {
+    id: u64,
+    filter: Option<regex::Regex>,
+    lines: mpsc::UnboundedSender<Bytes>,
+}
+
+/// This node's monitor connections, by atSign; cheap to clone.
+#[derive(Clone)]
+pub struct Monitors {
+    store: Store,
+    subscribers: Arc<Mutex<HashMap<AtSign, Vec<Subscriber>>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// A monitor's place in [`Monitors`]; unsubscribes when dropped.
+pub struct Subscription {
+    monitors: Monitors,
+    atsign: AtSign,
+    id: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut all = self.monitors.lock();
+        if let Some(list) = all.get_mut(&self.atsign) {
+            list.retain(|s| s.id != self.id);
+            if list.is_empty() {
+                all.remove(&self.atsign);
+            }
+        }
+    }
+}
+
+impl Monitors {
+    /// The monitors of a node over `store`; starts following notifications published by every
+    /// node when the store is shared. Must be called inside a tokio runtime.
+    pub fn start(store: Store) -> Monitors {
+        let monitors = Monitors {
+            store: store.clone(),
+            subscribers: Arc::default(),
+            next_id: Arc::default(),
+        };
+        if let Some(mut published) = store.watch_notifications() {
+            let local = monitors.clone();
+            tokio::spawn(async move {
+                while let Some((atsign, payload)) = published.recv().await {
+                    match serde_json::from_slice::<Notification>(&payload) {
+                        Ok(notification) => local.hand_out(&atsign, &notification),
+                        Err(error) => {
+                            tracing::warn!(%atsign, %error, "an unreadable published notification")
+                        }
+                    }
+                }
+            });
+        }
+        monitors
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AtSign, Vec<Subscriber>>> {
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Subscribes a monitor of `atsign`; its lines arrive on the receiver.
+    pub fn subscribe(
+        &self,
+        atsign: &AtSign,
+        filter: Option<regex::Regex>,
+    ) -> (Subscription, mpsc::UnboundedReceiver<Bytes>) {
+        let (lines, receiver) = mpsc::unbounded_channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock()
+            .entry(atsign.clone())
+            .or_default()
+            .push(Subscriber { id, filter, lines });
+        let subscription = Subscription {
+            monitors: self.clone(),
+            atsign: atsign.clone(),
+            id,
+        };
+        (subscription, receiver)
+    }
+
+    /// Stored, unexpired notifications `atsign` received after `after_ms`, as monitor lines.
+    pub async fn replay(
+        &self,
+        atsign: &AtSign,
+        after_ms: EpochMillis,
+        filter: Option<&regex::Regex>,
+        now_ms: EpochMillis,
+    ) -> Result<Vec<Bytes>, StoreError> {
+        let rows = self
+            .store
+            .notifications(
+                atsign,
+                NotificationLog::Received,
+                Some(after_ms),
+                usize::MAX,
+            )
+            .await?;
+        let mut lines = Vec::new();
+        for row in rows.iter().filter(|row| row.expires_ms > now_ms) {
+            let (notification, _) = read(row)?;
+            if notification.matches(filter) {
+                lines.push(notification.monitor_line());
+            }
+        }
+        Ok(lines)
+    }
+
+    /// Makes `notification` (received by `atsign`) reach `atsign`'s monitors on every node.
+    pub async fn publish(&self, atsign: &AtSign, notification: &Notification) {
+        let payload = serde_json::to_vec(notification).expect("strings and numbers serialise");
+        match self.store.publish_notification(atsign, &payload).await {
+            // Every node, this one included, hands it out when it arrives.
+            Ok(true) => {}
+            Ok(false) => self.hand_out(atsign, notification),
+            Err(error) => {
+                // Stored already: a monitor reconnecting with its last epochMillis gets it.
+                tracing::warn!(%atsign, %error, "could not publish a notification; handing it out here only");
+                self.hand_out(atsign, notification);
+            }
+        }
+    }
+
+    /// Gives `notification` to this node's monitors of `atsign` whose filter it matches.
+    fn hand_out(&self, atsign: &AtSign, notification: &Notification) {
+        let all = self.lock();
+        let Some(list) = all.get(atsign) else {
+            return;
+        };
+        let line = notification.monitor_line();
+        for subscriber in list {
+            if notification.matches(subscriber.filter.as_ref()) {
+                // A closed receiver is a monitor going away; its Subscription removes it.
+                let _ = subscriber.lines.send(line.clone());
+            }
+        }
+    }
+}

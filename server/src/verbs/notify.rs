@@ -1,0 +1,203 @@
+//! `notify`, `notify:status`, `notify:list`, `notify:remove` from the owner (notes §5.2, §5.6).
+//!
+//! A notification to oneself or to an atSign hosted on this cluster is stored in the
+//! recipient's received log and handed to its monitors on every node at once; the sender's
+//! sent log records it as `delivered` (a notification to oneself only as received, as the
+//! reference does). One to any other atSign is recorded as `queued`: delivery to other
+//! atServers arrives with server-to-server (issue 6).
+//!
+//! ```text
+//! notify:update:@bob:phone@alice:+1-555   → data:<notification id>
+//! notify:status:<id>                      → data:delivered | queued | errored | expired | null
+//! notify:list[:<regex>]                   → data:[{…}] of received, unexpired; data:null if none
+//! notify:remove:<id>                      → data:success
+//! ```
+
+use at_common::error::{AtError, ErrorCode};
+use at_common::metadata::EpochMillis;
+use at_common::reply::Reply;
+use at_common::verb::{
+    MessageType, Notify, NotifyList, NotifyRemove, NotifyScope, NotifyStatus, Operation,
+};
+use at_common::AtSign;
+
+use crate::notifications::{self, Monitors, Notification, NotificationMetadata, Status};
+use crate::store::{NotificationLog, Store};
+
+/// `notify:…` by `me`'s owner.
+pub async fn notify(
+    store: &Store,
+    monitors: &Monitors,
+    me: &AtSign,
+    cmd: &Notify,
+    now: EpochMillis,
+) -> Result<Reply, AtError> {
+    if let Some(owner) = cmd.owner.as_ref().filter(|owner| *owner != me) {
+        return Err(AtError::with_detail(
+            ErrorCode::Unauthorized,
+            format!("{owner} is not authorized to send notification as {me}"),
+        ));
+    }
+    let text = cmd.message_type == Some(MessageType::Text);
+    let key = match (&cmd.scope, text) {
+        (Some(NotifyScope::To(to)), true) => format!("{to}:{}", cmd.key),
+        (Some(NotifyScope::To(to)), false) => format!("{to}:{}{me}", cmd.key),
+        (Some(NotifyScope::Public), _) => format!("public:{}{me}", cmd.key),
+        (None, _) => return Err(AtError::syntax("notify needs a recipient")),
+    };
+    // Key notifications are encrypted unless said otherwise or public; text ones are not.
+    let is_encrypted = match cmd.meta.is_encrypted {
+        Some(given) => given,
+        None => !text && !key.starts_with("public:"),
+    };
+    let meta = &cmd.meta;
+    let notification = Notification {
+        id: cmd
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        from: me.as_str().to_string(),
+        to: match &cmd.scope {
+            Some(NotifyScope::To(to)) => to.as_str().to_string(),
+            _ => me.as_str().to_string(),
+        },
+        key,
+        value: cmd.value.clone(),
+        operation: cmd.operation.unwrap_or(Operation::Update).to_string(),
+        epoch_millis: now,
+        message_type: format!(
+            "MessageType.{}",
+            cmd.message_type.unwrap_or(MessageType::Key)
+        ),
+        is_encrypted,
+        metadata: NotificationMetadata {
+            enc_key_name: meta.enc_key_name.clone(),
+            enc_algo: meta.enc_algo.clone(),
+            iv_nonce: meta.iv_nonce.clone(),
+            ske_enc_key_name: meta.ske_enc_key_name.clone(),
+            ske_enc_algo: meta.ske_enc_algo.clone(),
+            shared_key_enc: meta.shared_key_enc.clone(),
+        },
+    };
+    let ttln = match cmd.ttln {
+        Some(ms) if ms > 0 => i64::try_from(ms).unwrap_or(i64::MAX),
+        _ => notifications::DEFAULT_TTLN_MS,
+    };
+    let expires = now.saturating_add(ttln);
+    let recipient = match &cmd.scope {
+        Some(NotifyScope::To(to)) => Some(to.clone()),
+        _ => None,
+    };
+    match recipient {
+        Some(to) if to == *me => {
+            notifications::store(
+                store,
+                me,
+                NotificationLog::Received,
+                &notification,
+                Status::Delivered,
+                expires,
+            )
+            .await?;
+            monitors.publish(me, &notification).await;
+        }
+        // Hosted on this cluster: straight into its log and to its monitors.
+        Some(to) if store.get_atsign(&to).await?.is_some() => {
+            notifications::store(
+                store,
+                &to,
+                NotificationLog::Received,
+                &notification,
+                Status::Delivered,
+                expires,
+            )
+            .await?;
+            notifications::store(
+                store,
+                me,
+                NotificationLog::Sent,
+                &notification,
+                Status::Delivered,
+                expires,
+            )
+            .await?;
+            monitors.publish(&to, &notification).await;
+        }
+        _ => {
+            notifications::store(
+                store,
+                me,
+                NotificationLog::Sent,
+                &notification,
+                Status::Queued,
+                expires,
+            )
+            .await?;
+        }
+    }
+    Ok(Reply::Data(notification.id))
+}
+
+/// `notify:status:<id>`: of a notification `me` sent (or sent itself).
+pub async fn notify_status(
+    store: &Store,
+    me: &AtSign,
+    cmd: &NotifyStatus,
+    now: EpochMillis,
+) -> Result<Reply, AtError> {
+    for log in [NotificationLog::Sent, NotificationLog::Received] {
+        if let Some(row) = store.get_notification(me, log, &cmd.id).await? {
+            if row.expires_ms <= now {
+                return Ok(Reply::Data("expired".into()));
+            }
+            let (_, status) = notifications::read(&row)?;
+            let word = match status {
+                Status::Delivered => "delivered",
+                Status::Queued => "queued",
+                Status::Errored => "errored",
+            };
+            return Ok(Reply::Data(word.into()));
+        }
+    }
+    Ok(Reply::Null)
+}
+
+/// `notify:list[:<regex>]`: what `me` received and is not expired; `data:null` when none.
+pub async fn notify_list(
+    store: &Store,
+    me: &AtSign,
+    cmd: &NotifyList,
+    now: EpochMillis,
+) -> Result<Reply, AtError> {
+    let filter = match &cmd.regex {
+        Some(text) => Some(regex::Regex::new(text).map_err(|e| AtError::syntax(e.to_string()))?),
+        None => None,
+    };
+    let rows = store
+        .notifications(me, NotificationLog::Received, None, usize::MAX)
+        .await?;
+    let mut listed = Vec::new();
+    for row in rows.iter().filter(|row| row.expires_ms > now) {
+        let (notification, _) = notifications::read(row)?;
+        if notification.matches(filter.as_ref()) {
+            listed.push(notification.json());
+        }
+    }
+    if listed.is_empty() {
+        return Ok(Reply::Null);
+    }
+    // Each object keeps the reference's key order (a JSON value would sort the keys).
+    Ok(Reply::Data(format!("[{}]", listed.join(","))))
+}
+
+/// `notify:remove:<id>`: forgets it, sent or received.
+pub async fn notify_remove(
+    store: &Store,
+    me: &AtSign,
+    cmd: &NotifyRemove,
+) -> Result<Reply, AtError> {
+    for log in NotificationLog::BOTH {
+        store.remove_notification(me, log, &cmd.id).await?;
+    }
+    Ok(Reply::Data("success".into()))
+}

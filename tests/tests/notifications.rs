@@ -1,0 +1,182 @@
+//! Notifications between atSigns of one cluster and the monitor connections that stream them,
+//! over real TLS, on the embedded store and on Redis, and across nodes on one Redis:
+//!
+//! - `notify` answers `data:<id>`; the recipient's monitor gets exactly one
+//!   `notification: {json}\n` line (reference key order, `MessageType.key`, the sender's
+//!   `ivNonce`), and never a prompt; `noop:0` there is answered `data:ok\n`;
+//! - `monitor:<epochMillis>` replays what arrived while nobody watched, strictly after it, and
+//!   the regex filters;
+//! - `notify:status`, `notify:list`, `notify:remove`;
+//! - a monitor on one node hears a notification sent through another.
+
+mod support;
+
+use std::time::Duration;
+
+use at_tests::client::Client;
+use at_tests::redis::RedisServer;
+use at_tests::TempDir;
+use support::Node;
+
+/// `@alice` and `@bob` provisioned through `node`; their (host, secret).
+fn alice_and_bob(node: &Node) -> ((String, String), (String, String)) {
+    (node.provision("@alice"), node.provision("@bob"))
+}
+
+/// Sends `line` and returns the reply without its prompt.
+fn ask(client: &mut Client, line: &str, prompt: &str) -> String {
+    client.send(format!("{line}\n").as_bytes());
+    let reply = client.read_until(prompt.as_bytes());
+    reply.strip_suffix(prompt).unwrap().to_string()
+}
+
+/// The next line on a monitor connection (with its `\n`), within a few seconds.
+fn next_line(monitor: &mut Client) -> String {
+    monitor
+        .try_read_until(b"\n", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("no notification: {e}"))
+}
+
+/// The monitor line the reference writes for `id` from @alice to @bob, but for its time.
+fn line_without_time(line: &str) -> String {
+    let at = line.find("\"epochMillis\":").expect("epochMillis") + "\"epochMillis\":".len();
+    let end = at + line[at..].find(',').expect("after epochMillis");
+    assert!(line[at..end].parse::<i64>().is_ok(), "{line}");
+    format!("{}<time>{}", &line[..at], &line[end..])
+}
+
+fn one_node(redis: Option<&RedisServer>) {
+    let dir = TempDir::new("notifications");
+    let node = Node::start(dir.path(), 0, redis);
+    let ((alice_host, alice_secret), (bob_host, bob_secret)) = alice_and_bob(&node);
+    let mut alice = node.owner("@alice", &alice_host, &alice_secret);
+
+    // Sent while @bob does not watch: kept for his monitor's replay.
+    let early = ask(
+        &mut alice,
+        "notify:id:early-1:update:@bob:early@alice:v0",
+        "\n@alice@",
+    );
+    assert_eq!(early, "data:early-1");
+
+    let mut monitor = node.owner("@bob", &bob_host, &bob_secret);
+    monitor.send(b"monitor:0 .*\n");
+    assert_eq!(
+        line_without_time(&next_line(&mut monitor)),
+        "notification: {\"id\":\"early-1\",\"from\":\"@alice\",\"to\":\"@bob\",\"key\":\"@bob:early@alice\",\
+         \"value\":\"v0\",\"operation\":\"update\",\"epochMillis\":<time>,\"messageType\":\"MessageType.key\",\
+         \"isEncrypted\":true,\"metadata\":{\"encKeyName\":null,\"encAlgo\":null,\"ivNonce\":null,\
+         \"skeEncKeyName\":null,\"skeEncAlgo\":null,\"sharedKeyEnc\":null}}\n"
+    );
+
+    // Live, as the Python SDK sends it.
+    let id = ask(
+        &mut alice,
+        "notify:id:b67c5a7b-7beb-4178-9f11-8792564ddac3:update:isEncrypted:true:ivNonce:0FGj472sM6I/oRusH9FEZw==:@bob:message.myapp@alice:c2VjcmV0",
+        "\n@alice@",
+    );
+    assert_eq!(id, "data:b67c5a7b-7beb-4178-9f11-8792564ddac3");
+    assert_eq!(
+        line_without_time(&next_line(&mut monitor)),
+        "notification: {\"id\":\"b67c5a7b-7beb-4178-9f11-8792564ddac3\",\"from\":\"@alice\",\"to\":\"@bob\",\
+         \"key\":\"@bob:message.myapp@alice\",\"value\":\"c2VjcmV0\",\"operation\":\"update\",\"epochMillis\":<time>,\
+         \"messageType\":\"MessageType.key\",\"isEncrypted\":true,\"metadata\":{\"encKeyName\":null,\
+         \"encAlgo\":null,\"ivNonce\":\"0FGj472sM6I/oRusH9FEZw==\",\"skeEncKeyName\":null,\
+         \"skeEncAlgo\":null,\"sharedKeyEnc\":null}}\n"
+    );
+    // A text message: no sender suffix on the key, not encrypted.
+    ask(
+        &mut alice,
+        "notify:id:t1:messageType:text:@bob:hello there",
+        "\n@alice@",
+    );
+    let text = next_line(&mut monitor);
+    assert!(
+        text.contains("\"key\":\"@bob:hello there\"")
+            && text.contains("\"messageType\":\"MessageType.text\",\"isEncrypted\":false"),
+        "{text}"
+    );
+    // Heartbeat on the monitor connection: `data:ok` and no prompt, before or after.
+    monitor.send(b"noop:0\n");
+    assert_eq!(next_line(&mut monitor), "data:ok\n");
+    monitor.expect_silence(Duration::from_millis(300));
+
+    // The sender asks how it went; the recipient lists, filters and removes.
+    assert_eq!(
+        ask(&mut alice, "notify:status:t1", "\n@alice@"),
+        "data:delivered"
+    );
+    assert_eq!(
+        ask(&mut alice, "notify:status:no-such-id", "\n@alice@"),
+        "data:null"
+    );
+    let mut bob = node.owner("@bob", &bob_host, &bob_secret);
+    let listed = ask(&mut bob, "notify:list", "\n@bob@");
+    for id in ["early-1", "b67c5a7b-7beb-4178-9f11-8792564ddac3", "t1"] {
+        assert!(
+            listed.contains(&format!("{{\"id\":\"{id}\",\"from\":\"@alice\"")),
+            "{listed}"
+        );
+    }
+    let myapp = ask(&mut bob, "notify:list:myapp", "\n@bob@");
+    assert!(
+        myapp.starts_with("data:[{\"id\":\"b67c5a7b") && !myapp.contains("early-1"),
+        "{myapp}"
+    );
+    assert_eq!(
+        ask(&mut bob, "notify:remove:early-1", "\n@bob@"),
+        "data:success"
+    );
+    assert!(!ask(&mut bob, "notify:list", "\n@bob@").contains("early-1"));
+
+    // A monitor whose regex does not match hears nothing; a later epochMillis replays nothing.
+    let mut picky = node.owner("@bob", &bob_host, &bob_secret);
+    picky.send(format!("monitor:{} nomatch\n", i64::MAX / 2).as_bytes());
+    ask(
+        &mut alice,
+        "notify:id:p1:update:@bob:other@alice:x",
+        "\n@alice@",
+    );
+    assert!(next_line(&mut monitor).contains("\"id\":\"p1\""));
+    picky.expect_silence(Duration::from_millis(500));
+}
+
+#[test]
+fn monitors_stream_notifications_on_the_embedded_store() {
+    one_node(None);
+}
+
+#[test]
+fn monitors_stream_notifications_on_redis() {
+    let redis = RedisServer::start();
+    one_node(Some(&redis));
+}
+
+#[test]
+fn a_monitor_on_one_node_hears_a_notification_sent_through_another() {
+    let redis = RedisServer::start();
+    let dir = TempDir::new("notifications-nodes");
+    let nodes: Vec<Node> = (0..2)
+        .map(|n| Node::start(dir.path(), n, Some(&redis)))
+        .collect();
+    let ((alice_host, alice_secret), (bob_host, bob_secret)) = alice_and_bob(&nodes[0]);
+    let mut monitor = nodes[1].owner("@bob", &bob_host, &bob_secret);
+    // Its answer to the noop proves `monitor` was handled: the monitor is subscribed.
+    monitor.send(b"monitor\nnoop:0\n");
+    assert_eq!(next_line(&mut monitor), "data:ok\n");
+    let mut alice = nodes[0].owner("@alice", &alice_host, &alice_secret);
+    ask(
+        &mut alice,
+        "notify:id:x1:update:@bob:phone@alice:v",
+        "\n@alice@",
+    );
+    let line = next_line(&mut monitor);
+    assert!(
+        line.starts_with("notification: {\"id\":\"x1\",\"from\":\"@alice\""),
+        "{line}"
+    );
+    assert_eq!(
+        ask(&mut alice, "notify:status:x1", "\n@alice@"),
+        "data:delivered"
+    );
+}

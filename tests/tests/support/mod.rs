@@ -1,0 +1,120 @@
+//! An `at-server` node on a store of a test's choosing, routed by SNI, and an owner's
+//! connection to it: what the multi-node and notification tests share.
+// Each test binary compiles this module and uses a different part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use at_tests::client::Client;
+use at_tests::process::{run, workspace_binary, Running};
+use at_tests::redis::RedisServer;
+
+pub const DOMAIN: &str = "atsign.test";
+/// How long a change made through one node may take to show on another.
+pub const PROPAGATION: Duration = Duration::from_secs(10);
+
+/// One node: its configuration file and, while serving, its process.
+pub struct Node {
+    config: PathBuf,
+    ca: PathBuf,
+    running: Running,
+}
+
+impl Node {
+    /// Starts node `n` with its own data dir under `dir`, on `redis` (else the embedded
+    /// store), registering atSigns in the directory store under `dir`.
+    pub fn start(dir: &Path, n: usize, redis: Option<&RedisServer>) -> Node {
+        let data = dir.join(format!("node{n}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let config = data.join("server.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\ndirectory_data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n\
+                 public_port = 6464\nsni_domain = \"{DOMAIN}\"\n{}",
+                data.display(),
+                dir.join("directory").display(),
+                redis.map_or(String::new(), |redis| format!(
+                    "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
+                    redis.url()
+                ))
+            ),
+        )
+        .unwrap();
+        let running = Running::start(
+            &workspace_binary("at-server"),
+            &["--config", &config.display().to_string(), "serve"],
+            &[("AT_SERVER_LOG", "warn")],
+            false,
+        );
+        Node {
+            ca: data.join("tls/ca.pem"),
+            config,
+            running,
+        }
+    }
+
+    /// Runs an admin command through this node (its admin socket).
+    pub fn admin(&self, args: &[&str]) -> String {
+        let config = self.config.display().to_string();
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        let out = run(&workspace_binary("at-server"), &all, &[]);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Provisions `atsign` here; returns its TLS host name and CRAM secret.
+    pub fn provision(&self, atsign: &str) -> (String, String) {
+        let out = self.admin(&["provision", atsign]);
+        let mut lines = out.lines();
+        let address = lines
+            .next()
+            .and_then(|l| l.strip_prefix(&format!("provisioned {atsign} at ")))
+            .unwrap_or_else(|| panic!("{out}"));
+        let host = address.rsplit_once(':').unwrap().0.to_string();
+        let secret = lines
+            .next()
+            .and_then(|l| l.strip_prefix("cram secret: "))
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_string();
+        (host, secret)
+    }
+
+    pub fn try_connect(&self, host: &str) -> Result<Client, String> {
+        let mut client = Client::try_tls_named(self.running.addr, &self.ca, host)?;
+        client.try_expect(b"@", Duration::from_secs(5))?;
+        Ok(client)
+    }
+
+    /// An owner connection for `atsign`, retried until this node serves it (bounded).
+    pub fn owner(&self, atsign: &str, host: &str, secret: &str) -> Client {
+        let deadline = Instant::now() + PROPAGATION;
+        loop {
+            match self.try_connect(host) {
+                Ok(mut client) => {
+                    client.cram_in(atsign, secret);
+                    return client;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("{atsign} not served within {PROPAGATION:?}: {e}"),
+            }
+        }
+    }
+}
+
+/// `update:<key> <value>` on `client` (authenticated as `atsign`); the commit id.
+pub fn update(client: &mut Client, atsign: &str, key: &str, value: &str) -> u64 {
+    client.send(format!("update:{key} {value}\n").as_bytes());
+    let prompt = format!("\n{atsign}@");
+    let reply = client.read_until(prompt.as_bytes());
+    reply
+        .strip_prefix("data:")
+        .and_then(|r| r.strip_suffix(&prompt))
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("update:{key}: {reply:?}"))
+}
