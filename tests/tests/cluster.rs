@@ -1,22 +1,23 @@
-//! Several `at-server` nodes over one real `redis-server`, as the Helm chart runs them behind
-//! one shared SNI port: any node serves any atSign.
+//! Several `at-server` nodes and one `at-directory` over one real `redis-server`, as the Helm
+//! chart runs them behind one shared SNI port: any node serves any atSign.
 //!
+//! - an atSign provisioned through a node is in the directory at once, at its SNI name;
 //! - an atSign provisioned through one node is served by the others at once, and one
 //!   deprovisioned through a node stops being served by all of them;
 //! - a write acknowledged on one node is read on another at once;
 //! - concurrent writers on different nodes get distinct, per-connection increasing commit ids,
 //!   and every acknowledged write is in the one commit log.
 //!
-//! Not here yet: monitor connections on one node receiving notifications made on another
-//! (notifications are issue 6).
+//! A monitor on one node hearing a notification sent through another: `notifications.rs`.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use at_tests::client::Client;
 use at_tests::redis::RedisServer;
 use at_tests::TempDir;
-use support::{update, Node, PROPAGATION};
+use support::{directory, update, Node, PROPAGATION};
 
 #[test]
 fn nodes_on_one_redis_serve_every_atsign_with_one_commit_log() {
@@ -26,8 +27,14 @@ fn nodes_on_one_redis_serve_every_atsign_with_one_commit_log() {
         .map(|n| Node::start(dir.path(), n, Some(&redis)))
         .collect();
 
-    // Provisioned through node 0 while all three serve: nodes 1 and 2 serve it too.
+    let (directory, directory_ca) = directory(dir.path(), &redis);
+
+    // Provisioned through node 0 while all three serve: in the directory at once, at the
+    // shared SNI port's name, and nodes 1 and 2 serve it too.
     let (host, secret) = nodes[0].provision("@alice");
+    let mut lookup = Client::tls(directory.addr, &directory_ca);
+    lookup.expect(b"@");
+    lookup.ask("alice\n", &format!("{host}:6464\r\n@"));
     let mut on_1 = nodes[1].owner("@alice", &host, &secret);
     let mut on_2 = nodes[2].owner("@alice", &host, &secret);
 
@@ -91,8 +98,9 @@ fn nodes_on_one_redis_serve_every_atsign_with_one_commit_log() {
         );
     }
 
-    // Deprovisioned through node 2: no node serves it any more.
+    // Deprovisioned through node 2: gone from the directory, and no node serves it any more.
     nodes[2].admin(&["deprovision", "@alice"]);
+    lookup.ask("alice\n", "null\r\n@");
     for node in &nodes {
         let deadline = Instant::now() + PROPAGATION;
         while node.try_connect(&host).is_ok() {

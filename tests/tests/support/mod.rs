@@ -35,8 +35,11 @@ impl Node {
                  public_port = 6464\nsni_domain = \"{DOMAIN}\"\n{}",
                 data.display(),
                 dir.join("directory").display(),
+                // On Redis, the directory's registrations are there too (one directory
+                // process serves them: `directory`).
                 redis.map_or(String::new(), |redis| format!(
-                    "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
+                    "[store]\nbackend = \"redis\"\nredis_url = \"{0}\"\n\
+                     [directory_store]\nbackend = \"redis\"\nredis_url = \"{0}\"\n",
                     redis.url()
                 ))
             ),
@@ -105,6 +108,28 @@ impl Node {
             }
         }
     }
+}
+
+/// An `at-directory` serving the registrations in `redis`, with its CA under `dir`.
+pub fn directory(dir: &Path, redis: &RedisServer) -> (Running, PathBuf) {
+    let data = dir.join("directory-process");
+    let running = Running::start(
+        &workspace_binary("at-directory"),
+        &[
+            "--data-dir",
+            &data.display().to_string(),
+            "--redis",
+            &redis.url(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "",
+        ],
+        &[("AT_DIRECTORY_LOG", "warn")],
+        false,
+    );
+    (running, data.join("tls/ca.pem"))
 }
 
 /// `update:<key> <value>` on `client` (authenticated as `atsign`); the commit id.
