@@ -30,6 +30,13 @@ pub use time::{format_timestamp, parse_timestamp};
 /// Milliseconds since 1970-01-01T00:00:00Z.
 pub type EpochMillis = i64;
 
+/// Now, as [`EpochMillis`] (0 for a clock set before 1970).
+pub fn now_ms() -> EpochMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as EpochMillis)
+}
+
 /// The metadata of one key. Every field is optional, as in the reference.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

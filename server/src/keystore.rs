@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use at_common::error::{AtError, ErrorCode};
+use at_common::metadata::now_ms;
 use at_common::reply::Reply;
 use at_common::verb::Command;
 use at_common::AtSign;
@@ -242,12 +243,6 @@ async fn activate(store: &Store, me: &AtSign) -> Result<(), AtError> {
         store.set_atsign_info(me, &info).await?;
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The registry of running key stores: atSign → `Addr<KeyStore>`, started on first use on one

@@ -17,9 +17,9 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use at_common::metadata::EpochMillis;
+use at_common::metadata::{now_ms, EpochMillis};
 use at_common::AtSign;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -254,12 +254,6 @@ impl Maintenance {
             }
         }
     }
-}
-
-fn now_ms() -> EpochMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as EpochMillis)
 }
 
 #[cfg(test)]

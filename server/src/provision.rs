@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 
+use at_common::metadata::now_ms;
 use at_common::{Address, AtSign};
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -125,10 +126,4 @@ fn cram_secret() -> Result<String, ProvisionError> {
         .fill(&mut bytes)
         .map_err(|_| ProvisionError::Random)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

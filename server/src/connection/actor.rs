@@ -16,6 +16,7 @@ use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
 use at_common::codec::{CodecError, LineCodec};
 use at_common::error::{AtError, ErrorCode};
+use at_common::metadata::now_ms;
 use at_common::reply::{ErrorStyle, Reply};
 use at_common::verb::Command;
 use at_common::AtSign;
@@ -442,12 +443,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<MonitorLine> fo
 
     /// The node's monitors went away (shutting down): the connection ends with its input.
     fn finished(&mut self, _: &mut Context<Self>) {}
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> WriteHandler<CodecError> for Connection<IO> {

@@ -38,9 +38,8 @@
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use at_common::metadata::EpochMillis;
+use at_common::metadata::{now_ms, EpochMillis};
 use at_common::AtSign;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
 
@@ -361,13 +360,6 @@ fn be_u64(bytes: &[u8]) -> Result<u64, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Corrupt(format!("{} bytes for a u64", bytes.len())))?;
     Ok(u64::from_be_bytes(array))
-}
-
-fn now_ms() -> EpochMillis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as EpochMillis)
-        .unwrap_or(0)
 }
 
 fn op_code(op: CommitOp) -> u8 {

@@ -43,7 +43,7 @@
 
 use std::collections::HashMap;
 
-use at_common::metadata::EpochMillis;
+use at_common::metadata::{now_ms, EpochMillis};
 use at_common::AtSign;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
@@ -392,13 +392,6 @@ fn op_from_code(code: &str) -> Option<CommitOp> {
         "d" => CommitOp::Delete,
         _ => return None,
     })
-}
-
-fn now_ms() -> EpochMillis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as EpochMillis)
-        .unwrap_or(0)
 }
 
 fn parse_atsign(name: &str) -> Result<AtSign, StoreError> {
