@@ -160,8 +160,20 @@ async fn dispatch(
 ) -> Result<Reply, AtError> {
     let now = now_ms();
     match &run.command {
-        Command::Update(c) => verbs::update(store, me, c, now).await,
-        Command::UpdateMeta(c) => verbs::update_meta(store, me, c, now).await,
+        Command::Update(c) => stats_after(
+            monitors,
+            me,
+            "update",
+            verbs::update(store, me, c, now).await,
+            now,
+        ),
+        Command::UpdateMeta(c) => stats_after(
+            monitors,
+            me,
+            "update",
+            verbs::update_meta(store, me, c, now).await,
+            now,
+        ),
         Command::Llookup(c) => verbs::llookup(store, me, c, now).await,
         Command::Lookup(c) if run.owner => verbs::lookup_owner(store, me, c, now).await,
         Command::Lookup(c) => verbs::lookup_public(store, me, c, now).await,
@@ -172,7 +184,7 @@ async fn dispatch(
             if c.key.to_string() == verbs::AT_SECRET {
                 activate(store, me).await?;
             }
-            Ok(reply)
+            stats_after(monitors, me, "delete", Ok(reply), now)
         }
         Command::Stats(c) => {
             let context = verbs::StatsContext {
@@ -183,7 +195,13 @@ async fn dispatch(
         }
         Command::Sync(c) => verbs::sync(store, me, c).await,
         Command::Config(c) => verbs::config(store, me, c).await,
-        Command::UpdateJson(c) => verbs::update_json(store, me, c, now).await,
+        Command::UpdateJson(c) => stats_after(
+            monitors,
+            me,
+            "update",
+            verbs::update_json(store, me, c, now).await,
+            now,
+        ),
         Command::Plookup(c) => verbs::plookup(store, me, c, now).await,
         // Each command of the batch goes through this same match, as if sent alone.
         Command::Batch(c) => {
@@ -234,6 +252,25 @@ async fn dispatch(
         | Command::Monitor(_)
         | Command::Exit => Err(ErrorCode::InternalServerException.into()),
     }
+}
+
+/// After a write that made commit entry `data:<id>`: the stats notification to the owner's
+/// monitors, on every node. Sent off the reply's path (a Redis publish is a round trip).
+fn stats_after(
+    monitors: &Monitors,
+    me: &AtSign,
+    operation: &'static str,
+    reply: Result<Reply, AtError>,
+    now: i64,
+) -> Result<Reply, AtError> {
+    if let Ok(Reply::Data(id)) = &reply {
+        if let Some(id) = id.parse::<i64>().ok().filter(|id| *id >= 0) {
+            let (monitors, me) = (monitors.clone(), me.clone());
+            let stats = crate::notifications::Notification::stats(&me, id, operation, now);
+            actix_rt::spawn(async move { monitors.publish(&me, &stats).await });
+        }
+    }
+    reply
 }
 
 /// Onboarding is complete once the CRAM secret is deleted: the atSign is activated.

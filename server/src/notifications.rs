@@ -27,6 +27,9 @@ use crate::store::{NotificationLog, NotificationRow, Store, StoreError};
 /// default, `notification.expiryInMins` 1440).
 pub const DEFAULT_TTLN_MS: i64 = 24 * 60 * 60 * 1000;
 
+/// The id of the stats notification.
+pub const STATS_ID: &str = "-1";
+
 /// Where a notification stands, for `notify:status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,7 +66,8 @@ pub struct Notification {
     /// `MessageType.key` or `MessageType.text` (the Dart enum's string).
     pub message_type: String,
     pub is_encrypted: bool,
-    pub metadata: NotificationMetadata,
+    /// `null` for the stats notification.
+    pub metadata: Option<NotificationMetadata>,
 }
 
 /// An atSign as JSON text (`"@alice"`).
@@ -87,12 +91,30 @@ impl Notification {
         Bytes::from(format!("notification: {}\n", self.json()))
     }
 
+    /// The stats notification (`id` `-1`) the reference sends an atSign's monitors after each
+    /// write, carrying the last commit id: clients take it as the cue to sync.
+    pub fn stats(atsign: &AtSign, last_commit_id: i64, operation: &str, now: EpochMillis) -> Self {
+        Notification {
+            id: STATS_ID.to_string(),
+            from: atsign.as_str().to_string(),
+            to: atsign.as_str().to_string(),
+            key: format!("statsNotification.{atsign}"),
+            value: Some(last_commit_id.to_string()),
+            operation: operation.to_string(),
+            epoch_millis: now,
+            message_type: "MessageType.key".to_string(),
+            is_encrypted: false,
+            metadata: None,
+        }
+    }
+
     /// Whether a monitor with `filter` shows it: the regex found in the key or in the sender
-    /// without its `@` (the reference's unanchored match).
+    /// without its `@` (the reference's unanchored match). The stats notification always.
     pub fn matches(&self, filter: Option<&regex::Regex>) -> bool {
-        filter.is_none_or(|re| {
-            re.is_match(&self.key) || re.is_match(self.from.trim_start_matches('@'))
-        })
+        self.id == STATS_ID
+            || filter.is_none_or(|re| {
+                re.is_match(&self.key) || re.is_match(self.from.trim_start_matches('@'))
+            })
     }
 }
 

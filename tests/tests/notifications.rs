@@ -7,6 +7,7 @@
 //! - `monitor:<epochMillis>` replays what arrived while nobody watched, strictly after it, and
 //!   the regex filters;
 //! - `notify:status`, `notify:list`, `notify:remove`;
+//! - the stats notification (`id` `-1`, the last commit id) after each of the owner's writes;
 //! - a monitor on one node hears a notification sent through another.
 
 mod support;
@@ -139,6 +140,26 @@ fn one_node(redis: Option<&RedisServer>) {
     );
     assert!(next_line(&mut monitor).contains("\"id\":\"p1\""));
     picky.expect_silence(Duration::from_millis(500));
+
+    // The owner's own write: the stats notification (id -1, last commit id) to every monitor,
+    // whatever its regex, so clients know to sync.
+    let commit = ask(&mut bob, "update:phone@bob 1", "\n@bob@");
+    let commit = commit.strip_prefix("data:").unwrap();
+    let stats = format!(
+        "notification: {{\"id\":\"-1\",\"from\":\"@bob\",\"to\":\"@bob\",\
+         \"key\":\"statsNotification.@bob\",\"value\":\"{commit}\",\"operation\":\"update\",\
+         \"epochMillis\":<time>,\"messageType\":\"MessageType.key\",\"isEncrypted\":false,\
+         \"metadata\":null}}\n"
+    );
+    assert_eq!(line_without_time(&next_line(&mut monitor)), stats);
+    assert_eq!(line_without_time(&next_line(&mut picky)), stats);
+    let deleted = ask(&mut bob, "delete:phone@bob", "\n@bob@");
+    let deleted = deleted.strip_prefix("data:").unwrap();
+    let line = next_line(&mut monitor);
+    assert!(
+        line.contains(&format!("\"value\":\"{deleted}\",\"operation\":\"delete\"")),
+        "{line}"
+    );
 }
 
 #[test]

@@ -70,14 +70,14 @@ pub async fn notify(
             cmd.message_type.unwrap_or(MessageType::Key)
         ),
         is_encrypted,
-        metadata: NotificationMetadata {
+        metadata: Some(NotificationMetadata {
             enc_key_name: meta.enc_key_name.clone(),
             enc_algo: meta.enc_algo.clone(),
             iv_nonce: meta.iv_nonce.clone(),
             ske_enc_key_name: meta.ske_enc_key_name.clone(),
             ske_enc_algo: meta.ske_enc_algo.clone(),
             shared_key_enc: meta.shared_key_enc.clone(),
-        },
+        }),
     };
     let ttln = match cmd.ttln {
         Some(ms) if ms > 0 => i64::try_from(ms).unwrap_or(i64::MAX),
