@@ -165,14 +165,12 @@ async fn dispatch(
             me,
             "update",
             verbs::update(store, me, c, now).await,
-            now,
         ),
         Command::UpdateMeta(c) => stats_after(
             monitors,
             me,
             "update",
             verbs::update_meta(store, me, c, now).await,
-            now,
         ),
         Command::Llookup(c) => verbs::llookup(store, me, c, now).await,
         Command::Lookup(c) if run.owner => verbs::lookup_owner(store, me, c, now).await,
@@ -184,7 +182,7 @@ async fn dispatch(
             if c.key.to_string() == verbs::AT_SECRET {
                 activate(store, me).await?;
             }
-            stats_after(monitors, me, "delete", Ok(reply), now)
+            stats_after(monitors, me, "delete", Ok(reply))
         }
         Command::Stats(c) => {
             let context = verbs::StatsContext {
@@ -200,7 +198,6 @@ async fn dispatch(
             me,
             "update",
             verbs::update_json(store, me, c, now).await,
-            now,
         ),
         Command::Plookup(c) => verbs::plookup(store, me, c, now).await,
         // Each command of the batch goes through this same match, as if sent alone.
@@ -255,19 +252,16 @@ async fn dispatch(
 }
 
 /// After a write that made commit entry `data:<id>`: the stats notification to the owner's
-/// monitors, on every node. Sent off the reply's path (a Redis publish is a round trip).
+/// monitors on every node ([`Monitors::stats_changed`] paces them).
 fn stats_after(
     monitors: &Monitors,
     me: &AtSign,
     operation: &'static str,
     reply: Result<Reply, AtError>,
-    now: i64,
 ) -> Result<Reply, AtError> {
     if let Ok(Reply::Data(id)) = &reply {
         if let Some(id) = id.parse::<i64>().ok().filter(|id| *id >= 0) {
-            let (monitors, me) = (monitors.clone(), me.clone());
-            let stats = crate::notifications::Notification::stats(&me, id, operation, now);
-            actix_rt::spawn(async move { monitors.publish(&me, &stats).await });
+            monitors.stats_changed(me, id, operation);
         }
     }
     reply

@@ -159,6 +159,20 @@ pub struct Monitors {
     store: Store,
     subscribers: Arc<Mutex<HashMap<AtSign, Vec<Subscriber>>>>,
     next_id: Arc<AtomicU64>,
+    stats: Arc<Mutex<HashMap<AtSign, StatsDue>>>,
+}
+
+/// At most one stats notification per atSign per this long: a burst of writes ends in one
+/// carrying the last commit id (what a client syncs to), not one each (a publish each on Redis).
+pub const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How many atSigns' stats pacing is kept before the idle ones are forgotten.
+const STATS_REMEMBERED: usize = 10_000;
+
+/// An atSign's stats notifications: when the last went, and the newest waiting to go.
+struct StatsDue {
+    sent: std::time::Instant,
+    waiting: Option<(i64, &'static str)>,
 }
 
 /// A monitor's place in [`Monitors`]; unsubscribes when dropped.
@@ -188,6 +202,7 @@ impl Monitors {
             store: store.clone(),
             subscribers: Arc::default(),
             next_id: Arc::default(),
+            stats: Arc::default(),
         };
         if let Some(mut published) = store.watch_notifications() {
             let local = monitors.clone();
@@ -271,6 +286,57 @@ impl Monitors {
         }
     }
 
+    /// After a write of `atsign`'s owner that made commit `commit_id`: the stats notification,
+    /// at once if none went in the last [`STATS_EVERY`], else at the end of that window with
+    /// the newest id. Must be called inside a tokio runtime.
+    pub fn stats_changed(&self, atsign: &AtSign, commit_id: i64, operation: &'static str) {
+        let now = std::time::Instant::now();
+        let mut due = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        if due.len() >= STATS_REMEMBERED {
+            // Only atSigns inside their window need remembering.
+            due.retain(|_, entry| {
+                entry.waiting.is_some() || now.duration_since(entry.sent) < STATS_EVERY
+            });
+        }
+        let entry = due.entry(atsign.clone()).or_insert(StatsDue {
+            sent: now.checked_sub(STATS_EVERY).unwrap_or(now),
+            waiting: None,
+        });
+        if entry.waiting.is_some() {
+            entry.waiting = Some((commit_id, operation));
+            return;
+        }
+        let elapsed = now.duration_since(entry.sent);
+        if elapsed >= STATS_EVERY {
+            entry.sent = now;
+            drop(due);
+            self.send_stats(atsign.clone(), commit_id, operation);
+            return;
+        }
+        entry.waiting = Some((commit_id, operation));
+        let (monitors, atsign) = (self.clone(), atsign.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(STATS_EVERY - elapsed).await;
+            let newest = {
+                let mut due = monitors.stats.lock().unwrap_or_else(|e| e.into_inner());
+                due.get_mut(&atsign).and_then(|entry| {
+                    entry.sent = std::time::Instant::now();
+                    entry.waiting.take()
+                })
+            };
+            if let Some((commit_id, operation)) = newest {
+                monitors.send_stats(atsign, commit_id, operation);
+            }
+        });
+    }
+
+    fn send_stats(&self, atsign: AtSign, commit_id: i64, operation: &'static str) {
+        let stats =
+            Notification::stats(&atsign, commit_id, operation, at_common::metadata::now_ms());
+        let monitors = self.clone();
+        tokio::spawn(async move { monitors.publish(&atsign, &stats).await });
+    }
+
     /// Gives `notification` to this node's monitors of `atsign` whose filter it matches.
     fn hand_out(&self, atsign: &AtSign, notification: &Notification) {
         let all = self.lock();
@@ -284,5 +350,44 @@ impl Monitors {
                 let _ = subscriber.lines.send(line.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use at_tests::TempDir;
+
+    #[tokio::test]
+    async fn a_burst_of_writes_makes_one_stats_notification_now_and_one_with_the_newest_id() {
+        let dir = TempDir::new("stats-pacing");
+        let store = crate::store::open(&Default::default(), dir.path())
+            .await
+            .unwrap();
+        let monitors = Monitors::start(store);
+        let alice = AtSign::parse("@alice").unwrap();
+        let (_subscription, mut lines) = monitors.subscribe(&alice, None);
+        for id in 0..100 {
+            monitors.stats_changed(&alice, id, "update");
+        }
+        let first = tokio::time::timeout(std::time::Duration::from_secs(5), lines.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&first).contains("\"value\":\"0\""),
+            "{first:?}"
+        );
+        let last = tokio::time::timeout(std::time::Duration::from_secs(5), lines.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&last).contains("\"value\":\"99\""),
+            "{last:?}"
+        );
+        // Nothing else: the 98 in between were folded into the last.
+        let more = tokio::time::timeout(STATS_EVERY * 3, lines.recv()).await;
+        assert!(more.is_err(), "{more:?}");
     }
 }
