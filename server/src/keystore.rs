@@ -160,18 +160,16 @@ async fn dispatch(
 ) -> Result<Reply, AtError> {
     let now = now_ms();
     match &run.command {
-        Command::Update(c) => stats_after(
-            monitors,
-            me,
-            "update",
-            verbs::update(store, me, c, now).await,
-        ),
-        Command::UpdateMeta(c) => stats_after(
-            monitors,
-            me,
-            "update",
-            verbs::update_meta(store, me, c, now).await,
-        ),
+        Command::Update(c) => {
+            let reply = verbs::update(store, me, c, now).await;
+            tell_shared(store, monitors, me, &c.key, false, &reply, now).await;
+            stats_after(monitors, me, "update", reply)
+        }
+        Command::UpdateMeta(c) => {
+            let reply = verbs::update_meta(store, me, c, now).await;
+            tell_shared(store, monitors, me, &c.key, false, &reply, now).await;
+            stats_after(monitors, me, "update", reply)
+        }
         Command::Llookup(c) => verbs::llookup(store, me, c, now).await,
         Command::Lookup(c) if run.owner => verbs::lookup_owner(store, me, c, now).await,
         Command::Lookup(c) => verbs::lookup_public(store, me, c, now).await,
@@ -182,7 +180,9 @@ async fn dispatch(
             if c.key.to_string() == verbs::AT_SECRET {
                 activate(store, me).await?;
             }
-            stats_after(monitors, me, "delete", Ok(reply))
+            let reply = Ok(reply);
+            tell_shared(store, monitors, me, &c.key, true, &reply, now).await;
+            stats_after(monitors, me, "delete", reply)
         }
         Command::Stats(c) => {
             let context = verbs::StatsContext {
@@ -248,6 +248,25 @@ async fn dispatch(
         | Command::Noop(_)
         | Command::Monitor(_)
         | Command::Exit => Err(ErrorCode::InternalServerException.into()),
+    }
+}
+
+/// After a successful write of a key shared with another atSign: autoNotify. The write stands
+/// whatever happens here, so a failure is logged, not answered.
+async fn tell_shared(
+    store: &Store,
+    monitors: &Monitors,
+    me: &AtSign,
+    key: &at_common::key::AtKey,
+    deleted: bool,
+    reply: &Result<Reply, AtError>,
+    now: i64,
+) {
+    if reply.is_err() {
+        return;
+    }
+    if let Err(error) = verbs::auto_notify(store, monitors, me, key, deleted, now).await {
+        tracing::warn!(%me, %error, "could not notify the atSign a key is shared with");
     }
 }
 

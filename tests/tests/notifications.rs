@@ -8,6 +8,7 @@
 //!   the regex filters;
 //! - `notify:status`, `notify:list`, `notify:remove`;
 //! - the stats notification (`id` `-1`, the last commit id) after each of the owner's writes;
+//! - autoNotify: updating or deleting a key shared with @bob tells @bob;
 //! - a monitor on one node hears a notification sent through another.
 
 mod support;
@@ -159,6 +160,33 @@ fn one_node(redis: Option<&RedisServer>) {
     assert!(
         line.contains(&format!("\"value\":\"{deleted}\",\"operation\":\"delete\"")),
         "{line}"
+    );
+
+    // autoNotify: @alice updates a key shared with @bob, then deletes it; @bob is told both.
+    ask(
+        &mut alice,
+        "update:isEncrypted:true:ivNonce:IV1:@bob:shared.app@alice c2hhcmVk",
+        "\n@alice@",
+    );
+    let update = line_without_time(&next_line(&mut monitor));
+    let id = &update["notification: {\"id\":\"".len()..update.find("\",\"from\"").unwrap()];
+    assert_eq!(
+        update,
+        format!(
+            "notification: {{\"id\":\"{id}\",\"from\":\"@alice\",\"to\":\"@bob\",\
+             \"key\":\"@bob:shared.app@alice\",\"value\":\"c2hhcmVk\",\"operation\":\"update\",\
+             \"epochMillis\":<time>,\"messageType\":\"MessageType.key\",\"isEncrypted\":true,\
+             \"metadata\":{{\"encKeyName\":null,\"encAlgo\":null,\"ivNonce\":\"IV1\",\
+             \"skeEncKeyName\":null,\"skeEncAlgo\":null,\"sharedKeyEnc\":null}}}}\n"
+        )
+    );
+    ask(&mut alice, "delete:@bob:shared.app@alice", "\n@alice@");
+    let delete = next_line(&mut monitor);
+    assert!(
+        delete
+            .contains("\"key\":\"@bob:shared.app@alice\",\"value\":null,\"operation\":\"delete\"")
+            && delete.ends_with("\"metadata\":null}\n"),
+        "{delete}"
     );
 }
 

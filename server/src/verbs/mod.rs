@@ -35,7 +35,7 @@ pub use info::info;
 pub use llookup::llookup;
 pub use lookup::{lookup_owner, lookup_public};
 pub use noop::{noop, NOOP_MAX_MILLIS};
-pub use notify::{notify, notify_list, notify_remove, notify_status};
+pub use notify::{auto_notify, notify, notify_list, notify_remove, notify_status};
 pub use plookup::plookup;
 pub use scan::{scan_owner, scan_public};
 pub use stats::{stats, StatsContext};

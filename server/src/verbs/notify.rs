@@ -83,59 +83,112 @@ pub async fn notify(
         Some(ms) if ms > 0 => i64::try_from(ms).unwrap_or(i64::MAX),
         _ => notifications::DEFAULT_TTLN_MS,
     };
-    let expires = now.saturating_add(ttln);
     let recipient = match &cmd.scope {
-        Some(NotifyScope::To(to)) => Some(to.clone()),
+        Some(NotifyScope::To(to)) => Some(to),
         _ => None,
     };
+    deliver(
+        store,
+        monitors,
+        me,
+        recipient,
+        &notification,
+        now.saturating_add(ttln),
+    )
+    .await?;
+    Ok(Reply::Data(notification.id))
+}
+
+/// Stores and hands out `notification` from `me` to `recipient`: to oneself, only as received;
+/// to an atSign of this cluster, into its received log and to its monitors on every node, and
+/// into `me`'s sent log as delivered; to anyone else (or nobody: public), into the sent log as
+/// queued for delivery to its atServer (issue 6).
+async fn deliver(
+    store: &Store,
+    monitors: &Monitors,
+    me: &AtSign,
+    recipient: Option<&AtSign>,
+    notification: &Notification,
+    expires: EpochMillis,
+) -> Result<(), AtError> {
+    use NotificationLog::{Received, Sent};
     match recipient {
-        Some(to) if to == *me => {
+        Some(to) if to == me => {
             notifications::store(
                 store,
                 me,
-                NotificationLog::Received,
-                &notification,
+                Received,
+                notification,
                 Status::Delivered,
                 expires,
             )
             .await?;
-            monitors.publish(me, &notification).await;
+            monitors.publish(me, notification).await;
         }
-        // Hosted on this cluster: straight into its log and to its monitors.
-        Some(to) if store.get_atsign(&to).await?.is_some() => {
+        Some(to) if store.get_atsign(to).await?.is_some() => {
             notifications::store(
                 store,
-                &to,
-                NotificationLog::Received,
-                &notification,
+                to,
+                Received,
+                notification,
                 Status::Delivered,
                 expires,
             )
             .await?;
-            notifications::store(
-                store,
-                me,
-                NotificationLog::Sent,
-                &notification,
-                Status::Delivered,
-                expires,
-            )
-            .await?;
-            monitors.publish(&to, &notification).await;
+            notifications::store(store, me, Sent, notification, Status::Delivered, expires).await?;
+            monitors.publish(to, notification).await;
         }
         _ => {
-            notifications::store(
-                store,
-                me,
-                NotificationLog::Sent,
-                &notification,
-                Status::Queued,
-                expires,
-            )
-            .await?;
+            notifications::store(store, me, Sent, notification, Status::Queued, expires).await?;
         }
     }
-    Ok(Reply::Data(notification.id))
+    Ok(())
+}
+
+/// autoNotify (notes §3): after `me`'s owner updated or deleted the key `key` shared with
+/// another atSign (`@bob:phone@alice`), that atSign is told, with the stored value and
+/// metadata for an update, as the reference queues it. Keys of other kinds tell nobody.
+pub async fn auto_notify(
+    store: &Store,
+    monitors: &Monitors,
+    me: &AtSign,
+    key: &at_common::key::AtKey,
+    deleted: bool,
+    now: EpochMillis,
+) -> Result<(), AtError> {
+    let at_common::key::KeyKind::Shared(with) = &key.kind else {
+        return Ok(());
+    };
+    if with == me || key.cached {
+        return Ok(());
+    }
+    let wire = format!("{with}:{}{me}", key.name);
+    let record = match deleted {
+        true => None,
+        false => store.get(me, &wire).await?,
+    };
+    let metadata = record.as_ref().map(|r| &r.metadata);
+    let notification = Notification {
+        id: uuid::Uuid::new_v4().to_string(),
+        from: me.as_str().to_string(),
+        to: with.as_str().to_string(),
+        key: wire,
+        value: record.as_ref().and_then(|r| r.value.clone()),
+        operation: if deleted { "delete" } else { "update" }.to_string(),
+        epoch_millis: now,
+        message_type: "MessageType.key".to_string(),
+        is_encrypted: metadata.and_then(|m| m.is_encrypted).unwrap_or(false),
+        metadata: metadata.map(|m| NotificationMetadata {
+            enc_key_name: m.enc_key_name.clone(),
+            enc_algo: m.enc_algo.clone(),
+            iv_nonce: m.iv_nonce.clone(),
+            ske_enc_key_name: m.ske_enc_key_name.clone(),
+            ske_enc_algo: m.ske_enc_algo.clone(),
+            shared_key_enc: m.shared_key_enc.clone(),
+        }),
+    };
+    let expires = now.saturating_add(notifications::DEFAULT_TTLN_MS);
+    deliver(store, monitors, me, Some(with), &notification, expires).await
 }
 
 /// `notify:status:<id>`: of a notification `me` sent (or sent itself).
