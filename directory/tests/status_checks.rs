@@ -128,6 +128,26 @@ async fn store_with(dir: &TempDir, registrations: &[(&str, &str)]) -> at_directo
     store
 }
 
+/// A loopback address nothing listens on (its listener is closed again at once).
+fn closed_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// @alice's server is `unavailable` (503), and the check took about its timeout, not longer
+/// (generous slack for a loaded machine; no lower bound asserted).
+async fn assert_server_unavailable_in_bounded_time(service: &StatusService) {
+    let began = Instant::now();
+    let status = service.status(&alice()).await;
+    assert_eq!(status.server_status, ServerStatus::Unavailable);
+    assert_eq!(status.http_status(), 503);
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
 fn config(ca_files: Vec<PathBuf>, timeout_ms: u64, cache_ms: u64) -> StatusConfig {
     StatusConfig {
         ca_files,
@@ -235,16 +255,7 @@ async fn a_silent_server_is_unavailable_once_the_timeout_passes() {
     let server = Scripted::start(|_: &str| None).await;
     let dir = TempDir::new("status-silent");
     let service = service_for(&server, &dir, 300, 0).await;
-    let began = Instant::now();
-    let status = service.status(&alice()).await;
-    assert_eq!(status.server_status, ServerStatus::Unavailable);
-    assert_eq!(status.http_status(), 503);
-    // Bounded by the timeout (generous slack for a loaded machine; no lower bound asserted).
-    assert!(
-        began.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        began.elapsed()
-    );
+    assert_server_unavailable_in_bounded_time(&service).await;
 }
 
 #[tokio::test]
@@ -261,24 +272,13 @@ async fn a_server_that_accepts_tcp_but_never_speaks_tls_is_unavailable() {
     let store = store_with(&dir, &[("@alice", &addr.to_string())]).await;
     let service =
         StatusService::new(&config(vec![], 300, 0), Some(store), dir.path(), None).unwrap();
-    let began = Instant::now();
-    let status = service.status(&alice()).await;
-    assert_eq!(status.server_status, ServerStatus::Unavailable);
-    assert_eq!(status.http_status(), 503);
-    assert!(
-        began.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        began.elapsed()
-    );
+    assert_server_unavailable_in_bounded_time(&service).await;
 }
 
 #[tokio::test]
 async fn a_server_with_an_untrusted_certificate_or_no_listener_is_unavailable() {
     let server = Scripted::start(atserver(r#"["publickey@alice"]"#, "data:x")).await;
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let closed = closed_address();
     let dir = TempDir::new("status-untrusted");
     let store = store_with(
         &dir,
@@ -336,10 +336,7 @@ async fn a_remote_directory_is_asked_as_a_client_asks_it() {
     assert!(lines.contains(&"bob".to_string()), "{lines:?}");
 
     // A directory that is not there: 502.
-    let gone = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let gone = closed_address();
     let down = StatusConfig {
         directory: gone.to_string(),
         ..config(vec![], 2000, 0)

@@ -51,6 +51,29 @@ pub struct NotificationMetadata {
     pub shared_key_enc: Option<String>,
 }
 
+/// The six fields, whichever carries them: what the sender gave (`notify`) or what is
+/// stored with a shared key (autoNotify).
+macro_rules! notification_metadata_from {
+    ($($source:ty),*) => {$(
+        impl From<&$source> for NotificationMetadata {
+            fn from(m: &$source) -> Self {
+                NotificationMetadata {
+                    enc_key_name: m.enc_key_name.clone(),
+                    enc_algo: m.enc_algo.clone(),
+                    iv_nonce: m.iv_nonce.clone(),
+                    ske_enc_key_name: m.ske_enc_key_name.clone(),
+                    ske_enc_algo: m.ske_enc_algo.clone(),
+                    shared_key_enc: m.shared_key_enc.clone(),
+                }
+            }
+        }
+    )*};
+}
+notification_metadata_from!(
+    at_common::metadata::MetadataUpdate,
+    at_common::metadata::Metadata
+);
+
 /// One notification as a monitor shows it; keys in the reference's order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -78,11 +78,7 @@ impl Client {
             .strip_prefix("data:")
             .and_then(|r| r.strip_suffix("\n@"))
             .unwrap_or_else(|| panic!("from: {reply:?}"));
-        let digest = ring::digest::digest(
-            &ring::digest::SHA512,
-            format!("{secret}{challenge}").as_bytes(),
-        );
-        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let hex = cram_digest(secret, challenge);
         self.ask(
             &format!("cram:{hex}\n"),
             &format!("data:success\n{atsign}@"),
@@ -213,6 +209,15 @@ impl Client {
             Err(_) => self.closed = true,
         }
     }
+}
+
+/// The `cram:` proof: lowercase hex SHA-512 of secret + challenge (notes §4.2).
+pub fn cram_digest(secret: &str, challenge: &str) -> String {
+    let digest = ring::digest::digest(
+        &ring::digest::SHA512,
+        format!("{secret}{challenge}").as_bytes(),
+    );
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {

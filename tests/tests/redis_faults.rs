@@ -43,11 +43,7 @@ fn connect(
         .strip_prefix("data:")
         .and_then(|r| r.strip_suffix("\n@"))
         .ok_or(reply.clone())?;
-    let digest = ring::digest::digest(
-        &ring::digest::SHA512,
-        format!("{secret}{challenge}").as_bytes(),
-    );
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = at_tests::client::cram_digest(secret, challenge);
     client.send(format!("cram:{hex}\n").as_bytes());
     let reply = client.try_read_until(b"@", REPLY_BOUND)?;
     match reply.as_str() {

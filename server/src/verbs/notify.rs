@@ -50,7 +50,6 @@ pub async fn notify(
         Some(given) => given,
         None => !text && !key.starts_with("public:"),
     };
-    let meta = &cmd.meta;
     let notification = Notification {
         id: cmd
             .id
@@ -70,14 +69,7 @@ pub async fn notify(
             cmd.message_type.unwrap_or(MessageType::Key)
         ),
         is_encrypted,
-        metadata: Some(NotificationMetadata {
-            enc_key_name: meta.enc_key_name.clone(),
-            enc_algo: meta.enc_algo.clone(),
-            iv_nonce: meta.iv_nonce.clone(),
-            ske_enc_key_name: meta.ske_enc_key_name.clone(),
-            ske_enc_algo: meta.ske_enc_algo.clone(),
-            shared_key_enc: meta.shared_key_enc.clone(),
-        }),
+        metadata: Some(NotificationMetadata::from(&cmd.meta)),
     };
     let ttln = match cmd.ttln {
         Some(ms) if ms > 0 => i64::try_from(ms).unwrap_or(i64::MAX),
@@ -178,14 +170,7 @@ pub async fn auto_notify(
         epoch_millis: now,
         message_type: "MessageType.key".to_string(),
         is_encrypted: metadata.and_then(|m| m.is_encrypted).unwrap_or(false),
-        metadata: metadata.map(|m| NotificationMetadata {
-            enc_key_name: m.enc_key_name.clone(),
-            enc_algo: m.enc_algo.clone(),
-            iv_nonce: m.iv_nonce.clone(),
-            ske_enc_key_name: m.ske_enc_key_name.clone(),
-            ske_enc_algo: m.ske_enc_algo.clone(),
-            shared_key_enc: m.shared_key_enc.clone(),
-        }),
+        metadata: metadata.map(NotificationMetadata::from),
     };
     let expires = now.saturating_add(notifications::DEFAULT_TTLN_MS);
     deliver(store, monitors, me, Some(with), &notification, expires).await

@@ -220,13 +220,7 @@ pub fn from_alice(client: &mut Client) -> String {
     challenge
 }
 
-pub fn cram_digest(secret: &str, challenge: &str) -> String {
-    let digest = ring::digest::digest(
-        &ring::digest::SHA512,
-        format!("{secret}{challenge}").as_bytes(),
-    );
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use at_tests::client::cram_digest;
 
 pub const PKAM_PUBLIC: &str = include_str!("../../../common/testdata/auth/rsa_public_spki.b64");
 pub const PKAM_PRIVATE: &str = include_str!("../../../common/testdata/auth/rsa_private_pkcs8.b64");

@@ -927,11 +927,7 @@ async fn authenticate(mut stream: Stream, name: &str, secret: &str) -> Result<St
         .strip_prefix("data:")
         .and_then(|r| r.strip_suffix("\n@"))
         .ok_or_else(|| format!("from:@{name} answered {reply:?}"))?;
-    let digest = ring::digest::digest(
-        &ring::digest::SHA512,
-        format!("{secret}{challenge}").as_bytes(),
-    );
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = at_tests::client::cram_digest(secret, challenge);
     exchange_exact(
         &mut stream,
         &mut buf,
