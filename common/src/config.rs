@@ -54,6 +54,13 @@ pub struct TlsConfig {
     /// Host names and IP addresses the generated certificate is valid for, when no
     /// `cert_file` is configured.
     pub self_signed_names: Vec<String>,
+    /// A cluster CA (PEM certificate, with `ca_key_file`): without `cert_file`, the node's
+    /// certificate is issued by it at each start, for `self_signed_names`, so every node of a
+    /// cluster (and every peer trusting the CA) accepts every other. `at-server ca create`
+    /// makes one.
+    pub ca_file: Option<PathBuf>,
+    /// The cluster CA's private key (PEM).
+    pub ca_key_file: Option<PathBuf>,
 }
 
 impl Default for TlsConfig {
@@ -63,6 +70,8 @@ impl Default for TlsConfig {
             cert_file: None,
             key_file: None,
             self_signed_names: vec!["localhost".into(), "127.0.0.1".into()],
+            ca_file: None,
+            ca_key_file: None,
         }
     }
 }
@@ -71,8 +80,16 @@ impl TlsConfig {
     /// Checks the combination of fields once, after loading.
     pub fn validate(&self) -> Result<(), String> {
         match (&self.cert_file, &self.key_file) {
-            (Some(_), None) => Err("tls.cert_file is set but tls.key_file is not".into()),
-            (None, Some(_)) => Err("tls.key_file is set but tls.cert_file is not".into()),
+            (Some(_), None) => return Err("tls.cert_file is set but tls.key_file is not".into()),
+            (None, Some(_)) => return Err("tls.key_file is set but tls.cert_file is not".into()),
+            _ => {}
+        }
+        match (&self.ca_file, &self.ca_key_file) {
+            (Some(_), None) => Err("tls.ca_file is set but tls.ca_key_file is not".into()),
+            (None, Some(_)) => Err("tls.ca_key_file is set but tls.ca_file is not".into()),
+            (Some(_), Some(_)) if self.cert_file.is_some() => {
+                Err("set tls.cert_file or tls.ca_file, not both".into())
+            }
             _ => Ok(()),
         }
     }

@@ -8,6 +8,11 @@
 //! a leaf, rather than one self-signed leaf, because strict verifiers (Python 3.13's
 //! `VERIFY_X509_STRICT`) refuse a leaf that signs itself.
 //!
+//! With a cluster CA (`ca_file`/`ca_key_file`, made by [`create_ca`]) instead, the leaf is
+//! issued by that CA at every start into `<data_dir>/tls/`, and `ca.pem` there is a copy of the
+//! cluster CA: every node and directory of a cluster shares one root of trust, which is also
+//! what atServers trust for each other (mutual TLS).
+//!
 //! This is the one place of `at-common` that touches the file system: both binaries need the
 //! same behaviour, and it is policy-free (no sockets, no protocol).
 
@@ -44,6 +49,8 @@ pub enum CertSource {
     Configured(PathBuf),
     /// Generated under the data directory; clients trust the CA at this path.
     SelfSigned { ca_file: PathBuf },
+    /// Issued at start-up by the configured cluster CA; clients trust that CA.
+    Issued { ca_file: PathBuf },
 }
 
 /// The acceptor for a listener, or `None` when `tls.plain` is set.
@@ -62,12 +69,18 @@ pub fn acceptor(
         ),
         _ => {
             let dir = data_dir.join("tls");
-            let ca_file = ensure_self_signed(&dir, &config.self_signed_names)?;
-            (
-                dir.join("cert.pem"),
-                dir.join("key.pem"),
-                CertSource::SelfSigned { ca_file },
-            )
+            let source = match (&config.ca_file, &config.ca_key_file) {
+                (Some(ca), Some(ca_key)) => {
+                    issue(&dir, &config.self_signed_names, ca, ca_key)?;
+                    CertSource::Issued {
+                        ca_file: ca.clone(),
+                    }
+                }
+                _ => CertSource::SelfSigned {
+                    ca_file: ensure_self_signed(&dir, &config.self_signed_names)?,
+                },
+            };
+            (dir.join("cert.pem"), dir.join("key.pem"), source)
         }
     };
     let server = server_config(&cert_file, &key_file)?;
@@ -91,6 +104,41 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<rustls::Server
 /// `rustls-native-certs` finds it; unreadable entries are skipped) and every certificate in
 /// `ca_files` (each must be readable). No client certificate.
 pub fn client_config(ca_files: &[PathBuf]) -> Result<rustls::ClientConfig, TlsError> {
+    Ok(client_builder(ca_files)?.with_no_client_auth())
+}
+
+/// As [`client_config`], presenting the chain in `cert_file` (key `key_file`) as the client
+/// certificate: how an atServer connects to another, which may check it (mutual TLS).
+pub fn client_config_with_identity(
+    ca_files: &[PathBuf],
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let certs = read_certs(cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| pem_error(key_file, e))?;
+    Ok(client_builder(ca_files)?.with_client_auth_cert(certs, key)?)
+}
+
+/// The certificate and key a listener configured by `config` serves (the configured pair, or
+/// the generated one under `data_dir`); `None` for plain TCP. Call after [`acceptor`], which
+/// generates them.
+pub fn identity_files(config: &TlsConfig, data_dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    if config.plain {
+        return None;
+    }
+    Some(match (&config.cert_file, &config.key_file) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => {
+            let dir = data_dir.join("tls");
+            (dir.join("cert.pem"), dir.join("key.pem"))
+        }
+    })
+}
+
+fn client_builder(
+    ca_files: &[PathBuf],
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, TlsError>
+{
     let mut roots = rustls::RootCertStore::empty();
     let system = rustls_native_certs::load_native_certs();
     for cert in system.certs {
@@ -106,8 +154,7 @@ pub fn client_config(ca_files: &[PathBuf]) -> Result<rustls::ClientConfig, TlsEr
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
     Ok(config)
 }
 
@@ -162,6 +209,82 @@ fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<PathBuf, TlsError>
     Ok(ca_path)
 }
 
+/// Makes a cluster CA in `dir`: `ca.pem` (give it to every node, directory and client) and
+/// `ca-key.pem` (only to what issues certificates: the nodes, as `tls.ca_key_file`). Refuses to
+/// replace an existing one. Returns both paths.
+pub fn create_ca(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
+    let (ca_path, key_path) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+    if ca_path.exists() || key_path.exists() {
+        return Err(TlsError::Write {
+            path: ca_path,
+            source: io::Error::new(io::ErrorKind::AlreadyExists, "a CA is already there"),
+        });
+    }
+    let key = rcgen::KeyPair::generate()?;
+    let cert = ca_params("atProtocol cluster CA")?.self_signed(&key)?;
+    fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    write_private(&key_path, &key.serialize_pem())?;
+    write_file(&ca_path, &cert.pem())?;
+    Ok((ca_path, key_path))
+}
+
+/// Issues a leaf for `names` from the CA in `ca_file`/`ca_key_file` into `dir` (`cert.pem`,
+/// `key.pem`, and a copy of the CA as `ca.pem`).
+fn issue(dir: &Path, names: &[String], ca_file: &Path, ca_key_file: &Path) -> Result<(), TlsError> {
+    let read = |path: &Path| {
+        fs::read_to_string(path).map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let ca_pem = read(ca_file)?;
+    let ca_key = rcgen::KeyPair::from_pem(&read(ca_key_file)?)?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+    let (cert_pem, key_pem) = leaf(names, &issuer)?;
+    fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    write_private(&dir.join("key.pem"), &key_pem)?;
+    write_file(&dir.join("cert.pem"), &cert_pem)?;
+    write_file(&dir.join("ca.pem"), &ca_pem)
+}
+
+fn ca_params(name: &str) -> Result<rcgen::CertificateParams, TlsError> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.distinguished_name.push(DnType::CommonName, name);
+    Ok(params)
+}
+
+/// A leaf certificate for `names` signed by `issuer`, and its key, in PEM.
+fn leaf<S: rcgen::SigningKey>(
+    names: &[String],
+    issuer: &rcgen::Issuer<'_, S>,
+) -> Result<(String, String), TlsError> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+    let leaf_key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().map(String::as_str).unwrap_or("localhost"),
+    );
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // clientAuth too: an atServer presents its certificate when it connects to a peer.
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = params.signed_by(&leaf_key, issuer)?;
+    Ok((cert.pem(), leaf_key.serialize_pem()))
+}
+
 struct Generated {
     ca_pem: String,
     cert_pem: String,
@@ -169,38 +292,15 @@ struct Generated {
 }
 
 fn generate(names: &[String]) -> Result<Generated, TlsError> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "atProtocol local CA");
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca_params = ca_params("atProtocol local CA")?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
-
-    let leaf_key = KeyPair::generate()?;
-    let mut leaf_params = CertificateParams::new(names.to_vec())?;
-    leaf_params.distinguished_name.push(
-        DnType::CommonName,
-        names.first().map(String::as_str).unwrap_or("localhost"),
-    );
-    leaf_params.use_authority_key_identifier_extension = true;
-    leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    // clientAuth too: an atServer presents its certificate when it connects to a peer.
-    leaf_params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let (cert_pem, key_pem) = leaf(names, &issuer)?;
     Ok(Generated {
         ca_pem: ca_cert.pem(),
-        cert_pem: leaf_cert.pem(),
-        key_pem: leaf_key.serialize_pem(),
+        cert_pem,
+        key_pem,
     })
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Answers one question over TLS: where does an atSign's atServer live?
 //!
+//! - [`client`]: talking to directories and atServers as a client: locate, converse, `pol`.
 //! - [`config`]: `DirectoryConfig`, every option with its default; file, environment, flags.
 //! - [`lookup`]: the one request (`alice`, `@alice`, `@exit`) and the exact answers.
 //! - [`session`]: the actor for one client connection: ordering, throttling, idle timeout.
@@ -13,6 +14,7 @@
 //!
 //! `main.rs` only parses the command line and calls [`serve`] or one of the admin functions.
 
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod listener;

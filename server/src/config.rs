@@ -82,6 +82,21 @@ pub struct ServerConfig {
     pub commit_log_keep_days: u32,
     /// The most commit entries kept per atSign; the oldest beyond it are dropped.
     pub commit_log_max_entries: usize,
+    /// CA files trusted (beside the system roots and `directory_ca_file`) for other atServers'
+    /// certificates, when this node's atSigns look up keys on them or notify them.
+    pub peer_ca_files: Vec<PathBuf>,
+    /// Idle time after which a connection to another atServer is closed
+    /// (the reference's outbound_idle_time_millis).
+    pub outbound_idle_time_millis: u64,
+    /// Connections to other atServers open at once on this node; beyond it the least recently
+    /// used is closed (the reference's outbound_max_limit).
+    pub outbound_max_limit: usize,
+    /// The longest wait for one step of a conversation with another atServer or the directory
+    /// (connect, handshake, one reply).
+    pub peer_timeout_millis: u64,
+    /// The longest wait between two attempts to deliver a notification to another atServer
+    /// (the wait doubles from 0.5 s up to this).
+    pub notification_retry_max_millis: u64,
     /// TLS of the listener.
     pub tls: TlsConfig,
     /// Where the atSigns' data lives.
@@ -115,6 +130,11 @@ impl Default for ServerConfig {
             maintenance_interval_secs: 60,
             commit_log_keep_days: 15,
             commit_log_max_entries: 100_000,
+            peer_ca_files: Vec::new(),
+            outbound_idle_time_millis: 600_000,
+            outbound_max_limit: 200,
+            peer_timeout_millis: 5_000,
+            notification_retry_max_millis: 30_000,
             tls: TlsConfig::default(),
             store: StoreConfig::default(),
         }
@@ -134,6 +154,9 @@ impl ServerConfig {
         self.tls.validate()?;
         self.store.validate()?;
         self.directory_store.validate()?;
+        if self.outbound_max_limit == 0 || self.peer_timeout_millis == 0 {
+            return Err("outbound_max_limit and peer_timeout_millis must be at least 1".into());
+        }
         if self.buffer_limit == 0 || self.inbound_max_limit == 0 {
             return Err("buffer_limit and inbound_max_limit must be at least 1".into());
         }

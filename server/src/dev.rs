@@ -71,7 +71,8 @@ impl Dev {
             }
         };
         let ca = match source {
-            at_common::tls::CertSource::SelfSigned { ca_file } => ca_file,
+            at_common::tls::CertSource::SelfSigned { ca_file }
+            | at_common::tls::CertSource::Issued { ca_file } => ca_file,
             at_common::tls::CertSource::Configured(cert) => cert,
         };
         println!(

@@ -17,6 +17,8 @@ use at_common::verb::Command;
 use at_common::AtSign;
 
 use crate::notifications::Monitors;
+use crate::peer::Peers;
+use crate::router::NotificationRouter;
 use crate::store::{AtSignStatus, Store};
 use crate::verbs;
 
@@ -51,8 +53,10 @@ pub struct IsBlocked(pub AtSign);
 #[rtype(result = "Result<Reply, AtError>")]
 pub struct Run {
     pub command: Command,
-    /// Whether the connection is the owner's (cram/pkam); otherwise it is unauthenticated.
+    /// Whether the connection is the owner's (cram/pkam).
     pub owner: bool,
+    /// The atSign whose server the connection proved to be (`pol`), if any.
+    pub peer: Option<AtSign>,
     /// Inbound connections open on the node now (`stats` id 1).
     pub inbound: usize,
 }
@@ -65,18 +69,16 @@ pub struct Stop;
 /// One hosted atSign's key store.
 pub struct KeyStore {
     me: AtSign,
-    store: Store,
-    monitors: Monitors,
+    services: Services,
     idle: Duration,
     last_used: Instant,
 }
 
 impl KeyStore {
-    pub fn new(me: AtSign, store: Store, monitors: Monitors, idle: Duration) -> KeyStore {
+    pub fn new(me: AtSign, services: Services, idle: Duration) -> KeyStore {
         KeyStore {
             me,
-            store,
-            monitors,
+            services,
             idle,
             last_used: Instant::now(),
         }
@@ -102,7 +104,7 @@ impl Handler<GetAuthMaterial> for KeyStore {
 
     fn handle(&mut self, ask: GetAuthMaterial, _: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
-        let (store, me) = (self.store.clone(), self.me.clone());
+        let (store, me) = (self.services.store.clone(), self.me.clone());
         Box::pin(async move {
             let info = store.get_atsign(&me).await?;
             let pkam = store.get(&me, PKAM_PUBLIC_KEY).await?;
@@ -124,7 +126,7 @@ impl Handler<IsBlocked> for KeyStore {
 
     fn handle(&mut self, IsBlocked(who): IsBlocked, _: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
-        let (store, me) = (self.store.clone(), self.me.clone());
+        let (store, me) = (self.services.store.clone(), self.me.clone());
         Box::pin(async move { verbs::is_blocked(&store, &me, &who).await })
     }
 }
@@ -145,43 +147,68 @@ impl Handler<Run> for KeyStore {
     /// store ([`Store::modify`]), which also orders them and hands out their commit ids.
     fn handle(&mut self, run: Run, _: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
-        let (store, me, monitors) = (self.store.clone(), self.me.clone(), self.monitors.clone());
-        Box::pin(async move { dispatch(&store, &monitors, &me, &run).await })
+        let (services, me) = (self.services.clone(), self.me.clone());
+        Box::pin(async move { dispatch(&services, &me, &run).await })
     }
 }
 
+/// What the verbs of a key store work with.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Store,
+    pub monitors: Monitors,
+    pub peers: Peers,
+    pub router: Addr<NotificationRouter>,
+}
+
 /// The one place a verb meets its handler: an exhaustive match, so a new verb is a compile
-/// error until it is routed. `owner` picks the owner's or the public view of lookup and scan.
-async fn dispatch(
-    store: &Store,
-    monitors: &Monitors,
-    me: &AtSign,
-    run: &Run,
-) -> Result<Reply, AtError> {
+/// error until it is routed. Who is asking (owner, another atSign's server, anyone) picks the
+/// view of lookup and scan.
+async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, AtError> {
+    let Services {
+        store,
+        monitors,
+        peers,
+        router,
+    } = services;
+    let outbox = verbs::Outbox {
+        store,
+        monitors,
+        router,
+    };
     let now = now_ms();
     match &run.command {
         Command::Update(c) => {
             let reply = verbs::update(store, me, c, now).await;
-            tell_shared(store, monitors, me, &c.key, false, &reply, now).await;
+            tell_shared(&outbox, me, &c.key, false, &reply, now).await;
             stats_after(monitors, me, "update", reply)
         }
         Command::UpdateMeta(c) => {
             let reply = verbs::update_meta(store, me, c, now).await;
-            tell_shared(store, monitors, me, &c.key, false, &reply, now).await;
+            tell_shared(&outbox, me, &c.key, false, &reply, now).await;
             stats_after(monitors, me, "update", reply)
         }
         Command::Llookup(c) => verbs::llookup(store, me, c, now).await,
+        Command::Lookup(c) if run.owner && c.owner != *me => {
+            verbs::lookup_remote(store, peers, me, c, now).await
+        }
         Command::Lookup(c) if run.owner => verbs::lookup_owner(store, me, c, now).await,
-        Command::Lookup(c) => verbs::lookup_public(store, me, c, now).await,
+        Command::Lookup(c) => match &run.peer {
+            Some(peer) => verbs::lookup_peer(store, me, peer, c, now).await,
+            None => verbs::lookup_public(store, me, c, now).await,
+        },
         Command::Scan(c) if run.owner => verbs::scan_owner(store, me, c, now).await,
-        Command::Scan(c) => verbs::scan_public(store, me, c, now).await,
+        Command::Scan(c) => match &run.peer {
+            Some(peer) => verbs::scan_peer(store, me, peer, c, now).await,
+            None => verbs::scan_public(store, me, c, now).await,
+        },
         Command::Delete(c) => {
             let reply = verbs::delete(store, me, c).await?;
             if c.key.to_string() == verbs::AT_SECRET {
                 activate(store, me).await?;
             }
             let reply = Ok(reply);
-            tell_shared(store, monitors, me, &c.key, true, &reply, now).await;
+            tell_shared(&outbox, me, &c.key, true, &reply, now).await;
             stats_after(monitors, me, "delete", reply)
         }
         Command::Stats(c) => {
@@ -199,10 +226,11 @@ async fn dispatch(
             "update",
             verbs::update_json(store, me, c, now).await,
         ),
-        Command::Plookup(c) => verbs::plookup(store, me, c, now).await,
+        Command::Plookup(c) => verbs::plookup(store, peers, me, c, now).await,
         // Each command of the batch goes through this same match, as if sent alone.
         Command::Batch(c) => {
             let (owner, inbound) = (run.owner, run.inbound);
+            let peer = run.peer.as_ref();
             let one = |command| -> verbs::Answer<'_> {
                 Box::pin(async move {
                     // enroll needs the connection's checks (how it logged in, its enrollment,
@@ -214,9 +242,10 @@ async fn dispatch(
                     let run = Run {
                         command,
                         owner,
+                        peer: peer.cloned(),
                         inbound,
                     };
-                    dispatch(store, monitors, me, &run).await
+                    dispatch(services, me, &run).await
                 })
             };
             verbs::batch(c, one).await
@@ -225,7 +254,11 @@ async fn dispatch(
         // cram owner, to be approved at once); refused inside a batch (above).
         Command::Enroll(c) => verbs::enroll(store, me, c, run.owner, now).await,
         // Notifications from the owner; a pol'd peer's (issue 6) are not served yet.
-        Command::Notify(c) if run.owner => verbs::notify(store, monitors, me, c, now).await,
+        Command::Notify(c) if run.owner => verbs::notify(&outbox, me, c, now).await,
+        Command::Notify(c) if run.peer.is_some() => {
+            let peer = run.peer.as_ref().expect("checked by the guard");
+            verbs::receive(store, monitors, me, peer, c, now).await
+        }
         Command::NotifyStatus(c) if run.owner => verbs::notify_status(store, me, c, now).await,
         Command::NotifyList(c) if run.owner => verbs::notify_list(store, me, c, now).await,
         Command::NotifyRemove(c) => verbs::notify_remove(store, me, c).await,
@@ -237,11 +270,10 @@ async fn dispatch(
         }
         // Server-to-server (issue 6) is not served yet: refused as the reference refuses a
         // verb it does not know.
-        Command::NotifyFetch(_) | Command::NotifyAll(_) | Command::Pol => {
-            Err(AtError::syntax("invalid command"))
-        }
+        Command::NotifyFetch(_) | Command::NotifyAll(_) => Err(AtError::syntax("invalid command")),
         // The connection answers these itself; they never reach a key store.
         Command::From(_)
+        | Command::Pol
         | Command::Cram(_)
         | Command::Pkam(_)
         | Command::Info(_)
@@ -254,8 +286,7 @@ async fn dispatch(
 /// After a successful write of a key shared with another atSign: autoNotify. The write stands
 /// whatever happens here, so a failure is logged, not answered.
 async fn tell_shared(
-    store: &Store,
-    monitors: &Monitors,
+    outbox: &verbs::Outbox<'_>,
     me: &AtSign,
     key: &at_common::key::AtKey,
     deleted: bool,
@@ -265,7 +296,7 @@ async fn tell_shared(
     if reply.is_err() {
         return;
     }
-    if let Err(error) = verbs::auto_notify(store, monitors, me, key, deleted, now).await {
+    if let Err(error) = verbs::auto_notify(outbox, me, key, deleted, now).await {
         tracing::warn!(%me, %error, "could not notify the atSign a key is shared with");
     }
 }
@@ -301,25 +332,18 @@ async fn activate(store: &Store, me: &AtSign) -> Result<(), AtError> {
 #[derive(Clone)]
 pub struct Hosts {
     running: Arc<Mutex<HashMap<AtSign, Addr<KeyStore>>>>,
-    store: Store,
-    monitors: Monitors,
+    services: Services,
     idle: Duration,
     arbiters: Arc<[actix::ArbiterHandle]>,
 }
 
 impl Hosts {
     /// `arbiters` must not be empty.
-    pub fn new(
-        store: Store,
-        monitors: Monitors,
-        idle: Duration,
-        arbiters: Vec<actix::ArbiterHandle>,
-    ) -> Hosts {
+    pub fn new(services: Services, idle: Duration, arbiters: Vec<actix::ArbiterHandle>) -> Hosts {
         assert!(!arbiters.is_empty(), "key stores need an arbiter");
         Hosts {
             running: Arc::default(),
-            store,
-            monitors,
+            services,
             idle,
             arbiters: arbiters.into(),
         }
@@ -331,11 +355,9 @@ impl Hosts {
         if let Some(addr) = running.get(atsign).filter(|a| a.connected()) {
             return addr.clone();
         }
-        let (me, store, idle) = (atsign.clone(), self.store.clone(), self.idle);
-        let monitors = self.monitors.clone();
+        let (me, services, idle) = (atsign.clone(), self.services.clone(), self.idle);
         let arbiter = &self.arbiters[shard(atsign, self.arbiters.len())];
-        let addr =
-            KeyStore::start_in_arbiter(arbiter, move |_| KeyStore::new(me, store, monitors, idle));
+        let addr = KeyStore::start_in_arbiter(arbiter, move |_| KeyStore::new(me, services, idle));
         running.insert(atsign.clone(), addr.clone());
         addr
     }
@@ -351,7 +373,12 @@ impl Hosts {
 
     /// This node's monitor connections.
     pub fn monitors(&self) -> &Monitors {
-        &self.monitors
+        &self.services.monitors
+    }
+
+    /// This node's links to other atServers.
+    pub fn peers(&self) -> &Peers {
+        &self.services.peers
     }
 
     /// How many key stores are in memory now.
@@ -378,14 +405,21 @@ mod tests {
         let store = crate::store::open(&Default::default(), dir.path())
             .await
             .unwrap();
-        let monitors = Monitors::start(store.clone());
-        Hosts::new(store, monitors, idle, vec![actix::Arbiter::current()])
+        let peers = Peers::offline(store.clone());
+        let services = Services {
+            monitors: Monitors::start(store.clone()),
+            router: NotificationRouter::new(store.clone(), peers.clone(), idle).start(),
+            peers,
+            store,
+        };
+        Hosts::new(services, idle, vec![actix::Arbiter::current()])
     }
 
     fn run(line: &str) -> Run {
         Run {
             command: Command::parse(line).unwrap(),
             owner: true,
+            peer: None,
             inbound: 1,
         }
     }

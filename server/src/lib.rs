@@ -10,6 +10,9 @@
 //! - [`maintenance`]: the background task that removes expired keys and compacts commit logs.
 //! - [`migrate`]: `at-server migrate`, copying atSigns between stores (embedded ↔ Redis).
 //! - [`notifications`]: notifications between hosted atSigns and the monitors streaming them.
+//! - [`peer`]: links to other atServers (`from` + `pol`), and checking their `pol`.
+//! - [`router`]: `NotificationRouter`, delivering notifications to other atServers, with retries.
+//! - [`signing`]: each atSign's signing key pair, made once, for `pol`.
 //! - [`provision`]: creating and removing hosted atSigns, with their directory entries.
 //! - [`store`]: every hosted atSign's keys, metadata, commit log, provisioning record and access
 //!   counters behind one `Store` trait; the embedded backend (fjall on local disk) and Redis.
@@ -23,6 +26,9 @@ pub mod listener;
 pub mod maintenance;
 pub mod migrate;
 pub mod notifications;
+pub mod peer;
 pub mod provision;
+pub mod router;
+pub mod signing;
 pub mod store;
 pub mod verbs;

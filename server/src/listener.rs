@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use actix::Actor as _;
 use actix_rt::Arbiter;
 use at_common::AtSign;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -24,8 +25,10 @@ use crate::admin;
 use crate::config::ServerConfig;
 use crate::connection::actor::{Connection, Limits, Slot};
 use crate::connection::throttle::AuthThrottle;
-use crate::keystore::Hosts;
+use crate::keystore::{Hosts, Services};
 use crate::maintenance;
+use crate::peer::{PeerSettings, Peers};
+use crate::router::NotificationRouter;
 use crate::store::Store;
 
 /// Why the server could not start.
@@ -132,11 +135,26 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
             .map(|_| Arbiter::new())
             .collect(),
     );
+    let peers = Peers::new(
+        PeerSettings::from_config(&config, &tls_config)?,
+        store.clone(),
+    );
+    let router = NotificationRouter::new(
+        store.clone(),
+        peers.clone(),
+        Duration::from_millis(config.notification_retry_max_millis),
+    )
+    .start();
+    let services = Services {
+        store: store.clone(),
+        monitors: crate::notifications::Monitors::start(store.clone()),
+        peers,
+        router,
+    };
     let shared = Arc::new(Shared {
         tls,
         hosts: Hosts::new(
-            store.clone(),
-            crate::notifications::Monitors::start(store.clone()),
+            services,
             Duration::from_secs(config.keystore_idle_secs),
             workers.iter().map(Arbiter::handle).collect(),
         ),
@@ -446,11 +464,13 @@ async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
     };
     let keystore = shared.hosts.get(&atsign);
     let monitors = shared.hosts.monitors().clone();
+    let peers = shared.hosts.peers().clone();
     Connection::start(
         io,
         atsign,
         keystore,
         monitors,
+        peers,
         Arc::clone(&shared.limits),
         slot,
     );

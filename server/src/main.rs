@@ -59,6 +59,13 @@ enum Command {
     Deprovision { atsign: String },
     /// Print every hosted atSign: `@atsign status host:port`.
     List,
+    /// Make a cluster CA in `--out`: `ca.pem` and `ca-key.pem`. Nodes configured with them
+    /// (`tls.ca_file`, `tls.ca_key_file`) issue their own certificates from it, and trust each
+    /// other with `peer_ca_files = ["…/ca.pem"]`.
+    CaCreate {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Copy atSigns (all when none are named) with all their data from this node's store to
     /// another store: `--to redis://host:6379` or `--to <data dir of an embedded store>`.
     /// Run with the node stopped.
@@ -98,6 +105,18 @@ fn main() -> ExitCode {
     if let Some(url) = &cli.redis {
         overrides.push(("store.backend", "redis".to_string()));
         overrides.push(("store.redis_url", url.clone()));
+    }
+    if let Command::CaCreate { out } = &cli.command {
+        return match at_common::tls::create_ca(out) {
+            Ok((ca, key)) => {
+                println!("{}\n{}", ca.display(), key.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("at-server ca-create: {error}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if let Command::Dev {
         atsign,
@@ -146,7 +165,9 @@ fn main() -> ExitCode {
 
 async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
     let request = match command {
-        Command::Dev { .. } => unreachable!("handled before the configuration is loaded"),
+        Command::Dev { .. } | Command::CaCreate { .. } => {
+            unreachable!("handled before the configuration is loaded")
+        }
         Command::Serve { .. } => {
             let store = store::open(&config.store, &config.data_dir)
                 .await

@@ -8,8 +8,8 @@
 //!   it and hands it to its own monitors) and handed to this node's monitors directly when it
 //!   is not (embedded).
 //!
-//! Delivery to atSigns on other atServers (and `pol`) is issue 6: such a notification is kept
-//! in the sender's log as `queued`.
+//! Delivery to atSigns on other atServers is [`crate::router`]'s: such a notification is kept
+//! in the sender's sent log, `queued` until delivered.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,9 +98,29 @@ pub type AtSignText = String;
 
 /// What a log row's body holds: the notification, and where it stands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Stored {
-    notification: Notification,
-    status: Status,
+pub struct Stored {
+    pub notification: Notification,
+    pub status: Status,
+    /// For a notification to another atServer: what delivery sends beyond what monitors show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+}
+
+/// What delivering a notification to another atServer needs beyond the monitor fields
+/// (reference-server.md §5.3), and how delivery has gone so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub notifier: Option<String>,
+    pub ttl: Option<i64>,
+    pub ttb: Option<i64>,
+    /// With `ccd`: the recipient caches the key (update with a value) or drops its copy
+    /// (delete).
+    pub ttr: Option<i64>,
+    pub ccd: Option<bool>,
+    pub pub_key_cs: Option<String>,
+    /// Failed attempts so far.
+    pub attempts: u32,
 }
 
 impl Notification {
@@ -150,23 +170,40 @@ pub async fn store(
     status: Status,
     expires_ms: EpochMillis,
 ) -> Result<(), StoreError> {
-    let body = serde_json::to_vec(&Stored {
+    let stored = Stored {
         notification: notification.clone(),
         status,
-    })?;
+        delivery: None,
+    };
+    put(store, atsign, log, &stored, expires_ms).await
+}
+
+/// Stores `stored` in `atsign`'s `log`, kept until `expires_ms`, replacing the row with its id.
+pub async fn put(
+    store: &Store,
+    atsign: &AtSign,
+    log: NotificationLog,
+    stored: &Stored,
+    expires_ms: EpochMillis,
+) -> Result<(), StoreError> {
     let row = NotificationRow {
-        id: notification.id.clone(),
-        at_ms: notification.epoch_millis,
+        id: stored.notification.id.clone(),
+        at_ms: stored.notification.epoch_millis,
         expires_ms,
-        body,
+        body: serde_json::to_vec(stored)?,
     };
     store.put_notification(atsign, log, &row).await
 }
 
 /// A stored row read back: the notification and its status.
 pub fn read(row: &NotificationRow) -> Result<(Notification, Status), StoreError> {
-    let stored: Stored = serde_json::from_slice(&row.body)?;
+    let stored = read_stored(row)?;
     Ok((stored.notification, stored.status))
+}
+
+/// A stored row read back whole.
+pub fn read_stored(row: &NotificationRow) -> Result<Stored, StoreError> {
+    Ok(serde_json::from_slice(&row.body)?)
 }
 
 /// One monitor connection's subscription.

@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use at_common::status::{self, AtStatus, RootStatus, ServerStatus};
 use at_common::{Address, AtSign};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::client::{self, Failure};
 use crate::store::Store;
 
 /// The longest reply read (a public `scan` of a busy atSign is the long one).
@@ -34,14 +32,6 @@ pub struct Checker {
     directory: Directory,
     tls: TlsConnector,
     timeout: Duration,
-}
-
-/// Why a conversation stopped.
-enum Failure {
-    /// Could not talk: not reachable, TLS refused, closed, or silent past the timeout.
-    Unreachable(String),
-    /// Talked, but not the protocol.
-    Protocol(String),
 }
 
 impl Checker {
@@ -105,14 +95,8 @@ impl Checker {
                 .await
             }
             Directory::Remote(directory) => {
-                self.bounded(async {
-                    let mut conversation = self.connect(directory).await?;
-                    // The directory takes the name without its `@`, as the SDKs send it.
-                    let answer = conversation.ask(at_sign.name()).await?;
-                    conversation.close(b"@exit\n").await;
-                    status::read_directory_answer(&answer).map_err(Failure::Protocol)
-                })
-                .await
+                self.bounded(client::locate(&self.tls, directory, at_sign))
+                    .await
             }
         }
     }
@@ -123,7 +107,7 @@ impl Checker {
         at_sign: &AtSign,
         location: &Address,
     ) -> Result<ServerStatus, Failure> {
-        let mut conversation = self.connect(location).await?;
+        let mut conversation = client::connect(&self.tls, location, MAX_REPLY).await?;
         let scan = conversation.ask("scan").await?;
         let status = if status::scan_lists_public_key(&scan, at_sign).map_err(Failure::Protocol)? {
             let key = status::public_key_name(at_sign);
@@ -134,31 +118,6 @@ impl Checker {
         };
         conversation.close(b"exit\n").await;
         Ok(status)
-    }
-
-    /// A TLS conversation with `address`, verified against its host name (or IP).
-    async fn connect(
-        &self,
-        address: &Address,
-    ) -> Result<Conversation<tokio_rustls::client::TlsStream<TcpStream>>, Failure> {
-        let unreachable = |what: &str, e: &dyn std::fmt::Display| {
-            Failure::Unreachable(format!("{what} {address}: {e}"))
-        };
-        let name = ServerName::try_from(address.host().to_string())
-            .map_err(|e| unreachable("host name of", &e))?;
-        let tcp = TcpStream::connect((address.host(), address.port()))
-            .await
-            .map_err(|e| unreachable("connecting to", &e))?;
-        let _ = tcp.set_nodelay(true);
-        let tls = self
-            .tls
-            .connect(name, tcp)
-            .await
-            .map_err(|e| unreachable("TLS with", &e))?;
-        Ok(Conversation {
-            stream: tls,
-            buffer: Vec::new(),
-        })
     }
 
     /// `step`, or `Unreachable` once the timeout passes.
@@ -174,49 +133,5 @@ impl Checker {
                     self.timeout.as_millis()
                 )))
             })
-    }
-}
-
-/// Request lines out, reply lines in. Prompts (`@`, written after every reply and on connect)
-/// end up at the start of the next line read, and are dropped there.
-struct Conversation<S> {
-    stream: S,
-    buffer: Vec<u8>,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
-    /// Sends `line` and returns the reply line, without prompt, `\r` or `\n`.
-    async fn ask(&mut self, line: &str) -> Result<String, Failure> {
-        let closed = |e: std::io::Error| Failure::Unreachable(format!("connection: {e}"));
-        self.stream
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .map_err(closed)?;
-        self.stream.flush().await.map_err(closed)?;
-        loop {
-            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-                let raw: Vec<u8> = self.buffer.drain(..=end).collect();
-                let text = String::from_utf8(raw)
-                    .map_err(|_| Failure::Protocol("a reply that is not UTF-8".into()))?;
-                return Ok(text.trim_start_matches('@').trim_end().to_string());
-            }
-            if self.buffer.len() > MAX_REPLY {
-                return Err(Failure::Protocol(format!(
-                    "a reply longer than {MAX_REPLY} bytes"
-                )));
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            let n = self.stream.read(&mut chunk).await.map_err(closed)?;
-            if n == 0 {
-                return Err(Failure::Unreachable("closed before answering".into()));
-            }
-            self.buffer.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Says goodbye and closes TLS; the answer is already known, so failures don't matter.
-    async fn close(mut self, goodbye: &[u8]) {
-        let _ = self.stream.write_all(goodbye).await;
-        let _ = self.stream.shutdown().await;
     }
 }

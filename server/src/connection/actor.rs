@@ -24,11 +24,12 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
 use tokio_util::codec::FramedRead;
 
-use super::auth_state::AuthState;
+use super::auth_state::{AuthState, Proven};
 use super::authenticate;
 use super::throttle::{is_failed_proof, AuthThrottle};
 use crate::keystore::{GetAuthMaterial, IsBlocked, KeyStore, Run};
 use crate::notifications::{Monitors, Subscription};
+use crate::peer::Peers;
 
 /// The per-connection limits, from the configuration.
 #[derive(Debug, Clone)]
@@ -73,6 +74,8 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     me: AtSign,
     keystore: Addr<KeyStore>,
     monitors: Monitors,
+    /// Checks `pol` claims with the claimant's server.
+    peers: Peers,
     /// While this is a monitor connection: its place among the node's monitors.
     subscription: Option<Subscription>,
     state: AuthState,
@@ -95,6 +98,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         me: AtSign,
         keystore: Addr<KeyStore>,
         monitors: Monitors,
+        peers: Peers,
         limits: Arc<Limits>,
         slot: Slot,
     ) -> Addr<Self> {
@@ -106,6 +110,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 me,
                 keystore,
                 monitors,
+                peers,
                 subscription: None,
                 state: AuthState::fresh(),
                 style: ErrorStyle::Legacy,
@@ -162,6 +167,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 }));
             }
             Command::Cram(_) | Command::Pkam(_) => self.prove(command, now, ctx),
+            Command::Pol => self.pol(now, ctx),
             Command::Monitor(monitor) => self.monitor(monitor, ctx),
             command @ Command::Enroll(_) => self.enroll(command, now, ctx),
             // Answered here, not by the key store: they touch no data, and noop's wait must not
@@ -184,6 +190,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 let run = Run {
                     command,
                     owner: self.state.is_owner(),
+                    peer: self.state.peer().cloned(),
                     inbound: self.slot.open(),
                 };
                 ctx.wait(
@@ -256,6 +263,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         let run = Run {
             command,
             owner: self.state.is_owner(),
+            peer: self.state.peer().cloned(),
             inbound: self.slot.open(),
         };
         ctx.wait(
@@ -319,6 +327,49 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         }));
     }
 
+    /// `pol`: the client claims to be the server of the atSign its `from` named. Checked with
+    /// that atSign's server ([`crate::peer::pol`]); on success the reply is the new prompt
+    /// alone (`@bob@`), on failure AT0401 and the connection stays open, as the reference.
+    /// `pol` without a pending challenge is the reference's InvalidRequestException: AT0011,
+    /// which closes.
+    fn pol(&mut self, now: Instant, ctx: &mut Context<Self>) {
+        let Some(challenge) = self.state.take_peer_challenge(&self.me, now) else {
+            let error = AtError::with_detail(
+                ErrorCode::InternalServerException,
+                "pol without a from for another atSign",
+            );
+            return self.reply(Err(error), ctx);
+        };
+        let peers = self.peers.clone();
+        let check = async move {
+            let claimant = &challenge.claimed;
+            let verdict =
+                crate::peer::pol::verify(&peers, claimant, &challenge.session_id, &challenge.nonce)
+                    .await;
+            (challenge.claimed.clone(), verdict)
+        };
+        ctx.wait(check.into_actor(self).map(|(claimant, verdict), act, ctx| {
+            let result = match verdict {
+                Ok(true) => {
+                    tracing::debug!(me = %act.me, %claimant, "pol succeeded");
+                    let prompt = format!("{claimant}@");
+                    act.state.prove(Proven::Peer(claimant));
+                    Ok(Reply::Raw(prompt))
+                }
+                Ok(false) => {
+                    tracing::info!(me = %act.me, %claimant, "pol refused: the signature does not verify");
+                    Err(pol_failed())
+                }
+                Err(error) => {
+                    tracing::info!(me = %act.me, %claimant, %error, "pol refused: could not check");
+                    Err(pol_failed())
+                }
+            };
+            act.reply(result, ctx);
+            act.touch(ctx);
+        }));
+    }
+
     /// Answers a proof. A success clears the count of failures; a failure is answered at once
     /// or after the throttle's delay, and the last one allowed closes the connection.
     fn answer_proof(&mut self, result: Result<Reply, AtError>, ctx: &mut Context<Self>) {
@@ -359,7 +410,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         if let Some(pending) = self.idle.take() {
             ctx.cancel_future(pending);
         }
-        let limit = if self.state.is_owner() {
+        let limit = if self.state.is_owner() || self.state.peer().is_some() {
             self.limits.idle_authenticated
         } else {
             self.limits.idle_unauthenticated
@@ -450,4 +501,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> WriteHandler<CodecError> for 
         tracing::debug!(%error, "write failed");
         Running::Stop
     }
+}
+
+/// The reference's answer to a `pol` it cannot verify.
+fn pol_failed() -> AtError {
+    AtError::with_detail(ErrorCode::Unauthenticated, "Pol Authentication Failed")
 }

@@ -136,6 +136,23 @@ impl AuthState {
         self.monitoring = true;
     }
 
+    /// The atSign whose server this connection proved to be, by `pol`.
+    pub fn peer(&self) -> Option<&AtSign> {
+        match &self.proven {
+            Proven::Peer(peer) => Some(peer),
+            _ => None,
+        }
+    }
+
+    /// Takes the pending challenge for a `pol`: one handed to another atSign than `me`. Spent
+    /// whatever happens next; `None` when there is none or it expired.
+    pub fn take_peer_challenge(&mut self, me: &AtSign, now: Instant) -> Option<Challenge> {
+        self.challenge.take().filter(|challenge| {
+            &challenge.claimed != me
+                && now.saturating_duration_since(challenge.issued) <= CHALLENGE_TTL
+        })
+    }
+
     /// Whether this connection has proven to be the owner.
     pub fn is_owner(&self) -> bool {
         matches!(self.proven, Proven::Owner(_))

@@ -1,6 +1,6 @@
-//! `lookup` of `me`'s own keys (notes §3.3): by the owner, and by anyone without
-//! authentication. Lookups of another atSign's keys (cache, then the remote server) and the
-//! pol-authenticated view belong to the peer link, not here.
+//! `lookup` of `me`'s own keys (notes §3.3): by the owner, by another atSign's server (pol),
+//! and by anyone without authentication. Lookups of another atSign's keys (cache, then its
+//! server) are [`super::remote`]'s.
 //!
 //! # Format
 //! As llookup ([`super::llookup`]); a value starting `atsign://` names another key of `me`, whose
@@ -55,6 +55,22 @@ pub async fn lookup_public(
     now_ms: EpochMillis,
 ) -> Result<Reply, AtError> {
     let key = format!("public:{}{me}", cmd.key).to_lowercase();
+    if cmd.owner != *me {
+        return Err(key_not_found(&key));
+    }
+    read(store, me, &key, cmd, now_ms).await
+}
+
+/// `lookup[:meta|:all]:<key>@<me>` by @peer's server (pol): reads `@peer:<key>@me`, what
+/// `me` shared with @peer.
+pub async fn lookup_peer(
+    store: &Store,
+    me: &AtSign,
+    peer: &AtSign,
+    cmd: &Lookup,
+    now_ms: EpochMillis,
+) -> Result<Reply, AtError> {
+    let key = format!("{peer}:{}{me}", cmd.key).to_lowercase();
     if cmd.owner != *me {
         return Err(key_not_found(&key));
     }

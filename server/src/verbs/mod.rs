@@ -12,6 +12,7 @@
 //! `maintenance` uses too.
 
 mod batch;
+mod cache;
 mod config;
 mod delete;
 mod enroll;
@@ -21,10 +22,11 @@ mod lookup;
 mod noop;
 mod notify;
 mod plookup;
+mod remote;
 mod scan;
 mod stats;
 mod sync;
-mod update;
+pub(crate) mod update;
 mod update_json;
 
 pub use batch::{batch, Answer};
@@ -33,11 +35,12 @@ pub use delete::{delete, AT_SECRET};
 pub use enroll::{apkam_key, enroll, screen, settle, ApkamKey, Requester, Settled};
 pub use info::info;
 pub use llookup::llookup;
-pub use lookup::{lookup_owner, lookup_public};
+pub use lookup::{lookup_owner, lookup_peer, lookup_public};
 pub use noop::{noop, NOOP_MAX_MILLIS};
-pub use notify::{auto_notify, notify, notify_list, notify_remove, notify_status};
+pub use notify::{auto_notify, notify, notify_list, notify_remove, notify_status, receive, Outbox};
 pub use plookup::plookup;
-pub use scan::{scan_owner, scan_public};
+pub use remote::lookup_remote;
+pub use scan::{scan_owner, scan_peer, scan_public};
 pub use stats::{stats, StatsContext};
 pub use sync::{sync, SYNC_PAGE_LIMIT};
 pub use update::{update, update_meta};
@@ -194,6 +197,13 @@ pub(crate) mod testing {
         pub store: Store,
         pub me: AtSign,
         _dir: TempDir,
+    }
+
+    impl Fixture {
+        /// Peers that reach no other server: the directory is a closed port.
+        pub fn peers(&self) -> crate::peer::Peers {
+            crate::peer::Peers::offline(self.store.clone())
+        }
     }
 
     pub async fn fixture() -> Fixture {

@@ -3,8 +3,12 @@
 //! A notification to oneself or to an atSign hosted on this cluster is stored in the
 //! recipient's received log and handed to its monitors on every node at once; the sender's
 //! sent log records it as `delivered` (a notification to oneself only as received, as the
-//! reference does). One to any other atSign is recorded as `queued`: delivery to other
-//! atServers arrives with server-to-server (issue 6).
+//! reference does). One to any other atSign is recorded as `queued` and handed to the
+//! [`NotificationRouter`], which delivers it to the recipient's server.
+//!
+//! On a pol connection the notification comes from another server ([`receive`]): it is
+//! stored as received from that atSign, shown on the monitors, and its key cached or its
+//! cached copy dropped as `ttr`/`ccd` say (§5.4).
 //!
 //! ```text
 //! notify:update:@bob:phone@alice:+1-555   → data:<notification id>
@@ -21,28 +25,143 @@ use at_common::verb::{
 };
 use at_common::AtSign;
 
-use crate::notifications::{self, Monitors, Notification, NotificationMetadata, Status};
+use actix::Addr;
+
+use super::cache;
+use crate::notifications::{self, Delivery, Monitors, Notification, NotificationMetadata, Status};
+use crate::router::{self, NotificationRouter};
 use crate::store::{NotificationLog, Store};
+
+/// Where a notification goes and through what.
+pub struct Outbox<'a> {
+    pub store: &'a Store,
+    pub monitors: &'a Monitors,
+    pub router: &'a Addr<NotificationRouter>,
+}
 
 /// `notify:…` by `me`'s owner.
 pub async fn notify(
-    store: &Store,
-    monitors: &Monitors,
+    outbox: &Outbox<'_>,
     me: &AtSign,
     cmd: &Notify,
     now: EpochMillis,
 ) -> Result<Reply, AtError> {
-    if let Some(owner) = cmd.owner.as_ref().filter(|owner| *owner != me) {
+    let notification = notification_of(cmd, me, now)?;
+    let expires = now.saturating_add(ttln_of(cmd));
+    let recipient = match &cmd.scope {
+        Some(NotifyScope::To(to)) => Some(to),
+        _ => None,
+    };
+    deliver(
+        outbox,
+        me,
+        recipient,
+        &notification,
+        delivery_of(cmd),
+        expires,
+    )
+    .await?;
+    Ok(Reply::Data(notification.id))
+}
+
+/// `notify:…` from @peer's server (pol): a notification for `me`, from @peer. Stored as
+/// received (once per id: a resent one is acknowledged, not shown again), handed to `me`'s
+/// monitors, and its key cached or uncached as the sender's `ttr`/`ccd` say. Answered
+/// `data:success`, which the sender takes as delivered.
+pub async fn receive(
+    store: &Store,
+    monitors: &Monitors,
+    me: &AtSign,
+    peer: &AtSign,
+    cmd: &Notify,
+    now: EpochMillis,
+) -> Result<Reply, AtError> {
+    if !matches!(&cmd.scope, Some(NotifyScope::To(to)) if to == me) {
         return Err(AtError::with_detail(
             ErrorCode::Unauthorized,
-            format!("{owner} is not authorized to send notification as {me}"),
+            format!("{peer} may only notify {me} here"),
+        ));
+    }
+    let notification = notification_of(cmd, peer, now)?;
+    let expires = now.saturating_add(ttln_of(cmd));
+    let known = store
+        .get_notification(me, NotificationLog::Received, &notification.id)
+        .await?
+        .is_some();
+    if !known {
+        notifications::store(
+            store,
+            me,
+            NotificationLog::Received,
+            &notification,
+            Status::Delivered,
+            expires,
+        )
+        .await?;
+        monitors.publish(me, &notification).await;
+    }
+    if cmd.message_type != Some(MessageType::Text) {
+        let cached_key = format!("cached:{}", notification.key);
+        if cmd.operation == Some(Operation::Delete) {
+            cache::drop_if_cascading(store, me, &cached_key).await?;
+        } else if cmd.meta.ttr.is_some_and(|ttr| ttr != 0) {
+            cache::keep_notified(
+                store,
+                me,
+                &cached_key,
+                cmd.value.clone(),
+                &cmd.meta,
+                peer,
+                now,
+            )
+            .await?;
+        }
+    }
+    Ok(Reply::Data("success".into()))
+}
+
+/// How long the notification is kept: its `ttln`, else the default.
+fn ttln_of(cmd: &Notify) -> EpochMillis {
+    match cmd.ttln {
+        Some(ms) if ms > 0 => i64::try_from(ms).unwrap_or(i64::MAX),
+        _ => notifications::DEFAULT_TTLN_MS,
+    }
+}
+
+/// What delivery to another server carries beyond the monitor fields (§5.2: ttr/ccd only for
+/// an update with a value, or a delete).
+fn delivery_of(cmd: &Notify) -> Delivery {
+    let delete = cmd.operation == Some(Operation::Delete);
+    let cache_hint = delete || cmd.value.is_some();
+    Delivery {
+        notifier: cmd.notifier.clone(),
+        ttl: cmd.meta.ttl,
+        ttb: cmd.meta.ttb,
+        ttr: cmd.meta.ttr.filter(|_| cache_hint),
+        ccd: cmd.meta.ccd.filter(|_| cache_hint),
+        pub_key_cs: cmd.meta.pub_key_cs.clone(),
+        attempts: 0,
+    }
+}
+
+/// The notification `cmd` describes, sent by `sender`; AT0009 when its key names another
+/// sender.
+fn notification_of(
+    cmd: &Notify,
+    sender: &AtSign,
+    now: EpochMillis,
+) -> Result<Notification, AtError> {
+    if let Some(owner) = cmd.owner.as_ref().filter(|owner| *owner != sender) {
+        return Err(AtError::with_detail(
+            ErrorCode::Unauthorized,
+            format!("{owner} is not authorized to send notification as {sender}"),
         ));
     }
     let text = cmd.message_type == Some(MessageType::Text);
     let key = match (&cmd.scope, text) {
         (Some(NotifyScope::To(to)), true) => format!("{to}:{}", cmd.key),
-        (Some(NotifyScope::To(to)), false) => format!("{to}:{}{me}", cmd.key),
-        (Some(NotifyScope::Public), _) => format!("public:{}{me}", cmd.key),
+        (Some(NotifyScope::To(to)), false) => format!("{to}:{}{sender}", cmd.key),
+        (Some(NotifyScope::Public), _) => format!("public:{}{sender}", cmd.key),
         (None, _) => return Err(AtError::syntax("notify needs a recipient")),
     };
     // Key notifications are encrypted unless said otherwise or public; text ones are not.
@@ -55,10 +174,10 @@ pub async fn notify(
             .id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        from: me.as_str().to_string(),
+        from: sender.as_str().to_string(),
         to: match &cmd.scope {
             Some(NotifyScope::To(to)) => to.as_str().to_string(),
-            _ => me.as_str().to_string(),
+            _ => sender.as_str().to_string(),
         },
         key,
         value: cmd.value.clone(),
@@ -71,39 +190,27 @@ pub async fn notify(
         is_encrypted,
         metadata: Some(NotificationMetadata::from(&cmd.meta)),
     };
-    let ttln = match cmd.ttln {
-        Some(ms) if ms > 0 => i64::try_from(ms).unwrap_or(i64::MAX),
-        _ => notifications::DEFAULT_TTLN_MS,
-    };
-    let recipient = match &cmd.scope {
-        Some(NotifyScope::To(to)) => Some(to),
-        _ => None,
-    };
-    deliver(
-        store,
-        monitors,
-        me,
-        recipient,
-        &notification,
-        now.saturating_add(ttln),
-    )
-    .await?;
-    Ok(Reply::Data(notification.id))
+    Ok(notification)
 }
 
 /// Stores and hands out `notification` from `me` to `recipient`: to oneself, only as received;
 /// to an atSign of this cluster, into its received log and to its monitors on every node, and
-/// into `me`'s sent log as delivered; to anyone else (or nobody: public), into the sent log as
-/// queued for delivery to its atServer (issue 6).
+/// into `me`'s sent log as delivered; to an atSign elsewhere, into the sent log as queued, for
+/// the router. A public notification (no recipient) is only recorded as sent.
 async fn deliver(
-    store: &Store,
-    monitors: &Monitors,
+    outbox: &Outbox<'_>,
     me: &AtSign,
     recipient: Option<&AtSign>,
     notification: &Notification,
+    delivery: Delivery,
     expires: EpochMillis,
 ) -> Result<(), AtError> {
     use NotificationLog::{Received, Sent};
+    let Outbox {
+        store,
+        monitors,
+        router,
+    } = outbox;
     match recipient {
         Some(to) if to == me => {
             notifications::store(
@@ -130,7 +237,8 @@ async fn deliver(
             notifications::store(store, me, Sent, notification, Status::Delivered, expires).await?;
             monitors.publish(to, notification).await;
         }
-        _ => {
+        Some(_) => router::queue(store, router, me, notification, delivery, expires).await?,
+        None => {
             notifications::store(store, me, Sent, notification, Status::Queued, expires).await?;
         }
     }
@@ -141,8 +249,7 @@ async fn deliver(
 /// another atSign (`@bob:phone@alice`), that atSign is told, with the stored value and
 /// metadata for an update, as the reference queues it. Keys of other kinds tell nobody.
 pub async fn auto_notify(
-    store: &Store,
-    monitors: &Monitors,
+    outbox: &Outbox<'_>,
     me: &AtSign,
     key: &at_common::key::AtKey,
     deleted: bool,
@@ -157,7 +264,7 @@ pub async fn auto_notify(
     let wire = format!("{with}:{}{me}", key.name);
     let record = match deleted {
         true => None,
-        false => store.get(me, &wire).await?,
+        false => outbox.store.get(me, &wire).await?,
     };
     let metadata = record.as_ref().map(|r| &r.metadata);
     let notification = Notification {
@@ -172,8 +279,17 @@ pub async fn auto_notify(
         is_encrypted: metadata.and_then(|m| m.is_encrypted).unwrap_or(false),
         metadata: metadata.map(NotificationMetadata::from),
     };
+    // The stored ttr/ccd go along, so the recipient's cached copy follows the key.
+    let delivery = Delivery {
+        ttl: metadata.and_then(|m| m.ttl),
+        ttb: metadata.and_then(|m| m.ttb),
+        ttr: metadata.and_then(|m| m.ttr),
+        ccd: metadata.and_then(|m| m.ccd),
+        pub_key_cs: metadata.and_then(|m| m.pub_key_cs.clone()),
+        ..Delivery::default()
+    };
     let expires = now.saturating_add(notifications::DEFAULT_TTLN_MS);
-    deliver(store, monitors, me, Some(with), &notification, expires).await
+    deliver(outbox, me, Some(with), &notification, delivery, expires).await
 }
 
 /// `notify:status:<id>`: of a notification `me` sent (or sent itself).

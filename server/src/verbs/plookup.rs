@@ -1,71 +1,69 @@
-//! `plookup` of the public keys of `me` and of the other atSigns hosted on this node, by the
-//! owner (notes §3.3).
+//! `plookup` of an atSign's public keys, by the owner (notes §3.3, §8).
 //!
-//! The reference serves every plookup the same way: from its cache, else by an unauthenticated
-//! `lookup:all:<key>@<owner>` on the owner's atServer (`proxy_lookup_verb_handler.dart`,
-//! `caching/cache_manager.dart`). For `me`'s own keys that lookup reaches this very server, so
-//! the answer is `lookup`'s public view ([`super::lookup_public`]), and nothing is cached (the
-//! reference never caches its own keys). The same holds for an atSign hosted on this node: its
-//! atServer is this process, asked directly (how the SDKs fetch `publickey@bob` to share a key
-//! with @bob). Any other atSign's key needs the peer link (issue 6) and is refused here, as
-//! every verb not served yet is.
+//! As the reference: from the cache (`cached:public:<key>@<owner>`, [`super::cache`]) unless
+//! `bypassCache:true`, else by an unauthenticated `lookup:all:<key>@<owner>` on the owner's
+//! atServer, whose answer is cached as the key's ttr says (public keys without ttr for 24 h).
+//! `me`'s own keys are read directly and never cached; an atSign hosted on this cluster is
+//! asked in-process, with the bytes the network lookup would bring back (how the SDKs fetch
+//! `publickey@bob` to share a key with @bob). See [`super::remote`] for the common path.
 //!
 //! # Format
-//! As `lookup` of `public:<key>@me`: `data:<value>`; `meta` → metadata JSON; `all` →
-//! `data:{"key":"public:<key>@me","data":…,"metaData":{…}}`.
+//! As `lookup` of `public:<key>@owner`: `data:<value>`; `meta` → metadata JSON; `all` →
+//! `data:{"key":"public:<key>@owner","data":…,"metaData":{…}}`.
 //!
 //! # Errors
 //! AT0015 when there is nothing to read, worded as the reference words the remote lookup's
-//! failure: `key not found : Exception: public:<key>@me does not exist in keystore` for a
-//! missing key (the remote's unauthenticated error text, passed on), and
-//! `key not found : remoteLookUp: remote atServer returned String value 'null' for <key>@me`
-//! for one not yet born or expired. AT0003 `invalid command` for the key of an atSign not
-//! hosted on this node.
+//! failure: `key not found : Exception: public:<key>@owner does not exist in keystore` for a
+//! missing key (the owner's server's unauthenticated error text, passed on), and
+//! `key not found : remoteLookUp: remote atServer returned String value 'null' for <key>@owner`
+//! for one not yet born or expired. AT0007/AT0008 when the owner's server cannot be reached
+//! or refuses.
 
-use at_common::error::{AtError, ErrorCode};
+use at_common::error::AtError;
 use at_common::metadata::EpochMillis;
 use at_common::reply::Reply;
-use at_common::verb::{Lookup, Plookup};
+use at_common::verb::Plookup;
 use at_common::AtSign;
 
-use super::lookup_public;
+use super::cache::Cached;
+use super::llookup::render;
+use super::remote::{fetch_through_cache, Source};
+use crate::peer::link::Mode;
+use crate::peer::Peers;
 use crate::store::Store;
 
 /// `plookup:[bypassCache:<b>:][meta:|all:]<key>@<owner>` on an owner connection.
 pub async fn plookup(
     store: &Store,
+    peers: &Peers,
     me: &AtSign,
     cmd: &Plookup,
     now_ms: EpochMillis,
 ) -> Result<Reply, AtError> {
-    let owner = &cmd.owner;
-    // The owner's atServer answers a plookup with its public view. When that atServer is this
-    // node (the owner is hosted here too), it is asked directly, with the same answer the
-    // network lookup would bring back; elsewhere it needs the peer link (issue 6), refused
-    // until then like any verb not served yet.
-    if owner != me && store.get_atsign(owner).await?.is_none() {
-        return Err(AtError::syntax("invalid command"));
-    }
-    let lookup = Lookup {
-        bypass_cache: cmd.bypass_cache,
-        op: cmd.op,
-        key: cmd.key.clone(),
-        owner: owner.clone(),
+    let other = &cmd.owner;
+    let shown = format!("public:{}{other}", cmd.key);
+    let source = Source {
+        store,
+        peers,
+        me,
+        other,
+        mode: Mode::Anonymous,
     };
-    match lookup_public(store, owner, &lookup, now_ms).await {
-        Ok(Reply::Null) => Err(AtError::with_detail(
-            ErrorCode::KeyNotFound,
-            format!(
-                "remoteLookUp: remote atServer returned String value 'null' for {}{owner}",
-                cmd.key
-            ),
-        )),
-        Err(error) if error.code() == ErrorCode::KeyNotFound => Err(AtError::with_detail(
-            ErrorCode::KeyNotFound,
-            format!("Exception: {}", error.message()),
-        )),
-        other => other,
-    }
+    let record = if other == me {
+        source.fetch(&cmd.key, now_ms).await?
+    } else {
+        let cached_key = format!("cached:{shown}");
+        let bypass = cmd.bypass_cache == Some(true);
+        fetch_through_cache(
+            source,
+            &cmd.key,
+            bypass,
+            (&cached_key, Cached::Public),
+            now_ms,
+        )
+        .await?
+    };
+    Ok(render(&shown, &record, cmd.op))
 }
 
 #[cfg(test)]
@@ -78,7 +76,7 @@ mod tests {
 
     async fn run(f: &Fixture, line: &str, now: i64) -> String {
         let result = match command(line) {
-            Command::Plookup(cmd) => plookup(&f.store, &f.me, &cmd, now).await,
+            Command::Plookup(cmd) => plookup(&f.store, &f.peers(), &f.me, &cmd, now).await,
             Command::Update(cmd) => update(&f.store, &f.me, &cmd, now).await,
             other => panic!("not a plookup: {other:?}"),
         };
@@ -148,13 +146,15 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn plookup_of_an_atsign_hosted_elsewhere_is_refused_until_peer_lookups_exist() {
+    #[actix_rt::test]
+    async fn plookup_of_an_atsign_hosted_elsewhere_is_at0007_when_its_server_cannot_be_found() {
         let f = fixture().await;
-        assert_eq!(
-            run(&f, "plookup:publickey@bob", NOW).await,
-            "error:AT0003-Invalid syntax : invalid command\n@alice@"
+        let reply = run(&f, "plookup:publickey@bob", NOW).await;
+        assert!(
+            reply.starts_with("error:AT0007-Secondary server not found : atServer not found. the directory: unreachable: connecting to 127.0.0.1:1"),
+            "{reply}"
         );
+        assert!(reply.ends_with("\n@alice@"), "{reply}");
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! `scan` (notes §3.3): which of `me`'s keys a connection may list, as a JSON array.
 //!
-//! Two views live here: the owner's and the unauthenticated one. The pol-authenticated peer
-//! view and `scan:@bob` (forwarded to another server) belong to the peer link. Only active keys
+//! Three views live here: the owner's, a pol-authenticated peer's and the unauthenticated one.
+//! `scan:@bob` (forwarded to another server) is not served. Only active keys
 //! (born, not expired) are listed; `page` is parsed but ignored, as by the reference.
 //!
 //! # Format
@@ -59,6 +59,21 @@ pub async fn scan_public(
     let visible = |key: &str| key.starts_with("public:") && !key.starts_with("public:_");
     let keys = listed(store, me, cmd, now_ms, visible).await?;
     Ok(json_array(keys.iter().map(|key| &key["public:".len()..])))
+}
+
+/// `scan[ <regex>]` by @bob's server (pol): the keys `me` shared with @bob, `@bob:` removed
+/// (`data:["phone@alice"]`).
+pub async fn scan_peer(
+    store: &Store,
+    me: &AtSign,
+    peer: &AtSign,
+    cmd: &Scan,
+    now_ms: EpochMillis,
+) -> Result<Reply, AtError> {
+    let prefix = format!("{peer}:");
+    let visible = |key: &str| key.starts_with(&prefix);
+    let keys = listed(store, me, cmd, now_ms, visible).await?;
+    Ok(json_array(keys.iter().map(|key| &key[prefix.len()..])))
 }
 
 /// `me`'s keys that are `visible`, match the regex and are active at `now`, in key order.

@@ -112,7 +112,7 @@ fn refuse_unwritable(key: &AtKey) -> Result<(), AtError> {
 }
 
 /// The stored metadata after an update at `now` (notes §3.3).
-fn merge(
+pub(crate) fn merge(
     existing: Option<Metadata>,
     update: &MetadataUpdate,
     me: &AtSign,

@@ -1,0 +1,190 @@
+//! Talking to atProtocol servers as a client does: where an atSign lives (a directory's
+//! answer), then a line-by-line conversation with an atServer. Used by the status checks and by
+//! atServers talking to each other (`at_server::peer`).
+//!
+//! Every read is bounded in size ([`Conversation::new`]'s `max_reply`); callers bound time
+//! (`tokio::time::timeout`), so a peer that never answers or streams garbage costs a bounded
+//! wait and buffer, then a [`Failure`].
+
+use at_common::status;
+use at_common::{Address, AtSign};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// Why a conversation stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Could not talk: not reachable, TLS refused, closed, or silent past the timeout.
+    Unreachable(String),
+    /// Talked, but not the protocol.
+    Protocol(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Unreachable(why) => write!(f, "unreachable: {why}"),
+            Failure::Protocol(why) => write!(f, "protocol: {why}"),
+        }
+    }
+}
+
+/// A TLS conversation with `address`, verified against its host name (or IP).
+pub async fn connect(
+    tls: &TlsConnector,
+    address: &Address,
+    max_reply: usize,
+) -> Result<Conversation<TlsStream<TcpStream>>, Failure> {
+    let unreachable = |what: &str, e: &dyn std::fmt::Display| {
+        Failure::Unreachable(format!("{what} {address}: {e}"))
+    };
+    let name = ServerName::try_from(address.host().to_string())
+        .map_err(|e| unreachable("host name of", &e))?;
+    let tcp = TcpStream::connect((address.host(), address.port()))
+        .await
+        .map_err(|e| unreachable("connecting to", &e))?;
+    let _ = tcp.set_nodelay(true);
+    let stream = tls
+        .connect(name, tcp)
+        .await
+        .map_err(|e| unreachable("TLS with", &e))?;
+    Ok(Conversation::new(stream, max_reply))
+}
+
+/// Asks the directory at `directory` where `at_sign` lives: its `host:port`, or `None` when
+/// the directory has no such atSign. Unbounded in time: callers wrap it in a timeout.
+pub async fn locate(
+    tls: &TlsConnector,
+    directory: &Address,
+    at_sign: &AtSign,
+) -> Result<Option<Address>, Failure> {
+    let mut conversation = connect(tls, directory, 4096).await?;
+    // The directory takes the name without its `@`, as the SDKs send it.
+    let answer = conversation.ask(at_sign.name()).await?;
+    conversation.close(b"@exit\n").await;
+    status::read_directory_answer(&answer).map_err(Failure::Protocol)
+}
+
+/// Request lines out, reply lines in. Prompts (`@`, or `@<atSign>@` once authenticated,
+/// written after every reply) end up at the start of the next line read, and are dropped there.
+pub struct Conversation<S> {
+    stream: S,
+    buffer: Vec<u8>,
+    max_reply: usize,
+    /// The prompt after authentication (`@alice@`), once there is one.
+    prompt: Option<String>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
+    /// A conversation over `stream`; a reply longer than `max_reply` bytes is a
+    /// [`Failure::Protocol`].
+    pub fn new(stream: S, max_reply: usize) -> Self {
+        Conversation {
+            stream,
+            buffer: Vec::new(),
+            max_reply,
+            prompt: None,
+        }
+    }
+
+    /// Sends `line` and returns the reply line, without prompt, `\r` or `\n`.
+    pub async fn ask(&mut self, line: &str) -> Result<String, Failure> {
+        self.send(line).await?;
+        self.read_line().await
+    }
+
+    /// Sends `pol` and waits for its answer: the prompt `@<atSign>@` alone (no newline) on
+    /// success, which then prefixes every later reply; an error line otherwise.
+    pub async fn pol(&mut self, as_atsign: &AtSign) -> Result<(), Failure> {
+        let wanted = format!("{as_atsign}@");
+        self.send("pol").await?;
+        loop {
+            // Skip the `@` left from `from`'s reply, up to where the wanted prompt may start.
+            let mut at = 0;
+            while self.buffer[at..].starts_with(b"@")
+                && !self.buffer[at..].starts_with(wanted.as_bytes())
+            {
+                at += 1;
+            }
+            if self.buffer[at..].starts_with(wanted.as_bytes()) {
+                self.buffer.drain(..at + wanted.len());
+                self.prompt = Some(wanted);
+                return Ok(());
+            }
+            if let Some(end) = self.buffer[at..].iter().position(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(&self.buffer[at..at + end])
+                    .trim()
+                    .to_string();
+                return Err(Failure::Protocol(format!("pol answered {line:?}")));
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn send(&mut self, line: &str) -> Result<(), Failure> {
+        let closed = |e: std::io::Error| Failure::Unreachable(format!("connection: {e}"));
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .map_err(closed)?;
+        self.stream.flush().await.map_err(closed)
+    }
+
+    /// The next reply line, prompts dropped.
+    async fn read_line(&mut self) -> Result<String, Failure> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+                let raw: Vec<u8> = self.buffer.drain(..=end).collect();
+                let mut text = String::from_utf8(raw)
+                    .map_err(|_| Failure::Protocol("a reply that is not UTF-8".into()))?;
+                let start = self.prompt_length(text.as_bytes());
+                text.drain(..start);
+                return Ok(text.trim_end().to_string());
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// How many bytes at the start of `bytes` are prompts (`@`, or our `@<atSign>@`); a
+    /// reply itself never starts with `@` (`data:`, `error:`, `notification:`).
+    fn prompt_length(&self, bytes: &[u8]) -> usize {
+        let mut at = 0;
+        loop {
+            let rest = &bytes[at..];
+            match &self.prompt {
+                Some(prompt) if rest.starts_with(prompt.as_bytes()) => at += prompt.len(),
+                _ if rest.starts_with(b"@") => at += 1,
+                _ => return at,
+            }
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), Failure> {
+        if self.buffer.len() > self.max_reply {
+            return Err(Failure::Protocol(format!(
+                "a reply longer than {} bytes",
+                self.max_reply
+            )));
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self
+            .stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| Failure::Unreachable(format!("connection: {e}")))?;
+        if n == 0 {
+            return Err(Failure::Unreachable("closed before answering".into()));
+        }
+        self.buffer.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// Says goodbye and closes TLS; the answer is already known, so failures don't matter.
+    pub async fn close(mut self, goodbye: &[u8]) {
+        let _ = self.stream.write_all(goodbye).await;
+        let _ = self.stream.shutdown().await;
+    }
+}

@@ -1,0 +1,235 @@
+//! `PeerLink`: one connection from a hosted atSign to another atSign's server, opened on the
+//! first request and reused until idle.
+//!
+//! A [`Mode::Pol`] link acts as its atSign: it runs `from:@me`, signs the proof's challenge
+//! with the atSign's signing key (made on first use, [`crate::signing`]), leaves the signature
+//! at `public:<sessionId>@me` for 60 s where the other server looks it up, then sends `pol`
+//! (reference-server.md §4.4). A [`Mode::Anonymous`] link skips all that (public lookups).
+//!
+//! Requests are answered one at a time, in order ([`AtomicResponse`]): the protocol has one
+//! request in flight per connection. A link whose connection broke drops it and reconnects on
+//! the next request; a request on a reused connection that finds it closed (the other side's
+//! idle timeout) is retried once on a fresh one.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use at_common::auth;
+use at_common::metadata::{now_ms, MetadataUpdate};
+use at_common::AtSign;
+use at_directory::client::{self, Conversation, Failure};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::{PeerError, Peers, MAX_REPLY};
+use crate::signing;
+use crate::store::{Mutation, Record};
+use crate::verbs::update::merge;
+
+/// How long the signature answering a challenge stays readable (the reference's 60 s).
+const PROOF_TTL_MS: i64 = 60_000;
+
+/// How a link talks to the other server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// As the hosted atSign, after `from` + `pol`.
+    Pol,
+    /// Unauthenticated.
+    Anonymous,
+}
+
+/// Sends one request line; answers the reply line without its prompt.
+#[derive(Message)]
+#[rtype(result = "Result<String, PeerError>")]
+pub struct Ask(pub String);
+
+/// Closes the link (evicted to make room for another).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+type Stream = Conversation<TlsStream<TcpStream>>;
+
+pub struct PeerLink {
+    me: AtSign,
+    other: AtSign,
+    mode: Mode,
+    peers: Peers,
+    conversation: Option<Stream>,
+    last_used: Instant,
+}
+
+impl PeerLink {
+    pub fn new(me: AtSign, other: AtSign, mode: Mode, peers: Peers) -> PeerLink {
+        PeerLink {
+            me,
+            other,
+            mode,
+            peers,
+            conversation: None,
+            last_used: Instant::now(),
+        }
+    }
+}
+
+impl Actor for PeerLink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.peers.settings().idle;
+        let check = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        ctx.run_interval(check, move |act, ctx| {
+            if act.last_used.elapsed() >= idle {
+                tracing::debug!(me = %act.me, other = %act.other, "closing an idle peer link");
+                ctx.stop();
+            }
+        });
+    }
+}
+
+impl Handler<Close> for PeerLink {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Ask> for PeerLink {
+    type Result = AtomicResponse<Self, Result<String, PeerError>>;
+
+    fn handle(&mut self, Ask(line): Ask, _: &mut Context<Self>) -> Self::Result {
+        self.last_used = Instant::now();
+        let reused = self.conversation.take();
+        let (peers, me, other, mode) = (
+            self.peers.clone(),
+            self.me.clone(),
+            self.other.clone(),
+            self.mode,
+        );
+        let exchange = async move {
+            let was_reused = reused.is_some();
+            let mut conversation = match reused {
+                Some(conversation) => conversation,
+                None => match open(&peers, &me, &other, mode).await {
+                    Ok(conversation) => conversation,
+                    Err(error) => return (None, Err(error)),
+                },
+            };
+            match peers.bounded("the atServer", conversation.ask(&line)).await {
+                Ok(reply) => (Some(conversation), Ok(reply)),
+                Err(_) if was_reused => {
+                    tracing::debug!(%me, %other, "peer link closed under us; reconnecting");
+                    let mut fresh = match open(&peers, &me, &other, mode).await {
+                        Ok(conversation) => conversation,
+                        Err(error) => return (None, Err(error)),
+                    };
+                    match peers.bounded("the atServer", fresh.ask(&line)).await {
+                        Ok(reply) => (Some(fresh), Ok(reply)),
+                        Err(error) => (None, Err(error)),
+                    }
+                }
+                Err(error) => (None, Err(error)),
+            }
+        };
+        AtomicResponse::new(Box::pin(exchange.into_actor(self).map(
+            |(conversation, result), act, _| {
+                act.conversation = conversation;
+                act.last_used = Instant::now();
+                result
+            },
+        )))
+    }
+}
+
+/// A new connection to `other`'s server, handshaken for `mode`.
+async fn open(peers: &Peers, me: &AtSign, other: &AtSign, mode: Mode) -> Result<Stream, PeerError> {
+    let address = peers.locate(other).await?;
+    let tls = peers.settings().tls.clone();
+    let mut conversation = peers
+        .bounded(
+            &format!("{other}'s atServer at {address}"),
+            client::connect(&tls, &address, MAX_REPLY),
+        )
+        .await?;
+    if mode == Mode::Pol {
+        handshake(peers, &mut conversation, me, other).await?;
+    }
+    tracing::debug!(%me, %other, %address, ?mode, "peer link open");
+    Ok(conversation)
+}
+
+/// `from:@me`, the signed challenge left at `public:<sessionId>@me`, then `pol`.
+async fn handshake(
+    peers: &Peers,
+    conversation: &mut Stream,
+    me: &AtSign,
+    other: &AtSign,
+) -> Result<(), PeerError> {
+    let refused = |why: String| PeerError::Handshake {
+        who: other.clone(),
+        why,
+    };
+    let proof = peers
+        .bounded("from", conversation.ask(&format!("from:{me}")))
+        .await?;
+    let (session_id, nonce) =
+        read_proof(&proof, me).ok_or_else(|| refused(format!("from answered {proof:?}")))?;
+    let store = peers.store();
+    let key = signing::private_key(store, me).await?;
+    let signature = auth::sign_rsa_sha256_b64(&key, nonce.trim())
+        .map_err(|e| refused(format!("signing the challenge: {e}")))?;
+    let me_ = me.clone();
+    store
+        .modify(me, &format!("public:{session_id}{me}"), move |_| {
+            let ttl = MetadataUpdate {
+                ttl: Some(PROOF_TTL_MS),
+                ..MetadataUpdate::default()
+            };
+            Ok(Mutation::Put {
+                record: Record {
+                    value: Some(signature.clone()),
+                    metadata: merge(None, &ttl, &me_, now_ms()),
+                },
+                op: None,
+            })
+        })
+        .await?;
+    let timeout = peers.settings().timeout;
+    match tokio::time::timeout(timeout, conversation.pol(me)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(Failure::Protocol(why))) => Err(refused(why)),
+        Ok(Err(failure)) => Err(PeerError::Unreachable(format!("pol: {failure}"))),
+        Err(_) => Err(PeerError::Unreachable(format!(
+            "pol: no answer within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+/// `data:proof:<sessionId>@me:<nonce>` → (`<sessionId>`, `<nonce>`).
+fn read_proof<'a>(reply: &'a str, me: &AtSign) -> Option<(&'a str, &'a str)> {
+    let (claimed, nonce) = reply.strip_prefix("data:proof:")?.split_once(':')?;
+    let session_id = claimed.strip_suffix(me.as_str())?;
+    (session_id.starts_with('_') && !nonce.is_empty()).then_some((session_id, nonce))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proof_names_the_session_and_the_challenge() {
+        let me = AtSign::parse("@alice").unwrap();
+        assert_eq!(
+            read_proof("data:proof:_4af2@alice:d6ca-28b9", &me),
+            Some(("_4af2", "d6ca-28b9"))
+        );
+        assert_eq!(read_proof("data:proof:_4af2@bob:d6ca", &me), None);
+        assert_eq!(read_proof("data:_4af2@alice:d6ca", &me), None);
+        assert_eq!(
+            read_proof("error:AT0013-Exception: Unable to connect", &me),
+            None
+        );
+    }
+}

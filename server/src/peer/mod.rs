@@ -1,0 +1,244 @@
+//! Server-to-server: how this node's atSigns reach atSigns hosted elsewhere, and how it checks
+//! another server's `pol` (reference-server.md §4.4, §8).
+//!
+//! - [`Peers`]: the node's handle, cheap to clone: finds another atSign's server through the
+//!   directory, asks it over a [`link::PeerLink`] (one per hosted atSign, other atSign and
+//!   mode, reused until idle, at most `outbound_max_limit` open, least recently used closed
+//!   first), and verifies `pol` claims ([`pol`]).
+//! - Every step (directory lookup, TCP+TLS, each reply) is bounded by `peer_timeout_millis`
+//!   and every reply by [`MAX_REPLY`] bytes: a peer that is silent, slow or floods costs a
+//!   bounded wait and buffer, then an error on the one request that needed it.
+//!
+//! Errors, as the requesting client sees them: the directory has no such atSign, or its
+//! server cannot be reached → AT0007; the handshake is refused → AT0008; the peer answers
+//! nonsense or too much → AT0008 too (the peer is at fault, not the request).
+
+pub mod link;
+pub mod pol;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use at_common::error::{AtError, ErrorCode};
+use at_common::{Address, AtSign};
+use at_directory::client::{self, Failure};
+use tokio_rustls::TlsConnector;
+
+use crate::store::Store;
+use link::{Ask, Mode, PeerLink};
+
+/// The longest reply read from another server: a value can be large (the spec's buffer
+/// limit is 10 MB per line); anything beyond is refused, not buffered.
+pub const MAX_REPLY: usize = 10 * 1024 * 1024;
+
+/// What peers need from the node's configuration.
+#[derive(Clone)]
+pub struct PeerSettings {
+    /// The atDirectory, asked where other atSigns live.
+    pub directory: Address,
+    /// Trusts the directory's and other servers' certificates; presents this node's own.
+    pub tls: TlsConnector,
+    /// One step of a conversation.
+    pub timeout: Duration,
+    /// Idle links are closed after this.
+    pub idle: Duration,
+    /// Links open at once.
+    pub max_links: usize,
+}
+
+impl PeerSettings {
+    /// From the node's configuration; `tls` is the listener's, whose certificate this node
+    /// presents to other servers (generated already, the listener being set up first).
+    pub fn from_config(
+        config: &crate::config::ServerConfig,
+        tls: &at_common::config::TlsConfig,
+    ) -> Result<PeerSettings, at_common::tls::TlsError> {
+        let mut ca_files = config.peer_ca_files.clone();
+        ca_files.extend(config.directory_ca_file.iter().cloned());
+        let client = match at_common::tls::identity_files(tls, &config.data_dir) {
+            Some((cert, key)) => {
+                at_common::tls::client_config_with_identity(&ca_files, &cert, &key)?
+            }
+            None => at_common::tls::client_config(&ca_files)?,
+        };
+        Ok(PeerSettings {
+            // Validated with the rest of the configuration.
+            directory: Address::parse(&config.directory)
+                .unwrap_or_else(|_| Address::parse("localhost:64").expect("a valid address")),
+            tls: TlsConnector::from(Arc::new(client)),
+            timeout: Duration::from_millis(config.peer_timeout_millis),
+            idle: Duration::from_millis(config.outbound_idle_time_millis),
+            max_links: config.outbound_max_limit,
+        })
+    }
+}
+
+/// Why a request to another atServer failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    #[error("the directory has no atServer for {0}")]
+    NotFound(AtSign),
+    #[error("{0}")]
+    Unreachable(String),
+    #[error("handshake with {who} failed: {why}")]
+    Handshake { who: AtSign, why: String },
+    #[error("the store: {0}")]
+    Store(String),
+}
+
+impl From<PeerError> for AtError {
+    fn from(error: PeerError) -> AtError {
+        match &error {
+            PeerError::NotFound(who) => AtError::with_detail(
+                ErrorCode::SecondaryNotFound,
+                format!("Unable to find secondary address for atSign:{}", who.name()),
+            ),
+            PeerError::Unreachable(why) => AtError::with_detail(
+                ErrorCode::SecondaryNotFound,
+                format!("atServer not found. {why}"),
+            ),
+            PeerError::Handshake { .. } => {
+                AtError::with_detail(ErrorCode::HandshakeFailure, error.to_string())
+            }
+            PeerError::Store(_) => AtError::from(ErrorCode::DataStore),
+        }
+    }
+}
+
+impl From<AtError> for PeerError {
+    fn from(error: AtError) -> PeerError {
+        PeerError::Store(error.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for PeerError {
+    fn from(error: crate::store::StoreError) -> PeerError {
+        PeerError::Store(error.to_string())
+    }
+}
+
+/// Which link: who asks, whom, and how.
+type LinkKey = (AtSign, AtSign, Mode);
+
+struct Inner {
+    settings: PeerSettings,
+    store: Store,
+    links: Mutex<HashMap<LinkKey, (Addr<PeerLink>, Instant)>>,
+}
+
+/// The node's links to other atServers. Cheap to clone.
+#[derive(Clone)]
+pub struct Peers(Arc<Inner>);
+
+impl Peers {
+    pub fn new(settings: PeerSettings, store: Store) -> Peers {
+        Peers(Arc::new(Inner {
+            settings,
+            store,
+            links: Mutex::default(),
+        }))
+    }
+
+    /// Peers whose directory is a closed local port: every remote request fails at once as
+    /// unreachable. For tests of what is answered without the network.
+    #[cfg(test)]
+    pub fn offline(store: Store) -> Peers {
+        let tls = at_common::tls::client_config(&[]).expect("client TLS");
+        let settings = PeerSettings {
+            directory: Address::parse("127.0.0.1:1").expect("address"),
+            tls: TlsConnector::from(Arc::new(tls)),
+            timeout: Duration::from_secs(2),
+            idle: Duration::from_secs(60),
+            max_links: 4,
+        };
+        Peers::new(settings, store)
+    }
+
+    pub fn settings(&self) -> &PeerSettings {
+        &self.0.settings
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    /// Sends `line` to `other`'s server for `me` (after `from:@me` + `pol` when `mode` is
+    /// [`Mode::Pol`]) and returns the reply line, prompt removed: `data:…` or `error:…`.
+    pub async fn ask(
+        &self,
+        me: &AtSign,
+        other: &AtSign,
+        mode: Mode,
+        line: String,
+    ) -> Result<String, PeerError> {
+        let link = self.link(me, other, mode);
+        match link.send(Ask(line)).await {
+            Ok(answer) => answer,
+            // The link stopped under us (idle or evicted at that instant): not the peer's fault.
+            Err(_) => Err(PeerError::Unreachable(format!(
+                "the link to {other} closed"
+            ))),
+        }
+    }
+
+    /// Open links now.
+    pub fn open_links(&self) -> usize {
+        let links = self.0.links.lock().unwrap_or_else(|e| e.into_inner());
+        links.values().filter(|(addr, _)| addr.connected()).count()
+    }
+
+    /// The link for `(me, other, mode)`, started if needed; the least recently used one is
+    /// closed first when `max_links` are open.
+    fn link(&self, me: &AtSign, other: &AtSign, mode: Mode) -> Addr<PeerLink> {
+        let key = (me.clone(), other.clone(), mode);
+        let mut links = self.0.links.lock().unwrap_or_else(|e| e.into_inner());
+        links.retain(|_, (addr, _)| addr.connected());
+        if let Some((addr, used)) = links.get_mut(&key) {
+            *used = Instant::now();
+            return addr.clone();
+        }
+        if links.len() >= self.0.settings.max_links {
+            let oldest = links
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(key, _)| key.clone());
+            if let Some((addr, _)) = oldest.and_then(|key| links.remove(&key)) {
+                addr.do_send(link::Close);
+            }
+        }
+        let addr = PeerLink::new(me.clone(), other.clone(), mode, self.clone()).start();
+        links.insert(key, (addr.clone(), Instant::now()));
+        addr
+    }
+
+    /// Where `who`'s atServer is, by the directory.
+    pub async fn locate(&self, who: &AtSign) -> Result<Address, PeerError> {
+        let settings = &self.0.settings;
+        let found = self
+            .bounded(
+                "the directory",
+                client::locate(&settings.tls, &settings.directory, who),
+            )
+            .await?;
+        found.ok_or_else(|| PeerError::NotFound(who.clone()))
+    }
+
+    /// `step`, failing as unreachable once the timeout passes.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        step: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Result<T, PeerError> {
+        let timeout = self.0.settings.timeout;
+        match tokio::time::timeout(timeout, step).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(failure)) => Err(PeerError::Unreachable(format!("{what}: {failure}"))),
+            Err(_) => Err(PeerError::Unreachable(format!(
+                "{what}: no answer within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+}

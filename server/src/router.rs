@@ -1,0 +1,345 @@
+//! `NotificationRouter`: delivers notifications to atSigns hosted on other atServers
+//! (reference-server.md §5.3).
+//!
+//! A notification for another server is first stored in the sender's sent log as `queued`
+//! (so it survives a restart), then handed here by id. The router sends it over the sender's
+//! pol link to the recipient's server as the reference writes it ([`notify_line`]); the
+//! recipient's `data:success` makes it `delivered`. Anything else (server down, refused,
+//! silent) makes it `errored` and it is tried again after a backoff that doubles up to
+//! `retry_max`, until it expires (its `ttln`) or [`MAX_ATTEMPTS`] attempts failed.
+//!
+//! At start-up the router takes up what is still queued or errored in the sent logs of the
+//! hosted atSigns. On a cluster, every node does so on its start; a notification already
+//! delivered is recognised by the recipient by its id and not shown twice.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use actix::prelude::*;
+use at_common::metadata::{now_ms, EpochMillis};
+use at_common::AtSign;
+
+use crate::notifications::{self, Delivery, Notification, Status, Stored};
+use crate::peer::link::Mode;
+use crate::peer::Peers;
+use crate::store::{NotificationLog, Store};
+
+/// Attempts after which an undelivered notification is given up (the reference's max_retries).
+pub const MAX_ATTEMPTS: u32 = 30;
+/// The first retry's delay; each later one doubles, up to the configured maximum.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+/// Deliver the notification `id` of `from`'s sent log.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub from: AtSign,
+    pub id: String,
+}
+
+pub struct NotificationRouter {
+    store: Store,
+    peers: Peers,
+    retry_max: Duration,
+    /// Being delivered or waiting for a retry: a second `Deliver` for these is dropped.
+    pending: HashSet<(AtSign, String)>,
+}
+
+/// How one attempt ended.
+enum Outcome {
+    /// Delivered, expired, given up, or gone: nothing more to do.
+    Done,
+    /// Try again after this long.
+    Retry(Duration),
+}
+
+impl NotificationRouter {
+    pub fn new(store: Store, peers: Peers, retry_max: Duration) -> NotificationRouter {
+        NotificationRouter {
+            store,
+            peers,
+            retry_max,
+            pending: HashSet::new(),
+        }
+    }
+}
+
+impl Actor for NotificationRouter {
+    type Context = Context<Self>;
+
+    /// Takes up what earlier runs left undelivered.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let resume = async move {
+            let mut waiting = Vec::new();
+            for atsign in store.list_atsigns().await.unwrap_or_default() {
+                let rows = store
+                    .notifications(&atsign, NotificationLog::Sent, None, usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                for row in rows.iter().filter(|row| row.expires_ms > now_ms()) {
+                    let undelivered = notifications::read_stored(row)
+                        .is_ok_and(|s| s.status != Status::Delivered && s.delivery.is_some());
+                    if undelivered {
+                        waiting.push(Deliver {
+                            from: atsign.clone(),
+                            id: row.id.clone(),
+                        });
+                    }
+                }
+            }
+            waiting
+        };
+        ctx.spawn(resume.into_actor(self).map(|waiting, _, ctx| {
+            if !waiting.is_empty() {
+                tracing::info!(count = waiting.len(), "resuming undelivered notifications");
+            }
+            for deliver in waiting {
+                ctx.notify(deliver);
+            }
+        }));
+    }
+}
+
+impl Handler<Deliver> for NotificationRouter {
+    type Result = ();
+
+    fn handle(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
+        if !self
+            .pending
+            .insert((deliver.from.clone(), deliver.id.clone()))
+        {
+            return;
+        }
+        self.attempt(deliver, ctx);
+    }
+}
+
+impl NotificationRouter {
+    fn attempt(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
+        let (store, peers, retry_max) = (self.store.clone(), self.peers.clone(), self.retry_max);
+        let job = deliver.clone();
+        let once = async move { attempt(&store, &peers, &job.from, &job.id, retry_max).await };
+        ctx.spawn(
+            once.into_actor(self)
+                .map(move |outcome, act, ctx| match outcome {
+                    Outcome::Done => {
+                        act.pending.remove(&(deliver.from, deliver.id));
+                    }
+                    Outcome::Retry(after) => {
+                        ctx.run_later(after, move |act, ctx| act.attempt(deliver, ctx));
+                    }
+                }),
+        );
+    }
+}
+
+/// One delivery attempt of `from`'s sent notification `id`.
+async fn attempt(
+    store: &Store,
+    peers: &Peers,
+    from: &AtSign,
+    id: &str,
+    retry_max: Duration,
+) -> Outcome {
+    let row = match store
+        .get_notification(from, NotificationLog::Sent, id)
+        .await
+    {
+        Ok(Some(row)) => row,
+        Ok(None) => return Outcome::Done,
+        Err(error) => {
+            tracing::warn!(%from, id, %error, "reading a notification to deliver");
+            return Outcome::Retry(retry_max);
+        }
+    };
+    let now = now_ms();
+    let Ok(mut stored) = notifications::read_stored(&row) else {
+        return Outcome::Done;
+    };
+    if row.expires_ms <= now || stored.status == Status::Delivered {
+        return Outcome::Done;
+    }
+    let Some(delivery) = stored.delivery.clone() else {
+        return Outcome::Done;
+    };
+    let Ok(to) = AtSign::parse(&stored.notification.to) else {
+        return Outcome::Done;
+    };
+    let line = notify_line(&stored.notification, &delivery, row.expires_ms - now);
+    let answer = peers.ask(from, &to, Mode::Pol, line).await;
+    let delivered = matches!(&answer, Ok(reply) if reply == "data:success");
+    let mut delivery = delivery;
+    if delivered {
+        stored.status = Status::Delivered;
+    } else {
+        delivery.attempts += 1;
+        stored.status = Status::Errored;
+        tracing::info!(%from, %to, id, attempts = delivery.attempts, answer = ?answer, "notification not delivered yet");
+    }
+    let attempts = delivery.attempts;
+    stored.delivery = Some(delivery);
+    if let Err(error) =
+        notifications::put(store, from, NotificationLog::Sent, &stored, row.expires_ms).await
+    {
+        tracing::warn!(%from, id, %error, "recording a delivery attempt");
+    }
+    if delivered || attempts >= MAX_ATTEMPTS {
+        return Outcome::Done;
+    }
+    let backoff = FIRST_RETRY.saturating_mul(1 << attempts.min(16));
+    Outcome::Retry(backoff.min(retry_max))
+}
+
+/// The command the reference sends the recipient's server (§5.3), in its order:
+/// `notify:id:<id>:<op>:messageType:<type>:notifier:<n>:ttln:<ms>[:ttl:…][:ttb:…][:ttr:…:ccd:…]`
+/// `[:isEncrypted:<b>[:sharedKeyEnc:…][:pubKeyCS:…][:encKeyName:…][:encAlgo:…][:ivNonce:…]`
+/// `[:skeEncKeyName:…][:skeEncAlgo:…]]:<key>[:<value>]`. `ttln` is what is left of its life.
+pub fn notify_line(notification: &Notification, delivery: &Delivery, ttln: EpochMillis) -> String {
+    let message_type = notification
+        .message_type
+        .strip_prefix("MessageType.")
+        .unwrap_or("key");
+    let mut line = format!(
+        "notify:id:{}:{}:messageType:{message_type}:notifier:{}:ttln:{}",
+        notification.id,
+        notification.operation,
+        delivery.notifier.as_deref().unwrap_or("SYSTEM"),
+        ttln.max(1)
+    );
+    let mut part = |name: &str, value: Option<String>| {
+        if let Some(value) = value {
+            line.push_str(&format!(":{name}:{value}"));
+        }
+    };
+    part("ttl", delivery.ttl.map(|v| v.to_string()));
+    part("ttb", delivery.ttb.map(|v| v.to_string()));
+    if let Some(ttr) = delivery.ttr {
+        part("ttr", Some(ttr.to_string()));
+        part("ccd", Some(delivery.ccd.unwrap_or(false).to_string()));
+    }
+    if let Some(metadata) = &notification.metadata {
+        part("isEncrypted", Some(notification.is_encrypted.to_string()));
+        part("sharedKeyEnc", metadata.shared_key_enc.clone());
+        part("pubKeyCS", delivery.pub_key_cs.clone());
+        part("encKeyName", metadata.enc_key_name.clone());
+        part("encAlgo", metadata.enc_algo.clone());
+        part("ivNonce", metadata.iv_nonce.clone());
+        part("skeEncKeyName", metadata.ske_enc_key_name.clone());
+        part("skeEncAlgo", metadata.ske_enc_algo.clone());
+    }
+    line.push(':');
+    line.push_str(&notification.key);
+    if let Some(value) = &notification.value {
+        line.push(':');
+        line.push_str(value);
+    }
+    line
+}
+
+/// Stores a notification from `from` to an atSign on another server as `queued`, for the
+/// router to deliver.
+pub async fn queue(
+    store: &Store,
+    router: &Addr<NotificationRouter>,
+    from: &AtSign,
+    notification: &Notification,
+    delivery: Delivery,
+    expires: EpochMillis,
+) -> Result<(), crate::store::StoreError> {
+    let stored = Stored {
+        notification: notification.clone(),
+        status: Status::Queued,
+        delivery: Some(delivery),
+    };
+    notifications::put(store, from, NotificationLog::Sent, &stored, expires).await?;
+    router.do_send(Deliver {
+        from: from.clone(),
+        id: notification.id.clone(),
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notifications::NotificationMetadata;
+
+    fn notification(value: Option<&str>, metadata: Option<NotificationMetadata>) -> Notification {
+        Notification {
+            id: "n-1".into(),
+            from: "@alice".into(),
+            to: "@bob".into(),
+            key: "@bob:phone@alice".into(),
+            value: value.map(str::to_string),
+            operation: "update".into(),
+            epoch_millis: 1,
+            message_type: "MessageType.key".into(),
+            is_encrypted: true,
+            metadata,
+        }
+    }
+
+    #[test]
+    fn the_command_is_in_the_reference_order() {
+        let metadata = NotificationMetadata {
+            iv_nonce: Some("iv==".into()),
+            shared_key_enc: Some("ske".into()),
+            ..NotificationMetadata::default()
+        };
+        let delivery = Delivery {
+            notifier: Some("wavi".into()),
+            ttr: Some(-1),
+            ccd: Some(true),
+            ..Delivery::default()
+        };
+        assert_eq!(
+            notify_line(
+                &notification(Some("+1:555"), Some(metadata)),
+                &delivery,
+                900_000
+            ),
+            "notify:id:n-1:update:messageType:key:notifier:wavi:ttln:900000:ttr:-1:ccd:true:\
+             isEncrypted:true:sharedKeyEnc:ske:ivNonce:iv==:@bob:phone@alice:+1:555"
+        );
+        let mut delete = notification(None, None);
+        delete.operation = "delete".into();
+        assert_eq!(
+            notify_line(&delete, &Delivery::default(), 900_000),
+            "notify:id:n-1:delete:messageType:key:notifier:SYSTEM:ttln:900000:@bob:phone@alice"
+        );
+    }
+
+    #[test]
+    fn every_command_sent_parses_as_the_notify_it_describes() {
+        use at_common::verb::{Command, NotifyScope};
+        let delivery = Delivery {
+            ttl: Some(60_000),
+            ttr: Some(10),
+            ccd: Some(false),
+            ..Delivery::default()
+        };
+        let line = notify_line(
+            &notification(Some("v"), Some(NotificationMetadata::default())),
+            &delivery,
+            5,
+        );
+        let Ok(Command::Notify(notify)) = Command::parse(&line) else {
+            panic!("{line}");
+        };
+        assert_eq!(notify.id.as_deref(), Some("n-1"));
+        assert_eq!(
+            notify.scope,
+            Some(NotifyScope::To(AtSign::parse("@bob").unwrap()))
+        );
+        assert_eq!(
+            (notify.key.as_str(), notify.value.as_deref()),
+            ("phone", Some("v"))
+        );
+        assert_eq!(
+            (notify.meta.ttr, notify.meta.ccd, notify.meta.ttl),
+            (Some(10), Some(false), Some(60_000))
+        );
+        assert_eq!(notify.ttln, Some(5));
+    }
+}

@@ -1,0 +1,206 @@
+//! Each hosted atSign's signing key pair, with which its server proves itself to other
+//! atServers (`pol`, reference-server.md §4.4, §9).
+//!
+//! RSA-2048, made by the server once per atSign, never by a client: the private key at
+//! `@<me>:signing_privatekey@<me>` (base64 PKCS#8 DER), the public key at
+//! `public:signing_publickey@<me>` (base64 DER SubjectPublicKeyInfo, what peers verify with),
+//! then the marker `privatekey:signing_keypair_generated` = `true`, in that order. The
+//! reference makes the pair at start-up; here it is made the first time the atSign talks to
+//! another atServer, so provisioning thousands of atSigns costs no key generation.
+//!
+//! The private key is written only if absent, in one atomic step: two nodes (or two links of
+//! one node) making a pair at once keep one pair, and both sign with it. A missing marker means
+//! an earlier attempt stopped after the private key; the public key is then derived again.
+
+use at_common::auth::base64;
+use at_common::error::{AtError, ErrorCode};
+use at_common::metadata::{now_ms, MetadataUpdate};
+use at_common::AtSign;
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use rsa::RsaPrivateKey;
+
+use crate::store::{CommitOp, Mutation, Record, Store};
+use crate::verbs::update::merge;
+
+/// The key size of the reference's signing keys.
+const BITS: usize = 2048;
+/// Set once both halves are stored.
+pub const GENERATED_MARKER: &str = "privatekey:signing_keypair_generated";
+
+/// `@me:signing_privatekey@me`.
+pub fn private_key_name(me: &AtSign) -> String {
+    format!("{me}:signing_privatekey{me}")
+}
+
+/// `public:signing_publickey@me`.
+pub fn public_key_name(me: &AtSign) -> String {
+    format!("public:signing_publickey{me}")
+}
+
+/// `me`'s signing private key as PKCS#8 DER, made and stored first if `me` has none yet.
+pub async fn private_key(store: &Store, me: &AtSign) -> Result<Vec<u8>, AtError> {
+    let name = private_key_name(me);
+    let marked = store.get(me, GENERATED_MARKER).await?.is_some();
+    if let (true, Some(stored)) = (marked, stored_value(store, me, &name).await?) {
+        return decode(&stored);
+    }
+    if stored_value(store, me, &name).await?.is_none() {
+        let fresh = tokio::task::spawn_blocking(generate)
+            .await
+            .map_err(|_| AtError::from(ErrorCode::InternalServerException))??;
+        put_if_absent(store, me, &name, fresh).await?;
+    }
+    // Whichever pair won the race is the one kept; its public half is derived from it.
+    let stored = stored_value(store, me, &name)
+        .await?
+        .ok_or_else(|| AtError::from(ErrorCode::InternalServerException))?;
+    let der = decode(&stored)?;
+    let public = public_of(&der)?;
+    put(
+        store,
+        me,
+        &public_key_name(me),
+        public,
+        Some(CommitOp::UpdateAll),
+    )
+    .await?;
+    put(store, me, GENERATED_MARKER, "true".into(), None).await?;
+    tracing::info!(%me, "made the atSign's signing key pair");
+    Ok(der)
+}
+
+async fn stored_value(store: &Store, me: &AtSign, key: &str) -> Result<Option<String>, AtError> {
+    Ok(store.get(me, key).await?.and_then(|record| record.value))
+}
+
+/// A new RSA-2048 private key, base64 PKCS#8 DER. Blocking: tens to hundreds of ms.
+fn generate() -> Result<String, AtError> {
+    let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, BITS).map_err(internal)?;
+    let der = key.to_pkcs8_der().map_err(internal)?;
+    Ok(base64::encode(der.as_bytes()))
+}
+
+/// The base64 SubjectPublicKeyInfo of a PKCS#8 RSA private key.
+fn public_of(pkcs8_der: &[u8]) -> Result<String, AtError> {
+    let key = RsaPrivateKey::from_pkcs8_der(pkcs8_der).map_err(internal)?;
+    let spki = key.to_public_key().to_public_key_der().map_err(internal)?;
+    Ok(base64::encode(spki.as_bytes()))
+}
+
+fn decode(stored: &str) -> Result<Vec<u8>, AtError> {
+    base64::decode(stored.trim()).map_err(|_| {
+        tracing::error!("the stored signing private key is not base64");
+        AtError::from(ErrorCode::InternalServerException)
+    })
+}
+
+fn internal(error: impl std::fmt::Display) -> AtError {
+    tracing::error!(%error, "signing key pair");
+    AtError::from(ErrorCode::InternalServerException)
+}
+
+/// Stores `value` under `key` unless the key holds a value already.
+async fn put_if_absent(
+    store: &Store,
+    me: &AtSign,
+    key: &str,
+    value: String,
+) -> Result<(), AtError> {
+    let me_ = me.clone();
+    store
+        .modify(me, key, move |existing| {
+            if existing.is_some_and(|r| r.value.is_some()) {
+                return Ok(Mutation::Keep);
+            }
+            let record = Record {
+                value: Some(value.clone()),
+                metadata: merge(None, &MetadataUpdate::default(), &me_, now_ms()),
+            };
+            Ok(Mutation::put(record, CommitOp::UpdateAll))
+        })
+        .await?;
+    Ok(())
+}
+
+/// Stores `value` under `key`, with a commit entry when `op` is given.
+async fn put(
+    store: &Store,
+    me: &AtSign,
+    key: &str,
+    value: String,
+    op: Option<CommitOp>,
+) -> Result<(), AtError> {
+    let me_ = me.clone();
+    store
+        .modify(me, key, move |existing| {
+            let metadata = merge(
+                existing.map(|r| r.metadata.clone()),
+                &MetadataUpdate::default(),
+                &me_,
+                now_ms(),
+            );
+            let record = Record {
+                value: Some(value.clone()),
+                metadata,
+            };
+            Ok(match op {
+                Some(op) => Mutation::put(record, op),
+                None => Mutation::Put { record, op: None },
+            })
+        })
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use at_common::auth::{sign_rsa_sha256_b64, verify_rsa_sha256_b64};
+
+    use super::*;
+    use crate::verbs::testing::fixture;
+
+    #[tokio::test]
+    async fn made_once_stored_as_the_reference_names_them_and_signatures_verify() {
+        let f = fixture().await;
+        let first = private_key(&f.store, &f.me).await.unwrap();
+        let again = private_key(&f.store, &f.me).await.unwrap();
+        assert_eq!(first, again, "the pair is made once");
+
+        let stored = |key: String| {
+            let store = f.store.clone();
+            let me = f.me.clone();
+            async move { store.get(&me, &key).await.unwrap().unwrap() }
+        };
+        let private = stored("@alice:signing_privatekey@alice".into()).await;
+        assert_eq!(
+            base64::decode(private.value.as_deref().unwrap()).unwrap(),
+            first
+        );
+        let public = stored("public:signing_publickey@alice".into()).await;
+        let marker = stored(GENERATED_MARKER.into()).await;
+        assert_eq!(marker.value.as_deref(), Some("true"));
+        assert_eq!(public.metadata.created_by.as_ref(), Some(&f.me));
+
+        let signature = sign_rsa_sha256_b64(&first, "a-challenge").unwrap();
+        let key = public.value.unwrap();
+        verify_rsa_sha256_b64(&key, "a-challenge", &signature).unwrap();
+        assert!(verify_rsa_sha256_b64(&key, "another", &signature).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_pair_interrupted_before_its_public_half_is_completed_with_the_same_key() {
+        let f = fixture().await;
+        let der = private_key(&f.store, &f.me).await.unwrap();
+        let public = f.store.get(&f.me, &public_key_name(&f.me)).await.unwrap();
+        // As if the first attempt had stopped right after storing the private key.
+        for key in [public_key_name(&f.me), GENERATED_MARKER.to_string()] {
+            f.store
+                .modify(&f.me, &key, |_| Ok(Mutation::Remove { commit: false }))
+                .await
+                .unwrap();
+        }
+        assert_eq!(private_key(&f.store, &f.me).await.unwrap(), der);
+        let again = f.store.get(&f.me, &public_key_name(&f.me)).await.unwrap();
+        assert_eq!(again.unwrap().value, public.unwrap().value);
+    }
+}

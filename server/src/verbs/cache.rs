@@ -1,0 +1,165 @@
+//! Cached copies of other atSigns' keys (reference-server.md §8): `cached:@me:<key>@other`
+//! for what @other shared with `me`, `cached:public:<key>@other` for @other's public keys.
+//!
+//! - Kept when the owner gave the key a ttr: refreshed after `ttr` seconds (`refreshAt`),
+//!   forever for `-1`. A shared key without ttr (or 0) is not cached. A public key without ttr
+//!   is cached anyway for 24 hours (ttl), as the reference does; `publickey@…` forever.
+//! - Served while active (ttb/ttl) and fresh (`ttr` −1, or `now <= refreshAt`); otherwise the
+//!   owner's server is asked again.
+//! - Removed when the owner says the key is gone; `cached:public:publickey@…` is kept (the
+//!   reference never drops a known public key on a failed lookup).
+//! - Cached keys are committed like any key, so the owner's clients sync them; the owner cannot
+//!   update them (`update` refuses cached keys).
+
+use at_common::error::AtError;
+use at_common::metadata::{EpochMillis, MetadataUpdate};
+use at_common::AtSign;
+
+use super::get_active;
+use super::update::merge;
+use crate::store::{CommitOp, Mutation, Record, Store};
+
+/// How long a public key without ttr stays cached.
+const PUBLIC_WITHOUT_TTR_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Which kind of cached copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cached {
+    /// `cached:@me:<key>@other`.
+    Shared,
+    /// `cached:public:<key>@other`.
+    Public,
+}
+
+/// The cached record under `cached_key` if it may be served at `now`.
+pub async fn fresh(
+    store: &Store,
+    me: &AtSign,
+    cached_key: &str,
+    now: EpochMillis,
+) -> Result<Option<Record>, AtError> {
+    let Some(record) = get_active(store, me, cached_key, now).await? else {
+        return Ok(None);
+    };
+    let metadata = &record.metadata;
+    let fresh = metadata.ttr == Some(-1) || metadata.refresh_at.is_some_and(|at| now <= at);
+    Ok(fresh.then_some(record))
+}
+
+/// Stores `fetched` (just read from its owner's server) as `cached_key`, if the rules above
+/// say it is cached; says whether it was.
+pub async fn keep(
+    store: &Store,
+    me: &AtSign,
+    cached_key: &str,
+    fetched: &Record,
+    kind: Cached,
+    now: EpochMillis,
+) -> Result<bool, AtError> {
+    let mut metadata = fetched.metadata.clone();
+    match (metadata.ttr.filter(|&ttr| ttr != 0), kind) {
+        (Some(_), _) => {}
+        (None, Cached::Public) if is_public_encryption_key(cached_key) => metadata.ttr = Some(-1),
+        (None, Cached::Public) => {
+            metadata.ttl = Some(PUBLIC_WITHOUT_TTR_MS);
+            metadata.expires_at = Some(now + PUBLIC_WITHOUT_TTR_MS);
+            // Served for as long as it lives.
+            metadata.refresh_at = metadata.expires_at;
+        }
+        (None, Cached::Shared) => return Ok(false),
+    }
+    if let Some(ttr) = metadata.ttr.filter(|&ttr| ttr > 0) {
+        metadata.refresh_at = Some(now + ttr.saturating_mul(1000));
+    }
+    if metadata.ttr == Some(-1) {
+        metadata.refresh_at = None;
+    }
+    let record = Record {
+        value: fetched.value.clone(),
+        metadata,
+    };
+    store
+        .put(me, cached_key, &record, CommitOp::UpdateAll)
+        .await?;
+    Ok(true)
+}
+
+/// Removes the cached copy `cached_key` (its owner says the key is gone), with a commit entry
+/// so synced clients drop it too; says whether there was one.
+pub async fn drop(store: &Store, me: &AtSign, cached_key: &str) -> Result<bool, AtError> {
+    if is_public_encryption_key(cached_key) {
+        return Ok(false);
+    }
+    let written = store
+        .modify(me, cached_key, |current| {
+            Ok(match current {
+                Some(_) => Mutation::Remove { commit: true },
+                None => Mutation::Keep,
+            })
+        })
+        .await?;
+    Ok(written.changed)
+}
+
+/// A notification from `from` with a ttr (§5.4): caches its key as `cached_key`, with the
+/// notification's metadata merged into any cached copy; without a value, only the metadata of
+/// an existing copy changes. Only `from`'s own keys are cached: a server cannot plant copies
+/// of another atSign's keys.
+pub async fn keep_notified(
+    store: &Store,
+    me: &AtSign,
+    cached_key: &str,
+    value: Option<String>,
+    meta: &MetadataUpdate,
+    from: &AtSign,
+    now: EpochMillis,
+) -> Result<(), AtError> {
+    if !cached_key.ends_with(from.as_str()) || !cached_key.starts_with(&format!("cached:{me}:")) {
+        return Ok(());
+    }
+    let (meta, from) = (meta.clone(), from.clone());
+    store
+        .modify(me, cached_key, move |existing| {
+            if value.is_none() && existing.is_none() {
+                return Ok(Mutation::Keep);
+            }
+            let mut metadata = merge(existing.map(|r| r.metadata.clone()), &meta, &from, now);
+            metadata.refresh_at = match metadata.ttr {
+                Some(ttr) if ttr > 0 => Some(now + ttr.saturating_mul(1000)),
+                _ => None,
+            };
+            let value = value
+                .clone()
+                .or_else(|| existing.and_then(|r| r.value.clone()));
+            Ok(Mutation::put(
+                Record { value, metadata },
+                CommitOp::UpdateAll,
+            ))
+        })
+        .await?;
+    Ok(())
+}
+
+/// A delete notification: drops the cached copy if it was cached with `ccd` (cascade delete).
+pub async fn drop_if_cascading(
+    store: &Store,
+    me: &AtSign,
+    cached_key: &str,
+) -> Result<bool, AtError> {
+    let written = store
+        .modify(me, cached_key, |current| {
+            Ok(match current {
+                Some(record) if record.metadata.ccd == Some(true) => {
+                    Mutation::Remove { commit: true }
+                }
+                _ => Mutation::Keep,
+            })
+        })
+        .await?;
+    Ok(written.changed)
+}
+
+/// `cached:public:publickey@…`: another atSign's encryption public key.
+fn is_public_encryption_key(cached_key: &str) -> bool {
+    cached_key.starts_with("cached:public:publickey@")
+}

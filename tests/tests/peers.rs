@@ -1,0 +1,340 @@
+//! Server-to-server over real TLS: two atServers, each with its own store and its own
+//! certificate issued by one cluster CA (`at-server ca-create`), found through one atDirectory.
+//! @alice lives on server A, @bob on server B.
+//!
+//! - @bob's `lookup:phone@alice` goes from B to A as `from:@bob` + `pol`; A checks the claim by
+//!   calling back B (`lookup:_<session>@bob`, `lookup:signing_publickey@bob`) and serves
+//!   `@bob:phone@alice`; B caches it (`ttr`), serves the cache, `bypassCache` goes to A again;
+//! - `plookup` reads A's public keys without pol and caches them;
+//! - a forged `pol` (nobody signed the challenge) is refused with AT0401, connection open;
+//! - with A stopped, a lookup is AT0007 and B's client connection stays open.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use at_tests::client::Client;
+use at_tests::process::{run, workspace_binary, Running};
+use at_tests::TempDir;
+
+/// One atServer of the test: its config, the port of its one atSign, and its process.
+struct Server {
+    config: PathBuf,
+    port: u16,
+    running: Option<Running>,
+}
+
+fn toml_path(path: &Path) -> String {
+    format!("{:?}", path.display().to_string())
+}
+
+impl Server {
+    /// Writes the config of server `name` under `dir` (its cert issued by the CA in `ca_dir`,
+    /// the directory at `directory`), provisions `atsign` on it and returns it with the CRAM
+    /// secret; not yet serving.
+    fn provisioned(
+        dir: &Path,
+        name: &str,
+        atsign: &str,
+        ca_dir: &Path,
+        directory: &Running,
+    ) -> (Server, String) {
+        let port = at_tests::free_port();
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {}\ndirectory_data_dir = {}\npublic_host = \"127.0.0.1\"\n\
+                 listen = \"127.0.0.1:0\"\nport_range_start = {port}\nport_range_len = 1\n\
+                 directory = \"{}\"\ndirectory_ca_file = {}\npeer_ca_files = [{}]\n\
+                 peer_timeout_millis = 3000\nnotification_retry_max_millis = 1000\n\
+                 [tls]\nca_file = {}\nca_key_file = {}\n",
+                toml_path(&dir.join(name)),
+                toml_path(&dir.join("directory")),
+                directory.addr,
+                toml_path(&dir.join("directory/tls/ca.pem")),
+                toml_path(&ca_dir.join("ca.pem")),
+                toml_path(&ca_dir.join("ca.pem")),
+                toml_path(&ca_dir.join("ca-key.pem")),
+            ),
+        )
+        .unwrap();
+        let config_arg = config.display().to_string();
+        let out = run(
+            &workspace_binary("at-server"),
+            &["--config", &config_arg, "provision", atsign],
+            &[],
+        );
+        assert!(out.status.success(), "provision: {out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let secret = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("cram secret: "))
+            .unwrap_or_else(|| panic!("{stdout}"))
+            .to_string();
+        assert!(
+            stdout.starts_with(&format!("provisioned {atsign} at 127.0.0.1:{port}")),
+            "{stdout}"
+        );
+        let server = Server {
+            config,
+            port,
+            running: None,
+        };
+        (server, secret)
+    }
+
+    fn start(&mut self) {
+        let config = self.config.display().to_string();
+        self.running = Some(Running::start(
+            &workspace_binary("at-server"),
+            &["--config", &config, "serve"],
+            &[("AT_SERVER_LOG", "warn")],
+            false,
+        ));
+    }
+
+    fn stop(&mut self) {
+        self.running.take().expect("running").stop();
+    }
+
+    /// A new connection to this server's atSign, past the `@` prompt.
+    fn connect(&self, ca: &Path) -> Client {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut client = Client::tls_named(addr, ca, "127.0.0.1");
+        client.expect(b"@");
+        client
+    }
+}
+
+/// The next line on a monitor connection, within a few seconds.
+fn next_line(monitor: &mut Client) -> String {
+    monitor
+        .try_read_until(b"\n", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("no notification: {e}"))
+}
+
+/// A monitor line with its time replaced by `<time>`.
+fn line_without_time(line: &str) -> String {
+    let at = line.find("\"epochMillis\":").expect("epochMillis") + "\"epochMillis\":".len();
+    let end = at + line[at..].find(',').expect("after epochMillis");
+    assert!(line[at..end].parse::<i64>().is_ok(), "{line}");
+    format!("{}<time>{}", &line[..at], &line[end..])
+}
+
+/// Polls `check` for up to 10 s.
+fn eventually(mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "not within 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends `line`; the reply without `prompt`.
+fn ask(client: &mut Client, line: &str, prompt: &str) -> String {
+    client.send(format!("{line}\n").as_bytes());
+    let reply = client
+        .try_read_until(prompt.as_bytes(), Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{line}: {e}"));
+    reply.strip_suffix(prompt).unwrap().to_string()
+}
+
+#[test]
+fn atsigns_on_two_servers_share_keys_over_pol() {
+    let dir = TempDir::new("peers");
+    let ca_dir = dir.path().join("ca");
+    let out = run(
+        &workspace_binary("at-server"),
+        &["ca-create", "--out", &ca_dir.display().to_string()],
+        &[],
+    );
+    assert!(out.status.success(), "ca-create: {out:?}");
+    let ca = ca_dir.join("ca.pem");
+    let directory = Running::start(
+        &workspace_binary("at-directory"),
+        &[
+            "--data-dir",
+            &dir.path().join("directory").display().to_string(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "",
+        ],
+        &[("AT_DIRECTORY_LOG", "warn")],
+        false,
+    );
+    let (mut a, alice_secret) = Server::provisioned(dir.path(), "a", "@alice", &ca_dir, &directory);
+    let (mut b, bob_secret) = Server::provisioned(dir.path(), "b", "@bob", &ca_dir, &directory);
+    a.start();
+    b.start();
+
+    let mut alice = a.connect(&ca);
+    alice.cram_in("@alice", &alice_secret);
+    let mut bob = b.connect(&ca);
+    bob.cram_in("@bob", &bob_secret);
+    let (at_alice, at_bob) = ("\n@alice@", "\n@bob@");
+
+    assert!(ask(&mut alice, "update:ttr:-1:@bob:phone@alice 123", at_alice).starts_with("data:"));
+    assert!(ask(&mut alice, "update:public:location@alice paris", at_alice).starts_with("data:"));
+
+    // From B to A with pol; A calls B back to check the signature.
+    assert_eq!(ask(&mut bob, "lookup:phone@alice", at_bob), "data:123");
+    assert_eq!(
+        ask(&mut bob, "llookup:cached:@bob:phone@alice", at_bob),
+        "data:123",
+        "ttr -1: cached on B"
+    );
+    let all = ask(&mut bob, "lookup:all:phone@alice", at_bob);
+    assert!(
+        all.starts_with(
+            r#"data:{"key":"@bob:phone@alice","data":"123","metaData":{"createdBy":"@alice""#
+        ),
+        "{all}"
+    );
+    let signing_key = ask(&mut bob, "llookup:public:signing_publickey@bob", at_bob);
+    assert!(
+        signing_key.starts_with("data:MII"),
+        "B made @bob's signing key: {signing_key}"
+    );
+
+    // The cache answers until bypassed.
+    assert!(ask(&mut alice, "update:ttr:-1:@bob:phone@alice 456", at_alice).starts_with("data:"));
+    assert_eq!(ask(&mut bob, "lookup:phone@alice", at_bob), "data:123");
+    assert_eq!(
+        ask(&mut bob, "lookup:bypassCache:true:phone@alice", at_bob),
+        "data:456"
+    );
+    assert_eq!(ask(&mut bob, "lookup:phone@alice", at_bob), "data:456");
+
+    // Public keys: no pol, cached for a day.
+    assert_eq!(
+        ask(&mut bob, "plookup:location@alice", at_bob),
+        "data:paris"
+    );
+    assert_eq!(
+        ask(&mut bob, "llookup:cached:public:location@alice", at_bob),
+        "data:paris"
+    );
+    // What A does not have, in A's words.
+    assert_eq!(
+        ask(&mut bob, "lookup:fax@alice", at_bob),
+        "error:AT0015-key not found : Exception: @bob:fax@alice does not exist in keystore"
+    );
+
+    // Claiming to be @bob without @bob's server's signature.
+    let mut forger = a.connect(&ca);
+    let proof = ask(&mut forger, "from:@bob", "\n@");
+    assert!(proof.starts_with("data:proof:_"), "{proof}");
+    assert_eq!(
+        ask(&mut forger, "pol", "\n@"),
+        "error:AT0401-Exception: Pol Authentication Failed"
+    );
+    // Still open, still unauthenticated: only public keys.
+    assert_eq!(
+        ask(&mut forger, "lookup:location@alice", "\n@"),
+        "data:paris"
+    );
+    assert_eq!(
+        ask(&mut forger, "lookup:phone@alice", "\n@"),
+        "error:AT0015-Exception: public:phone@alice does not exist in keystore"
+    );
+
+    // Notifications from A reach @bob's monitor on B. The two updates above told @bob too
+    // (autoNotify), in the background: let them arrive first.
+    eventually(|| {
+        let received = ask(&mut bob, "notify:list:phone", at_bob);
+        received.matches("\"key\":\"@bob:phone@alice\"").count() == 2
+    });
+    let mut monitor = b.connect(&ca);
+    monitor.cram_in("@bob", &bob_secret);
+    monitor.send(b"monitor\n");
+    assert_eq!(
+        ask(
+            &mut alice,
+            "notify:id:hello-1:update:messageType:text:@bob:hello",
+            at_alice
+        ),
+        "data:hello-1"
+    );
+    assert_eq!(
+        line_without_time(&next_line(&mut monitor)),
+        "notification: {\"id\":\"hello-1\",\"from\":\"@alice\",\"to\":\"@bob\",\"key\":\"@bob:hello\",\
+         \"value\":null,\"operation\":\"update\",\"epochMillis\":<time>,\"messageType\":\"MessageType.text\",\
+         \"isEncrypted\":false,\"metadata\":{\"encKeyName\":null,\"encAlgo\":null,\"ivNonce\":null,\
+         \"skeEncKeyName\":null,\"skeEncAlgo\":null,\"sharedKeyEnc\":null}}\n"
+    );
+    eventually(|| ask(&mut alice, "notify:status:hello-1", at_alice) == "data:delivered");
+
+    // autoNotify: @alice's update reaches @bob's monitor and refreshes B's cached copy ...
+    assert!(ask(
+        &mut alice,
+        "update:ttr:-1:ccd:true:@bob:phone@alice 789",
+        at_alice
+    )
+    .starts_with("data:"));
+    let line = next_line(&mut monitor);
+    assert!(
+        line.contains("\"from\":\"@alice\",\"to\":\"@bob\",\"key\":\"@bob:phone@alice\",\"value\":\"789\",\"operation\":\"update\""),
+        "{line}"
+    );
+    eventually(|| ask(&mut bob, "llookup:cached:@bob:phone@alice", at_bob) == "data:789");
+    // ... and its delete (ccd) removes the copy.
+    assert!(ask(&mut alice, "delete:@bob:phone@alice", at_alice).starts_with("data:"));
+    let line = next_line(&mut monitor);
+    assert!(
+        line.contains("\"key\":\"@bob:phone@alice\",\"value\":null,\"operation\":\"delete\""),
+        "{line}"
+    );
+    eventually(|| {
+        ask(&mut bob, "llookup:cached:@bob:phone@alice", at_bob)
+            == "error:AT0015-key not found : cached:@bob:phone@alice does not exist in keystore"
+    });
+
+    // B is down when @alice notifies: queued, delivered once B is back.
+    drop(monitor);
+    b.stop();
+    assert_eq!(
+        ask(
+            &mut alice,
+            "notify:id:later-1:update:messageType:text:@bob:later",
+            at_alice
+        ),
+        "data:later-1"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let status = ask(&mut alice, "notify:status:later-1", at_alice);
+    assert!(
+        status == "data:errored" || status == "data:queued",
+        "{status}"
+    );
+    b.start();
+    eventually(|| ask(&mut alice, "notify:status:later-1", at_alice) == "data:delivered");
+    let mut monitor = b.connect(&ca);
+    monitor.cram_in("@bob", &bob_secret);
+    monitor.send(b"monitor:0 later\n");
+    let line = next_line(&mut monitor);
+    assert!(
+        line.contains("\"id\":\"later-1\",\"from\":\"@alice\""),
+        "{line}"
+    );
+    let mut bob = b.connect(&ca);
+    bob.cram_in("@bob", &bob_secret);
+
+    // A goes away: B says so and keeps the client's connection; the cache still answers.
+    assert!(ask(&mut alice, "update:ttr:-1:@bob:phone@alice 999", at_alice).starts_with("data:"));
+    assert_eq!(
+        ask(&mut bob, "lookup:bypassCache:true:phone@alice", at_bob),
+        "data:999"
+    );
+    a.stop();
+    let down = ask(&mut bob, "lookup:bypassCache:true:phone@alice", at_bob);
+    assert!(down.starts_with("error:AT0007-"), "{down}");
+    assert_eq!(
+        ask(&mut bob, "lookup:phone@alice", at_bob),
+        "data:999",
+        "cache"
+    );
+    assert_eq!(ask(&mut bob, "noop:0", at_bob), "data:ok");
+    b.stop();
+}
