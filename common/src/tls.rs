@@ -40,6 +40,8 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("building the TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("verifying client certificates: {0}")]
+    ClientVerifier(String),
 }
 
 /// Where the served certificate came from; printed at start-up so an operator knows what to trust.
@@ -57,6 +59,69 @@ pub enum CertSource {
 pub fn acceptor(
     config: &TlsConfig,
     data_dir: &Path,
+) -> Result<Option<(TlsAcceptor, CertSource)>, TlsError> {
+    build_acceptor(config, data_dir, None)
+}
+
+/// As [`acceptor`], also asking clients for a certificate, verified against the system roots
+/// and `client_ca_files` when one is given; clients without one (the SDKs) are served as
+/// usual. An atServer's listener: other servers identify themselves this way (mutual TLS);
+/// [`peer_names`] reads the names of a verified client certificate.
+pub fn acceptor_verifying_clients(
+    config: &TlsConfig,
+    data_dir: &Path,
+    client_ca_files: &[PathBuf],
+) -> Result<Option<(TlsAcceptor, CertSource)>, TlsError> {
+    build_acceptor(config, data_dir, Some(client_ca_files))
+}
+
+/// The host names and IP addresses a (verified) certificate names: its DNS and IP subject
+/// alternative names, then its common names. Empty when it cannot be parsed.
+pub fn peer_names(certificate: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(certificate.as_ref()) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(dns) => names.push(dns.to_ascii_lowercase()),
+                GeneralName::IPAddress(&[a, b, c, d]) => {
+                    names.push(std::net::Ipv4Addr::new(a, b, c, d).to_string());
+                }
+                GeneralName::IPAddress(bytes) if bytes.len() == 16 => {
+                    let octets: [u8; 16] = (*bytes).try_into().unwrap_or([0; 16]);
+                    names.push(std::net::Ipv6Addr::from(octets).to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+    for common_name in cert.subject().iter_common_name() {
+        if let Ok(text) = common_name.as_str() {
+            names.push(text.to_ascii_lowercase());
+        }
+    }
+    names
+}
+
+/// Whether `host` is one of `names`: equal, or under a wildcard `*.<domain>` that stands for
+/// exactly one label (as browsers match).
+pub fn names_host(names: &[String], host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    names.iter().any(|name| match name.strip_prefix("*.") {
+        Some(domain) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == domain),
+        None => *name == host,
+    })
+}
+
+fn build_acceptor(
+    config: &TlsConfig,
+    data_dir: &Path,
+    client_ca_files: Option<&[PathBuf]>,
 ) -> Result<Option<(TlsAcceptor, CertSource)>, TlsError> {
     if config.plain {
         return Ok(None);
@@ -83,20 +148,39 @@ pub fn acceptor(
             (dir.join("cert.pem"), dir.join("key.pem"), source)
         }
     };
-    let server = server_config(&cert_file, &key_file)?;
+    let server = match client_ca_files {
+        None => server_config(&cert_file, &key_file)?,
+        Some(ca_files) => {
+            let roots = Arc::new(roots(ca_files)?);
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| TlsError::ClientVerifier(e.to_string()))?;
+            let certs = read_certs(&cert_file)?;
+            let key =
+                PrivateKeyDer::from_pem_file(&key_file).map_err(|e| pem_error(&key_file, e))?;
+            rustls::ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()?
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(certs, key)?
+        }
+    };
     Ok(Some((TlsAcceptor::from(Arc::new(server)), source)))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// A rustls server configuration serving the chain in `cert_file` with `key_file`.
 pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<rustls::ServerConfig, TlsError> {
     let certs = read_certs(cert_file)?;
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| pem_error(key_file, e))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
     Ok(config)
 }
 
@@ -135,10 +219,9 @@ pub fn identity_files(config: &TlsConfig, data_dir: &Path) -> Option<(PathBuf, P
     })
 }
 
-fn client_builder(
-    ca_files: &[PathBuf],
-) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, TlsError>
-{
+/// The system's roots (the platform store, unreadable entries skipped) and every certificate
+/// in `ca_files` (each must be readable).
+fn roots(ca_files: &[PathBuf]) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     let system = rustls_native_certs::load_native_certs();
     for cert in system.certs {
@@ -150,12 +233,16 @@ fn client_builder(
             roots.add(cert)?;
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots);
-    Ok(config)
+    Ok(roots)
+}
+
+fn client_builder(
+    ca_files: &[PathBuf],
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, TlsError>
+{
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots(ca_files)?))
 }
 
 /// Every certificate in a PEM file, in order; an empty file is an error.
@@ -379,5 +466,41 @@ mod tests {
             acceptor(&config, Path::new("/tmp")),
             Err(TlsError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn a_certificate_names_its_hosts_and_wildcards_stand_for_one_label() {
+        let dir = temp_dir("names");
+        let names = vec![
+            "*.atsign.test".to_string(),
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ];
+        let (ca, key) = create_ca(&dir.join("ca")).unwrap();
+        assert!(
+            create_ca(&dir.join("ca")).is_err(),
+            "a CA is never replaced"
+        );
+        issue(&dir.join("tls"), &names, &ca, &key).unwrap();
+        let leaf = read_certs(&dir.join("tls/cert.pem")).unwrap();
+        let found = peer_names(&leaf[0]);
+        assert_eq!(
+            &found[..3],
+            &names[..],
+            "SANs, then the common name: {found:?}"
+        );
+
+        assert!(names_host(&found, "a1b2.atsign.test"));
+        assert!(names_host(&found, "LOCALHOST"));
+        assert!(names_host(&found, "127.0.0.1"));
+        assert!(
+            !names_host(&found, "atsign.test"),
+            "the wildcard needs a label"
+        );
+        assert!(!names_host(&found, "a.b.atsign.test"), "and only one");
+        assert!(!names_host(&found, "evil-atsign.test"));
+        assert!(!names_host(&found, "127.0.0.2"));
+        assert!(!names_host(&[], "localhost"));
+        let _ = fs::remove_dir_all(&dir);
     }
 }

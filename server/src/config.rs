@@ -19,6 +19,16 @@ use crate::maintenance::Settings;
 /// wait longer than a day.
 const MAX_MAINTENANCE_INTERVAL_SECS: u64 = 24 * 3600;
 
+/// Whether another atServer must identify itself with a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertificate {
+    /// `from:@bob` without a certificate naming @bob's host is AT0401.
+    Required,
+    /// Any client may claim to be @bob; `pol` alone decides.
+    Optional,
+}
+
 /// The whole configuration of one atServer node.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -83,8 +93,12 @@ pub struct ServerConfig {
     /// The most commit entries kept per atSign; the oldest beyond it are dropped.
     pub commit_log_max_entries: usize,
     /// CA files trusted (beside the system roots and `directory_ca_file`) for other atServers'
-    /// certificates, when this node's atSigns look up keys on them or notify them.
+    /// certificates: when this node's atSigns look up keys on them or notify them, and for the
+    /// client certificates they present here.
     pub peer_ca_files: Vec<PathBuf>,
+    /// Whether `from:@other` needs a TLS client certificate naming @other's server host (the
+    /// reference's clientCertificateRequired): `required` (the default) or `optional`.
+    pub peer_client_certificate: ClientCertificate,
     /// Idle time after which a connection to another atServer is closed
     /// (the reference's outbound_idle_time_millis).
     pub outbound_idle_time_millis: u64,
@@ -131,6 +145,7 @@ impl Default for ServerConfig {
             commit_log_keep_days: 15,
             commit_log_max_entries: 100_000,
             peer_ca_files: Vec::new(),
+            peer_client_certificate: ClientCertificate::Required,
             outbound_idle_time_millis: 600_000,
             outbound_max_limit: 200,
             peer_timeout_millis: 5_000,

@@ -253,24 +253,27 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         // APKAM enrollments, screened by the connection first (a request gets here from a
         // cram owner, to be approved at once); refused inside a batch (above).
         Command::Enroll(c) => verbs::enroll(store, me, c, run.owner, now).await,
-        // Notifications from the owner; a pol'd peer's (issue 6) are not served yet.
+        // Notifications: the owner's to send; another server's (pol) received from it.
         Command::Notify(c) if run.owner => verbs::notify(&outbox, me, c, now).await,
         Command::Notify(c) if run.peer.is_some() => {
             let peer = run.peer.as_ref().expect("checked by the guard");
             verbs::receive(store, monitors, me, peer, c, now).await
         }
         Command::NotifyStatus(c) if run.owner => verbs::notify_status(store, me, c, now).await,
-        Command::NotifyList(c) if run.owner => verbs::notify_list(store, me, c, now).await,
-        Command::NotifyRemove(c) => verbs::notify_remove(store, me, c).await,
-        Command::Notify(_) | Command::NotifyStatus(_) | Command::NotifyList(_) => {
-            Err(AtError::with_detail(
-                ErrorCode::Unauthenticated,
-                "Command cannot be executed without auth",
-            ))
+        Command::NotifyList(c) if run.owner => verbs::notify_list(store, me, None, c, now).await,
+        Command::NotifyList(c) if run.peer.is_some() => {
+            verbs::notify_list(store, me, run.peer.as_ref(), c, now).await
         }
-        // Server-to-server (issue 6) is not served yet: refused as the reference refuses a
-        // verb it does not know.
-        Command::NotifyFetch(_) | Command::NotifyAll(_) => Err(AtError::syntax("invalid command")),
+        Command::NotifyAll(c) if run.owner => verbs::notify_all(&outbox, me, c, now).await,
+        Command::NotifyFetch(c) => verbs::notify_fetch(store, me, c, now).await,
+        Command::NotifyRemove(c) => verbs::notify_remove(store, me, c).await,
+        Command::Notify(_)
+        | Command::NotifyStatus(_)
+        | Command::NotifyList(_)
+        | Command::NotifyAll(_) => Err(AtError::with_detail(
+            ErrorCode::Unauthenticated,
+            "Command cannot be executed without auth",
+        )),
         // The connection answers these itself; they never reach a key store.
         Command::From(_)
         | Command::Pol

@@ -126,7 +126,12 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
             .self_signed_names
             .push(config.public_host.clone());
     }
-    let tls = at_common::tls::acceptor(&tls_config, &config.data_dir)?.map(|(acceptor, source)| {
+    let tls = at_common::tls::acceptor_verifying_clients(
+        &tls_config,
+        &config.data_dir,
+        &config.peer_ca_files,
+    )?
+    .map(|(acceptor, source)| {
         tracing::info!(?source, "TLS ready");
         acceptor
     });
@@ -169,6 +174,8 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
             idle_unauthenticated: config.idle_limit(false),
             idle_authenticated: config.idle_limit(true),
             auth_throttle: Arc::new(AuthThrottle::new(config.throttle_limits())),
+            peer_certificate_required: config.peer_client_certificate
+                == crate::config::ClientCertificate::Required,
         }),
         open: Arc::new(AtomicUsize::new(0)),
         max: config.inbound_max_limit,
@@ -424,6 +431,14 @@ async fn begin(tcp: std::net::TcpStream, route: Route, shared: Arc<Shared>) {
                     _ => return,
                 };
             let server_name = tls.get_ref().1.server_name().map(str::to_string);
+            // Verified by the acceptor against the trusted CAs, when one was presented.
+            let client_names = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(at_common::tls::peer_names)
+                .unwrap_or_default();
             let atsign = match route {
                 Route::Fixed(atsign) => Some(atsign),
                 Route::BySni => match server_name {
@@ -431,14 +446,14 @@ async fn begin(tcp: std::net::TcpStream, route: Route, shared: Arc<Shared>) {
                     None => None,
                 },
             };
-            start(tls, atsign, slot, &shared).await;
+            start(tls, atsign, client_names, slot, &shared).await;
         }
         None => {
             let atsign = match route {
                 Route::Fixed(atsign) => Some(atsign),
                 Route::BySni => None,
             };
-            start(tcp, atsign, slot, &shared).await;
+            start(tcp, atsign, Vec::new(), slot, &shared).await;
         }
     }
 }
@@ -446,6 +461,7 @@ async fn begin(tcp: std::net::TcpStream, route: Route, shared: Arc<Shared>) {
 async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
     mut io: IO,
     atsign: Option<AtSign>,
+    client_names: Vec<String>,
     slot: Option<Slot>,
     shared: &Shared,
 ) {
@@ -462,17 +478,13 @@ async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
         let _ = io.shutdown().await;
         return;
     };
-    let keystore = shared.hosts.get(&atsign);
-    let monitors = shared.hosts.monitors().clone();
-    let peers = shared.hosts.peers().clone();
     Connection::start(
         io,
         atsign,
-        keystore,
-        monitors,
-        peers,
+        &shared.hosts,
         Arc::clone(&shared.limits),
         slot,
+        client_names,
     );
 }
 

@@ -8,6 +8,9 @@
 //!   it and hands it to its own monitors) and handed to this node's monitors directly when it
 //!   is not (embedded).
 //!
+//! Every [`STATS_PERIOD`], and after each write, monitors get the stats notification (`id`
+//! `-1`, the last commit id), the cue for clients to sync.
+//!
 //! Delivery to atSigns on other atServers is [`crate::router`]'s: such a notification is kept
 //! in the sender's sent log, `queued` until delivered.
 
@@ -226,6 +229,10 @@ pub struct Monitors {
 /// carrying the last commit id (what a client syncs to), not one each (a publish each on Redis).
 pub const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// How often every monitor gets a stats notification even without writes (the reference's
+/// statsNotificationJobTimeInterval).
+pub const STATS_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// How many atSigns' stats pacing is kept before the idle ones are forgotten.
 const STATS_REMEMBERED: usize = 10_000;
 
@@ -264,6 +271,15 @@ impl Monitors {
             next_id: Arc::default(),
             stats: Arc::default(),
         };
+        let periodic = monitors.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(STATS_PERIOD);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                periodic.periodic_stats().await;
+            }
+        });
         if let Some(mut published) = store.watch_notifications() {
             let local = monitors.clone();
             tokio::spawn(async move {
@@ -388,6 +404,24 @@ impl Monitors {
                 monitors.send_stats(atsign, commit_id, operation);
             }
         });
+    }
+
+    /// The reference's periodic stats notification (every [`STATS_PERIOD`]): each atSign with
+    /// a monitor on this node gets its last commit id on this node's monitors only (every node
+    /// sends its own).
+    async fn periodic_stats(&self) {
+        let watched: Vec<AtSign> = self.lock().keys().cloned().collect();
+        for atsign in watched {
+            let last = match self.store.last_commit_id(&atsign).await {
+                Ok(last) => last.map_or(-1, |id| i64::try_from(id).unwrap_or(i64::MAX)),
+                Err(error) => {
+                    tracing::debug!(%atsign, %error, "no periodic stats notification");
+                    continue;
+                }
+            };
+            let now = at_common::metadata::now_ms();
+            self.hand_out(&atsign, &Notification::stats(&atsign, last, "update", now));
+        }
     }
 
     fn send_stats(&self, atsign: AtSign, commit_id: i64, operation: &'static str) {

@@ -412,7 +412,6 @@ fn from_with_an_invalid_atsign_is_at0003_and_the_connection_stays_open(backend: 
     );
 }
 
-// Ignored on both backends (the `#[ignore]` is in `both_backends!` below): a server bug.
 fn from_for_an_atsign_not_hosted_here_without_a_client_certificate_is_at0401(backend: Backend) {
     let node = Node::start(backend);
     let mut client = node.client();
@@ -679,7 +678,6 @@ both_backends! {
     a_key_longer_than_248_characters_is_at0016_and_the_connection_stays_open,
     malformed_metadata_is_at0003_and_the_connection_stays_open,
     from_with_an_invalid_atsign_is_at0003_and_the_connection_stays_open,
-    #[ignore = "server bug: from:@bob without a client certificate answers `data:proof:_<uuid>@bob:<uuid>\\n@` instead of AT0401 Certificate Verification Failed (notes §4.1)"]
     from_for_an_atsign_not_hosted_here_without_a_client_certificate_is_at0401,
     cram_or_pkam_before_from_is_at0401_and_the_connection_stays_open_unauthenticated,
     cram_or_pkam_before_from_fails_with_the_reference_wording,

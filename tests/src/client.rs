@@ -39,17 +39,51 @@ impl Client {
 
     /// [`Client::tls_named`], or why the TLS handshake failed (refused name, closed, silent).
     pub fn try_tls_named(addr: SocketAddr, ca_file: &Path, name: &str) -> Result<Client, String> {
+        Client::try_tls_as(addr, ca_file, name, None)
+    }
+
+    /// [`Client::tls_named`], presenting the certificate chain `cert_file` (key `key_file`) as
+    /// a client certificate, as an atServer connecting to another does.
+    pub fn tls_with_certificate(
+        addr: SocketAddr,
+        ca_file: &Path,
+        name: &str,
+        cert_file: &Path,
+        key_file: &Path,
+    ) -> Client {
+        Client::try_tls_as(addr, ca_file, name, Some((cert_file, key_file)))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_tls_as(
+        addr: SocketAddr,
+        ca_file: &Path,
+        name: &str,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<Client, String> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(ca_file).expect("CA file") {
             roots.add(cert.expect("CA certificate")).expect("usable CA");
         }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .expect("protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert_file, key_file)) => {
+                let chain = CertificateDer::pem_file_iter(cert_file)
+                    .expect("certificate file")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("certificates");
+                let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key_file).expect("key");
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .expect("client certificate")
+            }
+        };
         let name = ServerName::try_from(name.to_string()).expect("server name");
         let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
         let tcp = connect(addr);

@@ -6,7 +6,8 @@
 //!   `ivNonce`), and never a prompt; `noop:0` there is answered `data:ok\n`;
 //! - `monitor:<epochMillis>` replays what arrived while nobody watched, strictly after it, and
 //!   the regex filters;
-//! - `notify:status`, `notify:list`, `notify:remove`;
+//! - `notify:status`, `notify:list` (regex, dates), `notify:fetch`, `notify:remove`,
+//!   `notify:all`;
 //! - the stats notification (`id` `-1`, the last commit id) after each of the owner's writes;
 //! - autoNotify: updating or deleting a key shared with @bob tells @bob;
 //! - a monitor on one node hears a notification sent through another.
@@ -45,6 +46,22 @@ fn line_without_time(line: &str) -> String {
     let end = at + line[at..].find(',').expect("after epochMillis");
     assert!(line[at..end].parse::<i64>().is_ok(), "{line}");
     format!("{}<time>{}", &line[..at], &line[end..])
+}
+
+/// `yyyy-mm-dd` of a UTC epoch-millis time.
+fn utc_day(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }
 
 fn one_node(redis: Option<&RedisServer>) {
@@ -125,6 +142,33 @@ fn one_node(redis: Option<&RedisServer>) {
         myapp.starts_with("data:[{\"id\":\"b67c5a7b") && !myapp.contains("early-1"),
         "{myapp}"
     );
+    // Dates (UTC days, inclusive): today lists them, a day long past none.
+    let today = &listed[listed.find("\"epochMillis\":").unwrap() + 14..][..13];
+    let day = utc_day(today.parse().unwrap());
+    let today_list = ask(&mut bob, &format!("notify:list:{day}:{day}"), "\n@bob@");
+    assert_eq!(today_list, listed);
+    assert_eq!(
+        ask(&mut bob, "notify:list:2001-01-01:2001-01-02", "\n@bob@"),
+        "data:null"
+    );
+    // One notification whole, every value a string, as the reference's notify:fetch.
+    let fetched = ask(&mut bob, "notify:fetch:t1", "\n@bob@");
+    assert!(
+        fetched.starts_with(
+            "data:{\"id\":\"t1\",\"fromAtSign\":\"@alice\",\"notificationDateTime\":\""
+        ) && fetched.contains("\"toAtSign\":\"@bob\",\"notification\":\"@bob:")
+            && fetched.contains(
+                "\"type\":\"NotificationType.received\",\"opType\":\"OperationType.update\""
+            )
+            && fetched.contains(
+                "\"notificationStatus\":\"NotificationStatus.delivered\",\"retryCount\":\"0\""
+            ),
+        "{fetched}"
+    );
+    assert_eq!(
+        ask(&mut bob, "notify:fetch:nope", "\n@bob@"),
+        "data:{\"id\":\"nope\",\"notificationStatus\":\"NotificationStatus.expired\"}"
+    );
     assert_eq!(
         ask(&mut bob, "notify:remove:early-1", "\n@bob@"),
         "data:success"
@@ -159,6 +203,22 @@ fn one_node(redis: Option<&RedisServer>) {
     let line = next_line(&mut monitor);
     assert!(
         line.contains(&format!("\"value\":\"{deleted}\",\"operation\":\"delete\"")),
+        "{line}"
+    );
+
+    // notify:all: one notification per recipient, ids by recipient, `data: ` spaced.
+    let all = ask(
+        &mut alice,
+        "notify:all:update:@bob,@alice:greeting@alice:hi",
+        "\n@alice@",
+    );
+    let ids = all.strip_prefix("data: {").unwrap();
+    let to_bob = &ids[ids.find("\"@bob\":\"").unwrap() + 8..];
+    let to_bob = &to_bob[..to_bob.find('"').unwrap()];
+    assert!(ids.contains("\"@alice\":\""), "{all}");
+    let line = next_line(&mut monitor);
+    assert!(
+        line.contains(&format!("\"id\":\"{to_bob}\",\"from\":\"@alice\",\"to\":\"@bob\",\"key\":\"@bob:greeting@alice\",\"value\":\"hi\"")),
         "{line}"
     );
 

@@ -6,7 +6,8 @@
 //!   calling back B (`lookup:_<session>@bob`, `lookup:signing_publickey@bob`) and serves
 //!   `@bob:phone@alice`; B caches it (`ttr`), serves the cache, `bypassCache` goes to A again;
 //! - `plookup` reads A's public keys without pol and caches them;
-//! - a forged `pol` (nobody signed the challenge) is refused with AT0401, connection open;
+//! - `from:@bob` without a client certificate naming @bob's server is AT0401; a forged `pol`
+//!   (a certificate, but nobody signed the challenge) is refused with AT0401, connection open;
 //! - with A stopped, a lookup is AT0007 and B's client connection stays open.
 
 use std::path::{Path, PathBuf};
@@ -222,8 +223,22 @@ fn atsigns_on_two_servers_share_keys_over_pol() {
         "error:AT0015-key not found : Exception: @bob:fax@alice does not exist in keystore"
     );
 
-    // Claiming to be @bob without @bob's server's signature.
-    let mut forger = a.connect(&ca);
+    // Claiming to be @bob without a certificate for @bob's server.
+    let mut stranger = a.connect(&ca);
+    assert_eq!(
+        ask(&mut stranger, "from:@bob", "\n@"),
+        "error:AT0401-Exception: Certificate Verification Failed"
+    );
+    // With one (here: B's own), but without @bob's server's signature.
+    let b_tls = dir.path().join("b/tls");
+    let mut forger = Client::tls_with_certificate(
+        std::net::SocketAddr::from(([127, 0, 0, 1], a.port)),
+        &ca,
+        "127.0.0.1",
+        &b_tls.join("cert.pem"),
+        &b_tls.join("key.pem"),
+    );
+    forger.expect(b"@");
     let proof = ask(&mut forger, "from:@bob", "\n@");
     assert!(proof.starts_with("data:proof:_"), "{proof}");
     assert_eq!(

@@ -27,7 +27,7 @@ use tokio_util::codec::FramedRead;
 use super::auth_state::{AuthState, Proven};
 use super::authenticate;
 use super::throttle::{is_failed_proof, AuthThrottle};
-use crate::keystore::{GetAuthMaterial, IsBlocked, KeyStore, Run};
+use crate::keystore::{GetAuthMaterial, Hosts, IsBlocked, KeyStore, Run};
 use crate::notifications::{Monitors, Subscription};
 use crate::peer::Peers;
 
@@ -42,6 +42,8 @@ pub struct Limits {
     /// Failed-proof limits, and the node's per-atSign failure windows (shared by every
     /// connection of the node).
     pub auth_throttle: Arc<AuthThrottle>,
+    /// `from:@other` needs a client certificate naming @other's server.
+    pub peer_certificate_required: bool,
 }
 
 /// A slot among `inbound_max_limit`; freed when dropped.
@@ -89,6 +91,8 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     /// Failed cram/pkam proofs in a row on this connection.
     failures: u32,
     slot: Slot,
+    /// The names of the client's TLS certificate (verified), if it presented one.
+    client_names: Vec<String>,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
@@ -96,12 +100,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     pub fn start(
         io: IO,
         me: AtSign,
-        keystore: Addr<KeyStore>,
-        monitors: Monitors,
-        peers: Peers,
+        hosts: &Hosts,
         limits: Arc<Limits>,
         slot: Slot,
+        client_names: Vec<String>,
     ) -> Addr<Self> {
+        let keystore = hosts.get(&me);
+        let (monitors, peers) = (hosts.monitors().clone(), hosts.peers().clone());
         Connection::create(move |ctx| {
             let (read, write) = tokio::io::split(io);
             ctx.add_stream(FramedRead::new(read, LineCodec::new(limits.buffer_limit)));
@@ -120,6 +125,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 closing: false,
                 failures: 0,
                 slot,
+                client_names,
             }
         })
     }
@@ -152,17 +158,35 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                     let reply = authenticate::from(&self.me, &mut self.state, &from, now);
                     return self.reply(Ok(reply), ctx);
                 }
-                // Another atSign: the owner's block list is checked before anything else.
+                // Another atSign: the owner's block list is checked before anything else,
+                // then (when required) that the client's certificate names its server.
                 let blocked = self.keystore.send(IsBlocked(from.atsign.clone()));
-                ctx.wait(blocked.into_actor(self).map(move |blocked, act, ctx| {
-                    let result = match blocked {
-                        Ok(Ok(false)) => {
-                            Ok(authenticate::from(&act.me, &mut act.state, &from, now))
+                let peers = self.peers.clone();
+                let names = match self.limits.peer_certificate_required {
+                    true => Some(self.client_names.clone()),
+                    false => None,
+                };
+                let claimant = from.atsign.clone();
+                let checks = async move {
+                    match blocked.await {
+                        Ok(Ok(false)) => {}
+                        Ok(Ok(true)) => return Err(authenticate::blocked(&claimant)),
+                        Ok(Err(error)) => return Err(error),
+                        Err(_) => return Err(ErrorCode::InternalServerException.into()),
+                    }
+                    let Some(names) = names else { return Ok(()) };
+                    match peers.certificate_speaks_for(&claimant, &names).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(certificate_refused()),
+                        Err(error) => {
+                            tracing::info!(%claimant, %error, "cannot check the client certificate");
+                            Err(certificate_refused())
                         }
-                        Ok(Ok(true)) => Err(authenticate::blocked(&from.atsign)),
-                        Ok(Err(error)) => Err(error),
-                        Err(_) => Err(ErrorCode::InternalServerException.into()),
-                    };
+                    }
+                };
+                ctx.wait(checks.into_actor(self).map(move |checked, act, ctx| {
+                    let result =
+                        checked.map(|()| authenticate::from(&act.me, &mut act.state, &from, now));
                     act.reply(result, ctx);
                 }));
             }
@@ -506,4 +530,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> WriteHandler<CodecError> for 
 /// The reference's answer to a `pol` it cannot verify.
 fn pol_failed() -> AtError {
     AtError::with_detail(ErrorCode::Unauthenticated, "Pol Authentication Failed")
+}
+
+/// The reference's answer to `from:@other` without a client certificate naming @other's
+/// server; the connection stays open (its issue #2424).
+fn certificate_refused() -> AtError {
+    AtError::with_detail(
+        ErrorCode::Unauthenticated,
+        "Certificate Verification Failed",
+    )
 }

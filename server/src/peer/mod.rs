@@ -213,6 +213,21 @@ impl Peers {
         addr
     }
 
+    /// Whether a client certificate naming `names` may speak for `claimant`: it must name the
+    /// host the directory gives for `claimant`'s server (reference-server.md §4.1; exact or
+    /// one-label wildcard match, where the reference accepts any name containing the host).
+    pub async fn certificate_speaks_for(
+        &self,
+        claimant: &AtSign,
+        names: &[String],
+    ) -> Result<bool, PeerError> {
+        if names.is_empty() {
+            return Ok(false);
+        }
+        let address = self.locate(claimant).await?;
+        Ok(at_common::tls::names_host(names, address.host()))
+    }
+
     /// Where `who`'s atServer is, by the directory.
     pub async fn locate(&self, who: &AtSign) -> Result<Address, PeerError> {
         let settings = &self.0.settings;

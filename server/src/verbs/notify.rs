@@ -21,7 +21,7 @@ use at_common::error::{AtError, ErrorCode};
 use at_common::metadata::EpochMillis;
 use at_common::reply::Reply;
 use at_common::verb::{
-    MessageType, Notify, NotifyList, NotifyRemove, NotifyScope, NotifyStatus, Operation,
+    MessageType, Notify, NotifyAll, NotifyRemove, NotifyScope, NotifyStatus, Operation,
 };
 use at_common::AtSign;
 
@@ -292,6 +292,42 @@ pub async fn auto_notify(
     deliver(outbox, me, Some(with), &notification, delivery, expires).await
 }
 
+/// `notify:all:[<op>:][messageType:<t>:][ttl/ttb/ttr/ccd:]@bob,@carol:<key>[@me][:<value>]`:
+/// one notification per recipient, as `notify` would send each; `data: {"@bob":"<id>",…}`.
+pub async fn notify_all(
+    outbox: &Outbox<'_>,
+    me: &AtSign,
+    cmd: &NotifyAll,
+    now: EpochMillis,
+) -> Result<Reply, AtError> {
+    let mut ids = serde_json::Map::new();
+    for to in &cmd.recipients {
+        let one = Notify {
+            operation: cmd.operation,
+            message_type: cmd.message_type,
+            meta: at_common::metadata::MetadataUpdate {
+                ttl: cmd.ttl.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+                ttb: cmd.ttb.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+                ttr: cmd.ttr,
+                ccd: cmd.ccd,
+                ..Default::default()
+            },
+            scope: Some(NotifyScope::To(to.clone())),
+            key: cmd.key.clone(),
+            owner: cmd.owner.clone(),
+            value: cmd.value.clone(),
+            ..Notify::default()
+        };
+        let Reply::Data(id) = notify(outbox, me, &one, now).await? else {
+            return Err(ErrorCode::InternalServerException.into());
+        };
+        ids.insert(to.as_str().to_string(), serde_json::Value::from(id));
+    }
+    Ok(Reply::DataSpaced(
+        serde_json::Value::Object(ids).to_string(),
+    ))
+}
+
 /// `notify:status:<id>`: of a notification `me` sent (or sent itself).
 pub async fn notify_status(
     store: &Store,
@@ -314,34 +350,6 @@ pub async fn notify_status(
         }
     }
     Ok(Reply::Null)
-}
-
-/// `notify:list[:<regex>]`: what `me` received and is not expired; `data:null` when none.
-pub async fn notify_list(
-    store: &Store,
-    me: &AtSign,
-    cmd: &NotifyList,
-    now: EpochMillis,
-) -> Result<Reply, AtError> {
-    let filter = match &cmd.regex {
-        Some(text) => Some(regex::Regex::new(text).map_err(|e| AtError::syntax(e.to_string()))?),
-        None => None,
-    };
-    let rows = store
-        .notifications(me, NotificationLog::Received, None, usize::MAX)
-        .await?;
-    let mut listed = Vec::new();
-    for row in rows.iter().filter(|row| row.expires_ms > now) {
-        let (notification, _) = notifications::read(row)?;
-        if notification.matches(filter.as_ref()) {
-            listed.push(notification.json());
-        }
-    }
-    if listed.is_empty() {
-        return Ok(Reply::Null);
-    }
-    // Each object keeps the reference's key order (a JSON value would sort the keys).
-    Ok(Reply::Data(format!("[{}]", listed.join(","))))
 }
 
 /// `notify:remove:<id>`: forgets it, sent or received.
