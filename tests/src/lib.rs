@@ -4,6 +4,7 @@
 //! - [`redis`]: a real `redis-server` on a free loopback port, gone when dropped.
 //! - [`bench`]: what the benchmark binaries share (TLS connector, `/proc` readings).
 //! - [`client`]: a blocking TLS (or plain) client that asserts exact bytes, with timeouts.
+//! - [`servers`]: independent atServers that reach each other (cluster CA, one directory).
 //! - [`http`]: a raw HTTP/1.1 client for the HTTP endpoints (status API, metrics), with deadlines.
 //!
 //! Blocking std sockets on purpose: a test reads like the transcript it checks, and no test
@@ -14,6 +15,7 @@ pub mod client;
 pub mod http;
 pub mod process;
 pub mod redis;
+pub mod servers;
 
 use std::path::PathBuf;
 
@@ -63,6 +65,61 @@ pub fn python_sdk() -> Option<String> {
             None
         }
     }
+}
+
+/// Runs `python script args…` with `envs`, killing it after `timeout` (the SDK has no
+/// timeouts and spins forever on a closed connection); returns
+/// (success, stdout, stderr).
+pub fn run_python(
+    python: &str,
+    script: &std::path::Path,
+    args: &[&str],
+    envs: &[(&str, &std::path::Path)],
+    timeout: std::time::Duration,
+) -> (bool, String, String) {
+    let mut command = std::process::Command::new(python);
+    command
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("run the Python SDK");
+    // Drain both pipes while waiting: the verbose transcript can outgrow a pipe's buffer.
+    let mut stdout_pipe = child.stdout.take().expect("piped stdout");
+    let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+    let stdout_reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout_pipe, &mut out);
+        out
+    });
+    let stderr_reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr_pipe, &mut out);
+        out
+    });
+    let deadline = std::time::Instant::now() + timeout;
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for python") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().expect("wait for python");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stdout = String::from_utf8_lossy(&stdout_reader.join().unwrap()).into_owned();
+    let mut stderr = String::from_utf8_lossy(&stderr_reader.join().unwrap()).into_owned();
+    if timed_out {
+        stderr.push_str(&format!("\n(killed after {timeout:?})\n"));
+    }
+    (status.success() && !timed_out, stdout, stderr)
 }
 
 /// A fresh, empty directory under the system temp dir, unique per call; removed when dropped.

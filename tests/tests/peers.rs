@@ -10,102 +10,14 @@
 //!   (a certificate, but nobody signed the challenge) is refused with AT0401, connection open;
 //! - with A stopped, a lookup is AT0007 and B's client connection stays open.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use at_tests::client::Client;
-use at_tests::process::{run, workspace_binary, Running};
+use at_tests::servers::Cluster;
 use at_tests::TempDir;
 
-/// One atServer of the test: its config, the port of its one atSign, and its process.
-struct Server {
-    config: PathBuf,
-    port: u16,
-    running: Option<Running>,
-}
-
-fn toml_path(path: &Path) -> String {
-    format!("{:?}", path.display().to_string())
-}
-
-impl Server {
-    /// Writes the config of server `name` under `dir` (its cert issued by the CA in `ca_dir`,
-    /// the directory at `directory`), provisions `atsign` on it and returns it with the CRAM
-    /// secret; not yet serving.
-    fn provisioned(
-        dir: &Path,
-        name: &str,
-        atsign: &str,
-        ca_dir: &Path,
-        directory: &Running,
-    ) -> (Server, String) {
-        let port = at_tests::free_port();
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = {}\ndirectory_data_dir = {}\npublic_host = \"127.0.0.1\"\n\
-                 listen = \"127.0.0.1:0\"\nport_range_start = {port}\nport_range_len = 1\n\
-                 directory = \"{}\"\ndirectory_ca_file = {}\npeer_ca_files = [{}]\n\
-                 peer_timeout_millis = 3000\nnotification_retry_max_millis = 1000\n\
-                 [tls]\nca_file = {}\nca_key_file = {}\n",
-                toml_path(&dir.join(name)),
-                toml_path(&dir.join("directory")),
-                directory.addr,
-                toml_path(&dir.join("directory/tls/ca.pem")),
-                toml_path(&ca_dir.join("ca.pem")),
-                toml_path(&ca_dir.join("ca.pem")),
-                toml_path(&ca_dir.join("ca-key.pem")),
-            ),
-        )
-        .unwrap();
-        let config_arg = config.display().to_string();
-        let out = run(
-            &workspace_binary("at-server"),
-            &["--config", &config_arg, "provision", atsign],
-            &[],
-        );
-        assert!(out.status.success(), "provision: {out:?}");
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let secret = stdout
-            .lines()
-            .find_map(|line| line.strip_prefix("cram secret: "))
-            .unwrap_or_else(|| panic!("{stdout}"))
-            .to_string();
-        assert!(
-            stdout.starts_with(&format!("provisioned {atsign} at 127.0.0.1:{port}")),
-            "{stdout}"
-        );
-        let server = Server {
-            config,
-            port,
-            running: None,
-        };
-        (server, secret)
-    }
-
-    fn start(&mut self) {
-        let config = self.config.display().to_string();
-        self.running = Some(Running::start(
-            &workspace_binary("at-server"),
-            &["--config", &config, "serve"],
-            &[("AT_SERVER_LOG", "warn")],
-            false,
-        ));
-    }
-
-    fn stop(&mut self) {
-        self.running.take().expect("running").stop();
-    }
-
-    /// A new connection to this server's atSign, past the `@` prompt.
-    fn connect(&self, ca: &Path) -> Client {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut client = Client::tls_named(addr, ca, "127.0.0.1");
-        client.expect(b"@");
-        client
-    }
-}
+/// Server settings of this test: quick to give up on a peer, quick to retry a delivery.
+const QUICK: &str = "peer_timeout_millis = 3000\nnotification_retry_max_millis = 1000";
 
 /// The next line on a monitor connection, within a few seconds.
 fn next_line(monitor: &mut Client) -> String {
@@ -143,30 +55,10 @@ fn ask(client: &mut Client, line: &str, prompt: &str) -> String {
 #[test]
 fn atsigns_on_two_servers_share_keys_over_pol() {
     let dir = TempDir::new("peers");
-    let ca_dir = dir.path().join("ca");
-    let out = run(
-        &workspace_binary("at-server"),
-        &["ca-create", "--out", &ca_dir.display().to_string()],
-        &[],
-    );
-    assert!(out.status.success(), "ca-create: {out:?}");
-    let ca = ca_dir.join("ca.pem");
-    let directory = Running::start(
-        &workspace_binary("at-directory"),
-        &[
-            "--data-dir",
-            &dir.path().join("directory").display().to_string(),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "",
-        ],
-        &[("AT_DIRECTORY_LOG", "warn")],
-        false,
-    );
-    let (mut a, alice_secret) = Server::provisioned(dir.path(), "a", "@alice", &ca_dir, &directory);
-    let (mut b, bob_secret) = Server::provisioned(dir.path(), "b", "@bob", &ca_dir, &directory);
+    let cluster = Cluster::start(dir.path());
+    let ca = cluster.ca();
+    let (mut a, alice_secret) = cluster.server("a", "@alice", QUICK);
+    let (mut b, bob_secret) = cluster.server("b", "@bob", QUICK);
     a.start();
     b.start();
 
@@ -230,9 +122,9 @@ fn atsigns_on_two_servers_share_keys_over_pol() {
         "error:AT0401-Exception: Certificate Verification Failed"
     );
     // With one (here: B's own), but without @bob's server's signature.
-    let b_tls = dir.path().join("b/tls");
+    let b_tls = b.tls_dir();
     let mut forger = Client::tls_with_certificate(
-        std::net::SocketAddr::from(([127, 0, 0, 1], a.port)),
+        a.addr(),
         &ca,
         "127.0.0.1",
         &b_tls.join("cert.pem"),

@@ -15,8 +15,7 @@
 //! outside CI when it is not set, a failure in CI when it is not.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use at_tests::process::{run, workspace_binary, Running};
 use at_tests::TempDir;
@@ -122,44 +121,6 @@ impl System {
     }
 }
 
-/// Runs `python script args…` with `envs`, killing it after [`SDK_TIMEOUT`]; returns
-/// (success, stdout, stderr).
-fn run_python(
-    python: &str,
-    script: &Path,
-    args: &[&str],
-    envs: &[(&str, &Path)],
-) -> (bool, String, String) {
-    let mut command = Command::new(python);
-    command
-        .arg(script)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (key, value) in envs {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().expect("run the Python SDK");
-    let deadline = Instant::now() + SDK_TIMEOUT;
-    let mut timed_out = false;
-    while child.try_wait().expect("wait for python").is_none() {
-        if Instant::now() > deadline {
-            timed_out = true;
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("python output");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if timed_out {
-        stderr.push_str(&format!("\n(killed after {SDK_TIMEOUT:?})\n"));
-    }
-    (out.status.success() && !timed_out, stdout, stderr)
-}
-
 #[test]
 fn python_sdk_onboards_authenticates_and_puts_gets_deletes_self_public_and_shared_keys() {
     let Some(python) = at_tests::python_sdk() else {
@@ -173,7 +134,7 @@ fn python_sdk_onboards_authenticates_and_puts_gets_deletes_self_public_and_share
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/python_sdk_owner.py");
     let root_port = system.directory.addr.port().to_string();
     let keys_arg = keys_dir.display().to_string();
-    let (ok, stdout, stderr) = run_python(
+    let (ok, stdout, stderr) = at_tests::run_python(
         &python,
         &script,
         &[
@@ -186,6 +147,7 @@ fn python_sdk_onboards_authenticates_and_puts_gets_deletes_self_public_and_share
             &system.bob_secret,
         ],
         &[("SSL_CERT_FILE", &ca_bundle), ("HOME", &home)],
+        SDK_TIMEOUT,
     );
     // The SDK's own SENT/RCVD transcript, for `--nocapture` and for failures.
     eprintln!("--- Python SDK transcript ---\n{stderr}--- results ---\n{stdout}");

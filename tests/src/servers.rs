@@ -1,0 +1,164 @@
+//! Independent atServers that reach each other, as two operators' servers do: one cluster CA
+//! (`at-server ca-create`), one `at-directory`, and servers each with its own embedded store,
+//! a certificate issued by the CA, and one port per hosted atSign. What the server-to-server
+//! tests and the notification benchmark share.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::client::Client;
+use crate::process::{run, workspace_binary, Running};
+
+/// The CA and the directory every server of a [`Cluster`] uses.
+pub struct Cluster {
+    root: PathBuf,
+    directory: Running,
+}
+
+/// One atServer of a [`Cluster`], hosting one atSign on a port of its own.
+pub struct Server {
+    config: PathBuf,
+    data: PathBuf,
+    /// The port of its atSign.
+    pub port: u16,
+    running: Option<Running>,
+}
+
+fn toml_path(path: &Path) -> String {
+    format!("{:?}", path.display().to_string())
+}
+
+impl Cluster {
+    /// Makes the CA under `root` and starts the directory.
+    pub fn start(root: &Path) -> Cluster {
+        let ca = root.join("ca");
+        let out = run(
+            &workspace_binary("at-server"),
+            &["ca-create", "--out", &ca.display().to_string()],
+            &[],
+        );
+        assert!(out.status.success(), "ca-create: {out:?}");
+        let directory = Running::start(
+            &workspace_binary("at-directory"),
+            &[
+                "--data-dir",
+                &root.join("directory").display().to_string(),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "",
+            ],
+            &[("AT_DIRECTORY_LOG", "warn")],
+            false,
+        );
+        Cluster {
+            root: root.to_path_buf(),
+            directory,
+        }
+    }
+
+    /// The cluster CA, which clients trust for every server.
+    pub fn ca(&self) -> PathBuf {
+        self.root.join("ca/ca.pem")
+    }
+
+    /// The directory's own CA.
+    pub fn directory_ca(&self) -> PathBuf {
+        self.root.join("directory/tls/ca.pem")
+    }
+
+    pub fn directory_addr(&self) -> SocketAddr {
+        self.directory.addr
+    }
+
+    /// Configures server `name` (with `extra` TOML lines for the top level), provisions
+    /// `atsign` on it and returns it, not yet serving, with the atSign's CRAM secret.
+    pub fn server(&self, name: &str, atsign: &str, extra: &str) -> (Server, String) {
+        let port = crate::free_port();
+        let (data, config) = (self.root.join(name), self.root.join(format!("{name}.toml")));
+        let ca = self.root.join("ca");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {}\ndirectory_data_dir = {}\npublic_host = \"127.0.0.1\"\n\
+                 listen = \"127.0.0.1:0\"\nport_range_start = {port}\nport_range_len = 1\n\
+                 directory = \"{}\"\ndirectory_ca_file = {}\npeer_ca_files = [{}]\n{extra}\n\
+                 [tls]\nca_file = {}\nca_key_file = {}\n",
+                toml_path(&data),
+                toml_path(&self.root.join("directory")),
+                self.directory.addr,
+                toml_path(&self.directory_ca()),
+                toml_path(&self.ca()),
+                toml_path(&self.ca()),
+                toml_path(&ca.join("ca-key.pem")),
+            ),
+        )
+        .unwrap();
+        let config_arg = config.display().to_string();
+        let out = run(
+            &workspace_binary("at-server"),
+            &["--config", &config_arg, "provision", atsign],
+            &[],
+        );
+        assert!(out.status.success(), "provision: {out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            stdout.starts_with(&format!("provisioned {atsign} at 127.0.0.1:{port}")),
+            "{stdout}"
+        );
+        let secret = stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("cram secret: "))
+            .unwrap_or_else(|| panic!("{stdout}"))
+            .to_string();
+        let server = Server {
+            config,
+            data,
+            port,
+            running: None,
+        };
+        (server, secret)
+    }
+}
+
+impl Server {
+    /// Starts `serve` (logging warnings only).
+    pub fn start(&mut self) {
+        assert!(self.running.is_none(), "already running");
+        let config = self.config.display().to_string();
+        self.running = Some(Running::start(
+            &workspace_binary("at-server"),
+            &["--config", &config, "serve"],
+            &[("AT_SERVER_LOG", "warn")],
+            false,
+        ));
+    }
+
+    pub fn stop(&mut self) {
+        self.running.take().expect("running").stop();
+    }
+
+    /// The process id while serving.
+    pub fn pid(&self) -> u32 {
+        self.running.as_ref().expect("running").pid()
+    }
+
+    /// Where its TLS certificate and key are (`cert.pem`, `key.pem`), issued by the cluster CA
+    /// for 127.0.0.1 and localhost.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data.join("tls")
+    }
+
+    /// The address of its atSign's port.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// A new connection to its atSign, past the `@` prompt, trusting `ca`.
+    pub fn connect(&self, ca: &Path) -> Client {
+        let mut client = Client::tls_named(self.addr(), ca, "127.0.0.1");
+        client.expect(b"@");
+        client
+    }
+}
