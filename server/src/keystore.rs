@@ -214,7 +214,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         Command::Stats(c) => {
             let context = verbs::StatsContext {
                 inbound: run.inbound,
-                outbound: 0,
+                outbound: peers.open_links(),
             };
             verbs::stats(store, me, c, context).await
         }

@@ -109,6 +109,11 @@ fn atsigns_on_two_servers_share_keys_over_pol() {
         ask(&mut bob, "llookup:cached:public:location@alice", at_bob),
         "data:paris"
     );
+    // B keeps both links to A open: @bob's pol'd one and the anonymous one for plookup.
+    assert_eq!(
+        ask(&mut bob, "stats:2", at_bob),
+        "data: [{\"id\":\"2\",\"name\":\"activeOutboundConnections\",\"value\":\"2\"}]"
+    );
     // What A does not have, in A's words.
     assert_eq!(
         ask(&mut bob, "lookup:fax@alice", at_bob),
