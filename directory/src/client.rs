@@ -73,6 +73,9 @@ pub async fn locate(
 pub struct Conversation<S> {
     stream: S,
     buffer: Vec<u8>,
+    /// How much of `buffer` is known to hold no `\n`: each read scans only what it added, so
+    /// a long reply costs linear time, not quadratic.
+    searched: usize,
     max_reply: usize,
     /// The prompt after authentication (`@alice@`), once there is one.
     prompt: Option<String>,
@@ -85,6 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
         Conversation {
             stream,
             buffer: Vec::new(),
+            searched: 0,
             max_reply,
             prompt: None,
         }
@@ -111,14 +115,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
             }
             if self.buffer[at..].starts_with(wanted.as_bytes()) {
                 self.buffer.drain(..at + wanted.len());
+                self.searched = 0;
                 self.prompt = Some(wanted);
                 return Ok(());
             }
-            if let Some(end) = self.buffer[at..].iter().position(|&b| b == b'\n') {
-                let line = String::from_utf8_lossy(&self.buffer[at..at + end])
-                    .trim()
-                    .to_string();
-                return Err(Failure::Protocol(format!("pol answered {line:?}")));
+            if let Some(end) = self.newline() {
+                let line = String::from_utf8_lossy(&self.buffer[at.min(end)..end]);
+                return Err(Failure::Protocol(format!("pol answered {:?}", line.trim())));
             }
             self.fill().await?;
         }
@@ -136,8 +139,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
     /// The next reply line, prompts dropped.
     async fn read_line(&mut self) -> Result<String, Failure> {
         loop {
-            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+            if let Some(end) = self.newline() {
                 let raw: Vec<u8> = self.buffer.drain(..=end).collect();
+                self.searched = 0;
                 let mut text = String::from_utf8(raw)
                     .map_err(|_| Failure::Protocol("a reply that is not UTF-8".into()))?;
                 let start = self.prompt_length(text.as_bytes());
@@ -146,6 +150,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
             }
             self.fill().await?;
         }
+    }
+
+    /// Where the first `\n` of the buffer is, scanning only bytes not scanned before.
+    fn newline(&mut self) -> Option<usize> {
+        let found = self.buffer[self.searched..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|at| self.searched + at);
+        if found.is_none() {
+            self.searched = self.buffer.len();
+        }
+        found
     }
 
     /// How many bytes at the start of `bytes` are prompts (`@`, or our `@<atSign>@`); a

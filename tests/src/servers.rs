@@ -72,6 +72,27 @@ impl Cluster {
         self.directory.addr
     }
 
+    /// Tells the directory that `atsign` lives at `address` (its admin command, run while it
+    /// serves: it reads its log again on a miss), for a server the test plays itself.
+    pub fn register(&self, atsign: &str, address: SocketAddr) {
+        let out = run(
+            &workspace_binary("at-directory"),
+            &[
+                "--data-dir",
+                &self.root.join("directory").display().to_string(),
+                "register",
+                atsign,
+                &address.to_string(),
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "register: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("registered {atsign} at {address}\n")
+        );
+    }
+
     /// Configures server `name` (with `extra` TOML lines for the top level), provisions
     /// `atsign` on it and returns it, not yet serving, with the atSign's CRAM secret.
     pub fn server(&self, name: &str, atsign: &str, extra: &str) -> (Server, String) {

@@ -84,6 +84,9 @@ pub enum PeerError {
     Unreachable(String),
     #[error("handshake with {who} failed: {why}")]
     Handshake { who: AtSign, why: String },
+    /// It answered, but not the protocol (not text, too long).
+    #[error("{0}")]
+    Protocol(String),
     #[error("the store: {0}")]
     Store(String),
 }
@@ -99,7 +102,7 @@ impl From<PeerError> for AtError {
                 ErrorCode::SecondaryNotFound,
                 format!("atServer not found. {why}"),
             ),
-            PeerError::Handshake { .. } => {
+            PeerError::Handshake { .. } | PeerError::Protocol(_) => {
                 AtError::with_detail(ErrorCode::HandshakeFailure, error.to_string())
             }
             PeerError::Store(_) => AtError::from(ErrorCode::DataStore),
@@ -249,6 +252,7 @@ impl Peers {
         let timeout = self.0.settings.timeout;
         match tokio::time::timeout(timeout, step).await {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(Failure::Protocol(why))) => Err(PeerError::Protocol(format!("{what}: {why}"))),
             Ok(Err(failure)) => Err(PeerError::Unreachable(format!("{what}: {failure}"))),
             Err(_) => Err(PeerError::Unreachable(format!(
                 "{what}: no answer within {} ms",
