@@ -106,9 +106,11 @@ pub fn run(program: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
 /// for tests outside the crate that owns it (those use `CARGO_BIN_EXE_<name>`).
 pub fn workspace_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/..");
+    let dir = exe.parent().expect("target/<profile>/…");
+    // Tests run from `target/<profile>/deps/`, benchmark binaries from `target/<profile>/`.
+    let profile_dir = match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().expect("target/<profile>/deps/.."),
+        _ => dir,
+    };
     profile_dir.join(name)
 }

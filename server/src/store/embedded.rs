@@ -80,7 +80,9 @@ impl Shared {
     /// Makes everything applied so far durable and visible to readers.
     fn persist_and_publish(&self) -> Result<(), fjall::Error> {
         let snapshot = Arc::new(self.db.snapshot());
-        self.db.persist(PersistMode::SyncAll)?;
+        // fdatasync: the journal's bytes and its length, what a replay needs (as Redis's
+        // `appendfsync always` and PostgreSQL's WAL); not timestamps.
+        self.db.persist(PersistMode::SyncData)?;
         *self.durable.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
         Ok(())
     }

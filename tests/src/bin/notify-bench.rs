@@ -12,6 +12,9 @@
 //!    `data:<id>`); the monitor stamps each `notification:` line. A warm-up batch (which also
 //!    opens the pol link) is not measured. Every id must arrive exactly once.
 //!
+//! Each system runs twice: one message at a time (the next sent once the last arrived: latency
+//! without load) and flooded by `--in-flight` senders (the next sent once the last was
+//! accepted: the most it takes; latency then includes the queue that builds up).
 //! Throughput is messages / (last arrival − first send); latency percentiles are per message.
 //! Build the servers first in the same target directory:
 //! `cargo build --release -p at-server -p at-directory -p at-tests && cargo run --release -p at-tests --bin notify-bench`
@@ -102,7 +105,44 @@ fn resp(args: &[&str]) -> Vec<u8> {
     out
 }
 
-fn redis_round_trips(count: usize, in_flight: usize) -> Result<Figures, String> {
+/// How the senders pace themselves.
+#[derive(Clone, Copy, PartialEq)]
+enum Pace {
+    /// `in_flight` senders, each sending its next message once the last is accepted: the
+    /// most the system takes (latency then includes the queue that builds up).
+    Flood(usize),
+    /// One sender, sending its next message once the last has arrived: latency unloaded.
+    OneAtATime,
+}
+
+impl Pace {
+    fn senders(self) -> usize {
+        match self {
+            Pace::Flood(n) => n,
+            Pace::OneAtATime => 1,
+        }
+    }
+}
+
+/// Waits for message `i` to arrive (when pacing one at a time).
+fn await_arrival(
+    arrivals: &Option<std::sync::mpsc::Receiver<usize>>,
+    i: usize,
+) -> Result<(), String> {
+    let Some(arrivals) = arrivals else {
+        return Ok(());
+    };
+    match arrivals.recv_timeout(Duration::from_secs(30)) {
+        Ok(got) if got == i => Ok(()),
+        Ok(got) => Err(format!("waited for {i}, {got} arrived")),
+        Err(e) => Err(format!("message {i} did not arrive: {e}")),
+    }
+}
+
+fn redis_round_trips(count: usize, pace: Pace) -> Result<Figures, String> {
+    let in_flight = pace.senders();
+    let (arrived_tx, arrived_rx) = std::sync::mpsc::channel();
+    let mut arrivals = (pace == Pace::OneAtATime).then_some(arrived_rx);
     let redis = RedisServer::start();
     let addr = ("127.0.0.1", redis.port());
     let stamps = Arc::new(Mutex::new(Stamps {
@@ -139,12 +179,14 @@ fn redis_round_trips(count: usize, in_flight: usize) -> Result<Figures, String> 
                 .parse()
                 .map_err(|_| format!("payload {line:?}"))?;
             listener_stamps.lock().unwrap().arrived[i] = Some(Instant::now());
+            let _ = arrived_tx.send(i);
         }
         Ok(())
     });
     let senders: Vec<_> = (0..in_flight)
         .map(|c| {
             let stamps = Arc::clone(&stamps);
+            let arrivals = arrivals.take();
             std::thread::spawn(move || -> Result<(), String> {
                 let mut publisher = TcpStream::connect(addr).map_err(|e| e.to_string())?;
                 publisher.set_nodelay(true).map_err(|e| e.to_string())?;
@@ -160,6 +202,7 @@ fn redis_round_trips(count: usize, in_flight: usize) -> Result<Figures, String> 
                     if !reply[..n].starts_with(b":1") {
                         return Err(format!("PUBLISH answered {:?}", &reply[..n]));
                     }
+                    await_arrival(&arrivals, i)?;
                 }
                 Ok(())
             })
@@ -173,11 +216,10 @@ fn redis_round_trips(count: usize, in_flight: usize) -> Result<Figures, String> 
     figures(&stamps)
 }
 
-fn at_server_notifications(
-    count: usize,
-    in_flight: usize,
-    warmup: usize,
-) -> Result<Figures, String> {
+fn at_server_notifications(count: usize, pace: Pace, warmup: usize) -> Result<Figures, String> {
+    let in_flight = pace.senders();
+    let (arrived_tx, arrived_rx) = std::sync::mpsc::channel();
+    let mut arrivals = (pace == Pace::OneAtATime).then_some(arrived_rx);
     let dir = TempDir::new("notify-bench");
     let cluster = Cluster::start(dir.path());
     let ca = cluster.ca();
@@ -212,6 +254,7 @@ fn at_server_notifications(
             }
             if n >= warmup {
                 listener_stamps.lock().unwrap().arrived[n - warmup] = Some(Instant::now());
+                let _ = arrived_tx.send(n - warmup);
             }
         }
         Ok(())
@@ -244,10 +287,12 @@ fn at_server_notifications(
         .enumerate()
         .map(|(c, mut alice)| {
             let stamps = Arc::clone(&stamps);
+            let arrivals = arrivals.take();
             std::thread::spawn(move || -> Result<(), String> {
                 for i in (c..count).step_by(in_flight) {
                     stamps.lock().unwrap().sent[i] = Some(Instant::now());
                     send(&mut alice, warmup + i)?;
+                    await_arrival(&arrivals, i)?;
                 }
                 Ok(())
             })
@@ -285,28 +330,34 @@ fn main() -> ExitCode {
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         load_average()
     );
-    let redis = match redis_round_trips(count, in_flight) {
-        Ok(figures) => figures,
-        Err(error) => {
-            eprintln!("redis: {error}");
-            return ExitCode::FAILURE;
+    for (label, pace) in [
+        ("one at a time", Pace::OneAtATime),
+        ("flood", Pace::Flood(in_flight)),
+    ] {
+        println!("-- {label}");
+        let redis = match redis_round_trips(count, pace) {
+            Ok(figures) => figures,
+            Err(error) => {
+                eprintln!("redis: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        print("Redis PUBLISH -> SUBSCRIBE", &redis, None);
+        match at_server_notifications(count, pace, warmup) {
+            Ok(figures) => print(
+                "notify @alice (A) -> @bob monitor (B)",
+                &figures,
+                Some(&redis),
+            ),
+            Err(error) => {
+                eprintln!("atServers: {error}");
+                return ExitCode::FAILURE;
+            }
         }
-    };
-    print("Redis PUBLISH -> SUBSCRIBE", &redis, None);
-    match at_server_notifications(count, in_flight, warmup) {
-        Ok(figures) => print(
-            "notify @alice (A) -> @bob monitor (B)",
-            &figures,
-            Some(&redis),
-        ),
-        Err(error) => {
-            eprintln!("atServers: {error}");
-            return ExitCode::FAILURE;
+        match redis_round_trips(count, pace) {
+            Ok(again) => print("Redis PUBLISH -> SUBSCRIBE, again", &again, None),
+            Err(error) => eprintln!("redis, again: {error}"),
         }
-    }
-    match redis_round_trips(count, in_flight) {
-        Ok(again) => print("Redis PUBLISH -> SUBSCRIBE, again", &again, None),
-        Err(error) => eprintln!("redis, again: {error}"),
     }
     ExitCode::SUCCESS
 }

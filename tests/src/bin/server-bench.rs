@@ -267,13 +267,7 @@ struct Baseline {
 }
 
 fn at_server_binary() -> Result<PathBuf, String> {
-    // A binary lives in `target/<profile>/` beside `at-server`; `workspace_binary` expects a
-    // test executable in `target/<profile>/deps/`, so look beside this one first.
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("at-server")))
-        .filter(|path| path.is_file());
-    let server = beside.unwrap_or_else(|| process::workspace_binary("at-server"));
+    let server = process::workspace_binary("at-server");
     if !server.is_file() {
         return Err(format!(
             "{} not found: build it in the same target directory first \
