@@ -179,6 +179,14 @@ async fn attempt(
     }
     let attempts = delivery.attempts;
     stored.delivery = Some(delivery);
+    // Superseded (strategy:latest) or removed while this attempt ran: leave it so.
+    let still_due = store
+        .get_notification(from, NotificationLog::Sent, id)
+        .await
+        .is_ok_and(|now_row| now_row.is_some_and(|r| r.expires_ms == row.expires_ms));
+    if !still_due {
+        return Outcome::Done;
+    }
     if let Err(error) =
         notifications::put(store, from, NotificationLog::Sent, &stored, row.expires_ms).await
     {
@@ -257,6 +265,42 @@ pub async fn queue(
         from: from.clone(),
         id: notification.id.clone(),
     });
+    Ok(())
+}
+
+/// `strategy:latest`: of what `from` still has to deliver to `to` from `notifier`, only the
+/// newest `keep` go; the older ones expire now (notify:status then says `expired`), as the
+/// reference trims the sender's queue.
+pub async fn supersede(
+    store: &Store,
+    from: &AtSign,
+    to: &AtSign,
+    notifier: &str,
+    keep: usize,
+    now: EpochMillis,
+) -> Result<(), crate::store::StoreError> {
+    let rows = store
+        .notifications(from, NotificationLog::Sent, None, usize::MAX)
+        .await?;
+    let mut waiting = Vec::new();
+    for row in rows.iter().filter(|row| row.expires_ms > now) {
+        let Ok(stored) = notifications::read_stored(row) else {
+            continue;
+        };
+        let same_stream = stored.notification.to == to.as_str()
+            && stored
+                .delivery
+                .as_ref()
+                .is_some_and(|d| d.notifier.as_deref() == Some(notifier));
+        if same_stream && stored.status != Status::Delivered {
+            waiting.push(stored);
+        }
+    }
+    // The log is oldest first: the newest `keep` are the last ones.
+    let superseded = waiting.len().saturating_sub(keep);
+    for stored in waiting.into_iter().take(superseded) {
+        notifications::put(store, from, NotificationLog::Sent, &stored, now).await?;
+    }
     Ok(())
 }
 

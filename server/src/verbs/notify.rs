@@ -21,7 +21,7 @@ use at_common::error::{AtError, ErrorCode};
 use at_common::metadata::EpochMillis;
 use at_common::reply::Reply;
 use at_common::verb::{
-    MessageType, Notify, NotifyAll, NotifyRemove, NotifyScope, NotifyStatus, Operation,
+    MessageType, Notify, NotifyAll, NotifyRemove, NotifyScope, NotifyStatus, Operation, Strategy,
 };
 use at_common::AtSign;
 
@@ -46,21 +46,23 @@ pub async fn notify(
     cmd: &Notify,
     now: EpochMillis,
 ) -> Result<Reply, AtError> {
+    if cmd.strategy == Some(Strategy::Latest) && cmd.notifier.is_none() {
+        return Err(AtError::syntax("notifier is mandatory for strategy latest"));
+    }
     let notification = notification_of(cmd, me, now)?;
     let expires = now.saturating_add(ttln_of(cmd));
     let recipient = match &cmd.scope {
         Some(NotifyScope::To(to)) => Some(to),
         _ => None,
     };
-    deliver(
-        outbox,
-        me,
-        recipient,
-        &notification,
-        delivery_of(cmd),
-        expires,
-    )
-    .await?;
+    let delivery = delivery_of(cmd);
+    deliver(outbox, me, recipient, &notification, delivery, expires).await?;
+    if let (Some(Strategy::Latest), Some(to), Some(notifier)) =
+        (cmd.strategy, recipient, &cmd.notifier)
+    {
+        let keep = usize::try_from(cmd.latest_n.unwrap_or(1).max(1)).unwrap_or(usize::MAX);
+        router::supersede(outbox.store, me, to, notifier, keep, now).await?;
+    }
     Ok(Reply::Data(notification.id))
 }
 
