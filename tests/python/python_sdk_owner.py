@@ -26,11 +26,10 @@ from at_client.common import AtSign
 from at_client.common.keys import PublicKey, SelfKey, SharedKey
 from at_client.connections import Address
 from at_client.connections.atrootconnection import AtRootConnection
-from at_client.connections.atsecondaryconnection import AtSecondaryConnection
-from at_client.exception.atexception import AtKeyNotFoundException, AtUnauthenticatedException
-from at_client.util.authutil import AuthUtil
+from at_client.exception.atexception import AtKeyNotFoundException
 from at_client.util.keysutil import KeysUtil
-from at_client.util.onboardingutil import OnboardingUtil
+
+from sdk_onboarding import onboard
 
 root_host, root_port, atsign_text, cram_secret, keys_dir, peer_text, peer_secret = sys.argv[1:]
 atsign = AtSign(atsign_text)
@@ -54,42 +53,8 @@ with contextlib.redirect_stdout(sys.stderr):
     # 1. Onboarding, through the directory, with the SDK's connection and helpers.
     root = AtRootConnection.get_instance(root_host, int(root_port), verbose=True)
 
-    def onboard(atsign, cram_secret):
-        address = root.find_secondary(atsign)
-        result(f"directory: {atsign} at {address}")
-        connection = AtSecondaryConnection(address, verbose=True)
-        connection.connect()
-        AuthUtil.authenticate_with_cram(connection, atsign, cram_secret)
-        result("cram: success")
-        keys = {}
-        OnboardingUtil.generate_pkam_keypair(keys)
-        OnboardingUtil.generate_encryption_keypair(keys)
-        OnboardingUtil.generate_self_encryption_key(keys)
-        KeysUtil.save_keys(atsign, keys)
-        OnboardingUtil.store_pkam_public_key(connection, keys)
-        result("stored pkam public key")
-        OnboardingUtil.store_public_encryption_key(connection, atsign.without_prefix, keys)
-        result("stored encryption public key")
-        # Upstream's onboarding then switches the same connection to PKAM and deletes the
-        # CRAM secret.
-        AuthUtil.authenticate_with_pkam(connection, atsign, keys)
-        result("pkam on the onboarding connection: success")
-        OnboardingUtil.delete_cram_key(connection)
-        result("deleted cram secret")
-        connection.disconnect()
-
-        # With the secret gone, CRAM is refused (AT0401 -> AtUnauthenticatedException).
-        connection = AtSecondaryConnection(address, verbose=True)
-        connection.connect()
-        try:
-            AuthUtil.authenticate_with_cram(connection, atsign, cram_secret)
-            result("cram after delete: success")
-        except AtUnauthenticatedException:
-            result("cram after delete: AtUnauthenticatedException")
-        connection.disconnect()
-
-    onboard(atsign, cram_secret)
-    onboard(peer, peer_secret)
+    onboard(root, atsign, cram_secret, result)
+    onboard(root, peer, peer_secret, result)
 
     # 2. The client proper: directory lookup (same root connection) and PKAM.
     client = AtClient(atsign, root_address=Address(root_host, int(root_port)), verbose=True)

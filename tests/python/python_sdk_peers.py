@@ -38,12 +38,10 @@ from at_client.common import AtSign
 from at_client.common.keys import SharedKey
 from at_client.connections import Address
 from at_client.connections.atrootconnection import AtRootConnection
-from at_client.connections.atsecondaryconnection import AtSecondaryConnection
 from at_client.connections.notification.atevents import AtEventType
-from at_client.exception.atexception import AtUnauthenticatedException
-from at_client.util.authutil import AuthUtil
 from at_client.util.keysutil import KeysUtil
-from at_client.util.onboardingutil import OnboardingUtil
+
+from sdk_onboarding import onboard
 
 root_host, root_port, keys_dir, atsign_text, cram_secret, peer_text, peer_secret = sys.argv[1:]
 atsign = AtSign(atsign_text)
@@ -64,47 +62,14 @@ def commit_id(reply):
     return "commit id" if re.fullmatch(r"-?[0-9]+", reply or "") else f"unexpected {reply!r}"
 
 
-def onboard(root, atsign, cram_secret):
-    """The upstream interop onboarding, as in python_sdk_owner.py."""
-    address = root.find_secondary(atsign)
-    result(f"directory: {atsign} at {address}")
-    connection = AtSecondaryConnection(address, verbose=True)
-    connection.connect()
-    AuthUtil.authenticate_with_cram(connection, atsign, cram_secret)
-    result("cram: success")
-    keys = {}
-    OnboardingUtil.generate_pkam_keypair(keys)
-    OnboardingUtil.generate_encryption_keypair(keys)
-    OnboardingUtil.generate_self_encryption_key(keys)
-    KeysUtil.save_keys(atsign, keys)
-    OnboardingUtil.store_pkam_public_key(connection, keys)
-    result("stored pkam public key")
-    OnboardingUtil.store_public_encryption_key(connection, atsign.without_prefix, keys)
-    result("stored encryption public key")
-    AuthUtil.authenticate_with_pkam(connection, atsign, keys)
-    result("pkam on the onboarding connection: success")
-    OnboardingUtil.delete_cram_key(connection)
-    result("deleted cram secret")
-    connection.disconnect()
-
-    connection = AtSecondaryConnection(address, verbose=True)
-    connection.connect()
-    try:
-        AuthUtil.authenticate_with_cram(connection, atsign, cram_secret)
-        result("cram after delete: success")
-    except AtUnauthenticatedException:
-        result("cram after delete: AtUnauthenticatedException")
-    connection.disconnect()
-
-
 # The SDK writes to stdout (verbose transcript, "Saving keys to ..."): keep stdout for results.
 with contextlib.redirect_stdout(sys.stderr):
     KeysUtil.expected_keys_files_location = keys_dir.rstrip("/") + "/"
 
     # 1. Onboarding, each atSign on its own atServer, both found through one directory.
     root = AtRootConnection.get_instance(root_host, int(root_port), verbose=True)
-    onboard(root, atsign, cram_secret)
-    onboard(root, peer, peer_secret)
+    onboard(root, atsign, cram_secret, result)
+    onboard(root, peer, peer_secret, result)
 
     # 2. Both clients; the peer's monitor runs in a thread (start_monitor blocks) and only
     # queues events: this thread handles them, so the peer's main connection has one user.

@@ -194,6 +194,22 @@ impl Client {
     }
 
     /// Everything that arrives within `window` (the connection may close meanwhile).
+    /// Sends `line` (a `\n` is added) and returns the reply without `prompt`, within 15 s.
+    pub fn reply_to(&mut self, line: &str, prompt: &str) -> String {
+        self.send(format!("{line}\n").as_bytes());
+        let reply = self
+            .try_read_until(prompt.as_bytes(), Duration::from_secs(15))
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+        reply.strip_suffix(prompt).unwrap_or(&reply).to_string()
+    }
+
+    /// What a monitor connection sends next, up to a `\n` (one line, or several that came
+    /// together), within 10 s.
+    pub fn next_line(&mut self) -> String {
+        self.try_read_until(b"\n", Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("no notification: {e}"))
+    }
+
     pub fn read_for(&mut self, window: Duration) -> Vec<u8> {
         let deadline = Instant::now() + window;
         while !self.closed && Instant::now() < deadline {
@@ -266,4 +282,12 @@ fn connect(addr: SocketAddr) -> TcpStream {
     tcp.set_read_timeout(Some(TICK)).expect("read timeout");
     tcp.set_nodelay(true).expect("nodelay");
     tcp
+}
+
+/// A monitor line with its time replaced by `<time>`, to compare the rest exactly.
+pub fn line_without_time(line: &str) -> String {
+    let at = line.find("\"epochMillis\":").expect("epochMillis") + "\"epochMillis\":".len();
+    let end = at + line[at..].find(',').expect("after epochMillis");
+    assert!(line[at..end].parse::<i64>().is_ok(), "{line}");
+    format!("{}<time>{}", &line[..at], &line[end..])
 }

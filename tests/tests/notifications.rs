@@ -16,7 +16,7 @@ mod support;
 
 use std::time::Duration;
 
-use at_tests::client::Client;
+use at_tests::client::line_without_time;
 use at_tests::redis::RedisServer;
 use at_tests::TempDir;
 use support::Node;
@@ -26,44 +26,6 @@ fn alice_and_bob(node: &Node) -> ((String, String), (String, String)) {
     (node.provision("@alice"), node.provision("@bob"))
 }
 
-/// Sends `line` and returns the reply without its prompt.
-fn ask(client: &mut Client, line: &str, prompt: &str) -> String {
-    client.send(format!("{line}\n").as_bytes());
-    let reply = client.read_until(prompt.as_bytes());
-    reply.strip_suffix(prompt).unwrap().to_string()
-}
-
-/// The next line on a monitor connection (with its `\n`), within a few seconds.
-fn next_line(monitor: &mut Client) -> String {
-    monitor
-        .try_read_until(b"\n", Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("no notification: {e}"))
-}
-
-/// The monitor line the reference writes for `id` from @alice to @bob, but for its time.
-fn line_without_time(line: &str) -> String {
-    let at = line.find("\"epochMillis\":").expect("epochMillis") + "\"epochMillis\":".len();
-    let end = at + line[at..].find(',').expect("after epochMillis");
-    assert!(line[at..end].parse::<i64>().is_ok(), "{line}");
-    format!("{}<time>{}", &line[..at], &line[end..])
-}
-
-/// `yyyy-mm-dd` of a UTC epoch-millis time.
-fn utc_day(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
 fn one_node(redis: Option<&RedisServer>) {
     let dir = TempDir::new("notifications");
     let node = Node::start(dir.path(), 0, redis);
@@ -71,17 +33,13 @@ fn one_node(redis: Option<&RedisServer>) {
     let mut alice = node.owner("@alice", &alice_host, &alice_secret);
 
     // Sent while @bob does not watch: kept for his monitor's replay.
-    let early = ask(
-        &mut alice,
-        "notify:id:early-1:update:@bob:early@alice:v0",
-        "\n@alice@",
-    );
+    let early = alice.reply_to("notify:id:early-1:update:@bob:early@alice:v0", "\n@alice@");
     assert_eq!(early, "data:early-1");
 
     let mut monitor = node.owner("@bob", &bob_host, &bob_secret);
     monitor.send(b"monitor:0 .*\n");
     assert_eq!(
-        line_without_time(&next_line(&mut monitor)),
+        line_without_time(&monitor.next_line()),
         "notification: {\"id\":\"early-1\",\"from\":\"@alice\",\"to\":\"@bob\",\"key\":\"@bob:early@alice\",\
          \"value\":\"v0\",\"operation\":\"update\",\"epochMillis\":<time>,\"messageType\":\"MessageType.key\",\
          \"isEncrypted\":true,\"metadata\":{\"encKeyName\":null,\"encAlgo\":null,\"ivNonce\":null,\
@@ -89,14 +47,13 @@ fn one_node(redis: Option<&RedisServer>) {
     );
 
     // Live, as the Python SDK sends it.
-    let id = ask(
-        &mut alice,
+    let id = alice.reply_to(
         "notify:id:b67c5a7b-7beb-4178-9f11-8792564ddac3:update:isEncrypted:true:ivNonce:0FGj472sM6I/oRusH9FEZw==:@bob:message.myapp@alice:c2VjcmV0",
         "\n@alice@",
     );
     assert_eq!(id, "data:b67c5a7b-7beb-4178-9f11-8792564ddac3");
     assert_eq!(
-        line_without_time(&next_line(&mut monitor)),
+        line_without_time(&monitor.next_line()),
         "notification: {\"id\":\"b67c5a7b-7beb-4178-9f11-8792564ddac3\",\"from\":\"@alice\",\"to\":\"@bob\",\
          \"key\":\"@bob:message.myapp@alice\",\"value\":\"c2VjcmV0\",\"operation\":\"update\",\"epochMillis\":<time>,\
          \"messageType\":\"MessageType.key\",\"isEncrypted\":true,\"metadata\":{\"encKeyName\":null,\
@@ -104,12 +61,11 @@ fn one_node(redis: Option<&RedisServer>) {
          \"skeEncAlgo\":null,\"sharedKeyEnc\":null}}\n"
     );
     // A text message: no sender suffix on the key, not encrypted.
-    ask(
-        &mut alice,
+    alice.reply_to(
         "notify:id:t1:messageType:text:@bob:hello there",
         "\n@alice@",
     );
-    let text = next_line(&mut monitor);
+    let text = monitor.next_line();
     assert!(
         text.contains("\"key\":\"@bob:hello there\"")
             && text.contains("\"messageType\":\"MessageType.text\",\"isEncrypted\":false"),
@@ -117,42 +73,42 @@ fn one_node(redis: Option<&RedisServer>) {
     );
     // Heartbeat on the monitor connection: `data:ok` and no prompt, before or after.
     monitor.send(b"noop:0\n");
-    assert_eq!(next_line(&mut monitor), "data:ok\n");
+    assert_eq!(monitor.next_line(), "data:ok\n");
     monitor.expect_silence(Duration::from_millis(300));
 
     // The sender asks how it went; the recipient lists, filters and removes.
     assert_eq!(
-        ask(&mut alice, "notify:status:t1", "\n@alice@"),
+        alice.reply_to("notify:status:t1", "\n@alice@"),
         "data:delivered"
     );
     assert_eq!(
-        ask(&mut alice, "notify:status:no-such-id", "\n@alice@"),
+        alice.reply_to("notify:status:no-such-id", "\n@alice@"),
         "data:null"
     );
     let mut bob = node.owner("@bob", &bob_host, &bob_secret);
-    let listed = ask(&mut bob, "notify:list", "\n@bob@");
+    let listed = bob.reply_to("notify:list", "\n@bob@");
     for id in ["early-1", "b67c5a7b-7beb-4178-9f11-8792564ddac3", "t1"] {
         assert!(
             listed.contains(&format!("{{\"id\":\"{id}\",\"from\":\"@alice\"")),
             "{listed}"
         );
     }
-    let myapp = ask(&mut bob, "notify:list:myapp", "\n@bob@");
+    let myapp = bob.reply_to("notify:list:myapp", "\n@bob@");
     assert!(
         myapp.starts_with("data:[{\"id\":\"b67c5a7b") && !myapp.contains("early-1"),
         "{myapp}"
     );
     // Dates (UTC days, inclusive): today lists them, a day long past none.
     let today = &listed[listed.find("\"epochMillis\":").unwrap() + 14..][..13];
-    let day = utc_day(today.parse().unwrap());
-    let today_list = ask(&mut bob, &format!("notify:list:{day}:{day}"), "\n@bob@");
+    let day = &at_common::metadata::format_timestamp(today.parse().unwrap())[..10];
+    let today_list = bob.reply_to(&format!("notify:list:{day}:{day}"), "\n@bob@");
     assert_eq!(today_list, listed);
     assert_eq!(
-        ask(&mut bob, "notify:list:2001-01-01:2001-01-02", "\n@bob@"),
+        bob.reply_to("notify:list:2001-01-01:2001-01-02", "\n@bob@"),
         "data:null"
     );
     // One notification whole, every value a string, as the reference's notify:fetch.
-    let fetched = ask(&mut bob, "notify:fetch:t1", "\n@bob@");
+    let fetched = bob.reply_to("notify:fetch:t1", "\n@bob@");
     assert!(
         fetched.starts_with(
             "data:{\"id\":\"t1\",\"fromAtSign\":\"@alice\",\"notificationDateTime\":\""
@@ -166,29 +122,25 @@ fn one_node(redis: Option<&RedisServer>) {
         "{fetched}"
     );
     assert_eq!(
-        ask(&mut bob, "notify:fetch:nope", "\n@bob@"),
+        bob.reply_to("notify:fetch:nope", "\n@bob@"),
         "data:{\"id\":\"nope\",\"notificationStatus\":\"NotificationStatus.expired\"}"
     );
     assert_eq!(
-        ask(&mut bob, "notify:remove:early-1", "\n@bob@"),
+        bob.reply_to("notify:remove:early-1", "\n@bob@"),
         "data:success"
     );
-    assert!(!ask(&mut bob, "notify:list", "\n@bob@").contains("early-1"));
+    assert!(!bob.reply_to("notify:list", "\n@bob@").contains("early-1"));
 
     // A monitor whose regex does not match hears nothing; a later epochMillis replays nothing.
     let mut picky = node.owner("@bob", &bob_host, &bob_secret);
     picky.send(format!("monitor:{} nomatch\n", i64::MAX / 2).as_bytes());
-    ask(
-        &mut alice,
-        "notify:id:p1:update:@bob:other@alice:x",
-        "\n@alice@",
-    );
-    assert!(next_line(&mut monitor).contains("\"id\":\"p1\""));
+    alice.reply_to("notify:id:p1:update:@bob:other@alice:x", "\n@alice@");
+    assert!(monitor.next_line().contains("\"id\":\"p1\""));
     picky.expect_silence(Duration::from_millis(500));
 
     // The owner's own write: the stats notification (id -1, last commit id) to every monitor,
     // whatever its regex, so clients know to sync.
-    let commit = ask(&mut bob, "update:phone@bob 1", "\n@bob@");
+    let commit = bob.reply_to("update:phone@bob 1", "\n@bob@");
     let commit = commit.strip_prefix("data:").unwrap();
     let stats = format!(
         "notification: {{\"id\":\"-1\",\"from\":\"@bob\",\"to\":\"@bob\",\
@@ -196,19 +148,18 @@ fn one_node(redis: Option<&RedisServer>) {
          \"epochMillis\":<time>,\"messageType\":\"MessageType.key\",\"isEncrypted\":false,\
          \"metadata\":null}}\n"
     );
-    assert_eq!(line_without_time(&next_line(&mut monitor)), stats);
-    assert_eq!(line_without_time(&next_line(&mut picky)), stats);
-    let deleted = ask(&mut bob, "delete:phone@bob", "\n@bob@");
+    assert_eq!(line_without_time(&monitor.next_line()), stats);
+    assert_eq!(line_without_time(&picky.next_line()), stats);
+    let deleted = bob.reply_to("delete:phone@bob", "\n@bob@");
     let deleted = deleted.strip_prefix("data:").unwrap();
-    let line = next_line(&mut monitor);
+    let line = monitor.next_line();
     assert!(
         line.contains(&format!("\"value\":\"{deleted}\",\"operation\":\"delete\"")),
         "{line}"
     );
 
     // notify:all: one notification per recipient, ids by recipient, `data: ` spaced.
-    let all = ask(
-        &mut alice,
+    let all = alice.reply_to(
         "notify:all:update:@bob,@alice:greeting@alice:hi",
         "\n@alice@",
     );
@@ -216,19 +167,18 @@ fn one_node(redis: Option<&RedisServer>) {
     let to_bob = &ids[ids.find("\"@bob\":\"").unwrap() + 8..];
     let to_bob = &to_bob[..to_bob.find('"').unwrap()];
     assert!(ids.contains("\"@alice\":\""), "{all}");
-    let line = next_line(&mut monitor);
+    let line = monitor.next_line();
     assert!(
         line.contains(&format!("\"id\":\"{to_bob}\",\"from\":\"@alice\",\"to\":\"@bob\",\"key\":\"@bob:greeting@alice\",\"value\":\"hi\"")),
         "{line}"
     );
 
     // autoNotify: @alice updates a key shared with @bob, then deletes it; @bob is told both.
-    ask(
-        &mut alice,
+    alice.reply_to(
         "update:isEncrypted:true:ivNonce:IV1:@bob:shared.app@alice c2hhcmVk",
         "\n@alice@",
     );
-    let update = line_without_time(&next_line(&mut monitor));
+    let update = line_without_time(&monitor.next_line());
     let id = &update["notification: {\"id\":\"".len()..update.find("\",\"from\"").unwrap()];
     assert_eq!(
         update,
@@ -240,8 +190,8 @@ fn one_node(redis: Option<&RedisServer>) {
              \"skeEncKeyName\":null,\"skeEncAlgo\":null,\"sharedKeyEnc\":null}}}}\n"
         )
     );
-    ask(&mut alice, "delete:@bob:shared.app@alice", "\n@alice@");
-    let delete = next_line(&mut monitor);
+    alice.reply_to("delete:@bob:shared.app@alice", "\n@alice@");
+    let delete = monitor.next_line();
     assert!(
         delete
             .contains("\"key\":\"@bob:shared.app@alice\",\"value\":null,\"operation\":\"delete\"")
@@ -272,20 +222,16 @@ fn a_monitor_on_one_node_hears_a_notification_sent_through_another() {
     let mut monitor = nodes[1].owner("@bob", &bob_host, &bob_secret);
     // Its answer to the noop proves `monitor` was handled: the monitor is subscribed.
     monitor.send(b"monitor\nnoop:0\n");
-    assert_eq!(next_line(&mut monitor), "data:ok\n");
+    assert_eq!(monitor.next_line(), "data:ok\n");
     let mut alice = nodes[0].owner("@alice", &alice_host, &alice_secret);
-    ask(
-        &mut alice,
-        "notify:id:x1:update:@bob:phone@alice:v",
-        "\n@alice@",
-    );
-    let line = next_line(&mut monitor);
+    alice.reply_to("notify:id:x1:update:@bob:phone@alice:v", "\n@alice@");
+    let line = monitor.next_line();
     assert!(
         line.starts_with("notification: {\"id\":\"x1\",\"from\":\"@alice\""),
         "{line}"
     );
     assert_eq!(
-        ask(&mut alice, "notify:status:x1", "\n@alice@"),
+        alice.reply_to("notify:status:x1", "\n@alice@"),
         "data:delivered"
     );
 }

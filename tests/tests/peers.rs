@@ -12,27 +12,12 @@
 
 use std::time::Duration;
 
-use at_tests::client::Client;
+use at_tests::client::{line_without_time, Client};
 use at_tests::servers::Cluster;
 use at_tests::TempDir;
 
 /// Server settings of this test: quick to give up on a peer, quick to retry a delivery.
 const QUICK: &str = "peer_timeout_millis = 3000\nnotification_retry_max_millis = 1000";
-
-/// The next line on a monitor connection, within a few seconds.
-fn next_line(monitor: &mut Client) -> String {
-    monitor
-        .try_read_until(b"\n", Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("no notification: {e}"))
-}
-
-/// A monitor line with its time replaced by `<time>`.
-fn line_without_time(line: &str) -> String {
-    let at = line.find("\"epochMillis\":").expect("epochMillis") + "\"epochMillis\":".len();
-    let end = at + line[at..].find(',').expect("after epochMillis");
-    assert!(line[at..end].parse::<i64>().is_ok(), "{line}");
-    format!("{}<time>{}", &line[..at], &line[end..])
-}
 
 /// Polls `check` for up to 10 s.
 fn eventually(mut check: impl FnMut() -> bool) {
@@ -41,15 +26,6 @@ fn eventually(mut check: impl FnMut() -> bool) {
         assert!(std::time::Instant::now() < deadline, "not within 10 s");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Sends `line`; the reply without `prompt`.
-fn ask(client: &mut Client, line: &str, prompt: &str) -> String {
-    client.send(format!("{line}\n").as_bytes());
-    let reply = client
-        .try_read_until(prompt.as_bytes(), Duration::from_secs(15))
-        .unwrap_or_else(|e| panic!("{line}: {e}"));
-    reply.strip_suffix(prompt).unwrap().to_string()
 }
 
 #[test]
@@ -68,62 +44,65 @@ fn atsigns_on_two_servers_share_keys_over_pol() {
     bob.cram_in("@bob", &bob_secret);
     let (at_alice, at_bob) = ("\n@alice@", "\n@bob@");
 
-    assert!(ask(&mut alice, "update:ttr:-1:@bob:phone@alice 123", at_alice).starts_with("data:"));
-    assert!(ask(&mut alice, "update:public:location@alice paris", at_alice).starts_with("data:"));
+    assert!(alice
+        .reply_to("update:ttr:-1:@bob:phone@alice 123", at_alice)
+        .starts_with("data:"));
+    assert!(alice
+        .reply_to("update:public:location@alice paris", at_alice)
+        .starts_with("data:"));
 
     // From B to A with pol; A calls B back to check the signature.
-    assert_eq!(ask(&mut bob, "lookup:phone@alice", at_bob), "data:123");
+    assert_eq!(bob.reply_to("lookup:phone@alice", at_bob), "data:123");
     assert_eq!(
-        ask(&mut bob, "llookup:cached:@bob:phone@alice", at_bob),
+        bob.reply_to("llookup:cached:@bob:phone@alice", at_bob),
         "data:123",
         "ttr -1: cached on B"
     );
-    let all = ask(&mut bob, "lookup:all:phone@alice", at_bob);
+    let all = bob.reply_to("lookup:all:phone@alice", at_bob);
     assert!(
         all.starts_with(
             r#"data:{"key":"@bob:phone@alice","data":"123","metaData":{"createdBy":"@alice""#
         ),
         "{all}"
     );
-    let signing_key = ask(&mut bob, "llookup:public:signing_publickey@bob", at_bob);
+    let signing_key = bob.reply_to("llookup:public:signing_publickey@bob", at_bob);
     assert!(
         signing_key.starts_with("data:MII"),
         "B made @bob's signing key: {signing_key}"
     );
 
     // The cache answers until bypassed.
-    assert!(ask(&mut alice, "update:ttr:-1:@bob:phone@alice 456", at_alice).starts_with("data:"));
-    assert_eq!(ask(&mut bob, "lookup:phone@alice", at_bob), "data:123");
+    assert!(alice
+        .reply_to("update:ttr:-1:@bob:phone@alice 456", at_alice)
+        .starts_with("data:"));
+    assert_eq!(bob.reply_to("lookup:phone@alice", at_bob), "data:123");
     assert_eq!(
-        ask(&mut bob, "lookup:bypassCache:true:phone@alice", at_bob),
+        bob.reply_to("lookup:bypassCache:true:phone@alice", at_bob),
         "data:456"
     );
-    assert_eq!(ask(&mut bob, "lookup:phone@alice", at_bob), "data:456");
+    assert_eq!(bob.reply_to("lookup:phone@alice", at_bob), "data:456");
 
     // Public keys: no pol, cached for a day.
+    assert_eq!(bob.reply_to("plookup:location@alice", at_bob), "data:paris");
     assert_eq!(
-        ask(&mut bob, "plookup:location@alice", at_bob),
-        "data:paris"
-    );
-    assert_eq!(
-        ask(&mut bob, "llookup:cached:public:location@alice", at_bob),
+        bob.reply_to("llookup:cached:public:location@alice", at_bob),
         "data:paris"
     );
     // B keeps both links to A open: @bob's pol'd one and the anonymous one for plookup.
     assert_eq!(
-        ask(&mut bob, "stats:2", at_bob),
+        bob.reply_to("stats:2", at_bob),
         "data: [{\"id\":\"2\",\"name\":\"activeOutboundConnections\",\"value\":\"2\"}]"
     );
     // What A does not have, in A's words.
     assert_eq!(
-        ask(&mut bob, "lookup:fax@alice", at_bob),
+        bob.reply_to("lookup:fax@alice", at_bob),
         "error:AT0015-key not found : Exception: @bob:fax@alice does not exist in keystore"
     );
 
     // Claiming to be @bob without a certificate for @bob's server.
     let mut stranger = a.connect(&ca);
     assert_eq!(
-        ask(&mut stranger, "from:@bob", "\n@"),
+        stranger.reply_to("from:@bob", "\n@"),
         "error:AT0401-Exception: Certificate Verification Failed"
     );
     // With one (here: B's own), but without @bob's server's signature.
@@ -136,70 +115,68 @@ fn atsigns_on_two_servers_share_keys_over_pol() {
         &b_tls.join("key.pem"),
     );
     forger.expect(b"@");
-    let proof = ask(&mut forger, "from:@bob", "\n@");
+    let proof = forger.reply_to("from:@bob", "\n@");
     assert!(proof.starts_with("data:proof:_"), "{proof}");
     assert_eq!(
-        ask(&mut forger, "pol", "\n@"),
+        forger.reply_to("pol", "\n@"),
         "error:AT0401-Exception: Pol Authentication Failed"
     );
     // Still open, still unauthenticated: only public keys.
     assert_eq!(
-        ask(&mut forger, "lookup:location@alice", "\n@"),
+        forger.reply_to("lookup:location@alice", "\n@"),
         "data:paris"
     );
     assert_eq!(
-        ask(&mut forger, "lookup:phone@alice", "\n@"),
+        forger.reply_to("lookup:phone@alice", "\n@"),
         "error:AT0015-Exception: public:phone@alice does not exist in keystore"
     );
 
     // Notifications from A reach @bob's monitor on B. The two updates above told @bob too
     // (autoNotify), in the background: let them arrive first.
     eventually(|| {
-        let received = ask(&mut bob, "notify:list:phone", at_bob);
+        let received = bob.reply_to("notify:list:phone", at_bob);
         received.matches("\"key\":\"@bob:phone@alice\"").count() == 2
     });
     let mut monitor = b.connect(&ca);
     monitor.cram_in("@bob", &bob_secret);
     monitor.send(b"monitor\n");
     assert_eq!(
-        ask(
-            &mut alice,
+        alice.reply_to(
             "notify:id:hello-1:update:messageType:text:@bob:hello",
             at_alice
         ),
         "data:hello-1"
     );
     assert_eq!(
-        line_without_time(&next_line(&mut monitor)),
+        line_without_time(&monitor.next_line()),
         "notification: {\"id\":\"hello-1\",\"from\":\"@alice\",\"to\":\"@bob\",\"key\":\"@bob:hello\",\
          \"value\":null,\"operation\":\"update\",\"epochMillis\":<time>,\"messageType\":\"MessageType.text\",\
          \"isEncrypted\":false,\"metadata\":{\"encKeyName\":null,\"encAlgo\":null,\"ivNonce\":null,\
          \"skeEncKeyName\":null,\"skeEncAlgo\":null,\"sharedKeyEnc\":null}}\n"
     );
-    eventually(|| ask(&mut alice, "notify:status:hello-1", at_alice) == "data:delivered");
+    eventually(|| alice.reply_to("notify:status:hello-1", at_alice) == "data:delivered");
 
     // autoNotify: @alice's update reaches @bob's monitor and refreshes B's cached copy ...
-    assert!(ask(
-        &mut alice,
-        "update:ttr:-1:ccd:true:@bob:phone@alice 789",
-        at_alice
-    )
-    .starts_with("data:"));
-    let line = next_line(&mut monitor);
+    assert!(alice
+        .reply_to("update:ttr:-1:ccd:true:@bob:phone@alice 789", at_alice)
+        .starts_with("data:"));
+    let line = monitor.next_line();
     assert!(
         line.contains("\"from\":\"@alice\",\"to\":\"@bob\",\"key\":\"@bob:phone@alice\",\"value\":\"789\",\"operation\":\"update\""),
         "{line}"
     );
-    eventually(|| ask(&mut bob, "llookup:cached:@bob:phone@alice", at_bob) == "data:789");
+    eventually(|| bob.reply_to("llookup:cached:@bob:phone@alice", at_bob) == "data:789");
     // ... and its delete (ccd) removes the copy.
-    assert!(ask(&mut alice, "delete:@bob:phone@alice", at_alice).starts_with("data:"));
-    let line = next_line(&mut monitor);
+    assert!(alice
+        .reply_to("delete:@bob:phone@alice", at_alice)
+        .starts_with("data:"));
+    let line = monitor.next_line();
     assert!(
         line.contains("\"key\":\"@bob:phone@alice\",\"value\":null,\"operation\":\"delete\""),
         "{line}"
     );
     eventually(|| {
-        ask(&mut bob, "llookup:cached:@bob:phone@alice", at_bob)
+        bob.reply_to("llookup:cached:@bob:phone@alice", at_bob)
             == "error:AT0015-key not found : cached:@bob:phone@alice does not exist in keystore"
     });
 
@@ -207,8 +184,7 @@ fn atsigns_on_two_servers_share_keys_over_pol() {
     drop(monitor);
     b.stop();
     assert_eq!(
-        ask(
-            &mut alice,
+        alice.reply_to(
             "notify:id:later-1:update:messageType:text:@bob:later",
             at_alice
         ),
@@ -219,28 +195,28 @@ fn atsigns_on_two_servers_share_keys_over_pol() {
         let line = format!(
             "notify:id:latest-{n}:update:messageType:text:strategy:latest:notifier:app:@bob:latest{n}"
         );
-        assert_eq!(ask(&mut alice, &line, at_alice), format!("data:latest-{n}"));
+        assert_eq!(alice.reply_to(&line, at_alice), format!("data:latest-{n}"));
     }
     for superseded in ["latest-1", "latest-2"] {
         let status = format!("notify:status:{superseded}");
-        assert_eq!(ask(&mut alice, &status, at_alice), "data:expired");
+        assert_eq!(alice.reply_to(&status, at_alice), "data:expired");
     }
     std::thread::sleep(Duration::from_millis(700));
-    let status = ask(&mut alice, "notify:status:later-1", at_alice);
+    let status = alice.reply_to("notify:status:later-1", at_alice);
     assert!(
         status == "data:errored" || status == "data:queued",
         "{status}"
     );
     b.start();
-    eventually(|| ask(&mut alice, "notify:status:later-1", at_alice) == "data:delivered");
-    eventually(|| ask(&mut alice, "notify:status:latest-3", at_alice) == "data:delivered");
+    eventually(|| alice.reply_to("notify:status:later-1", at_alice) == "data:delivered");
+    eventually(|| alice.reply_to("notify:status:latest-3", at_alice) == "data:delivered");
     let mut monitor = b.connect(&ca);
     monitor.cram_in("@bob", &bob_secret);
     monitor.send(b"monitor:0 late\n");
     // Both replayed (they may come in one read), the superseded ones not at all.
     let mut replayed = String::new();
     while replayed.lines().count() < 2 {
-        replayed.push_str(&next_line(&mut monitor));
+        replayed.push_str(&monitor.next_line());
     }
     let ids: Vec<&str> = replayed
         .lines()
@@ -255,19 +231,21 @@ fn atsigns_on_two_servers_share_keys_over_pol() {
     bob.cram_in("@bob", &bob_secret);
 
     // A goes away: B says so and keeps the client's connection; the cache still answers.
-    assert!(ask(&mut alice, "update:ttr:-1:@bob:phone@alice 999", at_alice).starts_with("data:"));
+    assert!(alice
+        .reply_to("update:ttr:-1:@bob:phone@alice 999", at_alice)
+        .starts_with("data:"));
     assert_eq!(
-        ask(&mut bob, "lookup:bypassCache:true:phone@alice", at_bob),
+        bob.reply_to("lookup:bypassCache:true:phone@alice", at_bob),
         "data:999"
     );
     a.stop();
-    let down = ask(&mut bob, "lookup:bypassCache:true:phone@alice", at_bob);
+    let down = bob.reply_to("lookup:bypassCache:true:phone@alice", at_bob);
     assert!(down.starts_with("error:AT0007-"), "{down}");
     assert_eq!(
-        ask(&mut bob, "lookup:phone@alice", at_bob),
+        bob.reply_to("lookup:phone@alice", at_bob),
         "data:999",
         "cache"
     );
-    assert_eq!(ask(&mut bob, "noop:0", at_bob), "data:ok");
+    assert_eq!(bob.reply_to("noop:0", at_bob), "data:ok");
     b.stop();
 }
