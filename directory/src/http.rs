@@ -1,4 +1,6 @@
-//! The HTTP listener (`metrics_listen`): Prometheus `GET /metrics`, and the status API.
+//! The HTTP listener (`metrics_listen`): Prometheus `GET /metrics`, the probes `GET /healthz`
+//! (200 while serving) and `GET /readyz` (200 when the store answers within a second, else 503),
+//! and the status API.
 //!
 //! # Status API
 //! `GET /api/status/<atSign>` (`@alice`, `alice` or `%40alice`) answers the atSign's
@@ -16,19 +18,27 @@ use at_common::AtSign;
 
 use crate::metrics::Metrics;
 use crate::status::StatusService;
+use crate::store::Store;
 
-/// Serves `/metrics` (and `/api/status/…` when `status` is given) on `listener` until the
-/// actix system stops.
+/// How long `/readyz` waits for the store.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Serves `/metrics`, `/healthz`, `/readyz` (and `/api/status/…` when `status` is given) on
+/// `listener` until the actix system stops.
 pub fn serve(
     listener: std::net::TcpListener,
     metrics: Metrics,
+    store: Store,
     status: Option<StatusService>,
 ) -> std::io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     let server = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(web::Data::new(metrics.clone()))
-            .route("/metrics", web::get().to(render_metrics));
+            .app_data(web::Data::new(store.clone()))
+            .route("/metrics", web::get().to(render_metrics))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz));
         if let Some(status) = &status {
             app = app.app_data(web::Data::new(status.clone())).service(
                 web::resource("/api/status/{atsign}")
@@ -45,6 +55,28 @@ pub fn serve(
     .run();
     actix_rt::spawn(server);
     Ok(addr)
+}
+
+/// Liveness: the process serves HTTP.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+}
+
+/// Readiness: the store answers a lookup within [`READY_TIMEOUT`] (a directory whose Redis is
+/// gone takes no traffic).
+async fn readyz(store: web::Data<Store>) -> HttpResponse {
+    let probe = AtSign::parse("@readyz").expect("a valid atSign");
+    match tokio::time::timeout(READY_TIMEOUT, store.get(&probe)).await {
+        Ok(Ok(_)) => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n"),
+        Ok(Err(error)) => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!("not ready: store: {error}\n")),
+        Err(_) => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("not ready: store: no answer within 1000 ms\n"),
+    }
 }
 
 async fn render_metrics(metrics: web::Data<Metrics>) -> HttpResponse {

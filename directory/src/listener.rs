@@ -63,7 +63,7 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
                 false => None,
             };
             Some(
-                crate::http::serve(std_listener, metrics.clone(), status)
+                crate::http::serve(std_listener, metrics.clone(), store.clone(), status)
                     .map_err(io_err("HTTP server".into()))?,
             )
         }

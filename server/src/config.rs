@@ -111,6 +111,9 @@ pub struct ServerConfig {
     /// The longest wait between two attempts to deliver a notification to another atServer
     /// (the wait doubles from 0.5 s up to this).
     pub notification_retry_max_millis: u64,
+    /// HTTP address of `/healthz`, `/readyz` and `/metrics` (port `0` picks one, printed as
+    /// `metrics on <addr>`); empty turns it off.
+    pub metrics_listen: String,
     /// TLS of the listener.
     pub tls: TlsConfig,
     /// Where the atSigns' data lives.
@@ -150,6 +153,7 @@ impl Default for ServerConfig {
             outbound_max_limit: 200,
             peer_timeout_millis: 5_000,
             notification_retry_max_millis: 30_000,
+            metrics_listen: String::new(),
             tls: TlsConfig::default(),
             store: StoreConfig::default(),
         }
@@ -202,6 +206,11 @@ impl ServerConfig {
             return Err("port_range_start + port_range_len runs past port 65535".into());
         }
         at_common::Address::parse(&self.directory).map_err(|e| format!("directory: {e}"))?;
+        if !self.metrics_listen.is_empty() {
+            self.metrics_listen
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("metrics_listen {:?}: {e}", self.metrics_listen))?;
+        }
         // The names the directory will hand out must be valid `host:port` addresses.
         at_common::Address::parse(&format!("{}:1", self.public_host))
             .map_err(|e| format!("public_host: {e}"))?;

@@ -5,6 +5,7 @@
 //! - [`config`]: `ServerConfig`, every option with its default.
 //! - [`connection`]: one client connection; its session state machine (`auth_state`).
 //! - [`dev`]: `at-server dev`, a directory and an atServer in one process for local use.
+//! - [`http`]: `/healthz`, `/readyz` and Prometheus `/metrics` on `metrics_listen`.
 //! - [`keystore`]: `KeyStore`, the actor owning one hosted atSign's data; `Hosts`, the registry.
 //! - [`listener`]: TLS, SNI and per-atSign ports, spreading connections over worker threads.
 //! - [`maintenance`]: the background task that removes expired keys and compacts commit logs.
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod dev;
+pub mod http;
 pub mod keystore;
 pub mod listener;
 pub mod maintenance;

@@ -25,6 +25,7 @@ use crate::admin;
 use crate::config::ServerConfig;
 use crate::connection::actor::{Connection, Limits, Slot};
 use crate::connection::throttle::AuthThrottle;
+use crate::http;
 use crate::keystore::{Hosts, Services};
 use crate::maintenance;
 use crate::peer::{PeerSettings, Peers};
@@ -38,6 +39,8 @@ pub enum ListenError {
     Tls(#[from] at_common::tls::TlsError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -208,6 +211,21 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
                 Route::BySni => writeln!(out, "listening on {addr}"),
                 Route::Fixed(atsign) => writeln!(out, "serving {atsign} on {addr}"),
             };
+        }
+        if !config.metrics_listen.is_empty() {
+            let addr: SocketAddr = config
+                .metrics_listen
+                .parse()
+                .map_err(|e| ListenError::Config(format!("metrics_listen: {e}")))?;
+            let bind_error = |source| ListenError::Bind { addr, source };
+            let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+            let probes = http::Probes::new(
+                store.clone(),
+                shared.hosts.clone(),
+                Arc::clone(&shared.open),
+            );
+            let addr = http::serve(listener, probes).map_err(bind_error)?;
+            let _ = writeln!(out, "metrics on {addr}");
         }
         let _ = out.flush();
     }

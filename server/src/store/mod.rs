@@ -258,6 +258,11 @@ pub trait Backend: Send + Sync {
 
     async fn storage_size(&self) -> Result<u64, StoreError>;
 
+    /// Whether the store answers now (readiness). Local stores always do.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Stores `row` in `atsign`'s `log`, replacing the row with the same id.
     async fn put_notification(
         &self,
@@ -565,6 +570,11 @@ impl Store {
         n: usize,
     ) -> Result<Vec<(String, u64)>, StoreError> {
         self.0.top_accesses(atsign, kind, n).await
+    }
+
+    /// Whether the store answers now: `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.0.ping().await
     }
 
     /// Bytes used by the whole store (stats `secondaryStorageSize`).

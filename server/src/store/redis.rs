@@ -648,6 +648,13 @@ impl Backend for RedisStore {
         Ok(all)
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
     async fn storage_size(&self) -> Result<u64, StoreError> {
         let info: String = redis::cmd("INFO")
             .arg("memory")

@@ -25,6 +25,12 @@ impl Node {
     /// Starts node `n` with its own data dir under `dir`, on `redis` (else the embedded
     /// store), registering atSigns in the directory store under `dir`.
     pub fn start(dir: &Path, n: usize, redis: Option<&RedisServer>) -> Node {
+        Node::start_with(dir, n, redis, "")
+    }
+
+    /// [`Node::start`] with `extra` top-level TOML; with `metrics_listen` in it, waits for the
+    /// HTTP listener too ([`Node::metrics`]).
+    pub fn start_with(dir: &Path, n: usize, redis: Option<&RedisServer>, extra: &str) -> Node {
         let data = dir.join(format!("node{n}"));
         std::fs::create_dir_all(&data).unwrap();
         let config = data.join("server.toml");
@@ -32,7 +38,7 @@ impl Node {
             &config,
             format!(
                 "data_dir = \"{}\"\ndirectory_data_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n\
-                 public_port = 6464\nsni_domain = \"{DOMAIN}\"\n{}",
+                 public_port = 6464\nsni_domain = \"{DOMAIN}\"\n{extra}\n{}",
                 data.display(),
                 dir.join("directory").display(),
                 // On Redis, the directory's registrations are there too (one directory
@@ -49,13 +55,18 @@ impl Node {
             &workspace_binary("at-server"),
             &["--config", &config.display().to_string(), "serve"],
             &[("AT_SERVER_LOG", "warn")],
-            false,
+            extra.contains("metrics_listen"),
         );
         Node {
             ca: data.join("tls/ca.pem"),
             config,
             running,
         }
+    }
+
+    /// The address of its HTTP listener (`/healthz`, `/readyz`, `/metrics`).
+    pub fn metrics(&self) -> std::net::SocketAddr {
+        self.running.metrics.expect("started with metrics_listen")
     }
 
     /// Runs an admin command through this node (its admin socket).
