@@ -114,6 +114,9 @@ pub struct ServerConfig {
     /// HTTP address of `/healthz`, `/readyz` and `/metrics` (port `0` picks one, printed as
     /// `metrics on <addr>`); empty turns it off.
     pub metrics_listen: String,
+    /// On SIGTERM/SIGINT: how long connections get to finish the command in flight and close
+    /// before the node exits anyway (below Kubernetes' 30 s terminationGracePeriodSeconds).
+    pub shutdown_grace_millis: u64,
     /// TLS of the listener.
     pub tls: TlsConfig,
     /// Where the atSigns' data lives.
@@ -154,6 +157,7 @@ impl Default for ServerConfig {
             peer_timeout_millis: 5_000,
             notification_retry_max_millis: 30_000,
             metrics_listen: String::new(),
+            shutdown_grace_millis: 20_000,
             tls: TlsConfig::default(),
             store: StoreConfig::default(),
         }

@@ -159,6 +159,7 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
         peers,
         router,
     };
+    let (draining, draining_rx) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
         tls,
         hosts: Hosts::new(
@@ -179,6 +180,7 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
             auth_throttle: Arc::new(AuthThrottle::new(config.throttle_limits())),
             peer_certificate_required: config.peer_client_certificate
                 == crate::config::ClientCertificate::Required,
+            draining: draining_rx,
         }),
         open: Arc::new(AtomicUsize::new(0)),
         max: config.inbound_max_limit,
@@ -237,10 +239,14 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
         next: Arc::new(AtomicUsize::new(0)),
     };
     let mut ports = HashMap::new();
+    let mut shared_port = None;
     for (listener, route) in listeners {
         let handle = accepting.spawn(listener, route.clone());
-        if let Route::Fixed(atsign) = route {
-            ports.insert(atsign, handle);
+        match route {
+            Route::Fixed(atsign) => {
+                ports.insert(atsign, handle);
+            }
+            Route::BySni => shared_port = Some(handle),
         }
     }
     // Both run on this thread: the admin socket's changes and other nodes' (via the store).
@@ -260,7 +266,29 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
         }));
     }
     shutdown_signal().await;
-    tracing::info!("shutting down");
+    // Stop accepting, let each connection finish the command in flight and close, then return
+    // (the store is flushed and closed when dropped), within the grace period.
+    let grace = Duration::from_millis(config.shutdown_grace_millis);
+    tracing::info!(
+        open = shared.open.load(Ordering::Acquire),
+        ?grace,
+        "shutting down"
+    );
+    shared_port.into_iter().for_each(|handle| handle.abort());
+    served
+        .ports
+        .borrow_mut()
+        .drain()
+        .for_each(|(_, handle)| handle.abort());
+    let _ = draining.send(true);
+    let deadline = std::time::Instant::now() + grace;
+    while shared.open.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = shared.open.load(Ordering::Acquire);
+    if left > 0 {
+        tracing::warn!(left, "grace period over; closing the remaining connections");
+    }
     let _ = std::fs::remove_file(admin::socket_path(&config.data_dir));
     Ok(())
 }

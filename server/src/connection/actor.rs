@@ -44,6 +44,9 @@ pub struct Limits {
     pub auth_throttle: Arc<AuthThrottle>,
     /// `from:@other` needs a client certificate naming @other's server.
     pub peer_certificate_required: bool,
+    /// Turns true when the node shuts down: each connection finishes the command in flight,
+    /// writes its reply and closes.
+    pub draining: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A slot among `inbound_max_limit`; freed when dropped.
@@ -464,6 +467,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Actor for Connection<IO> {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.writer.write(Bytes::from_static(b"@"));
         self.touch(ctx);
+        // One `Drain` when the node starts shutting down. A command in flight holds it back
+        // (`ctx.wait`), so its reply is written before the connection closes.
+        let draining = self.limits.draining.clone();
+        ctx.add_stream(futures_util::stream::unfold(
+            Some(draining),
+            |state| async move {
+                let mut draining = state?;
+                while !*draining.borrow_and_update() {
+                    draining.changed().await.ok()?;
+                }
+                Some((Drain, None))
+            },
+        ));
     }
 }
 
@@ -504,6 +520,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<String, 
     fn finished(&mut self, ctx: &mut Context<Self>) {
         self.close(ctx);
     }
+}
+
+/// The node is shutting down.
+struct Drain;
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Drain> for Connection<IO> {
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
+        tracing::debug!(atsign = %self.me, "closing for shutdown");
+        self.close(ctx);
+    }
+
+    /// The node's shutdown signal went away with it: nothing to do.
+    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 /// A notification line for a monitor connection.

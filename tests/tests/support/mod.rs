@@ -64,6 +64,11 @@ impl Node {
         }
     }
 
+    /// Its process, e.g. to send it SIGTERM.
+    pub fn process(&mut self) -> &mut Running {
+        &mut self.running
+    }
+
     /// The address of its HTTP listener (`/healthz`, `/readyz`, `/metrics`).
     pub fn metrics(&self) -> std::net::SocketAddr {
         self.running.metrics.expect("started with metrics_listen")
