@@ -9,6 +9,7 @@
 //! - [`keystore`]: `KeyStore`, the actor owning one hosted atSign's data; `Hosts`, the registry.
 //! - [`listener`]: TLS, SNI and per-atSign ports, spreading connections over worker threads.
 //! - [`maintenance`]: the background task that removes expired keys and compacts commit logs.
+//! - [`metrics`]: the Prometheus metrics every part records into.
 //! - [`migrate`]: `at-server migrate`, copying atSigns between stores (embedded ↔ Redis).
 //! - [`notifications`]: notifications between hosted atSigns and the monitors streaming them.
 //! - [`peer`]: links to other atServers (`from` + `pol`), and checking their `pol`.
@@ -26,6 +27,7 @@ pub mod http;
 pub mod keystore;
 pub mod listener;
 pub mod maintenance;
+pub mod metrics;
 pub mod migrate;
 pub mod notifications;
 pub mod peer;

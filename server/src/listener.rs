@@ -221,11 +221,7 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
                 .map_err(|e| ListenError::Config(format!("metrics_listen: {e}")))?;
             let bind_error = |source| ListenError::Bind { addr, source };
             let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-            let probes = http::Probes::new(
-                store.clone(),
-                shared.hosts.clone(),
-                Arc::clone(&shared.open),
-            );
+            let probes = http::Probes::new(store.clone(), shared.hosts.clone());
             let addr = http::serve(listener, probes).map_err(bind_error)?;
             let _ = writeln!(out, "metrics on {addr}");
         }

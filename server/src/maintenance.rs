@@ -530,6 +530,9 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Backend for Broken {
+        fn name(&self) -> &'static str {
+            "broken"
+        }
         async fn create_atsign(&self, _: &AtSign, _: &AtSignInfo) -> Result<(), StoreError> {
             broken()
         }

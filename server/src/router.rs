@@ -19,6 +19,7 @@ use actix::prelude::*;
 use at_common::metadata::{now_ms, EpochMillis};
 use at_common::AtSign;
 
+use crate::metrics::metrics;
 use crate::notifications::{self, Delivery, Notification, Status, Stored};
 use crate::peer::link::Mode;
 use crate::peer::Peers;
@@ -157,7 +158,14 @@ async fn attempt(
     let Ok(mut stored) = notifications::read_stored(&row) else {
         return Outcome::Done;
     };
-    if row.expires_ms <= now || stored.status == Status::Delivered {
+    if stored.status == Status::Delivered {
+        return Outcome::Done;
+    }
+    if row.expires_ms <= now {
+        metrics()
+            .notifications
+            .with_label_values(&["expired"])
+            .inc();
         return Outcome::Done;
     }
     let Some(delivery) = stored.delivery.clone() else {
@@ -172,7 +180,12 @@ async fn attempt(
     let mut delivery = delivery;
     if delivered {
         stored.status = Status::Delivered;
+        let m = metrics();
+        m.notifications.with_label_values(&["delivered"]).inc();
+        let waited = now_ms().saturating_sub(stored.notification.epoch_millis);
+        m.delivery_duration.observe(waited.max(0) as f64 / 1000.0);
     } else {
+        metrics().notifications.with_label_values(&["failed"]).inc();
         delivery.attempts += 1;
         stored.status = Status::Errored;
         tracing::info!(%from, %to, id, attempts = delivery.attempts, answer = ?answer, "notification not delivered yet");
@@ -261,6 +274,7 @@ pub async fn queue(
         delivery: Some(delivery),
     };
     notifications::put(store, from, NotificationLog::Sent, &stored, expires).await?;
+    metrics().notifications.with_label_values(&["queued"]).inc();
     router.do_send(Deliver {
         from: from.clone(),
         id: notification.id.clone(),

@@ -1,9 +1,10 @@
 //! The HTTP probes and metrics (`metrics_listen`) of both binaries, on Redis: `/healthz` answers
 //! while the process runs; `/readyz` follows the store (503 once Redis is gone, 200 again once
-//! it is back); the atServer's `/metrics` counts the open protocol connections.
+//! it is back); the atServer's `/metrics` moves by exactly what a scripted workload implies.
 
 mod support;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use at_tests::http::request;
@@ -33,12 +34,20 @@ fn until_status(node: &Node, path: &str, status: u16) -> String {
     until_status_at(node.metrics(), path, status)
 }
 
-/// The value of the unlabelled metric `name` in a Prometheus text body.
-fn metric(body: &str, name: &str) -> i64 {
+/// Every sample of a Prometheus text body: `name{labels}` → value.
+fn samples(body: &str) -> HashMap<String, f64> {
     body.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in:\n{body}"))
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// How much `series` grew from `before` to `after` (absent counts as 0).
+fn grew(before: &HashMap<String, f64>, after: &HashMap<String, f64>, series: &str) -> f64 {
+    after.get(series).copied().unwrap_or(0.0) - before.get(series).copied().unwrap_or(0.0)
 }
 
 #[test]
@@ -57,19 +66,50 @@ fn probes_follow_the_store_and_metrics_count_connections() {
     assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
     assert_eq!(until_status(&node, "/readyz", 200), "ready\n");
 
-    let before = metric(
-        &until_status(&node, "/metrics", 200),
-        "atserver_connections",
-    );
-    let alice = node.owner("@alice", &host, &secret);
-    let during = metric(
-        &until_status(&node, "/metrics", 200),
-        "atserver_connections",
-    );
-    assert_eq!(during, before + 1, "one more connection open");
-    let body = until_status(&node, "/metrics", 200);
-    assert_eq!(metric(&body, "atserver_keystores"), 1, "{body}");
+    // A scripted workload on one owner connection; the counters move by exactly as much.
+    let mut alice = node.owner("@alice", &host, &secret);
+    let before = samples(&until_status(&node, "/metrics", 200));
+    assert_eq!(before["atserver_connections{state=\"owner\"}"], 1.0);
+    let mut sent = 0;
+    let mut send = |line: &str, reply_prefix: &str| {
+        alice.send(format!("{line}\n").as_bytes());
+        sent += line.len() + 1;
+        let reply = alice.read_until(b"\n@alice@");
+        assert!(reply.starts_with(reply_prefix), "{line}: {reply}");
+    };
+    for i in 0..3 {
+        send(&format!("update:public:k{i}@alice v"), "data:");
+    }
+    send("llookup:public:k0@alice", "data:v");
+    send("llookup:public:k1@alice", "data:v");
+    send("llookup:public:nope@alice", "error:AT0015-");
+    send("bogus", "error:AT0003-");
+    let after = samples(&until_status(&node, "/metrics", 200));
+    let commands = |verb: &str, result: &str| {
+        format!("atserver_commands_total{{result=\"{result}\",verb=\"{verb}\"}}")
+    };
+    assert_eq!(grew(&before, &after, &commands("update", "ok")), 3.0);
+    assert_eq!(grew(&before, &after, &commands("llookup", "ok")), 2.0);
+    assert_eq!(grew(&before, &after, &commands("llookup", "AT0015")), 1.0);
+    assert_eq!(grew(&before, &after, &commands("invalid", "AT0003")), 1.0);
+    let updates = "atserver_command_duration_seconds_count{verb=\"update\"}";
+    assert_eq!(grew(&before, &after, updates), 3.0);
+    let bytes_in = "atserver_bytes_total{direction=\"in\"}";
+    assert_eq!(grew(&before, &after, bytes_in), sent as f64);
+    let writes = "atserver_store_operations_total{backend=\"redis\",kind=\"write\"}";
+    assert!(grew(&before, &after, writes) >= 3.0);
+    assert_eq!(after["atserver_keystores"], 1.0);
+    assert_eq!(after["atserver_atsigns"], 1.0);
     drop(alice);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let owners = "atserver_connections{state=\"owner\"}";
+    while samples(&until_status(&node, "/metrics", 200))[owners] != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection is still counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Redis gone: not ready (within the probe's 1 s bound), still alive.
     redis.kill();

@@ -28,6 +28,7 @@ use super::auth_state::{AuthState, Proven};
 use super::authenticate;
 use super::throttle::{is_failed_proof, AuthThrottle};
 use crate::keystore::{GetAuthMaterial, Hosts, IsBlocked, KeyStore, Run};
+use crate::metrics::metrics;
 use crate::notifications::{Monitors, Subscription};
 use crate::peer::Peers;
 
@@ -96,6 +97,10 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     slot: Slot,
     /// The names of the client's TLS certificate (verified), if it presented one.
     client_names: Vec<String>,
+    /// The `state` this connection is counted under in `atserver_connections`.
+    counted: Option<&'static str>,
+    /// The command being answered: its verb and when its line arrived (for the metrics).
+    current: Option<(&'static str, Instant)>,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
@@ -129,28 +134,71 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 failures: 0,
                 slot,
                 client_names,
+                counted: None,
+                current: None,
             }
         })
     }
 
     fn reply(&mut self, result: Result<Reply, AtError>, ctx: &mut Context<Self>) {
-        match result {
-            Ok(reply) => self
-                .writer
-                .write(reply.render(&self.state.prompt(), self.style)),
+        let outcome = match &result {
+            Ok(Reply::HandlerError(error)) | Err(error) => error.code().code(),
+            Ok(_) => "ok",
+        };
+        if let Some((verb, since)) = self.current.take() {
+            let m = metrics();
+            m.commands.with_label_values(&[verb, outcome]).inc();
+            m.command_duration
+                .with_label_values(&[verb])
+                .observe(since.elapsed().as_secs_f64());
+        }
+        let (bytes, closes) = match result {
+            Ok(reply) => (reply.render(&self.state.prompt(), self.style), false),
             Err(error) => {
                 let closes = error.closes_connection();
-                self.writer
-                    .write(Reply::Error(error).render(&self.state.prompt(), self.style));
-                if closes {
-                    self.close(ctx);
-                }
+                (
+                    Reply::Error(error).render(&self.state.prompt(), self.style),
+                    closes,
+                )
             }
+        };
+        metrics()
+            .bytes
+            .with_label_values(&["out"])
+            .inc_by(bytes.len() as u64);
+        self.writer.write(bytes);
+        self.recount();
+        if closes {
+            self.close(ctx);
+        }
+    }
+
+    /// The `state` label this connection belongs under now.
+    fn state_label(&self) -> &'static str {
+        match self.state.proven() {
+            Proven::Owner(_) if self.subscription.is_some() => "monitor",
+            Proven::Owner(_) => "owner",
+            Proven::Peer(_) => "peer",
+            Proven::Nothing => "unauthenticated",
+        }
+    }
+
+    /// Moves this connection to its current state in `atserver_connections`.
+    fn recount(&mut self) {
+        let now = self.state_label();
+        if self.counted != Some(now) {
+            let gauge = &metrics().connections;
+            if let Some(before) = self.counted {
+                gauge.with_label_values(&[before]).dec();
+            }
+            gauge.with_label_values(&[now]).inc();
+            self.counted = Some(now);
         }
     }
 
     fn handle_command(&mut self, command: Command, ctx: &mut Context<Self>) {
         let now = Instant::now();
+        self.current = Some((command.verb(), now));
         match command {
             Command::Exit => self.close(ctx),
             Command::From(from) => {
@@ -252,6 +300,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         // Subscribed before the replay: what arrives meanwhile waits in the channel.
         let (subscription, lines) = self.monitors.subscribe(&self.me, filter.clone());
         self.subscription = Some(subscription);
+        self.current = None;
+        self.recount();
         let (monitors, me) = (self.monitors.clone(), self.me.clone());
         let after = monitor.epoch_millis;
         ctx.wait(
@@ -464,8 +514,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Actor for Connection<IO> {
     type Context = Context<Self>;
 
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(counted) = self.counted.take() {
+            metrics().connections.with_label_values(&[counted]).dec();
+        }
+    }
+
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.writer.write(Bytes::from_static(b"@"));
+        self.recount();
         self.touch(ctx);
         // One `Drain` when the node starts shutting down. A command in flight holds it back
         // (`ctx.wait`), so its reply is written before the connection closes.
@@ -493,12 +550,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<String, 
         match line {
             Ok(line) => {
                 self.touch(ctx);
+                metrics()
+                    .bytes
+                    .with_label_values(&["in"])
+                    .inc_by(line.len() as u64 + 1);
                 match Command::parse(&line) {
                     Ok(command) => {
                         tracing::debug!(atsign = %self.me, verb = command.verb(), "command");
                         self.handle_command(command, ctx);
                     }
-                    Err(error) => self.reply(Err(error), ctx),
+                    Err(error) => {
+                        self.current = Some(("invalid", Instant::now()));
+                        self.reply(Err(error), ctx)
+                    }
                 }
             }
             Err(error) => match error.to_at_error() {
@@ -541,6 +605,10 @@ struct MonitorLine(Bytes);
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<MonitorLine> for Connection<IO> {
     fn handle(&mut self, MonitorLine(line): MonitorLine, _: &mut Context<Self>) {
         if !self.closing {
+            metrics()
+                .bytes
+                .with_label_values(&["out"])
+                .inc_by(line.len() as u64);
             self.writer.write(line);
         }
     }

@@ -153,7 +153,10 @@ async fn open(peers: &Peers, me: &AtSign, other: &AtSign, mode: Mode) -> Result<
         )
         .await?;
     if mode == Mode::Pol {
-        handshake(peers, &mut conversation, me, other).await?;
+        if let Err(error) = handshake(peers, &mut conversation, me, other).await {
+            crate::metrics::metrics().handshake_failures.inc();
+            return Err(error);
+        }
     }
     tracing::debug!(%me, %other, %address, ?mode, "peer link open");
     Ok(conversation)

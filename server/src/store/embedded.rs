@@ -500,6 +500,10 @@ fn remove_prefix(
 
 #[async_trait::async_trait]
 impl Backend for Embedded {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
     async fn create_atsign(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError> {
         self.write_info(atsign, info, false).await
     }

@@ -258,6 +258,9 @@ pub trait Backend: Send + Sync {
 
     async fn storage_size(&self) -> Result<u64, StoreError>;
 
+    /// The backend's name in metrics (`embedded`, `redis`).
+    fn name(&self) -> &'static str;
+
     /// Whether the store answers now (readiness). Local stores always do.
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
@@ -446,7 +449,18 @@ impl Store {
 
     /// The record stored under `key`. Data methods do not check that `atsign` is provisioned.
     pub async fn get(&self, atsign: &AtSign, key: &str) -> Result<Option<Record>, StoreError> {
-        self.0.get(atsign, key).await
+        self.counted("read", self.0.get(atsign, key).await)
+    }
+
+    /// Counts one key read or write (and its failure) in the store metrics.
+    fn counted<T>(&self, kind: &str, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        let m = crate::metrics::metrics();
+        let backend = self.0.name();
+        m.store_operations.with_label_values(&[backend, kind]).inc();
+        if result.is_err() {
+            m.store_errors.with_label_values(&[backend]).inc();
+        }
+        result
     }
 
     /// Changes `key` by `change`, which sees what is stored now and decides the write
@@ -461,7 +475,8 @@ impl Store {
         key: &str,
         change: impl Fn(Option<&Record>) -> Result<Mutation, AtError> + Send + Sync + 'static,
     ) -> Result<Written, StoreError> {
-        self.0.modify(atsign, key, Box::new(change)).await
+        let written = self.0.modify(atsign, key, Box::new(change)).await;
+        self.counted("write", written)
     }
 
     /// Stores `record` under `key` (replacing any) and, unless [`is_committed`] says no, adds a

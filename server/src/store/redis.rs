@@ -400,6 +400,10 @@ fn parse_atsign(name: &str) -> Result<AtSign, StoreError> {
 
 #[async_trait::async_trait]
 impl Backend for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
     async fn create_atsign(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError> {
         let created: bool = self
             .conn
@@ -913,6 +917,7 @@ async fn subscribe<M, MF, S, SF>(
                         }
                     }
                     tracing::warn!(%channel, "lost a Redis subscription; resubscribing");
+                    crate::metrics::metrics().redis_resubscriptions.inc();
                 }
                 Err(error) => tracing::warn!(%channel, %error, "cannot subscribe"),
             },
