@@ -52,16 +52,22 @@ pub fn free_port() -> u16 {
 }
 
 /// The Python with the SDK (PyPI `atsdk`) that the SDK tests run, named by `AT_PYTHON_SDK`
-/// (`.ci/run` makes one). `None`, with a notice, when it is not set outside CI; under
-/// `CI=true` a missing one is a failure, so CI can never skip these tests silently.
+/// (`.ci/run` makes one).
 pub fn python_sdk() -> Option<String> {
-    match std::env::var("AT_PYTHON_SDK") {
+    python_named_by("AT_PYTHON_SDK", "a python with atsdk installed")
+}
+
+/// The Python named by the environment variable `var`, with what a test needs (`holding`).
+/// `None`, with a notice, when it is not set outside CI; under `CI=true` a missing one is a
+/// failure, so CI can never skip these tests silently.
+pub fn python_named_by(var: &str, holding: &str) -> Option<String> {
+    match std::env::var(var) {
         Ok(python) => Some(python),
         Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI must set AT_PYTHON_SDK to a python with atsdk installed (see .ci/run)")
+            panic!("CI must set {var} to {holding} (see .ci/run)")
         }
         Err(_) => {
-            eprintln!("skipping: AT_PYTHON_SDK is not set (see .ci/run)");
+            eprintln!("skipping: {var} is not set ({holding}; see .ci/run)");
             None
         }
     }

@@ -1,0 +1,151 @@
+{{/* Chart name. */}}
+{{- define "atplatform.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Prefix of every resource name: "<release>-<chart>", or the release alone when it holds
+the chart name. Kept to 50 characters so suffixes like "-redis-headless" fit in 63. */}}
+{{- define "atplatform.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "atplatform.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels of every resource. */}}
+{{- define "atplatform.labels" -}}
+helm.sh/chart: {{ include "atplatform.chart" . }}
+{{ include "atplatform.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: atplatform
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "atplatform.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "atplatform.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of one component: (dict "ctx" $ "component" "server"). */}}
+{{- define "atplatform.componentLabels" -}}
+{{ include "atplatform.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "atplatform.componentSelector" -}}
+{{ include "atplatform.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "atplatform.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "atplatform.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "atplatform.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) -}}
+{{- end -}}
+
+{{/* The Secret holding the cluster CA, and the keys of its certificate and private key. */}}
+{{- define "atplatform.caSecretName" -}}
+{{- if .Values.certManager.enabled -}}
+{{- printf "%s-ca" (include "atplatform.fullname" .) -}}
+{{- else if .Values.tls.existingSecret -}}
+{{- .Values.tls.existingSecret -}}
+{{- else -}}
+{{- printf "%s-ca" (include "atplatform.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "atplatform.caCertKey" -}}
+{{- if .Values.certManager.enabled -}}tls.crt{{- else -}}ca.pem{{- end -}}
+{{- end -}}
+
+{{- define "atplatform.caKeyKey" -}}
+{{- if .Values.certManager.enabled -}}tls.key{{- else -}}ca-key.pem{{- end -}}
+{{- end -}}
+
+{{/* The CA volume: the Secret's certificate and key as ca.pem and ca-key.pem. */}}
+{{- define "atplatform.caVolume" -}}
+- name: cluster-ca
+  secret:
+    secretName: {{ include "atplatform.caSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ include "atplatform.caCertKey" . }}
+        path: ca.pem
+      - key: {{ include "atplatform.caKeyKey" . }}
+        path: ca-key.pem
+{{- end -}}
+
+{{/* The Secret with the Redis URL and its key. */}}
+{{- define "atplatform.redisUrlSecretName" -}}
+{{- if and (eq .Values.redis.mode "external") .Values.redis.existingSecret -}}
+{{- .Values.redis.existingSecret -}}
+{{- else -}}
+{{- printf "%s-redis" (include "atplatform.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "atplatform.redisUrlSecretKey" -}}
+{{- if and (eq .Values.redis.mode "external") .Values.redis.existingSecret -}}
+{{- .Values.redis.existingSecretKey -}}
+{{- else -}}redis-url{{- end -}}
+{{- end -}}
+
+{{/* Name of the in-chart Redis (StatefulSet and headless Service). */}}
+{{- define "atplatform.redisName" -}}
+{{- printf "%s-redis" (include "atplatform.fullname" .) -}}
+{{- end -}}
+
+{{/* The Redis password: given, else the one already in the cluster, else a new one. */}}
+{{- define "atplatform.redisPassword" -}}
+{{- if .Values.redis.auth.password -}}
+{{- .Values.redis.auth.password -}}
+{{- else -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "atplatform.redisUrlSecretName" .) -}}
+{{- if and $existing $existing.data (hasKey $existing.data "password") -}}
+{{- index $existing.data "password" | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The directory's in-cluster name. */}}
+{{- define "atplatform.directoryName" -}}
+{{- printf "%s-directory" (include "atplatform.fullname" .) -}}
+{{- end -}}
+
+{{/* One TOML "key = value" line per entry of a map of scalars and string lists. Numbers are
+printed as integers (Helm may read them as float64, e.g. 2.592e+09). */}}
+{{- define "atplatform.tomlSettings" -}}
+{{- range $key, $value := . }}
+{{- if kindIs "float64" $value }}
+{{ $key }} = {{ int64 $value }}
+{{- else if or (kindIs "int" $value) (kindIs "int64" $value) (kindIs "bool" $value) }}
+{{ $key }} = {{ $value }}
+{{- else if kindIs "slice" $value }}
+{{ $key }} = {{ toJson $value }}
+{{- else if kindIs "invalid" $value }}
+{{- else }}
+{{ $key }} = {{ toString $value | toJson }}
+{{- end }}
+{{- end }}
+{{- end -}}
