@@ -57,26 +57,35 @@ pub fn serve(
     Ok(addr)
 }
 
-/// Liveness: the process serves HTTP.
-async fn healthz() -> HttpResponse {
+/// `/healthz` (liveness): the process serves HTTP. The atServer answers the same way.
+pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// Readiness: the store answers a lookup within [`READY_TIMEOUT`] (a directory whose Redis is
-/// gone takes no traffic).
+/// `/readyz` (readiness): `200 ready` when `check` (the store answering) succeeds within
+/// [`READY_TIMEOUT`], else `503 not ready: store: <why>`: a process whose Redis is gone takes
+/// no traffic. The atServer answers the same way.
+pub async fn ready_when<E: std::fmt::Display>(
+    check: impl std::future::Future<Output = Result<(), E>>,
+) -> HttpResponse {
+    let why = match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(Ok(())) => {
+            return HttpResponse::Ok()
+                .content_type("text/plain")
+                .body("ready\n")
+        }
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => format!("no answer within {} ms", READY_TIMEOUT.as_millis()),
+    };
+    HttpResponse::ServiceUnavailable()
+        .content_type("text/plain")
+        .body(format!("not ready: store: {why}\n"))
+}
+
+/// The directory is ready when its store answers a lookup.
 async fn readyz(store: web::Data<Store>) -> HttpResponse {
     let probe = AtSign::parse("@readyz").expect("a valid atSign");
-    match tokio::time::timeout(READY_TIMEOUT, store.get(&probe)).await {
-        Ok(Ok(_)) => HttpResponse::Ok()
-            .content_type("text/plain")
-            .body("ready\n"),
-        Ok(Err(error)) => HttpResponse::ServiceUnavailable()
-            .content_type("text/plain")
-            .body(format!("not ready: store: {error}\n")),
-        Err(_) => HttpResponse::ServiceUnavailable()
-            .content_type("text/plain")
-            .body("not ready: store: no answer within 1000 ms\n"),
-    }
+    ready_when(async { store.get(&probe).await.map(|_| ()) }).await
 }
 
 async fn render_metrics(metrics: web::Data<Metrics>) -> HttpResponse {

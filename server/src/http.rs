@@ -2,22 +2,19 @@
 //! port: probes for Kubernetes and Prometheus metrics.
 //!
 //! - `GET /healthz`: `200 ok` while the process serves HTTP at all (liveness).
-//! - `GET /readyz`: `200 ready` when the store answers a ping within [`READY_TIMEOUT`];
+//! - `GET /readyz`: `200 ready` when the store answers a ping within a second;
 //!   otherwise `503` with the reason (readiness: a node whose Redis is gone takes no traffic).
 //!   The listener starts after the protocol listeners are bound, so "up" is implied.
 //! - `GET /metrics`: Prometheus text, every metric of [`crate::metrics`].
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
+use at_directory::http::{healthz, ready_when, READY_TIMEOUT};
 
 use crate::keystore::Hosts;
 use crate::metrics::metrics;
 use crate::store::Store;
-
-/// How long `/readyz` waits for the store.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the endpoints read.
 #[derive(Clone)]
@@ -66,27 +63,9 @@ pub fn serve(listener: std::net::TcpListener, probes: Probes) -> std::io::Result
     Ok(addr)
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok\n")
-}
-
+/// The node is ready when its store answers a ping.
 async fn readyz(probes: web::Data<Probes>) -> HttpResponse {
-    let unready = match tokio::time::timeout(READY_TIMEOUT, probes.store.ping()).await {
-        Ok(Ok(())) => None,
-        Ok(Err(error)) => Some(format!("store: {error}")),
-        Err(_) => Some(format!(
-            "store: no answer within {} ms",
-            READY_TIMEOUT.as_millis()
-        )),
-    };
-    match unready {
-        None => HttpResponse::Ok()
-            .content_type("text/plain")
-            .body("ready\n"),
-        Some(why) => HttpResponse::ServiceUnavailable()
-            .content_type("text/plain")
-            .body(format!("not ready: {why}\n")),
-    }
+    ready_when(probes.store.ping()).await
 }
 
 async fn render_metrics(probes: web::Data<Probes>) -> HttpResponse {
