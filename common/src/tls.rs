@@ -13,6 +13,9 @@
 //! cluster CA: every node and directory of a cluster shares one root of trust, which is also
 //! what atServers trust for each other (mutual TLS).
 //!
+//! The served certificate is read again when its files change ([`RELOAD_CHECK`]), so a
+//! renewal (cert-manager) takes effect without a restart.
+//!
 //! This is the one place of `at-common` that touches the file system: both binaries need the
 //! same behaviour, and it is policy-free (no sockets, no protocol).
 
@@ -148,43 +151,123 @@ fn build_acceptor(
             (dir.join("cert.pem"), dir.join("key.pem"), source)
         }
     };
+    let certificate = Arc::new(ReloadingCert::load(cert_file, key_file)?);
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
     let server = match client_ca_files {
-        None => server_config(&cert_file, &key_file)?,
         // Nothing to verify a client certificate against (no system roots, no CA files):
         // no client is asked for one, so none can speak for another atSign.
-        Some(ca_files) if roots(ca_files)?.is_empty() => server_config(&cert_file, &key_file)?,
-        Some(ca_files) => {
+        Some(ca_files) if !roots(ca_files)?.is_empty() => {
             let roots = Arc::new(roots(ca_files)?);
             let verifier =
                 rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
                     .allow_unauthenticated()
                     .build()
                     .map_err(|e| TlsError::ClientVerifier(e.to_string()))?;
-            let certs = read_certs(&cert_file)?;
-            let key =
-                PrivateKeyDer::from_pem_file(&key_file).map_err(|e| pem_error(&key_file, e))?;
-            rustls::ServerConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()?
+            builder
                 .with_client_cert_verifier(verifier)
-                .with_single_cert(certs, key)?
+                .with_cert_resolver(certificate)
         }
+        _ => builder
+            .with_no_client_auth()
+            .with_cert_resolver(certificate),
     };
     Ok(Some((TlsAcceptor::from(Arc::new(server)), source)))
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// How often, at most, a handshake checks whether the certificate files changed.
+pub const RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves the certificate in `cert_file` with `key_file`, read again when either file changes
+/// (checked at most every [`RELOAD_CHECK`], by the handshake that finds it due): cert-manager
+/// renews certificates in place, and connections made after a renewal get the new one without
+/// a restart. Files that do not load (half written, a key that does not match) keep the
+/// certificate in use, and are tried again at the next check.
+#[derive(Debug)]
+struct ReloadingCert {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    state: std::sync::RwLock<Loaded>,
 }
 
-/// A rustls server configuration serving the chain in `cert_file` with `key_file`.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<rustls::ServerConfig, TlsError> {
+#[derive(Debug)]
+struct Loaded {
+    key: Arc<rustls::sign::CertifiedKey>,
+    /// The files' modification times when `key` was read.
+    stamp: Option<(std::time::SystemTime, std::time::SystemTime)>,
+    checked: std::time::Instant,
+}
+
+impl ReloadingCert {
+    fn load(cert_file: PathBuf, key_file: PathBuf) -> Result<ReloadingCert, TlsError> {
+        let stamp = stamps(&cert_file, &key_file);
+        let key = Arc::new(certified_key(&cert_file, &key_file)?);
+        Ok(ReloadingCert {
+            cert_file,
+            key_file,
+            state: std::sync::RwLock::new(Loaded {
+                key,
+                stamp,
+                checked: std::time::Instant::now(),
+            }),
+        })
+    }
+
+    fn refresh(&self) {
+        let stamp = stamps(&self.cert_file, &self.key_file);
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        state.checked = std::time::Instant::now();
+        if stamp.is_none() || stamp == state.stamp {
+            return;
+        }
+        if let Ok(key) = certified_key(&self.cert_file, &self.key_file) {
+            state.key = Arc::new(key);
+            state.stamp = stamp;
+        }
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let due = {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            state.checked.elapsed() >= RELOAD_CHECK
+        };
+        if due {
+            self.refresh();
+        }
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        Some(Arc::clone(&state.key))
+    }
+}
+
+/// The modification times of both files, `None` if either cannot be read.
+fn stamps(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+    let modified = |path: &Path| fs::metadata(path).and_then(|m| m.modified()).ok();
+    Some((modified(cert_file)?, modified(key_file)?))
+}
+
+/// The chain in `cert_file` with the key in `key_file`, which must match.
+fn certified_key(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<rustls::sign::CertifiedKey, TlsError> {
     let certs = read_certs(cert_file)?;
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| pem_error(key_file, e))?;
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(config)
+    let signing = provider().key_provider.load_private_key(key)?;
+    let certified = rustls::sign::CertifiedKey::new(certs, signing);
+    certified.keys_match()?;
+    Ok(certified)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// A rustls client configuration trusting the system's roots (the platform store, as
@@ -504,6 +587,55 @@ mod tests {
         assert!(!names_host(&found, "evil-atsign.test"));
         assert!(!names_host(&found, "127.0.0.2"));
         assert!(!names_host(&[], "localhost"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_renewed_certificate_is_served_without_a_restart() {
+        use rustls::pki_types::ServerName;
+        let dir = temp_dir("reload");
+        let (ca, ca_key) = create_ca(&dir.join("ca")).unwrap();
+        let names = vec!["localhost".to_string()];
+        let served_dir = dir.join("served");
+        issue(&served_dir, &names, &ca, &ca_key).unwrap();
+        let config = TlsConfig {
+            cert_file: Some(served_dir.join("cert.pem")),
+            key_file: Some(served_dir.join("key.pem")),
+            ..TlsConfig::default()
+        };
+        let (acceptor, _) = acceptor(&config, &dir).unwrap().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(tcp).await;
+                });
+            }
+        });
+        let connector =
+            tokio_rustls::TlsConnector::from(Arc::new(client_config(&[ca.clone()]).unwrap()));
+        let served = || async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let tls = connector.connect(name, tcp).await.unwrap();
+            tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+        };
+        let on_disk = || read_certs(&served_dir.join("cert.pem")).unwrap()[0].clone();
+
+        let first = served().await;
+        assert_eq!(first, on_disk());
+        // Renewed in place (new key, new certificate): served from the next check on.
+        issue(&served_dir, &names, &ca, &ca_key).unwrap();
+        tokio::time::sleep(RELOAD_CHECK + std::time::Duration::from_millis(200)).await;
+        let second = served().await;
+        assert_ne!(second, first);
+        assert_eq!(second, on_disk());
+        // A renewal that does not load keeps the certificate in use.
+        fs::write(served_dir.join("cert.pem"), "not a certificate").unwrap();
+        tokio::time::sleep(RELOAD_CHECK + std::time::Duration::from_millis(200)).await;
+        assert_eq!(served().await, second);
         let _ = fs::remove_dir_all(&dir);
     }
 }
