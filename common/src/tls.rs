@@ -614,8 +614,9 @@ mod tests {
                 });
             }
         });
-        let connector =
-            tokio_rustls::TlsConnector::from(Arc::new(client_config(&[ca.clone()]).unwrap()));
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(
+            client_config(std::slice::from_ref(&ca)).unwrap(),
+        ));
         let served = || async {
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             let name = ServerName::try_from("localhost").unwrap();
