@@ -106,6 +106,50 @@ pub enum Backend {
     Redis,
 }
 
+/// How a binary logs, to stderr.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter directives (`info`, `warn,at_server=debug`); empty is the binary's
+    /// default. The binary's `AT_*_LOG` environment variable, when set, wins.
+    pub level: String,
+    /// `text` (the default) or `json`: one JSON object per line, for log collectors.
+    pub format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl LogConfig {
+    /// Installs the process's logger: the filter from `env_var` if set, else `level`, else
+    /// `default_level`. Call once, before anything logs. Values and secrets are never logged
+    /// by this code base (keys' values, CRAM secrets and Redis URLs stay out of log fields).
+    pub fn init(&self, env_var: &str, default_level: &str) {
+        use tracing_subscriber::EnvFilter;
+        let filter = EnvFilter::try_from_env(env_var).unwrap_or_else(|_| {
+            let level = if self.level.is_empty() {
+                default_level
+            } else {
+                &self.level
+            };
+            EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new(default_level))
+        });
+        let logger = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter);
+        let _ = match self.format {
+            LogFormat::Text => logger.try_init(),
+            LogFormat::Json => logger.json().try_init(),
+        };
+    }
+}
+
 /// Where the data lives.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

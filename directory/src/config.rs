@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use at_common::config::{StoreConfig, TlsConfig};
+use at_common::config::{LogConfig, StoreConfig, TlsConfig};
 use serde::{Deserialize, Deserializer};
 
 /// The whole configuration of one atDirectory process.
@@ -39,6 +39,8 @@ pub struct DirectoryConfig {
     pub handshake_timeout_secs: u64,
     /// TLS of the lookup listener.
     pub tls: TlsConfig,
+    /// Log level and format (`AT_DIRECTORY_LOG` overrides the level).
+    pub log: LogConfig,
     /// Where registrations are kept.
     pub store: StoreConfig,
     /// The status API (`/api/status/@alice` on the metrics listener) and `status` command.
@@ -111,6 +113,7 @@ impl Default for DirectoryConfig {
             workers: 0,
             handshake_timeout_secs: 10,
             tls: TlsConfig::default(),
+            log: LogConfig::default(),
             store: StoreConfig::default(),
             status: StatusConfig::default(),
         }

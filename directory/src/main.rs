@@ -61,13 +61,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AT_DIRECTORY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
     let mut overrides = Overrides {
         data_dir: cli.data_dir,
@@ -91,6 +84,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    config.log.init("AT_DIRECTORY_LOG", "info");
     let command = match cli.command {
         Command::Status {
             atsign,

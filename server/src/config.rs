@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use at_common::config::{StoreConfig, TlsConfig};
+use at_common::config::{LogConfig, StoreConfig, TlsConfig};
 use serde::Deserialize;
 
 use crate::connection::throttle::ThrottleLimits;
@@ -117,6 +117,8 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT: how long connections get to finish the command in flight and close
     /// before the node exits anyway (below Kubernetes' 30 s terminationGracePeriodSeconds).
     pub shutdown_grace_millis: u64,
+    /// Log level and format (`AT_SERVER_LOG` overrides the level).
+    pub log: LogConfig,
     /// TLS of the listener.
     pub tls: TlsConfig,
     /// Where the atSigns' data lives.
@@ -158,6 +160,7 @@ impl Default for ServerConfig {
             notification_retry_max_millis: 30_000,
             metrics_listen: String::new(),
             shutdown_grace_millis: 20_000,
+            log: LogConfig::default(),
             tls: TlsConfig::default(),
             store: StoreConfig::default(),
         }

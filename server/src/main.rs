@@ -80,17 +80,11 @@ enum Command {
     },
 }
 
+/// The log filter without configuration: fjall and its LSM tree log every table they open at
+/// info.
+const DEFAULT_LOG: &str = "info,fjall=warn,lsm_tree=warn";
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AT_SERVER_LOG")
-                // fjall and its LSM tree log every table they open at info.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
-                }),
-        )
-        .init();
     let cli = Cli::parse();
     let mut overrides = Vec::new();
     if let Command::Serve {
@@ -105,6 +99,9 @@ fn main() -> ExitCode {
     if let Some(url) = &cli.redis {
         overrides.push(("store.backend", "redis".to_string()));
         overrides.push(("store.redis_url", url.clone()));
+    }
+    if matches!(cli.command, Command::Dev { .. } | Command::CaCreate { .. }) {
+        at_common::config::LogConfig::default().init("AT_SERVER_LOG", DEFAULT_LOG);
     }
     if let Command::CaCreate { out } = &cli.command {
         return match at_common::tls::create_ca(out) {
@@ -151,6 +148,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    config.log.init("AT_SERVER_LOG", DEFAULT_LOG);
     match actix_rt::System::new().block_on(run(cli.command, config)) {
         Ok(output) => {
             print!("{output}");

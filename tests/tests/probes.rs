@@ -1,6 +1,7 @@
 //! The HTTP probes and metrics (`metrics_listen`) of both binaries, on Redis: `/healthz` answers
 //! while the process runs; `/readyz` follows the store (503 once Redis is gone, 200 again once
-//! it is back); the atServer's `/metrics` moves by exactly what a scripted workload implies.
+//! it is back); the atServer's `/metrics` moves by exactly what a scripted workload implies;
+//! `log.format = "json"` makes every log line one JSON object.
 
 mod support;
 
@@ -160,4 +161,54 @@ fn the_directory_is_ready_while_its_store_answers() {
     assert_eq!(request(http, "GET", "/healthz").unwrap().status, 200);
     redis.restart();
     assert_eq!(until_status_at(http, "/readyz", 200), "ready\n");
+}
+
+/// The first line the atServer writes to stderr when started with `extra` configuration.
+fn first_log_line(dir: &std::path::Path, extra: &str) -> String {
+    use std::io::BufRead;
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\ndirectory_data_dir = {:?}\nlisten = \"127.0.0.1:0\"\n\
+             public_host = \"127.0.0.1\"\nport_range_start = {}\nport_range_len = 1\n{extra}\n",
+            dir.join("server").display().to_string(),
+            dir.join("directory").display().to_string(),
+            at_tests::free_port(),
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(at_tests::process::workspace_binary("at-server"))
+        .args(["--config", &config.display().to_string(), "serve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .env_remove("AT_SERVER_LOG")
+        .spawn()
+        .expect("at-server");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stderr).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a log line");
+    let _ = child.kill();
+    let _ = child.wait();
+    line
+}
+
+#[test]
+fn logs_are_one_json_object_per_line_when_configured() {
+    let dir = TempDir::new("json-logs");
+    let json = first_log_line(dir.path(), "[log]\nformat = \"json\"\nlevel = \"info\"");
+    assert!(
+        json.starts_with('{') && json.trim_end().ends_with('}'),
+        "{json}"
+    );
+    assert!(json.contains("\"level\":\"INFO\""), "{json}");
+    let text = first_log_line(dir.path(), "[log]\nlevel = \"info\"");
+    assert!(!text.starts_with('{') && text.contains("INFO"), "{text}");
 }
