@@ -28,6 +28,25 @@ fn toml_path(path: &Path) -> String {
     format!("{:?}", path.display().to_string())
 }
 
+/// `at-directory serve` on a free loopback port with its data (and TLS files) in `data`, on
+/// the Redis at `redis_url` or its embedded store, with its HTTP listener (`Running::metrics`)
+/// on a free port when `with_http`.
+pub fn directory(data: &Path, redis_url: Option<&str>, with_http: bool) -> Running {
+    let data = data.display().to_string();
+    let mut args = vec!["--data-dir", data.as_str()];
+    if let Some(url) = redis_url {
+        args.extend(["--redis", url]);
+    }
+    let http = if with_http { "127.0.0.1:0" } else { "" };
+    args.extend(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", http]);
+    Running::start(
+        &workspace_binary("at-directory"),
+        &args,
+        &[("AT_DIRECTORY_LOG", "warn")],
+        with_http,
+    )
+}
+
 impl Cluster {
     /// Makes the CA under `root` and starts the directory.
     pub fn start(root: &Path) -> Cluster {
@@ -38,20 +57,7 @@ impl Cluster {
             &[],
         );
         assert!(out.status.success(), "ca-create: {out:?}");
-        let directory = Running::start(
-            &workspace_binary("at-directory"),
-            &[
-                "--data-dir",
-                &root.join("directory").display().to_string(),
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "",
-            ],
-            &[("AT_DIRECTORY_LOG", "warn")],
-            false,
-        );
+        let directory = directory(&root.join("directory"), None, false);
         Cluster {
             root: root.to_path_buf(),
             directory,

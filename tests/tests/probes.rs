@@ -137,22 +137,7 @@ fn probes_follow_the_store_and_metrics_count_connections() {
 fn the_directory_is_ready_while_its_store_answers() {
     let dir = TempDir::new("directory-probes");
     let mut redis = RedisServer::start();
-    let directory = at_tests::process::Running::start(
-        &at_tests::process::workspace_binary("at-directory"),
-        &[
-            "--data-dir",
-            &dir.path().display().to_string(),
-            "--redis",
-            &redis.url(),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-        &[("AT_DIRECTORY_LOG", "error")],
-        true,
-    );
+    let directory = at_tests::servers::directory(dir.path(), Some(&redis.url()), true);
     let http = directory.metrics.expect("metrics address");
     assert_eq!(request(http, "GET", "/healthz").unwrap().text(), "ok\n");
     assert_eq!(until_status_at(http, "/readyz", 200), "ready\n");

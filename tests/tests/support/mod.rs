@@ -129,22 +129,7 @@ impl Node {
 /// An `at-directory` serving the registrations in `redis`, with its CA under `dir`.
 pub fn directory(dir: &Path, redis: &RedisServer) -> (Running, PathBuf) {
     let data = dir.join("directory-process");
-    let running = Running::start(
-        &workspace_binary("at-directory"),
-        &[
-            "--data-dir",
-            &data.display().to_string(),
-            "--redis",
-            &redis.url(),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "",
-        ],
-        &[("AT_DIRECTORY_LOG", "warn")],
-        false,
-    );
+    let running = at_tests::servers::directory(&data, Some(&redis.url()), false);
     (running, data.join("tls/ca.pem"))
 }
 
