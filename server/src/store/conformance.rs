@@ -516,6 +516,24 @@ async fn atsign_lifecycle(store: &Store) {
     }
     assert!(!store.list_atsigns().await.unwrap().contains(&life));
 
+    // Provisioned again, it starts empty: no record, no old commit entry, ids from 0 (a
+    // backend that remembers what it last wrote must forget it with the atSign).
+    store.create_atsign(&life, &info("life")).await.unwrap();
+    let written = store
+        .modify(&life, "k@x", |current| match current {
+            None => Ok(Mutation::put(record("again", 0), CommitOp::Update)),
+            Some(_) => Ok(Mutation::Keep),
+        })
+        .await
+        .unwrap();
+    assert!(written.changed, "the removed record is not seen");
+    assert_eq!(written.commit_id, Some(0));
+    assert_eq!(
+        ids(&store.commits_since(&life, None, 100).await.unwrap()),
+        vec![(0, "k@x", "+")]
+    );
+    assert!(store.remove_atsign(&life).await.unwrap());
+
     // The atSign whose name starts with the removed one keeps everything.
     assert!(store.get_atsign(&lifeline).await.unwrap().is_some());
     assert_eq!(

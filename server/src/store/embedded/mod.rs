@@ -19,14 +19,13 @@
 //! Records are encoded as every backend encodes them ([`super::encoding`]).
 //!
 //! # Writes: one thread, group commit
-//! Every write goes to one writer thread, which is therefore the only writer: its
+//! Every write goes to one writer thread ([`writer`]), which is therefore the only writer: its
 //! read-modify-writes ([`Change`]) are atomic without locks, and commit ids are handed out in
-//! the order writes are applied. It applies each write as its own atomic batch (visible to its
-//! own later reads), then makes everything that queued meanwhile durable with ONE journal
-//! fsync, and only then answers. An acknowledged write survives `kill -9`; under load one
-//! fsync serves many writes (measured: redb's copy-on-write commit cost ~10 ms per group of 50
-//! here, this ~1 ms). One writer per CPU, by atSign, was tried and measured no faster on 2
-//! cores (the writer is not the bottleneck; TLS and parsing are), so it stays one.
+//! the order writes are applied. Everything that queued meanwhile is made durable with ONE
+//! journal fsync before any of it is answered. An acknowledged write survives `kill -9`; under
+//! load one fsync serves many writes (measured: redb's copy-on-write commit cost ~10 ms per
+//! group of 50 here, this ~1 ms). One writer per CPU, by atSign, was tried and measured no
+//! faster on 2 cores, so it stays one.
 //!
 //! # Reads: only what is durable
 //! Readers never see the live tree: the writer takes a snapshot, fsyncs the journal (which
@@ -39,23 +38,25 @@
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use at_common::metadata::{now_ms, EpochMillis};
+use at_common::metadata::EpochMillis;
 use at_common::AtSign;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
 
 use super::encoding::{decode_record, encode_record};
 use super::{
-    is_committed, AccessKind, AtSignDump, AtSignInfo, Backend, Change, CommitEntry, CommitOp,
-    Mutation, NotificationLog, NotificationRow, Record, StoreError, Written,
+    AccessKind, AtSignDump, AtSignInfo, Backend, Change, CommitEntry, CommitOp, NotificationLog,
+    NotificationRow, Record, StoreError, Written,
 };
+
+mod writer;
+
+use writer::{Job, Kind};
 
 /// The database directory, under the data directory.
 pub const DIR_NAME: &str = "store";
 
 /// Block cache of the database: enough for the hot keys of many atSigns, small next to a node.
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
-/// The most writes one group (one fsync) takes.
-const GROUP_MAX: usize = 512;
 
 /// The keyspaces, and the newest durable snapshot that readers use.
 struct Shared {
@@ -72,6 +73,29 @@ struct Shared {
 }
 
 impl Shared {
+    /// Opens (or creates) `<dir>/store/`, creating `dir`.
+    fn open(dir: &Path) -> Result<Shared, StoreError> {
+        let path = dir.join(DIR_NAME);
+        std::fs::create_dir_all(&path)?;
+        let db = match Database::builder(&path).cache_size(CACHE_BYTES).open() {
+            Err(fjall::Error::Locked) => return Err(StoreError::Locked(path)),
+            other => other?,
+        };
+        let keyspace = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        Ok(Shared {
+            records: keyspace("records")?,
+            commits: keyspace("commits")?,
+            commit_index: keyspace("commit_index")?,
+            next_commit: keyspace("next_commit")?,
+            atsigns: keyspace("atsigns")?,
+            access: keyspace("access")?,
+            notifications: keyspace("notifications")?,
+            notification_ids: keyspace("notification_ids")?,
+            durable: RwLock::new(Arc::new(db.snapshot())),
+            db,
+        })
+    }
+
     /// The newest durable snapshot.
     fn snapshot(&self) -> Arc<Snapshot> {
         Arc::clone(&self.durable.read().unwrap_or_else(|e| e.into_inner()))
@@ -101,30 +125,12 @@ impl Embedded {
     /// Opens (or creates) `<dir>/store/`, creating `dir`. Blocking: after a crash fjall replays
     /// its journal here. [`StoreError::Locked`] if another process has it open.
     pub fn open(dir: &Path) -> Result<Embedded, StoreError> {
-        let path = dir.join(DIR_NAME);
-        std::fs::create_dir_all(&path)?;
-        let db = match Database::builder(&path).cache_size(CACHE_BYTES).open() {
-            Err(fjall::Error::Locked) => return Err(StoreError::Locked(path)),
-            other => other?,
-        };
-        let keyspace = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
-        let shared = Arc::new(Shared {
-            records: keyspace("records")?,
-            commits: keyspace("commits")?,
-            commit_index: keyspace("commit_index")?,
-            next_commit: keyspace("next_commit")?,
-            atsigns: keyspace("atsigns")?,
-            access: keyspace("access")?,
-            notifications: keyspace("notifications")?,
-            notification_ids: keyspace("notification_ids")?,
-            durable: RwLock::new(Arc::new(db.snapshot())),
-            db,
-        });
+        let shared = Arc::new(Shared::open(dir)?);
         let (jobs, queue) = std::sync::mpsc::channel();
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("atserver-store-writer".into())
-            .spawn(move || write_loop(&writer_shared, &queue))?;
+            .spawn(move || writer::run(&writer_shared, &queue))?;
         Ok(Embedded {
             shared,
             jobs: Some(jobs),
@@ -132,30 +138,34 @@ impl Embedded {
         })
     }
 
-    /// Queues `write` for the writer thread and waits for its answer (after its fsync, for a
-    /// durable write).
-    async fn write<T: Send + 'static>(
-        &self,
-        write: impl FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
-        durable: bool,
-    ) -> Result<T, StoreError> {
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let job = Job {
-            durable,
-            run: Box::new(move |shared| {
-                let result = write(shared);
-                let ok = result.is_ok();
-                let reply: Reply = Box::new(move |fsync: Result<(), StoreError>| {
-                    let _ = done.send(fsync.and(result));
-                });
-                (ok, reply)
-            }),
-        };
+    /// Queues `job` for the writer thread.
+    fn send(&self, job: Job) -> Result<(), StoreError> {
         self.jobs
             .as_ref()
             .ok_or(StoreError::Closed)?
             .send(job)
-            .map_err(|_| StoreError::Closed)?;
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Queues `write` for the writer thread and waits for its answer (after the fsync of its
+    /// group, which fails it unless it is [`Kind::Statistics`]).
+    async fn write<T: Send + 'static>(
+        &self,
+        kind: Kind,
+        write: impl FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.send(Job::Other {
+            kind,
+            run: Box::new(move |shared| {
+                let result = write(shared);
+                let ok = result.is_ok();
+                let reply: writer::Reply = Box::new(move |fsync: Result<(), StoreError>| {
+                    let _ = done.send(fsync.and(result));
+                });
+                (ok, reply)
+            }),
+        })?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -170,19 +180,16 @@ impl Embedded {
     ) -> Result<(), StoreError> {
         let atsign = atsign.clone();
         let bytes = serde_json::to_vec(info)?;
-        self.write(
-            move |shared| {
-                let name = atsign.as_str().as_bytes();
-                match (shared.atsigns.get(name)?.is_some(), existing) {
-                    (true, false) => return Err(StoreError::AtSignExists(atsign)),
-                    (false, true) => return Err(StoreError::NoSuchAtSign(atsign)),
-                    _ => {}
-                }
-                shared.atsigns.insert(name, bytes)?;
-                Ok(())
-            },
-            true,
-        )
+        self.write(Kind::Durable, move |shared| {
+            let name = atsign.as_str().as_bytes();
+            match (shared.atsigns.get(name)?.is_some(), existing) {
+                (true, false) => return Err(StoreError::AtSignExists(atsign)),
+                (false, true) => return Err(StoreError::NoSuchAtSign(atsign)),
+                _ => {}
+            }
+            shared.atsigns.insert(name, bytes)?;
+            Ok(())
+        })
         .await
     }
 
@@ -203,57 +210,6 @@ impl Drop for Embedded {
         self.jobs.take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
-        }
-    }
-}
-
-/// How a job's caller is answered, given the outcome of its group's fsync.
-type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-
-/// One write for the writer thread: `run` applies it (returning whether it wrote anything and
-/// how to answer); `durable` asks for an fsync before the answer.
-struct Job {
-    durable: bool,
-    run: Apply,
-}
-
-/// Applies a job's write; says whether it wrote anything and how to answer its caller.
-type Apply = Box<dyn FnOnce(&Shared) -> (bool, Reply) + Send>;
-
-/// The writer thread: takes whatever queued up (at most [`GROUP_MAX`]), applies each write as
-/// its own batch, fsyncs the journal once if any durable write succeeded, publishes the new
-/// durable snapshot, then answers every caller. A failed fsync fails every durable write of
-/// the group (fjall then refuses further writes: a disk that loses fsyncs is not trusted).
-fn write_loop(shared: &Shared, queue: &std::sync::mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
-        let mut group = vec![first];
-        while group.len() < GROUP_MAX {
-            match queue.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
-            }
-        }
-        let mut wrote = false;
-        let mut replies = Vec::with_capacity(group.len());
-        for job in group {
-            let (applied, reply) = (job.run)(shared);
-            wrote |= applied;
-            replies.push((job.durable, reply));
-        }
-        // Counters-only groups are published (and so made durable) too, to be seen at once.
-        let fsync = if wrote {
-            shared.persist_and_publish().map_err(|e| {
-                tracing::error!(error = %e, "store fsync failed; refusing further writes");
-                e.to_string()
-            })
-        } else {
-            Ok(())
-        };
-        for (durable, reply) in replies {
-            reply(match (&fsync, durable) {
-                (Err(e), true) => Err(StoreError::Fsync(e.clone())),
-                _ => Ok(()),
-            });
         }
     }
 }
@@ -411,68 +367,6 @@ fn decode_commit(commit_id: u64, bytes: &[u8]) -> Result<CommitEntry, StoreError
     })
 }
 
-/// The writer thread's read-modify-write of one key: runs `change` on the live record and
-/// applies its [`Mutation`] (record, commit entry, index, counter) as one atomic batch.
-fn apply_change(
-    shared: &Shared,
-    atsign: &AtSign,
-    key: &str,
-    change: &Change,
-) -> Result<(bool, Option<u64>), StoreError> {
-    let record_row = row(atsign, key.as_bytes());
-    let current = shared
-        .records
-        .get(&record_row)?
-        .map(|bytes| decode_record(&bytes))
-        .transpose()?;
-    let mutation = change(current.as_ref()).map_err(StoreError::Refused)?;
-    let mut batch = shared.db.batch();
-    let commit_op = match mutation {
-        Mutation::Keep => return Ok((false, None)),
-        Mutation::Put { record, op } => {
-            batch.insert(&shared.records, record_row, encode_record(&record)?);
-            op
-        }
-        Mutation::Remove { commit } => {
-            batch.remove(&shared.records, record_row);
-            commit.then_some(CommitOp::Delete)
-        }
-    };
-    let commit_id = match commit_op {
-        Some(op) if is_committed(key) => Some(append_commit(shared, &mut batch, atsign, key, op)?),
-        _ => None,
-    };
-    batch.commit()?;
-    Ok((true, commit_id))
-}
-
-/// Adds the entry `op` for `key` to `batch`, dropping the key's older entry; returns its id.
-fn append_commit(
-    shared: &Shared,
-    batch: &mut fjall::OwnedWriteBatch,
-    atsign: &AtSign,
-    key: &str,
-    op: CommitOp,
-) -> Result<u64, StoreError> {
-    let name = atsign.as_str().as_bytes();
-    let id = match shared.next_commit.get(name)? {
-        Some(bytes) => be_u64(&bytes)?,
-        None => 0,
-    };
-    batch.insert(&shared.next_commit, name, (id + 1).to_be_bytes());
-    let index_row = row(atsign, key.as_bytes());
-    if let Some(older) = shared.commit_index.get(&index_row)? {
-        batch.remove(&shared.commits, commit_row(atsign, be_u64(&older)?));
-    }
-    batch.insert(&shared.commit_index, index_row, id.to_be_bytes());
-    batch.insert(
-        &shared.commits,
-        commit_row(atsign, id),
-        encode_commit(op, now_ms(), key),
-    );
-    Ok(id)
-}
-
 /// Drops the commit entry stored at `entry_row` (of `key`) and the key's index row, into
 /// `batch`. Only for the writer, on the live tree: there the index row points at this entry.
 fn drop_commit(
@@ -525,29 +419,26 @@ impl Backend for Embedded {
 
     async fn remove_atsign(&self, atsign: &AtSign) -> Result<bool, StoreError> {
         let atsign = atsign.clone();
-        self.write(
-            move |shared| {
-                let name = atsign.as_str().as_bytes();
-                let rows = prefix(&atsign);
-                let existed = shared.atsigns.get(name)?.is_some();
-                let mut batch = shared.db.batch();
-                for keyspace in [
-                    &shared.records,
-                    &shared.commits,
-                    &shared.commit_index,
-                    &shared.access,
-                    &shared.notifications,
-                    &shared.notification_ids,
-                ] {
-                    remove_prefix(&mut batch, keyspace, &rows)?;
-                }
-                batch.remove(&shared.next_commit, name);
-                batch.remove(&shared.atsigns, name);
-                batch.commit()?;
-                Ok(existed)
-            },
-            true,
-        )
+        self.write(Kind::KeyRows, move |shared| {
+            let name = atsign.as_str().as_bytes();
+            let rows = prefix(&atsign);
+            let existed = shared.atsigns.get(name)?.is_some();
+            let mut batch = shared.db.batch();
+            for keyspace in [
+                &shared.records,
+                &shared.commits,
+                &shared.commit_index,
+                &shared.access,
+                &shared.notifications,
+                &shared.notification_ids,
+            ] {
+                remove_prefix(&mut batch, keyspace, &rows)?;
+            }
+            batch.remove(&shared.next_commit, name);
+            batch.remove(&shared.atsigns, name);
+            batch.commit()?;
+            Ok(existed)
+        })
         .await
     }
 
@@ -580,13 +471,14 @@ impl Backend for Embedded {
         key: &str,
         change: Change,
     ) -> Result<Written, StoreError> {
-        let (atsign, key) = (atsign.clone(), key.to_string());
-        self.write(
-            move |shared| apply_change(shared, &atsign, &key, &change),
-            true,
-        )
-        .await
-        .map(|(changed, commit_id)| Written { changed, commit_id })
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.send(Job::Change {
+            atsign: atsign.clone(),
+            key: key.to_string(),
+            change,
+            done,
+        })?;
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn keys(&self, atsign: &AtSign, prefix_of_key: &str) -> Result<Vec<String>, StoreError> {
@@ -650,27 +542,24 @@ impl Backend for Embedded {
             return Ok(0);
         }
         let atsign = atsign.clone();
-        self.write(
-            move |shared| {
-                let rows = prefix(&atsign);
-                let mut batch = shared.db.batch();
-                let mut dropped = 0;
-                // Id order is write order: stopping at the first young entry keeps the
-                // writer's work to what it drops, however long the log.
-                for guard in shared.commits.prefix(&rows) {
-                    let (row, value) = guard.into_inner()?;
-                    let entry = decode_commit(be_u64(&row[rows.len()..])?, &value)?;
-                    if entry.op_time_ms >= older_than_ms {
-                        break;
-                    }
-                    drop_commit(shared, &mut batch, &atsign, row, &entry.key);
-                    dropped += 1;
+        self.write(Kind::KeyRows, move |shared| {
+            let rows = prefix(&atsign);
+            let mut batch = shared.db.batch();
+            let mut dropped = 0;
+            // Id order is write order: stopping at the first young entry keeps the
+            // writer's work to what it drops, however long the log.
+            for guard in shared.commits.prefix(&rows) {
+                let (row, value) = guard.into_inner()?;
+                let entry = decode_commit(be_u64(&row[rows.len()..])?, &value)?;
+                if entry.op_time_ms >= older_than_ms {
+                    break;
                 }
-                batch.commit()?;
-                Ok(dropped)
-            },
-            true,
-        )
+                drop_commit(shared, &mut batch, &atsign, row, &entry.key);
+                dropped += 1;
+            }
+            batch.commit()?;
+            Ok(dropped)
+        })
         .await
     }
 
@@ -689,25 +578,22 @@ impl Backend for Embedded {
             return Ok(0);
         };
         let atsign = atsign.clone();
-        self.write(
-            move |shared| {
-                let (from, to) = (commit_row(&atsign, 0), commit_row(&atsign, last_dropped));
-                let rows = prefix(&atsign).len();
-                let mut batch = shared.db.batch();
-                let mut dropped = 0;
-                // Writes since the count only add newer ids (or drop older entries of their
-                // key), so everything up to `last_dropped` still has to go.
-                for guard in shared.commits.range(from..=to) {
-                    let (row, value) = guard.into_inner()?;
-                    let entry = decode_commit(be_u64(&row[rows..])?, &value)?;
-                    drop_commit(shared, &mut batch, &atsign, row, &entry.key);
-                    dropped += 1;
-                }
-                batch.commit()?;
-                Ok(dropped)
-            },
-            true,
-        )
+        self.write(Kind::KeyRows, move |shared| {
+            let (from, to) = (commit_row(&atsign, 0), commit_row(&atsign, last_dropped));
+            let rows = prefix(&atsign).len();
+            let mut batch = shared.db.batch();
+            let mut dropped = 0;
+            // Writes since the count only add newer ids (or drop older entries of their
+            // key), so everything up to `last_dropped` still has to go.
+            for guard in shared.commits.range(from..=to) {
+                let (row, value) = guard.into_inner()?;
+                let entry = decode_commit(be_u64(&row[rows..])?, &value)?;
+                drop_commit(shared, &mut batch, &atsign, row, &entry.key);
+                dropped += 1;
+            }
+            batch.commit()?;
+            Ok(dropped)
+        })
         .await
     }
 
@@ -719,17 +605,14 @@ impl Backend for Embedded {
     ) -> Result<(), StoreError> {
         let counter = access_row(atsign, kind, from);
         // Statistics: a failed fsync is not this caller's error (the count may be lost).
-        self.write(
-            move |shared| {
-                let count = match shared.access.get(&counter)? {
-                    Some(bytes) => be_u64(&bytes)?,
-                    None => 0,
-                };
-                shared.access.insert(counter, (count + 1).to_be_bytes())?;
-                Ok(())
-            },
-            false,
-        )
+        self.write(Kind::Statistics, move |shared| {
+            let count = match shared.access.get(&counter)? {
+                Some(bytes) => be_u64(&bytes)?,
+                None => 0,
+            };
+            shared.access.insert(counter, (count + 1).to_be_bytes())?;
+            Ok(())
+        })
         .await
     }
 
@@ -765,15 +648,12 @@ impl Backend for Embedded {
         row: &NotificationRow,
     ) -> Result<(), StoreError> {
         let (atsign, row) = (atsign.clone(), row.clone());
-        self.write(
-            move |shared| {
-                let mut batch = shared.db.batch();
-                put_notification_row(shared, &mut batch, &atsign, log, &row)?;
-                batch.commit()?;
-                Ok(())
-            },
-            true,
-        )
+        self.write(Kind::Durable, move |shared| {
+            let mut batch = shared.db.batch();
+            put_notification_row(shared, &mut batch, &atsign, log, &row)?;
+            batch.commit()?;
+            Ok(())
+        })
         .await
     }
 
@@ -836,75 +716,69 @@ impl Backend for Embedded {
         id: &str,
     ) -> Result<bool, StoreError> {
         let (atsign, id) = (atsign.clone(), id.to_string());
-        self.write(
-            move |shared| {
-                let id_key = notification_id_key(&atsign, log, &id);
-                let Some(at) = shared.notification_ids.get(&id_key)? else {
-                    return Ok(false);
-                };
-                let mut batch = shared.db.batch();
-                batch.remove(
-                    &shared.notifications,
-                    notification_row_key(&atsign, log, be_u64(&at)? as EpochMillis, &id),
-                );
-                batch.remove(&shared.notification_ids, id_key);
-                batch.commit()?;
-                Ok(true)
-            },
-            true,
-        )
+        self.write(Kind::Durable, move |shared| {
+            let id_key = notification_id_key(&atsign, log, &id);
+            let Some(at) = shared.notification_ids.get(&id_key)? else {
+                return Ok(false);
+            };
+            let mut batch = shared.db.batch();
+            batch.remove(
+                &shared.notifications,
+                notification_row_key(&atsign, log, be_u64(&at)? as EpochMillis, &id),
+            );
+            batch.remove(&shared.notification_ids, id_key);
+            batch.commit()?;
+            Ok(true)
+        })
         .await
     }
 
     async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError> {
         let dump = dump.clone();
         let info = serde_json::to_vec(&dump.info)?;
-        self.write(
-            move |shared| {
-                let atsign = &dump.atsign;
-                let name = atsign.as_str().as_bytes();
-                if shared.atsigns.get(name)?.is_some() {
-                    return Err(StoreError::AtSignExists(atsign.clone()));
-                }
-                let mut batch = shared.db.batch();
-                batch.insert(&shared.atsigns, name, info);
-                for (key, record) in &dump.records {
-                    batch.insert(
-                        &shared.records,
-                        row(atsign, key.as_bytes()),
-                        encode_record(record)?,
-                    );
-                }
-                for entry in &dump.commits {
-                    batch.insert(
-                        &shared.commits,
-                        commit_row(atsign, entry.commit_id),
-                        encode_commit(entry.op, entry.op_time_ms, &entry.key),
-                    );
-                    batch.insert(
-                        &shared.commit_index,
-                        row(atsign, entry.key.as_bytes()),
-                        entry.commit_id.to_be_bytes(),
-                    );
-                }
-                if dump.next_commit > 0 {
-                    batch.insert(&shared.next_commit, name, dump.next_commit.to_be_bytes());
-                }
-                for (kind, from, count) in &dump.access {
-                    batch.insert(
-                        &shared.access,
-                        access_row(atsign, *kind, from),
-                        count.to_be_bytes(),
-                    );
-                }
-                for (log, row) in &dump.notifications {
-                    put_notification_row(shared, &mut batch, atsign, *log, row)?;
-                }
-                batch.commit()?;
-                Ok(())
-            },
-            true,
-        )
+        self.write(Kind::KeyRows, move |shared| {
+            let atsign = &dump.atsign;
+            let name = atsign.as_str().as_bytes();
+            if shared.atsigns.get(name)?.is_some() {
+                return Err(StoreError::AtSignExists(atsign.clone()));
+            }
+            let mut batch = shared.db.batch();
+            batch.insert(&shared.atsigns, name, info);
+            for (key, record) in &dump.records {
+                batch.insert(
+                    &shared.records,
+                    row(atsign, key.as_bytes()),
+                    encode_record(record)?,
+                );
+            }
+            for entry in &dump.commits {
+                batch.insert(
+                    &shared.commits,
+                    commit_row(atsign, entry.commit_id),
+                    encode_commit(entry.op, entry.op_time_ms, &entry.key),
+                );
+                batch.insert(
+                    &shared.commit_index,
+                    row(atsign, entry.key.as_bytes()),
+                    entry.commit_id.to_be_bytes(),
+                );
+            }
+            if dump.next_commit > 0 {
+                batch.insert(&shared.next_commit, name, dump.next_commit.to_be_bytes());
+            }
+            for (kind, from, count) in &dump.access {
+                batch.insert(
+                    &shared.access,
+                    access_row(atsign, *kind, from),
+                    count.to_be_bytes(),
+                );
+            }
+            for (log, row) in &dump.notifications {
+                put_notification_row(shared, &mut batch, atsign, *log, row)?;
+            }
+            batch.commit()?;
+            Ok(())
+        })
         .await
     }
 }
