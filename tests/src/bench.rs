@@ -77,12 +77,14 @@ where
 pub const REDIS_BENCHMARK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs `redis-benchmark -q -t <tests> -c <connections> -n <requests>` against the Redis on
-/// loopback `port`, bounded by [`REDIS_BENCHMARK_TIMEOUT`]; returns what it printed.
+/// loopback `port` (over TLS without verifying the certificate, with `tls`), bounded by
+/// [`REDIS_BENCHMARK_TIMEOUT`]; returns what it printed.
 pub fn run_redis_benchmark(
     port: u16,
     tests: &str,
     connections: usize,
     requests: u64,
+    tls: bool,
 ) -> Result<String, String> {
     use std::io::Read;
     use std::process::{Command, Stdio};
@@ -99,6 +101,11 @@ pub fn run_redis_benchmark(
         ])
         .args(["-c", &connections.to_string()])
         .args(["-n", &requests.to_string()])
+        .args(if tls {
+            &["--tls", "--insecure"][..]
+        } else {
+            &[]
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -147,6 +154,28 @@ pub fn redis_benchmark_rate(text: &str, test: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redis::RedisServer;
+    use crate::TempDir;
+
+    #[test]
+    fn redis_benchmark_runs_over_the_harness_redis_tls_port() {
+        let dir = TempDir::new("bench-redis-tls");
+        let (cert, key) = at_common::tls::create_ca(dir.path()).expect("certificate");
+        let redis = RedisServer::start_tls(&cert, &key);
+        let tls_port = redis.tls_port().expect("a TLS port");
+        assert_ne!(tls_port, redis.port());
+        for (port, tls) in [(tls_port, true), (redis.port(), false)] {
+            let text = run_redis_benchmark(port, "set", 2, 2000, tls).expect("redis-benchmark");
+            let rate = redis_benchmark_rate(&text, "SET");
+            assert!(rate.is_some_and(|r| r > 0.0), "tls {tls}: {text:?}");
+        }
+        // Without --tls the TLS port answers nothing redis-benchmark can read.
+        let plain_on_tls = run_redis_benchmark(tls_port, "set", 1, 10, false);
+        assert!(
+            plain_on_tls.map_or(true, |t| redis_benchmark_rate(&t, "SET").is_none()),
+            "plaintext spoken to the TLS port"
+        );
+    }
 
     #[test]
     fn redis_benchmark_quiet_output_is_parsed() {

@@ -1,8 +1,10 @@
 //! A real `redis-server` for a test, on a free loopback port (no persistence, or an fsynced
-//! append-only file); killed when dropped, and restartable in between.
+//! append-only file; optionally also serving TLS on a second port, for benchmarks); killed
+//! when dropped, and restartable in between.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,31 +15,52 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     durable: bool,
+    /// The TLS port and its self-signed certificate and key files, if it serves TLS.
+    tls: Option<Tls>,
     dir: TempDir,
+}
+
+#[derive(Clone)]
+struct Tls {
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 impl RedisServer {
     /// Starts one without persistence; panics with a hint when `redis-server` is not installed.
     pub fn start() -> RedisServer {
-        RedisServer::start_with(false)
+        RedisServer::start_with(false, None)
+    }
+
+    /// Starts one without persistence that also serves TLS with `cert` and `key` (PEM files)
+    /// on [`RedisServer::tls_port`]: a baseline that pays for TLS as the atServer does.
+    pub fn start_tls(cert: &Path, key: &Path) -> RedisServer {
+        RedisServer::start_with(false, Some((cert, key)))
     }
 
     /// Starts one that fsyncs its append-only file on every write (`appendfsync always`), so
     /// what it acknowledged survives [`RedisServer::kill`] and [`RedisServer::restart`].
     pub fn start_durable() -> RedisServer {
-        RedisServer::start_with(true)
+        RedisServer::start_with(true, None)
     }
 
-    fn start_with(durable: bool) -> RedisServer {
+    fn start_with(durable: bool, files: Option<(&Path, &Path)>) -> RedisServer {
         let dir = TempDir::new("redis");
-        // A free port handed to Redis (which cannot bind port 0 itself); retried if taken.
+        // Free ports handed to Redis (which cannot bind port 0 itself); retried if taken.
         for _attempt in 0..5 {
             let port = crate::free_port();
-            if let Some(child) = spawn(port, durable, &dir) {
+            let tls = files.map(|(cert, key)| Tls {
+                port: crate::free_port(),
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+            });
+            if let Some(child) = spawn(port, durable, tls.as_ref(), &dir) {
                 return RedisServer {
                     child,
                     port,
                     durable,
+                    tls,
                     dir,
                 };
             }
@@ -57,7 +80,7 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             // The port may linger for a moment after the kill.
-            if let Some(child) = spawn(self.port, self.durable, &self.dir) {
+            if let Some(child) = spawn(self.port, self.durable, self.tls.as_ref(), &self.dir) {
                 self.child = child;
                 return;
             }
@@ -74,10 +97,15 @@ impl RedisServer {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// The TLS port of one started with [`RedisServer::start_tls`].
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls.as_ref().map(|tls| tls.port)
+    }
 }
 
 /// Starts `redis-server` on `port` and waits for its PONG; `None` if it exited (port taken).
-fn spawn(port: u16, durable: bool, dir: &TempDir) -> Option<Child> {
+fn spawn(port: u16, durable: bool, tls: Option<&Tls>, dir: &TempDir) -> Option<Child> {
     let persistence: &[&str] = if durable {
         &["--appendonly", "yes", "--appendfsync", "always"]
     } else {
@@ -93,6 +121,18 @@ fn spawn(port: u16, durable: bool, dir: &TempDir) -> Option<Child> {
             "",
         ])
         .args(persistence)
+        .args(tls.map_or_else(Vec::new, |tls| -> Vec<std::ffi::OsString> {
+            vec![
+                "--tls-port".into(),
+                tls.port.to_string().into(),
+                "--tls-cert-file".into(),
+                tls.cert.clone().into_os_string(),
+                "--tls-key-file".into(),
+                tls.key.clone().into_os_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]
+        }))
         .arg("--dir")
         .arg(dir.path())
         .stdout(Stdio::null())

@@ -529,7 +529,13 @@ fn redis_command(port: u16, parts: &[&[u8]]) -> Result<(), String> {
 fn redis_benchmark(port: u16, redis_pid: Option<u32>, options: &Options) -> Result<f64, String> {
     let began = Instant::now();
     let redis_cpu = redis_pid.and_then(cpu_seconds);
-    let text = run_redis_benchmark(port, "get", options.connections, options.redis_requests)?;
+    let text = run_redis_benchmark(
+        port,
+        "get",
+        options.connections,
+        options.redis_requests,
+        false,
+    )?;
     let wall = began.elapsed().as_secs_f64();
     let redis_cpu = redis_cpu
         .zip(redis_pid.and_then(cpu_seconds))

@@ -3,9 +3,10 @@
 //!
 //! What it does, in one session on one machine (loopback only):
 //! 1. starts a real `redis-server` and runs `redis-benchmark -t set,get -c <connections> -n <N> -q`
-//!    against it (the baseline; run again after the atServer runs, so drift shows), and once more
-//!    with `appendfsync always` (every write fsynced before its reply, as an atServer update is)
-//!    for context;
+//!    against it (the baseline; run again after the atServer runs, so drift shows); then, for
+//!    context, over TLS (`--tls`, on a second port of the same server, with a certificate made
+//!    by `at-server ca-create`), and SET with `appendfsync always` (every write fsynced before
+//!    its reply, as an atServer update is) without and with TLS;
 //! 2. for each layout (`one`: every connection authenticated as `@alice`; `spread`: one atSign
 //!    per connection): provisions the atSigns with `at-server provision` (each on a port of its
 //!    own), starts `at-server serve`, opens `--connections` TLS connections and authenticates
@@ -308,18 +309,29 @@ fn run(options: &Options) -> Result<(), String> {
         .chain(options.redis_nodes.iter().map(|&n| Layout::Cluster(n)))
         .collect();
     if !layouts.is_empty() {
-        let redis = RedisServer::start();
-        baselines.push(redis_benchmark(redis.port(), options)?);
+        let certificate = TempDir::new("server-bench-redis-tls");
+        let (cert, key) = create_certificate(&server, certificate.path())?;
+        let redis = RedisServer::start_tls(&cert, &key);
+        let tls_port = redis
+            .tls_port()
+            .ok_or("redis-server without its TLS port")?;
+        baselines.push(redis_benchmark(redis.port(), false, options)?);
         for &layout in &layouts {
             results.extend(run_layout(layout, &server, &runtime, options)?);
         }
-        baselines.push(redis_benchmark(redis.port(), options)?);
-        // The same, with every write fsynced before its reply (AOF, appendfsync always): what
-        // an atServer update promises. For context; the target is against plain SET.
-        redis_cli(redis.port(), &["CONFIG", "SET", "appendonly", "yes"])?;
-        redis_cli(redis.port(), &["CONFIG", "SET", "appendfsync", "always"])?;
-        let durable = redis_benchmark(redis.port(), options)?;
-        print_table(options, &baselines, &results, durable.set);
+        baselines.push(redis_benchmark(redis.port(), false, options)?);
+        // For context (the target is against plain SET): Redis paying what an atServer update
+        // pays, TLS, and every write fsynced before its reply (AOF, appendfsync always).
+        let context = Context {
+            tls: redis_benchmark(tls_port, true, options)?,
+            durable_set: {
+                redis_cli(redis.port(), &["CONFIG", "SET", "appendonly", "yes"])?;
+                redis_cli(redis.port(), &["CONFIG", "SET", "appendfsync", "always"])?;
+                redis_benchmark(redis.port(), false, options)?.set
+            },
+            durable_tls_set: redis_benchmark(tls_port, true, options)?.set,
+        };
+        print_table(options, &baselines, &results, &context);
     }
     let mut memory = Vec::new();
     for &count in &options.memory {
@@ -1055,18 +1067,54 @@ async fn read_until_suffix(
 // ---------------------------------------------------------------------------------------------
 // redis-benchmark.
 
-/// Runs `redis-benchmark -t set,get` and returns its rates.
-fn redis_benchmark(port: u16, options: &Options) -> Result<Baseline, String> {
-    let text = run_redis_benchmark(port, "set,get", options.connections, options.redis_requests)?;
+/// Runs `redis-benchmark -t set,get` (over TLS, with `tls`) and returns its rates.
+fn redis_benchmark(port: u16, tls: bool, options: &Options) -> Result<Baseline, String> {
+    let text = run_redis_benchmark(
+        port,
+        "set,get",
+        options.connections,
+        options.redis_requests,
+        tls,
+    )?;
     let set = redis_benchmark_rate(&text, "SET")
         .ok_or_else(|| format!("no SET rate in redis-benchmark's output: {text:?}"))?;
     let get = redis_benchmark_rate(&text, "GET")
         .ok_or_else(|| format!("no GET rate in redis-benchmark's output: {text:?}"))?;
     println!(
-        "redis-benchmark -t set,get  SET {set:.0} requests/s, GET {get:.0} requests/s  (load {})",
+        "redis-benchmark -t set,get{}  SET {set:.0} requests/s, GET {get:.0} requests/s  (load {})",
+        if tls { " --tls" } else { "" },
         load_average()
     );
     Ok(Baseline { set, get })
+}
+
+/// Redis's rates when it pays what an atServer update pays, for context.
+struct Context {
+    /// Over TLS (no persistence).
+    tls: Baseline,
+    /// SET with `appendfsync always`, without TLS.
+    durable_set: f64,
+    /// SET with `appendfsync always`, over TLS.
+    durable_tls_set: f64,
+}
+
+/// A certificate and key for Redis's TLS port, made by `at-server ca-create` in `dir`
+/// (`redis-benchmark --insecure` does not check it).
+fn create_certificate(server: &Path, dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let out_dir = dir.join("tls");
+    let out = Command::new(server)
+        .arg("ca-create")
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .map_err(|e| format!("at-server ca-create: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "at-server ca-create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok((out_dir.join("ca.pem"), out_dir.join("ca-key.pem")))
 }
 
 /// `redis-cli -p <port> args…`, which must answer `OK`.
@@ -1083,7 +1131,7 @@ fn redis_cli(port: u16, args: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-fn print_table(options: &Options, baselines: &[Baseline], results: &[Measured], durable_set: f64) {
+fn print_table(options: &Options, baselines: &[Baseline], results: &[Measured], context: &Context) {
     let set = baselines.iter().map(|b| b.set).sum::<f64>() / baselines.len() as f64;
     let get = baselines.iter().map(|b| b.get).sum::<f64>() / baselines.len() as f64;
     println!();
@@ -1104,7 +1152,18 @@ fn print_table(options: &Options, baselines: &[Baseline], results: &[Measured], 
             b.get
         );
     }
-    println!("| redis-benchmark SET, appendfsync always | {durable_set:.0} | | | |");
+    println!(
+        "| redis-benchmark SET, appendfsync always | {:.0} | | | |",
+        context.durable_set
+    );
+    println!(
+        "| redis-benchmark --tls SET / GET | {:.0} / {:.0} | | | |",
+        context.tls.set, context.tls.get
+    );
+    println!(
+        "| redis-benchmark --tls SET, appendfsync always | {:.0} | | | |",
+        context.durable_tls_set
+    );
     let mut target_met = true;
     for m in results {
         let (baseline, against) = match m.op {
@@ -1116,8 +1175,13 @@ fn print_table(options: &Options, baselines: &[Baseline], results: &[Measured], 
             target_met &= m.rate() >= baseline / 2.0;
         }
         let mut durable = match m.op {
-            Op::Update => format!("; {:.0}% of durable SET", 100.0 * m.rate() / durable_set),
-            Op::Llookup => String::new(),
+            Op::Update => format!(
+                "; {:.0}% of TLS SET, {:.0}% of durable SET, {:.0}% of durable TLS SET",
+                100.0 * m.rate() / context.tls.set,
+                100.0 * m.rate() / context.durable_set,
+                100.0 * m.rate() / context.durable_tls_set
+            ),
+            Op::Llookup => format!("; {:.0}% of TLS GET", 100.0 * m.rate() / context.tls.get),
         };
         if let Some(commands) = m.redis_commands {
             durable.push_str(&format!(
