@@ -8,6 +8,12 @@ use at_server::config::ServerConfig;
 use at_server::store;
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than the system allocator: connections allocate on one thread what the
+/// store's writer frees on another, which glibc's arenas handle slowly (see the README's
+/// benchmark section).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The atServer: hosts many atSigns on one node.
 #[derive(Parser)]
 #[command(version)]
