@@ -120,15 +120,27 @@ impl Field<'_> {
         }
     }
 
-    fn to_value(&self, all_strings: bool) -> Value {
-        match self {
-            Field::Text(Some(s)) => Value::from(*s),
-            Field::Time(Some(t)) => Value::from(format_timestamp(*t)),
-            Field::Int(Some(n)) if all_strings => Value::from(n.to_string()),
-            Field::Int(Some(n)) => Value::from(*n),
-            Field::Bool(Some(b)) if all_strings => Value::from(b.to_string()),
-            Field::Bool(Some(b)) => Value::from(*b),
-            _ => Value::Null,
+    /// Serializes the field's value; with `all_strings`, numbers and booleans as text.
+    fn rendered(&self, all_strings: bool) -> Rendered<'_> {
+        Rendered(self, all_strings)
+    }
+}
+
+/// A field's JSON value, written straight to the serializer (no `serde_json::Value` built:
+/// records are encoded on the store's writer thread, once per update).
+struct Rendered<'a>(&'a Field<'a>, bool);
+
+impl Serialize for Rendered<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Rendered(field, all_strings) = *self;
+        match field {
+            Field::Text(Some(s)) => serializer.serialize_str(s),
+            Field::Time(Some(t)) => serializer.serialize_str(&format_timestamp(*t)),
+            Field::Int(Some(n)) if all_strings => serializer.collect_str(n),
+            Field::Int(Some(n)) => serializer.serialize_i64(*n),
+            Field::Bool(Some(b)) if all_strings => serializer.collect_str(b),
+            Field::Bool(Some(b)) => serializer.serialize_bool(*b),
+            _ => serializer.serialize_unit(),
         }
     }
 }
@@ -195,7 +207,7 @@ impl Metadata {
             if (skip_nulls || *name == "sharedKeyStatus") && field.is_null() {
                 continue;
             }
-            map.serialize_entry(name, &field.to_value(all_strings))?;
+            map.serialize_entry(name, &field.rendered(all_strings))?;
         }
         map.end()
     }
@@ -215,17 +227,10 @@ impl Metadata {
         render(self, Shape::Sync)
     }
 
-    /// `to_json_without_nulls` as a JSON value, for embedding in a larger document
-    /// (e.g. `{"key":…,"data":…,"metaData":…}`). Field order is kept only by the string forms.
-    pub fn to_value_without_nulls(&self) -> Value {
-        let fields = self.fields();
-        let mut map = serde_json::Map::new();
-        for (name, field) in &fields {
-            if !field.is_null() {
-                map.insert((*name).to_string(), field.to_value(false));
-            }
-        }
-        Value::Object(map)
+    /// `to_json_without_nulls` as a value to serialize inside a larger document (a stored
+    /// record), in the same order.
+    pub fn without_nulls(&self) -> impl Serialize + '_ {
+        WithoutNulls(self)
     }
 
     /// Applies a fragment: fields it names replace ours, the others are kept, as an `update`
@@ -263,6 +268,15 @@ fn render(metadata: &Metadata, shape: Shape) -> String {
         return "{}".to_string();
     }
     String::from_utf8(out).unwrap_or_else(|_| "{}".to_string())
+}
+
+/// See [`Metadata::without_nulls`].
+struct WithoutNulls<'a>(&'a Metadata);
+
+impl Serialize for WithoutNulls<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.write(Shape::WithoutNulls, serializer)
+    }
 }
 
 impl Serialize for Metadata {
@@ -596,12 +610,31 @@ mod time {
         let in_day = millis.rem_euclid(MILLIS_PER_DAY);
         let (year, month, day) = civil_from_days(days);
         let (secs, ms) = (in_day / 1000, in_day % 1000);
-        format!(
-            "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{ms:03}Z",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
-        )
+        if !(0..=9999).contains(&year) {
+            return format!(
+                "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{ms:03}Z",
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60
+            );
+        }
+        // By hand: this runs for every timestamp of every record the store encodes.
+        let mut out = String::with_capacity(24);
+        let mut digits = |value: i64, width: u32, then: char| {
+            for place in (0..width).rev() {
+                let digit = (value / 10_i64.pow(place) % 10) as u8;
+                out.push(char::from(b'0' + digit));
+            }
+            out.push(then);
+        };
+        digits(year, 4, '-');
+        digits(month, 2, '-');
+        digits(day, 2, ' ');
+        digits(secs / 3600, 2, ':');
+        digits(secs / 60 % 60, 2, ':');
+        digits(secs % 60, 2, '.');
+        digits(ms, 3, 'Z');
+        out
     }
 
     /// Reads `yyyy-MM-dd HH:mm:ss[.fraction][Z]` (a `T` may replace the space), UTC.

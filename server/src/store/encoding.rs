@@ -13,9 +13,9 @@ use super::{Record, StoreError};
 
 /// The stored form of a [`Record`]: short field names, metadata without nulls.
 #[derive(Serialize)]
-struct RecordOut<'a> {
+struct RecordOut<'a, M: Serialize> {
     v: Option<&'a str>,
-    m: serde_json::Value,
+    m: M,
 }
 
 #[derive(Deserialize)]
@@ -28,7 +28,7 @@ struct RecordIn {
 pub fn encode_record(record: &Record) -> Result<Vec<u8>, StoreError> {
     Ok(serde_json::to_vec(&RecordOut {
         v: record.value.as_deref(),
-        m: record.metadata.to_value_without_nulls(),
+        m: record.metadata.without_nulls(),
     })?)
 }
 
