@@ -143,9 +143,11 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
             .map(|_| Arbiter::new())
             .collect(),
     );
+    let monitors = crate::notifications::Monitors::start(store.clone());
     let peers = Peers::new(
         PeerSettings::from_config(&config, &tls_config)?,
         store.clone(),
+        monitors.clone(),
     );
     let router = NotificationRouter::new(
         store.clone(),
@@ -155,7 +157,7 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
     .start();
     let services = Services {
         store: store.clone(),
-        monitors: crate::notifications::Monitors::start(store.clone()),
+        monitors,
         peers,
         router,
     };

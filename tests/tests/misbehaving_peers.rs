@@ -170,7 +170,7 @@ fn timeout_ask(client: &mut Client, line: &str) -> String {
 enum Script {
     /// Accepts TCP and never starts TLS.
     SilentTcp,
-    /// Completes TLS, reads every request, writes nothing.
+    /// Completes TLS, reads every request, writes nothing (but the public-key check's answer).
     Silent,
     /// `hello\n` to every line.
     Garbage,
@@ -194,8 +194,10 @@ enum Script {
 /// when the server hangs up, or after 30 s).
 struct FakePeer {
     addr: SocketAddr,
-    /// Every request line received, in order, over all connections.
+    /// Every request line received, in order, over all connections, but the public-key checks.
     lines: Arc<Mutex<Vec<String>>>,
+    /// Public-key checks answered (one per link that got past TLS).
+    checks: Arc<AtomicUsize>,
     /// Connections accepted.
     accepted: Arc<AtomicUsize>,
     /// Bytes written by [`Script::Flood`] and [`Script::Drip`] before the server hung up.
@@ -208,11 +210,13 @@ impl FakePeer {
         let peer = FakePeer {
             addr: listener.local_addr().unwrap(),
             lines: Arc::default(),
+            checks: Arc::default(),
             accepted: Arc::default(),
             written: Arc::default(),
         };
-        let (lines, accepted, written) = (
+        let (lines, checks, accepted, written) = (
             peer.lines.clone(),
+            peer.checks.clone(),
             peer.accepted.clone(),
             peer.written.clone(),
         );
@@ -220,11 +224,20 @@ impl FakePeer {
             for tcp in listener.incoming() {
                 let Ok(tcp) = tcp else { continue };
                 accepted.fetch_add(1, Ordering::SeqCst);
-                let (tls, lines, written) = (tls.clone(), lines.clone(), written.clone());
-                std::thread::spawn(move || serve(tcp, tls, script, &lines, &written));
+                let counters = Counters {
+                    lines: lines.clone(),
+                    checks: checks.clone(),
+                    written: written.clone(),
+                };
+                let tls = tls.clone();
+                std::thread::spawn(move || serve(tcp, tls, script, &counters));
             }
         });
         peer
+    }
+
+    fn checks(&self) -> usize {
+        self.checks.load(Ordering::SeqCst)
     }
 
     fn lines(&self) -> Vec<String> {
@@ -240,14 +253,20 @@ impl FakePeer {
     }
 }
 
+/// What a fake peer's connections record.
+struct Counters {
+    lines: Arc<Mutex<Vec<String>>>,
+    checks: Arc<AtomicUsize>,
+    written: Arc<AtomicU64>,
+}
+
 /// One connection of a fake peer, by `script`.
-fn serve(
-    mut tcp: TcpStream,
-    tls: Arc<rustls::ServerConfig>,
-    script: Script,
-    lines: &Mutex<Vec<String>>,
-    written: &AtomicU64,
-) {
+fn serve(mut tcp: TcpStream, tls: Arc<rustls::ServerConfig>, script: Script, counters: &Counters) {
+    let Counters {
+        lines,
+        checks,
+        written,
+    } = counters;
     tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     tcp.set_write_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -261,6 +280,18 @@ fn serve(
     let mut stream = rustls::StreamOwned::new(conn, tcp);
     let mut buffer = Vec::new();
     while let Some(line) = next_line(&mut stream, &mut buffer) {
+        // Every new link first asks for the peer's encryption public key; each script answers
+        // that as a server without one would, and misbehaves from the next request on.
+        if let Some(atsign) = line.strip_prefix("lookup:all:publickey") {
+            checks.fetch_add(1, Ordering::SeqCst);
+            let reply = format!(
+                "error:AT0015-key not found : public:publickey{atsign} does not exist in keystore\n@"
+            );
+            if stream.write_all(reply.as_bytes()).is_err() || stream.flush().is_err() {
+                return;
+            }
+            continue;
+        }
         lines.lock().unwrap().push(line.clone());
         let reply: Vec<u8> = match script {
             Script::SilentTcp | Script::Silent => continue,
@@ -388,6 +419,11 @@ fn a_silent_peer_costs_one_timeout() {
     // Exactly what a server would have been asked: the anonymous lookup, and `from`.
     assert_eq!(silent.lines(), ["lookup:all:phone@silent", "from:@alice"]);
     assert_eq!(silent.accepted(), 2, "a failed link is not reused");
+    assert_eq!(
+        silent.checks(),
+        2,
+        "each new link asked for the public key first"
+    );
 
     cluster.assert_still_serving(&mut alice);
     cluster.assert_still_serving(&mut other);

@@ -5,6 +5,8 @@
 //! with the atSign's signing key (made on first use, [`crate::signing`]), leaves the signature
 //! at `public:<sessionId>@me` for 60 s where the other server looks it up, then sends `pol`
 //! (reference-server.md §4.4). A [`Mode::Anonymous`] link skips all that (public lookups).
+//! Either kind first asks for the other atSign's encryption public key, as the reference does,
+//! which is how a reset of that atSign is noticed ([`public_key_change`]).
 //!
 //! Requests are answered one at a time, in order ([`AtomicResponse`]): the protocol has one
 //! request in flight per connection. A link whose connection broke drops it and reconnects on
@@ -24,6 +26,7 @@ use tokio_rustls::client::TlsStream;
 use super::{PeerError, Peers, MAX_REPLY};
 use crate::signing;
 use crate::store::{Mutation, Record};
+use crate::verbs::public_key_change;
 use crate::verbs::update::merge;
 
 /// How long the signature answering a challenge stays readable (the reference's 60 s).
@@ -152,6 +155,7 @@ async fn open(peers: &Peers, me: &AtSign, other: &AtSign, mode: Mode) -> Result<
             client::connect(&tls, &address, MAX_REPLY),
         )
         .await?;
+    check_public_key(peers, &mut conversation, me, other).await?;
     if mode == Mode::Pol {
         if let Err(error) = handshake(peers, &mut conversation, me, other).await {
             crate::metrics::metrics().handshake_failures.inc();
@@ -160,6 +164,33 @@ async fn open(peers: &Peers, me: &AtSign, other: &AtSign, mode: Mode) -> Result<
     }
     tracing::debug!(%me, %other, %address, ?mode, "peer link open");
     Ok(conversation)
+}
+
+/// The first request of every new link (the reference's): `other`'s encryption public key,
+/// cached, or handled as a reset when it changed ([`public_key_change`]). A reply that is
+/// not the protocol fails the link; no key, a refusal, or a failure to store is no reason to.
+async fn check_public_key(
+    peers: &Peers,
+    conversation: &mut Stream,
+    me: &AtSign,
+    other: &AtSign,
+) -> Result<(), PeerError> {
+    let question = public_key_change::question(other);
+    let reply = peers
+        .bounded("the atServer", conversation.ask(&question))
+        .await?;
+    if !reply.starts_with("data:") && !reply.starts_with("error:") {
+        let shown: String = reply.chars().take(200).collect();
+        return Err(PeerError::Protocol(format!(
+            "unexpected reply from the remote atServer: {shown:?}"
+        )));
+    }
+    let (store, monitors) = (peers.store(), peers.monitors());
+    if let Err(error) = public_key_change::learn(store, monitors, me, other, &reply, now_ms()).await
+    {
+        tracing::info!(%me, %other, %error, "could not take in the other atSign's public key");
+    }
+    Ok(())
 }
 
 /// `from:@me`, the signed challenge left at `public:<sessionId>@me`, then `pol`.

@@ -26,6 +26,7 @@ use at_common::{Address, AtSign};
 use at_directory::client::{self, Failure};
 use tokio_rustls::TlsConnector;
 
+use crate::notifications::Monitors;
 use crate::store::Store;
 use link::{Ask, Mode, PeerLink};
 
@@ -128,6 +129,7 @@ type LinkKey = (AtSign, AtSign, Mode);
 struct Inner {
     settings: PeerSettings,
     store: Store,
+    monitors: Monitors,
     links: Mutex<HashMap<LinkKey, (Addr<PeerLink>, Instant)>>,
 }
 
@@ -136,10 +138,11 @@ struct Inner {
 pub struct Peers(Arc<Inner>);
 
 impl Peers {
-    pub fn new(settings: PeerSettings, store: Store) -> Peers {
+    pub fn new(settings: PeerSettings, store: Store, monitors: Monitors) -> Peers {
         Peers(Arc::new(Inner {
             settings,
             store,
+            monitors,
             links: Mutex::default(),
         }))
     }
@@ -156,7 +159,8 @@ impl Peers {
             idle: Duration::from_secs(60),
             max_links: 4,
         };
-        Peers::new(settings, store)
+        let monitors = Monitors::start(store.clone());
+        Peers::new(settings, store, monitors)
     }
 
     pub fn settings(&self) -> &PeerSettings {
@@ -165,6 +169,11 @@ impl Peers {
 
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+
+    /// The node's monitors (what a link learns may concern the owner's clients).
+    pub fn monitors(&self) -> &Monitors {
+        &self.0.monitors
     }
 
     /// Sends `line` to `other`'s server for `me` (after `from:@me` + `pol` when `mode` is

@@ -8,6 +8,8 @@
 //!   owner's server is asked again.
 //! - Removed when the owner says the key is gone; `cached:public:publickey@…` is kept (the
 //!   reference never drops a known public key on a failed lookup).
+//! - A fetched encryption public key (`publickey@…`) that differs from the cached one is a
+//!   reset of its atSign: [`public_key_change`] tells the owner's clients.
 //! - Cached keys are committed like any key, so the owner's clients sync them; the owner cannot
 //!   update them (`update` refuses cached keys).
 
@@ -16,7 +18,9 @@ use at_common::metadata::{EpochMillis, MetadataUpdate};
 use at_common::AtSign;
 
 use super::get_active;
+use super::public_key_change;
 use super::update::merge;
+use crate::notifications::Monitors;
 use crate::store::{CommitOp, Mutation, Record, Store};
 
 /// How long a public key without ttr stays cached.
@@ -50,12 +54,24 @@ pub async fn fresh(
 /// say it is cached; says whether it was.
 pub async fn keep(
     store: &Store,
+    monitors: &Monitors,
     me: &AtSign,
     cached_key: &str,
     fetched: &Record,
     kind: Cached,
     now: EpochMillis,
 ) -> Result<bool, AtError> {
+    // A known encryption public key is kept as it is, unless it changed.
+    if kind == Cached::Public {
+        if let Some(other) = encryption_key_owner(cached_key) {
+            if let Some(cached) = store.get(me, cached_key).await? {
+                let cached = (cached_key, &cached);
+                public_key_change::handle(store, monitors, me, &other, cached, fetched, now)
+                    .await?;
+                return Ok(true);
+            }
+        }
+    }
     let mut metadata = fetched.metadata.clone();
     match (metadata.ttr.filter(|&ttr| ttr != 0), kind) {
         (Some(_), _) => {}
@@ -162,4 +178,13 @@ pub async fn drop_if_cascading(
 /// `cached:public:publickey@…`: another atSign's encryption public key.
 fn is_public_encryption_key(cached_key: &str) -> bool {
     cached_key.starts_with("cached:public:publickey@")
+}
+
+/// Whose encryption public key `cached_key` is, if it is one.
+fn encryption_key_owner(cached_key: &str) -> Option<AtSign> {
+    cached_key
+        .strip_prefix("cached:public:publickey")
+        .filter(|owner| owner.starts_with('@'))?
+        .parse()
+        .ok()
 }

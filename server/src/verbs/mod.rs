@@ -23,6 +23,7 @@ mod noop;
 mod notify;
 mod notify_list;
 mod plookup;
+pub(crate) mod public_key_change;
 mod remote;
 mod scan;
 mod stats;

@@ -85,7 +85,8 @@ pub(super) async fn fetch_through_cache(
     }
     match source.fetch(key, now).await {
         Ok(record) => {
-            cache::keep(store, me, cached_key, &record, kind, now).await?;
+            let monitors = source.peers.monitors();
+            cache::keep(store, monitors, me, cached_key, &record, kind, now).await?;
             Ok(record)
         }
         Err(error) if error.code() == ErrorCode::KeyNotFound => {
@@ -144,7 +145,7 @@ fn line_of(reply: Result<Reply, AtError>) -> String {
 
 /// Reads a `lookup:all` reply: `data:{"key":…,"data":…,"metaData":{…}}` → the record;
 /// `data:null` → `None`; `error:<code>-<text>` → that error, with the peer's text.
-fn read_lookup_all(line: &str) -> Result<Option<Record>, AtError> {
+pub(super) fn read_lookup_all(line: &str) -> Result<Option<Record>, AtError> {
     if let Some(error) = line.strip_prefix("error:") {
         return Err(read_error(error));
     }
