@@ -197,7 +197,10 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
             Some(peer) => verbs::lookup_peer(store, me, peer, c, now).await,
             None => verbs::lookup_public(store, me, c, now).await,
         },
-        Command::Scan(c) if run.owner => verbs::scan_owner(store, me, c, now).await,
+        Command::Scan(c) if run.owner => match &c.for_atsign {
+            Some(other) if other != me => verbs::scan_remote(store, peers, me, other, c, now).await,
+            _ => verbs::scan_owner(store, me, c, now).await,
+        },
         Command::Scan(c) => match &run.peer {
             Some(peer) => verbs::scan_peer(store, me, peer, c, now).await,
             None => verbs::scan_public(store, me, c, now).await,

@@ -5,6 +5,7 @@
 //! - @bob's `lookup:phone@alice` goes from B to A as `from:@bob` + `pol`; A checks the claim by
 //!   calling back B (`lookup:_<session>@bob`, `lookup:signing_publickey@bob`) and serves
 //!   `@bob:phone@alice`; B caches it (`ttr`), serves the cache, `bypassCache` goes to A again;
+//! - `scan:@alice` lists, over the same pol link, what @alice shared with @bob;
 //! - `plookup` reads A's public keys without pol and caches them;
 //! - `from:@bob` without a client certificate naming @bob's server is AT0401; a forged `pol`
 //!   (a certificate, but nobody signed the challenge) is refused with AT0401, connection open;
@@ -65,6 +66,12 @@ fn atsigns_on_two_servers_share_keys_over_pol() {
         ),
         "{all}"
     );
+    // What A lists to @bob: what @alice shared with him, asked over the same pol link.
+    assert_eq!(
+        bob.reply_to("scan:@alice", at_bob),
+        "data:[\"phone@alice\"]"
+    );
+    assert_eq!(bob.reply_to("scan:@alice fax", at_bob), "data:[]");
     let signing_key = bob.reply_to("llookup:public:signing_publickey@bob", at_bob);
     assert!(
         signing_key.starts_with("data:MII"),

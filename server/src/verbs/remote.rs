@@ -173,6 +173,17 @@ pub(super) fn read_lookup_all(line: &str) -> Result<Option<Record>, AtError> {
     }))
 }
 
+/// A peer's reply line passed on as it is: `data:<x>` → that data; `error:…` → that error.
+pub(super) fn read_reply(line: &str) -> Result<Reply, AtError> {
+    if let Some(error) = line.strip_prefix("error:") {
+        return Err(read_error(error));
+    }
+    match line.strip_prefix("data:") {
+        Some(data) => Ok(Reply::Data(data.to_string())),
+        None => Err(unexpected(line)),
+    }
+}
+
 /// A peer's `error:` reply as an error here: its code and its words.
 fn read_error(error: &str) -> AtError {
     // Legacy form `AT0015-<text>`; the JSON form `{"errorCode":…,"errorDescription":…}`.

@@ -1,7 +1,7 @@
 //! `scan` (notes §3.3): which of `me`'s keys a connection may list, as a JSON array.
 //!
-//! Three views live here: the owner's, a pol-authenticated peer's and the unauthenticated one.
-//! `scan:@bob` (forwarded to another server) is not served. Only active keys
+//! Three views live here: the owner's, a pol-authenticated peer's and the unauthenticated one;
+//! `scan:@bob` asks @bob's server for its peer view ([`super::scan_remote`]). Only active keys
 //! (born, not expired) are listed; `page` is parsed but ignored, as by the reference.
 //!
 //! # Format
@@ -27,7 +27,7 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// `scan[:showhidden:<b>][ <regex>]` on an owner connection: every key except `private:`,
 /// `privatekey:`, `public:_…` and `_…`; `showhidden:true` brings back `public:__…` and `_…`.
-/// `cmd.for_atsign` is the caller's to route; it is ignored here.
+/// `cmd.for_atsign` is the caller's to route ([`super::scan_remote`]); it is ignored here.
 pub async fn scan_owner(
     store: &Store,
     me: &AtSign,
