@@ -107,6 +107,26 @@ pub struct Stored {
     /// For a notification to another atServer: what delivery sends beyond what monitors show.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<Delivery>,
+    /// The atServer's own notice to its owner (the reference's `self` type, e.g. another
+    /// atSign's public key changed): shown only to monitors that asked for
+    /// `:selfNotifications`, and not listed by `notify:list`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub to_self: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// What goes between nodes (and to this node's own monitors): the notification, and whether
+/// only `:selfNotifications` monitors see it. Flattened, so a node reading it as a plain
+/// [`Notification`] still can.
+#[derive(Serialize, Deserialize)]
+struct Published {
+    #[serde(flatten)]
+    notification: Notification,
+    #[serde(default, skip_serializing_if = "is_false")]
+    to_self: bool,
 }
 
 /// What delivering a notification to another atServer needs beyond the monitor fields
@@ -177,8 +197,33 @@ pub async fn store(
         notification: notification.clone(),
         status,
         delivery: None,
+        to_self: false,
     };
     put(store, atsign, log, &stored, expires_ms).await
+}
+
+/// Stores `notification`, the atServer's own notice to `atsign`'s owner, in its received log
+/// (see [`Stored::to_self`]), kept until `expires_ms`.
+pub async fn store_to_self(
+    store: &Store,
+    atsign: &AtSign,
+    notification: &Notification,
+    expires_ms: EpochMillis,
+) -> Result<(), StoreError> {
+    let stored = Stored {
+        notification: notification.clone(),
+        status: Status::Delivered,
+        delivery: None,
+        to_self: true,
+    };
+    put(
+        store,
+        atsign,
+        NotificationLog::Received,
+        &stored,
+        expires_ms,
+    )
+    .await
 }
 
 /// Stores `stored` in `atsign`'s `log`, kept until `expires_ms`, replacing the row with its id.
@@ -213,6 +258,8 @@ pub fn read_stored(row: &NotificationRow) -> Result<Stored, StoreError> {
 struct Subscriber {
     id: u64,
     filter: Option<regex::Regex>,
+    /// `monitor:selfNotifications`: also the atServer's own notices ([`Stored::to_self`]).
+    self_notifications: bool,
     lines: mpsc::UnboundedSender<Bytes>,
 }
 
@@ -284,8 +331,8 @@ impl Monitors {
             let local = monitors.clone();
             tokio::spawn(async move {
                 while let Some((atsign, payload)) = published.recv().await {
-                    match serde_json::from_slice::<Notification>(&payload) {
-                        Ok(notification) => local.hand_out(&atsign, &notification),
+                    match serde_json::from_slice::<Published>(&payload) {
+                        Ok(p) => local.hand_out(&atsign, &p.notification, p.to_self),
                         Err(error) => {
                             tracing::warn!(%atsign, %error, "an unreadable published notification")
                         }
@@ -305,13 +352,19 @@ impl Monitors {
         &self,
         atsign: &AtSign,
         filter: Option<regex::Regex>,
+        self_notifications: bool,
     ) -> (Subscription, mpsc::UnboundedReceiver<Bytes>) {
         let (lines, receiver) = mpsc::unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock()
             .entry(atsign.clone())
             .or_default()
-            .push(Subscriber { id, filter, lines });
+            .push(Subscriber {
+                id,
+                filter,
+                self_notifications,
+                lines,
+            });
         let subscription = Subscription {
             monitors: self.clone(),
             atsign: atsign.clone(),
@@ -320,12 +373,14 @@ impl Monitors {
         (subscription, receiver)
     }
 
-    /// Stored, unexpired notifications `atsign` received after `after_ms`, as monitor lines.
+    /// Stored, unexpired notifications `atsign` received after `after_ms`, as monitor lines;
+    /// the atServer's own notices only with `self_notifications`.
     pub async fn replay(
         &self,
         atsign: &AtSign,
         after_ms: EpochMillis,
         filter: Option<&regex::Regex>,
+        self_notifications: bool,
         now_ms: EpochMillis,
     ) -> Result<Vec<Bytes>, StoreError> {
         let rows = self
@@ -339,9 +394,9 @@ impl Monitors {
             .await?;
         let mut lines = Vec::new();
         for row in rows.iter().filter(|row| row.expires_ms > now_ms) {
-            let (notification, _) = read(row)?;
-            if notification.matches(filter) {
-                lines.push(notification.monitor_line());
+            let stored = read_stored(row)?;
+            if (self_notifications || !stored.to_self) && stored.notification.matches(filter) {
+                lines.push(stored.notification.monitor_line());
             }
         }
         Ok(lines)
@@ -349,15 +404,29 @@ impl Monitors {
 
     /// Makes `notification` (received by `atsign`) reach `atsign`'s monitors on every node.
     pub async fn publish(&self, atsign: &AtSign, notification: &Notification) {
-        let payload = serde_json::to_vec(notification).expect("strings and numbers serialise");
+        self.publish_as(atsign, notification, false).await;
+    }
+
+    /// Makes `notification`, the atServer's own notice ([`store_to_self`]), reach `atsign`'s
+    /// `:selfNotifications` monitors on every node.
+    pub async fn publish_to_self(&self, atsign: &AtSign, notification: &Notification) {
+        self.publish_as(atsign, notification, true).await;
+    }
+
+    async fn publish_as(&self, atsign: &AtSign, notification: &Notification, to_self: bool) {
+        let published = Published {
+            notification: notification.clone(),
+            to_self,
+        };
+        let payload = serde_json::to_vec(&published).expect("strings and numbers serialise");
         match self.store.publish_notification(atsign, &payload).await {
             // Every node, this one included, hands it out when it arrives.
             Ok(true) => {}
-            Ok(false) => self.hand_out(atsign, notification),
+            Ok(false) => self.hand_out(atsign, notification, to_self),
             Err(error) => {
                 // Stored already: a monitor reconnecting with its last epochMillis gets it.
                 tracing::warn!(%atsign, %error, "could not publish a notification; handing it out here only");
-                self.hand_out(atsign, notification);
+                self.hand_out(atsign, notification, to_self);
             }
         }
     }
@@ -420,7 +489,8 @@ impl Monitors {
                 }
             };
             let now = at_common::metadata::now_ms();
-            self.hand_out(&atsign, &Notification::stats(&atsign, last, "update", now));
+            let stats = Notification::stats(&atsign, last, "update", now);
+            self.hand_out(&atsign, &stats, false);
         }
     }
 
@@ -432,14 +502,15 @@ impl Monitors {
     }
 
     /// Gives `notification` to this node's monitors of `atsign` whose filter it matches.
-    fn hand_out(&self, atsign: &AtSign, notification: &Notification) {
+    fn hand_out(&self, atsign: &AtSign, notification: &Notification, to_self: bool) {
         let all = self.lock();
         let Some(list) = all.get(atsign) else {
             return;
         };
         let line = notification.monitor_line();
         for subscriber in list {
-            if notification.matches(subscriber.filter.as_ref()) {
+            let wanted = subscriber.self_notifications || !to_self;
+            if wanted && notification.matches(subscriber.filter.as_ref()) {
                 // A closed receiver is a monitor going away; its Subscription removes it.
                 let _ = subscriber.lines.send(line.clone());
             }
@@ -460,7 +531,7 @@ mod tests {
             .unwrap();
         let monitors = Monitors::start(store);
         let alice = AtSign::parse("@alice").unwrap();
-        let (_subscription, mut lines) = monitors.subscribe(&alice, None);
+        let (_subscription, mut lines) = monitors.subscribe(&alice, None, false);
         for id in 0..100 {
             monitors.stats_changed(&alice, id, "update");
         }

@@ -272,6 +272,7 @@ pub async fn queue(
         notification: notification.clone(),
         status: Status::Queued,
         delivery: Some(delivery),
+        to_self: false,
     };
     notifications::put(store, from, NotificationLog::Sent, &stored, expires).await?;
     metrics().notifications.with_label_values(&["queued"]).inc();

@@ -3,10 +3,12 @@
 //!
 //! When A fetches `publickey@bob` and it differs from its cached copy, A tells @alice's clients
 //! as the reference does: an `atsign_pk_changed` event at `<µs>.events.__atserver@alice` and on
-//! her monitor, her `shared_key.bob@alice` renamed `shared_key.bob.until.<ms>@alice` (so clients
+//! her `:selfNotifications` monitors (live and replayed; not on other monitors), her `shared_key.bob@alice` renamed `shared_key.bob.until.<ms>@alice` (so clients
 //! cut a new one), and the cached key replaced. A fetch that finds the same key changes nothing.
 //! Every new link from A to B asks for the key first, so a reset is noticed on the next
 //! contact, not only by an explicit `plookup`.
+
+use std::time::Duration;
 
 use at_tests::client::{line_without_time, Client};
 use at_tests::servers::Cluster;
@@ -44,9 +46,13 @@ fn a_reset_atsign_is_noticed_and_told_to_the_owner() {
     alice.cram_in("@alice", &alice_secret);
     let mut bob = b.connect(&ca);
     bob.cram_in("@bob", &bob_secret);
+    // The event is the atServer's own notice: only monitors that ask for those get it.
     let mut monitor = a.connect(&ca);
     monitor.cram_in("@alice", &alice_secret);
-    monitor.send(b"monitor\n");
+    monitor.send(b"monitor:selfNotifications\n");
+    let mut plain_monitor = a.connect(&ca);
+    plain_monitor.cram_in("@alice", &alice_secret);
+    plain_monitor.send(b"monitor\n");
 
     // First contact: cached forever, nothing else.
     assert!(bob
@@ -106,6 +112,24 @@ fn a_reset_atsign_is_noticed_and_told_to_the_owner() {
             json_string(event)
         )
     );
+    let plain =
+        String::from_utf8_lossy(&plain_monitor.read_for(Duration::from_millis(500))).into_owned();
+    assert!(!plain.contains(".events.__atserver"), "{plain}");
+    // Replayed too, to the same monitors only; not listed as received.
+    let mut replaying = a.connect(&ca);
+    replaying.cram_in("@alice", &alice_secret);
+    replaying.send(b"monitor:selfNotifications:0\n");
+    let mut replayed = String::new();
+    while !replayed.contains(".events.__atserver@alice\",") {
+        replayed.push_str(&replaying.next_line());
+    }
+    let mut replaying = a.connect(&ca);
+    replaying.cram_in("@alice", &alice_secret);
+    replaying.send(b"monitor:0\n");
+    let replayed =
+        String::from_utf8_lossy(&replaying.read_for(Duration::from_millis(500))).into_owned();
+    assert!(!replayed.contains(".events.__atserver"), "{replayed}");
+    assert_eq!(alice.reply_to("notify:list", AT_ALICE), "data:null");
     assert_eq!(
         alice.reply_to("llookup:shared_key.bob@alice", AT_ALICE),
         "error:AT0015-key not found : shared_key.bob@alice does not exist in keystore"

@@ -298,7 +298,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         };
         self.state.start_monitoring();
         // Subscribed before the replay: what arrives meanwhile waits in the channel.
-        let (subscription, lines) = self.monitors.subscribe(&self.me, filter.clone());
+        let with_self = monitor.self_notifications;
+        let (subscription, lines) = self.monitors.subscribe(&self.me, filter.clone(), with_self);
         self.subscription = Some(subscription);
         self.current = None;
         self.recount();
@@ -307,7 +308,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         ctx.wait(
             async move {
                 match after {
-                    Some(after) => monitors.replay(&me, after, filter.as_ref(), now_ms()).await,
+                    Some(after) => {
+                        let filter = filter.as_ref();
+                        monitors
+                            .replay(&me, after, filter, with_self, now_ms())
+                            .await
+                    }
                     None => Ok(Vec::new()),
                 }
             }

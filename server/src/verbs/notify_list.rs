@@ -43,7 +43,11 @@ pub async fn notify_list(
     let rows = store.notifications(me, log, None, usize::MAX).await?;
     let mut listed = Vec::new();
     for row in rows.iter().filter(|row| row.expires_ms > now) {
-        let (notification, _) = notifications::read(row)?;
+        let stored = notifications::read_stored(row)?;
+        if stored.to_self {
+            continue;
+        }
+        let notification = stored.notification;
         let at = notification.epoch_millis;
         let in_dates = from.is_none_or(|from| at >= from) && until.is_none_or(|until| at < until);
         let for_peer = peer.is_none_or(|peer| notification.to == peer.as_str());

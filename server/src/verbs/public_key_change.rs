@@ -6,7 +6,8 @@
 //!
 //! 1. an event is stored for clients at `<now µs>.events.__atserver@me`:
 //!    `{"category":"atProtocol","name":"atsign_pk_changed","data":{"atSign":"@bob"}}`;
-//! 2. the same goes to `me`'s monitors as a notification to oneself (kept 5 minutes);
+//! 2. the same goes to `me`'s `:selfNotifications` monitors as the atServer's own notice
+//!    (kept 5 minutes);
 //! 3. `shared_key.bob@me` (`me`'s copy of the key shared with @bob) is renamed
 //!    `shared_key.bob.until.<now ms>@me`, so clients cut and share a new one;
 //! 4. the cached key is replaced (ttr −1, created now: when this server learned of it).
@@ -19,8 +20,8 @@ use at_common::metadata::{EpochMillis, Metadata};
 use at_common::AtSign;
 
 use super::cache::Cached;
-use crate::notifications::{self, Monitors, Notification, NotificationMetadata, Status};
-use crate::store::{CommitOp, Mutation, NotificationLog, Record, Store};
+use crate::notifications::{self, Monitors, Notification, NotificationMetadata};
+use crate::store::{CommitOp, Mutation, Record, Store};
 
 /// The namespace of what the atServer itself writes for clients to read.
 const RESERVED_NAMESPACE: &str = "__atserver";
@@ -144,16 +145,8 @@ async fn record_event(
         metadata: Some(NotificationMetadata::default()),
     };
     let expires = now.saturating_add(NOTIFICATION_TTL_MS);
-    notifications::store(
-        store,
-        me,
-        NotificationLog::Received,
-        &notification,
-        Status::Delivered,
-        expires,
-    )
-    .await?;
-    monitors.publish(me, &notification).await;
+    notifications::store_to_self(store, me, &notification, expires).await?;
+    monitors.publish_to_self(me, &notification).await;
     Ok(())
 }
 
