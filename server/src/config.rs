@@ -15,8 +15,8 @@ use serde::Deserialize;
 use crate::connection::throttle::ThrottleLimits;
 use crate::maintenance::Settings;
 
-/// The longest `maintenance_interval_secs`: expired keys and old commit entries should not
-/// wait longer than a day.
+/// The longest `maintenance_interval_secs` (and `cache_refresh_interval_secs`): expired keys,
+/// old commit entries and stale cached copies should not wait longer than a day.
 const MAX_MAINTENANCE_INTERVAL_SECS: u64 = 24 * 3600;
 
 /// Whether another atServer must identify itself with a client certificate.
@@ -87,6 +87,9 @@ pub struct ServerConfig {
     /// Seconds between rounds of background maintenance, which removes expired keys and
     /// compacts commit logs, a bounded share of the atSigns per round.
     pub maintenance_interval_secs: u64,
+    /// Seconds between rounds of the cache refresh job, which asks other atServers again for
+    /// the keys whose cached copies reached their `refreshAt` (the reference's daily job).
+    pub cache_refresh_interval_secs: u64,
     /// Days a commit entry is kept (the reference's `expiryInDays`); a client that has not
     /// synced for longer gets only what changed since.
     pub commit_log_keep_days: u32,
@@ -150,6 +153,7 @@ impl Default for ServerConfig {
             auth_failures_before_close: 10,
             auth_failures_per_atsign_per_minute: 60,
             maintenance_interval_secs: 60,
+            cache_refresh_interval_secs: 3600,
             commit_log_keep_days: 15,
             commit_log_max_entries: 100_000,
             peer_ca_files: Vec::new(),
@@ -192,6 +196,11 @@ impl ServerConfig {
         if !(1..=MAX_MAINTENANCE_INTERVAL_SECS).contains(&self.maintenance_interval_secs) {
             return Err(format!(
                 "maintenance_interval_secs must be 1 to {MAX_MAINTENANCE_INTERVAL_SECS} (a day)"
+            ));
+        }
+        if !(1..=MAX_MAINTENANCE_INTERVAL_SECS).contains(&self.cache_refresh_interval_secs) {
+            return Err(format!(
+                "cache_refresh_interval_secs must be 1 to {MAX_MAINTENANCE_INTERVAL_SECS} (a day)"
             ));
         }
         if self.commit_log_keep_days == 0 || self.commit_log_max_entries == 0 {
@@ -320,6 +329,8 @@ mod tests {
         for (option, value) in [
             ("maintenance_interval_secs", "0"),
             ("maintenance_interval_secs", "86401"),
+            ("cache_refresh_interval_secs", "0"),
+            ("cache_refresh_interval_secs", "86401"),
             ("commit_log_keep_days", "0"),
             ("commit_log_max_entries", "0"),
         ] {

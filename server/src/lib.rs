@@ -20,6 +20,7 @@
 //!   counters behind one `Store` trait; the embedded backend (fjall on local disk) and Redis.
 
 pub mod admin;
+pub mod cache_refresh;
 pub mod config;
 pub mod connection;
 pub mod dev;

@@ -27,10 +27,10 @@ use crate::connection::actor::{Connection, Limits, Slot};
 use crate::connection::throttle::AuthThrottle;
 use crate::http;
 use crate::keystore::{Hosts, Services};
-use crate::maintenance;
 use crate::peer::{PeerSettings, Peers};
 use crate::router::NotificationRouter;
 use crate::store::Store;
+use crate::{cache_refresh, maintenance};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +254,9 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
         ip: config.listen.ip(),
     });
     actix_rt::spawn(maintenance::run(store.clone(), &config));
+    let interval = Duration::from_secs(config.cache_refresh_interval_secs);
+    let peers = shared.hosts.peers().clone();
+    actix_rt::spawn(cache_refresh::run(store.clone(), peers, interval));
     if let Some(events) = store.watch_atsigns() {
         actix_rt::spawn(follow(events, store.clone(), Rc::clone(&served)));
     }

@@ -43,7 +43,7 @@ pub use noop::{noop, NOOP_MAX_MILLIS};
 pub use notify::{auto_notify, notify, notify_all, notify_remove, notify_status, receive, Outbox};
 pub use notify_list::{notify_fetch, notify_list};
 pub use plookup::plookup;
-pub use remote::lookup_remote;
+pub use remote::{lookup_remote, refresh_cached, refresh_due, Refreshed};
 pub use scan::{scan_owner, scan_peer, scan_public};
 pub use scan_remote::scan_remote;
 pub use stats::{stats, StatsContext};

@@ -59,6 +59,65 @@ pub async fn lookup_remote(
     .map(|record| render(&shown, &record, cmd.op))
 }
 
+/// What the cache refresh job did with one cached copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refreshed {
+    /// Asked again; kept as the owner's answer and the caching rules say.
+    Fetched,
+    /// The owner no longer has the key: the copy is gone.
+    Dropped,
+    /// Not a copy this job refreshes (not `cached:public:…` or `cached:<me>:…`).
+    Skipped,
+}
+
+/// Whether the cached copy with `metadata` is due for the refresh job at `now`: it has a ttr
+/// other than 0 and −1, is active, and its `refreshAt` has come (or is missing).
+pub fn refresh_due(metadata: &Metadata, now: EpochMillis) -> bool {
+    let refreshing = metadata.ttr.is_some_and(|ttr| ttr != 0 && ttr != -1);
+    refreshing && super::is_active(metadata, now) && metadata.refresh_at.is_none_or(|at| at <= now)
+}
+
+/// The cache refresh job's step for `cached_key` of `me`: asks the key's owner again, as a
+/// lookup with `bypassCache:true` would, and keeps or drops the copy by the same rules.
+pub async fn refresh_cached(
+    store: &Store,
+    peers: &Peers,
+    me: &AtSign,
+    cached_key: &str,
+    now: EpochMillis,
+) -> Result<Refreshed, AtError> {
+    let Some(rest) = cached_key.strip_prefix("cached:") else {
+        return Ok(Refreshed::Skipped);
+    };
+    let shared_prefix = format!("{me}:");
+    let (kind, mode, rest) = if let Some(rest) = rest.strip_prefix("public:") {
+        (Cached::Public, Mode::Anonymous, rest)
+    } else if let Some(rest) = rest.strip_prefix(&shared_prefix) {
+        (Cached::Shared, Mode::Pol, rest)
+    } else {
+        return Ok(Refreshed::Skipped);
+    };
+    let Some(at) = rest.rfind('@') else {
+        return Ok(Refreshed::Skipped);
+    };
+    let (key, owner) = rest.split_at(at);
+    let Ok(other) = owner.parse::<AtSign>() else {
+        return Ok(Refreshed::Skipped);
+    };
+    let source = Source {
+        store,
+        peers,
+        me,
+        other: &other,
+        mode,
+    };
+    match fetch_through_cache(source, key, true, (cached_key, kind), now).await {
+        Ok(_) => Ok(Refreshed::Fetched),
+        Err(error) if error.code() == ErrorCode::KeyNotFound => Ok(Refreshed::Dropped),
+        Err(error) => Err(error),
+    }
+}
+
 /// Where a key of `other` is read from, and as whom.
 pub(super) struct Source<'a> {
     pub store: &'a Store,
@@ -214,6 +273,27 @@ fn unexpected(line: &str) -> AtError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_is_due_once_its_refresh_at_has_come_unless_kept_forever() {
+        let now = 1_000_000;
+        let copy = |ttr: Option<i64>, refresh_at: Option<i64>| Metadata {
+            ttr,
+            refresh_at,
+            ..Metadata::default()
+        };
+        assert!(refresh_due(&copy(Some(10), Some(now)), now));
+        assert!(refresh_due(&copy(Some(10), None), now));
+        assert!(!refresh_due(&copy(Some(10), Some(now + 1)), now));
+        assert!(!refresh_due(&copy(Some(-1), Some(now)), now));
+        assert!(!refresh_due(&copy(Some(0), Some(now)), now));
+        assert!(!refresh_due(&copy(None, Some(now)), now));
+        let expired = Metadata {
+            expires_at: Some(now - 1),
+            ..copy(Some(10), Some(now))
+        };
+        assert!(!refresh_due(&expired, now));
+    }
 
     #[test]
     fn lookup_all_replies_are_read_back() {
