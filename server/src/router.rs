@@ -9,8 +9,9 @@
 //! `retry_max`, until it expires (its `ttln`) or [`MAX_ATTEMPTS`] attempts failed.
 //!
 //! At start-up the router takes up what is still queued or errored in the sent logs of the
-//! hosted atSigns. On a cluster, every node does so on its start; a notification already
-//! delivered is recognised by the recipient by its id and not shown twice.
+//! hosted atSigns. On a cluster every node does so on its start; each attempt is made by the
+//! node holding the notification's delivery lease in the store ([`Store::take_lease`]), so two
+//! nodes never send one notification at once.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -29,6 +30,8 @@ use crate::store::{NotificationLog, Store};
 pub const MAX_ATTEMPTS: u32 = 30;
 /// The first retry's delay; each later one doubles, up to the configured maximum.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// A delivery lease lasts this many peer timeouts (an attempt's steps are each bounded by one).
+const LEASE_TIMEOUTS: u32 = 6;
 
 /// Deliver the notification `id` of `from`'s sent log.
 #[derive(Message, Clone)]
@@ -135,8 +138,38 @@ impl NotificationRouter {
     }
 }
 
-/// One delivery attempt of `from`'s sent notification `id`.
+/// One delivery attempt of `from`'s sent notification `id`, by the node holding its lease:
+/// on a cluster every node takes up what is queued when it starts, and without the lease two
+/// could send one notification at once (a reference recipient would show it twice). A node
+/// that finds the lease taken tries again later; by then the notification is usually
+/// delivered. A node that dies mid-attempt leaves the lease to expire.
 async fn attempt(
+    store: &Store,
+    peers: &Peers,
+    from: &AtSign,
+    id: &str,
+    retry_max: Duration,
+) -> Outcome {
+    let lease = format!("delivery:{id}");
+    // Longer than an attempt can take: directory, connect, handshake and reply, each bounded.
+    let ttl = peers.settings().timeout.saturating_mul(LEASE_TIMEOUTS);
+    match store.take_lease(from, &lease, ttl).await {
+        Ok(true) => {}
+        Ok(false) => return Outcome::Retry(retry_max),
+        Err(error) => {
+            tracing::warn!(%from, id, %error, "taking a notification's delivery lease");
+            return Outcome::Retry(retry_max);
+        }
+    }
+    let outcome = attempt_held(store, peers, from, id, retry_max).await;
+    if let Err(error) = store.drop_lease(from, &lease).await {
+        tracing::debug!(%from, id, %error, "dropping a delivery lease; it expires");
+    }
+    outcome
+}
+
+/// [`attempt`] with the lease held.
+async fn attempt_held(
     store: &Store,
     peers: &Peers,
     from: &AtSign,
@@ -337,6 +370,59 @@ mod tests {
             is_encrypted: true,
             metadata,
         }
+    }
+
+    /// Two nodes on one Redis: while the other holds a notification's lease, this one sends
+    /// nothing (and leaves the notification as it was); once it is free, it does.
+    #[actix_rt::test]
+    async fn a_notification_another_node_is_delivering_is_not_sent_again() {
+        use crate::store::redis::RedisStore;
+        let redis = at_tests::redis::RedisServer::start();
+        let this = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        let other = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        let alice = AtSign::parse("@alice").unwrap();
+        let stored = Stored {
+            notification: notification(Some("v"), None),
+            status: Status::Queued,
+            delivery: Some(Delivery::default()),
+            to_self: false,
+        };
+        let expires = now_ms() + 60_000;
+        notifications::put(&this, &alice, NotificationLog::Sent, &stored, expires)
+            .await
+            .unwrap();
+        let state = || async {
+            let row = this
+                .get_notification(&alice, NotificationLog::Sent, "n-1")
+                .await
+                .unwrap()
+                .unwrap();
+            let stored = notifications::read_stored(&row).unwrap();
+            (stored.status, stored.delivery.unwrap().attempts)
+        };
+        let peers = Peers::offline(this.clone());
+        let retry_max = Duration::from_secs(7);
+        let held = Duration::from_secs(30);
+        assert!(other
+            .take_lease(&alice, "delivery:n-1", held)
+            .await
+            .unwrap());
+        let outcome = attempt(&this, &peers, &alice, "n-1", retry_max).await;
+        assert!(matches!(outcome, Outcome::Retry(after) if after == retry_max));
+        assert_eq!(state().await, (Status::Queued, 0), "not attempted");
+
+        other.drop_lease(&alice, "delivery:n-1").await.unwrap();
+        // Attempted now: the recipient's server cannot be found (offline peers), so errored.
+        let outcome = attempt(&this, &peers, &alice, "n-1", retry_max).await;
+        assert!(matches!(outcome, Outcome::Retry(_)));
+        assert_eq!(state().await, (Status::Errored, 1));
+        assert!(
+            other
+                .take_lease(&alice, "delivery:n-1", held)
+                .await
+                .unwrap(),
+            "dropped after the attempt"
+        );
     }
 
     #[test]

@@ -316,6 +316,23 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// Takes the lease `name` of `atsign` for `ttl` if no node holds it: a node's exclusive
+    /// right, for a while, to do one thing (deliver one notification); says whether it did. A
+    /// store that one node alone uses grants every lease (that node orders its own work).
+    async fn take_lease(
+        &self,
+        _atsign: &AtSign,
+        _name: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Gives up the lease `name` of `atsign` before its time is up.
+    async fn drop_lease(&self, _atsign: &AtSign, _name: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The atSign whose TLS server name has `label` ([`AtSignInfo::sni_label`]). The default
     /// looks at every atSign; a backend with an index answers at once.
     async fn atsign_by_label(&self, label: &str) -> Result<Option<AtSign>, StoreError> {
@@ -708,6 +725,21 @@ impl Store {
     /// See [`Backend::watch_notifications`].
     pub fn watch_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>> {
         self.0.watch_notifications()
+    }
+
+    /// See [`Backend::take_lease`].
+    pub async fn take_lease(
+        &self,
+        atsign: &AtSign,
+        name: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        self.0.take_lease(atsign, name, ttl).await
+    }
+
+    /// See [`Backend::drop_lease`].
+    pub async fn drop_lease(&self, atsign: &AtSign, name: &str) -> Result<(), StoreError> {
+        self.0.drop_lease(atsign, name).await
     }
 
     /// See [`Backend::atsign_by_label`].

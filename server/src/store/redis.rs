@@ -16,6 +16,7 @@
 //! | `<p>atserver:{@alice}:access:<k>` | zset   | from → count; `<k>` is `atsign` or `key`       |
 //! | `<p>atserver:{@alice}:notifications:<log>` | zset | score stored-at ms, member id; `<log>` is `received` or `sent` |
 //! | `<p>atserver:{@alice}:notification_rows:<log>` | hash | id → `expires_ms:body`         |
+//! | `<p>atserver:{@alice}:lease:<name>` | string (PX) | held by one node until it expires or is dropped |
 //!
 //! Provisioning changes are also published on the channel `<p>atserver:atsigns:changed`
 //! (the atSign as payload), so every node serves what any node provisioned; notifications
@@ -823,6 +824,33 @@ impl Backend for RedisStore {
         Ok(true)
     }
 
+    async fn take_lease(
+        &self,
+        atsign: &AtSign,
+        name: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(self.key(atsign, &format!("lease:{name}")))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    async fn drop_lease(&self, atsign: &AtSign, name: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .conn
+            .clone()
+            .del(self.key(atsign, &format!("lease:{name}")))
+            .await?;
+        Ok(())
+    }
+
     fn watch_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>> {
         let (sender, receiver) = tokio::sync::mpsc::channel(4096);
         tokio::spawn(subscribe(
@@ -939,6 +967,30 @@ mod tests {
         let redis = RedisServer::start();
         let store = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
         conformance::run(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_is_held_by_one_node_until_dropped_or_expired() {
+        let redis = RedisServer::start();
+        let one = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        let two = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        let alice = AtSign::parse("@alice").unwrap();
+        let long = std::time::Duration::from_secs(30);
+        assert!(one.take_lease(&alice, "delivery:n-1", long).await.unwrap());
+        assert!(!two.take_lease(&alice, "delivery:n-1", long).await.unwrap());
+        assert!(
+            two.take_lease(&alice, "delivery:n-2", long).await.unwrap(),
+            "another name"
+        );
+        one.drop_lease(&alice, "delivery:n-1").await.unwrap();
+        let short = std::time::Duration::from_millis(200);
+        assert!(two.take_lease(&alice, "delivery:n-1", short).await.unwrap());
+        assert!(!one.take_lease(&alice, "delivery:n-1", long).await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert!(
+            one.take_lease(&alice, "delivery:n-1", long).await.unwrap(),
+            "expired"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
