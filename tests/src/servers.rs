@@ -189,3 +189,53 @@ impl Server {
         client
     }
 }
+
+/// The usual two-server scene: @alice served by A and @bob by B, on one cluster CA and
+/// directory, each with an owner connection logged in with cram.
+pub struct AliceAndBob {
+    pub cluster: Cluster,
+    pub ca: PathBuf,
+    pub a: Server,
+    pub b: Server,
+    pub alice_secret: String,
+    pub bob_secret: String,
+    /// @alice's owner connection to A (prompt `\n@alice@`).
+    pub alice: Client,
+    /// @bob's owner connection to B (prompt `\n@bob@`).
+    pub bob: Client,
+}
+
+impl AliceAndBob {
+    /// Starts it under `root`, with `a_extra` / `b_extra` top-level TOML for A / B.
+    pub fn start(root: &Path, a_extra: &str, b_extra: &str) -> AliceAndBob {
+        let cluster = Cluster::start(root);
+        let ca = cluster.ca();
+        let (mut a, alice_secret) = cluster.server("a", "@alice", a_extra);
+        let (mut b, bob_secret) = cluster.server("b", "@bob", b_extra);
+        a.start();
+        b.start();
+        let mut alice = a.connect(&ca);
+        alice.cram_in("@alice", &alice_secret);
+        let mut bob = b.connect(&ca);
+        bob.cram_in("@bob", &bob_secret);
+        AliceAndBob {
+            cluster,
+            ca,
+            a,
+            b,
+            alice_secret,
+            bob_secret,
+            alice,
+            bob,
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it holds; panics after 10 s.
+pub fn eventually(mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "not within 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -4,37 +4,18 @@
 //! changed public key is kept anew, a shared key @bob deleted (without `ccd`, so no notification
 //! removed it) is dropped, and a copy with ttr −1 is never asked for again.
 
-use std::time::Duration;
-
-use at_tests::servers::Cluster;
+use at_tests::servers::{eventually, AliceAndBob};
 use at_tests::TempDir;
 
 const AT_ALICE: &str = "\n@alice@";
 const AT_BOB: &str = "\n@bob@";
 
-/// Polls `check` for up to 10 s.
-fn eventually(mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(std::time::Instant::now() < deadline, "not within 10 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn due_cached_copies_are_asked_for_again() {
     let dir = TempDir::new("cache-refresh");
-    let cluster = Cluster::start(dir.path());
-    let ca = cluster.ca();
     let settings = "peer_timeout_millis = 3000\ncache_refresh_interval_secs = 1";
-    let (mut a, alice_secret) = cluster.server("a", "@alice", settings);
-    let (mut b, bob_secret) = cluster.server("b", "@bob", "peer_timeout_millis = 3000");
-    a.start();
-    b.start();
-    let mut alice = a.connect(&ca);
-    alice.cram_in("@alice", &alice_secret);
-    let mut bob = b.connect(&ca);
-    bob.cram_in("@bob", &bob_secret);
+    let mut scene = AliceAndBob::start(dir.path(), settings, "peer_timeout_millis = 3000");
+    let (alice, bob) = (&mut scene.alice, &mut scene.bob);
 
     for line in [
         "update:ttr:1:public:location@bob paris",
@@ -68,6 +49,6 @@ fn due_cached_copies_are_asked_for_again() {
         "data:v1",
         "ttr -1: kept as it was"
     );
-    a.stop();
-    b.stop();
+    scene.a.stop();
+    scene.b.stop();
 }

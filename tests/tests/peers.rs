@@ -14,35 +14,25 @@
 use std::time::Duration;
 
 use at_tests::client::{line_without_time, Client};
-use at_tests::servers::Cluster;
+use at_tests::servers::{eventually, AliceAndBob};
 use at_tests::TempDir;
 
 /// Server settings of this test: quick to give up on a peer, quick to retry a delivery.
 const QUICK: &str = "peer_timeout_millis = 3000\nnotification_retry_max_millis = 1000";
 
-/// Polls `check` for up to 10 s.
-fn eventually(mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(std::time::Instant::now() < deadline, "not within 10 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn atsigns_on_two_servers_share_keys_over_pol() {
     let dir = TempDir::new("peers");
-    let cluster = Cluster::start(dir.path());
-    let ca = cluster.ca();
-    let (mut a, alice_secret) = cluster.server("a", "@alice", QUICK);
-    let (mut b, bob_secret) = cluster.server("b", "@bob", QUICK);
-    a.start();
-    b.start();
-
-    let mut alice = a.connect(&ca);
-    alice.cram_in("@alice", &alice_secret);
-    let mut bob = b.connect(&ca);
-    bob.cram_in("@bob", &bob_secret);
+    let AliceAndBob {
+        cluster: _cluster,
+        ca,
+        mut a,
+        mut b,
+        alice_secret: _,
+        bob_secret,
+        mut alice,
+        mut bob,
+    } = AliceAndBob::start(dir.path(), QUICK, QUICK);
     let (at_alice, at_bob) = ("\n@alice@", "\n@bob@");
 
     assert!(alice

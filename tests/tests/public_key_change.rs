@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use at_tests::client::{line_without_time, Client};
-use at_tests::servers::Cluster;
+use at_tests::servers::AliceAndBob;
 use at_tests::TempDir;
 
 const AT_ALICE: &str = "\n@alice@";
@@ -36,16 +36,17 @@ fn events(alice: &mut Client) -> Vec<String> {
 #[test]
 fn a_reset_atsign_is_noticed_and_told_to_the_owner() {
     let dir = TempDir::new("public-key-change");
-    let cluster = Cluster::start(dir.path());
-    let ca = cluster.ca();
-    let (mut a, alice_secret) = cluster.server("a", "@alice", "peer_timeout_millis = 3000");
-    let (mut b, bob_secret) = cluster.server("b", "@bob", "peer_timeout_millis = 3000");
-    a.start();
-    b.start();
-    let mut alice = a.connect(&ca);
-    alice.cram_in("@alice", &alice_secret);
-    let mut bob = b.connect(&ca);
-    bob.cram_in("@bob", &bob_secret);
+    let quick = "peer_timeout_millis = 3000";
+    let AliceAndBob {
+        cluster: _cluster,
+        ca,
+        mut a,
+        mut b,
+        alice_secret,
+        bob_secret: _,
+        mut alice,
+        mut bob,
+    } = AliceAndBob::start(dir.path(), quick, quick);
     // The event is the atServer's own notice: only monitors that ask for those get it.
     let mut monitor = a.connect(&ca);
     monitor.cram_in("@alice", &alice_secret);

@@ -14,7 +14,7 @@
 //!   update them (`update` refuses cached keys).
 
 use at_common::error::AtError;
-use at_common::metadata::{EpochMillis, MetadataUpdate};
+use at_common::metadata::{EpochMillis, Metadata, MetadataUpdate};
 use at_common::AtSign;
 
 use super::get_active;
@@ -90,14 +90,24 @@ pub async fn keep(
     if metadata.ttr == Some(-1) {
         metadata.refresh_at = None;
     }
-    let record = Record {
-        value: fetched.value.clone(),
-        metadata,
-    };
+    put_copy(store, me, cached_key, fetched.value.clone(), metadata).await?;
+    Ok(true)
+}
+
+/// Stores `value` with `metadata` as the cached copy `cached_key` (committed, so the owner's
+/// clients sync it).
+pub(super) async fn put_copy(
+    store: &Store,
+    me: &AtSign,
+    cached_key: &str,
+    value: Option<String>,
+    metadata: Metadata,
+) -> Result<(), AtError> {
+    let record = Record { value, metadata };
     store
         .put(me, cached_key, &record, CommitOp::UpdateAll)
         .await?;
-    Ok(true)
+    Ok(())
 }
 
 /// Removes the cached copy `cached_key` (its owner says the key is gone), with a commit entry

@@ -56,13 +56,7 @@ pub async fn handle(
     metadata.refresh_at = None;
     metadata.created_at = Some(now);
     metadata.updated_at = Some(now);
-    let record = Record {
-        value: fetched.value.clone(),
-        metadata,
-    };
-    store
-        .put(me, cached_key, &record, CommitOp::UpdateAll)
-        .await?;
+    super::cache::put_copy(store, me, cached_key, fetched.value.clone(), metadata).await?;
     Ok(true)
 }
 
