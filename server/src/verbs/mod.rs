@@ -209,6 +209,14 @@ pub(crate) mod testing {
         pub fn peers(&self) -> crate::peer::Peers {
             crate::peer::Peers::offline(self.store.clone())
         }
+
+        /// Provisions `atsign` on the same store: another atSign hosted here.
+        pub async fn host(&self, atsign: &str) -> AtSign {
+            let other = AtSign::parse(atsign).unwrap();
+            let info = crate::store::conformance::info(other.name());
+            self.store.create_atsign(&other, &info).await.unwrap();
+            other
+        }
     }
 
     pub async fn fixture() -> Fixture {

@@ -160,11 +160,7 @@ mod tests {
     #[tokio::test]
     async fn plookup_of_an_atsign_hosted_on_this_node_reads_its_public_view() {
         let f = fixture().await;
-        let bob = AtSign::parse("@bob").unwrap();
-        f.store
-            .create_atsign(&bob, &crate::store::conformance::info("bob"))
-            .await
-            .unwrap();
+        let bob = f.host("@bob").await;
         let key = crate::store::Record {
             value: Some("MIIBIjAN".into()),
             metadata: Default::default(),

@@ -54,11 +54,7 @@ mod tests {
     #[tokio::test]
     async fn an_atsign_hosted_here_lists_what_it_shared_with_me() {
         let f = fixture().await;
-        let bob = AtSign::parse("@bob").unwrap();
-        f.store
-            .create_atsign(&bob, &crate::store::conformance::info("bob"))
-            .await
-            .unwrap();
+        let bob = f.host("@bob").await;
         let value = Record {
             value: Some("1".into()),
             metadata: Default::default(),
