@@ -83,8 +83,7 @@ impl CacheRefresh {
             let after = resume.as_ref().filter(|(atsign, _)| atsign == me);
             let start = after.map_or(0, |(_, last)| keys.partition_point(|key| key <= last));
             for key in &keys[start..] {
-                if self.refresh(store, peers, me, key, &mut report).await
-                    && report.asked() >= PER_ROUND
+                if refresh(store, peers, me, key, &mut report).await && report.asked() >= PER_ROUND
                 {
                     self.resume_after = Some((me.clone(), key.clone()));
                     return report;
@@ -93,43 +92,106 @@ impl CacheRefresh {
         }
         report
     }
+}
 
-    /// Asks again for `key` of `me` if it is due; says whether it asked.
-    async fn refresh(
-        &self,
-        store: &Store,
-        peers: &Peers,
-        me: &AtSign,
-        key: &str,
-        report: &mut Report,
-    ) -> bool {
-        let now = now_ms();
-        match store.get(me, key).await {
-            Ok(Some(record)) if verbs::refresh_due(&record.metadata, now) => {}
-            Ok(_) => return false,
-            Err(error) => {
-                tracing::warn!(atsign = %me, key, %error, "cache refresh: cannot read");
-                report.errors += 1;
-                return true;
-            }
+/// Asks again for `key` of `me` if it is due; says whether it asked.
+async fn refresh(
+    store: &Store,
+    peers: &Peers,
+    me: &AtSign,
+    key: &str,
+    report: &mut Report,
+) -> bool {
+    let now = now_ms();
+    match store.get(me, key).await {
+        Ok(Some(record)) if verbs::refresh_due(&record.metadata, now) => {}
+        Ok(_) => return false,
+        Err(error) => {
+            tracing::warn!(atsign = %me, key, %error, "cache refresh: cannot read");
+            report.errors += 1;
+            return true;
         }
-        match verbs::refresh_cached(store, peers, me, key, now).await {
-            Ok(Refreshed::Fetched) => report.fetched += 1,
-            Ok(Refreshed::Dropped) => report.dropped += 1,
-            Ok(Refreshed::Skipped) => return false,
-            Err(error) => {
-                // The copy stays as it is, and due: asked again on the next pass.
-                tracing::info!(atsign = %me, key, %error, "cache refresh: owner not asked");
-                report.errors += 1;
-            }
-        }
-        true
     }
+    match verbs::refresh_cached(store, peers, me, key, now).await {
+        Ok(Refreshed::Fetched) => report.fetched += 1,
+        Ok(Refreshed::Dropped) => report.dropped += 1,
+        Ok(Refreshed::Skipped) => return false,
+        Err(error) => {
+            // The copy stays as it is, and due: asked again on the next pass.
+            tracing::info!(atsign = %me, key, %error, "cache refresh: owner not asked");
+            report.errors += 1;
+        }
+    }
+    true
 }
 
 impl Report {
     /// Copies asked for (or failed to be).
     fn asked(&self) -> usize {
         self.fetched + self.dropped + self.errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CommitOp, Record};
+    use crate::verbs::testing::fixture;
+
+    /// Copies whose owner cannot be reached stay due; a round asks for [`PER_ROUND`] of them
+    /// and the next goes on after those, so none is starved.
+    #[actix_rt::test]
+    async fn rounds_are_bounded_and_go_on_where_the_last_stopped() {
+        let f = fixture().await;
+        f.store
+            .create_atsign(&f.me, &crate::store::conformance::info("alice"))
+            .await
+            .unwrap();
+        let now = now_ms();
+        let due = Record {
+            value: Some("v".into()),
+            metadata: at_common::metadata::Metadata {
+                ttr: Some(10),
+                refresh_at: Some(now - 1),
+                ..Default::default()
+            },
+        };
+        let fresh = Record {
+            metadata: at_common::metadata::Metadata {
+                refresh_at: Some(now + 60_000),
+                ..due.metadata.clone()
+            },
+            ..due.clone()
+        };
+        for n in 0..150 {
+            let key = format!("cached:public:k{n:03}@bob");
+            f.store
+                .put(&f.me, &key, &due, CommitOp::UpdateAll)
+                .await
+                .unwrap();
+        }
+        f.store
+            .put(&f.me, "cached:public:zz@bob", &fresh, CommitOp::UpdateAll)
+            .await
+            .unwrap();
+        // The directory of these peers is a closed port: every ask fails at once.
+        let peers = f.peers();
+        let mut job = CacheRefresh::default();
+        let first = job.round(&f.store, &peers).await;
+        assert_eq!(first.errors, PER_ROUND);
+        let stopped = job.resume_after.clone().expect("stopped at the bound").1;
+        assert_eq!(stopped, format!("cached:public:k{:03}@bob", PER_ROUND - 1));
+        let second = job.round(&f.store, &peers).await;
+        assert_eq!(
+            second.errors,
+            150 - PER_ROUND,
+            "the rest; the fresh copy is not due"
+        );
+        assert!(job.resume_after.is_none(), "the pass is over");
+        assert_eq!(
+            job.round(&f.store, &peers).await.errors,
+            PER_ROUND,
+            "a new pass"
+        );
     }
 }

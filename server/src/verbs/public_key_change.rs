@@ -30,8 +30,8 @@ const RESERVED_NAMESPACE: &str = "__atserver";
 const NOTIFICATION_TTL_MS: i64 = 5 * 60 * 1000;
 
 /// Handles a change of `other`'s public key from `cached` (what `cached_key` holds) to
-/// `fetched`, if it is one: a real new value, different from a real old one. Says whether it
-/// was.
+/// `fetched`, if it is one: a real new value, different from a real old one. Otherwise nothing
+/// is written.
 pub async fn handle(
     store: &Store,
     monitors: &Monitors,
@@ -40,13 +40,13 @@ pub async fn handle(
     (cached_key, cached): (&str, &Record),
     fetched: &Record,
     now: EpochMillis,
-) -> Result<bool, AtError> {
+) -> Result<(), AtError> {
     let changed = match (&cached.value, &fetched.value) {
         (Some(old), Some(new)) => new != "null" && old != new,
         _ => false,
     };
     if !changed {
-        return Ok(false);
+        return Ok(());
     }
     tracing::warn!(%me, %other, "another atSign's public key changed");
     record_event(store, monitors, me, other, now).await?;
@@ -56,8 +56,7 @@ pub async fn handle(
     metadata.refresh_at = None;
     metadata.created_at = Some(now);
     metadata.updated_at = Some(now);
-    super::cache::put_copy(store, me, cached_key, fetched.value.clone(), metadata).await?;
-    Ok(true)
+    super::cache::put_copy(store, me, cached_key, fetched.value.clone(), metadata).await
 }
 
 /// What a new link to `other`'s server asks first, as the reference's outbound client does:
