@@ -193,15 +193,18 @@ impl ServerConfig {
         if self.auth_failure_delay_millis > self.auth_failure_max_delay_millis {
             return Err("auth_failure_delay_millis exceeds auth_failure_max_delay_millis".into());
         }
-        if !(1..=MAX_MAINTENANCE_INTERVAL_SECS).contains(&self.maintenance_interval_secs) {
-            return Err(format!(
-                "maintenance_interval_secs must be 1 to {MAX_MAINTENANCE_INTERVAL_SECS} (a day)"
-            ));
-        }
-        if !(1..=MAX_MAINTENANCE_INTERVAL_SECS).contains(&self.cache_refresh_interval_secs) {
-            return Err(format!(
-                "cache_refresh_interval_secs must be 1 to {MAX_MAINTENANCE_INTERVAL_SECS} (a day)"
-            ));
+        for (option, secs) in [
+            ("maintenance_interval_secs", self.maintenance_interval_secs),
+            (
+                "cache_refresh_interval_secs",
+                self.cache_refresh_interval_secs,
+            ),
+        ] {
+            if !(1..=MAX_MAINTENANCE_INTERVAL_SECS).contains(&secs) {
+                return Err(format!(
+                    "{option} must be 1 to {MAX_MAINTENANCE_INTERVAL_SECS} (a day)"
+                ));
+            }
         }
         if self.commit_log_keep_days == 0 || self.commit_log_max_entries == 0 {
             return Err(
