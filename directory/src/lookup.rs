@@ -18,6 +18,10 @@ pub enum Request {
     Lookup(AtSign),
     /// Close the connection, without an answer.
     Exit,
+    /// An empty line: what clients send to check the connection is alive (the C SDK does,
+    /// with a 3 s read timeout). Answered `null` at once and not counted as a miss: it names
+    /// no atSign, so throttling it protects nothing.
+    Empty,
     /// Not an atSign: answered like a miss, so garbage reveals nothing either.
     Invalid,
 }
@@ -26,6 +30,9 @@ impl Request {
     /// Reads one request line (its terminator already removed); surrounding whitespace is ignored.
     pub fn parse(line: &str) -> Request {
         let text = line.trim();
+        if text.is_empty() {
+            return Request::Empty;
+        }
         if text.eq_ignore_ascii_case("@exit") {
             return Request::Exit;
         }
@@ -68,17 +75,15 @@ mod tests {
     }
 
     #[test]
+    fn blank_lines_are_empty_requests() {
+        for line in ["", "   ", "\t", "\r"] {
+            assert_eq!(Request::parse(line), Request::Empty, "{line:?}");
+        }
+    }
+
+    #[test]
     fn anything_else_is_invalid() {
-        for line in [
-            "",
-            "   ",
-            "@",
-            "a b",
-            "al:ice",
-            "@@alice",
-            "from:@alice",
-            "\u{0}",
-        ] {
+        for line in ["@", "a b", "al:ice", "@@alice", "from:@alice", "\u{0}"] {
             assert_eq!(Request::parse(line), Request::Invalid, "{line:?}");
         }
     }

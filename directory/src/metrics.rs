@@ -26,14 +26,17 @@ pub enum LookupResult {
     Hit,
     Miss,
     Invalid,
+    /// An empty line (a liveness check), answered `null` and not counted as a miss.
+    Empty,
     Error,
 }
 
 impl LookupResult {
-    const ALL: [LookupResult; 4] = [
+    const ALL: [LookupResult; 5] = [
         LookupResult::Hit,
         LookupResult::Miss,
         LookupResult::Invalid,
+        LookupResult::Empty,
         LookupResult::Error,
     ];
 
@@ -42,6 +45,7 @@ impl LookupResult {
             LookupResult::Hit => "hit",
             LookupResult::Miss => "miss",
             LookupResult::Invalid => "invalid",
+            LookupResult::Empty => "empty",
             LookupResult::Error => "error",
         }
     }
@@ -55,7 +59,7 @@ pub struct Metrics {
     pub rejected: IntCounter,
     /// `atdirectory_lookups_total` per result, in [`LookupResult::ALL`] order, looked up
     /// once here rather than by label on every lookup.
-    lookups: [IntCounter; 4],
+    lookups: [IntCounter; 5],
     latency: Histogram,
     /// `atdirectory_status_checks_total` per status, in [`AtSignStatus::ALL`] order.
     status_checks: [IntCounter; 5],

@@ -6,6 +6,7 @@
 //! Throttling: the first miss is answered at once; each later miss waits `miss_delay`; the
 //! `max_misses`th waits and then closes the connection without an answer. So enumerating
 //! atSigns through the directory costs a connection (and a TLS handshake) per few guesses.
+//! An empty line (a client's liveness check) is answered `null` at once and is no miss.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -100,6 +101,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Session<IO> {
     fn handle_request(&mut self, request: Request, ctx: &mut Context<Self>) {
         match request {
             Request::Exit => self.close(ctx),
+            Request::Empty => {
+                self.metrics.lookup(LookupResult::Empty, Duration::ZERO);
+                self.writer.write(lookup::not_found());
+            }
             Request::Invalid => {
                 self.metrics.lookup(LookupResult::Invalid, Duration::ZERO);
                 self.miss(ctx);

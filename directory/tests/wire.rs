@@ -74,13 +74,35 @@ fn invalid_atsigns_count_as_misses(backend: Backend) {
     let dir = Directory::start(backend, "", &[ALICE]);
     let mut client = dir.client();
     client.ask("!!not an atsign!!\n", "null\r\n@");
-    client.ask("\n", "null\r\n@");
+    client.ask("al:ice\n", "null\r\n@");
     client.send(b"from:@alice\n");
     client.expect_closed(Duration::from_secs(10));
     let metrics = dir.metrics();
     assert_eq!(
         sample(&metrics, "atdirectory_lookups_total{result=\"invalid\"}"),
         3.0
+    );
+}
+
+/// The C SDK checks its directory connection with an empty line and a 3 s read timeout: each
+/// is answered without the misses' delay, however many (three misses would close the
+/// connection), and none counts as a miss.
+fn empty_lines_are_answered_at_once_and_are_no_misses(backend: Backend) {
+    let dir = Directory::start(backend, "", &[ALICE]);
+    let mut client = dir.client();
+    for _ in 0..5 {
+        client.ask("\n", "null\r\n@");
+        client.ask("  \r\n", "null\r\n@");
+    }
+    client.ask("alice\n", "alice.example.com:25000\r\n@");
+    let metrics = dir.metrics();
+    assert_eq!(
+        sample(&metrics, "atdirectory_lookups_total{result=\"empty\"}"),
+        10.0
+    );
+    assert_eq!(
+        sample(&metrics, "atdirectory_lookups_total{result=\"miss\"}"),
+        0.0
     );
 }
 
@@ -319,6 +341,7 @@ for_each_backend! {
     many_lookups_share_one_connection,
     repeated_misses_are_delayed_then_the_connection_is_closed,
     invalid_atsigns_count_as_misses,
+    empty_lines_are_answered_at_once_and_are_no_misses,
     exit_closes_the_connection_without_an_answer,
     overlong_line_closes_the_connection,
     invalid_utf8_closes_the_connection,
