@@ -38,6 +38,17 @@ pub async fn connect(
     address: &Address,
     max_reply: usize,
 ) -> Result<Conversation<TlsStream<TcpStream>>, Failure> {
+    Ok(Conversation::new(
+        tls_stream(tls, address).await?,
+        max_reply,
+    ))
+}
+
+/// A TLS connection to `address`, verified against its host name (or IP).
+pub async fn tls_stream(
+    tls: &TlsConnector,
+    address: &Address,
+) -> Result<TlsStream<TcpStream>, Failure> {
     let unreachable = |what: &str, e: &dyn std::fmt::Display| {
         Failure::Unreachable(format!("{what} {address}: {e}"))
     };
@@ -47,11 +58,9 @@ pub async fn connect(
         .await
         .map_err(|e| unreachable("connecting to", &e))?;
     let _ = tcp.set_nodelay(true);
-    let stream = tls
-        .connect(name, tcp)
+    tls.connect(name, tcp)
         .await
-        .map_err(|e| unreachable("TLS with", &e))?;
-    Ok(Conversation::new(stream, max_reply))
+        .map_err(|e| unreachable("TLS with", &e))
 }
 
 /// Asks the directory at `directory` where `at_sign` lives: its `host:port`, or `None` when

@@ -174,9 +174,18 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Loads defaults, `file`, the environment and `overrides` (dotted keys), then validates.
     pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<ServerConfig, String> {
-        let config: ServerConfig = at_common::config::load_layered("AT_SERVER", file, overrides)?;
+        let config = ServerConfig::load_unchecked(file, overrides)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// [`ServerConfig::load`] without [`ServerConfig::validate`], for a caller that sets some
+    /// options itself and validates after (`dev`).
+    pub fn load_unchecked(
+        file: Option<&Path>,
+        overrides: &[(&str, String)],
+    ) -> Result<ServerConfig, String> {
+        at_common::config::load_layered("AT_SERVER", file, overrides)
     }
 
     /// Checks what the types alone cannot.

@@ -1,7 +1,11 @@
 //! `at-server dev`: a directory and an atServer in one process on this machine, for trying the
 //! system out and for local development. Embedded stores and one generated CA under one data
-//! dir; a demo atSign provisioned on first start. Not for production: nothing is reachable from
-//! another host, and everything stops with the process.
+//! dir, trusted by the atServer for its directory and its peers; a demo atSign provisioned on
+//! first start. Not for production: nothing is reachable from another host unless `listen`
+//! says so, and everything stops with the process.
+//!
+//! The atServer's other options come from the configuration (file and `AT_SERVER__*`
+//! variables) as for `serve`; dev decides its store, TLS, directory, data dir and ports.
 
 use std::path::PathBuf;
 
@@ -14,6 +18,8 @@ use crate::provision;
 
 /// What `dev` runs.
 pub struct Dev {
+    /// The configuration as loaded (file, environment), before dev's own settings.
+    pub base: ServerConfig,
     pub atsign: String,
     pub data_dir: PathBuf,
     pub directory_port: u16,
@@ -31,6 +37,11 @@ impl Dev {
         let (_, source) = at_common::tls::acceptor(&tls, &self.data_dir)
             .map_err(|e| e.to_string())?
             .ok_or("TLS is off")?;
+        let ca = match source {
+            at_common::tls::CertSource::SelfSigned { ca_file }
+            | at_common::tls::CertSource::Issued { ca_file } => ca_file,
+            at_common::tls::CertSource::Configured(cert) => cert,
+        };
         let directory = DirectoryConfig {
             listen: ([127, 0, 0, 1], self.directory_port).into(),
             metrics_listen: (self.http_port != 0).then(|| ([127, 0, 0, 1], self.http_port).into()),
@@ -38,16 +49,26 @@ impl Dev {
             tls: tls.clone(),
             ..DirectoryConfig::default()
         };
+        // The shared (SNI) listener: where the configuration puts it, else a free local port
+        // (the default's 6464 is the directory's here).
+        let listen = match self.base.listen == ServerConfig::default().listen {
+            true => ([127, 0, 0, 1], 0).into(),
+            false => self.base.listen,
+        };
         let server = ServerConfig {
-            listen: ([127, 0, 0, 1], 0).into(),
+            listen,
             public_host: "127.0.0.1".into(),
             port_range_start: self.first_port,
             port_range_len: 100,
             directory: format!("127.0.0.1:{}", self.directory_port),
+            // The directory's certificate and the peers' come from this one CA.
+            directory_ca_file: Some(ca.clone()),
+            peer_ca_files: vec![ca.clone()],
             data_dir: self.data_dir.clone(),
             directory_data_dir: self.data_dir.clone(),
             tls,
-            ..ServerConfig::default()
+            store: Default::default(),
+            ..self.base
         };
         server.validate()?;
 
@@ -69,11 +90,6 @@ impl Dev {
                     .map_err(|e| e.to_string())?
                     .ok_or("provisioned atSign vanished")?
             }
-        };
-        let ca = match source {
-            at_common::tls::CertSource::SelfSigned { ca_file }
-            | at_common::tls::CertSource::Issued { ca_file } => ca_file,
-            at_common::tls::CertSource::Configured(cert) => cert,
         };
         println!(
             "at-server dev: directory on 127.0.0.1:{}",

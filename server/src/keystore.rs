@@ -43,10 +43,11 @@ pub struct GetAuthMaterial {
     pub enrollment_id: Option<String>,
 }
 
-/// Asks whether `from:<atSign>` is refused by the owner's block list (`config:block`).
+/// Asks whether `from:<atSign>` may go on: refused (AT0013) by the owner's block list
+/// (`config:block`, [`verbs::admit_peer`]).
 #[derive(Message)]
-#[rtype(result = "Result<bool, AtError>")]
-pub struct IsBlocked(pub AtSign);
+#[rtype(result = "Result<(), AtError>")]
+pub struct AdmitPeer(pub AtSign);
 
 /// Runs a verb (already authorized by the connection) against the atSign's data.
 #[derive(Message)]
@@ -121,13 +122,13 @@ impl Handler<GetAuthMaterial> for KeyStore {
     }
 }
 
-impl Handler<IsBlocked> for KeyStore {
-    type Result = ResponseFuture<Result<bool, AtError>>;
+impl Handler<AdmitPeer> for KeyStore {
+    type Result = ResponseFuture<Result<(), AtError>>;
 
-    fn handle(&mut self, IsBlocked(who): IsBlocked, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, AdmitPeer(who): AdmitPeer, _: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
         let (store, me) = (self.services.store.clone(), self.me.clone());
-        Box::pin(async move { verbs::is_blocked(&store, &me, &who).await })
+        Box::pin(async move { verbs::admit_peer(&store, &me, &who).await })
     }
 }
 
@@ -163,7 +164,7 @@ pub struct Services {
 
 /// The one place a verb meets its handler: an exhaustive match, so a new verb is a compile
 /// error until it is routed. Who is asking (owner, another atSign's server, anyone) picks the
-/// view of lookup and scan.
+/// view of lookup and scan; another atSign's server is asked again whether it is blocked.
 async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, AtError> {
     let Services {
         store,
@@ -171,6 +172,9 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         peers,
         router,
     } = services;
+    if let Some(peer) = &run.peer {
+        verbs::admit_peer(store, me, peer).await?;
+    }
     let outbox = verbs::Outbox {
         store,
         monitors,
@@ -198,7 +202,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
             None => verbs::lookup_public(store, me, c, now).await,
         },
         Command::Scan(c) if run.owner => match &c.for_atsign {
-            Some(other) if other != me => verbs::scan_remote(store, peers, me, other, c, now).await,
+            Some(other) if other != me => verbs::scan_remote(peers, me, other, c).await,
             _ => verbs::scan_owner(store, me, c, now).await,
         },
         Command::Scan(c) => match &run.peer {

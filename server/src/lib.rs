@@ -11,8 +11,11 @@
 //! - [`maintenance`]: the background task that removes expired keys and compacts commit logs.
 //! - [`metrics`]: the Prometheus metrics every part records into.
 //! - [`migrate`]: `at-server migrate`, copying atSigns between stores (embedded ↔ Redis).
-//! - [`notifications`]: notifications between hosted atSigns and the monitors streaming them.
-//! - [`peer`]: links to other atServers (`from` + `pol`), and checking their `pol`.
+//! - [`node`]: one node's parts wired together (key stores, peers, router, limits), and its
+//!   own atSigns served in-process to its own peer links.
+//! - [`notifications`]: notifications and the monitors streaming them.
+//! - [`peer`]: links to other atSigns' servers (`from` + `pol`; in-process when hosted on this
+//!   cluster), and checking their `pol`.
 //! - [`router`]: `NotificationRouter`, delivering notifications to other atServers, with retries.
 //! - [`signing`]: each atSign's signing key pair, made once, for `pol`.
 //! - [`provision`]: creating and removing hosted atSigns, with their directory entries.
@@ -30,6 +33,7 @@ pub mod listener;
 pub mod maintenance;
 pub mod metrics;
 pub mod migrate;
+pub mod node;
 pub mod notifications;
 pub mod peer;
 pub mod provision;

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use actix::Actor as _;
 use actix_rt::Arbiter;
 use at_common::AtSign;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -23,12 +22,11 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin;
 use crate::config::ServerConfig;
-use crate::connection::actor::{Connection, Limits, Slot};
-use crate::connection::throttle::AuthThrottle;
+use crate::connection::actor::{Connection, Limits, Origin, Slot};
 use crate::http;
-use crate::keystore::{Hosts, Services};
-use crate::peer::{PeerSettings, Peers};
-use crate::router::NotificationRouter;
+use crate::keystore::Hosts;
+use crate::node::Node;
+use crate::peer::PeerSettings;
 use crate::store::Store;
 use crate::{cache_refresh, maintenance};
 
@@ -143,47 +141,23 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
             .map(|_| Arbiter::new())
             .collect(),
     );
-    let monitors = crate::notifications::Monitors::start(store.clone());
-    let peers = Peers::new(
-        PeerSettings::from_config(&config, &tls_config)?,
-        store.clone(),
-        monitors.clone(),
-    );
-    let router = NotificationRouter::new(
-        store.clone(),
-        peers.clone(),
-        Duration::from_millis(config.notification_retry_max_millis),
-    )
-    .start();
-    let services = Services {
-        store: store.clone(),
-        monitors,
-        peers,
-        router,
-    };
     let (draining, draining_rx) = tokio::sync::watch::channel(false);
+    let node = Node::start(
+        &config,
+        store.clone(),
+        PeerSettings::from_config(&config, &tls_config)?,
+        draining_rx,
+        workers.iter().map(Arbiter::handle).collect(),
+    );
     let shared = Arc::new(Shared {
         tls,
-        hosts: Hosts::new(
-            services,
-            Duration::from_secs(config.keystore_idle_secs),
-            workers.iter().map(Arbiter::handle).collect(),
-        ),
+        hosts: node.hosts,
         labels: Labels {
             domain: config.sni_domain.to_ascii_lowercase(),
             map: RwLock::default(),
             store: store.clone(),
         },
-        limits: Arc::new(Limits {
-            started: std::time::Instant::now(),
-            buffer_limit: config.buffer_limit,
-            idle_unauthenticated: config.idle_limit(false),
-            idle_authenticated: config.idle_limit(true),
-            auth_throttle: Arc::new(AuthThrottle::new(config.throttle_limits())),
-            peer_certificate_required: config.peer_client_certificate
-                == crate::config::ClientCertificate::Required,
-            draining: draining_rx,
-        }),
+        limits: node.limits,
         open: Arc::new(AtomicUsize::new(0)),
         max: config.inbound_max_limit,
     });
@@ -531,7 +505,7 @@ async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
         &shared.hosts,
         Arc::clone(&shared.limits),
         slot,
-        client_names,
+        Origin::Network { client_names },
     );
 }
 

@@ -43,6 +43,10 @@ enum Command {
     /// Everything on one machine for development: a directory and an atServer in this process,
     /// on the embedded store with generated TLS, and a demo atSign provisioned.
     Dev {
+        /// Shared (SNI) listen address; by default `listen` of the configuration if set there
+        /// (or in `AT_SERVER__LISTEN`), else a free port on 127.0.0.1.
+        #[arg(long)]
+        listen: Option<String>,
         /// The demo atSign.
         #[arg(long, default_value = "@alice")]
         atsign: String,
@@ -95,6 +99,10 @@ fn main() -> ExitCode {
     let mut overrides = Vec::new();
     if let Command::Serve {
         listen: Some(listen),
+    }
+    | Command::Dev {
+        listen: Some(listen),
+        ..
     } = &cli.command
     {
         overrides.push(("listen", listen.clone()));
@@ -126,13 +134,22 @@ fn main() -> ExitCode {
         directory_port,
         first_port,
         http_port,
+        ..
     } = &cli.command
     {
         let data_dir = cli
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("data/dev"));
+        let base = match ServerConfig::load_unchecked(cli.config.as_deref(), &overrides) {
+            Ok(base) => base,
+            Err(error) => {
+                eprintln!("at-server dev: configuration: {error}");
+                return ExitCode::from(2);
+            }
+        };
         let dev = at_server::dev::Dev {
+            base,
             atsign: atsign.clone(),
             data_dir,
             directory_port: *directory_port,

@@ -184,6 +184,15 @@ impl Notification {
     }
 }
 
+/// The id of a monitor line (`notification: {"id":"<id>",…`); `None` for the stats
+/// notification, which is shown every time.
+pub fn id_of(line: &[u8]) -> Option<&str> {
+    let rest = line.strip_prefix(b"notification: {\"id\":\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let id = std::str::from_utf8(&rest[..end]).ok()?;
+    (id != STATS_ID).then_some(id)
+}
+
 /// Stores `notification` in `atsign`'s `log` with `status`, kept until `expires_ms`.
 pub async fn store(
     store: &Store,
@@ -522,6 +531,16 @@ impl Monitors {
 mod tests {
     use super::*;
     use at_tests::TempDir;
+
+    #[test]
+    fn a_monitor_line_names_its_id_except_the_stats_notification() {
+        let alice = AtSign::parse("@alice").unwrap();
+        let mut one = Notification::stats(&alice, 3, "update", 1);
+        assert_eq!(id_of(&one.monitor_line()), None);
+        one.id = "n-1".into();
+        assert_eq!(id_of(&one.monitor_line()), Some("n-1"));
+        assert_eq!(id_of(b"data:ok\n"), None);
+    }
 
     #[tokio::test]
     async fn a_burst_of_writes_makes_one_stats_notification_now_and_one_with_the_newest_id() {

@@ -165,13 +165,10 @@ fn plookup_of_another_atsign_without_a_directory_is_at0007_and_the_connection_st
     // No directory runs for this node: @bob's server cannot be found.
     let node = Node::start(backend);
     let mut owner = cram_in(&node);
-    owner.send(b"plookup:publickey@bob\n");
-    let reply = owner.read_until(b"\n@alice@");
-    assert!(
-        reply.starts_with(
-            "error:AT0007-Secondary server not found : atServer not found. the directory: unreachable:"
-        ),
-        "{reply}"
+    // The reason is logged; the reply names no address and no TLS detail.
+    owner.ask(
+        "plookup:publickey@bob\n",
+        "error:AT0007-Secondary server not found : the atDirectory is unreachable\n@alice@",
     );
     still_open(&mut owner, "@alice@");
     let mut anyone = node.client();

@@ -7,6 +7,10 @@
 //! open for leave it open; AT0005 (overlong line) and the other closing codes close it.
 //! `from` by an atSign the owner blocked is refused first (AT0013, closes); failed proofs are
 //! slowed down and bounded as [`AuthThrottle`] decides.
+//!
+//! A connection comes over the network (TLS, or plain TCP when so configured) or, from this
+//! node's own peer links to its own atSigns, in-process ([`Origin`]); the two differ only in
+//! that an in-process one has no client certificate to check.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,7 +31,7 @@ use tokio_util::codec::FramedRead;
 use super::auth_state::{AuthState, Proven};
 use super::authenticate;
 use super::throttle::{is_failed_proof, AuthThrottle};
-use crate::keystore::{GetAuthMaterial, Hosts, IsBlocked, KeyStore, Run};
+use crate::keystore::{AdmitPeer, GetAuthMaterial, Hosts, KeyStore, Run};
 use crate::metrics::metrics;
 use crate::notifications::{Monitors, Subscription};
 use crate::peer::Peers;
@@ -48,6 +52,18 @@ pub struct Limits {
     /// Turns true when the node shuts down: each connection finishes the command in flight,
     /// writes its reply and closes.
     pub draining: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Where a connection comes from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// Over the network: the names of the client's TLS certificate (verified by the
+    /// listener), if it presented one.
+    Network { client_names: Vec<String> },
+    /// One of this node's peer links to an atSign hosted on this cluster. The link is the
+    /// node itself, so there is no certificate to check; `from`, the block list and `pol`
+    /// are as over the network.
+    InProcess,
 }
 
 /// A slot among `inbound_max_limit`; freed when dropped.
@@ -95,8 +111,7 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     /// Failed cram/pkam proofs in a row on this connection.
     failures: u32,
     slot: Slot,
-    /// The names of the client's TLS certificate (verified), if it presented one.
-    client_names: Vec<String>,
+    origin: Origin,
     /// The `state` this connection is counted under in `atserver_connections`.
     counted: Option<&'static str>,
     /// The command being answered: its verb and when its line arrived (for the metrics).
@@ -111,7 +126,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         hosts: &Hosts,
         limits: Arc<Limits>,
         slot: Slot,
-        client_names: Vec<String>,
+        origin: Origin,
     ) -> Addr<Self> {
         let keystore = hosts.get(&me);
         let (monitors, peers) = (hosts.monitors().clone(), hosts.peers().clone());
@@ -133,7 +148,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 closing: false,
                 failures: 0,
                 slot,
-                client_names,
+                origin,
                 counted: None,
                 current: None,
             }
@@ -211,20 +226,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 }
                 // Another atSign: the owner's block list is checked before anything else,
                 // then (when required) that the client's certificate names its server.
-                let blocked = self.keystore.send(IsBlocked(from.atsign.clone()));
+                let admitted = self.keystore.send(AdmitPeer(from.atsign.clone()));
                 let peers = self.peers.clone();
-                let names = match self.limits.peer_certificate_required {
-                    true => Some(self.client_names.clone()),
-                    false => None,
+                let names = match (&self.origin, self.limits.peer_certificate_required) {
+                    (Origin::Network { client_names }, true) => Some(client_names.clone()),
+                    _ => None,
                 };
                 let claimant = from.atsign.clone();
                 let checks = async move {
-                    match blocked.await {
-                        Ok(Ok(false)) => {}
-                        Ok(Ok(true)) => return Err(authenticate::blocked(&claimant)),
-                        Ok(Err(error)) => return Err(error),
-                        Err(_) => return Err(ErrorCode::InternalServerException.into()),
-                    }
+                    admitted
+                        .await
+                        .unwrap_or_else(|_| Err(ErrorCode::InternalServerException.into()))?;
                     let Some(names) = names else { return Ok(()) };
                     match peers.certificate_speaks_for(&claimant, &names).await {
                         Ok(true) => Ok(()),
@@ -319,13 +331,32 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             }
             .into_actor(self)
             .map(move |replayed, act, ctx| {
+                // What arrived between subscribing and reading the store is in both: each
+                // notification is shown once.
+                let mut shown = std::collections::HashSet::new();
                 match replayed {
-                    Ok(replayed) => replayed.into_iter().for_each(|line| act.writer.write(line)),
+                    Ok(replayed) => {
+                        for line in replayed {
+                            shown.extend(crate::notifications::id_of(&line).map(str::to_string));
+                            act.writer.write(line);
+                        }
+                    }
                     Err(error) => tracing::warn!(atsign = %act.me, %error, "monitor replay failed"),
                 }
-                ctx.add_stream(futures_util::stream::unfold(lines, |mut lines| async move {
-                    lines.recv().await.map(|line| (MonitorLine(line), lines))
-                }));
+                let live = (lines, shown);
+                ctx.add_stream(futures_util::stream::unfold(
+                    live,
+                    |(mut lines, shown)| async move {
+                        loop {
+                            let line = lines.recv().await?;
+                            let again = crate::notifications::id_of(&line)
+                                .is_some_and(|id| shown.contains(id));
+                            if !again {
+                                return Some((MonitorLine(line), (lines, shown)));
+                            }
+                        }
+                    },
+                ));
             }),
         );
     }

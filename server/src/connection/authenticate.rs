@@ -34,13 +34,6 @@ pub fn from(me: &AtSign, state: &mut AuthState, command: &From, now: Instant) ->
     }
 }
 
-/// The answer to `from:<who>` when the owner has blocked `who` (`config:block:add`): AT0013,
-/// which closes the connection. The reference checks this before anything else `from` does.
-pub fn blocked(who: &AtSign) -> AtError {
-    tracing::info!(%who, "from by a blocked atSign");
-    AtError::with_detail(ErrorCode::BlockedConnection, "Unable to connect")
-}
-
 /// `cram:<digest>` against the owner's cram secret (`None` once onboarding deleted it).
 pub fn cram(
     me: &AtSign,
@@ -212,21 +205,6 @@ mod tests {
         assert!(
             text.starts_with("proof:_") && text.contains("@bob:"),
             "{text}"
-        );
-    }
-
-    #[test]
-    fn a_blocked_atsign_is_at0013_unable_to_connect_and_closes() {
-        let error = blocked(&AtSign::parse("@bob").unwrap());
-        assert!(error.closes_connection());
-        assert_eq!(
-            Reply::Error(error.clone()).render(&Prompt::Unauthenticated, ErrorStyle::Legacy),
-            &b"error:AT0013-Exception: Unable to connect\n@"[..]
-        );
-        assert_eq!(
-            Reply::Error(error).render(&Prompt::Unauthenticated, ErrorStyle::Json),
-            &br#"error:{"errorCode":"AT0013","errorDescription":"Exception: Unable to connect"}
-@"#[..]
         );
     }
 

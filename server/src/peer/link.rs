@@ -8,10 +8,15 @@
 //! Either kind first asks for the other atSign's encryption public key, as the reference does,
 //! which is how a reset of that atSign is noticed ([`public_key_change`]).
 //!
+//! The connection is TLS to a server elsewhere, or in-process to an atSign hosted on this
+//! cluster ([`super::InProcess`]); the conversation over it is the same.
+//!
 //! Requests are answered one at a time, in order ([`AtomicResponse`]): the protocol has one
 //! request in flight per connection. A link whose connection broke drops it and reconnects on
 //! the next request; a request on a reused connection that finds it closed (the other side's
-//! idle timeout) is retried once on a fresh one.
+//! idle timeout), or refused as blocked (AT0013: the other atSign's owner blocked this one
+//! since the link was made, and the other side closes), is retried once on a fresh one, whose
+//! handshake then gives the answer a new link would get.
 
 use std::time::{Duration, Instant};
 
@@ -20,8 +25,7 @@ use at_common::auth;
 use at_common::metadata::{now_ms, MetadataUpdate};
 use at_common::AtSign;
 use at_directory::client::{self, Conversation, Failure};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{PeerError, Peers, MAX_REPLY};
 use crate::signing;
@@ -51,7 +55,14 @@ pub struct Ask(pub String);
 #[rtype(result = "()")]
 pub struct Close;
 
-type Stream = Conversation<TlsStream<TcpStream>>;
+/// A link's connection: TLS, or in-process.
+pub trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
+type Stream = Conversation<Box<dyn Io>>;
+
+/// The reply a server gives a request of an atSign its owner blocked (and then closes).
+const BLOCKED: &str = "error:AT0013-";
 
 pub struct PeerLink {
     me: AtSign,
@@ -119,20 +130,23 @@ impl Handler<Ask> for PeerLink {
                     Err(error) => return (None, Err(error)),
                 },
             };
-            match peers.bounded("the atServer", conversation.ask(&line)).await {
-                Ok(reply) => (Some(conversation), Ok(reply)),
-                Err(_) if was_reused => {
-                    tracing::debug!(%me, %other, "peer link closed under us; reconnecting");
+            let server = server_of(&other);
+            let answer = peers.bounded(&server, conversation.ask(&line)).await;
+            let blocked = matches!(&answer, Ok(reply) if reply.starts_with(BLOCKED));
+            match answer {
+                Ok(reply) if !(blocked && was_reused) => (Some(conversation), Ok(reply)),
+                Err(error) if !was_reused => (None, Err(error)),
+                _ => {
+                    tracing::debug!(%me, %other, blocked, "peer link closed under us; reconnecting");
                     let mut fresh = match open(&peers, &me, &other, mode).await {
                         Ok(conversation) => conversation,
                         Err(error) => return (None, Err(error)),
                     };
-                    match peers.bounded("the atServer", fresh.ask(&line)).await {
+                    match peers.bounded(&server, fresh.ask(&line)).await {
                         Ok(reply) => (Some(fresh), Ok(reply)),
                         Err(error) => (None, Err(error)),
                     }
                 }
-                Err(error) => (None, Err(error)),
             }
         };
         AtomicResponse::new(Box::pin(exchange.into_actor(self).map(
@@ -145,16 +159,29 @@ impl Handler<Ask> for PeerLink {
     }
 }
 
-/// A new connection to `other`'s server, handshaken for `mode`.
+/// How errors name `other`'s server.
+fn server_of(other: &AtSign) -> String {
+    format!("{other}'s atServer")
+}
+
+/// A new connection to `other`'s server (in-process when it is hosted on this cluster),
+/// handshaken for `mode`.
 async fn open(peers: &Peers, me: &AtSign, other: &AtSign, mode: Mode) -> Result<Stream, PeerError> {
-    let address = peers.locate(other).await?;
-    let tls = peers.settings().tls.clone();
-    let mut conversation = peers
-        .bounded(
-            &format!("{other}'s atServer at {address}"),
-            client::connect(&tls, &address, MAX_REPLY),
-        )
-        .await?;
+    let server = server_of(other);
+    let io: Box<dyn Io> = match peers.in_process(other).await? {
+        Some(io) => Box::new(io),
+        None => {
+            let address = peers.locate(other).await?;
+            let tls = peers.settings().tls.clone();
+            tracing::debug!(%me, %other, %address, "connecting to another atServer");
+            Box::new(
+                peers
+                    .bounded(&server, client::tls_stream(&tls, &address))
+                    .await?,
+            )
+        }
+    };
+    let mut conversation = Conversation::new(io, MAX_REPLY);
     check_public_key(peers, &mut conversation, me, other).await?;
     if mode == Mode::Pol {
         if let Err(error) = handshake(peers, &mut conversation, me, other).await {
@@ -162,7 +189,7 @@ async fn open(peers: &Peers, me: &AtSign, other: &AtSign, mode: Mode) -> Result<
             return Err(error);
         }
     }
-    tracing::debug!(%me, %other, %address, ?mode, "peer link open");
+    tracing::debug!(%me, %other, ?mode, "peer link open");
     Ok(conversation)
 }
 
@@ -177,7 +204,7 @@ async fn check_public_key(
 ) -> Result<(), PeerError> {
     let question = public_key_change::question(other);
     let reply = peers
-        .bounded("the atServer", conversation.ask(&question))
+        .bounded(&server_of(other), conversation.ask(&question))
         .await?;
     if !reply.starts_with("data:") && !reply.starts_with("error:") {
         let shown: String = reply.chars().take(200).collect();
@@ -205,7 +232,7 @@ async fn handshake(
         why,
     };
     let proof = peers
-        .bounded("from", conversation.ask(&format!("from:{me}")))
+        .bounded(&server_of(other), conversation.ask(&format!("from:{me}")))
         .await?;
     let (session_id, nonce) =
         read_proof(&proof, me).ok_or_else(|| refused(format!("from answered {proof:?}")))?;
@@ -233,9 +260,16 @@ async fn handshake(
     match tokio::time::timeout(timeout, conversation.pol(me)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(Failure::Protocol(why))) => Err(refused(why)),
-        Ok(Err(failure)) => Err(PeerError::Unreachable(format!("pol: {failure}"))),
+        Ok(Err(failure)) => {
+            tracing::info!(%me, %other, %failure, "pol failed");
+            Err(PeerError::Unreachable(format!(
+                "{} is unreachable",
+                server_of(other)
+            )))
+        }
         Err(_) => Err(PeerError::Unreachable(format!(
-            "pol: no answer within {} ms",
+            "{} did not answer within {} ms",
+            server_of(other),
             timeout.as_millis()
         ))),
     }

@@ -1,23 +1,30 @@
-//! Server-to-server: how this node's atSigns reach atSigns hosted elsewhere, and how it checks
+//! Server-to-server: how this node's atSigns reach other atSigns' servers, and how it checks
 //! another server's `pol` (reference-server.md §4.4, §8).
 //!
-//! - [`Peers`]: the node's handle, cheap to clone: finds another atSign's server through the
-//!   directory, asks it over a [`link::PeerLink`] (one per hosted atSign, other atSign and
-//!   mode, reused until idle, at most `outbound_max_limit` open, least recently used closed
-//!   first), and verifies `pol` claims ([`pol`]).
+//! - [`Peers`]: the node's handle, cheap to clone: asks another atSign's server over a
+//!   [`link::PeerLink`] (one per hosted atSign, other atSign and mode, reused until idle, at
+//!   most `outbound_max_limit` open, least recently used closed first), and verifies `pol`
+//!   claims ([`pol`]).
+//! - Where the other server is: an atSign hosted on this cluster is served by this very node,
+//!   so its link is a connection made in-process ([`InProcess`]): no TCP, no TLS, nothing
+//!   else skipped. The link runs the same `from`, `pol` and requests, and the other atSign's
+//!   connection the same checks (its block list first) and verbs, as over the network; so
+//!   co-hosted atSigns see each other exactly as atSigns on separate servers do. Any other
+//!   atSign's server is found through the directory and reached over TLS.
 //! - Every step (directory lookup, TCP+TLS, each reply) is bounded by `peer_timeout_millis`
 //!   and every reply by [`MAX_REPLY`] bytes: a peer that is silent, slow or floods costs a
 //!   bounded wait and buffer, then an error on the one request that needed it.
 //!
 //! Errors, as the requesting client sees them: the directory has no such atSign, or its
 //! server cannot be reached → AT0007; the handshake is refused → AT0008; the peer answers
-//! nonsense or too much → AT0008 too (the peer is at fault, not the request).
+//! nonsense or too much → AT0008 too (the peer is at fault, not the request). Their texts
+//! name no address and no TLS detail; those are logged.
 
 pub mod link;
 pub mod pol;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -76,6 +83,31 @@ impl PeerSettings {
     }
 }
 
+/// How this node serves its own atSigns to its own peer links (set by whoever starts the
+/// node's connections, [`Peers::serve_in_process`]).
+pub trait InProcess: Send + Sync {
+    /// A new connection to `atsign`'s server on this node, as a client over the network would
+    /// see it from its first byte (the `@` prompt), but trusted as this node's own (no TLS,
+    /// so no client certificate to check).
+    fn connect(&self, atsign: &AtSign) -> tokio::io::DuplexStream;
+}
+
+impl PeerSettings {
+    /// A directory that is a closed local port: every atSign not hosted here is unreachable
+    /// at once. For tests of what is answered without the network.
+    #[cfg(test)]
+    pub fn offline() -> PeerSettings {
+        let tls = at_common::tls::client_config(&[]).expect("client TLS");
+        PeerSettings {
+            directory: Address::parse("127.0.0.1:1").expect("address"),
+            tls: TlsConnector::from(Arc::new(tls)),
+            timeout: Duration::from_secs(2),
+            idle: Duration::from_secs(60),
+            max_links: 4,
+        }
+    }
+}
+
 /// Why a request to another atServer failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeerError {
@@ -99,10 +131,9 @@ impl From<PeerError> for AtError {
                 ErrorCode::SecondaryNotFound,
                 format!("Unable to find secondary address for atSign:{}", who.name()),
             ),
-            PeerError::Unreachable(why) => AtError::with_detail(
-                ErrorCode::SecondaryNotFound,
-                format!("atServer not found. {why}"),
-            ),
+            PeerError::Unreachable(why) => {
+                AtError::with_detail(ErrorCode::SecondaryNotFound, why.clone())
+            }
             PeerError::Handshake { .. } | PeerError::Protocol(_) => {
                 AtError::with_detail(ErrorCode::HandshakeFailure, error.to_string())
             }
@@ -131,6 +162,7 @@ struct Inner {
     store: Store,
     monitors: Monitors,
     links: Mutex<HashMap<LinkKey, (Addr<PeerLink>, Instant)>>,
+    in_process: OnceLock<Arc<dyn InProcess>>,
 }
 
 /// The node's links to other atServers. Cheap to clone.
@@ -144,23 +176,42 @@ impl Peers {
             store,
             monitors,
             links: Mutex::default(),
+            in_process: OnceLock::new(),
         }))
     }
 
-    /// Peers whose directory is a closed local port: every remote request fails at once as
-    /// unreachable. For tests of what is answered without the network.
+    /// From now on, links to atSigns hosted on this cluster are made through `server`. Set
+    /// once, when the node starts; until then (and in tests without a node) such links fail
+    /// as unreachable.
+    pub fn serve_in_process(&self, server: Arc<dyn InProcess>) {
+        if self.0.in_process.set(server).is_err() {
+            tracing::warn!("in-process serving was set twice; the first is kept");
+        }
+    }
+
+    /// A new in-process connection to `other`'s server when `other` is hosted on this
+    /// cluster; `None` when it lives elsewhere.
+    pub(crate) async fn in_process(
+        &self,
+        other: &AtSign,
+    ) -> Result<Option<tokio::io::DuplexStream>, PeerError> {
+        if self.0.store.get_atsign(other).await?.is_none() {
+            return Ok(None);
+        }
+        match self.0.in_process.get() {
+            Some(server) => Ok(Some(server.connect(other))),
+            None => Err(PeerError::Unreachable(format!(
+                "{other}'s atServer is unreachable"
+            ))),
+        }
+    }
+
+    /// Peers whose directory is a closed local port ([`PeerSettings::offline`]), serving no
+    /// atSign in-process. For tests of what is answered without the network.
     #[cfg(test)]
     pub fn offline(store: Store) -> Peers {
-        let tls = at_common::tls::client_config(&[]).expect("client TLS");
-        let settings = PeerSettings {
-            directory: Address::parse("127.0.0.1:1").expect("address"),
-            tls: TlsConnector::from(Arc::new(tls)),
-            timeout: Duration::from_secs(2),
-            idle: Duration::from_secs(60),
-            max_links: 4,
-        };
         let monitors = Monitors::start(store.clone());
-        Peers::new(settings, store, monitors)
+        Peers::new(PeerSettings::offline(), store, monitors)
     }
 
     pub fn settings(&self) -> &PeerSettings {
@@ -190,7 +241,7 @@ impl Peers {
             Ok(answer) => answer,
             // The link stopped under us (idle or evicted at that instant): not the peer's fault.
             Err(_) => Err(PeerError::Unreachable(format!(
-                "the link to {other} closed"
+                "{other}'s atServer is unreachable"
             ))),
         }
     }
@@ -245,14 +296,15 @@ impl Peers {
         let settings = &self.0.settings;
         let found = self
             .bounded(
-                "the directory",
+                "the atDirectory",
                 client::locate(&settings.tls, &settings.directory, who),
             )
             .await?;
         found.ok_or_else(|| PeerError::NotFound(who.clone()))
     }
 
-    /// `step`, failing as unreachable once the timeout passes.
+    /// `step` with `what` (the atDirectory, @bob's atServer), failing as unreachable once
+    /// the timeout passes. Why it could not be reached (addresses, TLS) is logged, not told.
     async fn bounded<T>(
         &self,
         what: &str,
@@ -262,9 +314,12 @@ impl Peers {
         match tokio::time::timeout(timeout, step).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(Failure::Protocol(why))) => Err(PeerError::Protocol(format!("{what}: {why}"))),
-            Ok(Err(failure)) => Err(PeerError::Unreachable(format!("{what}: {failure}"))),
+            Ok(Err(Failure::Unreachable(why))) => {
+                tracing::info!(what, %why, "a peer step failed");
+                Err(PeerError::Unreachable(format!("{what} is unreachable")))
+            }
             Err(_) => Err(PeerError::Unreachable(format!(
-                "{what}: no answer within {} ms",
+                "{what} did not answer within {} ms",
                 timeout.as_millis()
             ))),
         }

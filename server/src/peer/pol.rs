@@ -51,7 +51,8 @@ async fn ask_remote(
     proof_key: &str,
 ) -> Result<(Option<String>, Option<String>), PeerError> {
     let address = peers.locate(claimant).await?;
-    let what = format!("{claimant}'s atServer at {address}");
+    let what = format!("{claimant}'s atServer");
+    tracing::debug!(%claimant, %address, "checking a pol with the claimant's atServer");
     let tls = peers.settings().tls.clone();
     let mut conversation = peers
         .bounded(&what, client::connect(&tls, &address, MAX_REPLY))

@@ -3,7 +3,9 @@
 //!
 //! The block list is stored as the reference stores it, `{"blockList":["@bob",…]}` under
 //! [`BLOCKLIST_KEY`]`@<me>`, in the order atSigns were added, and never committed (so it is not
-//! synced to clients). [`is_blocked`] is what `from` asks before anything else.
+//! synced to clients). [`admit_peer`] is what `from:@other` asks before anything else, and
+//! what every request of another atSign's pol connection asks again: a block takes effect at
+//! once, on connections already open too, on every node (the list is read from the store).
 //!
 //! # Format
 //! ```text
@@ -115,8 +117,22 @@ pub async fn config(store: &Store, me: &AtSign, cmd: &Config) -> Result<Reply, A
     }
 }
 
-/// Whether `from:<who>` must be refused on `me`'s server.
-pub async fn is_blocked(store: &Store, me: &AtSign, who: &AtSign) -> Result<bool, AtError> {
+/// Whether `who` may speak to `me`'s server as itself (`from:<who>`, then each request of its
+/// pol connection): not when `me`'s owner blocked it. The refusal is the reference's AT0013
+/// `Unable to connect`, which closes the connection.
+pub async fn admit_peer(store: &Store, me: &AtSign, who: &AtSign) -> Result<(), AtError> {
+    if is_blocked(store, me, who).await? {
+        tracing::info!(%me, %who, "a blocked atSign refused");
+        return Err(AtError::with_detail(
+            ErrorCode::BlockedConnection,
+            "Unable to connect",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `me`'s owner blocked `who`.
+async fn is_blocked(store: &Store, me: &AtSign, who: &AtSign) -> Result<bool, AtError> {
     Ok(load(store, me).await?.iter().any(|s| s == who.as_str()))
 }
 
@@ -305,6 +321,28 @@ mod tests {
         assert!(!is_blocked(&f.store, &f.me, &sign("@carol")).await.unwrap());
         run(&f, "config:block:remove:@BOB").await;
         assert!(!is_blocked(&f.store, &f.me, &sign("@bob")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_blocked_atsign_is_refused_with_at0013_unable_to_connect_which_closes() {
+        use at_common::reply::{ErrorStyle, Prompt};
+        let f = fixture().await;
+        assert!(admit_peer(&f.store, &f.me, &sign("@bob")).await.is_ok());
+        run(&f, "config:block:add:@bob").await;
+        let error = admit_peer(&f.store, &f.me, &sign("@bob"))
+            .await
+            .unwrap_err();
+        assert!(error.closes_connection());
+        assert_eq!(
+            Reply::Error(error.clone()).render(&Prompt::Unauthenticated, ErrorStyle::Legacy),
+            &b"error:AT0013-Exception: Unable to connect\n@"[..]
+        );
+        assert_eq!(
+            Reply::Error(error).render(&Prompt::Unauthenticated, ErrorStyle::Json),
+            &br#"error:{"errorCode":"AT0013","errorDescription":"Exception: Unable to connect"}
+@"#[..]
+        );
+        assert!(admit_peer(&f.store, &f.me, &sign("@carol")).await.is_ok());
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ pub(crate) mod update;
 mod update_json;
 
 pub use batch::{batch, Answer};
-pub use config::{config, is_blocked};
+pub use config::{admit_peer, config};
 pub use delete::{delete, AT_SECRET};
 pub use enroll::{apkam_key, enroll, screen, settle, ApkamKey, Requester, Settled};
 pub use info::info;
@@ -208,6 +208,19 @@ pub(crate) mod testing {
         /// Peers that reach no other server: the directory is a closed port.
         pub fn peers(&self) -> crate::peer::Peers {
             crate::peer::Peers::offline(self.store.clone())
+        }
+
+        /// A node over this store (key stores, router, in-process links; needs an actix
+        /// system): atSigns hosted here are reached in-process, others are unreachable.
+        pub fn node(&self) -> crate::node::Node {
+            let (_, draining) = tokio::sync::watch::channel(false);
+            crate::node::Node::start(
+                &crate::config::ServerConfig::default(),
+                self.store.clone(),
+                crate::peer::PeerSettings::offline(),
+                draining,
+                vec![actix::Arbiter::current()],
+            )
         }
 
         /// Provisions `atsign` on the same store: another atSign hosted here.

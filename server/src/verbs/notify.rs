@@ -1,10 +1,10 @@
 //! `notify`, `notify:status`, `notify:list`, `notify:remove` from the owner (notes §5.2, §5.6).
 //!
-//! A notification to oneself or to an atSign hosted on this cluster is stored in the
-//! recipient's received log and handed to its monitors on every node at once; the sender's
-//! sent log records it as `delivered` (a notification to oneself only as received, as the
-//! reference does). One to any other atSign is recorded as `queued` and handed to the
-//! [`NotificationRouter`], which delivers it to the recipient's server.
+//! A notification to oneself is stored in the received log and handed to the monitors on every
+//! node at once (only as received, as the reference does). One to any other atSign is
+//! recorded as `queued` and handed to the [`NotificationRouter`], which delivers it to the
+//! recipient's server: in-process when the recipient is hosted on this cluster, where it is
+//! received exactly as from another server ([`receive`]: block list, de-duplication, caching).
 //!
 //! On a pol connection the notification comes from another server ([`receive`]): it is
 //! stored as received from that atSign, shown on the monitors, and its key cached or its
@@ -196,9 +196,8 @@ fn notification_of(
 }
 
 /// Stores and hands out `notification` from `me` to `recipient`: to oneself, only as received;
-/// to an atSign of this cluster, into its received log and to its monitors on every node, and
-/// into `me`'s sent log as delivered; to an atSign elsewhere, into the sent log as queued, for
-/// the router. A public notification (no recipient) is only recorded as sent.
+/// to another atSign, into the sent log as queued, for the router. A public notification (no
+/// recipient) is only recorded as sent.
 async fn deliver(
     outbox: &Outbox<'_>,
     me: &AtSign,
@@ -225,19 +224,6 @@ async fn deliver(
             )
             .await?;
             monitors.publish(me, notification).await;
-        }
-        Some(to) if store.get_atsign(to).await?.is_some() => {
-            notifications::store(
-                store,
-                to,
-                Received,
-                notification,
-                Status::Delivered,
-                expires,
-            )
-            .await?;
-            notifications::store(store, me, Sent, notification, Status::Delivered, expires).await?;
-            monitors.publish(to, notification).await;
         }
         Some(_) => router::queue(store, router, me, notification, delivery, expires).await?,
         None => {

@@ -4,9 +4,8 @@
 //! of @bob's server as `lookup:all:<key>@bob` — pol-authenticated for `lookup`, anonymous for
 //! `plookup` — and cached if the key's ttr says so.
 //!
-//! @bob's server is this cluster when @bob is hosted here: then the question is answered
-//! in-process by the same verb @bob's server would run, and read back from its reply line, so
-//! both paths give the same bytes. Elsewhere it goes over a peer link ([`crate::peer`]).
+//! The question goes over a peer link ([`crate::peer`]), made in-process when @bob is hosted
+//! on this cluster: either way @bob's server sees `me`'s server ask, and answers the same.
 //!
 //! # Format
 //! As a local lookup; `all` names the key as the owner knows it: `@me:<key>@bob` for lookup,
@@ -26,7 +25,7 @@ use at_common::AtSign;
 
 use super::cache::{self, Cached};
 use super::llookup::render;
-use super::{lookup_peer, lookup_public};
+use super::lookup_public;
 use crate::peer::link::Mode;
 use crate::peer::Peers;
 use crate::store::{Record, Store};
@@ -172,21 +171,20 @@ impl Source<'_> {
         }
     }
 
-    /// The reply line (no prompt) of `other`'s server to `lookup:all:<key>@other`.
+    /// The reply line (no prompt) of `other`'s server to `lookup:all:<key>@other`. `me`'s
+    /// own public keys (plookup of oneself) are read here: no server asks itself.
     async fn ask(&self, key: &str, now: EpochMillis) -> Result<String, AtError> {
-        let (store, other) = (self.store, self.other);
-        let lookup = Lookup {
-            bypass_cache: None,
-            op: Some(LookupOp::All),
-            key: key.to_string(),
-            owner: other.clone(),
-        };
-        if other == self.me || store.get_atsign(other).await?.is_some() {
-            let reply = match self.mode {
-                Mode::Pol => lookup_peer(store, other, self.me, &lookup, now).await,
-                Mode::Anonymous => lookup_public(store, other, &lookup, now).await,
+        let other = self.other;
+        if other == self.me && self.mode == Mode::Anonymous {
+            let lookup = Lookup {
+                bypass_cache: None,
+                op: Some(LookupOp::All),
+                key: key.to_string(),
+                owner: other.clone(),
             };
-            return Ok(line_of(reply));
+            return Ok(line_of(
+                lookup_public(self.store, other, &lookup, now).await,
+            ));
         }
         let line = format!("lookup:all:{key}{other}");
         Ok(self.peers.ask(self.me, other, self.mode, line).await?)

@@ -1,40 +1,28 @@
 //! `scan:@bob[ <regex>]` by the owner (notes §3.3): the keys @bob shared with `me`, as @bob's
 //! server lists them to `me`'s server over a pol link (`scan` / `scan <regex>`), passed through
-//! (`data:["phone@bob"]`). When @bob is hosted on this cluster, the same view is read
-//! in-process ([`super::scan_peer`]). `showhidden` and `page` are not sent, as by the reference.
+//! (`data:["phone@bob"]`), in-process when @bob is hosted on this cluster ([`crate::peer`]).
+//! `showhidden` and `page` are not sent, as by the reference.
 //!
 //! # Errors
 //! @bob's server's own error, passed on; AT0007 when it cannot be found or reached, AT0008
 //! when it refuses the handshake or answers something that is not a reply.
 
 use at_common::error::AtError;
-use at_common::metadata::EpochMillis;
 use at_common::reply::Reply;
 use at_common::verb::Scan;
 use at_common::AtSign;
 
 use super::remote::read_reply;
-use super::scan_peer;
 use crate::peer::link::Mode;
 use crate::peer::Peers;
-use crate::store::Store;
 
 /// `scan:<other>[ <regex>]` on `me`'s owner connection, `other` ≠ `me`.
 pub async fn scan_remote(
-    store: &Store,
     peers: &Peers,
     me: &AtSign,
     other: &AtSign,
     cmd: &Scan,
-    now_ms: EpochMillis,
 ) -> Result<Reply, AtError> {
-    if store.get_atsign(other).await?.is_some() {
-        let asked = Scan {
-            regex: cmd.regex.clone(),
-            ..Scan::default()
-        };
-        return scan_peer(store, other, me, &asked, now_ms).await;
-    }
     let line = match &cmd.regex {
         Some(regex) => format!("scan {regex}"),
         None => "scan".to_string(),
@@ -49,11 +37,19 @@ mod tests {
 
     use super::*;
     use crate::store::{CommitOp, Record};
-    use crate::verbs::testing::{command, fixture, wire, NOW};
+    use crate::verbs::testing::{command, fixture, wire};
 
-    #[tokio::test]
+    fn scan(line: &str) -> Scan {
+        let Command::Scan(cmd) = command(line) else {
+            panic!("{line}")
+        };
+        cmd
+    }
+
+    #[actix_rt::test]
     async fn an_atsign_hosted_here_lists_what_it_shared_with_me() {
         let f = fixture().await;
+        f.host("@alice").await;
         let bob = f.host("@bob").await;
         let value = Record {
             value: Some("1".into()),
@@ -70,19 +66,14 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let scan = |line: &str| {
-            let Command::Scan(cmd) = command(line) else {
-                panic!("{line}")
-            };
-            cmd
-        };
-        let peers = f.peers();
-        let all = scan_remote(&f.store, &peers, &f.me, &bob, &scan("scan:@bob"), NOW).await;
+        let node = f.node();
+        let peers = node.hosts.peers();
+        let all = scan_remote(peers, &f.me, &bob, &scan("scan:@bob")).await;
         assert_eq!(
             wire(&f.me, all),
             "data:[\"fax@bob\",\"phone@bob\"]\n@alice@"
         );
-        let some = scan_remote(&f.store, &peers, &f.me, &bob, &scan("scan:@bob ph"), NOW).await;
+        let some = scan_remote(peers, &f.me, &bob, &scan("scan:@bob ph")).await;
         assert_eq!(wire(&f.me, some), "data:[\"phone@bob\"]\n@alice@");
     }
 
@@ -90,11 +81,10 @@ mod tests {
     async fn an_atsign_elsewhere_is_at0007_when_its_server_cannot_be_found() {
         let f = fixture().await;
         let carol = AtSign::parse("@carol").unwrap();
-        let Command::Scan(cmd) = command("scan:@carol") else {
-            panic!()
-        };
-        let reply = scan_remote(&f.store, &f.peers(), &f.me, &carol, &cmd, NOW).await;
-        let reply = wire(&f.me, reply);
-        assert!(reply.starts_with("error:AT0007-"), "{reply}");
+        let reply = scan_remote(&f.peers(), &f.me, &carol, &scan("scan:@carol")).await;
+        assert_eq!(
+            wire(&f.me, reply),
+            "error:AT0007-Secondary server not found : the atDirectory is unreachable\n@alice@"
+        );
     }
 }

@@ -1,0 +1,107 @@
+//! One node's parts, wired once, for `serve` ([`crate::listener`]) and for tests: the monitors,
+//! the links to other atServers, the notification router, the key stores, the connection
+//! limits, and the serving of this node's own atSigns to its own peer links in-process.
+//!
+//! Why in-process links are safe: they are made only for an atSign this cluster hosts (its
+//! record is in the store), by this node for one of its own atSigns, so the TLS that would
+//! prove the server's and the client's names proves nothing more here. Everything else is
+//! kept: the link still says `from`, signs the challenge and says `pol`, and the other
+//! atSign's connection still checks its block list and runs the same verbs.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor as _;
+use at_common::AtSign;
+
+use crate::config::ServerConfig;
+use crate::connection::actor::{Connection, Limits, Origin, Slot};
+use crate::connection::throttle::AuthThrottle;
+use crate::keystore::{Hosts, Services};
+use crate::notifications::Monitors;
+use crate::peer::{InProcess, PeerSettings, Peers};
+use crate::router::NotificationRouter;
+use crate::store::Store;
+
+/// How much an in-process connection buffers each way before the writer waits.
+const IN_PROCESS_BUFFER: usize = 64 * 1024;
+
+/// A running node's parts.
+pub struct Node {
+    pub hosts: Hosts,
+    pub limits: Arc<Limits>,
+}
+
+impl Node {
+    /// Starts the node's actors over `store` on the current actix system; key stores run on
+    /// `arbiters` (at least one). `draining` turns true when the node shuts down.
+    pub fn start(
+        config: &ServerConfig,
+        store: Store,
+        peer_settings: PeerSettings,
+        draining: tokio::sync::watch::Receiver<bool>,
+        arbiters: Vec<actix::ArbiterHandle>,
+    ) -> Node {
+        let monitors = Monitors::start(store.clone());
+        let peers = Peers::new(peer_settings, store.clone(), monitors.clone());
+        let router = NotificationRouter::new(
+            store.clone(),
+            peers.clone(),
+            Duration::from_millis(config.notification_retry_max_millis),
+        )
+        .start();
+        let services = Services {
+            store,
+            monitors,
+            peers: peers.clone(),
+            router,
+        };
+        let hosts = Hosts::new(
+            services,
+            Duration::from_secs(config.keystore_idle_secs),
+            arbiters,
+        );
+        let limits = Arc::new(Limits {
+            started: std::time::Instant::now(),
+            buffer_limit: config.buffer_limit,
+            idle_unauthenticated: config.idle_limit(false),
+            idle_authenticated: config.idle_limit(true),
+            auth_throttle: Arc::new(AuthThrottle::new(config.throttle_limits())),
+            peer_certificate_required: config.peer_client_certificate
+                == crate::config::ClientCertificate::Required,
+            draining,
+        });
+        peers.serve_in_process(Arc::new(Local {
+            hosts: hosts.clone(),
+            limits: Arc::clone(&limits),
+            open: Arc::default(),
+        }));
+        Node { hosts, limits }
+    }
+}
+
+/// This node serving its own atSigns to its own links.
+struct Local {
+    hosts: Hosts,
+    limits: Arc<Limits>,
+    /// In-process connections open now. Not among `inbound_max_limit`: the links that make
+    /// them are bounded by `outbound_max_limit`.
+    open: Arc<AtomicUsize>,
+}
+
+impl InProcess for Local {
+    fn connect(&self, atsign: &AtSign) -> tokio::io::DuplexStream {
+        let (near, far) = tokio::io::duplex(IN_PROCESS_BUFFER);
+        let slot = Slot::take(&self.open, usize::MAX).expect("an unbounded count has room");
+        Connection::start(
+            far,
+            atsign.clone(),
+            &self.hosts,
+            Arc::clone(&self.limits),
+            slot,
+            Origin::InProcess,
+        );
+        near
+    }
+}
