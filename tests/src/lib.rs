@@ -5,6 +5,7 @@
 //! - [`bench`]: what the benchmark binaries share (TLS connector, `/proc` readings).
 //! - [`client`]: a blocking TLS (or plain) client that asserts exact bytes, with timeouts.
 //! - [`servers`]: independent atServers that reach each other (cluster CA, one directory).
+//! - [`scenes`]: @alice and @bob on one node, on two nodes sharing Redis, or on two servers.
 //! - [`http`]: a raw HTTP/1.1 client for the HTTP endpoints (status API, metrics), with deadlines.
 //!
 //! Blocking std sockets on purpose: a test reads like the transcript it checks, and no test
@@ -15,6 +16,7 @@ pub mod client;
 pub mod http;
 pub mod process;
 pub mod redis;
+pub mod scenes;
 pub mod servers;
 
 use std::path::PathBuf;
