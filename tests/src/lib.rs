@@ -5,6 +5,7 @@
 //! - [`bench`]: what the benchmark binaries share (TLS connector, `/proc` readings).
 //! - [`client`]: a blocking TLS (or plain) client that asserts exact bytes, with timeouts.
 //! - [`servers`]: independent atServers that reach each other (cluster CA, one directory).
+//! - [`scenes`]: @alice and @bob on one node, on two nodes sharing Redis, or on two servers.
 //! - [`http`]: a raw HTTP/1.1 client for the HTTP endpoints (status API, metrics), with deadlines.
 //!
 //! Blocking std sockets on purpose: a test reads like the transcript it checks, and no test
@@ -15,6 +16,7 @@ pub mod client;
 pub mod http;
 pub mod process;
 pub mod redis;
+pub mod scenes;
 pub mod servers;
 
 use std::path::PathBuf;
@@ -27,6 +29,12 @@ use std::path::PathBuf;
 /// server binds it. These come from below that range (20000–32767), from a per-process
 /// random start, never twice in one process, and are probed before being handed out.
 pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// `count` consecutive loopback ports free right now (a per-atSign port range), the first
+/// returned; picked as [`free_port`] picks one, never handed out twice in one process.
+pub fn free_ports(count: u16) -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const FIRST: u32 = 20_000;
     const COUNT: u32 = 12_768;
@@ -42,13 +50,23 @@ pub fn free_port() -> u16 {
                 % COUNT,
         )
     });
+    let count = u32::from(count.max(1));
     for _ in 0..COUNT {
-        let port = (FIRST + next.fetch_add(1, Ordering::Relaxed) % COUNT) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+        // Reserved at once, so threads asking together never get overlapping ranges.
+        let start = next.fetch_add(count, Ordering::Relaxed) % COUNT;
+        if start + count > COUNT {
+            continue;
+        }
+        let free = (start..start + count)
+            .all(|n| std::net::TcpListener::bind(("127.0.0.1", (FIRST + n) as u16)).is_ok());
+        if free {
+            return (FIRST + start) as u16;
         }
     }
-    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT)
+    panic!(
+        "no {count} free loopback ports in {FIRST}..{}",
+        FIRST + COUNT
+    )
 }
 
 /// The Python with the SDK (PyPI `atsdk`) that the SDK tests run, named by `AT_PYTHON_SDK`

@@ -15,11 +15,11 @@ pub struct Cluster {
     directory: Running,
 }
 
-/// One atServer of a [`Cluster`], hosting one atSign on a port of its own.
+/// One atServer of a [`Cluster`], hosting one atSign (or a few) on a port of its own.
 pub struct Server {
     config: PathBuf,
     data: PathBuf,
-    /// The port of its atSign.
+    /// The port of its (first) atSign.
     pub port: u16,
     running: Option<Running>,
 }
@@ -102,14 +102,27 @@ impl Cluster {
     /// Configures server `name` (with `extra` TOML lines for the top level), provisions
     /// `atsign` on it and returns it, not yet serving, with the atSign's CRAM secret.
     pub fn server(&self, name: &str, atsign: &str, extra: &str) -> (Server, String) {
-        let port = crate::free_port();
+        let (server, mut secrets) = self.server_hosting(name, &[atsign], extra);
+        (server, secrets.remove(0))
+    }
+
+    /// [`Cluster::server`] hosting every one of `atsigns`, each on a port of its own (the
+    /// first on [`Server::port`], the next ones after it, in order); their CRAM secrets.
+    pub fn server_hosting(
+        &self,
+        name: &str,
+        atsigns: &[&str],
+        extra: &str,
+    ) -> (Server, Vec<String>) {
+        let count = u16::try_from(atsigns.len()).expect("a few atSigns");
+        let port = crate::free_ports(count);
         let (data, config) = (self.root.join(name), self.root.join(format!("{name}.toml")));
         let ca = self.root.join("ca");
         std::fs::write(
             &config,
             format!(
                 "data_dir = {}\ndirectory_data_dir = {}\npublic_host = \"127.0.0.1\"\n\
-                 listen = \"127.0.0.1:0\"\nport_range_start = {port}\nport_range_len = 1\n\
+                 listen = \"127.0.0.1:0\"\nport_range_start = {port}\nport_range_len = {count}\n\
                  directory = \"{}\"\ndirectory_ca_file = {}\npeer_ca_files = [{}]\n{extra}\n\
                  [tls]\nca_file = {}\nca_key_file = {}\n",
                 toml_path(&data),
@@ -123,29 +136,35 @@ impl Cluster {
         )
         .unwrap();
         let config_arg = config.display().to_string();
-        let out = run(
-            &workspace_binary("at-server"),
-            &["--config", &config_arg, "provision", atsign],
-            &[],
-        );
-        assert!(out.status.success(), "provision: {out:?}");
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        assert!(
-            stdout.starts_with(&format!("provisioned {atsign} at 127.0.0.1:{port}")),
-            "{stdout}"
-        );
-        let secret = stdout
-            .lines()
-            .find_map(|line| line.strip_prefix("cram secret: "))
-            .unwrap_or_else(|| panic!("{stdout}"))
-            .to_string();
+        // Provisioning takes the lowest free port of the range: the order of `atsigns`.
+        let secrets = (port..)
+            .zip(atsigns)
+            .map(|(its_port, atsign)| {
+                let out = run(
+                    &workspace_binary("at-server"),
+                    &["--config", &config_arg, "provision", atsign],
+                    &[],
+                );
+                assert!(out.status.success(), "provision: {out:?}");
+                let stdout = String::from_utf8(out.stdout).unwrap();
+                assert!(
+                    stdout.starts_with(&format!("provisioned {atsign} at 127.0.0.1:{its_port}")),
+                    "{stdout}"
+                );
+                stdout
+                    .lines()
+                    .find_map(|line| line.strip_prefix("cram secret: "))
+                    .unwrap_or_else(|| panic!("{stdout}"))
+                    .to_string()
+            })
+            .collect();
         let server = Server {
             config,
             data,
             port,
             running: None,
         };
-        (server, secret)
+        (server, secrets)
     }
 }
 
