@@ -21,6 +21,7 @@ use crate::peer::Peers;
 use crate::router::NotificationRouter;
 use crate::store::{AtSignStatus, Store};
 use crate::verbs;
+use crate::verbs::Change;
 
 /// Where the owner's PKAM public key is kept (the reference's key name).
 pub const PKAM_PUBLIC_KEY: &str = "privatekey:at_pkam_publickey";
@@ -61,6 +62,12 @@ pub struct Run {
     /// Inbound connections open on the node now (`stats` id 1).
     pub inbound: usize,
 }
+
+/// Makes the atSign's signing key pair if it has none yet ([`crate::signing`]): asked when
+/// its owner authenticates.
+#[derive(Message)]
+#[rtype(result = "Result<(), AtError>")]
+pub struct EnsureSigningKeys;
 
 /// Stops the key store at once (its atSign was deprovisioned).
 #[derive(Message)]
@@ -132,6 +139,16 @@ impl Handler<AdmitPeer> for KeyStore {
     }
 }
 
+impl Handler<EnsureSigningKeys> for KeyStore {
+    type Result = ResponseFuture<Result<(), AtError>>;
+
+    fn handle(&mut self, _: EnsureSigningKeys, _: &mut Context<Self>) -> Self::Result {
+        self.last_used = Instant::now();
+        let (store, me) = (self.services.store.clone(), self.me.clone());
+        Box::pin(async move { crate::signing::ensure(&store, &me).await })
+    }
+}
+
 impl Handler<Stop> for KeyStore {
     type Result = ();
 
@@ -184,12 +201,12 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
     match &run.command {
         Command::Update(c) => {
             let reply = verbs::update(store, me, c, now).await;
-            tell_shared(&outbox, me, &c.key, false, &reply, now).await;
+            tell_shared(&outbox, me, &c.key, Change::Updated, &reply, now).await;
             stats_after(monitors, me, "update", reply)
         }
         Command::UpdateMeta(c) => {
             let reply = verbs::update_meta(store, me, c, now).await;
-            tell_shared(&outbox, me, &c.key, false, &reply, now).await;
+            tell_shared(&outbox, me, &c.key, Change::MetaUpdated, &reply, now).await;
             stats_after(monitors, me, "update", reply)
         }
         Command::Llookup(c) => verbs::llookup(store, me, c, now).await,
@@ -215,7 +232,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
                 activate(store, me).await?;
             }
             let reply = Ok(reply);
-            tell_shared(&outbox, me, &c.key, true, &reply, now).await;
+            tell_shared(&outbox, me, &c.key, Change::Deleted, &reply, now).await;
             stats_after(monitors, me, "delete", reply)
         }
         Command::Stats(c) => {
@@ -299,14 +316,14 @@ async fn tell_shared(
     outbox: &verbs::Outbox<'_>,
     me: &AtSign,
     key: &at_common::key::AtKey,
-    deleted: bool,
+    change: Change,
     reply: &Result<Reply, AtError>,
     now: i64,
 ) {
     if reply.is_err() {
         return;
     }
-    if let Err(error) = verbs::auto_notify(outbox, me, key, deleted, now).await {
+    if let Err(error) = verbs::auto_notify(outbox, me, key, change, now).await {
         tracing::warn!(%me, %error, "could not notify the atSign a key is shared with");
     }
 }

@@ -598,6 +598,19 @@ mod tests {
             broken()
         }
 
+        async fn take_lease(
+            &self,
+            _: &AtSign,
+            _: &str,
+            _: std::time::Duration,
+        ) -> Result<bool, StoreError> {
+            broken()
+        }
+
+        async fn drop_lease(&self, _: &AtSign, _: &str) -> Result<(), StoreError> {
+            broken()
+        }
+
         async fn put_notification(
             &self,
             _: &AtSign,

@@ -142,6 +142,10 @@ pub struct Delivery {
     pub ttr: Option<i64>,
     pub ccd: Option<bool>,
     pub pub_key_cs: Option<String>,
+    /// `strategy:latest`: of `notifier`'s notifications waiting for the same recipient, only
+    /// the newest this many go ([`crate::router`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<u64>,
     /// Failed attempts so far.
     pub attempts: u32,
 }

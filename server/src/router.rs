@@ -150,9 +150,8 @@ async fn attempt(
     id: &str,
     retry_max: Duration,
 ) -> Outcome {
-    let lease = format!("delivery:{id}");
-    // Longer than an attempt can take: directory, connect, handshake and reply, each bounded.
-    let ttl = peers.settings().timeout.saturating_mul(LEASE_TIMEOUTS);
+    let lease = lease_name(id);
+    let ttl = lease_ttl(peers.settings().timeout);
     match store.take_lease(from, &lease, ttl).await {
         Ok(true) => {}
         Ok(false) => return Outcome::Retry(retry_max),
@@ -224,6 +223,7 @@ async fn attempt_held(
         tracing::info!(%from, %to, id, attempts = delivery.attempts, answer = ?answer, "notification not delivered yet");
     }
     let attempts = delivery.attempts;
+    let latest = delivery.latest;
     stored.delivery = Some(delivery);
     // Superseded (strategy:latest) or removed while this attempt ran: leave it so.
     let still_due = store
@@ -240,6 +240,21 @@ async fn attempt_held(
     }
     if delivered || attempts >= MAX_ATTEMPTS {
         return Outcome::Done;
+    }
+    // strategy:latest, and newer ones were sent while this attempt ran: not worth retrying.
+    if let Some(keep) = latest {
+        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+        let notifier = stored.delivery.as_ref().and_then(|d| d.notifier.as_deref());
+        let beyond = match notifier {
+            Some(notifier) => beyond_latest(store, from, &to, notifier, keep, now_ms()).await,
+            None => Ok(Vec::new()),
+        };
+        if beyond.is_ok_and(|ids| ids.iter().any(|one| one == id)) {
+            if let Err(error) = expire_undelivered(store, from, id, now_ms()).await {
+                tracing::warn!(%from, id, %error, "expiring a superseded notification");
+            }
+            return Outcome::Done;
+        }
     }
     let backoff = FIRST_RETRY.saturating_mul(1 << attempts.min(16));
     Outcome::Retry(backoff.min(retry_max))
@@ -318,15 +333,64 @@ pub async fn queue(
 
 /// `strategy:latest`: of what `from` still has to deliver to `to` from `notifier`, only the
 /// newest `keep` go; the older ones expire now (notify:status then says `expired`), as the
-/// reference trims the sender's queue.
-pub async fn supersede(
+/// reference trims the sender's queue. One being delivered at this moment (its delivery lease
+/// is held, [`attempt`]) is left to that attempt: it may well arrive, and a notification that
+/// arrived must never read `expired`.
+#[derive(Message)]
+#[rtype(result = "Result<(), crate::store::StoreError>")]
+pub struct Supersede {
+    pub from: AtSign,
+    pub to: AtSign,
+    pub notifier: String,
+    pub keep: usize,
+    pub now: EpochMillis,
+}
+
+impl Handler<Supersede> for NotificationRouter {
+    type Result = ResponseFuture<Result<(), crate::store::StoreError>>;
+
+    fn handle(&mut self, job: Supersede, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        let lease_ttl = lease_ttl(self.peers.settings().timeout);
+        Box::pin(async move { supersede(&store, &job, lease_ttl).await })
+    }
+}
+
+async fn supersede(
+    store: &Store,
+    job: &Supersede,
+    lease_ttl: Duration,
+) -> Result<(), crate::store::StoreError> {
+    let Supersede {
+        from,
+        to,
+        notifier,
+        keep,
+        now,
+    } = job;
+    for id in beyond_latest(store, from, to, notifier, *keep, *now).await? {
+        let lease = lease_name(&id);
+        if !store.take_lease(from, &lease, lease_ttl).await? {
+            // Being delivered: if that attempt fails, it expires then ([`attempt_held`]).
+            continue;
+        }
+        let expired = expire_undelivered(store, from, &id, *now).await;
+        store.drop_lease(from, &lease).await?;
+        expired?;
+    }
+    Ok(())
+}
+
+/// strategy:latest's rule, the one place it is decided: of `from`'s notifications still to
+/// deliver in `notifier`'s stream to `to`, all but the newest `keep`, oldest first.
+async fn beyond_latest(
     store: &Store,
     from: &AtSign,
     to: &AtSign,
     notifier: &str,
     keep: usize,
     now: EpochMillis,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<Vec<String>, crate::store::StoreError> {
     let rows = store
         .notifications(from, NotificationLog::Sent, None, usize::MAX)
         .await?;
@@ -335,21 +399,56 @@ pub async fn supersede(
         let Ok(stored) = notifications::read_stored(row) else {
             continue;
         };
-        let same_stream = stored.notification.to == to.as_str()
-            && stored
-                .delivery
-                .as_ref()
-                .is_some_and(|d| d.notifier.as_deref() == Some(notifier));
-        if same_stream && stored.status != Status::Delivered {
-            waiting.push(stored);
+        if same_stream(&stored, to, notifier) && stored.status != Status::Delivered {
+            waiting.push(stored.notification.id);
         }
     }
     // The log is oldest first: the newest `keep` are the last ones.
-    let superseded = waiting.len().saturating_sub(keep);
-    for stored in waiting.into_iter().take(superseded) {
-        notifications::put(store, from, NotificationLog::Sent, &stored, now).await?;
+    let beyond = waiting.len().saturating_sub(keep);
+    waiting.truncate(beyond);
+    Ok(waiting)
+}
+
+/// Expires `from`'s sent notification `id` now (notify:status: `expired`), unless it was
+/// delivered meanwhile. The caller holds its delivery lease.
+async fn expire_undelivered(
+    store: &Store,
+    from: &AtSign,
+    id: &str,
+    now: EpochMillis,
+) -> Result<(), crate::store::StoreError> {
+    let Some(row) = store
+        .get_notification(from, NotificationLog::Sent, id)
+        .await?
+    else {
+        return Ok(());
+    };
+    match notifications::read_stored(&row) {
+        Ok(stored) if stored.status != Status::Delivered => {
+            notifications::put(store, from, NotificationLog::Sent, &stored, now).await
+        }
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// Whether `stored` is one of `notifier`'s notifications to `to`.
+fn same_stream(stored: &Stored, to: &AtSign, notifier: &str) -> bool {
+    stored.notification.to == to.as_str()
+        && stored
+            .delivery
+            .as_ref()
+            .is_some_and(|d| d.notifier.as_deref() == Some(notifier))
+}
+
+/// The delivery lease of notification `id`: held by whoever sends it, or expires it.
+fn lease_name(id: &str) -> String {
+    format!("delivery:{id}")
+}
+
+/// How long a delivery lease lasts: longer than an attempt can take (directory, connect,
+/// handshake and reply, each bounded by the peer timeout).
+pub fn lease_ttl(peer_timeout: Duration) -> Duration {
+    peer_timeout.saturating_mul(LEASE_TIMEOUTS)
 }
 
 #[cfg(test)]

@@ -32,12 +32,18 @@ const OWNER: &[(&str, &str)] = &[
         "lookup:nothing@alice\n",
         "error:AT0015-key not found : @alice:nothing@alice does not exist in keystore\n@alice@",
     ),
-    ("scan\n", "data:[\"@bob:shared@alice\",\"public:pub@alice\",\"self@alice\"]\n@alice@"),
+    (
+        "scan\n",
+        "data:[\"@alice:signing_privatekey@alice\",\"@bob:shared@alice\",\"public:pub@alice\",\"public:signing_publickey@alice\",\"self@alice\"]\n@alice@",
+    ),
     (
         "scan:showhidden:true\n",
-        "data:[\"@bob:shared@alice\",\"_hidden@alice\",\"public:__phidden@alice\",\"public:pub@alice\",\"self@alice\"]\n@alice@",
+        "data:[\"@alice:signing_privatekey@alice\",\"@bob:shared@alice\",\"_hidden@alice\",\"public:__phidden@alice\",\"public:pub@alice\",\"public:signing_publickey@alice\",\"self@alice\"]\n@alice@",
     ),
-    ("scan .*pub.*\n", "data:[\"public:pub@alice\"]\n@alice@"),
+    (
+        "scan .*pub.*\n",
+        "data:[\"public:pub@alice\",\"public:signing_publickey@alice\"]\n@alice@",
+    ),
     (
         "delete:public:publickey@alice\n",
         "error:AT0009-UnAuthorized client in request : Cannot delete protected key: 'public:publickey@alice'\n@alice@",
@@ -68,8 +74,14 @@ const ANYONE: &[(&str, &str)] = &[
         "error:AT0015-Exception: public:_hidden@alice does not exist in keystore\n@",
     ),
     ("lookup:__phidden@alice\n", "data:PH\n@"),
-    ("scan\n", "data:[\"pub@alice\"]\n@"),
-    ("scan:showhidden:true\n", "data:[\"pub@alice\"]\n@"),
+    (
+        "scan\n",
+        "data:[\"pub@alice\",\"signing_publickey@alice\"]\n@",
+    ),
+    (
+        "scan:showhidden:true\n",
+        "data:[\"pub@alice\",\"signing_publickey@alice\"]\n@",
+    ),
     ("llookup:public:pub@alice\n", NO_AUTH),
     ("llookup:self@alice\n", NO_AUTH),
     ("llookup:@bob:shared@alice\n", NO_AUTH),

@@ -173,7 +173,10 @@ fn lines_ending_in_crlf_are_trimmed_like_any_other(backend: Backend) {
     );
     owner.ask("llookup:public:crlf@alice\n", "data: two words\n@alice@");
     let mut anyone = node.client();
-    anyone.ask("scan\r\n", "data:[\"crlf@alice\"]\n@");
+    anyone.ask(
+        "scan\r\n",
+        "data:[\"crlf@alice\",\"signing_publickey@alice\"]\n@",
+    );
 }
 
 fn pipelined_commands_in_one_write_are_each_answered_in_order(backend: Backend) {
@@ -204,7 +207,7 @@ fn pipelined_commands_in_one_write_are_each_answered_in_order(backend: Backend) 
         b"data:two\n@\
           error:AT0015-Exception: public:nothing@alice does not exist in keystore\n@\
           error:AT0003-Exception: invalid command\n@\
-          data:[\"p1@alice\"]\n@",
+          data:[\"p1@alice\",\"signing_publickey@alice\"]\n@",
     );
 }
 
@@ -248,7 +251,10 @@ fn verbs_are_matched_in_any_case_and_keys_are_lowercased_but_values_are_not(back
         "data:Value With CAPS\n@alice@",
     );
     anyone.ask("Lookup:Mixed.Case@alice\n", "data:Value With CAPS\n@");
-    anyone.ask("Scan\n", "data:[\"mixed.case@alice\"]\n@");
+    anyone.ask(
+        "Scan\n",
+        "data:[\"mixed.case@alice\",\"signing_publickey@alice\"]\n@",
+    );
     let challenge = {
         anyone.send(b"FROM:@ALICE\n");
         let reply = anyone.read_until(b"\n@");
@@ -648,7 +654,7 @@ fn a_burst_of_bad_input_loses_nothing_written_before_and_commits_nothing(backend
     owner.ask("llookup:@bob:gamma@alice\n", "data:3\n@alice@");
     owner.ask(
         "scan\n",
-        "data:[\"@bob:gamma@alice\",\"beta@alice\",\"public:alpha@alice\"]\n@alice@",
+        "data:[\"@alice:signing_privatekey@alice\",\"@bob:gamma@alice\",\"beta@alice\",\"public:alpha@alice\",\"public:signing_publickey@alice\"]\n@alice@",
     );
     let mut again = cram_in(&node);
     again.ask("llookup:public:alpha@alice\n", "data:1\n@alice@");

@@ -179,7 +179,10 @@ fn onboarding_as_real_clients_run_it_then_pkam_and_cram_disabled(backend: Backen
 
     // What the status check of at_server_status looks at, unauthenticated.
     let mut anyone = node.client();
-    anyone.ask("scan\n", "data:[\"publickey@alice\"]\n@");
+    anyone.ask(
+        "scan\n",
+        "data:[\"publickey@alice\",\"signing_publickey@alice\"]\n@",
+    );
     anyone.ask(
         "lookup:publickey@alice\n",
         "data:MIIBIjANBgkq-encryption-key\n@",
@@ -241,7 +244,10 @@ fn owner_keys_round_trip_and_missing_keys_are_at0015(backend: Backend) {
     );
     // Anyone sees the public key only.
     let mut anyone = node.client();
-    anyone.ask("scan\n", "data:[\"location.wavi@alice\"]\n@");
+    anyone.ask(
+        "scan\n",
+        "data:[\"location.wavi@alice\",\"signing_publickey@alice\"]\n@",
+    );
     anyone.ask("lookup:location.wavi@alice\n", "data:London\n@");
 }
 

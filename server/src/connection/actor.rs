@@ -31,7 +31,7 @@ use tokio_util::codec::FramedRead;
 use super::auth_state::{AuthState, Proven};
 use super::authenticate;
 use super::throttle::{is_failed_proof, AuthThrottle};
-use crate::keystore::{AdmitPeer, GetAuthMaterial, Hosts, KeyStore, Run};
+use crate::keystore::{AdmitPeer, EnsureSigningKeys, GetAuthMaterial, Hosts, KeyStore, Run};
 use crate::metrics::metrics;
 use crate::notifications::{Monitors, Subscription};
 use crate::peer::Peers;
@@ -437,7 +437,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             };
             let failed = result.as_ref().is_err_and(is_failed_proof);
             act.limits.auth_throttle.settle(&me, admission, failed);
-            act.answer_proof(result, ctx);
+            if !act.state.is_owner() {
+                return act.answer_proof(result, ctx);
+            }
+            // The owner is in: the atSign's signing keys exist from now on (made once, the
+            // first time), before the owner or anyone can look for them.
+            let keys = act.keystore.send(EnsureSigningKeys);
+            ctx.wait(keys.into_actor(act).map(move |made, act, ctx| {
+                if !matches!(made, Ok(Ok(()))) {
+                    tracing::warn!(atsign = %act.me, ?made, "could not make the signing keys; made on first need");
+                }
+                act.answer_proof(result, ctx);
+            }));
         }));
     }
 

@@ -65,6 +65,26 @@ pub async fn run(store: &Store) {
     concurrent_read_modify_writes(store).await;
     notification_logs(store).await;
     export_import_round_trip(store).await;
+    leases(store).await;
+}
+
+/// A lease is held by one taker until dropped or expired, per atSign and name.
+async fn leases(store: &Store) {
+    let (a, b) = (sign("leased"), sign("leased2"));
+    let long = std::time::Duration::from_secs(60);
+    assert!(store.take_lease(&a, "delivery:1", long).await.unwrap());
+    assert!(!store.take_lease(&a, "delivery:1", long).await.unwrap());
+    assert!(store.take_lease(&a, "delivery:2", long).await.unwrap());
+    assert!(store.take_lease(&b, "delivery:1", long).await.unwrap());
+    store.drop_lease(&a, "delivery:1").await.unwrap();
+    assert!(store.take_lease(&a, "delivery:1", long).await.unwrap());
+    let short = std::time::Duration::from_millis(50);
+    assert!(store.take_lease(&a, "brief", short).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert!(
+        store.take_lease(&a, "brief", short).await.unwrap(),
+        "expired"
+    );
 }
 
 pub fn notification(id: &str, at_ms: i64, expires_ms: i64) -> NotificationRow {

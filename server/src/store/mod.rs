@@ -316,22 +316,18 @@ pub trait Backend: Send + Sync {
         None
     }
 
-    /// Takes the lease `name` of `atsign` for `ttl` if no node holds it: a node's exclusive
-    /// right, for a while, to do one thing (deliver one notification); says whether it did. A
-    /// store that one node alone uses grants every lease (that node orders its own work).
+    /// Takes the lease `name` of `atsign` for `ttl` if nobody (no node, no other task) holds
+    /// it: an exclusive right, for a while, to do one thing (deliver one notification, or
+    /// expire it); says whether it did.
     async fn take_lease(
         &self,
-        _atsign: &AtSign,
-        _name: &str,
-        _ttl: std::time::Duration,
-    ) -> Result<bool, StoreError> {
-        Ok(true)
-    }
+        atsign: &AtSign,
+        name: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError>;
 
     /// Gives up the lease `name` of `atsign` before its time is up.
-    async fn drop_lease(&self, _atsign: &AtSign, _name: &str) -> Result<(), StoreError> {
-        Ok(())
-    }
+    async fn drop_lease(&self, atsign: &AtSign, name: &str) -> Result<(), StoreError>;
 
     /// The atSign whose TLS server name has `label` ([`AtSignInfo::sni_label`]). The default
     /// looks at every atSign; a backend with an index answers at once.

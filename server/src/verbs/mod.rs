@@ -40,7 +40,9 @@ pub use info::info;
 pub use llookup::llookup;
 pub use lookup::{lookup_owner, lookup_peer, lookup_public};
 pub use noop::{noop, NOOP_MAX_MILLIS};
-pub use notify::{auto_notify, notify, notify_all, notify_remove, notify_status, receive, Outbox};
+pub use notify::{
+    auto_notify, notify, notify_all, notify_remove, notify_status, receive, Change, Outbox,
+};
 pub use notify_list::{notify_fetch, notify_list};
 pub use plookup::plookup;
 pub use remote::{lookup_remote, refresh_cached, refresh_due, Refreshed};

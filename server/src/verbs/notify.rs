@@ -57,11 +57,19 @@ pub async fn notify(
     };
     let delivery = delivery_of(cmd);
     deliver(outbox, me, recipient, &notification, delivery, expires).await?;
-    if let (Some(Strategy::Latest), Some(to), Some(notifier)) =
-        (cmd.strategy, recipient, &cmd.notifier)
-    {
-        let keep = usize::try_from(cmd.latest_n.unwrap_or(1).max(1)).unwrap_or(usize::MAX);
-        router::supersede(outbox.store, me, to, notifier, keep, now).await?;
+    if let (Some(keep), Some(to), Some(notifier)) = (latest_n(cmd), recipient, &cmd.notifier) {
+        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+        let supersede = router::Supersede {
+            from: me.clone(),
+            to: to.clone(),
+            notifier: notifier.clone(),
+            keep,
+            now,
+        };
+        match outbox.router.send(supersede).await {
+            Ok(done) => done?,
+            Err(_) => return Err(ErrorCode::InternalServerException.into()),
+        }
     }
     Ok(Reply::Data(notification.id))
 }
@@ -142,8 +150,15 @@ fn delivery_of(cmd: &Notify) -> Delivery {
         ttr: cmd.meta.ttr.filter(|_| cache_hint),
         ccd: cmd.meta.ccd.filter(|_| cache_hint),
         pub_key_cs: cmd.meta.pub_key_cs.clone(),
+        latest: latest_n(cmd),
         attempts: 0,
     }
+}
+
+/// How many of its notifier's waiting notifications `strategy:latest` keeps (latestN,
+/// default 1); `None` for strategy all.
+fn latest_n(cmd: &Notify) -> Option<u64> {
+    (cmd.strategy == Some(Strategy::Latest)).then(|| cmd.latest_n.unwrap_or(1).max(1))
 }
 
 /// The notification `cmd` describes, sent by `sender`; AT0009 when its key names another
@@ -160,16 +175,23 @@ fn notification_of(
         ));
     }
     let text = cmd.message_type == Some(MessageType::Text);
+    let public_key = !text && cmd.key.starts_with("public:");
     let key = match (&cmd.scope, text) {
         (Some(NotifyScope::To(to)), true) => format!("{to}:{}", cmd.key),
+        // `@bob:public:phone@alice` tells @bob of a public key: `public:phone@alice`.
+        (Some(NotifyScope::To(_)), false) if public_key => format!("{}{sender}", cmd.key),
         (Some(NotifyScope::To(to)), false) => format!("{to}:{}{sender}", cmd.key),
         (Some(NotifyScope::Public), _) => format!("public:{}{sender}", cmd.key),
         (None, _) => return Err(AtError::syntax("notify needs a recipient")),
     };
-    // Key notifications are encrypted unless said otherwise or public; text ones are not.
-    let is_encrypted = match cmd.meta.is_encrypted {
-        Some(given) => given,
-        None => !text && !key.starts_with("public:"),
+    // As the reference decides it: a text message is encrypted only if said so; a public key
+    // never is; any other key is unless said otherwise.
+    let is_encrypted = if text {
+        cmd.meta.is_encrypted == Some(true)
+    } else if key.starts_with("public:") {
+        false
+    } else {
+        cmd.meta.is_encrypted != Some(false)
     };
     let notification = Notification {
         id: cmd
@@ -233,14 +255,25 @@ async fn deliver(
     Ok(())
 }
 
+/// What the owner's write did to a key shared with another atSign (autoNotify).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// `update`: the new value goes along.
+    Updated,
+    /// `update:meta`: only the metadata changed; no value goes along (the reference's), so the
+    /// recipient's cached copy keeps its value and takes the new metadata.
+    MetaUpdated,
+    Deleted,
+}
+
 /// autoNotify (notes §3): after `me`'s owner updated or deleted the key `key` shared with
-/// another atSign (`@bob:phone@alice`), that atSign is told, with the stored value and
-/// metadata for an update, as the reference queues it. Keys of other kinds tell nobody.
+/// another atSign (`@bob:phone@alice`), that atSign is told, with the stored metadata (and
+/// value, for an update), as the reference queues it. Keys of other kinds tell nobody.
 pub async fn auto_notify(
     outbox: &Outbox<'_>,
     me: &AtSign,
     key: &at_common::key::AtKey,
-    deleted: bool,
+    change: Change,
     now: EpochMillis,
 ) -> Result<(), AtError> {
     let at_common::key::KeyKind::Shared(with) = &key.kind else {
@@ -250,18 +283,26 @@ pub async fn auto_notify(
         return Ok(());
     }
     let wire = format!("{with}:{}{me}", key.name);
-    let record = match deleted {
-        true => None,
-        false => outbox.store.get(me, &wire).await?,
+    let record = match change {
+        Change::Deleted => None,
+        Change::Updated | Change::MetaUpdated => outbox.store.get(me, &wire).await?,
     };
     let metadata = record.as_ref().map(|r| &r.metadata);
+    let value = match change {
+        Change::Updated => record.as_ref().and_then(|r| r.value.clone()),
+        Change::MetaUpdated | Change::Deleted => None,
+    };
     let notification = Notification {
         id: uuid::Uuid::new_v4().to_string(),
         from: me.as_str().to_string(),
         to: with.as_str().to_string(),
         key: wire,
-        value: record.as_ref().and_then(|r| r.value.clone()),
-        operation: if deleted { "delete" } else { "update" }.to_string(),
+        value,
+        operation: match change {
+            Change::Deleted => "delete",
+            Change::Updated | Change::MetaUpdated => "update",
+        }
+        .to_string(),
         epoch_millis: now,
         message_type: "MessageType.key".to_string(),
         is_encrypted: metadata.and_then(|m| m.is_encrypted).unwrap_or(false),
@@ -350,4 +391,49 @@ pub async fn notify_remove(
         store.remove_notification(me, log, &cmd.id).await?;
     }
     Ok(Reply::Data("success".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use at_common::verb::Command;
+
+    fn notification(line: &str) -> Notification {
+        let Ok(Command::Notify(cmd)) = Command::parse(line) else {
+            panic!("{line}")
+        };
+        notification_of(&cmd, &AtSign::parse("@alice").unwrap(), 1).unwrap()
+    }
+
+    #[test]
+    fn keys_and_encryption_are_decided_as_the_reference_does() {
+        let shown = |line: &str| {
+            let n = notification(line);
+            (n.key, n.is_encrypted)
+        };
+        let key = |k: &str, e: bool| (k.to_string(), e);
+        // A shared key is encrypted unless said otherwise.
+        assert_eq!(
+            shown("notify:update:@bob:phone@alice:v"),
+            key("@bob:phone@alice", true)
+        );
+        assert_eq!(
+            shown("notify:update:isEncrypted:false:@bob:phone@alice:v"),
+            key("@bob:phone@alice", false)
+        );
+        // A public key never is, even if said so; its key names no recipient.
+        assert_eq!(
+            shown("notify:update:isEncrypted:true:@bob:public:phone@alice:v"),
+            key("public:phone@alice", false)
+        );
+        // A text message is only if said so; its key has no sender.
+        assert_eq!(
+            shown("notify:messageType:text:@bob:hello"),
+            key("@bob:hello", false)
+        );
+        assert_eq!(
+            shown("notify:messageType:text:isEncrypted:true:@bob:aGk="),
+            key("@bob:aGk=", true)
+        );
+    }
 }

@@ -119,6 +119,34 @@ pub struct Embedded {
     jobs: Option<std::sync::mpsc::Sender<Job>>,
     /// The writer thread, joined on drop so the database is closed when the store is.
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Leases held ([`Backend::take_lease`]), by atSign and name, until when. In memory: one
+    /// process has the store open, so its own tasks are all that can contend.
+    leases: Leases,
+}
+
+/// The embedded store's leases.
+#[derive(Default)]
+struct Leases(std::sync::Mutex<std::collections::HashMap<(AtSign, String), std::time::Instant>>);
+
+impl Leases {
+    /// Takes `name` of `atsign` until `ttl` from now, unless held; says whether it did.
+    fn take(&self, atsign: &AtSign, name: &str, ttl: std::time::Duration) -> bool {
+        let now = std::time::Instant::now();
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Expired leases go, so the table holds only what is being done.
+        held.retain(|_, until| *until > now);
+        let key = (atsign.clone(), name.to_string());
+        if held.contains_key(&key) {
+            return false;
+        }
+        held.insert(key, now + ttl);
+        true
+    }
+
+    fn drop(&self, atsign: &AtSign, name: &str) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(&(atsign.clone(), name.to_string()));
+    }
 }
 
 impl Embedded {
@@ -135,6 +163,7 @@ impl Embedded {
             shared,
             jobs: Some(jobs),
             writer: Some(writer),
+            leases: Leases::default(),
         })
     }
 
@@ -595,6 +624,20 @@ impl Backend for Embedded {
             Ok(dropped)
         })
         .await
+    }
+
+    async fn take_lease(
+        &self,
+        atsign: &AtSign,
+        name: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(self.leases.take(atsign, name, ttl))
+    }
+
+    async fn drop_lease(&self, atsign: &AtSign, name: &str) -> Result<(), StoreError> {
+        self.leases.drop(atsign, name);
+        Ok(())
     }
 
     async fn record_access(
