@@ -20,7 +20,9 @@ use crate::provision;
 pub struct Dev {
     /// The configuration as loaded (file, environment), before dev's own settings.
     pub base: ServerConfig,
-    pub atsign: String,
+    /// The demo atSigns (at least one), provisioned on first start; the first is the one the
+    /// printed examples use.
+    pub atsigns: Vec<String>,
     pub data_dir: PathBuf,
     pub directory_port: u16,
     pub first_port: u16,
@@ -31,7 +33,12 @@ pub struct Dev {
 impl Dev {
     /// Runs both servers until SIGINT/SIGTERM.
     pub async fn run(self) -> Result<(), String> {
-        let atsign = AtSign::parse(&self.atsign).map_err(|e| format!("{:?}: {e}", self.atsign))?;
+        let atsigns = self
+            .atsigns
+            .iter()
+            .map(|a| AtSign::parse(a).map_err(|e| format!("{a:?}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = atsigns.first().ok_or("no atSign to serve")?.clone();
         let tls = TlsConfig::default();
         // One CA for both servers, made before either starts so they do not race to make it.
         let (_, source) = at_common::tls::acceptor(&tls, &self.data_dir)
@@ -78,43 +85,46 @@ impl Dev {
         let registry = at_directory::store::open(&directory.store, &directory.data_dir)
             .await
             .map_err(|e| e.to_string())?;
-        let info = match store.get_atsign(&atsign).await.map_err(|e| e.to_string())? {
-            Some(info) => info,
-            None => {
-                provision::provision(&server, &store, &registry, &atsign)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                store
-                    .get_atsign(&atsign)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or("provisioned atSign vanished")?
-            }
-        };
         println!(
             "at-server dev: directory on 127.0.0.1:{}",
             self.directory_port
         );
-        println!(
-            "  {atsign} served at {}",
-            provision::address_of(&server, &info)
-        );
-        match &info.cram_secret {
-            Some(secret) => println!("  {atsign} cram secret (until onboarded): {secret}"),
-            None => println!("  {atsign} is onboarded (cram disabled)"),
+        for atsign in &atsigns {
+            let info = match store.get_atsign(atsign).await.map_err(|e| e.to_string())? {
+                Some(info) => info,
+                None => {
+                    provision::provision(&server, &store, &registry, atsign)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    store
+                        .get_atsign(atsign)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .ok_or("provisioned atSign vanished")?
+                }
+            };
+            println!(
+                "  {atsign} served at {}",
+                provision::address_of(&server, &info)
+            );
+            match &info.cram_secret {
+                Some(secret) => println!("  {atsign} cram secret (until onboarded): {secret}"),
+                None => println!("  {atsign} is onboarded (cram disabled)"),
+            }
         }
         println!(
             "  clients trust {} (Python: SSL_CERT_FILE={0})",
             ca.display()
         );
         println!(
-            "  look up: printf 'alice\\n' | openssl s_client -quiet -CAfile {} -connect 127.0.0.1:{}",
+            "  look up: printf '{}\\n' | openssl s_client -quiet -CAfile {} -connect 127.0.0.1:{}",
+            first.name(),
             ca.display(),
             self.directory_port
         );
         if self.http_port != 0 {
             println!(
-                "  status: curl -i http://127.0.0.1:{}/api/status/{atsign}",
+                "  status: curl -i http://127.0.0.1:{}/api/status/{first}",
                 self.http_port
             );
         }

@@ -47,9 +47,10 @@ enum Command {
         /// (or in `AT_SERVER__LISTEN`), else a free port on 127.0.0.1.
         #[arg(long)]
         listen: Option<String>,
-        /// The demo atSign.
-        #[arg(long, default_value = "@alice")]
-        atsign: String,
+        /// The demo atSign; repeat it to host several (they reach each other as atSigns on
+        /// separate servers do).
+        #[arg(long = "atsign", default_value = "@alice")]
+        atsigns: Vec<String>,
         /// The directory's port on 127.0.0.1.
         #[arg(long, default_value_t = 6464)]
         directory_port: u16,
@@ -130,7 +131,7 @@ fn main() -> ExitCode {
         };
     }
     if let Command::Dev {
-        atsign,
+        atsigns,
         directory_port,
         first_port,
         http_port,
@@ -150,7 +151,7 @@ fn main() -> ExitCode {
         };
         let dev = at_server::dev::Dev {
             base,
-            atsign: atsign.clone(),
+            atsigns: atsigns.clone(),
             data_dir,
             directory_port: *directory_port,
             first_port: *first_port,

@@ -31,28 +31,39 @@ struct Dev {
     directory_port: u16,
     first_port: u16,
     http_port: u16,
-    _running: Running,
+    running: Running,
 }
 
 impl Dev {
     fn start(label: &str) -> Dev {
+        Dev::start_with(label, &[], &[])
+    }
+
+    /// [`Dev::start`] with more arguments to `dev` and environment variables `envs`.
+    fn start_with(label: &str, more: &[&str], envs: &[(&str, &str)]) -> Dev {
         let dir = TempDir::new(label);
         let data = dir.path().join("dev");
-        let (directory_port, first_port, http_port) = (free_port(), free_port(), free_port());
+        // Room for two atSigns' own ports from first_port.
+        let (directory_port, http_port) = (free_port(), free_port());
+        let first_port = at_tests::free_ports(2);
+        let (data_arg, directory_arg) = (data.display().to_string(), directory_port.to_string());
+        let (first_arg, http_arg) = (first_port.to_string(), http_port.to_string());
+        let mut args = vec![
+            "--data-dir",
+            &data_arg,
+            "dev",
+            "--directory-port",
+            &directory_arg,
+            "--first-port",
+            &first_arg,
+            "--http-port",
+            &http_arg,
+        ];
+        args.extend_from_slice(more);
         let running = Running::start(
             Path::new(env!("CARGO_BIN_EXE_at-server")),
-            &[
-                "--data-dir",
-                &data.display().to_string(),
-                "dev",
-                "--directory-port",
-                &directory_port.to_string(),
-                "--first-port",
-                &first_port.to_string(),
-                "--http-port",
-                &http_port.to_string(),
-            ],
-            &[("AT_SERVER_LOG", "warn")],
+            &args,
+            &[&[("AT_SERVER_LOG", "warn")], envs].concat(),
             false,
         );
         // The servers print `listening on` in either order: wait for each port given.
@@ -65,8 +76,27 @@ impl Dev {
             directory_port,
             first_port,
             http_port,
-            _running: running,
+            running,
         }
+    }
+
+    /// An owner connection of the demo atSign `atsign` (on its own port, the n-th of the
+    /// range), logged in with the CRAM secret dev printed for it.
+    fn owner(&self, atsign: &str, n: u16) -> Client {
+        let secret = self
+            .running
+            .printed
+            .iter()
+            .find_map(|line| {
+                line.trim()
+                    .strip_prefix(&format!("{atsign} cram secret (until onboarded): "))
+            })
+            .unwrap_or_else(|| panic!("no cram secret in {:?}", self.running.printed));
+        let ca = self.data.join("tls/ca.pem");
+        let mut owner = Client::tls(([127, 0, 0, 1], self.first_port + n).into(), &ca);
+        owner.expect(b"@");
+        owner.cram_in(atsign, secret);
+        owner
     }
 }
 
@@ -108,4 +138,33 @@ fn dev_serves_the_status_api_for_its_demo_atsign() {
             "{{\"atSign\":\"@alice\",\"serverLocation\":\"127.0.0.1:{first_port}\",\"rootStatus\":\"found\",\"serverStatus\":\"teapot\",\"status\":\"teapot\",\"httpStatus\":418}}"
         )
     );
+}
+
+/// The dev node hosts every `--atsign` given, and they reach each other; it trusts its own CA
+/// for its directory, so a lookup of an atSign nobody registered gets the reference's words,
+/// not a TLS error with internal addresses; its shared listener is where `AT_SERVER__LISTEN`
+/// says.
+#[test]
+fn dev_hosts_several_atsigns_finds_others_through_its_own_directory_and_listens_where_told() {
+    let shared_port = free_port();
+    let listen = format!("127.0.0.1:{shared_port}");
+    let dev = Dev::start_with(
+        "server-dev-peers",
+        &["--atsign", "@alice", "--atsign", "@bob"],
+        &[("AT_SERVER__LISTEN", &listen)],
+    );
+    wait_for_port(shared_port);
+    let mut alice = dev.owner("@alice", 0);
+    let mut bob = dev.owner("@bob", 1);
+    alice.ask("update:@bob:k.dev@alice hi\n", "data:0\n@alice@");
+    bob.ask("lookup:k.dev@alice\n", "data:hi\n@bob@");
+    let unknown = "error:AT0007-Secondary server not found : \
+                   Unable to find secondary address for atSign:nobody\n@alice@";
+    for line in [
+        "lookup:kk.x@nobody\n",
+        "plookup:kk@nobody\n",
+        "scan:@nobody\n",
+    ] {
+        alice.ask(line, unknown);
+    }
 }

@@ -17,6 +17,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The address from `metrics on <addr>`, when it printed one.
     pub metrics: Option<SocketAddr>,
+    /// What it printed up to then (its last awaited line included).
+    pub printed: Vec<String>,
 }
 
 impl Running {
@@ -50,6 +52,7 @@ impl Running {
         });
         let mut addr = None;
         let mut metrics = None;
+        let mut printed = Vec::new();
         while addr.is_none() || (want_metrics && metrics.is_none()) {
             let line = match rx.recv_timeout(START_TIMEOUT) {
                 Ok(line) => line,
@@ -63,11 +66,13 @@ impl Running {
             } else if let Some(rest) = line.strip_prefix("metrics on ") {
                 metrics = Some(rest.trim().parse().expect("metrics address"));
             }
+            printed.push(line);
         }
         Running {
             child,
             addr: addr.expect("checked above"),
             metrics,
+            printed,
         }
     }
 
