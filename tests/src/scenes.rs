@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::client::Client;
 use crate::process::{run, workspace_binary, Running};
 use crate::redis::RedisServer;
-use crate::servers::{directory, AliceAndBob, Cluster};
+use crate::servers::{directory, provisioned, AliceAndBob, Cluster};
 use crate::TempDir;
 
 /// The prompt of @alice's owner connections.
@@ -133,20 +133,11 @@ impl Scene {
             );
             assert!(out.status.success(), "provision {atsign}: {out:?}");
             let out = String::from_utf8(out.stdout).unwrap();
-            let mut lines = out.lines();
-            let host = lines
-                .next()
-                .and_then(|l| l.strip_prefix(&format!("provisioned {atsign} at ")))
-                .and_then(|address| address.rsplit_once(':'))
-                .unwrap_or_else(|| panic!("{out}"))
-                .0
-                .to_string();
-            let secret = lines
-                .next()
-                .and_then(|l| l.strip_prefix("cram secret: "))
-                .unwrap_or_else(|| panic!("{out}"))
-                .to_string();
-            (host, secret)
+            let (address, secret) = provisioned(&out, atsign);
+            let host = address
+                .rsplit_once(':')
+                .map_or(address.as_str(), |(host, _)| host);
+            (host.to_string(), secret)
         };
         let door = |atsign: &'static str, node: &(Running, PathBuf, PathBuf)| {
             let (name, secret) = provision(atsign);

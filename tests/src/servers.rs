@@ -24,6 +24,23 @@ pub struct Server {
     running: Option<Running>,
 }
 
+/// What `at-server provision <atsign>` printed, read: the address the directory now gives for
+/// `atsign` (`host:port`) and its CRAM secret. Panics (with the output) on anything else.
+pub fn provisioned(output: &str, atsign: &str) -> (String, String) {
+    let mut lines = output.lines();
+    let address = lines
+        .next()
+        .and_then(|l| l.strip_prefix(&format!("provisioned {atsign} at ")))
+        .unwrap_or_else(|| panic!("{output}"))
+        .to_string();
+    let secret = lines
+        .next()
+        .and_then(|l| l.strip_prefix("cram secret: "))
+        .unwrap_or_else(|| panic!("{output}"))
+        .to_string();
+    (address, secret)
+}
+
 fn toml_path(path: &Path) -> String {
     format!("{:?}", path.display().to_string())
 }
@@ -147,15 +164,9 @@ impl Cluster {
                 );
                 assert!(out.status.success(), "provision: {out:?}");
                 let stdout = String::from_utf8(out.stdout).unwrap();
-                assert!(
-                    stdout.starts_with(&format!("provisioned {atsign} at 127.0.0.1:{its_port}")),
-                    "{stdout}"
-                );
-                stdout
-                    .lines()
-                    .find_map(|line| line.strip_prefix("cram secret: "))
-                    .unwrap_or_else(|| panic!("{stdout}"))
-                    .to_string()
+                let (address, secret) = provisioned(&stdout, atsign);
+                assert_eq!(address, format!("127.0.0.1:{its_port}"), "{stdout}");
+                secret
             })
             .collect();
         let server = Server {

@@ -14,9 +14,6 @@
 //! - signing public keys are served before any contact; unknown atSigns are AT0007;
 //! - another atSign's reset (new public key) is noticed on the next new link.
 //!
-//! Where the intended behaviour differs from what two servers answer today (the server is
-//! being fixed), the scenario asserts the intended one and its doc says `target:`.
-//!
 //! Each topology's test runs every scenario in order on one scene (distinct key names) and
 //! fails at the end with the list of scenarios that failed, so one run reports them all.
 
@@ -235,9 +232,8 @@ fn has_id(line: &str, id: &str) -> bool {
 // ---- E: signing keys ----------------------------------------------------------------------
 
 /// Another atSign (and anyone) reads @alice's signing public key, as her owner does, before
-/// the two ever talked: what a pol check needs (target: today the key pair is made on the
-/// atSign's first pol link, so before any contact it is AT0015 in every topology; the
-/// reference makes it at start-up).
+/// the two ever talked: what a pol check needs. (The reference makes the pair at start-up;
+/// this server when the owner first logs in, which the scene's owners have.)
 fn signing_public_keys_are_served_before_any_contact(scene: &mut Scene) {
     let seen_by_bob = bob(scene, "plookup:signing_publickey@alice");
     assert!(
@@ -275,8 +271,7 @@ fn a_blocked_atsigns_notification_waits_until_unblocked(scene: &mut Scene) {
     delivered_once(scene, &mut monitor, &id);
 }
 
-/// Blocked after @bob's link to @alice opened (target: today the open link is not checked
-/// again, so it still answers): the same refusal as on a new link.
+/// Blocked after @bob's link to @alice opened: the same refusal as on a new link.
 fn a_block_refuses_lookups_on_a_link_already_open(scene: &mut Scene) {
     assert_eq!(bob(scene, "lookup:k0.x@alice"), "data:v0");
     assert_eq!(alice(scene, "config:block:add:@bob"), "data:success");
@@ -286,8 +281,7 @@ fn a_block_refuses_lookups_on_a_link_already_open(scene: &mut Scene) {
     assert_eq!(bob(scene, "lookup:k0.x@alice"), "data:v0");
 }
 
-/// Blocked after @bob's link to @alice opened (target: today it delivers): his notification
-/// waits as on a new link.
+/// Blocked after @bob's link to @alice opened: his notification waits as on a new link.
 fn a_block_holds_notifications_on_a_link_already_open(scene: &mut Scene) {
     let mut monitor = scene.monitor("@alice");
     assert_eq!(bob(scene, "lookup:k0.x@alice"), "data:v0");
@@ -338,8 +332,7 @@ fn delivered_once(scene: &mut Scene, monitor: &mut Monitor, id: &str) {
 
 // ---- B: cached copies ---------------------------------------------------------------------
 
-/// @bob's lookups follow @alice's update and delete of a key cached forever with `ccd`
-/// (in-process today the cached copy goes stale).
+/// @bob's lookups follow @alice's update and delete of a key cached forever with `ccd`.
 fn cached_copies_follow_the_owners_updates_and_deletes(scene: &mut Scene) {
     follows(scene, "ttr:-1", "k1.test");
 }
@@ -463,8 +456,7 @@ fn update_and_delete_notifications_have_the_reference_shape(scene: &mut Scene) {
     );
 }
 
-/// `update:meta` tells @bob that the key changed, without a value (target: today the old
-/// value goes with it).
+/// `update:meta` tells @bob that the key changed, without a value (the reference's).
 fn an_update_meta_notification_carries_no_value(scene: &mut Scene) {
     let mut monitor = scene.monitor("@bob");
     committed(alice(scene, "update:@bob:k8.x@alice v8"));
@@ -484,8 +476,7 @@ fn an_update_meta_notification_carries_no_value(scene: &mut Scene) {
 // ---- H: strategy:latest ---------------------------------------------------------------------
 
 /// Two notifications of one notifier in quick succession: the first may be superseded while
-/// it waits, but once @bob was shown it, it is `delivered`, never `expired` (target: today
-/// two servers can mark a first one that @bob was shown `expired`).
+/// it waits, but once @bob was shown it, it is `delivered`, never `expired`.
 fn strategy_latest_never_expires_a_delivered_notification(scene: &mut Scene) {
     const ROUNDS: usize = 6;
     let mut monitor = scene.monitor("@bob");

@@ -190,19 +190,7 @@ impl LocalCluster {
             &[],
         );
         assert!(out.status.success(), "provision: {out:?}");
-        let stdout = text(&out.stdout);
-        let mut lines = stdout.lines();
-        let address = lines
-            .next()
-            .and_then(|l| l.strip_prefix(&format!("provisioned {atsign} at ")))
-            .unwrap_or_else(|| panic!("{stdout}"))
-            .to_string();
-        let secret = lines
-            .next()
-            .and_then(|l| l.strip_prefix("cram secret: "))
-            .unwrap_or_else(|| panic!("{stdout}"))
-            .to_string();
-        (address, secret)
+        at_tests::servers::provisioned(&text(&out.stdout), atsign)
     }
 
     /// An owner connection to `addr` (TLS name `name`, trusting the cluster CA), retried until

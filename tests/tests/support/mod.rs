@@ -87,17 +87,8 @@ impl Node {
     /// Provisions `atsign` here; returns its TLS host name and CRAM secret.
     pub fn provision(&self, atsign: &str) -> (String, String) {
         let out = self.admin(&["provision", atsign]);
-        let mut lines = out.lines();
-        let address = lines
-            .next()
-            .and_then(|l| l.strip_prefix(&format!("provisioned {atsign} at ")))
-            .unwrap_or_else(|| panic!("{out}"));
+        let (address, secret) = at_tests::servers::provisioned(&out, atsign);
         let host = address.rsplit_once(':').unwrap().0.to_string();
-        let secret = lines
-            .next()
-            .and_then(|l| l.strip_prefix("cram secret: "))
-            .unwrap_or_else(|| panic!("{out}"))
-            .to_string();
         (host, secret)
     }
 
