@@ -147,7 +147,32 @@ impl LogConfig {
             LogFormat::Text => logger.try_init(),
             LogFormat::Json => logger.json().try_init(),
         };
+        log_panics();
     }
+}
+
+/// What a panic carried, as text (a `&str` or `String` payload; anything else unnamed).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
+/// Makes every panic one log line (where, which thread, what), in the configured format,
+/// instead of the default hook's text (and backtrace) on stderr: a panic is never silent,
+/// and a hostile request that makes one cannot flood the log.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map_or_else(String::new, |l| format!("{}:{}", l.file(), l.line()));
+        let message = panic_message(info.payload());
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        tracing::error!(%location, thread, %message, "panic");
+    }));
 }
 
 /// Where the data lives.

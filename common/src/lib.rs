@@ -6,6 +6,7 @@
 //! - [`auth`]: cram digests and pkam signature checks, pure functions over `ring`.
 //! - [`atsign`]: `AtSign`, parsed and normalised once (leading `@` optional, case-folded).
 //! - [`key`]: `AtKey`, the five kinds of key of the spec and their wire form.
+//! - [`limits`]: the bounds on keys, ids and times that a client or a peer sends, in one place.
 //! - [`metadata`]: `Metadata`, every field of the spec's table, and its JSON shape.
 //! - [`error`]: `AtError`, the only table of protocol error codes, and whether each closes the connection.
 //! - [`verb`]: `Command`, one typed variant per verb; `Command::parse` is the only grammar.
@@ -22,6 +23,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod key;
+pub mod limits;
 pub mod metadata;
 pub mod reply;
 pub mod status;

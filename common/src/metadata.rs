@@ -465,6 +465,17 @@ impl MetadataUpdate {
                 "Valid value for TTR should be -1 or greater than or equal to 0",
             ));
         }
+        // No time that leads past any date from any instant is a time (crate::limits).
+        let max = crate::limits::MAX_DATE_MS;
+        for (name, value, unit, limit) in [
+            ("ttl", self.ttl, "ms", max),
+            ("ttb", self.ttb, "ms", max),
+            ("ttr", self.ttr, "s", max / 1000),
+        ] {
+            if let Some(value) = value.filter(|&v| v > limit) {
+                return Err(crate::limits::time_out_of_range(name, value, unit));
+            }
+        }
         Ok(())
     }
 
@@ -639,14 +650,28 @@ mod time {
 
     /// Reads `yyyy-MM-dd HH:mm:ss[.fraction][Z]` (a `T` may replace the space), UTC.
     /// Digits of the fraction past milliseconds are dropped, as the reference truncates to ms.
+    /// Reads back every instant [`format_timestamp`] writes, also years before 0 or after 9999
+    /// (a record written with a far-off expiry still reads); `None` past the range of `i64`.
     pub fn parse_timestamp(text: &str) -> Option<EpochMillis> {
         let text = text.trim();
         let text = text.strip_suffix('Z').unwrap_or(text);
-        let b = text.as_bytes();
-        if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b' ' | b'T') {
+        let (negative, unsigned) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let year_digits = unsigned.bytes().take_while(u8::is_ascii_digit).count();
+        if year_digits == 0 || year_digits > 12 || (!negative && year_digits < 4) {
             return None;
         }
-        if b[13] != b':' || b[16] != b':' {
+        let (year_text, text) = unsigned.split_at(year_digits);
+        let year: i64 = year_text.parse().ok()?;
+        let year = if negative { -year } else { year };
+        // `-MM-dd HH:mm:ss` then the fraction.
+        let b = text.as_bytes();
+        if b.len() < 15 || b[0] != b'-' || b[3] != b'-' || !matches!(b[6], b' ' | b'T') {
+            return None;
+        }
+        if b[9] != b':' || b[12] != b':' {
             return None;
         }
         let num = |range: std::ops::Range<usize>| -> Option<i64> {
@@ -656,9 +681,9 @@ mod time {
                 .then(|| part.parse().ok())
                 .flatten()
         };
-        let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-        let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-        let millis = match text.get(19..)? {
+        let (month, day) = (num(1..3)?, num(4..6)?);
+        let (hour, minute, second) = (num(7..9)?, num(10..12)?, num(13..15)?);
+        let millis = match text.get(15..)? {
             "" => 0,
             fraction => {
                 let digits = fraction.strip_prefix('.')?;
@@ -681,7 +706,9 @@ mod time {
             return None;
         }
         let days = days_from_civil(year, month, day);
-        Some(days * MILLIS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000 + millis)
+        let in_day = ((hour * 60 + minute) * 60 + second) * 1000 + millis;
+        let millis = i128::from(days) * i128::from(MILLIS_PER_DAY) + i128::from(in_day);
+        EpochMillis::try_from(millis).ok()
     }
 
     fn is_leap(year: i64) -> bool {
@@ -755,6 +782,16 @@ mod time {
                 parse_timestamp("2024-10-24 01:35:02"),
                 Some(1_729_733_702_000)
             );
+            // Far-off instants (years past 9999 or before 0) read back too.
+            for t in [
+                i64::MAX,
+                i64::MIN,
+                8_640_000_000_000_000,
+                -62_167_219_200_001,
+                253_402_300_800_000,
+            ] {
+                assert_eq!(parse_timestamp(&format_timestamp(t)), Some(t), "{t}");
+            }
         }
 
         #[test]
@@ -768,6 +805,9 @@ mod time {
                 "null",
                 "2024-10-24 01:35:02.Z",
                 "２０２４-10-24 01:35:02Z",
+                "24-10-24 01:35:02Z",
+                "-2024-10-24",
+                "9999999999999-01-01 00:00:00Z",
             ] {
                 assert_eq!(parse_timestamp(bad), None, "{bad}");
             }
@@ -889,6 +929,14 @@ mod tests {
             "Valid value for TTL should be greater than or equal to 0"
         );
         assert!(MetadataUpdate::parse_prefix(":ttl:99999999999999999999999:k v").is_err());
+        // A number, but no time: past any date from any instant.
+        let err = MetadataUpdate::parse_prefix(":ttl:9223372036854775807:k v").unwrap_err();
+        assert_eq!(
+            err.message(),
+            "ttl of 9223372036854775807 ms is out of range"
+        );
+        let err = MetadataUpdate::parse_prefix(":ttr:8640000000000001:k v").unwrap_err();
+        assert_eq!(err.message(), "ttr of 8640000000000001 s is out of range");
     }
 
     #[test]

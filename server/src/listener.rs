@@ -39,6 +39,8 @@ pub enum ListenError {
     Store(#[from] crate::store::StoreError),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("the store failed: {0}")]
+    StoreFailed(String),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -236,11 +238,19 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
     }
     if let Some(admin) = admin {
         let served = Rc::clone(&served);
-        actix_rt::spawn(admin::serve(admin, config.clone(), store, move |change| {
-            served.apply(change)
-        }));
+        actix_rt::spawn(admin::serve(
+            admin,
+            config.clone(),
+            store.clone(),
+            move |change| served.apply(change),
+        ));
     }
-    shutdown_signal().await;
+    // Until SIGTERM/Ctrl-C, or the store failing for good (then the node exits non-zero, so
+    // Kubernetes or systemd restarts it rather than it answering AT0002 to everyone).
+    let failed = tokio::select! {
+        () = shutdown_signal() => None,
+        why = store_failure(&store) => Some(why),
+    };
     // Stop accepting, let each connection finish the command in flight and close, then return
     // (the store is flushed and closed when dropped), within the grace period.
     let grace = Duration::from_millis(config.shutdown_grace_millis);
@@ -265,7 +275,21 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
         tracing::warn!(left, "grace period over; closing the remaining connections");
     }
     let _ = std::fs::remove_file(admin::socket_path(&config.data_dir));
-    Ok(())
+    match failed {
+        Some(why) => Err(ListenError::StoreFailed(why)),
+        None => Ok(()),
+    }
+}
+
+/// Resolves when the store says it can never answer again ([`Store::failure`]).
+async fn store_failure(store: &Store) -> String {
+    loop {
+        if let Some(why) = store.failure() {
+            tracing::error!(%why, "the store failed; shutting the node down");
+            return why;
+        }
+        actix_rt::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// The atSigns this node serves on ports of their own, and what starts accept loops.

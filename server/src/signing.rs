@@ -121,7 +121,7 @@ async fn put_if_absent(
             }
             let record = Record {
                 value: Some(value.clone()),
-                metadata: merge(None, &MetadataUpdate::default(), &me_, now_ms()),
+                metadata: merge(None, &MetadataUpdate::default(), &me_, now_ms())?,
             };
             Ok(Mutation::Put { record, op: None })
         })
@@ -139,7 +139,7 @@ async fn put(store: &Store, me: &AtSign, key: &str, value: String) -> Result<(),
                 &MetadataUpdate::default(),
                 &me_,
                 now_ms(),
-            );
+            )?;
             let record = Record {
                 value: Some(value.clone()),
                 metadata,

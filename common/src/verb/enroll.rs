@@ -268,7 +268,16 @@ impl EnrollParams {
     /// # Errors
     /// What is wrong with the JSON, as text.
     pub fn from_json(text: &str) -> Result<EnrollParams, String> {
-        serde_json::from_str(text).map_err(|e| e.to_string())
+        let params: EnrollParams = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(id) = params.enrollment_id.as_deref() {
+            if !crate::limits::id_fits(id) {
+                return Err(format!(
+                    "enrollmentId is at most {} characters",
+                    crate::limits::MAX_ID_CHARS
+                ));
+            }
+        }
+        Ok(params)
     }
 }
 

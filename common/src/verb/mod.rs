@@ -148,7 +148,69 @@ impl Command {
     /// As the reference does, the line is trimmed, then the text before its first `:` is
     /// lower-cased with spaces removed, or the whole line is lower-cased when it has no `:`
     /// (so `SCAN Foo` looks for `foo`); keywords after the verb match in any case.
+    ///
+    /// # Errors
+    /// AT0003 for what does not parse; the bounds of [`crate::limits`] for keys and ids that
+    /// parse but are too long ([`Command::within_limits`]).
     pub fn parse(line: &str) -> Result<Command, AtError> {
+        let command = Command::parse_grammar(line)?;
+        command.within_limits()?;
+        Ok(command)
+    }
+
+    /// Refuses a command whose keys or ids are longer than [`crate::limits`] allows; the one
+    /// place each verb's bounded arguments are named (exhaustive, so a new verb must say).
+    fn within_limits(&self) -> Result<(), AtError> {
+        use crate::limits::{check_key_text, id_fits, MAX_ID_CHARS};
+        let id = |id: Option<&str>| match id {
+            Some(id) if !id_fits(id) => Err(AtError::syntax(format!(
+                "an id is at most {MAX_ID_CHARS} characters"
+            ))),
+            _ => Ok(()),
+        };
+        let owned = |key: &str, owner: Option<&AtSign>| match owner {
+            Some(owner) => check_key_text(&format!("{key}{owner}")),
+            None => check_key_text(key),
+        };
+        match self {
+            Command::Update(c) => check_key_text(&c.key.to_string()),
+            Command::UpdateMeta(c) => check_key_text(&c.key.to_string()),
+            Command::Delete(c) => check_key_text(&c.key.to_string()),
+            Command::Llookup(c) => check_key_text(&c.key.to_string()),
+            Command::UpdateJson(c) => check_key_text(&c.at_key),
+            Command::Lookup(c) => owned(&c.key, Some(&c.owner)),
+            Command::Plookup(c) => owned(&c.key, Some(&c.owner)),
+            Command::Notify(c) => {
+                id(c.id.as_deref())?;
+                owned(&c.key, c.owner.as_ref())
+            }
+            Command::NotifyAll(c) => owned(&c.key, c.owner.as_ref()),
+            Command::NotifyRemove(c) => id(Some(&c.id)),
+            Command::NotifyStatus(c) => id(Some(&c.id)),
+            Command::NotifyFetch(c) => id(Some(&c.id)),
+            Command::Pkam(c) => id(c.enrollment_id.as_deref()),
+            // Enrollment ids are in the JSON parameters: `EnrollParams::from_json` bounds them.
+            Command::Enroll(_)
+            // A batch's commands are parsed, and bounded, one by one when they run.
+            | Command::Batch(_)
+            // Only atSigns (bounded when parsed), numbers, regexes and secrets.
+            | Command::From(_)
+            | Command::Cram(_)
+            | Command::Pol
+            | Command::Scan(_)
+            | Command::Stats(_)
+            | Command::Sync(_)
+            | Command::NotifyList(_)
+            | Command::Monitor(_)
+            | Command::Config(_)
+            | Command::Info(_)
+            | Command::Noop(_)
+            | Command::Exit => Ok(()),
+        }
+    }
+
+    /// [`Command::parse`] without the limits.
+    fn parse_grammar(line: &str) -> Result<Command, AtError> {
         let line = line.trim();
         if line == "@exit" {
             return Ok(Command::Exit);
@@ -448,3 +510,70 @@ keyword_enum!(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod limits_tests {
+    use super::Command;
+    use crate::error::ErrorCode;
+
+    fn refused(line: &str) -> (ErrorCode, String) {
+        let error = Command::parse(line).expect_err(&line[..line.len().min(60)]);
+        (error.code(), error.message().to_string())
+    }
+
+    #[test]
+    fn keys_longer_than_any_stored_key_are_at0016_before_any_store_sees_them() {
+        let long = "k".repeat(70_000);
+        for line in [
+            format!("lookup:{long}@alice"),
+            format!("plookup:{long}@alice"),
+            format!("llookup:{long}@alice"),
+            format!("update:{long}@alice v"),
+            format!("delete:{long}@alice"),
+            format!("notify:update:@bob:{long}@alice:v"),
+            format!("notify:all:@bob:{long}@alice:v"),
+        ] {
+            let (code, message) = refused(&line);
+            assert_eq!(code, ErrorCode::InvalidKey, "{}", &line[..20]);
+            assert!(
+                message.contains("exceeds the maximum allowed length of 255"),
+                "{message}"
+            );
+        }
+        // 255 characters (with the owner) is the most any stored key has.
+        let at_most = format!("lookup:{}@alice", "k".repeat(249));
+        assert!(Command::parse(&at_most).is_ok());
+    }
+
+    #[test]
+    fn ids_longer_than_any_real_id_are_at0003() {
+        let long = "a".repeat(256);
+        for line in [
+            format!("notify:remove:{long}"),
+            format!("notify:status:{long}"),
+            format!("notify:fetch:{long}"),
+            format!("notify:id:{long}:update:@bob:key@alice:v"),
+            format!("pkam:enrollmentId:{long}:c2ln"),
+        ] {
+            assert_eq!(
+                refused(&line),
+                (
+                    ErrorCode::InvalidSyntax,
+                    "an id is at most 255 characters".to_string()
+                ),
+                "{}",
+                &line[..20]
+            );
+        }
+        assert!(Command::parse(&format!("notify:remove:{}", "a".repeat(255))).is_ok());
+    }
+
+    #[test]
+    fn a_notify_all_time_that_does_not_fit_is_refused_not_read_as_a_recipient() {
+        let (code, message) = refused("notify:all:ttl:99999999999999999999:@bob:key@alice:v");
+        assert_eq!(code, ErrorCode::InvalidSyntax);
+        assert_eq!(message, "ttl of 99999999999999999999 is out of range");
+        let (_, message) = refused("notify:all:ttl:9223372036854775807:@bob:key@alice:v");
+        assert_eq!(message, "ttl of 9223372036854775807 ms is out of range");
+    }
+}

@@ -38,16 +38,22 @@ pub struct NotifyAll {
     pub value: Option<String>,
 }
 
-/// `<name><digits>:` with the name in any case; `-` allowed when `signed`.
-fn number<'a>(s: &'a str, name: &str, signed: bool) -> Option<(i64, &'a str)> {
+/// `<name><digits>:` with the name in any case; `-` allowed when `signed`. `None` when the
+/// text does not have that shape (the group is absent); `Some(Err)` when it does but the
+/// number does not fit: the regex would match it, and the reference's `int.parse` refuse it.
+fn number<'a>(s: &'a str, name: &str, signed: bool) -> Option<Result<(i64, &'a str), AtError>> {
     let body = strip_prefix_ci(s, name)?;
     let (negative, body) = match body.strip_prefix('-') {
         Some(after) if signed => (true, after),
         _ => (false, body),
     };
     let (n, after) = digits(body)?;
-    let n: i64 = n.parse().ok()?;
-    Some((if negative { -n } else { n }, after.strip_prefix(':')?))
+    let after = after.strip_prefix(':')?;
+    let field = name.trim_end_matches(':');
+    Some(match n.parse::<i64>() {
+        Ok(n) => Ok((if negative { -n } else { n }, after)),
+        Err(_) => Err(AtError::syntax(format!("{field} of {n} is out of range"))),
+    })
 }
 
 impl NotifyAll {
@@ -56,6 +62,15 @@ impl NotifyAll {
         let found = first_match(6, |on| {
             let mut s = rest;
             let mut all = NotifyAll::default();
+            // A number group that matches but does not fit ends the parse (no other reading).
+            macro_rules! number {
+                ($name:expr, $signed:expr) => {
+                    match number(s, $name, $signed)? {
+                        Ok(found) => found,
+                        Err(error) => return Some(Err(error)),
+                    }
+                };
+            }
             if on(0) {
                 let (op, after) = Operation::strip(s)?;
                 all.operation = Some(op);
@@ -67,17 +82,17 @@ impl NotifyAll {
                 s = after.strip_prefix(':')?;
             }
             if on(2) {
-                let (n, after) = number(s, "ttl:", false)?;
+                let (n, after) = number!("ttl:", false);
                 all.ttl = Some(u64::try_from(n).ok()?);
                 s = after;
             }
             if on(3) {
-                let (n, after) = number(s, "ttb:", false)?;
+                let (n, after) = number!("ttb:", false);
                 all.ttb = Some(u64::try_from(n).ok()?);
                 s = after;
             }
             if on(4) {
-                let (n, after) = number(s, "ttr:", true)?;
+                let (n, after) = number!("ttr:", true);
                 all.ttr = Some(n);
                 s = after;
             }
@@ -114,9 +129,17 @@ impl NotifyAll {
             };
             all.key = key.to_string();
             all.value = value.map(str::to_string);
-            Some((all, recipients, owner))
+            Some(Ok((all, recipients, owner)))
         });
-        let (mut all, recipients, owner) = found.ok_or_else(|| usage_error(USAGE))?;
+        let (mut all, recipients, owner) = found.ok_or_else(|| usage_error(USAGE))??;
+        // The times obey the metadata fragment's rules (ranges included).
+        crate::metadata::MetadataUpdate {
+            ttl: all.ttl.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+            ttb: all.ttb.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+            ttr: all.ttr,
+            ..Default::default()
+        }
+        .validate()?;
         all.recipients = recipients
             .split(',')
             .filter(|r| !r.is_empty())

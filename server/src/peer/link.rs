@@ -250,7 +250,7 @@ async fn handshake(
             Ok(Mutation::Put {
                 record: Record {
                     value: Some(signature.clone()),
-                    metadata: merge(None, &ttl, &me_, now_ms()),
+                    metadata: merge(None, &ttl, &me_, now_ms())?,
                 },
                 op: None,
             })

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use at_common::config::{Backend as BackendKind, StoreConfig};
 use at_common::error::AtError;
+use at_common::limits::MAX_STORE_KEY_BYTES;
 use at_common::metadata::{EpochMillis, Metadata};
 use at_common::AtSign;
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,9 @@ pub enum StoreError {
     /// The store is closing, or its writer thread has stopped.
     #[error("the store is closed")]
     Closed,
+    /// The store can never answer again without a restart ([`Backend::failure`]).
+    #[error("{0}")]
+    Failed(String),
     /// The journal could not be made durable; the write may be lost, and the store refuses
     /// further writes.
     #[error("store fsync failed: {0}")]
@@ -266,6 +270,12 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
+    /// Why the store can never answer again without a restart (its writer stopped), if so:
+    /// the node then exits. A store that is only unreachable for now (Redis down) is not this.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
     /// Stores `row` in `atsign`'s `log`, replacing the row with the same id.
     async fn put_notification(
         &self,
@@ -417,8 +427,31 @@ pub enum AtSignsEvent {
 
 /// A cheap-to-clone handle over the configured backend; `Send + Sync`, usable from any thread.
 /// Every method is durable once it returns `Ok`.
+///
+/// Every key, key prefix, notification id and lease name is checked against
+/// [`MAX_STORE_KEY_BYTES`] before a backend sees it ([`StoreError::Refused`], AT0016): the
+/// grammar refuses longer ones already, and no caller can hand a backend a key it asserts on.
 #[derive(Clone)]
 pub struct Store(Arc<dyn Backend>);
+
+/// Refuses a key (or prefix, id, lease name) longer than any a backend is given.
+fn bounded(key: &str) -> Result<(), StoreError> {
+    if key.len() <= MAX_STORE_KEY_BYTES {
+        return Ok(());
+    }
+    tracing::warn!(
+        bytes = key.len(),
+        "a key past the store's bound reached the store"
+    );
+    Err(StoreError::Refused(AtError::with_detail(
+        at_common::error::ErrorCode::InvalidKey,
+        format!(
+            "Key length {} exceeds the maximum allowed length of {}",
+            key.chars().count(),
+            at_common::limits::MAX_CACHED_KEY_CHARS
+        ),
+    )))
+}
 
 impl Store {
     pub fn new(backend: impl Backend + 'static) -> Store {
@@ -462,6 +495,7 @@ impl Store {
 
     /// The record stored under `key`. Data methods do not check that `atsign` is provisioned.
     pub async fn get(&self, atsign: &AtSign, key: &str) -> Result<Option<Record>, StoreError> {
+        bounded(key)?;
         self.counted("read", self.0.get(atsign, key).await)
     }
 
@@ -488,6 +522,7 @@ impl Store {
         key: &str,
         change: impl Fn(Option<&Record>) -> Result<Mutation, AtError> + Send + Sync + 'static,
     ) -> Result<Written, StoreError> {
+        bounded(key)?;
         let written = self.0.modify(atsign, key, Box::new(change)).await;
         self.counted("write", written)
     }
@@ -543,6 +578,7 @@ impl Store {
 
     /// The keys of `atsign` that start with `prefix` (`""` for all), sorted bytewise.
     pub async fn keys(&self, atsign: &AtSign, prefix: &str) -> Result<Vec<String>, StoreError> {
+        bounded(prefix)?;
         self.0.keys(atsign, prefix).await
     }
 
@@ -587,6 +623,7 @@ impl Store {
         kind: AccessKind,
         from: &str,
     ) -> Result<(), StoreError> {
+        bounded(from)?;
         self.0.record_access(atsign, kind, from).await
     }
 
@@ -603,6 +640,11 @@ impl Store {
     /// Whether the store answers now: `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.0.ping().await
+    }
+
+    /// See [`Backend::failure`].
+    pub fn failure(&self) -> Option<String> {
+        self.0.failure()
     }
 
     /// Bytes used by the whole store (stats `secondaryStorageSize`).
@@ -653,6 +695,7 @@ impl Store {
         log: NotificationLog,
         row: &NotificationRow,
     ) -> Result<(), StoreError> {
+        bounded(&row.id)?;
         self.0.put_notification(atsign, log, row).await
     }
 
@@ -673,6 +716,7 @@ impl Store {
         log: NotificationLog,
         id: &str,
     ) -> Result<Option<NotificationRow>, StoreError> {
+        bounded(id)?;
         self.0.get_notification(atsign, log, id).await
     }
 
@@ -682,6 +726,7 @@ impl Store {
         log: NotificationLog,
         id: &str,
     ) -> Result<bool, StoreError> {
+        bounded(id)?;
         self.0.remove_notification(atsign, log, id).await
     }
 
@@ -730,11 +775,13 @@ impl Store {
         name: &str,
         ttl: std::time::Duration,
     ) -> Result<bool, StoreError> {
+        bounded(name)?;
         self.0.take_lease(atsign, name, ttl).await
     }
 
     /// See [`Backend::drop_lease`].
     pub async fn drop_lease(&self, atsign: &AtSign, name: &str) -> Result<(), StoreError> {
+        bounded(name)?;
         self.0.drop_lease(atsign, name).await
     }
 

@@ -14,6 +14,7 @@
 //!   update them (`update` refuses cached keys).
 
 use at_common::error::AtError;
+use at_common::limits::{instant_after, MAX_DATE_MS};
 use at_common::metadata::{EpochMillis, Metadata, MetadataUpdate};
 use at_common::AtSign;
 
@@ -85,7 +86,9 @@ pub async fn keep(
         (None, Cached::Shared) => return Ok(false),
     }
     if let Some(ttr) = metadata.ttr.filter(|&ttr| ttr > 0) {
-        metadata.refresh_at = Some(now + ttr.saturating_mul(1000));
+        // The owner's ttr, whatever it is: one past any date means never refreshed.
+        let after = ttr.saturating_mul(1000);
+        metadata.refresh_at = Some(instant_after(now, after).unwrap_or(MAX_DATE_MS));
     }
     if metadata.ttr == Some(-1) {
         metadata.refresh_at = None;
@@ -149,11 +152,7 @@ pub async fn keep_notified(
             if value.is_none() && existing.is_none() {
                 return Ok(Mutation::Keep);
             }
-            let mut metadata = merge(existing.map(|r| r.metadata.clone()), &meta, &from, now);
-            metadata.refresh_at = match metadata.ttr {
-                Some(ttr) if ttr > 0 => Some(now + ttr.saturating_mul(1000)),
-                _ => None,
-            };
+            let metadata = merge(existing.map(|r| r.metadata.clone()), &meta, &from, now)?;
             let value = value
                 .clone()
                 .or_else(|| existing.and_then(|r| r.value.clone()));

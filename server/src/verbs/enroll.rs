@@ -55,6 +55,7 @@
 use std::time::Duration;
 
 use at_common::error::{AtError, ErrorCode};
+use at_common::limits::{instant_after, time_out_of_range};
 use at_common::metadata::EpochMillis;
 use at_common::reply::Reply;
 use at_common::verb::{json_string, Enroll, EnrollOp, EnrollParams, EnrollmentStatus, Namespaces};
@@ -621,7 +622,13 @@ async fn change(
                 // An approved enrollment lives as long as its APKAM keys may (for ever: 0).
                 let ttl = Some(enrollment.apkam_keys_expiry_in_millis).filter(|&t| t > 0);
                 updated.metadata.ttl = ttl;
-                updated.metadata.expires_at = ttl.map(|ttl| now + ttl);
+                updated.metadata.expires_at =
+                    match ttl {
+                        Some(ttl) => Some(instant_after(now, ttl).ok_or_else(|| {
+                            time_out_of_range("apkamKeysExpiryInMillis", ttl, "ms")
+                        })?),
+                        None => None,
+                    };
             }
             Ok(Mutation::Put {
                 record: updated,

@@ -72,11 +72,6 @@ impl From<StoreError> for AtError {
     }
 }
 
-/// Longest stored key (notes §7.2); `cached:` keys may be 7 characters longer.
-pub const MAX_KEY_LENGTH: usize = 248;
-/// Longest stored `cached:` key.
-pub const MAX_CACHED_KEY_LENGTH: usize = 255;
-
 /// The key a verb of `me`'s owner stores or deletes: the canonical wire form of `key`, with
 /// `me` as owner when none was given (`privatekey:` keys have no owner). Refuses another owner
 /// (AT0016, `verb` names the command in the reference's message) and over-long keys.
@@ -95,18 +90,7 @@ pub(crate) fn owned_key(key: &AtKey, me: &AtSign, verb: &str) -> Result<String, 
         None => key.clone().with_owner(me.clone()),
     };
     let stored = key.to_string().to_lowercase();
-    let max = if key.cached {
-        MAX_CACHED_KEY_LENGTH
-    } else {
-        MAX_KEY_LENGTH
-    };
-    let length = stored.chars().count();
-    if length > max {
-        return Err(AtError::with_detail(
-            ErrorCode::InvalidKey,
-            format!("Key length {length} exceeds the maximum allowed length of {max}"),
-        ));
-    }
+    at_common::limits::check_key(&stored)?;
     Ok(stored)
 }
 

@@ -18,6 +18,7 @@
 //! ```
 
 use at_common::error::{AtError, ErrorCode};
+use at_common::limits::MAX_TTLN_MS;
 use at_common::metadata::EpochMillis;
 use at_common::reply::Reply;
 use at_common::verb::{
@@ -111,7 +112,9 @@ pub async fn receive(
         monitors.publish(me, &notification).await;
     }
     if cmd.message_type != Some(MessageType::Text) {
-        let cached_key = format!("cached:{}", notification.key);
+        let cached_key = format!("cached:{}", notification.key).to_lowercase();
+        // The reference refuses (after storing the notification) a key it could not cache.
+        at_common::limits::check_key(&cached_key)?;
         if cmd.operation == Some(Operation::Delete) {
             cache::drop_if_cascading(store, me, &cached_key).await?;
         } else if cmd.meta.ttr.is_some_and(|ttr| ttr != 0) {
@@ -130,10 +133,11 @@ pub async fn receive(
     Ok(Reply::Data("success".into()))
 }
 
-/// How long the notification is kept: its `ttln`, else the default.
+/// How long the notification is kept: its `ttln`, else the default; at most
+/// [`MAX_TTLN_MS`].
 fn ttln_of(cmd: &Notify) -> EpochMillis {
     match cmd.ttln {
-        Some(ms) if ms > 0 => i64::try_from(ms).unwrap_or(i64::MAX),
+        Some(ms) if ms > 0 => i64::try_from(ms).map_or(MAX_TTLN_MS, |ms| ms.min(MAX_TTLN_MS)),
         _ => notifications::DEFAULT_TTLN_MS,
     }
 }

@@ -15,6 +15,7 @@
 
 use at_common::error::{AtError, ErrorCode};
 use at_common::key::{AtKey, KeyKind};
+use at_common::limits::{instant_after, time_out_of_range};
 use at_common::metadata::{EpochMillis, Metadata, MetadataUpdate};
 use at_common::reply::Reply;
 use at_common::verb::{Update, UpdateMeta};
@@ -58,7 +59,7 @@ pub(crate) async fn write(
         .modify(me, &key, move |existing| {
             let record = Record {
                 value: value.clone(),
-                metadata: merge(existing.map(|r| r.metadata.clone()), &meta, &me_, now_ms),
+                metadata: merge(existing.map(|r| r.metadata.clone()), &meta, &me_, now_ms)?,
             };
             Ok(Mutation::put(record, CommitOp::UpdateAll))
         })
@@ -83,7 +84,7 @@ pub async fn update_meta(
                 return Err(key_not_found(&key_));
             };
             let record = Record {
-                metadata: merge(Some(existing.metadata.clone()), &meta, &me_, now_ms),
+                metadata: merge(Some(existing.metadata.clone()), &meta, &me_, now_ms)?,
                 value: existing.value.clone(),
             };
             Ok(Mutation::put(record, CommitOp::UpdateMeta))
@@ -111,13 +112,14 @@ fn refuse_unwritable(key: &AtKey) -> Result<(), AtError> {
     ))
 }
 
-/// The stored metadata after an update at `now` (notes §3.3).
+/// The stored metadata after an update at `now` (notes §3.3). AT0003 when a time leads past
+/// any date ([`at_common::limits::instant_after`]): refused, never wrapped.
 pub(crate) fn merge(
     existing: Option<Metadata>,
     update: &MetadataUpdate,
     me: &AtSign,
     now: EpochMillis,
-) -> Metadata {
+) -> Result<Metadata, AtError> {
     let mut metadata = match existing {
         Some(mut old) => {
             old.version = Some(old.version.map_or(0, |v| v + 1));
@@ -135,17 +137,27 @@ pub(crate) fn merge(
     metadata.updated_at = Some(now);
     metadata.status = Some("active".to_string());
     // As the reference's metadata builder: a key's life (ttl) starts when it is born (ttb).
-    let birth = now + metadata.ttb.filter(|&ttb| ttb > 0).unwrap_or(0);
-    metadata.expires_at = metadata.ttl.filter(|&ttl| ttl > 0).map(|ttl| birth + ttl);
-    metadata.available_at = metadata.ttb.filter(|&ttb| ttb > 0).map(|ttb| now + ttb);
-    metadata.refresh_at = metadata
-        .ttr
-        .filter(|&ttr| ttr > 0)
-        .map(|ttr| now + ttr * 1000);
+    let after = |name: &str, value: i64, ms: Option<i64>, from: EpochMillis| {
+        ms.and_then(|ms| instant_after(from, ms))
+            .ok_or_else(|| time_out_of_range(name, value, if name == "ttr" { "s" } else { "ms" }))
+    };
+    let ttb = metadata.ttb.filter(|&ttb| ttb > 0);
+    metadata.available_at = ttb
+        .map(|ttb| after("ttb", ttb, Some(ttb), now))
+        .transpose()?;
+    let birth = metadata.available_at.unwrap_or(now);
+    metadata.expires_at = match metadata.ttl.filter(|&ttl| ttl > 0) {
+        Some(ttl) => Some(after("ttl", ttl, Some(ttl), birth)?),
+        None => None,
+    };
+    metadata.refresh_at = match metadata.ttr.filter(|&ttr| ttr > 0) {
+        Some(ttr) => Some(after("ttr", ttr, ttr.checked_mul(1000), now)?),
+        None => None,
+    };
     if metadata.ttr.is_some() {
         metadata.ccd.get_or_insert(false);
     }
-    metadata
+    Ok(metadata)
 }
 
 #[cfg(test)]

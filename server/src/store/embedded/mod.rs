@@ -70,6 +70,8 @@ struct Shared {
     notifications: Keyspace,
     notification_ids: Keyspace,
     durable: RwLock<Arc<Snapshot>>,
+    /// Set when the writer thread stopped for good ([`writer::run`]): why.
+    failure: std::sync::OnceLock<String>,
 }
 
 impl Shared {
@@ -92,8 +94,14 @@ impl Shared {
             notifications: keyspace("notifications")?,
             notification_ids: keyspace("notification_ids")?,
             durable: RwLock::new(Arc::new(db.snapshot())),
+            failure: std::sync::OnceLock::new(),
             db,
         })
+    }
+
+    /// Records that the writer stopped for good, and why (the first reason is kept).
+    fn fail(&self, why: String) {
+        let _ = self.failure.set(why);
     }
 
     /// The newest durable snapshot.
@@ -139,7 +147,7 @@ impl Leases {
         if held.contains_key(&key) {
             return false;
         }
-        held.insert(key, now + ttl);
+        held.insert(key, now.checked_add(ttl).unwrap_or(now));
         true
     }
 
@@ -173,7 +181,15 @@ impl Embedded {
             .as_ref()
             .ok_or(StoreError::Closed)?
             .send(job)
-            .map_err(|_| StoreError::Closed)
+            .map_err(|_| self.gone())
+    }
+
+    /// Why the writer no longer answers: it stopped for good, or the store is closing.
+    fn gone(&self) -> StoreError {
+        match self.shared.failure.get() {
+            Some(why) => StoreError::Failed(why.clone()),
+            None => StoreError::Closed,
+        }
     }
 
     /// Queues `write` for the writer thread and waits for its answer (after the fsync of its
@@ -195,7 +211,7 @@ impl Embedded {
                 (ok, reply)
             }),
         })?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        answer.await.map_err(|_| self.gone())?
     }
 
     /// Writes `atsign`'s provisioning record: a new one (`existing` false, else
@@ -427,6 +443,17 @@ impl Backend for Embedded {
         "embedded"
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self.failure() {
+            Some(why) => Err(StoreError::Failed(why)),
+            None => Ok(()),
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.shared.failure.get().cloned()
+    }
+
     async fn create_atsign(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError> {
         self.write_info(atsign, info, false).await
     }
@@ -507,7 +534,7 @@ impl Backend for Embedded {
             change,
             done,
         })?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        answer.await.map_err(|_| self.gone())?
     }
 
     async fn keys(&self, atsign: &AtSign, prefix_of_key: &str) -> Result<Vec<String>, StoreError> {
@@ -844,6 +871,56 @@ mod tests {
     async fn conformance_suite() {
         let dir = TempDir::new("store-conformance");
         conformance::run(&open(dir.path())).await;
+    }
+
+    /// A panic in one write's decision fails that write only; the store keeps serving.
+    #[tokio::test]
+    async fn a_panicking_change_fails_its_write_only() {
+        let dir = TempDir::new("store-panicking-change");
+        let store = open(dir.path());
+        let alice = conformance::sign("alice");
+        let failed = store.modify(&alice, "k@alice", |_| panic!("a bug")).await;
+        assert!(
+            matches!(&failed, Err(StoreError::Corrupt(why)) if why.contains("a bug")),
+            "{failed:?}"
+        );
+        let record = conformance::record("v", 1);
+        store
+            .put(&alice, "k@alice", &record, CommitOp::UpdateAll)
+            .await
+            .unwrap();
+        assert_eq!(store.get(&alice, "k@alice").await.unwrap(), Some(record));
+        assert!(store.ping().await.is_ok());
+        assert_eq!(store.failure(), None);
+    }
+
+    /// A panic inside the writer itself stops it for good: every call then fails with the
+    /// reason, the ping too (readiness), and `failure` names it (the node exits on it).
+    #[tokio::test]
+    async fn a_writer_that_panicked_says_so_instead_of_serving_errors_silently() {
+        let dir = TempDir::new("store-writer-panic");
+        let embedded = Embedded::open(dir.path()).unwrap();
+        embedded
+            .send(Job::Other {
+                kind: Kind::Durable,
+                run: Box::new(|_| panic!("inside the database")),
+            })
+            .unwrap();
+        let store = Store::new(embedded);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.failure().is_none() {
+            assert!(std::time::Instant::now() < deadline, "no failure reported");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let why = store.failure().unwrap();
+        assert!(why.contains("inside the database"), "{why}");
+        assert!(matches!(store.ping().await, Err(StoreError::Failed(_))));
+        let alice = conformance::sign("alice");
+        let record = conformance::record("v", 1);
+        let refused = store
+            .put(&alice, "k@alice", &record, CommitOp::UpdateAll)
+            .await;
+        assert!(matches!(refused, Err(StoreError::Failed(_))), "{refused:?}");
     }
 
     #[tokio::test]

@@ -72,17 +72,31 @@ pub(super) type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 /// Runs the writer until every sender of `queue` is gone (the store closing); the writes
 /// already queued are finished first.
+///
+/// A panic here (inside the database, or in a bug of ours around it) stops the writer for
+/// good: the database may be half-way through a write, and only a restart (journal replay)
+/// makes it whole. The reason is kept in `shared` ([`Shared::failure`]): the store then
+/// answers every call with an error, `/readyz` says so, and the node exits non-zero so that
+/// it is restarted. A panic in one write's own decision (its `change`) is not this: that
+/// write alone fails ([`Writer::stage`]).
 pub(super) fn run(shared: &Shared, queue: &std::sync::mpsc::Receiver<Job>) {
     let mut writer = Writer::new(shared);
-    while let Ok(first) = queue.recv() {
-        writer.apply(first);
-        for _ in 1..GROUP_MAX {
-            match queue.try_recv() {
-                Ok(next) => writer.apply(next),
-                Err(_) => break,
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        while let Ok(first) = queue.recv() {
+            writer.apply(first);
+            for _ in 1..GROUP_MAX {
+                match queue.try_recv() {
+                    Ok(next) => writer.apply(next),
+                    Err(_) => break,
+                }
             }
+            writer.finish_group();
         }
-        writer.finish_group();
+    }));
+    if let Err(panic) = served {
+        let why = at_common::config::panic_message(panic.as_ref());
+        tracing::error!(%why, "the store's writer stopped; the node must restart");
+        shared.fail(format!("the store's writer stopped: {why}"));
     }
 }
 
@@ -167,7 +181,16 @@ impl<'a> Writer<'a> {
             false => None,
         };
         let state = self.hot.key(self.shared, &record_row, committed)?;
-        let (record, op) = match change(state.record.as_ref()).map_err(StoreError::Refused)? {
+        // The caller's decision, run here: a panic in it fails this write only.
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            change(state.record.as_ref())
+        }))
+        .map_err(|panic| {
+            let why = at_common::config::panic_message(panic.as_ref());
+            tracing::error!(%why, "a write's change panicked; nothing of it was written");
+            StoreError::Corrupt(format!("a write's change panicked: {why}"))
+        })?;
+        let (record, op) = match decided.map_err(StoreError::Refused)? {
             Mutation::Keep => {
                 return Ok(Written {
                     changed: false,

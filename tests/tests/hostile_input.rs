@@ -1,0 +1,285 @@
+//! Hostile input from an owner, an anonymous client or another atSign cannot stop a node or
+//! poison a record: over TLS against the real binary hosting @alice and @bob, on the embedded
+//! store and on Redis. Each hostile request gets its documented error, and afterwards both
+//! atSigns still read and write.
+//!
+//! - keys and ids far past any stored key's length (70 000 characters) are refused by the
+//!   grammar (AT0016 for keys, AT0003 for ids), whoever sends them, before a store sees them;
+//! - a time that leads past any date (`ttl:9223372036854775807`) is refused (AT0003), never
+//!   wrapped, so no record holds a date it cannot read back; `scan` and `sync` keep working;
+//! - what another atSign makes @bob store is bounded and lower-cased: a key too long to cache
+//!   is refused by @bob's server, a far-off time too, a `ttln` is cut to 30 days, and a
+//!   cached copy of a mixed-case key is stored lower-cased, so @bob's owner can delete it.
+
+use std::time::Duration;
+
+use at_tests::client::Client;
+use at_tests::redis::RedisServer;
+use at_tests::servers::{eventually, Cluster, Server};
+use at_tests::TempDir;
+
+const AT_ALICE: &str = "\n@alice@";
+const AT_BOB: &str = "\n@bob@";
+/// Far longer than any key or id, and than the 64 KiB an embedded store's key may have.
+const HUGE: usize = 70_000;
+
+/// One node hosting @alice and @bob with a line limit that lets huge keys through the codec,
+/// with an owner connection of each.
+struct Scene {
+    alice: Client,
+    bob: Client,
+    server: Server,
+    ca: std::path::PathBuf,
+    secrets: Vec<String>,
+    _cluster: Cluster,
+    _redis: Option<RedisServer>,
+    _dir: TempDir,
+}
+
+impl Scene {
+    fn start(redis: Option<RedisServer>) -> Scene {
+        let dir = TempDir::new("hostile-input");
+        let cluster = Cluster::start(dir.path());
+        let mut extra = String::from(
+            "buffer_limit = 300000\noutbound_idle_time_millis = 1000\n\
+             notification_retry_max_millis = 1000\n",
+        );
+        if let Some(redis) = &redis {
+            extra.push_str(&format!(
+                "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
+                redis.url()
+            ));
+        }
+        let (mut server, secrets) = cluster.server_hosting("node", &["@alice", "@bob"], &extra);
+        server.start();
+        let ca = cluster.ca();
+        let mut alice = server.connect(&ca);
+        alice.cram_in("@alice", &secrets[0]);
+        let mut bob = connect_to(&server, 1, &ca);
+        bob.cram_in("@bob", &secrets[1]);
+        Scene {
+            alice,
+            bob,
+            server,
+            ca,
+            secrets,
+            _cluster: cluster,
+            _redis: redis,
+            _dir: dir,
+        }
+    }
+
+    /// An unauthenticated connection to @alice's server.
+    fn anyone(&self) -> Client {
+        self.server.connect(&self.ca)
+    }
+
+    /// Both atSigns still write and read, each on a new connection too.
+    fn both_still_serve(&mut self, round: &str) {
+        for (n, atsign, prompt) in [(0, "@alice", AT_ALICE), (1, "@bob", AT_BOB)] {
+            let mut fresh = connect_to(&self.server, n, &self.ca);
+            fresh.cram_in(atsign, &self.secrets[n as usize]);
+            let key = format!("probe.{round}{atsign}");
+            let written = fresh.reply_to(&format!("update:{key} {round}"), prompt);
+            assert!(written.starts_with("data:"), "{atsign} {round}: {written}");
+            assert_eq!(
+                fresh.reply_to(&format!("llookup:{key}"), prompt),
+                format!("data:{round}")
+            );
+        }
+        for (client, prompt) in [(&mut self.alice, AT_ALICE), (&mut self.bob, AT_BOB)] {
+            assert!(client.reply_to("scan", prompt).starts_with("data:["));
+            assert!(client
+                .reply_to("sync:from:-1:limit:10", prompt)
+                .starts_with("data:"));
+        }
+    }
+}
+
+/// A connection to the `n`th atSign's own port, past the `@` prompt.
+fn connect_to(server: &Server, n: u16, ca: &std::path::Path) -> Client {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], server.port + n));
+    let mut client = Client::tls_named(addr, ca, "127.0.0.1");
+    client.expect(b"@");
+    client
+}
+
+fn huge_keys_and_ids_are_refused_whoever_sends_them(scene: &mut Scene) {
+    let key = "k".repeat(HUGE);
+    let too_long = format!(
+        "error:AT0016-Invalid key : Key length {} exceeds the maximum allowed length of 255",
+        HUGE + "@alice".len()
+    );
+    // Before authentication errors read `Exception:` (the reference's two error forms).
+    let mut anyone = scene.anyone();
+    anyone.ask(
+        &format!("lookup:{key}@alice\n"),
+        &format!("{}\n@", too_long.replace("Invalid key :", "Exception:")),
+    );
+    for line in [
+        format!("llookup:{key}@alice"),
+        format!("update:{key}@alice v"),
+        format!("delete:{key}@alice"),
+        format!("notify:update:@bob:{key}@alice:v"),
+    ] {
+        let reply = scene.alice.reply_to(&line, AT_ALICE);
+        assert_eq!(reply, too_long, "{}", &line[..12]);
+    }
+    let id = "a".repeat(HUGE);
+    for line in [
+        format!("notify:remove:{id}"),
+        format!("notify:status:{id}"),
+        format!("notify:id:{id}:update:@bob:key@alice:v"),
+    ] {
+        let reply = scene.alice.reply_to(&line, AT_ALICE);
+        assert_eq!(
+            reply,
+            "error:AT0003-Invalid syntax : an id is at most 255 characters",
+            "{}",
+            &line[..12]
+        );
+    }
+    // Parameters that cannot be an enrollment's are refused as malformed JSON is: AT0011,
+    // which closes the connection.
+    let approve = format!("enroll:approve:{{\"enrollmentId\":\"{id}\"}}");
+    scene.alice.ask(
+        &format!("{approve}\n"),
+        "error:AT0011-Internal server exception : \
+         FormatException: enrollmentId is at most 255 characters\n@alice@",
+    );
+    scene.alice.expect_closed(Duration::from_secs(5));
+    scene.alice = connect_to(&scene.server, 0, &scene.ca);
+    scene.alice.cram_in("@alice", &scene.secrets[0]);
+    let mut anyone = scene.anyone();
+    anyone.send(b"from:@alice\n");
+    let _challenge = anyone.read_until(b"\n@");
+    anyone.ask(
+        &format!("pkam:enrollmentId:{id}:c2ln\n"),
+        "error:AT0003-Exception: an id is at most 255 characters\n@",
+    );
+    scene.both_still_serve("keys");
+}
+
+fn times_past_any_date_are_refused_never_wrapped(scene: &mut Scene) {
+    assert_eq!(
+        scene
+            .alice
+            .reply_to("update:ttl:9223372036854775807:n2@alice v", AT_ALICE),
+        "error:AT0003-Invalid syntax : ttl of 9223372036854775807 ms is out of range"
+    );
+    // Within the grammar's bound, but past any date once added to the clock.
+    assert_eq!(
+        scene
+            .alice
+            .reply_to("update:ttl:8640000000000000:n3@alice v", AT_ALICE),
+        "error:AT0003-Invalid syntax : ttl of 8640000000000000 ms is out of range"
+    );
+    assert_eq!(
+        scene
+            .alice
+            .reply_to("update:ttr:8640000000000:n4@alice v", AT_ALICE),
+        "error:AT0003-Invalid syntax : ttr of 8640000000000 s is out of range"
+    );
+    assert_eq!(
+        scene.alice.reply_to("llookup:n2@alice", AT_ALICE),
+        "error:AT0015-key not found : n2@alice does not exist in keystore"
+    );
+    scene.both_still_serve("times");
+}
+
+fn what_another_atsign_makes_bob_store_is_bounded_and_lower_cased(scene: &mut Scene) {
+    // Too long to cache at @bob's (`cached:@bob:<key>@alice` past 255): refused there, so
+    // never delivered; nothing of it is stored.
+    let long = "l".repeat(240);
+    let id = notified(scene.alice.reply_to(
+        &format!("notify:update:ttr:-1:@bob:{long}@alice:v"),
+        AT_ALICE,
+    ));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_ne!(
+        scene
+            .alice
+            .reply_to(&format!("notify:status:{id}"), AT_ALICE),
+        "data:delivered"
+    );
+    // A ttl that is a time but leads past any date at @bob's: refused there too.
+    let id = notified(scene.alice.reply_to(
+        "notify:update:ttr:-1:ttl:8640000000000000:@bob:far.k@alice:v",
+        AT_ALICE,
+    ));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_ne!(
+        scene
+            .alice
+            .reply_to(&format!("notify:status:{id}"), AT_ALICE),
+        "data:delivered"
+    );
+    assert_eq!(
+        scene
+            .bob
+            .reply_to("llookup:cached:@bob:far.k@alice", AT_BOB),
+        "error:AT0015-key not found : cached:@bob:far.k@alice does not exist in keystore"
+    );
+    // A ttln past 30 days is kept 30 days.
+    let id = notified(scene.alice.reply_to(
+        "notify:update:ttln:18446744073709551615:@bob:ttln.k@alice:v",
+        AT_ALICE,
+    ));
+    let fetch = format!("notify:fetch:{id}");
+    eventually(|| scene.bob.reply_to(&fetch, AT_BOB).contains("\"expiresAt\""));
+    let fetched = scene.bob.reply_to(&fetch, AT_BOB);
+    let expires = fetched
+        .split("\"expiresAt\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("{fetched}"));
+    let expires = at_common::metadata::parse_timestamp(expires).expect("a timestamp");
+    let thirty_days = 30 * 24 * 60 * 60 * 1000;
+    let now = at_common::metadata::now_ms();
+    assert!(
+        expires <= now + thirty_days && expires > now + thirty_days - 600_000,
+        "{fetched}"
+    );
+    // A mixed-case key is cached lower-cased, and @bob's owner can delete the copy.
+    notified(
+        scene
+            .alice
+            .reply_to("notify:update:ttr:-1:@bob:MiXeD.k@alice:v", AT_ALICE),
+    );
+    let cached = "llookup:cached:@bob:mixed.k@alice";
+    eventually(|| scene.bob.reply_to(cached, AT_BOB) == "data:v");
+    assert!(scene
+        .bob
+        .reply_to("delete:cached:@bob:mixed.k@alice", AT_BOB)
+        .starts_with("data:"));
+    assert_eq!(
+        scene.bob.reply_to(cached, AT_BOB),
+        "error:AT0015-key not found : cached:@bob:mixed.k@alice does not exist in keystore"
+    );
+    assert!(!scene.bob.reply_to("scan", AT_BOB).contains("mixed"));
+    scene.both_still_serve("peers");
+}
+
+fn notified(reply: String) -> String {
+    reply
+        .strip_prefix("data:")
+        .unwrap_or_else(|| panic!("expected a notification id, got {reply:.100}"))
+        .to_string()
+}
+
+fn all(redis: Option<RedisServer>) {
+    let mut scene = Scene::start(redis);
+    huge_keys_and_ids_are_refused_whoever_sends_them(&mut scene);
+    times_past_any_date_are_refused_never_wrapped(&mut scene);
+    what_another_atsign_makes_bob_store_is_bounded_and_lower_cased(&mut scene);
+}
+
+#[test]
+fn hostile_input_on_the_embedded_store() {
+    all(None);
+}
+
+#[test]
+fn hostile_input_on_redis() {
+    all(Some(RedisServer::start()));
+}
