@@ -80,9 +80,10 @@ pub struct ServerConfig {
     pub auth_failure_max_delay_millis: u64,
     /// The failed proof on one connection after which it is closed; 0 never closes.
     pub auth_failures_before_close: u32,
-    /// Failed proofs per hosted atSign per minute on this node, over all its connections; once
-    /// spent, proofs are refused unchecked with AT0028 until the minute has passed. 0 is
-    /// unbounded.
+    /// Failed proofs per hosted atSign per source address (IPv4 address, IPv6 /64) per minute
+    /// on this node, over all its connections; once spent, proofs from that address are
+    /// refused unchecked with AT0028 until the minute has passed (other addresses are not
+    /// affected). 0 is unbounded.
     pub auth_failures_per_atsign_per_minute: u32,
     /// Seconds between rounds of background maintenance, which removes expired keys and
     /// compacts commit logs, a bounded share of the atSigns per round.

@@ -446,8 +446,8 @@ async fn accept_loop(
     next: Arc<AtomicUsize>,
 ) {
     loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "accept failed");
                 actix_rt::time::sleep(Duration::from_millis(50)).await;
@@ -457,12 +457,17 @@ async fn accept_loop(
         let Ok(tcp) = tcp.into_std() else { continue };
         let (shared, route) = (Arc::clone(&shared), route.clone());
         let worker = next.fetch_add(1, Ordering::Relaxed) % workers.len();
-        workers[worker].spawn(async move { begin(tcp, route, shared).await });
+        workers[worker].spawn(async move { begin(tcp, peer.ip(), route, shared).await });
     }
 }
 
 /// On a worker: the TLS handshake, routing, then a `Connection` (or the limit message).
-async fn begin(tcp: std::net::TcpStream, route: Route, shared: Arc<Shared>) {
+async fn begin(
+    tcp: std::net::TcpStream,
+    address: std::net::IpAddr,
+    route: Route,
+    shared: Arc<Shared>,
+) {
     let Ok(tcp) = TcpStream::from_std(tcp) else {
         return;
     };
@@ -491,14 +496,22 @@ async fn begin(tcp: std::net::TcpStream, route: Route, shared: Arc<Shared>) {
                     None => None,
                 },
             };
-            start(tls, atsign, client_names, slot, &shared).await;
+            let origin = Origin::Network {
+                address,
+                client_names,
+            };
+            start(tls, atsign, origin, slot, &shared).await;
         }
         None => {
             let atsign = match route {
                 Route::Fixed(atsign) => Some(atsign),
                 Route::BySni => None,
             };
-            start(tcp, atsign, Vec::new(), slot, &shared).await;
+            let origin = Origin::Network {
+                address,
+                client_names: Vec::new(),
+            };
+            start(tcp, atsign, origin, slot, &shared).await;
         }
     }
 }
@@ -506,7 +519,7 @@ async fn begin(tcp: std::net::TcpStream, route: Route, shared: Arc<Shared>) {
 async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
     mut io: IO,
     atsign: Option<AtSign>,
-    client_names: Vec<String>,
+    origin: Origin,
     slot: Option<Slot>,
     shared: &Shared,
 ) {
@@ -529,7 +542,7 @@ async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
         &shared.hosts,
         Arc::clone(&shared.limits),
         slot,
-        Origin::Network { client_names },
+        origin,
     );
 }
 

@@ -1,7 +1,8 @@
 //! Throttling of failed cram/pkam proofs over real TLS, against the real binary: the first
 //! failures are answered at once with the reference's bytes and keep the connection open;
 //! later ones wait longer each time, the last allowed closes the connection, and an atSign's
-//! failures per minute are bounded across connections.
+//! failures per minute from one address are bounded across connections, without keeping the
+//! owner out from another address.
 
 mod support;
 
@@ -140,7 +141,9 @@ fn a_correct_proof_after_failures_works_and_clears_the_count(backend: Backend) {
     }
 }
 
-fn an_atsigns_failures_per_minute_are_bounded_across_connections(backend: Backend) {
+fn an_atsigns_failures_per_minute_from_one_address_are_bounded_across_connections(
+    backend: Backend,
+) {
     let mut node = Node::start(backend);
     node.reconfigure(PER_ATSIGN);
     // Already authenticated before the failures: not affected by them.
@@ -151,18 +154,44 @@ fn an_atsigns_failures_per_minute_are_bounded_across_connections(backend: Backen
         let mut guesser = node.client();
         fail_cram(&mut guesser, WRONG_CRAM);
     }
-    // The budget is spent: even the right digest is refused, unchecked, and the connection
-    // stays open.
+    // The budget of this address is spent: even the right digest is refused, unchecked, and
+    // the connection stays open. A proof without a challenge is not checked at all.
     let mut late = node.client();
     good_cram(&node, &mut late, TOO_MANY);
-    late.ask("pkam:AAAA\n", TOO_MANY);
+    late.ask("pkam:AAAA\n", WRONG_PKAM);
     late.expect_silence(Duration::from_millis(200));
     owner.ask("config:block:show\n", "data:null\n@alice@");
+
+    // From another address the owner's correct proof is checked, and works.
+    let mut elsewhere = from_address(&node, [127, 0, 0, 2]);
+    good_cram(&node, &mut elsewhere, "data:success\n@alice@");
+}
+
+/// Proofs that answer no challenge (a `cram:` without `from`) spend no budget: they cannot be
+/// used to keep the owner out, not even from the owner's own address.
+fn proofs_without_a_challenge_cost_no_budget(backend: Backend) {
+    let mut node = Node::start(backend);
+    node.reconfigure(PER_ATSIGN);
+    let mut guesser = from_address(&node, [127, 0, 0, 3]);
+    for _ in 0..10 {
+        guesser.ask("cram:0123\n", WRONG_CRAM);
+    }
+    let mut owner = from_address(&node, [127, 0, 0, 3]);
+    good_cram(&node, &mut owner, "data:success\n@alice@");
+}
+
+/// A TLS client of @alice's port from the loopback address `ip`, past the `@` prompt.
+fn from_address(node: &Node, ip: [u8; 4]) -> Client {
+    let addr = ([127, 0, 0, 1], node.port).into();
+    let mut client = Client::tls_from(ip.into(), addr, &node.ca_file(), "localhost");
+    client.expect(b"@");
+    client
 }
 
 both_backends! {
     with_the_defaults_a_first_failure_is_answered_at_once_and_a_correct_cram_then_works,
     repeated_failures_wait_longer_each_time_then_the_connection_closes,
     a_correct_proof_after_failures_works_and_clears_the_count,
-    an_atsigns_failures_per_minute_are_bounded_across_connections,
+    an_atsigns_failures_per_minute_from_one_address_are_bounded_across_connections,
+    proofs_without_a_challenge_cost_no_budget,
 }

@@ -55,7 +55,30 @@ impl Client {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// [`Client::tls_named`] from the local address `source` (any of 127.0.0.0/8 on
+    /// loopback), as a client on another host would come: for what the server decides by
+    /// the client's address.
+    pub fn tls_from(
+        source: std::net::IpAddr,
+        addr: SocketAddr,
+        ca_file: &Path,
+        name: &str,
+    ) -> Client {
+        Client::try_tls_from(Some(source), addr, ca_file, name, None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     fn try_tls_as(
+        addr: SocketAddr,
+        ca_file: &Path,
+        name: &str,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<Client, String> {
+        Client::try_tls_from(None, addr, ca_file, name, identity)
+    }
+
+    fn try_tls_from(
+        source: Option<std::net::IpAddr>,
         addr: SocketAddr,
         ca_file: &Path,
         name: &str,
@@ -86,7 +109,10 @@ impl Client {
         };
         let name = ServerName::try_from(name.to_string()).expect("server name");
         let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
-        let tcp = connect(addr);
+        let tcp = match source {
+            Some(source) => connect_from(source, addr),
+            None => connect(addr),
+        };
         let mut stream = rustls::StreamOwned::new(conn, tcp);
         // Finish the handshake now, so a refused certificate fails here and not in a later read.
         let deadline = Instant::now() + PROMPT_WAIT;
@@ -279,6 +305,22 @@ fn is_timeout(e: &std::io::Error) -> bool {
 
 fn connect(addr: SocketAddr) -> TcpStream {
     let tcp = TcpStream::connect_timeout(&addr, PROMPT_WAIT).expect("connect");
+    tcp.set_read_timeout(Some(TICK)).expect("read timeout");
+    tcp.set_nodelay(true).expect("nodelay");
+    tcp
+}
+
+/// [`connect`] from the local address `source` (std cannot bind before connecting).
+fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .expect("bind the source address");
+    socket
+        .connect_timeout(&addr.into(), PROMPT_WAIT)
+        .expect("connect");
+    let tcp: TcpStream = socket.into();
     tcp.set_read_timeout(Some(TICK)).expect("read timeout");
     tcp.set_nodelay(true).expect("nodelay");
     tcp

@@ -30,7 +30,7 @@ use tokio_util::codec::FramedRead;
 
 use super::auth_state::{AuthState, Proven};
 use super::authenticate;
-use super::throttle::{is_failed_proof, AuthThrottle};
+use super::throttle::{is_failed_proof, AuthThrottle, Source};
 use crate::keystore::{AdmitPeer, EnsureSigningKeys, GetAuthMaterial, Hosts, KeyStore, Run};
 use crate::metrics::metrics;
 use crate::notifications::{Monitors, Subscription};
@@ -57,9 +57,12 @@ pub struct Limits {
 /// Where a connection comes from.
 #[derive(Debug, Clone)]
 pub enum Origin {
-    /// Over the network: the names of the client's TLS certificate (verified by the
-    /// listener), if it presented one.
-    Network { client_names: Vec<String> },
+    /// Over the network: the client's address, and the names of its TLS certificate
+    /// (verified by the listener), if it presented one.
+    Network {
+        address: std::net::IpAddr,
+        client_names: Vec<String>,
+    },
     /// One of this node's peer links to an atSign hosted on this cluster. The link is the
     /// node itself, so there is no certificate to check; `from`, the block list and `pol`
     /// are as over the network.
@@ -229,7 +232,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 let admitted = self.keystore.send(AdmitPeer(from.atsign.clone()));
                 let peers = self.peers.clone();
                 let names = match (&self.origin, self.limits.peer_certificate_required) {
-                    (Origin::Network { client_names }, true) => Some(client_names.clone()),
+                    (Origin::Network { client_names, .. }, true) => Some(client_names.clone()),
                     _ => None,
                 };
                 let claimant = from.atsign.clone();
@@ -399,7 +402,25 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     /// `cram`/`pkam`: checked against what the key store holds, unless the atSign's budget of
     /// failed proofs is spent (then refused unchecked, the challenge spent all the same).
     fn prove(&mut self, command: Command, now: Instant, ctx: &mut Context<Self>) {
-        let admission = match self.limits.auth_throttle.admit(&self.me, now) {
+        // Without a live challenge the proof fails unchecked, as the reference words it; it
+        // costs this connection's count, never the atSign's budget.
+        if !self.state.has_challenge(&self.me, now) {
+            let failed = match &command {
+                Command::Cram(cram) => {
+                    authenticate::cram(&self.me, &mut self.state, cram, None, now)
+                }
+                Command::Pkam(pkam) => {
+                    authenticate::pkam(&self.me, &mut self.state, pkam, None, None, now)
+                }
+                _ => unreachable!("only cram and pkam are proved"),
+            };
+            return self.answer_proof(failed, ctx);
+        }
+        let source = Source::of(match &self.origin {
+            Origin::Network { address, .. } => Some(*address),
+            Origin::InProcess => None,
+        });
+        let admission = match self.limits.auth_throttle.admit(&self.me, source, now) {
             Ok(admission) => admission,
             Err(refusal) => {
                 let _ = self.state.take_challenge(&self.me, now);

@@ -238,6 +238,14 @@ impl AuthState {
         })
     }
 
+    /// Whether a proof by `claimant` now would answer a live challenge.
+    pub fn has_challenge(&self, claimant: &AtSign, now: Instant) -> bool {
+        self.challenge.as_ref().is_some_and(|challenge| {
+            &challenge.claimed == claimant
+                && now.saturating_duration_since(challenge.issued) <= CHALLENGE_TTL
+        })
+    }
+
     /// Takes the pending challenge for a proof by `claimant` (the owner for cram/pkam). It is
     /// spent whatever happens next, so each challenge is tried once. `None` when there is
     /// none, it expired, or it was for another atSign: the proof fails.

@@ -1,27 +1,40 @@
-//! `AuthThrottle`: how failed `cram`/`pkam` proofs are slowed down, against guessing.
+//! `AuthThrottle`: how failed `cram`/`pkam` proofs are slowed down, against guessing, without
+//! letting anyone keep the owner out.
 //!
 //! The reference answers every wrong proof at once with AT0401 and keeps the connection open;
 //! real clients see exactly that for their first failures. After that:
 //! - **per connection**, once `free` failures in a row have been answered, each further one is
 //!   answered after a delay that doubles from `first_delay` up to `max_delay`, and the
 //!   `close_after`-th is answered and then the connection is closed;
-//! - **per atSign**, across all connections of the node, at most `per_minute` proofs may fail
-//!   in any sliding minute. Once that is spent, further proofs are refused with AT0028 without
-//!   being checked, so the bound holds however many connections guess in parallel. The price
-//!   is that the owner's new logins are refused too until the minute has passed; connections
-//!   already authenticated are not affected.
+//! - **per atSign and source address** (an IPv4 address, an IPv6 /64), across all connections
+//!   of the node, at most `per_minute` proofs may fail in any sliding minute. Once that is
+//!   spent, further proofs from that source are refused with AT0028 without being checked, so
+//!   the bound holds however many connections one source opens. Another source is not
+//!   affected: a correct proof from an address that has not been failing is always checked,
+//!   so guessing from one place cannot keep the owner out from another. Guessing from many
+//!   places gets `per_minute` tries per place.
+//!
+//! Only proofs that answer a live challenge count (the connection checks that first): a
+//! `cram:` without a `from` proves nothing and costs no budget but its connection's.
+//!
+//! At most [`MAX_TRACKED`] (atSign, source) windows are kept; past that, the ones with the
+//! oldest last failure go first, so memory is bounded whatever sources an attacker uses.
 //!
 //! No I/O and no clock of its own: callers pass `now`, so the rules are unit-tested.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use at_common::error::{AtError, ErrorCode};
 use at_common::AtSign;
 
-/// The window of the per-atSign bound.
+/// The window of the per-source bound.
 pub const WINDOW: Duration = Duration::from_secs(60);
+
+/// The most (atSign, source) failure windows kept at once.
+pub const MAX_TRACKED: usize = 65_536;
 
 /// The limits, from the configuration (`auth_failure*` options).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +47,7 @@ pub struct ThrottleLimits {
     pub max_delay: Duration,
     /// The failure on one connection after which it is closed; 0 never closes.
     pub close_after: u32,
-    /// Failed proofs per atSign per minute on this node; 0 is unbounded.
+    /// Failed proofs per atSign per source address per minute on this node; 0 is unbounded.
     pub per_minute: u32,
 }
 
@@ -47,20 +60,35 @@ pub struct Penalty {
     pub close: bool,
 }
 
-/// A proof admitted under the per-atSign bound; give it back with [`AuthThrottle::settle`].
+/// Where proofs come from, as the throttle groups them: one IPv4 address, or one IPv6 /64
+/// (what one host or subscriber usually has); `None` for a connection without an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source(Option<u128>);
+
+impl Source {
+    pub fn of(address: Option<IpAddr>) -> Source {
+        Source(address.map(|ip| match ip.to_canonical() {
+            IpAddr::V4(v4) => u128::from(u32::from(v4)),
+            // The /64, marked apart from any IPv4 value.
+            IpAddr::V6(v6) => (u128::from(v6) >> 64) | (1 << 127),
+        }))
+    }
+}
+
+/// A proof admitted under the per-source bound; give it back with [`AuthThrottle::settle`].
 #[derive(Debug)]
 #[must_use]
 pub struct Admission {
-    at: Option<Instant>,
+    at: Option<(Source, Instant)>,
 }
 
-/// The limits and the per-atSign failure windows of one node; shared by its connections.
+/// The limits and the per-source failure windows of one node; shared by its connections.
 #[derive(Debug)]
 pub struct AuthThrottle {
     limits: ThrottleLimits,
-    /// Per hosted atSign, when its recent proofs were admitted (oldest first); at most
-    /// `per_minute` entries each, and only hosted atSigns are keys, so memory is bounded.
-    recent: Mutex<HashMap<AtSign, VecDeque<Instant>>>,
+    /// Per (atSign, source), when its recent proofs were admitted (oldest first); at most
+    /// `per_minute` entries each, and at most [`MAX_TRACKED`] windows.
+    recent: Mutex<HashMap<(AtSign, Source), VecDeque<Instant>>>,
 }
 
 impl AuthThrottle {
@@ -88,15 +116,20 @@ impl AuthThrottle {
         }
     }
 
-    /// Admits a proof for `who` at `now`, counting it as failed until [`settle`](Self::settle)
-    /// says otherwise, so proofs checked in parallel cannot overrun the bound; AT0028 when
-    /// `per_minute` proofs failed (or are in flight) within the last minute.
-    pub fn admit(&self, who: &AtSign, now: Instant) -> Result<Admission, AtError> {
+    /// Admits a proof for `who` from `source` at `now`, counting it as failed until
+    /// [`settle`](Self::settle) says otherwise, so proofs checked in parallel cannot overrun
+    /// the bound; AT0028 when `per_minute` proofs from that source failed (or are in flight)
+    /// within the last minute.
+    pub fn admit(&self, who: &AtSign, source: Source, now: Instant) -> Result<Admission, AtError> {
         if self.limits.per_minute == 0 {
             return Ok(Admission { at: None });
         }
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        let times = recent.entry(who.clone()).or_default();
+        let key = (who.clone(), source);
+        if !recent.contains_key(&key) && recent.len() >= MAX_TRACKED {
+            forget_oldest(&mut recent, now);
+        }
+        let times = recent.entry(key).or_default();
         while times
             .front()
             .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)
@@ -110,26 +143,48 @@ impl AuthThrottle {
             ));
         }
         times.push_back(now);
-        Ok(Admission { at: Some(now) })
+        Ok(Admission {
+            at: Some((source, now)),
+        })
     }
 
     /// Ends an admitted proof: one that did not fail (succeeded, or could not be checked)
     /// gives its place back.
     pub fn settle(&self, who: &AtSign, admission: Admission, failed: bool) {
-        let Some(at) = admission.at else { return };
+        let Some((source, at)) = admission.at else {
+            return;
+        };
         if failed {
             return;
         }
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(times) = recent.get_mut(who) {
+        let key = (who.clone(), source);
+        if let Some(times) = recent.get_mut(&key) {
             if let Some(i) = times.iter().rposition(|t| *t == at) {
                 times.remove(i);
             }
             if times.is_empty() {
-                recent.remove(who);
+                recent.remove(&key);
             }
         }
     }
+}
+
+/// Makes room in a full table: windows with nothing in the last minute go, else the tenth
+/// whose last failure is oldest.
+fn forget_oldest(recent: &mut HashMap<(AtSign, Source), VecDeque<Instant>>, now: Instant) {
+    recent.retain(|_, times| {
+        times
+            .back()
+            .is_some_and(|t| now.saturating_duration_since(*t) < WINDOW)
+    });
+    if recent.len() < MAX_TRACKED {
+        return;
+    }
+    let mut last: Vec<Instant> = recent.values().filter_map(|t| t.back().copied()).collect();
+    last.sort_unstable();
+    let cut = last[last.len() / 10];
+    recent.retain(|_, times| times.back().is_some_and(|t| *t > cut));
 }
 
 /// Whether an error answering `cram`/`pkam` is a failed (or refused) proof.
@@ -156,6 +211,10 @@ mod tests {
 
     fn alice() -> AtSign {
         AtSign::parse("@alice").unwrap()
+    }
+
+    fn here() -> Source {
+        Source::of(Some("192.0.2.1".parse().unwrap()))
     }
 
     #[test]
@@ -195,26 +254,26 @@ mod tests {
     }
 
     #[test]
-    fn per_atsign_failures_are_bounded_per_sliding_minute() {
+    fn per_source_failures_are_bounded_per_sliding_minute() {
         let throttle = AuthThrottle::new(limits());
         let (start, bob) = (Instant::now(), AtSign::parse("@bob").unwrap());
         for s in 0..3 {
-            let admitted = throttle.admit(&alice(), start + Duration::from_secs(s));
+            let admitted = throttle.admit(&alice(), here(), start + Duration::from_secs(s));
             throttle.settle(&alice(), admitted.unwrap(), true);
         }
         let refused = throttle
-            .admit(&alice(), start + Duration::from_secs(30))
+            .admit(&alice(), here(), start + Duration::from_secs(30))
             .unwrap_err();
         assert_eq!(refused.code(), ErrorCode::TooManyRequests);
         assert!(!refused.closes_connection());
         // Another atSign has its own budget.
-        let other = throttle.admit(&bob, start).unwrap();
+        let other = throttle.admit(&bob, here(), start).unwrap();
         throttle.settle(&bob, other, true);
         // A minute after the first failure, one place is free again.
         let later = start + WINDOW;
-        let admitted = throttle.admit(&alice(), later).unwrap();
+        let admitted = throttle.admit(&alice(), here(), later).unwrap();
         throttle.settle(&alice(), admitted, true);
-        assert!(throttle.admit(&alice(), later).is_err());
+        assert!(throttle.admit(&alice(), here(), later).is_err());
     }
 
     #[test]
@@ -222,14 +281,14 @@ mod tests {
         let throttle = AuthThrottle::new(limits());
         let now = Instant::now();
         let in_flight: Vec<_> = (0..3)
-            .map(|_| throttle.admit(&alice(), now).unwrap())
+            .map(|_| throttle.admit(&alice(), here(), now).unwrap())
             .collect();
-        assert!(throttle.admit(&alice(), now).is_err());
+        assert!(throttle.admit(&alice(), here(), now).is_err());
         for admission in in_flight {
             throttle.settle(&alice(), admission, false);
         }
         assert!(throttle.recent.lock().unwrap().is_empty());
-        assert!(throttle.admit(&alice(), now).is_ok());
+        assert!(throttle.admit(&alice(), here(), now).is_ok());
     }
 
     #[test]
@@ -240,10 +299,41 @@ mod tests {
         });
         let now = Instant::now();
         for _ in 0..1000 {
-            let admitted = throttle.admit(&alice(), now).unwrap();
+            let admitted = throttle.admit(&alice(), here(), now).unwrap();
             throttle.settle(&alice(), admitted, true);
         }
         assert!(throttle.recent.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn one_source_spending_its_budget_leaves_every_other_source_checked() {
+        let throttle = AuthThrottle::new(limits());
+        let now = Instant::now();
+        for _ in 0..3 {
+            let admitted = throttle.admit(&alice(), here(), now).unwrap();
+            throttle.settle(&alice(), admitted, true);
+        }
+        assert!(throttle.admit(&alice(), here(), now).is_err());
+        let owner = Source::of(Some("198.51.100.7".parse().unwrap()));
+        let admitted = throttle.admit(&alice(), owner, now).unwrap();
+        throttle.settle(&alice(), admitted, false);
+        // IPv6: one /64 is one source; the next /64 another.
+        let v6 = |ip: &str| Source::of(Some(ip.parse().unwrap()));
+        assert_eq!(v6("2001:db8:0:1::1"), v6("2001:db8:0:1:ffff::9"));
+        assert_ne!(v6("2001:db8:0:1::1"), v6("2001:db8:0:2::1"));
+        assert_eq!(v6("::ffff:192.0.2.1"), here());
+    }
+
+    #[test]
+    fn the_table_of_windows_is_bounded_however_many_sources_fail() {
+        let throttle = AuthThrottle::new(limits());
+        let now = Instant::now();
+        for n in 0..(MAX_TRACKED as u32 + 1000) {
+            let source = Source::of(Some(IpAddr::from(n.to_be_bytes())));
+            let admitted = throttle.admit(&alice(), source, now).unwrap();
+            throttle.settle(&alice(), admitted, true);
+        }
+        assert!(throttle.recent.lock().unwrap().len() <= MAX_TRACKED);
     }
 
     #[test]
