@@ -3,6 +3,7 @@
 //! Everything both the atServer and the atDirectory agree on, with no sockets, actors or storage.
 //!
 //! - [`address`]: `Address`, the `host:port` an atDirectory answers.
+//! - [`backlog`]: how far behind a connection's peer is in reading, for backpressure.
 //! - [`auth`]: cram digests and pkam signature checks, pure functions over `ring`.
 //! - [`atsign`]: `AtSign`, parsed and normalised once (leading `@` optional, case-folded).
 //! - [`key`]: `AtKey`, the five kinds of key of the spec and their wire form.
@@ -19,6 +20,7 @@
 pub mod address;
 pub mod atsign;
 pub mod auth;
+pub mod backlog;
 pub mod codec;
 pub mod config;
 pub mod error;

@@ -7,6 +7,7 @@
 //! `max_misses`th waits and then closes the connection without an answer. So enumerating
 //! atSigns through the directory costs a connection (and a TLS handshake) per few guesses.
 //! An empty line (a client's liveness check) is answered `null` at once and is no miss.
+//! A client that does not read its answers stops being read ([`Session::send`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
+use at_common::backlog::{Backlog, Counted};
 use at_common::codec::{CodecError, LineCodec};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
@@ -65,7 +67,9 @@ pub struct Session<IO: AsyncWrite + Unpin + 'static> {
     store: Store,
     metrics: Metrics,
     policy: Arc<Policy>,
-    writer: FramedWrite<Bytes, WriteHalf<IO>, LineCodec>,
+    writer: FramedWrite<Bytes, Counted<WriteHalf<IO>>, LineCodec>,
+    /// What the client has not read yet of the answers ([`Session::send`]).
+    backlog: Backlog,
     /// Misses (and invalid requests) so far on this connection.
     misses: u32,
     /// The pending idle-timeout, re-armed by every request.
@@ -84,13 +88,20 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Session<IO> {
     ) -> Addr<Self> {
         Session::create(move |ctx| {
             let (read, write) = tokio::io::split(io);
-            ctx.add_stream(FramedRead::new(read, LineCodec::new(policy.buffer_limit)));
-            let writer = FramedWrite::new(write, LineCodec::new(policy.buffer_limit), ctx);
+            let backlog = Backlog::default();
+            let requests = FramedRead::new(read, LineCodec::new(policy.buffer_limit));
+            ctx.add_stream(backlog.gate(requests));
+            let writer = FramedWrite::new(
+                backlog.count(write),
+                LineCodec::new(policy.buffer_limit),
+                ctx,
+            );
             Session {
                 store,
                 metrics,
                 policy,
                 writer,
+                backlog,
                 misses: 0,
                 idle: None,
                 _slot: slot,
@@ -103,7 +114,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Session<IO> {
             Request::Exit => self.close(ctx),
             Request::Empty => {
                 self.metrics.lookup(LookupResult::Empty, Duration::ZERO);
-                self.writer.write(lookup::not_found());
+                self.send(lookup::not_found(), ctx);
             }
             Request::Invalid => {
                 self.metrics.lookup(LookupResult::Invalid, Duration::ZERO);
@@ -116,7 +127,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Session<IO> {
                 ctx.wait(lookup.into_actor(self).map(move |found, act, ctx| match found {
                     Ok(Some(address)) => {
                         act.metrics.lookup(LookupResult::Hit, began.elapsed());
-                        act.writer.write(lookup::found(&address));
+                        act.send(lookup::found(&address), ctx);
                     }
                     Ok(None) => {
                         act.metrics.lookup(LookupResult::Miss, began.elapsed());
@@ -138,7 +149,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Session<IO> {
         self.misses += 1;
         let last = self.misses >= self.policy.max_misses;
         if self.misses == 1 && !last {
-            self.writer.write(lookup::not_found());
+            self.send(lookup::not_found(), ctx);
             return;
         }
         let delay = if self.misses == 1 {
@@ -153,10 +164,22 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Session<IO> {
                     if last {
                         act.close(ctx);
                     } else {
-                        act.writer.write(lookup::not_found());
+                        act.send(lookup::not_found(), ctx);
                     }
                 }),
         );
+    }
+
+    /// The one way answers leave: counted into the backlog and written. The requests are
+    /// gated by the backlog ([`at_common::backlog`]): a client that pipelines lookups without
+    /// reading the answers is not read from past 1 MiB unread, closed by the idle timeout if it
+    /// reads nothing, and at once 64 MiB behind.
+    fn send(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+        self.backlog.queued(bytes.len());
+        self.writer.write(bytes);
+        if self.backlog.overflowing() {
+            self.close(ctx);
+        }
     }
 
     /// Re-arms the idle timeout.
@@ -183,7 +206,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Actor for Session<IO> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.writer.write(Bytes::from_static(lookup::PROMPT));
+        self.send(Bytes::from_static(lookup::PROMPT), ctx);
         self.touch(ctx);
     }
 }

@@ -267,13 +267,18 @@ pub fn read_stored(row: &NotificationRow) -> Result<Stored, StoreError> {
     Ok(serde_json::from_slice(&row.body)?)
 }
 
+/// How many notification lines wait for one monitor connection at most. A monitor that falls
+/// this far behind is dropped (its connection closes); the client reconnects with
+/// `monitor:<epochMillis>` and the replay from the store gives it what it missed.
+pub const MONITOR_QUEUE: usize = 1024;
+
 /// One monitor connection's subscription.
 struct Subscriber {
     id: u64,
     filter: Option<regex::Regex>,
     /// `monitor:selfNotifications`: also the atServer's own notices ([`Stored::to_self`]).
     self_notifications: bool,
-    lines: mpsc::UnboundedSender<Bytes>,
+    lines: mpsc::Sender<Bytes>,
 }
 
 /// This node's monitor connections, by atSign; cheap to clone.
@@ -366,8 +371,8 @@ impl Monitors {
         atsign: &AtSign,
         filter: Option<regex::Regex>,
         self_notifications: bool,
-    ) -> (Subscription, mpsc::UnboundedReceiver<Bytes>) {
-        let (lines, receiver) = mpsc::unbounded_channel();
+    ) -> (Subscription, mpsc::Receiver<Bytes>) {
+        let (lines, receiver) = mpsc::channel(MONITOR_QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock()
             .entry(atsign.clone())
@@ -514,19 +519,30 @@ impl Monitors {
         tokio::spawn(async move { monitors.publish(&atsign, &stats).await });
     }
 
-    /// Gives `notification` to this node's monitors of `atsign` whose filter it matches.
+    /// Gives `notification` to this node's monitors of `atsign` whose filter it matches. A
+    /// monitor whose queue is full is dropped ([`MONITOR_QUEUE`]); one going away too.
     fn hand_out(&self, atsign: &AtSign, notification: &Notification, to_self: bool) {
-        let all = self.lock();
-        let Some(list) = all.get(atsign) else {
+        let mut all = self.lock();
+        let Some(list) = all.get_mut(atsign) else {
             return;
         };
         let line = notification.monitor_line();
-        for subscriber in list {
+        list.retain(|subscriber| {
             let wanted = subscriber.self_notifications || !to_self;
-            if wanted && notification.matches(subscriber.filter.as_ref()) {
-                // A closed receiver is a monitor going away; its Subscription removes it.
-                let _ = subscriber.lines.send(line.clone());
+            if !wanted || !notification.matches(subscriber.filter.as_ref()) {
+                return true;
             }
+            match subscriber.lines.try_send(line.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::info!(%atsign, "a monitor fell too far behind; dropping it");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        if list.is_empty() {
+            all.remove(atsign);
         }
     }
 }

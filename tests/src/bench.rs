@@ -46,6 +46,17 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// `/proc/loadavg`'s one-minute figure, to show whether something else was using the CPUs.
+/// The resident memory of process `pid` now, in bytes (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse().ok())?;
+    Some(kb * 1024)
+}
+
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()

@@ -24,6 +24,8 @@ pub struct Client {
     /// Bytes received and not yet consumed by an expectation.
     pending: Vec<u8>,
     closed: bool,
+    /// The TCP socket under `stream`, for its options.
+    tcp: Option<TcpStream>,
 }
 
 impl Client {
@@ -113,6 +115,7 @@ impl Client {
             Some(source) => connect_from(source, addr),
             None => connect(addr),
         };
+        let socket = tcp.try_clone().ok();
         let mut stream = rustls::StreamOwned::new(conn, tcp);
         // Finish the handshake now, so a refused certificate fails here and not in a later read.
         let deadline = Instant::now() + PROMPT_WAIT;
@@ -126,7 +129,9 @@ impl Client {
                 Err(e) => return Err(format!("TLS handshake: {e}")),
             }
         }
-        Ok(Client::over(Box::new(stream)))
+        let mut client = Client::over(Box::new(stream));
+        client.tcp = socket;
+        Ok(client)
     }
 
     /// Authenticates as `atsign` with CRAM (`from:` then `cram:<sha512 hex of secret +
@@ -147,7 +152,11 @@ impl Client {
 
     /// Connects with plain TCP.
     pub fn plain(addr: SocketAddr) -> Client {
-        Client::over(Box::new(connect(addr)))
+        let tcp = connect(addr);
+        let socket = tcp.try_clone().ok();
+        let mut client = Client::over(Box::new(tcp));
+        client.tcp = socket;
+        client
     }
 
     fn over(stream: Box<dyn Stream>) -> Client {
@@ -155,6 +164,7 @@ impl Client {
             stream,
             pending: Vec::new(),
             closed: false,
+            tcp: None,
         }
     }
 
@@ -162,6 +172,22 @@ impl Client {
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
         self.stream.flush().expect("flush");
+    }
+
+    /// Sends raw bytes, giving up after `within` if the server stops taking them (it
+    /// stopped reading): whether all went.
+    pub fn try_send(&mut self, bytes: &[u8], within: Duration) -> bool {
+        if let Some(tcp) = &self.tcp {
+            tcp.set_write_timeout(Some(within)).expect("write timeout");
+        }
+        let sent = self
+            .stream
+            .write_all(bytes)
+            .and_then(|()| self.stream.flush());
+        if let Some(tcp) = &self.tcp {
+            tcp.set_write_timeout(None).expect("write timeout");
+        }
+        sent.is_ok()
     }
 
     /// Asserts that exactly `want` arrives next (within [`PROMPT_WAIT`]) and consumes it.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use actix::io::{FramedWrite, WriteHandler};
 use actix::prelude::*;
+use at_common::backlog::{Backlog, Counted};
 use at_common::codec::{CodecError, LineCodec};
 use at_common::error::{AtError, ErrorCode};
 use at_common::metadata::now_ms;
@@ -106,7 +107,9 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     state: AuthState,
     style: ErrorStyle,
     limits: Arc<Limits>,
-    writer: FramedWrite<Bytes, WriteHalf<IO>, LineCodec>,
+    writer: FramedWrite<Bytes, Counted<WriteHalf<IO>>, LineCodec>,
+    /// What the client has not read yet of what was written to it ([`Connection::send`]).
+    backlog: Backlog,
     idle: Option<SpawnHandle>,
     /// Set once the connection is being closed: later input is ignored while the last reply
     /// is flushed.
@@ -135,8 +138,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         let (monitors, peers) = (hosts.monitors().clone(), hosts.peers().clone());
         Connection::create(move |ctx| {
             let (read, write) = tokio::io::split(io);
-            ctx.add_stream(FramedRead::new(read, LineCodec::new(limits.buffer_limit)));
-            let writer = FramedWrite::new(write, LineCodec::new(limits.buffer_limit), ctx);
+            let backlog = Backlog::default();
+            let requests = FramedRead::new(read, LineCodec::new(limits.buffer_limit));
+            ctx.add_stream(backlog.gate(requests));
+            let writer = FramedWrite::new(
+                backlog.count(write),
+                LineCodec::new(limits.buffer_limit),
+                ctx,
+            );
             Connection {
                 me,
                 keystore,
@@ -147,6 +156,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 style: ErrorStyle::Legacy,
                 limits,
                 writer,
+                backlog,
                 idle: None,
                 closing: false,
                 failures: 0,
@@ -180,13 +190,27 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 )
             }
         };
+        self.send(bytes, ctx);
+        self.recount();
+        if closes {
+            self.close(ctx);
+        }
+    }
+
+    /// The one way bytes leave for the client: counted (metrics, backlog) and written. The
+    /// requests are gated by the backlog ([`at_common::backlog`]): past 1 MiB unread none is
+    /// read until the client has read down to 256 KiB, so it is the client's TCP window that
+    /// holds what it sends meanwhile; a client that reads nothing is closed by the idle
+    /// timeout (nothing re-arms it), one 64 MiB behind at once.
+    fn send(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
         metrics()
             .bytes
             .with_label_values(&["out"])
             .inc_by(bytes.len() as u64);
+        self.backlog.queued(bytes.len());
         self.writer.write(bytes);
-        self.recount();
-        if closes {
+        if self.backlog.overflowing() {
+            tracing::info!(atsign = %self.me, unread = self.backlog.unread(), "closing a connection that does not read its replies");
             self.close(ctx);
         }
     }
@@ -341,25 +365,24 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                     Ok(replayed) => {
                         for line in replayed {
                             shown.extend(crate::notifications::id_of(&line).map(str::to_string));
-                            act.writer.write(line);
+                            act.send(line, ctx);
                         }
                     }
                     Err(error) => tracing::warn!(atsign = %act.me, %error, "monitor replay failed"),
                 }
                 let live = (lines, shown);
-                ctx.add_stream(futures_util::stream::unfold(
-                    live,
-                    |(mut lines, shown)| async move {
-                        loop {
-                            let line = lines.recv().await?;
-                            let again = crate::notifications::id_of(&line)
-                                .is_some_and(|id| shown.contains(id));
-                            if !again {
-                                return Some((MonitorLine(line), (lines, shown)));
-                            }
+                let lines = futures_util::stream::unfold(live, |(mut lines, shown)| async move {
+                    loop {
+                        let line = lines.recv().await?;
+                        let again =
+                            crate::notifications::id_of(&line).is_some_and(|id| shown.contains(id));
+                        if !again {
+                            return Some((MonitorLine(line), (lines, shown)));
                         }
-                    },
-                ));
+                    }
+                });
+                // Not taken while the client is behind: the monitor's queue fills instead.
+                ctx.add_stream(act.backlog.gate(Box::pin(lines)));
             }),
         );
     }
@@ -551,16 +574,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         );
     }
 
+    /// How long this connection may stay idle: longer once the client has authenticated.
+    fn idle_limit(&self) -> Duration {
+        if self.state.is_owner() || self.state.peer().is_some() {
+            self.limits.idle_authenticated
+        } else {
+            self.limits.idle_unauthenticated
+        }
+    }
+
     /// Re-arms the idle timeout, whose length depends on whether the client has authenticated.
     fn touch(&mut self, ctx: &mut Context<Self>) {
         if let Some(pending) = self.idle.take() {
             ctx.cancel_future(pending);
         }
-        let limit = if self.state.is_owner() || self.state.peer().is_some() {
-            self.limits.idle_authenticated
-        } else {
-            self.limits.idle_unauthenticated
-        };
+        let limit = self.idle_limit();
         self.idle = Some(ctx.run_later(limit, |act, ctx| {
             tracing::debug!(atsign = %act.me, "closing an idle connection");
             act.close(ctx);
@@ -590,7 +618,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Actor for Connection<IO> {
     }
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.writer.write(Bytes::from_static(b"@"));
+        self.send(Bytes::from_static(b"@"), ctx);
         self.recount();
         self.touch(ctx);
         // One `Drain` when the node starts shutting down. A command in flight holds it back
@@ -637,8 +665,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<String, 
             Err(error) => match error.to_at_error() {
                 // The codec has given up on this stream: answer, then close.
                 Some(at_error) => {
-                    self.writer
-                        .write(Reply::Error(at_error).render(&self.state.prompt(), self.style));
+                    let bytes = Reply::Error(at_error).render(&self.state.prompt(), self.style);
+                    self.send(bytes, ctx);
                     self.close(ctx);
                 }
                 // A read error: most often a TCP FIN without TLS close_notify (what a client's
@@ -672,18 +700,20 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Drain> for Conn
 struct MonitorLine(Bytes);
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<MonitorLine> for Connection<IO> {
-    fn handle(&mut self, MonitorLine(line): MonitorLine, _: &mut Context<Self>) {
+    fn handle(&mut self, MonitorLine(line): MonitorLine, ctx: &mut Context<Self>) {
         if !self.closing {
-            metrics()
-                .bytes
-                .with_label_values(&["out"])
-                .inc_by(line.len() as u64);
-            self.writer.write(line);
+            self.send(line, ctx);
         }
     }
 
-    /// The node's monitors went away (shutting down): the connection ends with its input.
-    fn finished(&mut self, _: &mut Context<Self>) {}
+    /// The monitor's queue was dropped: it overflowed (the client did not read fast enough;
+    /// [`crate::notifications::MONITOR_QUEUE`]) or the node is shutting down. Either way the
+    /// connection closes; the client reconnects with `monitor:<last epochMillis>` and gets
+    /// what it missed from the store.
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        tracing::debug!(atsign = %self.me, "monitor queue gone; closing");
+        self.close(ctx);
+    }
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> WriteHandler<CodecError> for Connection<IO> {
