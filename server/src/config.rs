@@ -62,9 +62,23 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Longest request line in bytes (the spec's bufferLimit); longer is AT0005 and closes.
     pub buffer_limit: usize,
-    /// Connections served at once (the spec's inbound_max_limit); one more gets AT0012.
+    /// Authenticated owner connections per hosted atSign (the spec's inbound_max_limit); a
+    /// full pool gives way to a newcomer only from a connection idle 5 s or more, else AT0012.
     pub inbound_max_limit: usize,
-    /// Idle time before an unauthenticated connection is closed (inbound_idle_time_millis).
+    /// Network connections on the node at once; 0 derives it from the file-descriptor limit
+    /// (raised to its hard value at start), less 512 kept back for files and peer links.
+    pub max_connections: usize,
+    /// Connections not yet authenticated, node-wide; when full, a newcomer takes the place of
+    /// the oldest.
+    pub unauthenticated_max_limit: usize,
+    /// Of those, from one source address (IPv4, IPv6 /64); one more gets AT0012.
+    pub unauthenticated_per_source_limit: usize,
+    /// Other atServers' pol connections per hosted atSign.
+    pub peer_max_limit: usize,
+    /// Of those, from one other atSign.
+    pub peer_per_atsign_limit: usize,
+    /// Idle time before an unauthenticated connection is closed (inbound_idle_time_millis;
+    /// the reference's 600 000 applies to every connection, this one only until a proof).
     pub inbound_idle_time_millis: u64,
     /// Idle time before an authenticated connection is closed.
     pub authenticated_idle_time_millis: u64,
@@ -145,7 +159,12 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("data/server"),
             buffer_limit: 10_240_000,
             inbound_max_limit: 200,
-            inbound_idle_time_millis: 600_000,
+            max_connections: 0,
+            unauthenticated_max_limit: 1000,
+            unauthenticated_per_source_limit: 256,
+            peer_max_limit: 200,
+            peer_per_atsign_limit: 8,
+            inbound_idle_time_millis: 30_000,
             authenticated_idle_time_millis: 2_592_000_000,
             keystore_idle_secs: 300,
             auth_failures_before_delay: 3,
@@ -199,6 +218,19 @@ impl ServerConfig {
         }
         if self.buffer_limit == 0 || self.inbound_max_limit == 0 {
             return Err("buffer_limit and inbound_max_limit must be at least 1".into());
+        }
+        for (option, value) in [
+            ("unauthenticated_max_limit", self.unauthenticated_max_limit),
+            (
+                "unauthenticated_per_source_limit",
+                self.unauthenticated_per_source_limit,
+            ),
+            ("peer_max_limit", self.peer_max_limit),
+            ("peer_per_atsign_limit", self.peer_per_atsign_limit),
+        ] {
+            if value == 0 {
+                return Err(format!("{option} must be at least 1"));
+            }
         }
         if self.auth_failure_delay_millis > self.auth_failure_max_delay_millis {
             return Err("auth_failure_delay_millis exceeds auth_failure_max_delay_millis".into());
@@ -282,6 +314,27 @@ impl ServerConfig {
     }
 
     /// Idle limit for a connection in the given state.
+    /// The connection limits, with the node's derived from the file-descriptor limit when
+    /// `max_connections` is 0 (raising it: call once, at start).
+    pub fn admission_limits(&self) -> crate::connection::admission::AdmissionLimits {
+        let max_connections = match self.max_connections {
+            0 => {
+                let (max, how) = crate::connection::admission::derived_max_connections();
+                tracing::info!("{how}");
+                max
+            }
+            max => max,
+        };
+        crate::connection::admission::AdmissionLimits {
+            max_connections,
+            unauthenticated: self.unauthenticated_max_limit,
+            unauthenticated_per_source: self.unauthenticated_per_source_limit,
+            per_atsign: self.inbound_max_limit,
+            peers_per_atsign: self.peer_max_limit,
+            per_peer: self.peer_per_atsign_limit,
+        }
+    }
+
     pub fn idle_limit(&self, authenticated: bool) -> Duration {
         Duration::from_millis(if authenticated {
             self.authenticated_idle_time_millis
@@ -300,12 +353,17 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_the_reference_limits() {
+    fn defaults_are_the_reference_limits_with_a_short_wait_for_a_proof() {
         let config = ServerConfig::load(None, &sni()).unwrap();
         assert_eq!(config.buffer_limit, 10_240_000);
         assert_eq!(config.inbound_max_limit, 200);
-        assert_eq!(config.idle_limit(false), Duration::from_secs(600));
+        // The reference's 600 s applies to every connection; here only until a proof.
+        assert_eq!(config.idle_limit(false), Duration::from_secs(30));
         assert_eq!(config.idle_limit(true), Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(
+            (config.max_connections, config.unauthenticated_max_limit),
+            (0, 1000)
+        );
     }
 
     #[test]

@@ -22,7 +22,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin;
 use crate::config::ServerConfig;
-use crate::connection::actor::{Connection, Limits, Origin, Slot};
+use crate::connection::actor::{Connection, Limits, Origin};
+use crate::connection::admission::Ticket;
+use crate::connection::throttle::Source;
 use crate::http;
 use crate::keystore::Hosts;
 use crate::node::Node;
@@ -112,8 +114,6 @@ struct Shared {
     hosts: Hosts,
     labels: Labels,
     limits: Arc<Limits>,
-    open: Arc<AtomicUsize>,
-    max: usize,
 }
 
 /// Binds every listener, then serves until SIGINT or SIGTERM.
@@ -160,8 +160,6 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
             store: store.clone(),
         },
         limits: node.limits,
-        open: Arc::new(AtomicUsize::new(0)),
-        max: config.inbound_max_limit,
     });
     shared.labels.reload().await?;
     // Serving matters more than administering: without its socket the node still serves,
@@ -255,7 +253,7 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
     // (the store is flushed and closed when dropped), within the grace period.
     let grace = Duration::from_millis(config.shutdown_grace_millis);
     tracing::info!(
-        open = shared.open.load(Ordering::Acquire),
+        open = shared.limits.admission.open(),
         ?grace,
         "shutting down"
     );
@@ -267,10 +265,10 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
         .for_each(|(_, handle)| handle.abort());
     let _ = draining.send(true);
     let deadline = std::time::Instant::now() + grace;
-    while shared.open.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+    while shared.limits.admission.open() > 0 && std::time::Instant::now() < deadline {
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
-    let left = shared.open.load(Ordering::Acquire);
+    let left = shared.limits.admission.open();
     if left > 0 {
         tracing::warn!(left, "grace period over; closing the remaining connections");
     }
@@ -472,7 +470,12 @@ async fn begin(
         return;
     };
     let _ = tcp.set_nodelay(true);
-    let slot = Slot::take(&shared.open, shared.max);
+    // Taken before the TLS handshake (bounded in time), so floods of handshakes are bounded too.
+    let ticket = shared
+        .limits
+        .admission
+        .enter(Source::of(Some(address)))
+        .ok();
     match &shared.tls {
         Some(acceptor) => {
             let tls =
@@ -500,7 +503,7 @@ async fn begin(
                 address,
                 client_names,
             };
-            start(tls, atsign, origin, slot, &shared).await;
+            start(tls, atsign, origin, ticket, &shared).await;
         }
         None => {
             let atsign = match route {
@@ -511,7 +514,7 @@ async fn begin(
                 address,
                 client_names: Vec::new(),
             };
-            start(tcp, atsign, origin, slot, &shared).await;
+            start(tcp, atsign, origin, ticket, &shared).await;
         }
     }
 }
@@ -520,10 +523,10 @@ async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
     mut io: IO,
     atsign: Option<AtSign>,
     origin: Origin,
-    slot: Option<Slot>,
+    ticket: Option<Ticket>,
     shared: &Shared,
 ) {
-    let Some(slot) = slot else {
+    let Some(ticket) = ticket else {
         let _ = io
             .write_all(&at_common::reply::connection_limit_line())
             .await;
@@ -541,7 +544,7 @@ async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
         atsign,
         &shared.hosts,
         Arc::clone(&shared.limits),
-        slot,
+        Some(ticket),
         origin,
     );
 }

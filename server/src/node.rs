@@ -8,7 +8,6 @@
 //! kept: the link still says `from`, signs the challenge and says `pol`, and the other
 //! atSign's connection still checks its block list and runs the same verbs.
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,8 @@ use actix::Actor as _;
 use at_common::AtSign;
 
 use crate::config::ServerConfig;
-use crate::connection::actor::{Connection, Limits, Origin, Slot};
+use crate::connection::actor::{Connection, Limits, Origin};
+use crate::connection::admission::Admission;
 use crate::connection::throttle::AuthThrottle;
 use crate::keystore::{Hosts, Services};
 use crate::notifications::Monitors;
@@ -71,35 +71,33 @@ impl Node {
             peer_certificate_required: config.peer_client_certificate
                 == crate::config::ClientCertificate::Required,
             draining,
+            admission: Admission::new(config.admission_limits()),
         });
         peers.serve_in_process(Arc::new(Local {
             hosts: hosts.clone(),
             limits: Arc::clone(&limits),
-            open: Arc::default(),
         }));
         Node { hosts, limits }
     }
 }
 
-/// This node serving its own atSigns to its own links.
+/// This node serving its own atSigns to its own links. Its connections are not among the
+/// node's network connections ([`Admission`]): the links that make them are bounded by
+/// `outbound_max_limit`.
 struct Local {
     hosts: Hosts,
     limits: Arc<Limits>,
-    /// In-process connections open now. Not among `inbound_max_limit`: the links that make
-    /// them are bounded by `outbound_max_limit`.
-    open: Arc<AtomicUsize>,
 }
 
 impl InProcess for Local {
     fn connect(&self, atsign: &AtSign) -> tokio::io::DuplexStream {
         let (near, far) = tokio::io::duplex(IN_PROCESS_BUFFER);
-        let slot = Slot::take(&self.open, usize::MAX).expect("an unbounded count has room");
         Connection::start(
             far,
             atsign.clone(),
             &self.hosts,
             Arc::clone(&self.limits),
-            slot,
+            None,
             Origin::InProcess,
         );
         near

@@ -316,13 +316,22 @@ pub async fn queue(
     delivery: Delivery,
     expires: EpochMillis,
 ) -> Result<(), crate::store::StoreError> {
-    let stored = Stored {
-        notification: notification.clone(),
-        status: Status::Queued,
-        delivery: Some(delivery),
-        to_self: false,
-    };
-    notifications::put(store, from, NotificationLog::Sent, &stored, expires).await?;
+    // A resent id whose first is still waiting is not replaced: the first goes, and the
+    // recipient shows the first of an id (as it would if both had been sent).
+    let waiting = store
+        .get_notification(from, NotificationLog::Sent, &notification.id)
+        .await?
+        .and_then(|row| notifications::read_stored(&row).ok())
+        .is_some_and(|stored| stored.status != Status::Delivered);
+    if !waiting {
+        let stored = Stored {
+            notification: notification.clone(),
+            status: Status::Queued,
+            delivery: Some(delivery),
+            to_self: false,
+        };
+        notifications::put(store, from, NotificationLog::Sent, &stored, expires).await?;
+    }
     metrics().notifications.with_label_values(&["queued"]).inc();
     router.do_send(Deliver {
         from: from.clone(),

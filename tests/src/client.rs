@@ -66,7 +66,16 @@ impl Client {
         ca_file: &Path,
         name: &str,
     ) -> Client {
-        Client::try_tls_from(Some(source), addr, ca_file, name, None)
+        Client::try_tls_from(Some((source, None)), addr, ca_file, name, None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Client::tls_named`] with a small, fixed TCP receive window (`window` bytes, no
+    /// autotuning): a client that stops reading then holds little in its kernel buffers, so
+    /// the server's own bounds are what is tested.
+    pub fn tls_small_window(addr: SocketAddr, ca_file: &Path, name: &str, window: usize) -> Client {
+        let source = std::net::IpAddr::from([127, 0, 0, 1]);
+        Client::try_tls_from(Some((source, Some(window))), addr, ca_file, name, None)
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -80,7 +89,7 @@ impl Client {
     }
 
     fn try_tls_from(
-        source: Option<std::net::IpAddr>,
+        source: Option<(std::net::IpAddr, Option<usize>)>,
         addr: SocketAddr,
         ca_file: &Path,
         name: &str,
@@ -112,7 +121,7 @@ impl Client {
         let name = ServerName::try_from(name.to_string()).expect("server name");
         let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
         let tcp = match source {
-            Some(source) => connect_from(source, addr),
+            Some((source, window)) => connect_from(source, window, addr),
             None => connect(addr),
         };
         let socket = tcp.try_clone().ok();
@@ -336,10 +345,14 @@ fn connect(addr: SocketAddr) -> TcpStream {
     tcp
 }
 
-/// [`connect`] from the local address `source` (std cannot bind before connecting).
-fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+/// [`connect`] from the local address `source`, with a fixed receive buffer of `window`
+/// bytes if given (std cannot do either before connecting).
+fn connect_from(source: std::net::IpAddr, window: Option<usize>, addr: SocketAddr) -> TcpStream {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+    if let Some(window) = window {
+        socket.set_recv_buffer_size(window).expect("receive buffer");
+    }
     socket
         .bind(&SocketAddr::new(source, 0).into())
         .expect("bind the source address");

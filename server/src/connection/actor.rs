@@ -12,7 +12,6 @@
 //! node's own peer links to its own atSigns, in-process ([`Origin`]); the two differ only in
 //! that an in-process one has no client certificate to check.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +28,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
 use tokio_util::codec::FramedRead;
 
+use super::admission::{Admission, Evict, Ticket};
 use super::auth_state::{AuthState, Proven};
 use super::authenticate;
 use super::throttle::{is_failed_proof, AuthThrottle, Source};
@@ -53,6 +53,8 @@ pub struct Limits {
     /// Turns true when the node shuts down: each connection finishes the command in flight,
     /// writes its reply and closes.
     pub draining: tokio::sync::watch::Receiver<bool>,
+    /// The node's connection pools ([`Admission`]).
+    pub admission: Admission,
 }
 
 /// Where a connection comes from.
@@ -68,31 +70,6 @@ pub enum Origin {
     /// node itself, so there is no certificate to check; `from`, the block list and `pol`
     /// are as over the network.
     InProcess,
-}
-
-/// A slot among `inbound_max_limit`; freed when dropped.
-pub struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    /// Connections open on the node now, this one included.
-    pub fn open(&self) -> usize {
-        self.0.load(Ordering::Acquire)
-    }
-
-    /// Takes a slot, or `None` when `max` connections are open.
-    pub fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .ok()?;
-        Some(Slot(Arc::clone(open)))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// One client connection.
@@ -116,7 +93,8 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     closing: bool,
     /// Failed cram/pkam proofs in a row on this connection.
     failures: u32,
-    slot: Slot,
+    /// Its place among the node's connections (`None` in-process: not among them).
+    ticket: Option<Ticket>,
     origin: Origin,
     /// The `state` this connection is counted under in `atserver_connections`.
     counted: Option<&'static str>,
@@ -131,7 +109,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         me: AtSign,
         hosts: &Hosts,
         limits: Arc<Limits>,
-        slot: Slot,
+        ticket: Option<Ticket>,
         origin: Origin,
     ) -> Addr<Self> {
         let keystore = hosts.get(&me);
@@ -160,7 +138,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 idle: None,
                 closing: false,
                 failures: 0,
-                slot,
+                ticket,
                 origin,
                 counted: None,
                 current: None,
@@ -305,7 +283,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                     command,
                     owner: self.state.is_owner(),
                     peer: self.state.peer().cloned(),
-                    inbound: self.slot.open(),
+                    inbound: self.limits.admission.open(),
                 };
                 ctx.wait(
                     self.keystore
@@ -404,7 +382,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             command,
             owner: self.state.is_owner(),
             peer: self.state.peer().cloned(),
-            inbound: self.slot.open(),
+            inbound: self.limits.admission.open(),
         };
         ctx.wait(
             self.keystore
@@ -484,6 +462,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             if !act.state.is_owner() {
                 return act.answer_proof(result, ctx);
             }
+            // Into the atSign's pool of owner connections (AT0012, closing, when it is full of
+            // connections in use).
+            if let Some(Err(full)) = act.ticket.as_ref().map(|t| t.owner_of(&me)) {
+                return act.reply(Err(full), ctx);
+            }
             // The owner is in: the atSign's signing keys exist from now on (made once, the
             // first time), before the owner or anyone can look for them.
             let keys = act.keystore.send(EnsureSigningKeys);
@@ -519,12 +502,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         };
         ctx.wait(check.into_actor(self).map(|(claimant, verdict), act, ctx| {
             let result = match verdict {
-                Ok(true) => {
-                    tracing::debug!(me = %act.me, %claimant, "pol succeeded");
-                    let prompt = format!("{claimant}@");
-                    act.state.prove(Proven::Peer(claimant));
-                    Ok(Reply::Raw(prompt))
-                }
+                Ok(true) => match act.ticket.as_ref().map(|t| t.peer_of(&act.me, &claimant)) {
+                    Some(Err(full)) => Err(full),
+                    _ => {
+                        tracing::debug!(me = %act.me, %claimant, "pol succeeded");
+                        let prompt = format!("{claimant}@");
+                        act.state.prove(Proven::Peer(claimant));
+                        Ok(Reply::Raw(prompt))
+                    }
+                },
                 Ok(false) => {
                     tracing::info!(me = %act.me, %claimant, "pol refused: the signature does not verify");
                     Err(pol_failed())
@@ -585,6 +571,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
 
     /// Re-arms the idle timeout, whose length depends on whether the client has authenticated.
     fn touch(&mut self, ctx: &mut Context<Self>) {
+        if let Some(ticket) = &self.ticket {
+            ticket.touch();
+        }
         if let Some(pending) = self.idle.take() {
             ctx.cancel_future(pending);
         }
@@ -618,6 +607,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Actor for Connection<IO> {
     }
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(ticket) = &self.ticket {
+            ticket.attach(ctx.address().recipient());
+        }
         self.send(Bytes::from_static(b"@"), ctx);
         self.recount();
         self.touch(ctx);
@@ -679,6 +671,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<String, 
 
     /// The input ended (the peer half-closed, or the codec gave up): flush, then close.
     fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.close(ctx);
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Handler<Evict> for Connection<IO> {
+    type Result = ();
+
+    /// Another connection took this one's place (it was the oldest unauthenticated, or idle
+    /// in a full pool): closed without a word, as an idle connection is.
+    fn handle(&mut self, _: Evict, ctx: &mut Context<Self>) {
+        self.ticket = None;
         self.close(ctx);
     }
 }

@@ -3,6 +3,7 @@
 //! ([`throttle`]), and the `Connection` actor that drives them over TLS ([`actor`]).
 
 pub mod actor;
+pub mod admission;
 pub mod auth_state;
 pub mod authenticate;
 pub mod throttle;

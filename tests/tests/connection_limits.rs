@@ -1,0 +1,148 @@
+//! Fair connection limits, over TLS against the real binary hosting @alice and @bob: one
+//! source, one atSign's owner or a crowd of unauthenticated connections cannot take the room
+//! the others need.
+//!
+//! - one source address holds at most `unauthenticated_per_source_limit` unauthenticated
+//!   connections; the next gets `error:AT0012-Inbound connection limit exceeded` and is closed,
+//!   while another address is served;
+//! - a full unauthenticated pool makes room for a newcomer by closing its oldest member, so
+//!   the owner still gets in and authenticates;
+//! - an atSign's owner connections are bounded per atSign (`inbound_max_limit`): a full pool
+//!   of connections in use refuses the next owner (AT0012), one idle 5 s gives way, and the
+//!   other atSign is not affected;
+//! - an unauthenticated connection is closed after `inbound_idle_time_millis`; an
+//!   authenticated one is not.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use at_tests::client::Client;
+use at_tests::servers::{Cluster, Server};
+use at_tests::TempDir;
+
+const LIMIT_LINE: &str = "error:AT0012-Inbound connection limit exceeded\n";
+
+struct Scene {
+    server: Server,
+    ca: std::path::PathBuf,
+    secrets: Vec<String>,
+    _cluster: Cluster,
+    _dir: TempDir,
+}
+
+impl Scene {
+    fn start(label: &str, extra: &str) -> Scene {
+        let dir = TempDir::new(label);
+        let cluster = Cluster::start(dir.path());
+        let (mut server, secrets) = cluster.server_hosting("node", &["@alice", "@bob"], extra);
+        server.start();
+        Scene {
+            ca: cluster.ca(),
+            server,
+            secrets,
+            _cluster: cluster,
+            _dir: dir,
+        }
+    }
+
+    /// A connection to the `n`th atSign's port from `source`, as it arrives (the `@` prompt,
+    /// or the limit line, is for the caller to read).
+    fn connect(&self, n: u16, source: [u8; 4]) -> Client {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.server.port + n));
+        Client::tls_from(IpAddr::from(source), addr, &self.ca, "127.0.0.1")
+    }
+
+    /// An owner connection of @alice (n 0) or @bob (n 1), logged in.
+    fn owner(&self, n: u16, source: [u8; 4]) -> Client {
+        let mut client = self.connect(n, source);
+        client.expect(b"@");
+        let atsign = ["@alice", "@bob"][usize::from(n)];
+        client.cram_in(atsign, &self.secrets[usize::from(n)]);
+        client
+    }
+}
+
+fn refused(client: &mut Client) {
+    client.expect(LIMIT_LINE.as_bytes());
+    client.expect_closed(Duration::from_secs(5));
+}
+
+#[test]
+fn one_source_holds_its_share_of_unauthenticated_connections_and_others_are_served() {
+    let scene = Scene::start("limits-source", "unauthenticated_per_source_limit = 3\n");
+    let held: Vec<Client> = (0..3)
+        .map(|_| {
+            let mut c = scene.connect(0, [127, 0, 0, 1]);
+            c.expect(b"@");
+            c
+        })
+        .collect();
+    refused(&mut scene.connect(0, [127, 0, 0, 1]));
+    // Another address is served, and its owner logs in.
+    let mut owner = scene.owner(0, [127, 0, 0, 2]);
+    owner.ask("noop:0\n", "data:ok\n@alice@");
+    drop(held);
+}
+
+#[test]
+fn a_full_unauthenticated_pool_makes_room_for_a_newcomer_by_closing_its_oldest() {
+    let scene = Scene::start("limits-pool", "unauthenticated_max_limit = 4\n");
+    let mut oldest = scene.connect(0, [127, 0, 0, 1]);
+    oldest.expect(b"@");
+    let _others: Vec<Client> = (2..5)
+        .map(|n| {
+            let mut c = scene.connect(0, [127, 0, 0, n]);
+            c.expect(b"@");
+            c
+        })
+        .collect();
+    // The owner comes fifth: in, and logged in.
+    let mut owner = scene.owner(0, [127, 0, 0, 9]);
+    owner.ask("noop:0\n", "data:ok\n@alice@");
+    oldest.expect_closed(Duration::from_secs(5));
+}
+
+#[test]
+fn an_atsigns_owner_connections_are_bounded_per_atsign_and_idle_ones_give_way() {
+    let scene = Scene::start("limits-owner", "inbound_max_limit = 2\n");
+    let mut first = scene.owner(0, [127, 0, 0, 1]);
+    let mut second = scene.owner(0, [127, 0, 0, 1]);
+    // Both just used: the third owner connection is refused after its proof.
+    let mut third = scene.connect(0, [127, 0, 0, 1]);
+    third.expect(b"@");
+    third.send(b"from:@alice\n");
+    let challenge = third.read_until(b"\n@");
+    let challenge = challenge
+        .strip_prefix("data:")
+        .and_then(|c| c.strip_suffix("\n@"))
+        .expect("a challenge")
+        .to_string();
+    let digest = at_tests::client::cram_digest(&scene.secrets[0], &challenge);
+    third.send(format!("cram:{digest}\n").as_bytes());
+    third.expect(
+        b"error:AT0012-Inbound connection limit exceeded : \
+          an atSign's connections are all in use\n@alice@",
+    );
+    third.expect_closed(Duration::from_secs(5));
+    // @bob's owner pool is his own.
+    let mut bob = scene.owner(1, [127, 0, 0, 1]);
+    bob.ask("noop:0\n", "data:ok\n@bob@");
+    // Once one of @alice's has been idle past 5 s, a newcomer takes its place.
+    std::thread::sleep(Duration::from_secs(6));
+    second.ask("noop:0\n", "data:ok\n@alice@");
+    let mut fourth = scene.owner(0, [127, 0, 0, 1]);
+    fourth.ask("noop:0\n", "data:ok\n@alice@");
+    first.expect_closed(Duration::from_secs(5));
+    second.ask("noop:0\n", "data:ok\n@alice@");
+}
+
+#[test]
+fn an_unauthenticated_connection_is_closed_when_idle_an_authenticated_one_is_not() {
+    let scene = Scene::start("limits-idle", "inbound_idle_time_millis = 500\n");
+    let mut anonymous = scene.connect(0, [127, 0, 0, 1]);
+    anonymous.expect(b"@");
+    let mut owner = scene.owner(0, [127, 0, 0, 1]);
+    anonymous.expect_closed(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(1));
+    owner.ask("noop:0\n", "data:ok\n@alice@");
+}
