@@ -151,6 +151,26 @@ impl LogConfig {
     }
 }
 
+/// Creates `dir` (and its parents) if needed and makes it private to this user (mode 0700 on
+/// Unix): a data directory holds CRAM secrets, signing keys, TLS keys and the admin socket,
+/// so whatever mode a file inside gets (the store's own, the socket's before `chmod`), nobody
+/// else can reach it.
+///
+/// A directory this user may not change the mode of (a volume mounted by someone else) is
+/// used as it is, with a warning: its owner decides who else may read it.
+pub fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let private = std::fs::Permissions::from_mode(0o700);
+        if let Err(error) = std::fs::set_permissions(dir, private) {
+            tracing::warn!(dir = %dir.display(), %error, "could not make the data directory private");
+        }
+    }
+    Ok(())
+}
+
 /// What a panic carried, as text (a `&str` or `String` payload; anything else unnamed).
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload

@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::atsign::AtSign;
 use crate::error::AtError;
 
-pub use time::{format_timestamp, parse_timestamp};
+pub use time::{civil_date, format_timestamp, parse_timestamp};
 
 /// Milliseconds since 1970-01-01T00:00:00Z.
 pub type EpochMillis = i64;
@@ -733,6 +733,11 @@ mod time {
         let doy = (153 * mp + 2) / 5 + day - 1;
         let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
         era * 146_097 + doe - 719_468
+    }
+
+    /// The UTC date (year, month, day) of an instant.
+    pub fn civil_date(millis: EpochMillis) -> (i64, i64, i64) {
+        civil_from_days(millis.div_euclid(MILLIS_PER_DAY))
     }
 
     /// The date of a day count since 1970-01-01.

@@ -213,13 +213,34 @@ fn error_description(error: &AtError, owner: bool) -> String {
 
 /// Error text must stay on one line (a `\n@` would end the reply early) and must never hold
 /// `data:`, which the Python SDK looks for anywhere in a reply before it looks for `error:`.
+/// Other control characters an error echoes from its input (NUL, ESC…) are written escaped
+/// (`\u{0}`), so an error never carries raw control bytes to a client's terminal or log.
 fn one_line(text: &str) -> String {
-    text.replace(['\n', '\r'], " ").replace("data:", "data :")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            c if c.is_control() => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+    }
+    out.replace("data:", "data :")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_texts_carry_no_raw_control_bytes() {
+        let error =
+            AtError::with_detail(ErrorCode::InvalidSyntax, "bad \u{0}\u{1b}[31m\tline\nnext");
+        let bytes = Reply::Error(error).render(&Prompt::Unauthenticated, ErrorStyle::Legacy);
+        assert_eq!(
+            &bytes[..],
+            &b"error:AT0003-Exception: bad \\u{0}\\u{1b}[31m\\u{9}line next\n@"[..]
+        );
+    }
 
     fn alice() -> AtSign {
         AtSign::parse("@alice").unwrap()

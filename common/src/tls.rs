@@ -359,27 +359,74 @@ fn pem_error(path: &Path, error: rustls::pki_types::pem::Error) -> TlsError {
     }
 }
 
-/// Makes `ca.pem`, `cert.pem` and `key.pem` in `dir` unless all three are there; returns `ca.pem`'s path.
+/// How long a generated leaf certificate is valid (what browsers accept at most).
+const LEAF_DAYS: i64 = 397;
+/// How long a generated CA is valid.
+const CA_DAYS: i64 = 10 * 365;
+/// A generated certificate this close to its end is made anew at start.
+const RENEW_BEFORE_DAYS: i64 = 30;
+
+/// Makes `ca.pem` (with its key, `ca-key.pem`), `cert.pem` and `key.pem` in `dir` unless they
+/// are there and good for more than [`RENEW_BEFORE_DAYS`]; returns `ca.pem`'s path. A leaf
+/// near its end is issued anew from the kept CA, so clients that trust `ca.pem` go on
+/// trusting; a CA near its end (or one whose key was not kept) is made anew with the leaf.
 fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<PathBuf, TlsError> {
-    let (ca_path, cert_path, key_path) = (
+    let (ca_path, ca_key_path, cert_path, key_path) = (
         dir.join("ca.pem"),
+        dir.join("ca-key.pem"),
         dir.join("cert.pem"),
         dir.join("key.pem"),
     );
-    if ca_path.exists() && cert_path.exists() && key_path.exists() {
-        return Ok(ca_path);
+    let good = |path: &Path| days_left(path).is_some_and(|days| days > RENEW_BEFORE_DAYS);
+    if good(&ca_path) && cert_path.exists() && key_path.exists() {
+        if good(&cert_path) {
+            return Ok(ca_path);
+        }
+        if ca_key_path.exists() {
+            tracing::info!(dir = %dir.display(), "issuing the generated certificate anew");
+            issue(dir, names, &ca_path, &ca_key_path)?;
+            return Ok(ca_path);
+        }
     }
     let generated = generate(names)?;
-    fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+    crate::config::private_dir(dir).map_err(|source| TlsError::Write {
         path: dir.to_path_buf(),
         source,
     })?;
-    // The key first and the CA last: a crash in between leaves no `ca.pem`, so the next
+    // The keys first and the CA last: a crash in between leaves no `ca.pem`, so the next
     // start generates everything again instead of serving a half-written set.
     write_private(&key_path, &generated.key_pem)?;
+    write_private(&ca_key_path, &generated.ca_key_pem)?;
     write_file(&cert_path, &generated.cert_pem)?;
     write_file(&ca_path, &generated.ca_pem)?;
     Ok(ca_path)
+}
+
+/// Whole days until the first certificate of the PEM file at `path` expires; `None` when it
+/// cannot be read.
+fn days_left(path: &Path) -> Option<i64> {
+    let der = read_certs(path).ok()?.into_iter().next()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let end = cert.validity().not_after.timestamp();
+    let now = crate::metadata::now_ms() / 1000;
+    Some((end - now).div_euclid(86_400))
+}
+
+/// Sets `params` valid from yesterday for `days` days.
+fn valid_for(params: &mut rcgen::CertificateParams, days: i64) -> Result<(), TlsError> {
+    let day = 86_400_000;
+    let date = |millis: i64| {
+        let (y, m, d) = crate::metadata::civil_date(millis);
+        let (y, m, d) = (i32::try_from(y), u8::try_from(m), u8::try_from(d));
+        match (y, m, d) {
+            (Ok(y), Ok(m), Ok(d)) => Ok(rcgen::date_time_ymd(y, m, d)),
+            _ => Err(TlsError::Generate(rcgen::Error::Time)),
+        }
+    };
+    let now = crate::metadata::now_ms();
+    params.not_before = date(now - day)?;
+    params.not_after = date(now + days * day)?;
+    Ok(())
 }
 
 /// Makes a cluster CA in `dir`: `ca.pem` (give it to every node, directory and client) and
@@ -395,7 +442,7 @@ pub fn create_ca(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
     }
     let key = rcgen::KeyPair::generate()?;
     let cert = ca_params("atProtocol cluster CA")?.self_signed(&key)?;
-    fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+    crate::config::private_dir(dir).map_err(|source| TlsError::Write {
         path: dir.to_path_buf(),
         source,
     })?;
@@ -429,6 +476,7 @@ fn issue(dir: &Path, names: &[String], ca_file: &Path, ca_key_file: &Path) -> Re
 fn ca_params(name: &str) -> Result<rcgen::CertificateParams, TlsError> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose};
     let mut params = CertificateParams::new(Vec::<String>::new())?;
+    valid_for(&mut params, CA_DAYS)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.distinguished_name.push(DnType::CommonName, name);
@@ -443,6 +491,7 @@ fn leaf<S: rcgen::SigningKey>(
     use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
     let leaf_key = KeyPair::generate()?;
     let mut params = CertificateParams::new(names.to_vec())?;
+    valid_for(&mut params, LEAF_DAYS)?;
     params.distinguished_name.push(
         DnType::CommonName,
         names.first().map(String::as_str).unwrap_or("localhost"),
@@ -460,6 +509,7 @@ fn leaf<S: rcgen::SigningKey>(
 
 struct Generated {
     ca_pem: String,
+    ca_key_pem: String,
     cert_pem: String,
     key_pem: String,
 }
@@ -468,10 +518,12 @@ fn generate(names: &[String]) -> Result<Generated, TlsError> {
     let ca_key = rcgen::KeyPair::generate()?;
     let ca_params = ca_params("atProtocol local CA")?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
+    let ca_key_pem = ca_key.serialize_pem();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let (cert_pem, key_pem) = leaf(names, &issuer)?;
     Ok(Generated {
         ca_pem: ca_cert.pem(),
+        ca_key_pem,
         cert_pem,
         key_pem,
     })
@@ -527,6 +579,40 @@ mod tests {
         acceptor(&config, &dir).unwrap().unwrap();
         assert_eq!(fs::read_to_string(&ca_file).unwrap(), first);
         assert_eq!(read_certs(&dir.join("tls/cert.pem")).unwrap().len(), 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn generated_certificates_are_valid_a_bounded_time_and_renewed_near_their_end() {
+        let dir = temp_dir("renew");
+        let names = vec!["localhost".to_string()];
+        let ca = ensure_self_signed(&dir, &names).unwrap();
+        let leaf_days = days_left(&dir.join("cert.pem")).unwrap();
+        assert!((390..=397).contains(&leaf_days), "{leaf_days}");
+        let ca_days = days_left(&ca).unwrap();
+        assert!((3640..=3650).contains(&ca_days), "{ca_days}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir), 0o700);
+            assert_eq!(mode(&dir.join("ca-key.pem")), 0o600);
+            assert_eq!(mode(&dir.join("key.pem")), 0o600);
+        }
+        // A leaf 5 days from its end, from the kept CA: issued anew, the CA kept.
+        let ca_pem = fs::read_to_string(&ca).unwrap();
+        let ca_key =
+            rcgen::KeyPair::from_pem(&fs::read_to_string(dir.join("ca-key.pem")).unwrap()).unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(names.clone()).unwrap();
+        valid_for(&mut params, 5).unwrap();
+        let short = params.signed_by(&leaf_key, &issuer).unwrap();
+        fs::write(dir.join("cert.pem"), short.pem()).unwrap();
+        assert!(days_left(&dir.join("cert.pem")).unwrap() <= 5);
+        ensure_self_signed(&dir, &names).unwrap();
+        assert!(days_left(&dir.join("cert.pem")).unwrap() > 300);
+        assert_eq!(fs::read_to_string(&ca).unwrap(), ca_pem);
         let _ = fs::remove_dir_all(&dir);
     }
 

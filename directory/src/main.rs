@@ -107,6 +107,13 @@ fn main() -> ExitCode {
         }
         other => other,
     };
+    if let Err(error) = at_common::config::private_dir(&config.data_dir) {
+        eprintln!(
+            "at-directory: data_dir {}: {error}",
+            config.data_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
     let outcome = actix_rt::System::new().block_on(async move {
         match command {
             Command::Serve { .. } => at_directory::serve(config).await.map(|()| String::new()),

@@ -39,6 +39,8 @@ impl Dev {
             .map(|a| AtSign::parse(a).map_err(|e| format!("{a:?}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
         let first = atsigns.first().ok_or("no atSign to serve")?.clone();
+        at_common::config::private_dir(&self.data_dir)
+            .map_err(|e| format!("{}: {e}", self.data_dir.display()))?;
         let tls = TlsConfig::default();
         // One CA for both servers, made before either starts so they do not race to make it.
         let (_, source) = at_common::tls::acceptor(&tls, &self.data_dir)

@@ -272,6 +272,9 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
     if left > 0 {
         tracing::warn!(left, "grace period over; closing the remaining connections");
     }
+    if let Err(error) = store.write_accesses().await {
+        tracing::warn!(%error, "could not write the last access counts");
+    }
     let _ = std::fs::remove_file(admin::socket_path(&config.data_dir));
     match failed {
         Some(why) => Err(ListenError::StoreFailed(why)),

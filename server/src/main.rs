@@ -186,6 +186,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
+    at_common::config::private_dir(&config.data_dir)
+        .map_err(|e| format!("data_dir {}: {e}", config.data_dir.display()))?;
     let request = match command {
         Command::Dev { .. } | Command::CaCreate { .. } => {
             unreachable!("handled before the configuration is loaded")

@@ -579,6 +579,7 @@ mod tests {
             _: &AtSign,
             _: AccessKind,
             _: &str,
+            _: u64,
         ) -> Result<(), StoreError> {
             broken()
         }

@@ -256,7 +256,8 @@ async fn attempt_held(
             return Outcome::Done;
         }
     }
-    let backoff = FIRST_RETRY.saturating_mul(1 << attempts.min(16));
+    // 0.5 s after the first failed attempt, doubling after each further one.
+    let backoff = FIRST_RETRY.saturating_mul(1 << attempts.saturating_sub(1).min(16));
     Outcome::Retry(backoff.min(retry_max))
 }
 

@@ -24,8 +24,9 @@ pub mod redis;
 #[cfg(test)]
 pub(crate) mod conformance;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use at_common::config::{Backend as BackendKind, StoreConfig};
 use at_common::error::AtError;
@@ -247,11 +248,13 @@ pub trait Backend: Send + Sync {
     ) -> Result<usize, StoreError>;
     async fn trim_commits(&self, atsign: &AtSign, keep: usize) -> Result<usize, StoreError>;
 
+    /// Adds `count` to the `kind` counter of `from` in `atsign`'s stats.
     async fn record_access(
         &self,
         atsign: &AtSign,
         kind: AccessKind,
         from: &str,
+        count: u64,
     ) -> Result<(), StoreError>;
     async fn top_accesses(
         &self,
@@ -432,7 +435,19 @@ pub enum AtSignsEvent {
 /// [`MAX_STORE_KEY_BYTES`] before a backend sees it ([`StoreError::Refused`], AT0016): the
 /// grammar refuses longer ones already, and no caller can hand a backend a key it asserts on.
 #[derive(Clone)]
-pub struct Store(Arc<dyn Backend>);
+pub struct Store(Arc<dyn Backend>, Arc<Mutex<Accesses>>);
+
+/// Access counts not yet written ([`Store::record_access`]).
+#[derive(Default)]
+struct Accesses {
+    pending: HashMap<(AtSign, AccessKind, String), u64>,
+    since: Option<std::time::Instant>,
+}
+
+/// Access counts are written when this many distinct counters wait…
+const ACCESS_BATCH: usize = 1000;
+/// …or the oldest has waited this long.
+const ACCESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Refuses a key (or prefix, id, lease name) longer than any a backend is given.
 fn bounded(key: &str) -> Result<(), StoreError> {
@@ -455,7 +470,7 @@ fn bounded(key: &str) -> Result<(), StoreError> {
 
 impl Store {
     pub fn new(backend: impl Backend + 'static) -> Store {
-        Store(Arc::new(backend))
+        Store(Arc::new(backend), Arc::default())
     }
 
     /// Provisions `atsign`; [`StoreError::AtSignExists`] if it already is.
@@ -485,6 +500,11 @@ impl Store {
     /// re-provisioned atSign starts again at 0), access counters. `false` if it was not
     /// provisioned (its data, if any, is removed all the same).
     pub async fn remove_atsign(&self, atsign: &AtSign) -> Result<bool, StoreError> {
+        {
+            // Counts waiting in memory go with it, not written back after.
+            let mut accesses = self.1.lock().unwrap_or_else(|e| e.into_inner());
+            accesses.pending.retain(|(of, _, _), _| of != atsign);
+        }
         self.0.remove_atsign(atsign).await
     }
 
@@ -617,6 +637,10 @@ impl Store {
     }
 
     /// Adds one to the `kind` counter of `from` (an atSign or a key) in `atsign`'s stats.
+    ///
+    /// Counted in memory and written in batches ([`ACCESS_BATCH`] counters, or every
+    /// [`ACCESS_EVERY`]), not one durable write each: an unauthenticated lookup must not cost
+    /// an fsync. A crash loses at most the counts of one batch; `stats` counts are approximate.
     pub async fn record_access(
         &self,
         atsign: &AtSign,
@@ -624,7 +648,32 @@ impl Store {
         from: &str,
     ) -> Result<(), StoreError> {
         bounded(from)?;
-        self.0.record_access(atsign, kind, from).await
+        let due = {
+            let mut accesses = self.1.lock().unwrap_or_else(|e| e.into_inner());
+            *accesses
+                .pending
+                .entry((atsign.clone(), kind, from.to_string()))
+                .or_default() += 1;
+            let since = *accesses.since.get_or_insert_with(std::time::Instant::now);
+            accesses.pending.len() >= ACCESS_BATCH || since.elapsed() >= ACCESS_EVERY
+        };
+        if due {
+            self.write_accesses().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the access counts waiting in memory; what a node does before it closes its store.
+    pub async fn write_accesses(&self) -> Result<(), StoreError> {
+        let pending = {
+            let mut accesses = self.1.lock().unwrap_or_else(|e| e.into_inner());
+            accesses.since = None;
+            std::mem::take(&mut accesses.pending)
+        };
+        for ((atsign, kind, from), count) in pending {
+            self.0.record_access(&atsign, kind, &from, count).await?;
+        }
+        Ok(())
     }
 
     /// The `n` largest `kind` counters, largest first (ties by name).
@@ -634,6 +683,7 @@ impl Store {
         kind: AccessKind,
         n: usize,
     ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.write_accesses().await?;
         self.0.top_accesses(atsign, kind, n).await
     }
 

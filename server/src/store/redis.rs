@@ -626,11 +626,12 @@ impl Backend for RedisStore {
         atsign: &AtSign,
         kind: AccessKind,
         from: &str,
+        count: u64,
     ) -> Result<(), StoreError> {
         let _: f64 = self
             .conn
             .clone()
-            .zincr(self.access_key(atsign, kind), from, 1)
+            .zincr(self.access_key(atsign, kind), from, count)
             .await?;
         Ok(())
     }

@@ -672,15 +672,17 @@ impl Backend for Embedded {
         atsign: &AtSign,
         kind: AccessKind,
         from: &str,
+        count: u64,
     ) -> Result<(), StoreError> {
         let counter = access_row(atsign, kind, from);
         // Statistics: a failed fsync is not this caller's error (the count may be lost).
         self.write(Kind::Statistics, move |shared| {
-            let count = match shared.access.get(&counter)? {
+            let stored = match shared.access.get(&counter)? {
                 Some(bytes) => be_u64(&bytes)?,
                 None => 0,
             };
-            shared.access.insert(counter, (count + 1).to_be_bytes())?;
+            let total = stored.saturating_add(count);
+            shared.access.insert(counter, total.to_be_bytes())?;
             Ok(())
         })
         .await
@@ -978,6 +980,8 @@ mod tests {
                     .await
                     .unwrap();
             }
+            // What a node does when it closes (the counts are batched in memory).
+            store.write_accesses().await.unwrap();
         }
         let store = open(dir.path());
         let top = store
