@@ -24,6 +24,8 @@ pub struct Client {
     /// Bytes received and not yet consumed by an expectation.
     pending: Vec<u8>,
     closed: bool,
+    /// The client's own end of the TCP connection.
+    local: SocketAddr,
 }
 
 impl Client {
@@ -87,6 +89,7 @@ impl Client {
         let name = ServerName::try_from(name.to_string()).expect("server name");
         let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
         let tcp = connect(addr);
+        let local = tcp.local_addr().expect("local address");
         let mut stream = rustls::StreamOwned::new(conn, tcp);
         // Finish the handshake now, so a refused certificate fails here and not in a later read.
         let deadline = Instant::now() + PROMPT_WAIT;
@@ -100,7 +103,7 @@ impl Client {
                 Err(e) => return Err(format!("TLS handshake: {e}")),
             }
         }
-        Ok(Client::over(Box::new(stream)))
+        Ok(Client::over(Box::new(stream), local))
     }
 
     /// Authenticates as `atsign` with CRAM (`from:` then `cram:<sha512 hex of secret +
@@ -121,15 +124,23 @@ impl Client {
 
     /// Connects with plain TCP.
     pub fn plain(addr: SocketAddr) -> Client {
-        Client::over(Box::new(connect(addr)))
+        let tcp = connect(addr);
+        let local = tcp.local_addr().expect("local address");
+        Client::over(Box::new(tcp), local)
     }
 
-    fn over(stream: Box<dyn Stream>) -> Client {
+    fn over(stream: Box<dyn Stream>, local: SocketAddr) -> Client {
         Client {
             stream,
             pending: Vec::new(),
             closed: false,
+            local,
         }
+    }
+
+    /// The client's own address: the server sees the connection coming from here.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// Sends raw bytes.

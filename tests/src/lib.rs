@@ -18,6 +18,7 @@ pub mod process;
 pub mod redis;
 pub mod scenes;
 pub mod servers;
+pub mod strace;
 
 use std::path::PathBuf;
 
