@@ -1,7 +1,8 @@
 //! What @bob's and @alice's clients see of each other is the same whether the two atSigns are
 //! on one node, on two nodes sharing one Redis, or on two servers talking over a pol link
-//! (`at_tests::scenes`): every scenario below runs in all three topologies and asserts the
-//! same exact bytes, those of the two-server (reference) topology.
+//! (on their embedded stores, or each on a Redis of its own) (`at_tests::scenes`): every
+//! scenario below runs in all four and asserts the same exact bytes, those of the two-server
+//! (reference) topology.
 //!
 //! - a block list refuses @bob's lookups, scans and notifications, on a new link and on one
 //!   already open, until the block is removed;
@@ -107,6 +108,11 @@ fn atsigns_on_two_nodes_on_one_redis_look_as_on_two_servers() {
 #[test]
 fn atsigns_on_two_servers_behave_as_the_reference() {
     run_all(Scene::two_servers());
+}
+
+#[test]
+fn atsigns_on_two_servers_each_on_its_own_redis_behave_as_the_reference() {
+    run_all(Scene::two_servers_each_on_its_own_redis());
 }
 
 /// Runs every scenario on `scene`; fails with the names of those that failed (each failure's
