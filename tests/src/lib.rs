@@ -4,15 +4,18 @@
 //! - [`redis`]: a real `redis-server` on a free loopback port, gone when dropped.
 //! - [`bench`]: what the benchmark binaries share (TLS connector, `/proc` readings).
 //! - [`client`]: a blocking TLS (or plain) client that asserts exact bytes, with timeouts.
+//! - [`fake_peer`]: a scripted fake atServer over TLS that records what it is sent.
 //! - [`servers`]: independent atServers that reach each other (cluster CA, one directory).
 //! - [`scenes`]: @alice and @bob on one node, on two nodes sharing Redis, or on two servers.
 //! - [`http`]: a raw HTTP/1.1 client for the HTTP endpoints (status API, metrics), with deadlines.
+//! - [`strace`]: `strace` attached to a running binary, its trace read back in order.
 //!
 //! Blocking std sockets on purpose: a test reads like the transcript it checks, and no test
 //! runtime can hide an ordering bug of the server's. Every read has a deadline.
 
 pub mod bench;
 pub mod client;
+pub mod fake_peer;
 pub mod http;
 pub mod process;
 pub mod redis;
