@@ -2,6 +2,7 @@
 //!
 //! - [`process`]: start one of our binaries, learn its port from its `listening on` line, stop it.
 //! - [`redis`]: a real `redis-server` on a free loopback port, gone when dropped.
+//! - [`proxy`]: a loopback TCP proxy a test can cut (one client losing its server).
 //! - [`bench`]: what the benchmark binaries share (TLS connector, `/proc` readings).
 //! - [`client`]: a blocking TLS (or plain) client that asserts exact bytes, with timeouts.
 //! - [`fake_peer`]: a scripted fake atServer over TLS that records what it is sent.
@@ -18,6 +19,7 @@ pub mod client;
 pub mod fake_peer;
 pub mod http;
 pub mod process;
+pub mod proxy;
 pub mod redis;
 pub mod scenes;
 pub mod servers;
