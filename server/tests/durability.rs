@@ -13,8 +13,9 @@
 //!
 //! Redis-backed nodes are not traced: their durability is Redis's (`redis_faults.rs`).
 //!
-//! Needs `strace` (`.ci/run` installs it); without it these tests are skipped with a
-//! `SKIPPED` line outside CI, and fail under `CI=true`.
+//! Needs `strace`, allowed to attach to a process (`.ci/run` installs it and runs as root);
+//! without it these tests are skipped with a `SKIPPED` line outside CI, and fail under
+//! `CI=true`.
 
 mod support;
 

@@ -115,7 +115,9 @@ pub fn announce_skip(why: &str) {
         .name()
         .unwrap_or("a test")
         .to_string();
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+    // One write, so the line does not interleave with the test harness's own output.
+    let line = format!("SKIPPED {test}: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// Runs `python script args…` with `envs`, killing it after `timeout` (the SDK has no

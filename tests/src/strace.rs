@@ -20,23 +20,61 @@ use std::time::{Duration, Instant};
 /// How long attaching to every thread of a process may take.
 const ATTACH_WITHIN: Duration = Duration::from_secs(20);
 
-/// Whether `strace` can run here. If not: under `CI=true` a failure (`.ci/run` installs it);
-/// elsewhere `false`, after a `SKIPPED` line that `cargo test` shows.
+/// Whether `strace` can attach to a process here (it is installed, and ptrace is allowed).
+/// If not: under `CI=true` a failure (`.ci/run` installs it, as root); elsewhere `false`,
+/// after a `SKIPPED` line that `cargo test` shows.
 pub fn available_or_skip() -> bool {
-    let works = Command::new("strace")
+    let why = match can_attach() {
+        Ok(()) => return true,
+        Err(why) => why,
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why}, and CI runs every test (.ci/run installs strace)");
+    }
+    crate::announce_skip(&format!("{why} (apt-get install -y strace; as root)"));
+    false
+}
+
+/// Attaches to a `sleep` of this process's own, as the tests attach to a server they started.
+fn can_attach() -> Result<(), String> {
+    let installed = Command::new("strace")
         .arg("-V")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success());
-    if works {
-        return true;
+    if !installed {
+        return Err("strace is not installed".into());
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("strace is not installed, and CI runs every test (.ci/run installs it)");
+    let mut sleeper = Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .map_err(|e| format!("cannot start sleep: {e}"))?;
+    let mut strace = Command::new("strace")
+        .args(["-o", "/dev/null", "-p", &sleeper.id().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start strace: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let outcome = loop {
+        if every_thread_traced_by(sleeper.id(), strace.id()) {
+            break Ok(());
+        }
+        if let Ok(Some(status)) = strace.try_wait() {
+            break Err(format!("strace cannot attach to a process here ({status})"));
+        }
+        if Instant::now() >= deadline {
+            break Err("strace did not attach to a process within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for child in [&mut strace, &mut sleeper] {
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    crate::announce_skip("strace is not installed (apt-get install -y strace)");
-    false
+    outcome
 }
 
 /// `strace` attached to one process (all its threads, and the threads it starts later).
