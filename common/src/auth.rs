@@ -401,11 +401,70 @@ mod tests {
         String::from_utf8(bytes).unwrap()
     }
 
+    /// Whether `text` is a lowercase UUID (`8-4-4-4-12` hex digits), as the server's session
+    /// ids and nonces are.
+    fn is_uuid(text: &str) -> bool {
+        let groups: Vec<&str> = text.split('-').collect();
+        groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+            && groups.iter().all(|g| {
+                g.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            })
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The vectors `generate.sh` made agree with each other and with the protocol, so a
+    /// regenerated or hand-edited file that breaks one is caught here rather than as a
+    /// puzzling verification failure elsewhere.
     #[test]
-    fn test_vectors_are_the_shape_the_protocol_uses() {
-        assert!(CHALLENGE.starts_with('_') && CHALLENGE.contains("@alice:"));
-        assert!(!CHALLENGE.ends_with('\n'));
-        assert_eq!(EC_PUBLIC_HEX.len(), 130);
+    fn test_vectors_are_consistent_with_each_other_and_the_protocol() {
+        // The challenge is a `from` response without `data:`: `_<uuid>@alice:<uuid>`, no newline.
+        let (session, nonce) = CHALLENGE
+            .split_once("@alice:")
+            .expect("<session>@alice:<nonce>");
+        let session = session
+            .strip_prefix('_')
+            .expect("the session id starts with _");
+        assert!(
+            is_uuid(session) && is_uuid(nonce),
+            "{CHALLENGE:?}: session and nonce are UUIDs"
+        );
+
+        // The CRAM digest: 128 lowercase hex digits (SHA-512).
+        assert_eq!(CRAM_DIGEST.len(), 128);
+        assert!(CRAM_DIGEST
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+
+        // The EC hex key is the uncompressed point `04‖x‖y` that ends the SPKI.
+        let spki = base64::decode(EC_PUBLIC_SPKI).expect("EC SPKI base64");
+        let point = &spki[spki.len() - 65..];
+        assert_eq!(point[0], 0x04, "uncompressed point");
+        assert_eq!(EC_PUBLIC_HEX.trim(), hex(point));
+
+        // The RSA private key is the public key's pair, 2048 bits; the other key is another.
+        let pkcs8 = base64::decode(RSA_PRIVATE_PKCS8).expect("PKCS#8 base64");
+        let pair = RsaKeyPair::from_pkcs8(&pkcs8).expect("an RSA key pair");
+        assert_eq!(pair.public().modulus_len(), 256, "RSA-2048");
+        let public = base64::decode(RSA_PUBLIC).expect("SPKI base64");
+        assert!(
+            public.ends_with(pair.public().as_ref()),
+            "the SPKI holds the private key's public half"
+        );
+        let other = base64::decode(RSA_OTHER_PUBLIC).expect("SPKI base64");
+        assert_ne!(other, public);
+        assert!(!other.ends_with(pair.public().as_ref()));
+
+        // Signatures are RSA-2048 sized (256 bytes), the EC one is ASCII hex r‖s (128 digits).
+        for sig in [RSA_SHA256_SIG, RSA_SHA512_SIG] {
+            assert_eq!(base64::decode(sig).expect("signature base64").len(), 256);
+        }
+        let ec_sig = base64::decode(EC_SHA256_SIG).expect("EC signature base64");
+        assert_eq!(ec_sig.len(), 128);
+        assert!(ec_sig.iter().all(u8::is_ascii_hexdigit));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Client {
     closed: bool,
     /// The TCP socket under `stream`, for its options.
     tcp: Option<TcpStream>,
+    /// The client's own end of the TCP connection.
+    local: SocketAddr,
 }
 
 impl Client {
@@ -125,6 +127,7 @@ impl Client {
             None => connect(addr),
         };
         let socket = tcp.try_clone().ok();
+        let local = tcp.local_addr().expect("local address");
         let mut stream = rustls::StreamOwned::new(conn, tcp);
         // Finish the handshake now, so a refused certificate fails here and not in a later read.
         let deadline = Instant::now() + PROMPT_WAIT;
@@ -138,7 +141,7 @@ impl Client {
                 Err(e) => return Err(format!("TLS handshake: {e}")),
             }
         }
-        let mut client = Client::over(Box::new(stream));
+        let mut client = Client::over(Box::new(stream), local);
         client.tcp = socket;
         Ok(client)
     }
@@ -163,18 +166,25 @@ impl Client {
     pub fn plain(addr: SocketAddr) -> Client {
         let tcp = connect(addr);
         let socket = tcp.try_clone().ok();
-        let mut client = Client::over(Box::new(tcp));
+        let local = tcp.local_addr().expect("local address");
+        let mut client = Client::over(Box::new(tcp), local);
         client.tcp = socket;
         client
     }
 
-    fn over(stream: Box<dyn Stream>) -> Client {
+    fn over(stream: Box<dyn Stream>, local: SocketAddr) -> Client {
         Client {
             stream,
             pending: Vec::new(),
             closed: false,
             tcp: None,
+            local,
         }
+    }
+
+    /// The client's own address: the server sees the connection coming from here.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// Sends raw bytes.

@@ -17,6 +17,8 @@ pub struct RedisServer {
     durable: bool,
     /// The TLS port and its self-signed certificate and key files, if it serves TLS.
     tls: Option<Tls>,
+    /// What clients must `AUTH` with (`requirepass`), if anything.
+    password: Option<String>,
     dir: TempDir,
 }
 
@@ -30,22 +32,33 @@ struct Tls {
 impl RedisServer {
     /// Starts one without persistence; panics with a hint when `redis-server` is not installed.
     pub fn start() -> RedisServer {
-        RedisServer::start_with(false, None)
+        RedisServer::start_with(false, None, None)
+    }
+
+    /// Starts a durable one (as [`RedisServer::start_durable`]) that requires `password`
+    /// (`requirepass`); its [`RedisServer::url`] carries it (`redis://:<password>@…`), as a
+    /// deployment's would.
+    pub fn start_durable_with_password(password: &str) -> RedisServer {
+        RedisServer::start_with(true, None, Some(password))
     }
 
     /// Starts one without persistence that also serves TLS with `cert` and `key` (PEM files)
     /// on [`RedisServer::tls_port`]: a baseline that pays for TLS as the atServer does.
     pub fn start_tls(cert: &Path, key: &Path) -> RedisServer {
-        RedisServer::start_with(false, Some((cert, key)))
+        RedisServer::start_with(false, Some((cert, key)), None)
     }
 
     /// Starts one that fsyncs its append-only file on every write (`appendfsync always`), so
     /// what it acknowledged survives [`RedisServer::kill`] and [`RedisServer::restart`].
     pub fn start_durable() -> RedisServer {
-        RedisServer::start_with(true, None)
+        RedisServer::start_with(true, None, None)
     }
 
-    fn start_with(durable: bool, files: Option<(&Path, &Path)>) -> RedisServer {
+    fn start_with(
+        durable: bool,
+        files: Option<(&Path, &Path)>,
+        password: Option<&str>,
+    ) -> RedisServer {
         let dir = TempDir::new("redis");
         // Free ports handed to Redis (which cannot bind port 0 itself); retried if taken.
         for _attempt in 0..5 {
@@ -55,12 +68,13 @@ impl RedisServer {
                 cert: cert.to_path_buf(),
                 key: key.to_path_buf(),
             });
-            if let Some(child) = spawn(port, durable, tls.as_ref(), &dir) {
+            if let Some(child) = spawn(port, durable, tls.as_ref(), password, &dir) {
                 return RedisServer {
                     child,
                     port,
                     durable,
                     tls,
+                    password: password.map(str::to_string),
                     dir,
                 };
             }
@@ -80,7 +94,14 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             // The port may linger for a moment after the kill.
-            if let Some(child) = spawn(self.port, self.durable, self.tls.as_ref(), &self.dir) {
+            let password = self.password.as_deref();
+            if let Some(child) = spawn(
+                self.port,
+                self.durable,
+                self.tls.as_ref(),
+                password,
+                &self.dir,
+            ) {
                 self.child = child;
                 return;
             }
@@ -89,9 +110,12 @@ impl RedisServer {
         }
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>` (`redis://:<password>@127.0.0.1:<port>` with a password).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -105,7 +129,13 @@ impl RedisServer {
 }
 
 /// Starts `redis-server` on `port` and waits for its PONG; `None` if it exited (port taken).
-fn spawn(port: u16, durable: bool, tls: Option<&Tls>, dir: &TempDir) -> Option<Child> {
+fn spawn(
+    port: u16,
+    durable: bool,
+    tls: Option<&Tls>,
+    password: Option<&str>,
+    dir: &TempDir,
+) -> Option<Child> {
     let persistence: &[&str] = if durable {
         &["--appendonly", "yes", "--appendfsync", "always"]
     } else {
@@ -133,6 +163,7 @@ fn spawn(port: u16, durable: bool, tls: Option<&Tls>, dir: &TempDir) -> Option<C
                 "no".into(),
             ]
         }))
+        .args(password.map_or_else(Vec::new, |password| vec!["--requirepass", password]))
         .arg("--dir")
         .arg(dir.path())
         .stdout(Stdio::null())
@@ -144,7 +175,7 @@ fn spawn(port: u16, durable: bool, tls: Option<&Tls>, dir: &TempDir) -> Option<C
         if let Ok(Some(_)) = child.try_wait() {
             return None;
         }
-        if ping(port) {
+        if ping(port, password) {
             return Some(child);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -154,15 +185,19 @@ fn spawn(port: u16, durable: bool, tls: Option<&Tls>, dir: &TempDir) -> Option<C
     None
 }
 
-fn ping(port: u16) -> bool {
+fn ping(port: u16, password: Option<&str>) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
+    let (request, want): (String, &[u8]) = match password {
+        Some(password) => (format!("AUTH {password}\r\nPING\r\n"), b"+OK\r\n+PONG\r\n"),
+        None => ("PING\r\n".into(), b"+PONG\r\n"),
+    };
+    let mut reply = vec![0u8; want.len()];
+    stream.write_all(request.as_bytes()).is_ok()
         && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
+        && reply == want
 }
 
 impl Drop for RedisServer {

@@ -5,7 +5,8 @@
 //! - [`Scene::two_nodes_on_one_redis`]: two nodes sharing one `redis-server`, both atSigns on
 //!   it, routed by SNI; @alice's connections go to node 0, @bob's to node 1;
 //! - [`Scene::two_servers`]: two independent servers (their own embedded stores, one cluster
-//!   CA, pol and mutual TLS between them): [`AliceAndBob`].
+//!   CA, pol and mutual TLS between them): [`AliceAndBob`];
+//! - [`Scene::two_servers_each_on_its_own_redis`]: the same, each server on a Redis of its own.
 //!
 //! Every server gets the same [`OPTIONS`]. [`Monitor`] reads a `monitor` connection line by
 //! line.
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::client::Client;
 use crate::process::{run, workspace_binary, Running};
 use crate::redis::RedisServer;
-use crate::servers::{directory, provisioned, AliceAndBob, Cluster};
+use crate::servers::{directory, provisioned, AliceAndBob, Cluster, Store};
 use crate::TempDir;
 
 /// The prompt of @alice's owner connections.
@@ -75,7 +76,8 @@ impl Door {
 
 /// @alice and @bob in one topology, with an owner connection each.
 pub struct Scene {
-    /// Which topology: `one_node`, `two_nodes_on_one_redis` or `two_servers`.
+    /// Which topology: `one_node`, `two_nodes_on_one_redis`, `two_servers` or
+    /// `two_servers_each_on_its_own_redis`.
     pub topology: &'static str,
     /// @alice's owner connection (prompt [`AT_ALICE`]).
     pub alice: Client,
@@ -161,6 +163,15 @@ impl Scene {
 
     /// Two independent servers, @alice on A and @bob on B: [`AliceAndBob`].
     pub fn two_servers() -> Scene {
+        Scene::two_servers_on(Store::Embedded, "two_servers")
+    }
+
+    /// [`Scene::two_servers`], each server on a `redis-server` of its own.
+    pub fn two_servers_each_on_its_own_redis() -> Scene {
+        Scene::two_servers_on(Store::OwnRedis, "two_servers_each_on_its_own_redis")
+    }
+
+    fn two_servers_on(store: Store, topology: &'static str) -> Scene {
         let dir = TempDir::new("scene-two-servers");
         let AliceAndBob {
             cluster,
@@ -171,7 +182,7 @@ impl Scene {
             bob_secret,
             alice,
             bob,
-        } = AliceAndBob::start(dir.path(), OPTIONS, OPTIONS);
+        } = AliceAndBob::start_on(dir.path(), OPTIONS, OPTIONS, store);
         let door = |atsign: &'static str, port: u16, secret: String| Door {
             atsign,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -184,7 +195,7 @@ impl Scene {
             door("@bob", b.port, bob_secret),
         ];
         Scene {
-            topology: "two_servers",
+            topology,
             alice,
             bob,
             doors,

@@ -1,18 +1,28 @@
 //! Independent atServers that reach each other, as two operators' servers do: one cluster CA
-//! (`at-server ca-create`), one `at-directory`, and servers each with its own embedded store,
-//! a certificate issued by the CA, and one port per hosted atSign. What the server-to-server
-//! tests and the notification benchmark share.
+//! (`at-server ca-create`), one `at-directory`, and servers each with its own store (embedded,
+//! or a `redis-server` of its own), a certificate issued by the CA, and one port per hosted
+//! atSign. What the server-to-server tests and the notification benchmark share.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::client::Client;
 use crate::process::{run, workspace_binary, Running};
+use crate::redis::RedisServer;
 
 /// The CA and the directory every server of a [`Cluster`] uses.
 pub struct Cluster {
     root: PathBuf,
     directory: Running,
+}
+
+/// Where a [`Server`] of a [`Cluster`] keeps its atSigns' data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// Its embedded store, under its data directory.
+    Embedded,
+    /// A `redis-server` of its own, started with it and stopped after it.
+    OwnRedis,
 }
 
 /// One atServer of a [`Cluster`], hosting one atSign (or a few) on a port of its own.
@@ -22,6 +32,8 @@ pub struct Server {
     /// The port of its (first) atSign.
     pub port: u16,
     running: Option<Running>,
+    /// Its Redis with [`Store::OwnRedis`]; after `running`, so it outlives the process.
+    _redis: Option<RedisServer>,
 }
 
 /// What `at-server provision <atsign>` printed, read: the address the directory now gives for
@@ -119,7 +131,18 @@ impl Cluster {
     /// Configures server `name` (with `extra` TOML lines for the top level), provisions
     /// `atsign` on it and returns it, not yet serving, with the atSign's CRAM secret.
     pub fn server(&self, name: &str, atsign: &str, extra: &str) -> (Server, String) {
-        let (server, mut secrets) = self.server_hosting(name, &[atsign], extra);
+        self.server_on(name, atsign, extra, Store::Embedded)
+    }
+
+    /// [`Cluster::server`] keeping its data in `store`.
+    pub fn server_on(
+        &self,
+        name: &str,
+        atsign: &str,
+        extra: &str,
+        store: Store,
+    ) -> (Server, String) {
+        let (server, mut secrets) = self.server_hosting_on(name, &[atsign], extra, store);
         (server, secrets.remove(0))
     }
 
@@ -131,6 +154,24 @@ impl Cluster {
         atsigns: &[&str],
         extra: &str,
     ) -> (Server, Vec<String>) {
+        self.server_hosting_on(name, atsigns, extra, Store::Embedded)
+    }
+
+    /// [`Cluster::server_hosting`] keeping its data in `store`.
+    pub fn server_hosting_on(
+        &self,
+        name: &str,
+        atsigns: &[&str],
+        extra: &str,
+        store: Store,
+    ) -> (Server, Vec<String>) {
+        let redis = (store == Store::OwnRedis).then(RedisServer::start);
+        let store_section = redis.as_ref().map_or(String::new(), |redis| {
+            format!(
+                "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
+                redis.url()
+            )
+        });
         let count = u16::try_from(atsigns.len()).expect("a few atSigns");
         let port = crate::free_ports(count);
         let (data, config) = (self.root.join(name), self.root.join(format!("{name}.toml")));
@@ -141,7 +182,7 @@ impl Cluster {
                 "data_dir = {}\ndirectory_data_dir = {}\npublic_host = \"127.0.0.1\"\n\
                  listen = \"127.0.0.1:0\"\nport_range_start = {port}\nport_range_len = {count}\n\
                  directory = \"{}\"\ndirectory_ca_file = {}\npeer_ca_files = [{}]\n{extra}\n\
-                 [tls]\nca_file = {}\nca_key_file = {}\n",
+                 [tls]\nca_file = {}\nca_key_file = {}\n{store_section}",
                 toml_path(&data),
                 toml_path(&self.root.join("directory")),
                 self.directory.addr,
@@ -169,11 +210,18 @@ impl Cluster {
                 secret
             })
             .collect();
+        // The data is where `store` says: no embedded store was made beside a Redis one.
+        assert_eq!(
+            data.join("store").exists(),
+            store == Store::Embedded,
+            "{name}'s embedded store after provisioning on {store:?}"
+        );
         let server = Server {
             config,
             data,
             port,
             running: None,
+            _redis: redis,
         };
         (server, secrets)
     }
@@ -236,12 +284,19 @@ pub struct AliceAndBob {
 }
 
 impl AliceAndBob {
-    /// Starts it under `root`, with `a_extra` / `b_extra` top-level TOML for A / B.
+    /// Starts it under `root`, with `a_extra` / `b_extra` top-level TOML for A / B, each on
+    /// its embedded store.
     pub fn start(root: &Path, a_extra: &str, b_extra: &str) -> AliceAndBob {
+        AliceAndBob::start_on(root, a_extra, b_extra, Store::Embedded)
+    }
+
+    /// [`AliceAndBob::start`] with A and B each keeping its data in `store` (with
+    /// [`Store::OwnRedis`], each its own Redis).
+    pub fn start_on(root: &Path, a_extra: &str, b_extra: &str, store: Store) -> AliceAndBob {
         let cluster = Cluster::start(root);
         let ca = cluster.ca();
-        let (mut a, alice_secret) = cluster.server("a", "@alice", a_extra);
-        let (mut b, bob_secret) = cluster.server("b", "@bob", b_extra);
+        let (mut a, alice_secret) = cluster.server_on("a", "@alice", a_extra, store);
+        let (mut b, bob_secret) = cluster.server_on("b", "@bob", b_extra, store);
         a.start();
         b.start();
         let mut alice = a.connect(&ca);

@@ -2,19 +2,30 @@
 //! directory, one cluster CA), with A's job running every second: cached copies whose
 //! `refreshAt` has come are asked of @bob's server again without anyone looking them up. A
 //! changed public key is kept anew, a shared key @bob deleted (without `ccd`, so no notification
-//! removed it) is dropped, and a copy with ttr −1 is never asked for again.
+//! removed it) is dropped, and a copy with ttr −1 is never asked for again. Each server on its
+//! embedded store, and each on a Redis of its own.
 
-use at_tests::servers::{eventually, AliceAndBob};
+use at_tests::servers::{eventually, AliceAndBob, Store};
 use at_tests::TempDir;
 
 const AT_ALICE: &str = "\n@alice@";
 const AT_BOB: &str = "\n@bob@";
 
 #[test]
-fn due_cached_copies_are_asked_for_again() {
+fn due_cached_copies_are_asked_for_again_on_embedded_stores() {
+    due_cached_copies_are_asked_for_again(Store::Embedded);
+}
+
+#[test]
+fn due_cached_copies_are_asked_for_again_each_on_its_own_redis() {
+    due_cached_copies_are_asked_for_again(Store::OwnRedis);
+}
+
+fn due_cached_copies_are_asked_for_again(store: Store) {
     let dir = TempDir::new("cache-refresh");
     let settings = "peer_timeout_millis = 3000\ncache_refresh_interval_secs = 1";
-    let mut scene = AliceAndBob::start(dir.path(), settings, "peer_timeout_millis = 3000");
+    let mut scene =
+        AliceAndBob::start_on(dir.path(), settings, "peer_timeout_millis = 3000", store);
     let (alice, bob) = (&mut scene.alice, &mut scene.bob);
 
     for line in [

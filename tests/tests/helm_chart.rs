@@ -11,8 +11,9 @@
 //! Not covered: installing into a cluster (no API server, no admission, no image), and the
 //! custom resources against their real CRD schemas.
 //!
-//! Needs a Python with both packages, named by `AT_HELM_PYTHON`; skipped (with a notice) outside
-//! CI when it is not set, a failure under `CI=true`.
+//! Needs a Python with both packages, named by `AT_HELM_PYTHON`; fails when it is not set,
+//! and is skipped (with a `SKIPPED` line `cargo test` shows) only when it is `skip`, never under
+//! `CI=true` (see `at_tests::python_named_by`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use at_tests::TempDir;
 fn helm_python() -> Option<String> {
     at_tests::python_named_by(
         "AT_HELM_PYTHON",
-        "a python with helm-python-sdk and kubernetes-validate",
+        "a python with helm-python-sdk==0.2.2 and kubernetes-validate==1.37.0",
     )
 }
 

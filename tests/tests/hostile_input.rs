@@ -14,8 +14,7 @@
 use std::time::Duration;
 
 use at_tests::client::Client;
-use at_tests::redis::RedisServer;
-use at_tests::servers::{eventually, Cluster, Server};
+use at_tests::servers::{eventually, Cluster, Server, Store};
 use at_tests::TempDir;
 
 const AT_ALICE: &str = "\n@alice@";
@@ -32,25 +31,17 @@ struct Scene {
     ca: std::path::PathBuf,
     secrets: Vec<String>,
     _cluster: Cluster,
-    _redis: Option<RedisServer>,
     _dir: TempDir,
 }
 
 impl Scene {
-    fn start(redis: Option<RedisServer>) -> Scene {
+    fn start(store: Store) -> Scene {
         let dir = TempDir::new("hostile-input");
         let cluster = Cluster::start(dir.path());
-        let mut extra = String::from(
-            "buffer_limit = 300000\noutbound_idle_time_millis = 1000\n\
-             notification_retry_max_millis = 1000\n",
-        );
-        if let Some(redis) = &redis {
-            extra.push_str(&format!(
-                "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
-                redis.url()
-            ));
-        }
-        let (mut server, secrets) = cluster.server_hosting("node", &["@alice", "@bob"], &extra);
+        let extra = "buffer_limit = 300000\noutbound_idle_time_millis = 1000\n\
+                     notification_retry_max_millis = 1000\n";
+        let (mut server, secrets) =
+            cluster.server_hosting_on("node", &["@alice", "@bob"], extra, store);
         server.start();
         let ca = cluster.ca();
         let mut alice = server.connect(&ca);
@@ -64,7 +55,6 @@ impl Scene {
             ca,
             secrets,
             _cluster: cluster,
-            _redis: redis,
             _dir: dir,
         }
     }
@@ -267,8 +257,8 @@ fn notified(reply: String) -> String {
         .to_string()
 }
 
-fn all(redis: Option<RedisServer>) {
-    let mut scene = Scene::start(redis);
+fn all(store: Store) {
+    let mut scene = Scene::start(store);
     huge_keys_and_ids_are_refused_whoever_sends_them(&mut scene);
     times_past_any_date_are_refused_never_wrapped(&mut scene);
     what_another_atsign_makes_bob_store_is_bounded_and_lower_cased(&mut scene);
@@ -276,10 +266,10 @@ fn all(redis: Option<RedisServer>) {
 
 #[test]
 fn hostile_input_on_the_embedded_store() {
-    all(None);
+    all(Store::Embedded);
 }
 
 #[test]
 fn hostile_input_on_redis() {
-    all(Some(RedisServer::start()));
+    all(Store::OwnRedis);
 }

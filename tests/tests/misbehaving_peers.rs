@@ -649,10 +649,14 @@ fn a_flooding_peer_is_cut_off_at_the_peer_timeout_without_stalling_others() {
             "{line}: answered after {:?}",
             result.took
         );
+        // Held up by the flood, a local llookup would wait until the flood was cut off: a
+        // whole peer timeout when reading overruns it (as the quadratic scan did, by seconds).
+        // Not timed tighter: on two loaded cores a probe competes with 10 MB of TLS for CPU.
         assert!(
-            result.slowest_probe < Duration::from_millis(500),
-            "{line}: a local llookup waited {:?} meanwhile",
-            result.slowest_probe
+            result.slowest_probe < PEER_TIMEOUT,
+            "{line}: a local llookup waited {:?} meanwhile (the flood took {:?})",
+            result.slowest_probe,
+            result.took
         );
     }
     // 6 MB and a newline: within the 10 MB limit, and read within the 1 s timeout on loopback.

@@ -10,18 +10,29 @@
 //! - `from:@bob` without a client certificate naming @bob's server is AT0401; a forged `pol`
 //!   (a certificate, but nobody signed the challenge) is refused with AT0401, connection open;
 //! - with A stopped, a lookup is AT0007 and B's client connection stays open.
+//!
+//! All of it twice: each server on its embedded store, and each on a Redis of its own.
 
 use std::time::Duration;
 
 use at_tests::client::{line_without_time, Client};
-use at_tests::servers::{eventually, AliceAndBob};
+use at_tests::servers::{eventually, AliceAndBob, Store};
 use at_tests::TempDir;
 
 /// Server settings of this test: quick to give up on a peer, quick to retry a delivery.
 const QUICK: &str = "peer_timeout_millis = 3000\nnotification_retry_max_millis = 1000";
 
 #[test]
-fn atsigns_on_two_servers_share_keys_over_pol() {
+fn atsigns_on_two_servers_share_keys_over_pol_on_embedded_stores() {
+    atsigns_on_two_servers_share_keys_over_pol(Store::Embedded);
+}
+
+#[test]
+fn atsigns_on_two_servers_share_keys_over_pol_each_on_its_own_redis() {
+    atsigns_on_two_servers_share_keys_over_pol(Store::OwnRedis);
+}
+
+fn atsigns_on_two_servers_share_keys_over_pol(store: Store) {
     let dir = TempDir::new("peers");
     let AliceAndBob {
         cluster: _cluster,
@@ -32,7 +43,7 @@ fn atsigns_on_two_servers_share_keys_over_pol() {
         bob_secret,
         mut alice,
         mut bob,
-    } = AliceAndBob::start(dir.path(), QUICK, QUICK);
+    } = AliceAndBob::start_on(dir.path(), QUICK, QUICK, store);
     let (at_alice, at_bob) = ("\n@alice@", "\n@bob@");
 
     assert!(alice

@@ -1,7 +1,10 @@
 //! The HTTP probes and metrics (`metrics_listen`) of both binaries, on Redis: `/healthz` answers
 //! while the process runs; `/readyz` follows the store (503 once Redis is gone, 200 again once
 //! it is back); the atServer's `/metrics` moves by exactly what a scripted workload implies;
-//! `log.format = "json"` makes every log line one JSON object.
+//! `log.format = "json"` makes every log line one JSON object, and no line of a node's log,
+//! through logins, a failed proof, writes, a Redis outage and a stop, shows a CRAM secret, a
+//! stored value or the Redis URL (README: "Values, CRAM secrets and Redis URLs are never
+//! logged").
 
 mod support;
 
@@ -185,15 +188,222 @@ fn first_log_line(dir: &std::path::Path, extra: &str) -> String {
     line
 }
 
+/// `at-server <args>` with `config`, its standard error collected line by line.
+struct Logged {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Logged {
+    fn start(config: &std::path::Path, args: &[&str]) -> Logged {
+        use std::io::BufRead;
+        let mut child =
+            std::process::Command::new(at_tests::process::workspace_binary("at-server"))
+                .arg("--config")
+                .arg(config)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .env_remove("AT_SERVER_LOG")
+                .spawn()
+                .expect("at-server");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                into.lock().unwrap().push(line);
+            }
+        });
+        Logged {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// Waits (at most 30 s) for it to exit, then returns everything it logged.
+    fn finish(mut self) -> (std::process::ExitStatus, String, Vec<String>) {
+        use std::io::Read;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "at-server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            let _ = out.read_to_string(&mut stdout);
+        }
+        self.reader.take().unwrap().join().expect("log reader");
+        let lines = self.lines.lock().unwrap().clone();
+        (status, stdout, lines)
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A connection to @alice's own port, past the `@` prompt, retried (bounded) until served.
+fn alice_connection(port: u16, ca: &std::path::Path) -> at_tests::client::Client {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if !listening || !ca.exists() {
+            // Not serving yet (it makes its CA on its first start).
+            assert!(Instant::now() < deadline, "@alice's port {port} not served");
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        let attempt =
+            at_tests::client::Client::try_tls_named(([127, 0, 0, 1], port).into(), ca, "127.0.0.1")
+                .and_then(|mut client| {
+                    client.try_expect(b"@", Duration::from_secs(5))?;
+                    Ok(client)
+                });
+        match attempt {
+            Ok(client) => return client,
+            Err(e) => assert!(Instant::now() < deadline, "@alice not served: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
-fn logs_are_one_json_object_per_line_when_configured() {
+fn logs_are_json_lines_that_never_show_secrets_values_or_the_redis_url() {
+    const PASSWORD: &str = "redis-pw-0d6f2c";
+    const VALUE: &str = "stored-value-9b1e44";
     let dir = TempDir::new("json-logs");
-    let json = first_log_line(dir.path(), "[log]\nformat = \"json\"\nlevel = \"info\"");
-    assert!(
-        json.starts_with('{') && json.trim_end().ends_with('}'),
-        "{json}"
+    let mut redis = RedisServer::start_durable_with_password(PASSWORD);
+    let port = at_tests::free_port();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\ndirectory_data_dir = {:?}\nlisten = \"127.0.0.1:0\"\n\
+             public_host = \"127.0.0.1\"\nport_range_start = {port}\nport_range_len = 1\n\
+             [log]\nformat = \"json\"\nlevel = \"info,at_server=debug\"\n\
+             [store]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
+            dir.path().join("server").display().to_string(),
+            dir.path().join("directory").display().to_string(),
+            redis.url(),
+        ),
+    )
+    .unwrap();
+
+    let (status, printed, mut logged) = Logged::start(&config, &["provision", "@alice"]).finish();
+    assert!(status.success(), "provision: {logged:?}");
+    let (_, secret) = at_tests::servers::provisioned(&printed, "@alice");
+
+    let node = Logged::start(&config, &["serve"]);
+    let ca = dir.path().join("server/tls/ca.pem");
+    let mut alice = alice_connection(port, &ca);
+    alice.cram_in("@alice", &secret);
+    // A failed proof, a write, reads.
+    let mut wrong = alice_connection(port, &ca);
+    wrong.send(b"from:@alice\n");
+    wrong.read_until(b"\n@");
+    let bad = at_tests::client::cram_digest("not-the-secret", "x");
+    let refused = wrong.reply_to(&format!("cram:{bad}"), "\n@");
+    assert!(refused.starts_with("error:AT0401-"), "{refused}");
+    let reply = alice.reply_to(&format!("update:public:k@alice {VALUE}"), "\n@alice@");
+    assert!(reply.starts_with("data:"), "{reply}");
+    assert_eq!(
+        alice.reply_to("llookup:public:k@alice", "\n@alice@"),
+        format!("data:{VALUE}")
     );
-    assert!(json.contains("\"level\":\"INFO\""), "{json}");
+    // Redis goes away: the store failure is logged (and answered AT0002), then comes back.
+    redis.kill();
+    alice.send(format!("update:public:k2@alice {VALUE}\n").as_bytes());
+    let failed = alice
+        .try_read_until(b"@alice@", Duration::from_secs(20))
+        .expect("an answer while Redis is down");
+    assert!(failed.starts_with("error:AT0002-"), "{failed}");
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut again = alice_connection(port, &ca);
+        again.send(b"from:@alice\n");
+        if let Ok(reply) = again.try_read_until(b"\n@", Duration::from_secs(5)) {
+            if let Some(challenge) = reply
+                .strip_prefix("data:")
+                .and_then(|r| r.strip_suffix("\n@"))
+            {
+                let digest = at_tests::client::cram_digest(&secret, challenge);
+                again.send(format!("cram:{digest}\n").as_bytes());
+                let answer = again.try_read_until(b"@", Duration::from_secs(5));
+                if answer.as_deref() == Ok("data:success\n@alice@") {
+                    break;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not recovered from the Redis outage"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    at_tests::process::run(
+        std::path::Path::new("kill"),
+        &["-TERM", &node.child.id().to_string()],
+        &[],
+    );
+    let (status, _, served) = node.finish();
+    assert!(status.success(), "{status:?}");
+    logged.extend(served);
+
+    let levels: Vec<String> = logged
+        .iter()
+        .map(|line| {
+            let object: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+            for field in ["timestamp", "level", "target"] {
+                assert!(object.get(field).is_some(), "no {field}: {line}");
+            }
+            object["level"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert!(
+        levels.iter().any(|l| l == "ERROR") && levels.iter().any(|l| l == "DEBUG"),
+        "the outage (ERROR) and the commands (DEBUG) were logged: {levels:?}"
+    );
+    let url = redis.url();
+    let plain_url = url.replace(&format!(":{PASSWORD}@"), "");
+    for (what, needle) in [
+        ("the CRAM secret", secret.as_str()),
+        ("a stored value", VALUE),
+        ("the Redis password", PASSWORD),
+        ("the Redis URL", url.as_str()),
+        ("the Redis URL without its password", plain_url.as_str()),
+    ] {
+        if let Some(line) = logged.iter().find(|line| line.contains(needle)) {
+            panic!("{what} is logged: {line}");
+        }
+    }
+    eprintln!("{} log lines checked", logged.len());
+}
+
+#[test]
+fn logs_are_text_unless_json_is_configured() {
+    let dir = TempDir::new("text-logs");
+    let json = first_log_line(dir.path(), "[log]\nformat = \"json\"\nlevel = \"info\"");
+    let object: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(object["level"], "INFO", "{json}");
     let text = first_log_line(dir.path(), "[log]\nlevel = \"info\"");
-    assert!(!text.starts_with('{') && text.contains("INFO"), "{text}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&text).is_err() && text.contains("INFO"),
+        "{text}"
+    );
 }

@@ -6,12 +6,13 @@
 //! her `:selfNotifications` monitors (live and replayed; not on other monitors), her `shared_key.bob@alice` renamed `shared_key.bob.until.<ms>@alice` (so clients
 //! cut a new one), and the cached key replaced. A fetch that finds the same key changes nothing.
 //! Every new link from A to B asks for the key first, so a reset is noticed on the next
-//! contact, not only by an explicit `plookup`.
+//! contact, not only by an explicit `plookup`. Each server on its embedded store, and each on a
+//! Redis of its own.
 
 use std::time::Duration;
 
 use at_tests::client::{line_without_time, Client};
-use at_tests::servers::AliceAndBob;
+use at_tests::servers::{AliceAndBob, Store};
 use at_tests::TempDir;
 
 const AT_ALICE: &str = "\n@alice@";
@@ -34,7 +35,16 @@ fn events(alice: &mut Client) -> Vec<String> {
 }
 
 #[test]
-fn a_reset_atsign_is_noticed_and_told_to_the_owner() {
+fn a_reset_atsign_is_noticed_and_told_to_the_owner_on_embedded_stores() {
+    a_reset_atsign_is_noticed_and_told_to_the_owner(Store::Embedded);
+}
+
+#[test]
+fn a_reset_atsign_is_noticed_and_told_to_the_owner_each_on_its_own_redis() {
+    a_reset_atsign_is_noticed_and_told_to_the_owner(Store::OwnRedis);
+}
+
+fn a_reset_atsign_is_noticed_and_told_to_the_owner(store: Store) {
     let dir = TempDir::new("public-key-change");
     let quick = "peer_timeout_millis = 3000";
     let AliceAndBob {
@@ -46,7 +56,7 @@ fn a_reset_atsign_is_noticed_and_told_to_the_owner() {
         bob_secret: _,
         mut alice,
         mut bob,
-    } = AliceAndBob::start(dir.path(), quick, quick);
+    } = AliceAndBob::start_on(dir.path(), quick, quick, store);
     // The event is the atServer's own notice: only monitors that ask for those get it.
     let mut monitor = a.connect(&ca);
     monitor.cram_in("@alice", &alice_secret);

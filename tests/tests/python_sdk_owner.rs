@@ -11,8 +11,9 @@
 //! Not covered: @bob reading the shared key on his own connection, and atSigns hosted on other
 //! nodes (they need server-to-server, issue 6).
 //!
-//! Needs a Python with `atsdk` installed, named by `AT_PYTHON_SDK`; skipped (with a notice)
-//! outside CI when it is not set, a failure in CI when it is not.
+//! Needs a Python with `atsdk` installed, named by `AT_PYTHON_SDK`; fails when it is
+//! not set, and is skipped (with a `SKIPPED` line `cargo test` shows) only when it is `skip`,
+//! never under `CI=true` (see `at_tests::python_named_by`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

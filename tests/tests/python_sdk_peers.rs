@@ -12,8 +12,9 @@
 //!   (values included, as the Dart server sends them): the shared key, which the SDK decrypts
 //!   to the one `lookup` gave, and the shared value, which it decrypts with that key.
 //!
-//! Needs a Python with `atsdk` installed, named by `AT_PYTHON_SDK`; skipped (with a notice)
-//! outside CI when it is not set, a failure in CI when it is not.
+//! Needs a Python with `atsdk` installed, named by `AT_PYTHON_SDK`; fails when it is
+//! not set, and is skipped (with a `SKIPPED` line `cargo test` shows) only when it is `skip`,
+//! never under `CI=true` (see `at_tests::python_named_by`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};

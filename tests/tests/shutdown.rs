@@ -1,9 +1,12 @@
-//! SIGTERM, as Kubernetes stops a pod during a rolling update: the node stops accepting,
-//! answers the command each connection has in flight, closes every connection and exits within
-//! its grace period; every write it acknowledged is there after a restart.
+//! SIGTERM, as Kubernetes stops a pod during a rolling update: the node stops accepting (a new
+//! connection is refused while a command in flight still runs), answers the command each
+//! connection has in flight, closes every connection and exits within its grace period; every
+//! write it acknowledged is there after a restart. A command still running when
+//! `shutdown_grace_millis` ends is cut off: no reply, the connection closed, the node gone.
 
 mod support;
 
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use at_tests::TempDir;
@@ -78,5 +81,70 @@ fn sigterm_answers_what_is_in_flight_loses_no_acknowledged_write_and_exits() {
     eprintln!(
         "{} of 300 writes acknowledged before the close",
         acknowledged.len()
+    );
+}
+
+#[test]
+fn after_sigterm_new_connections_are_refused_while_a_command_in_flight_finishes() {
+    let dir = TempDir::new("shutdown-refuse");
+    let mut node = Node::start_with(dir.path(), 0, None, GRACE);
+    let (host, secret) = node.provision("@alice");
+    let addr = node.addr();
+    let mut slow = node.owner("@alice", &host, &secret);
+    slow.send(b"noop:3000\n");
+    std::thread::sleep(Duration::from_millis(200));
+    node.process().terminate();
+    // The listener closes at once: connecting is refused (not accepted and left hanging).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            Err(e) => panic!("connecting after SIGTERM: {e}"),
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "still accepting 2 s after SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    // Refused while the node still ran the command in flight, which is then answered.
+    assert!(
+        node.process().wait_exit(Duration::ZERO).is_none(),
+        "exited before answering the command in flight"
+    );
+    slow.expect(b"data:ok\n@alice@");
+    slow.expect_closed(Duration::from_secs(5));
+    let status = node
+        .process()
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited after its last connection closed");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_command_still_running_when_the_grace_period_ends_is_cut_off() {
+    let dir = TempDir::new("shutdown-grace");
+    let grace = Duration::from_millis(1000);
+    let setting = format!("shutdown_grace_millis = {}", grace.as_millis());
+    let mut node = Node::start_with(dir.path(), 0, None, &setting);
+    let (host, secret) = node.provision("@alice");
+    let mut slow = node.owner("@alice", &host, &secret);
+    // 5 s, the longest noop: far longer than the grace period.
+    slow.send(b"noop:5000\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let signalled = Instant::now();
+    node.process().terminate();
+    // Closed without the reply: the node did not wait for the command to end.
+    slow.expect_closed(Duration::from_secs(10));
+    node.process()
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited once the grace period was over");
+    // Not before the grace period was over: the command in flight was given that long.
+    let took = signalled.elapsed();
+    assert!(
+        took + Duration::from_millis(50) >= grace,
+        "exited {took:?} after SIGTERM, within a grace period of {grace:?}"
     );
 }

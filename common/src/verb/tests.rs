@@ -593,7 +593,7 @@ impl Rng {
 }
 
 #[test]
-fn garbage_and_mutated_lines_never_panic() {
+fn garbage_and_mutated_lines_never_panic_and_what_parses_round_trips() {
     let mut rng = Rng(0x0dd_ba11_cafe_f00d);
     let pieces = [
         ":",
@@ -640,6 +640,7 @@ fn garbage_and_mutated_lines_never_panic() {
         "9999999999999999999999",
     ];
     let examples: Vec<&str> = examples().into_iter().map(|(line, _)| line).collect();
+    let mut round_trips = 0;
     for _ in 0..30_000 {
         let line: String = match rng.below(3) {
             0 => (0..rng.below(12))
@@ -670,24 +671,78 @@ fn garbage_and_mutated_lines_never_panic() {
             }
         };
         if let Ok(command) = Command::parse(&line) {
-            // Whatever parses must render to something that parses again without panicking.
-            let _ = Command::parse(&command.to_string());
+            // Whatever parses renders to a line that parses back to the same command, and
+            // renders the same again: what a server forwards is what it was sent.
+            let wire = command.to_string();
+            match Command::parse(&wire) {
+                Ok(again) => {
+                    assert_eq!(again, command, "{line:?} -> {wire:?}");
+                    assert_eq!(again.to_string(), wire, "{line:?}");
+                }
+                Err(e) => panic!("{line:?} parsed, but its rendering {wire:?} does not: {e}"),
+            }
+            round_trips += 1;
         }
     }
+    // The mutations are near enough to real lines that many still parse: the check above ran.
+    assert!(round_trips > 1_000, "only {round_trips} lines parsed");
 }
 
+/// The fastest of `runs` parses of `line`.
+fn fastest_parse(line: &str, runs: usize) -> std::time::Duration {
+    (0..runs)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            let _ = std::hint::black_box(Command::parse(std::hint::black_box(line)));
+            start.elapsed()
+        })
+        .min()
+        .expect("at least one run")
+}
+
+/// Lines of every shape that could make a parser backtrack or rescan, at `n` and at `10 n`
+/// repetitions: the time for 10 n must stay far below the 100× of a quadratic parser (10× is
+/// linear; 30× leaves room for cache effects and a loaded machine, and the fastest of several
+/// runs is compared, so one preempted run does not count).
 #[test]
 fn huge_lines_parse_in_linear_time() {
-    let long = "a".repeat(200_000);
-    for line in [
-        format!("notify:@bob:{long}"),
-        format!("notify:@bob:{}", "a:".repeat(100_000)),
-        format!("update:{long}@alice v"),
-        format!("llookup:{long}@alice"),
-        format!("notify:all:{long}"),
-        format!("lookup:{}", "@".repeat(100_000)),
-        format!("update{}:k v", ":ttl:1".repeat(50_000)),
-    ] {
-        let _ = Command::parse(&line);
+    type Shape = (&'static str, fn(usize) -> String);
+    let shapes: [Shape; 7] = [
+        ("a long notify key", |n| {
+            format!("notify:@bob:{}", "a".repeat(n))
+        }),
+        ("a notify key of colons", |n| {
+            format!("notify:@bob:{}", "a:".repeat(n / 2))
+        }),
+        ("a long update key", |n| {
+            format!("update:{}@alice v", "a".repeat(n))
+        }),
+        ("a long llookup key", |n| {
+            format!("llookup:{}@alice", "a".repeat(n))
+        }),
+        ("a long notify:all key", |n| {
+            format!("notify:all:{}", "a".repeat(n))
+        }),
+        ("a lookup of @s", |n| {
+            format!("lookup:{}", "@".repeat(n / 2))
+        }),
+        ("repeated ttl options", |n| {
+            format!("update{}:k v", ":ttl:1".repeat(n / 6))
+        }),
+    ];
+    const N: usize = 20_000;
+    for (shape, line) in shapes {
+        let (small, large) = (line(N), line(10 * N));
+        // Warm up (allocator, caches), then measure.
+        fastest_parse(&large, 2);
+        let small_time = fastest_parse(&small, 9).max(std::time::Duration::from_micros(1));
+        let large_time = fastest_parse(&large, 9);
+        let ratio = large_time.as_secs_f64() / small_time.as_secs_f64();
+        assert!(
+            ratio < 30.0,
+            "{shape}: {} bytes parsed in {small_time:?}, {} bytes in {large_time:?} ({ratio:.0}×)",
+            small.len(),
+            large.len()
+        );
     }
 }

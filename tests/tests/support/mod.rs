@@ -69,6 +69,11 @@ impl Node {
         &mut self.running
     }
 
+    /// The address of its (SNI) listener.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.running.addr
+    }
+
     /// The address of its HTTP listener (`/healthz`, `/readyz`, `/metrics`).
     pub fn metrics(&self) -> std::net::SocketAddr {
         self.running.metrics.expect("started with metrics_listen")
