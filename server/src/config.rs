@@ -75,6 +75,10 @@ pub struct ServerConfig {
     pub unauthenticated_per_source_limit: usize,
     /// Other atServers' pol connections per hosted atSign.
     pub peer_max_limit: usize,
+    /// Notifications an atSign keeps received (others fill this log); past it the oldest go.
+    pub received_notifications_max: usize,
+    /// Bytes of received notifications an atSign keeps; past it the oldest go.
+    pub received_notification_bytes_max: usize,
     /// Of those, from one other atSign.
     pub peer_per_atsign_limit: usize,
     /// Idle time before an unauthenticated connection is closed (inbound_idle_time_millis;
@@ -163,6 +167,8 @@ impl Default for ServerConfig {
             unauthenticated_max_limit: 1000,
             unauthenticated_per_source_limit: 256,
             peer_max_limit: 200,
+            received_notifications_max: 10_000,
+            received_notification_bytes_max: 64 * 1024 * 1024,
             peer_per_atsign_limit: 8,
             inbound_idle_time_millis: 30_000,
             authenticated_idle_time_millis: 2_592_000_000,
@@ -226,6 +232,14 @@ impl ServerConfig {
                 self.unauthenticated_per_source_limit,
             ),
             ("peer_max_limit", self.peer_max_limit),
+            (
+                "received_notifications_max",
+                self.received_notifications_max,
+            ),
+            (
+                "received_notification_bytes_max",
+                self.received_notification_bytes_max,
+            ),
             ("peer_per_atsign_limit", self.peer_per_atsign_limit),
         ] {
             if value == 0 {
@@ -310,10 +324,18 @@ impl ServerConfig {
             interval: Duration::from_secs(self.maintenance_interval_secs),
             keep_commits_ms: i64::from(self.commit_log_keep_days) * 24 * 3600 * 1000,
             max_commits: self.commit_log_max_entries,
+            quota: self.notification_quota(),
         }
     }
 
-    /// Idle limit for a connection in the given state.
+    /// How much of what others send an atSign is kept.
+    pub fn notification_quota(&self) -> crate::notifications::Quota {
+        crate::notifications::Quota {
+            count: self.received_notifications_max,
+            bytes: self.received_notification_bytes_max,
+        }
+    }
+
     /// The connection limits, with the node's derived from the file-descriptor limit when
     /// `max_connections` is 0 (raising it: call once, at start).
     pub fn admission_limits(&self) -> crate::connection::admission::AdmissionLimits {
@@ -335,6 +357,7 @@ impl ServerConfig {
         }
     }
 
+    /// Idle limit for a connection in the given state.
     pub fn idle_limit(&self, authenticated: bool) -> Duration {
         Duration::from_millis(if authenticated {
             self.authenticated_idle_time_millis
@@ -395,6 +418,10 @@ mod tests {
                 interval: Duration::from_secs(60),
                 keep_commits_ms: 15 * 24 * 3600 * 1000,
                 max_commits: 100_000,
+                quota: crate::notifications::Quota {
+                    count: 10_000,
+                    bytes: 64 * 1024 * 1024,
+                },
             }
         );
         for (option, value) in [

@@ -177,6 +177,8 @@ pub struct Services {
     pub monitors: Monitors,
     pub peers: Peers,
     pub router: Addr<NotificationRouter>,
+    /// What an atSign keeps of what others send it.
+    pub quota: crate::notifications::Quota,
 }
 
 /// The one place a verb meets its handler: an exhaustive match, so a new verb is a compile
@@ -188,6 +190,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         monitors,
         peers,
         router,
+        quota,
     } = services;
     if let Some(peer) = &run.peer {
         verbs::admit_peer(store, me, peer).await?;
@@ -281,7 +284,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         Command::Notify(c) if run.owner => verbs::notify(&outbox, me, c, now).await,
         Command::Notify(c) if run.peer.is_some() => {
             let peer = run.peer.as_ref().expect("checked by the guard");
-            verbs::receive(store, monitors, me, peer, c, now).await
+            verbs::receive(store, monitors, *quota, me, peer, c, now).await
         }
         Command::NotifyStatus(c) if run.owner => verbs::notify_status(store, me, c, now).await,
         Command::NotifyList(c) if run.owner => verbs::notify_list(store, me, None, c, now).await,
@@ -438,6 +441,7 @@ mod tests {
             router: NotificationRouter::new(store.clone(), peers.clone(), idle).start(),
             peers,
             store,
+            quota: crate::config::ServerConfig::default().notification_quota(),
         };
         Hosts::new(services, idle, vec![actix::Arbiter::current()])
     }

@@ -36,6 +36,8 @@ pub struct Settings {
     pub keep_commits_ms: i64,
     /// The most commit entries kept per atSign (`commit_log_max_entries`).
     pub max_commits: usize,
+    /// What an atSign keeps of the notifications it received.
+    pub quota: crate::notifications::Quota,
 }
 
 /// The most work one round does.
@@ -253,6 +255,14 @@ impl Maintenance {
                 report.errors += 1;
             }
         }
+        let quota = self.settings.quota;
+        match crate::notifications::enforce_quota(&self.store, atsign, quota).await {
+            Ok(removed) => report.notifications_expired += removed,
+            Err(error) => {
+                tracing::warn!(%atsign, %error, "maintenance: cannot keep the notification quota");
+                report.errors += 1;
+            }
+        }
     }
 }
 
@@ -294,6 +304,10 @@ mod tests {
             interval: Duration::from_secs(60),
             keep_commits_ms: 15 * DAY_MS,
             max_commits: 100_000,
+            quota: crate::notifications::Quota {
+                count: 10_000,
+                bytes: 64 * 1024 * 1024,
+            },
         }
     }
 
@@ -659,11 +673,11 @@ mod tests {
             Report {
                 atsigns: 2,
                 keys_checked: 2,
-                errors: 8,
+                errors: 10,
                 ..Report::default()
             },
             "per atSign: one failed removal (its other key waits), compaction, trimming, \
-             notification expiry"
+             notification expiry, the notification quota"
         );
     }
 }

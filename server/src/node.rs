@@ -56,6 +56,7 @@ impl Node {
             monitors,
             peers: peers.clone(),
             router,
+            quota: config.notification_quota(),
         };
         let hosts = Hosts::new(
             services,

@@ -256,6 +256,52 @@ pub async fn put(
     store.put_notification(atsign, log, &row).await
 }
 
+/// How much of what others send an atSign keeps ([`enforce_quota`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Received notifications (`received_notifications_max`).
+    pub count: usize,
+    /// Their stored bytes (`received_notification_bytes_max`).
+    pub bytes: usize,
+}
+
+/// One received notification in this many checks the quota at once ([`enforce_quota`]); the
+/// maintenance rounds check every atSign. So a log can overshoot its quota by about this many
+/// notifications, briefly, and no more.
+pub const QUOTA_CHECK_ONE_IN: u128 = 64;
+
+/// Keeps `atsign`'s received log within `quota`: the oldest notifications go first (what
+/// other atSigns fill cannot grow without bound). Returns how many went.
+pub async fn enforce_quota(
+    store: &Store,
+    atsign: &AtSign,
+    quota: Quota,
+) -> Result<usize, StoreError> {
+    let rows = store
+        .notifications(atsign, NotificationLog::Received, None, usize::MAX)
+        .await?;
+    let mut count = rows.len();
+    let mut bytes: usize = rows.iter().map(|row| row.body.len()).sum();
+    let mut removed = 0;
+    for row in &rows {
+        if count <= quota.count && bytes <= quota.bytes {
+            break;
+        }
+        if store
+            .remove_notification(atsign, NotificationLog::Received, &row.id)
+            .await?
+        {
+            removed += 1;
+        }
+        count -= 1;
+        bytes = bytes.saturating_sub(row.body.len());
+    }
+    if removed > 0 {
+        tracing::info!(%atsign, removed, "received notifications over the quota; the oldest went");
+    }
+    Ok(removed)
+}
+
 /// A stored row read back: the notification and its status.
 pub fn read(row: &NotificationRow) -> Result<(Notification, Status), StoreError> {
     let stored = read_stored(row)?;

@@ -36,12 +36,19 @@ struct Scene {
 
 impl Scene {
     fn start(store: Store) -> Scene {
+        Scene::start_with(store, "")
+    }
+
+    /// [`Scene::start`] with `more` top-level options.
+    fn start_with(store: Store, more: &str) -> Scene {
         let dir = TempDir::new("hostile-input");
         let cluster = Cluster::start(dir.path());
-        let extra = "buffer_limit = 300000\noutbound_idle_time_millis = 1000\n\
-                     notification_retry_max_millis = 1000\n";
+        let extra = format!(
+            "buffer_limit = 300000\noutbound_idle_time_millis = 1000\n\
+             notification_retry_max_millis = 1000\n{more}"
+        );
         let (mut server, secrets) =
-            cluster.server_hosting_on("node", &["@alice", "@bob"], extra, store);
+            cluster.server_hosting_on("node", &["@alice", "@bob"], &extra, store);
         server.start();
         let ca = cluster.ca();
         let mut alice = server.connect(&ca);
@@ -262,6 +269,43 @@ fn all(store: Store) {
     huge_keys_and_ids_are_refused_whoever_sends_them(&mut scene);
     times_past_any_date_are_refused_never_wrapped(&mut scene);
     what_another_atsign_makes_bob_store_is_bounded_and_lower_cased(&mut scene);
+}
+
+/// What another atSign sends @alice is kept within her quota, the oldest going first.
+fn received_notifications_are_kept_within_the_quota(store: Store) {
+    let mut scene = Scene::start_with(
+        store,
+        "received_notifications_max = 50\nmaintenance_interval_secs = 1\n",
+    );
+    let mut last = String::new();
+    for n in 0..200 {
+        last = notified(
+            scene
+                .bob
+                .reply_to(&format!("notify:update:@alice:q{n}.x@bob:v{n}"), AT_BOB),
+        );
+    }
+    let status = format!("notify:status:{last}");
+    eventually(|| scene.bob.reply_to(&status, AT_BOB) == "data:delivered");
+    let kept = |scene: &mut Scene| {
+        let listed = scene.alice.reply_to("notify:list:q", AT_ALICE);
+        listed.matches("\"id\":").count()
+    };
+    eventually(|| kept(&mut scene) == 50);
+    let listed = scene.alice.reply_to("notify:list:q", AT_ALICE);
+    assert!(listed.contains("q199.x@bob") && listed.contains("q150.x@bob"));
+    assert!(!listed.contains("q149.x@bob"), "the oldest went first");
+    scene.both_still_serve("quota");
+}
+
+#[test]
+fn received_notifications_are_kept_within_the_quota_on_the_embedded_store() {
+    received_notifications_are_kept_within_the_quota(Store::Embedded);
+}
+
+#[test]
+fn received_notifications_are_kept_within_the_quota_on_redis() {
+    received_notifications_are_kept_within_the_quota(Store::OwnRedis);
 }
 
 #[test]

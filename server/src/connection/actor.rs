@@ -25,6 +25,7 @@ use at_common::reply::{ErrorStyle, Reply};
 use at_common::verb::Command;
 use at_common::AtSign;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
 use tokio_util::codec::FramedRead;
 
@@ -339,17 +340,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 // What arrived between subscribing and reading the store is in both: each
                 // notification is shown once.
                 let mut shown = std::collections::HashSet::new();
-                match replayed {
-                    Ok(replayed) => {
-                        for line in replayed {
-                            shown.extend(crate::notifications::id_of(&line).map(str::to_string));
-                            act.send(line, ctx);
-                        }
-                    }
-                    Err(error) => tracing::warn!(atsign = %act.me, %error, "monitor replay failed"),
+                let replayed = replayed.unwrap_or_else(|error| {
+                    tracing::warn!(atsign = %act.me, %error, "monitor replay failed");
+                    Vec::new()
+                });
+                for line in &replayed {
+                    shown.extend(crate::notifications::id_of(line).map(str::to_string));
                 }
                 let live = (lines, shown);
-                let lines = futures_util::stream::unfold(live, |(mut lines, shown)| async move {
+                let live = futures_util::stream::unfold(live, |(mut lines, shown)| async move {
                     loop {
                         let line = lines.recv().await?;
                         let again =
@@ -359,7 +358,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                         }
                     }
                 });
-                // Not taken while the client is behind: the monitor's queue fills instead.
+                // The replay first, then what arrives; neither taken while the client is
+                // behind (the monitor's queue fills instead).
+                let lines =
+                    futures_util::stream::iter(replayed.into_iter().map(MonitorLine)).chain(live);
                 ctx.add_stream(act.backlog.gate(Box::pin(lines)));
             }),
         );

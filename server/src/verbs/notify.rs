@@ -76,12 +76,13 @@ pub async fn notify(
 }
 
 /// `notify:…` from @peer's server (pol): a notification for `me`, from @peer. Stored as
-/// received (once per id: a resent one is acknowledged, not shown again), handed to `me`'s
-/// monitors, and its key cached or uncached as the sender's `ttr`/`ccd` say. Answered
-/// `data:success`, which the sender takes as delivered.
+/// received (once per id: a resent one is acknowledged, not shown again; the log kept within
+/// `quota`), handed to `me`'s monitors, and its key cached or uncached as the sender's
+/// `ttr`/`ccd` say. Answered `data:success`, which the sender takes as delivered.
 pub async fn receive(
     store: &Store,
     monitors: &Monitors,
+    quota: notifications::Quota,
     me: &AtSign,
     peer: &AtSign,
     cmd: &Notify,
@@ -110,6 +111,14 @@ pub async fn receive(
         )
         .await?;
         monitors.publish(me, &notification).await;
+        // Others fill this log: now and then (and in every maintenance round) its quota is
+        // kept, the oldest going first.
+        if uuid::Uuid::new_v4()
+            .as_u128()
+            .is_multiple_of(notifications::QUOTA_CHECK_ONE_IN)
+        {
+            notifications::enforce_quota(store, me, quota).await?;
+        }
     }
     if cmd.message_type != Some(MessageType::Text) {
         let cached_key = format!("cached:{}", notification.key).to_lowercase();
