@@ -79,6 +79,8 @@ pub struct ServerConfig {
     pub received_notifications_max: usize,
     /// Bytes of received notifications an atSign keeps; past it the oldest go.
     pub received_notification_bytes_max: usize,
+    /// Cached keys an atSign holds past which other atSigns' notifications create no new one.
+    pub cached_keys_max: usize,
     /// Of those, from one other atSign.
     pub peer_per_atsign_limit: usize,
     /// Idle time before an unauthenticated connection is closed (inbound_idle_time_millis;
@@ -169,6 +171,7 @@ impl Default for ServerConfig {
             peer_max_limit: 200,
             received_notifications_max: 10_000,
             received_notification_bytes_max: 64 * 1024 * 1024,
+            cached_keys_max: 10_000,
             peer_per_atsign_limit: 8,
             inbound_idle_time_millis: 30_000,
             authenticated_idle_time_millis: 2_592_000_000,
@@ -333,6 +336,7 @@ impl ServerConfig {
         crate::notifications::Quota {
             count: self.received_notifications_max,
             bytes: self.received_notification_bytes_max,
+            cached_keys: self.cached_keys_max,
         }
     }
 
@@ -421,6 +425,7 @@ mod tests {
                 quota: crate::notifications::Quota {
                     count: 10_000,
                     bytes: 64 * 1024 * 1024,
+                    cached_keys: 10_000,
                 },
             }
         );

@@ -307,6 +307,7 @@ mod tests {
             quota: crate::notifications::Quota {
                 count: 10_000,
                 bytes: 64 * 1024 * 1024,
+                cached_keys: 10_000,
             },
         }
     }

@@ -263,6 +263,9 @@ pub struct Quota {
     pub count: usize,
     /// Their stored bytes (`received_notification_bytes_max`).
     pub bytes: usize,
+    /// Cached copies other atSigns' notifications may make (`cached_keys_max`): past it, a
+    /// notification no longer creates a new one (existing copies still follow their keys).
+    pub cached_keys: usize,
 }
 
 /// One received notification in this many checks the quota at once ([`enforce_quota`]); the

@@ -275,7 +275,7 @@ fn all(store: Store) {
 fn received_notifications_are_kept_within_the_quota(store: Store) {
     let mut scene = Scene::start_with(
         store,
-        "received_notifications_max = 50\nmaintenance_interval_secs = 1\n",
+        "received_notifications_max = 50\nmaintenance_interval_secs = 1\ncached_keys_max = 5\n",
     );
     let mut last = String::new();
     for n in 0..200 {
@@ -295,6 +295,33 @@ fn received_notifications_are_kept_within_the_quota(store: Store) {
     let listed = scene.alice.reply_to("notify:list:q", AT_ALICE);
     assert!(listed.contains("q199.x@bob") && listed.contains("q150.x@bob"));
     assert!(!listed.contains("q149.x@bob"), "the oldest went first");
+
+    // Cached copies made by @bob's notifications: 5 at most; an existing one still follows.
+    for n in 0..10 {
+        let line = format!("notify:update:ttr:-1:@alice:c{n}.x@bob:v{n}");
+        last = notified(scene.bob.reply_to(&line, AT_BOB));
+    }
+    let status = format!("notify:status:{last}");
+    eventually(|| scene.bob.reply_to(&status, AT_BOB) == "data:delivered");
+    let cached = |scene: &mut Scene| {
+        let scan = scene.alice.reply_to("scan", AT_ALICE);
+        scan.matches("cached:@alice:c").count()
+    };
+    assert_eq!(cached(&mut scene), 5);
+    let again = notified(
+        scene
+            .bob
+            .reply_to("notify:update:ttr:-1:@alice:c0.x@bob:newer", AT_BOB),
+    );
+    let status = format!("notify:status:{again}");
+    eventually(|| scene.bob.reply_to(&status, AT_BOB) == "data:delivered");
+    assert_eq!(
+        scene
+            .alice
+            .reply_to("llookup:cached:@alice:c0.x@bob", AT_ALICE),
+        "data:newer"
+    );
+    assert_eq!(cached(&mut scene), 5);
     scene.both_still_serve("quota");
 }
 

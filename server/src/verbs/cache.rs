@@ -165,6 +165,26 @@ pub async fn keep_notified(
     Ok(())
 }
 
+/// Whether another atSign's notification may keep `cached_key` for `me`: an existing copy
+/// always (it follows its key), a new one while `me` holds fewer than `max` cached keys (what
+/// others can make an atSign store is bounded).
+pub async fn room_for(
+    store: &Store,
+    me: &AtSign,
+    cached_key: &str,
+    max: usize,
+) -> Result<bool, AtError> {
+    if store.get(me, cached_key).await?.is_some() {
+        return Ok(true);
+    }
+    let held = store.keys(me, "cached:").await?.len();
+    if held >= max {
+        tracing::info!(%me, held, "cached keys at their quota; a notification's copy is not kept");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// A delete notification: drops the cached copy if it was cached with `ccd` (cascade delete).
 pub async fn drop_if_cascading(
     store: &Store,

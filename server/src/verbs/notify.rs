@@ -126,7 +126,9 @@ pub async fn receive(
         at_common::limits::check_key(&cached_key)?;
         if cmd.operation == Some(Operation::Delete) {
             cache::drop_if_cascading(store, me, &cached_key).await?;
-        } else if cmd.meta.ttr.is_some_and(|ttr| ttr != 0) {
+        } else if cmd.meta.ttr.is_some_and(|ttr| ttr != 0)
+            && cache::room_for(store, me, &cached_key, quota.cached_keys).await?
+        {
             cache::keep_notified(
                 store,
                 me,
