@@ -260,7 +260,8 @@ pub fn parse(text: &str) -> Vec<Call> {
         let error = (result < 0).then(|| words.collect::<Vec<_>>().join(" "));
         let call_args = call_args.trim_end();
         let call_args = call_args.strip_suffix(')').unwrap_or(call_args);
-        let first_arg = call_args.split(", ").next().unwrap_or("");
+        // An unfinished one-argument call leaves a space before its `)`.
+        let first_arg = call_args.split(", ").next().unwrap_or("").trim_end();
         calls.push(Call {
             tid,
             name,
@@ -286,15 +287,22 @@ mod tests {
 102   sendto(9<TCP:[127.0.0.1:25000->127.0.0.1:40112]>, \"\\27\", 1, MSG_NOSIGNAL, NULL, 0) = 1
 101   <... write resumed>)              = 2
 101   fdatasync(7</d/store/journals/0>) = -1 EIO (Input/output error) (INJECTED)
+101   fdatasync(7</d/store/journals/0> <unfinished ...>
+101   <... fdatasync resumed>)          = 0
 102   recvfrom(9<TCP:[127.0.0.1:25000->127.0.0.1:40112]>, 0x7f, 8192, 0, NULL, NULL) = -1 EAGAIN (Resource temporarily unavailable)
 101   +++ exited with 0 +++
 ";
         let calls = parse(trace);
         let names: Vec<_> = calls.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["sendto", "write", "fdatasync", "recvfrom"]);
+        assert_eq!(
+            names,
+            ["sendto", "write", "fdatasync", "fdatasync", "recvfrom"]
+        );
         assert_eq!((calls[1].start, calls[1].end, calls[1].result), (0, 2, 2));
         assert_eq!(calls[1].path(), Some("/d/store/journals/0"));
         assert_eq!(calls[2].path(), Some("/d/store/journals/0"));
+        assert_eq!(calls[3].path(), Some("/d/store/journals/0"));
+        assert!(calls[3].ok());
         let peer = "127.0.0.1:40112".parse().unwrap();
         assert!(calls[0].on_connection_from(peer) && calls[0].ok());
         assert!(!calls[1].on_connection_from(peer));
@@ -302,6 +310,6 @@ mod tests {
             calls[2].error.as_deref(),
             Some("EIO (Input/output error) (INJECTED)")
         );
-        assert_eq!(calls[3].error.as_deref().map(|e| &e[..6]), Some("EAGAIN"));
+        assert_eq!(calls[4].error.as_deref().map(|e| &e[..6]), Some("EAGAIN"));
     }
 }
