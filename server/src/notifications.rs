@@ -347,6 +347,38 @@ pub const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(25
 /// statsNotificationJobTimeInterval).
 pub const STATS_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// How many stored notifications a monitor's replay reads at a time.
+pub const REPLAY_PAGE: usize = 256;
+
+/// One page of `atsign`'s received log after `after`, and where the next page starts (`None`
+/// after the last). Rows are ordered by time in milliseconds, and a page must not end inside
+/// one millisecond (the next page starts strictly after it): a full page gives back the rows
+/// of its last millisecond for the next one, unless the page is that millisecond alone, which
+/// is then read whole.
+async fn replay_page(
+    store: &Store,
+    atsign: &AtSign,
+    after: EpochMillis,
+) -> Result<(Vec<NotificationRow>, Option<EpochMillis>), StoreError> {
+    let mut limit = REPLAY_PAGE;
+    loop {
+        let mut rows = store
+            .notifications(atsign, NotificationLog::Received, Some(after), limit)
+            .await?;
+        if rows.len() < limit {
+            return Ok((rows, None));
+        }
+        let last = rows.last().map_or(after, |row| row.at_ms);
+        let keep = rows.iter().take_while(|row| row.at_ms < last).count();
+        if keep > 0 {
+            rows.truncate(keep);
+            return Ok((rows, Some(last - 1)));
+        }
+        // One millisecond fills the page: read it whole.
+        limit = limit.saturating_mul(2);
+    }
+}
+
 /// How many atSigns' stats pacing is kept before the idle ones are forgotten.
 const STATS_REMEMBERED: usize = 10_000;
 
@@ -441,32 +473,44 @@ impl Monitors {
     }
 
     /// Stored, unexpired notifications `atsign` received after `after_ms`, as monitor lines;
-    /// the atServer's own notices only with `self_notifications`.
-    pub async fn replay(
+    /// the atServer's own notices only with `self_notifications`. Read [`REPLAY_PAGE`] rows at
+    /// a time as the stream is consumed, so a replay costs one page of memory, not the log.
+    /// A store error ends the stream (logged; a reconnect replays again).
+    pub fn replay(
         &self,
         atsign: &AtSign,
         after_ms: EpochMillis,
-        filter: Option<&regex::Regex>,
+        filter: Option<regex::Regex>,
         self_notifications: bool,
         now_ms: EpochMillis,
-    ) -> Result<Vec<Bytes>, StoreError> {
-        let rows = self
-            .store
-            .notifications(
-                atsign,
-                NotificationLog::Received,
-                Some(after_ms),
-                usize::MAX,
-            )
-            .await?;
-        let mut lines = Vec::new();
-        for row in rows.iter().filter(|row| row.expires_ms > now_ms) {
-            let stored = read_stored(row)?;
-            if (self_notifications || !stored.to_self) && stored.notification.matches(filter) {
-                lines.push(stored.notification.monitor_line());
+    ) -> impl futures_util::Stream<Item = Bytes> + 'static {
+        let (store, atsign) = (self.store.clone(), atsign.clone());
+        let pages = futures_util::stream::unfold(Some(after_ms), move |after| {
+            let (store, atsign) = (store.clone(), atsign.clone());
+            async move {
+                let after = after?;
+                match replay_page(&store, &atsign, after).await {
+                    Ok((rows, next)) => Some((rows, next)),
+                    Err(error) => {
+                        tracing::warn!(%atsign, %error, "monitor replay failed");
+                        None
+                    }
+                }
             }
-        }
-        Ok(lines)
+        });
+        futures_util::StreamExt::flat_map(pages, move |rows| {
+            let lines: Vec<Bytes> = rows
+                .iter()
+                .filter(|row| row.expires_ms > now_ms)
+                .filter_map(|row| read_stored(row).ok())
+                .filter(|stored| {
+                    (self_notifications || !stored.to_self)
+                        && stored.notification.matches(filter.as_ref())
+                })
+                .map(|stored| stored.notification.monitor_line())
+                .collect();
+            futures_util::stream::iter(lines)
+        })
     }
 
     /// Makes `notification` (received by `atsign`) reach `atsign`'s monitors on every node.
@@ -600,6 +644,42 @@ impl Monitors {
 mod tests {
     use super::*;
     use at_tests::TempDir;
+
+    /// Pages never end inside a millisecond, and a millisecond fuller than a page is read
+    /// whole: every stored notification is replayed once, in order.
+    #[tokio::test]
+    async fn a_replay_reads_page_by_page_and_loses_no_row_at_a_page_boundary() {
+        use futures_util::StreamExt;
+        let dir = TempDir::new("replay-pages");
+        let store = crate::store::open(&Default::default(), dir.path())
+            .await
+            .unwrap();
+        let alice = AtSign::parse("@alice").unwrap();
+        // 250 at distinct times, 50 sharing one (across the first page's end), then 600
+        // sharing another (more than two pages).
+        let times = (0..250)
+            .map(|n| 1_000 + n)
+            .chain(std::iter::repeat_n(2_000, 50))
+            .chain(std::iter::repeat_n(3_000, 600));
+        for (n, at) in times.enumerate() {
+            let mut notification = Notification::stats(&alice, 0, "update", at);
+            notification.id = format!("n{n:04}");
+            store_to_self(&store, &alice, &notification, i64::MAX)
+                .await
+                .unwrap();
+        }
+        let monitors = Monitors::start(store);
+        let lines: Vec<Bytes> = monitors.replay(&alice, 0, None, true, 1).collect().await;
+        let ids: Vec<String> = lines
+            .iter()
+            .map(|line| id_of(line).unwrap().to_string())
+            .collect();
+        let want: Vec<String> = (0..900).map(|n| format!("n{n:04}")).collect();
+        assert_eq!(ids.len(), 900);
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(sorted, want, "each once");
+    }
 
     #[test]
     fn a_monitor_line_names_its_id_except_the_stats_notification() {

@@ -321,50 +321,37 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         self.subscription = Some(subscription);
         self.current = None;
         self.recount();
-        let (monitors, me) = (self.monitors.clone(), self.me.clone());
-        let after = monitor.epoch_millis;
-        ctx.wait(
-            async move {
-                match after {
-                    Some(after) => {
-                        let filter = filter.as_ref();
-                        monitors
-                            .replay(&me, after, filter, with_self, now_ms())
-                            .await
-                    }
-                    None => Ok(Vec::new()),
+        // The replay first (read page by page as it goes out), then what arrives meanwhile and
+        // after: each notification shown once (what arrived between subscribing and reading
+        // the store is in both). Neither is taken while the client is behind: the monitor's
+        // queue fills instead.
+        let shown = std::rc::Rc::new(std::cell::RefCell::new(std::collections::HashSet::new()));
+        let replayed = match monitor.epoch_millis {
+            Some(after) => self
+                .monitors
+                .replay(&self.me, after, filter, with_self, now_ms())
+                .boxed(),
+            None => futures_util::stream::empty().boxed(),
+        };
+        let noted = std::rc::Rc::clone(&shown);
+        let replayed = replayed.map(move |line| {
+            noted
+                .borrow_mut()
+                .extend(crate::notifications::id_of(&line).map(str::to_string));
+            MonitorLine(line)
+        });
+        let live = futures_util::stream::unfold((lines, shown), |(mut lines, shown)| async move {
+            loop {
+                let line = lines.recv().await?;
+                let again = crate::notifications::id_of(&line)
+                    .is_some_and(|id| shown.borrow().contains(id));
+                if !again {
+                    return Some((MonitorLine(line), (lines, shown)));
                 }
             }
-            .into_actor(self)
-            .map(move |replayed, act, ctx| {
-                // What arrived between subscribing and reading the store is in both: each
-                // notification is shown once.
-                let mut shown = std::collections::HashSet::new();
-                let replayed = replayed.unwrap_or_else(|error| {
-                    tracing::warn!(atsign = %act.me, %error, "monitor replay failed");
-                    Vec::new()
-                });
-                for line in &replayed {
-                    shown.extend(crate::notifications::id_of(line).map(str::to_string));
-                }
-                let live = (lines, shown);
-                let live = futures_util::stream::unfold(live, |(mut lines, shown)| async move {
-                    loop {
-                        let line = lines.recv().await?;
-                        let again =
-                            crate::notifications::id_of(&line).is_some_and(|id| shown.contains(id));
-                        if !again {
-                            return Some((MonitorLine(line), (lines, shown)));
-                        }
-                    }
-                });
-                // The replay first, then what arrives; neither taken while the client is
-                // behind (the monitor's queue fills instead).
-                let lines =
-                    futures_util::stream::iter(replayed.into_iter().map(MonitorLine)).chain(live);
-                ctx.add_stream(act.backlog.gate(Box::pin(lines)));
-            }),
-        );
+        });
+        let lines = replayed.chain(live);
+        ctx.add_stream(self.backlog.gate(Box::pin(lines)));
     }
 
     /// `enroll`: screened here, where who is asking is known, then run by the key store; an
