@@ -4,12 +4,12 @@
 //! The generators and checks are in `support/grammar.rs`, shared with the longer campaign
 //! `cargo run --release -p at-tests --bin fuzz-grammar`. Case counts are kept modest so that
 //! this file runs in a few seconds in a debug build; `PROPTEST_CASES=<n>` overrides them all.
-//! Bugs the properties found are pinned as `#[ignore]`d tests at the end, with what is wrong.
+//! Bugs the properties found are kept as regression tests at the end.
 
 #[path = "support/grammar.rs"]
 mod grammar;
 
-use at_common::atsign::{AtSign, MAX_LEN};
+use at_common::atsign::{AtSign, AtSignError, MAX_LEN};
 use at_common::verb::Command;
 use grammar::*;
 use proptest::prelude::*;
@@ -104,49 +104,32 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bugs found by the properties above, pinned until they are fixed.
+// Bugs found by the properties above, kept as regression tests.
 
-/// Found by `every_parsed_command_renders_to_a_line_that_parses_back_equal` and
-/// `every_parsed_command_is_within_the_protocol_limits` (which count it as
-/// [`LONG_ATSIGN_BUG`] meanwhile). `AtSign::parse` (common/src/atsign.rs) counts the name's
-/// characters, then lower-cases it with `char::to_lowercase`, which can give more than one
-/// character: `İ` (U+0130) becomes `i` and U+0307. So 28 × `İ` (28 characters, within the 55
-/// of `MAX_LEN`) becomes a name of 56 characters: over the bound the type promises, and refused
-/// when parsed again. A `from:` (or any verb naming an atSign: lookup's owner, notify's
-/// recipient, a shared key's `@bob:`) then renders to a line that does not parse. Expected:
-/// either such a name is refused, or its lower-cased form is within 55 characters and parses
-/// back to itself.
+/// Found by the round-trip and limits properties: `AtSign::parse` counted a name's characters,
+/// then lower-cased it with `char::to_lowercase`, which can give two characters (`İ`, U+0130,
+/// becomes `i` and U+0307). 28 × `İ` became a name of 56 characters, over the bound, whose
+/// rendering (`from:`, a lookup's owner, …) no longer parsed. Now it is refused.
 #[test]
-#[ignore = "AtSign::parse checks the length before lower-casing: 28 × `İ` becomes an atSign of 56 characters whose rendering is refused"]
-fn atsign_lowercasing_can_lengthen_a_name_past_55_characters() {
+fn a_name_that_lengthens_past_the_bound_when_lower_cased_is_refused() {
     let name = "İ".repeat(28);
-    if let Ok(atsign) = AtSign::parse(&name) {
-        assert!(
-            atsign.name().chars().count() <= MAX_LEN,
-            "{name:?} parses to an atSign of {} characters",
-            atsign.name().chars().count()
-        );
-        assert_eq!(AtSign::parse(atsign.as_str()), Ok(atsign));
-    }
-    let line = format!("from:@{name}");
-    if let Ok(command) = Command::parse(&line) {
-        let wire = command.to_string();
-        assert_eq!(Command::parse(&wire).ok(), Some(command), "{wire:?}");
-    }
+    assert_eq!(AtSign::parse(&name), Err(AtSignError::TooLong(MAX_LEN + 1)));
+    assert!(Command::parse(&format!("from:@{name}")).is_err());
+    let atsign = AtSign::parse(&"İ".repeat(27)).unwrap();
+    assert_eq!(atsign.name().chars().count(), 54);
+    assert_eq!(AtSign::parse(atsign.as_str()), Ok(atsign));
 }
 
-/// Found by `every_parsed_command_renders_to_a_line_that_parses_back_equal` (which counts it as
-/// [`NOTIFY_LIST_REGEX_BUG`] meanwhile); shrunk from `notify:list: :2024-10-24:wavi`.
-/// `notify:list`'s regex is the grammar's `(:(?<regex>[^:]+))?` with no `$`, so in
-/// `notify:list:a :b` it is `a ` (with its space) and `:b` is ignored. `NotifyList`'s
-/// `Display` (common/src/verb/notify_list.rs) writes the regex last: `notify:list:a `, whose
-/// trailing space `Command::parse` trims away, so it parses back with the regex `a` (and a
-/// regex of only whitespace comes back as no regex at all). Expected: the rendering parses back
-/// to the same command (e.g. by writing a `:` after a regex that ends in whitespace).
+/// Found by the round-trip property, shrunk from `notify:list: :2024-10-24:wavi`: the grammar's
+/// regex is `[^:]+` with no `$`, so in `notify:list:a :b` it is `a ` (with its space) and `:b`
+/// is ignored. `Display` wrote the regex last, `notify:list:a `, whose trailing space the
+/// line's trim removed. Now a `:` follows a regex that ends in whitespace.
 #[test]
-#[ignore = "NotifyList's Display writes a regex ending in whitespace last, where the parser's trim removes it: `notify:list:a :b` renders `notify:list:a `, which parses to the regex `a`"]
-fn notify_list_regex_ending_in_whitespace_does_not_survive_its_rendering() {
+fn a_notify_list_regex_ending_in_whitespace_survives_its_rendering() {
     let command = Command::parse("notify:list:a :b").unwrap();
     let wire = command.to_string();
-    assert_eq!(Command::parse(&wire).ok(), Some(command), "{wire:?}");
+    assert_eq!(wire, "notify:list:a :");
+    assert_eq!(Command::parse(&wire).ok(), Some(command));
+    let plain = Command::parse("notify:list:2024-10-01:wavi").unwrap();
+    assert_eq!(plain.to_string(), "notify:list:2024-10-01:wavi");
 }

@@ -22,43 +22,6 @@ use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use tokio_util::codec::Decoder;
 
-/// What a check concluded when it found nothing new.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Checked {
-    /// The property holds for this input.
-    Held,
-    /// The input hits a bug already pinned by an `#[ignore]`d test, named here: not a new
-    /// failure, but counted by the campaign.
-    Known(&'static str),
-}
-
-/// The known bug of `AtSign::parse`: it bounds a name's length before lower-casing it, and
-/// lower-casing can lengthen it (`İ` becomes `i` and a combining dot), so an atSign of more
-/// than 55 characters gets through, and its rendering no longer parses.
-pub const LONG_ATSIGN_BUG: &str =
-    "atsign_lowercasing_can_lengthen_a_name_past_55_characters (common/tests/properties.rs)";
-
-/// The known bug of `NotifyList`'s `Display`: the grammar's `[^:]+` regex may end in
-/// whitespace when more text follows it (`notify:list:a :b` has the regex `a `, the `:b` being
-/// ignored), but the rendering puts the regex last, where the line's trim removes that
-/// whitespace, so the rendering parses to another regex (or none).
-pub const NOTIFY_LIST_REGEX_BUG: &str =
-    "notify_list_regex_ending_in_whitespace_does_not_survive_its_rendering (common/tests/properties.rs)";
-
-/// Whether `command` is a `notify:list` whose regex ends in whitespace, the mark of
-/// [`NOTIFY_LIST_REGEX_BUG`].
-fn is_notify_list_with_trailing_whitespace(command: &Command) -> bool {
-    matches!(command, Command::NotifyList(list)
-        if list.regex.as_deref().is_some_and(|regex| regex.trim_end() != regex))
-}
-
-/// Whether `command` names an atSign longer than the bound, the mark of [`LONG_ATSIGN_BUG`].
-fn names_an_overlong_atsign(command: &Command) -> bool {
-    atsigns(command)
-        .iter()
-        .any(|a| a.name().chars().count() > at_common::atsign::MAX_LEN)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The line codec
 
@@ -156,7 +119,7 @@ fn documented_lines(max_line: usize, input: &[u8]) -> Vec<Framed> {
 /// more, then at the end of input as `FramedRead` does; checks that what comes out is exactly
 /// [`documented_lines`], and that between reads no more than the limit (plus one `\r`) stays
 /// buffered.
-pub fn check_codec(case: &CodecCase) -> Result<Checked, String> {
+pub fn check_codec(case: &CodecCase) -> Result<(), String> {
     let CodecCase {
         max_line, input, ..
     } = case;
@@ -225,7 +188,7 @@ pub fn check_codec(case: &CodecCase) -> Result<Checked, String> {
             "reads ending at {cuts:?}: decoded {got:?}, documented {expected:?}"
         ));
     }
-    Ok(Checked::Held)
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -447,9 +410,9 @@ fn shown(text: &str) -> String {
 }
 
 /// `Command::parse` returns (never panics) on any line; this only calls it.
-pub fn check_parse_returns(line: &str) -> Result<Checked, String> {
+pub fn check_parse_returns(line: &str) -> Result<(), String> {
     let _ = Command::parse(line);
-    Ok(Checked::Held)
+    Ok(())
 }
 
 /// Verbs whose rendering is not expected to parse back to an equal command. None: `Display`
@@ -459,14 +422,13 @@ pub fn check_parse_returns(line: &str) -> Result<Checked, String> {
 const NOT_ROUND_TRIPPING: &[&str] = &[];
 
 /// Whatever parses renders (`Display`) to one line that parses back to an equal command, and
-/// renders the same again: what a server forwards is what it was sent. Two known bugs are
-/// counted, not failed: [`LONG_ATSIGN_BUG`] and [`NOTIFY_LIST_REGEX_BUG`].
-pub fn check_round_trip(line: &str) -> Result<Checked, String> {
+/// renders the same again: what a server forwards is what it was sent.
+pub fn check_round_trip(line: &str) -> Result<(), String> {
     let Ok(command) = Command::parse(line) else {
-        return Ok(Checked::Held);
+        return Ok(());
     };
     if NOT_ROUND_TRIPPING.contains(&command.verb()) {
-        return Ok(Checked::Held);
+        return Ok(());
     }
     let wire = command.to_string();
     if wire.contains('\n') && !line.contains('\n') {
@@ -480,7 +442,7 @@ pub fn check_round_trip(line: &str) -> Result<Checked, String> {
         Ok(again) if again == command => {
             let rendered = again.to_string();
             if rendered == wire {
-                Ok(Checked::Held)
+                Ok(())
             } else {
                 Err(format!(
                     "{} renders to {}, which renders to {}",
@@ -490,15 +452,11 @@ pub fn check_round_trip(line: &str) -> Result<Checked, String> {
                 ))
             }
         }
-        Ok(_) if is_notify_list_with_trailing_whitespace(&command) => {
-            Ok(Checked::Known(NOTIFY_LIST_REGEX_BUG))
-        }
         Ok(again) => Err(format!(
             "{} parses to {command:?} and renders to {}, which parses to {again:?}",
             shown(line),
             shown(&wire)
         )),
-        Err(_) if names_an_overlong_atsign(&command) => Ok(Checked::Known(LONG_ATSIGN_BUG)),
         Err(error) => Err(format!(
             "{} parses to a {} and renders to {}, which is refused: {error}",
             shown(line),
@@ -570,10 +528,10 @@ fn keys_and_ids(command: &Command) -> (Vec<String>, Vec<&str>) {
 
 /// Nothing over-long gets through the grammar: every key a parsed command holds is at most
 /// 255 characters ([`MAX_CACHED_KEY_CHARS`]), every id at most 255 ([`MAX_ID_CHARS`]), every
-/// atSign name at most 55 ([`at_common::atsign::MAX_LEN`]; longer ones are [`LONG_ATSIGN_BUG`]).
-pub fn check_within_limits(line: &str) -> Result<Checked, String> {
+/// atSign name at most 55 ([`at_common::atsign::MAX_LEN`]).
+pub fn check_within_limits(line: &str) -> Result<(), String> {
     let Ok(command) = Command::parse(line) else {
-        return Ok(Checked::Held);
+        return Ok(());
     };
     let (keys, ids) = keys_and_ids(&command);
     for key in keys {
@@ -597,10 +555,17 @@ pub fn check_within_limits(line: &str) -> Result<Checked, String> {
             ));
         }
     }
-    if names_an_overlong_atsign(&command) {
-        return Ok(Checked::Known(LONG_ATSIGN_BUG));
+    for atsign in atsigns(&command) {
+        let n = atsign.name().chars().count();
+        if n > at_common::atsign::MAX_LEN {
+            return Err(format!(
+                "{} parses to a {} naming an atSign of {n} characters",
+                shown(line),
+                command.verb()
+            ));
+        }
     }
-    Ok(Checked::Held)
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -670,7 +635,7 @@ pub fn error_case() -> impl Strategy<Value = ErrorCase> {
 /// monitor connection, `@` otherwise (a pol-authenticated peer included). In the JSON style
 /// the line is `error:` then a JSON object naming the code; in the legacy style
 /// `error:<code>-` (thrown) or `error:<code>:` (set by a handler).
-pub fn check_error_reply(case: &ErrorCase) -> Result<Checked, String> {
+pub fn check_error_reply(case: &ErrorCase) -> Result<(), String> {
     let ErrorCase {
         error,
         prompt,
@@ -735,7 +700,7 @@ pub fn check_error_reply(case: &ErrorCase) -> Result<Checked, String> {
             }
         }
     }
-    Ok(Checked::Held)
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -767,14 +732,14 @@ pub fn instant_case() -> impl Strategy<Value = (i64, i64)> {
 
 /// `instant_after(now, ms)` never panics, and is `now + ms` exactly when that sum (taken
 /// without overflow) is within ±[`MAX_DATE_MS`], and `None` otherwise.
-pub fn check_instant_after(&(now, ms): &(i64, i64)) -> Result<Checked, String> {
+pub fn check_instant_after(&(now, ms): &(i64, i64)) -> Result<(), String> {
     let sum = i128::from(now) + i128::from(ms);
     let expected = (-i128::from(MAX_DATE_MS)..=i128::from(MAX_DATE_MS))
         .contains(&sum)
         .then_some(sum as i64);
     let got = instant_after(now, ms);
     if got == expected {
-        Ok(Checked::Held)
+        Ok(())
     } else {
         Err(format!(
             "instant_after({now}, {ms}) = {got:?}, expected {expected:?}"
@@ -814,9 +779,9 @@ pub fn fragment_line() -> impl Strategy<Value = String> {
 
 /// `MetadataUpdate::parse_prefix` never panics; what it accepts is valid, leaves a suffix of
 /// the input, and renders to a fragment that parses back to the same update with nothing left.
-pub fn check_fragment(input: &str) -> Result<Checked, String> {
+pub fn check_fragment(input: &str) -> Result<(), String> {
     let Ok((update, rest)) = MetadataUpdate::parse_prefix(input) else {
-        return Ok(Checked::Held);
+        return Ok(());
     };
     if !input.ends_with(rest) {
         return Err(format!("{input:?}: the rest {rest:?} is not a suffix"));
@@ -828,7 +793,7 @@ pub fn check_fragment(input: &str) -> Result<Checked, String> {
     }
     let wire = update.to_string();
     match MetadataUpdate::parse_prefix(&wire) {
-        Ok((again, "")) if again == update => Ok(Checked::Held),
+        Ok((again, "")) if again == update => Ok(()),
         other => Err(format!(
             "{input:?}: parsed {update:?}, rendered {wire:?}, which parses to {other:?}"
         )),
@@ -836,10 +801,10 @@ pub fn check_fragment(input: &str) -> Result<Checked, String> {
 }
 
 /// `parse_timestamp(format_timestamp(t)) == Some(t)` for every `i64`.
-pub fn check_timestamp(&t: &i64) -> Result<Checked, String> {
+pub fn check_timestamp(&t: &i64) -> Result<(), String> {
     let text = format_timestamp(t);
     match parse_timestamp(&text) {
-        Some(back) if back == t => Ok(Checked::Held),
+        Some(back) if back == t => Ok(()),
         other => Err(format!(
             "{t} formats as {text:?}, which parses to {other:?}"
         )),
