@@ -3,7 +3,8 @@
 //! # Format
 //! On input the leading `@` is optional (`alice`, `@alice`, `@Alice` are the same atSign).
 //! The stored form always has exactly one leading `@` and is lower-cased, as the reference's
-//! `AtUtils.fixAtSign` does. The name after the `@` is 1 to [`MAX_LEN`] characters, each a
+//! `AtUtils.fixAtSign` does. The name after the `@` is 1 to [`MAX_LEN`] characters, before and
+//! after lower-casing (which can lengthen it: `İ` becomes two characters), each a
 //! Unicode letter or digit, `_`, `-`, or a non-ASCII symbol (atSigns may carry emoji,
 //! e.g. `@alice🛠`). `@`, `:`, whitespace, control characters and other ASCII punctuation
 //! are refused, because each of them has a meaning in the verb grammar.
@@ -44,9 +45,15 @@ impl AtSign {
         if len > MAX_LEN {
             return Err(AtSignError::TooLong(len));
         }
+        // Bounded again after lower-casing: a character can lower-case to two (`İ` to `i` and
+        // a combining dot), and the bound is what the stored and rendered name promises.
         let mut normal = String::with_capacity(name.len() + 1);
         normal.push('@');
         normal.extend(name.chars().flat_map(char::to_lowercase));
+        let len = normal.chars().count() - 1;
+        if len > MAX_LEN {
+            return Err(AtSignError::TooLong(len));
+        }
         Ok(AtSign(normal))
     }
 

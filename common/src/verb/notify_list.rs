@@ -81,6 +81,11 @@ impl fmt::Display for NotifyList {
         {
             write!(f, ":{part}")?;
         }
-        Ok(())
+        // A regex may end in whitespace (`notify:list:a :b` has the regex `a `); written last,
+        // the line's trim would drop it, so a `:` (which ends a regex) keeps it.
+        match &self.regex {
+            Some(regex) if regex.trim_end() != regex => f.write_str(":"),
+            _ => Ok(()),
+        }
     }
 }
