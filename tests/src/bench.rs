@@ -34,6 +34,166 @@ pub fn connector(ca: &Path) -> Result<TlsConnector, String> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
+/// TCP connect from `source` (any of 127.0.0.0/8 on loopback, so the server sees another
+/// client address; the kernel's pick when `None`) with a fixed receive buffer of `window`
+/// bytes if given, then the TLS handshake for `name`, all within `within`.
+pub async fn connect_tls_from(
+    connector: &TlsConnector,
+    source: Option<std::net::IpAddr>,
+    window: Option<u32>,
+    addr: std::net::SocketAddr,
+    name: &str,
+    within: Duration,
+) -> Result<Stream, String> {
+    let handshake = async {
+        let tcp = connect_tcp_from(source, window, addr).await?;
+        let name = rustls::pki_types::ServerName::try_from(name.to_string())
+            .map_err(|e| format!("server name {name:?}: {e}"))?;
+        connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake with {addr}: {e}"))
+    };
+    tokio::time::timeout(within, handshake)
+        .await
+        .map_err(|_| format!("no TLS handshake with {addr} within {within:?}"))?
+}
+
+/// A plain TCP connection to `addr` from `source` (see [`connect_tls_from`]).
+pub async fn connect_tcp_from(
+    source: Option<std::net::IpAddr>,
+    window: Option<u32>,
+    addr: std::net::SocketAddr,
+) -> Result<TcpStream, String> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(|e| format!("socket: {e}"))?;
+    if let Some(window) = window {
+        socket
+            .set_recv_buffer_size(window)
+            .map_err(|e| format!("receive buffer: {e}"))?;
+    }
+    if let Some(source) = source {
+        socket
+            .bind(std::net::SocketAddr::new(source, 0))
+            .map_err(|e| format!("binding {source}: {e}"))?;
+    }
+    let tcp = socket
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+    Ok(tcp)
+}
+
+/// Reads from `stream` into `buf` (cleared first) until it ends with `suffix` (a prompt),
+/// within `within`; an error if the connection closes, fails or stays silent, or if more
+/// than `limit` bytes come without it.
+pub async fn read_until_suffix<S>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    suffix: &[u8],
+    limit: usize,
+    within: Duration,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    buf.clear();
+    read_until(stream, buf, |got| got.ends_with(suffix), limit, within)
+        .await
+        .map_err(|e| format!("waiting for {:?}: {e}", String::from_utf8_lossy(suffix)))
+}
+
+/// Reads from `stream`, appending to `buf`, until `done(buf)` holds (checked first), within
+/// `within`; an error if the connection closes, fails or stays silent, or past `limit` bytes.
+pub async fn read_until<S>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    done: impl Fn(&[u8]) -> bool,
+    limit: usize,
+    within: Duration,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        while !done(buf) {
+            if buf.len() > limit {
+                return Err(format!("more than {limit} bytes"));
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) => return Err("connection closed".to_string()),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+        Ok(())
+    };
+    let outcome = tokio::time::timeout(within, read)
+        .await
+        .unwrap_or_else(|_| Err(format!("nothing complete within {within:?}")));
+    outcome.map_err(|e| format!("{e} (got {:?})", String::from_utf8_lossy(buf)))
+}
+
+/// Writes `bytes` and flushes, within `within`.
+pub async fn write_within<S>(stream: &mut S, bytes: &[u8], within: Duration) -> Result<(), String>
+where
+    S: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let io = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(within, io).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write: {e}")),
+        Err(_) => Err(format!("write not taken within {within:?}")),
+    }
+}
+
+/// Logs in on a fresh `stream` (its `@` prompt not yet read) as `atsign` (with its `@`) with
+/// CRAM: `from:`, then `cram:` with the SHA-512 of secret + challenge; each step within
+/// `within`.
+pub async fn cram_login<S>(
+    stream: &mut S,
+    atsign: &str,
+    secret: &str,
+    within: Duration,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = Vec::with_capacity(256);
+    read_until_suffix(stream, &mut buf, b"@", 4096, within).await?;
+    write_within(stream, format!("from:{atsign}\n").as_bytes(), within).await?;
+    read_until_suffix(stream, &mut buf, b"\n@", 4096, within).await?;
+    let reply = String::from_utf8_lossy(&buf).into_owned();
+    let challenge = reply
+        .strip_prefix("data:")
+        .and_then(|r| r.strip_suffix("\n@"))
+        .ok_or_else(|| format!("from:{atsign} answered {reply:?}"))?;
+    let hex = crate::client::cram_digest(secret, challenge);
+    write_within(stream, format!("cram:{hex}\n").as_bytes(), within).await?;
+    let want = format!("data:success\n{atsign}@");
+    buf.clear();
+    // The answer: exactly that, or an error line and the bare prompt.
+    let answered = |got: &[u8]| got == want.as_bytes() || got.ends_with(b"\n@");
+    read_until(stream, &mut buf, answered, 4096, within).await?;
+    match buf == want.as_bytes() {
+        true => Ok(()),
+        false => Err(format!(
+            "cram for {atsign} answered {:?}",
+            String::from_utf8_lossy(&buf)
+        )),
+    }
+}
+
 /// User + system CPU seconds of `pid` so far, from `/proc/<pid>/stat` (Linux; 100 ticks/s).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -45,7 +205,29 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
-/// `/proc/loadavg`'s one-minute figure, to show whether something else was using the CPUs.
+/// User + system CPU seconds so far of this process's threads whose name starts with
+/// `prefix` (`/proc/self/task/*/comm`; names are cut to 15 bytes), summed.
+pub fn threads_cpu_seconds(prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.trim_end().starts_with(prefix))
+        })
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) as f64 / 100.0)
+        })
+        .sum()
+}
+
 /// The resident memory of process `pid` now, in bytes (`VmRSS`).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -57,6 +239,7 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// `/proc/loadavg`'s one-minute figure, to show whether something else was using the CPUs.
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()

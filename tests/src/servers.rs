@@ -244,6 +244,16 @@ impl Server {
         self.running.take().expect("running").stop();
     }
 
+    /// Stops it as Kubernetes does (SIGTERM) and waits up to `within` for it to exit: its exit
+    /// status, or `None` if it was still running (then it is killed).
+    pub fn terminate(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let mut running = self.running.take().expect("running");
+        running.terminate();
+        let status = running.wait_exit(within);
+        running.stop();
+        status
+    }
+
     /// The process id while serving.
     pub fn pid(&self) -> u32 {
         self.running.as_ref().expect("running").pid()
