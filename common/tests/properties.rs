@@ -133,3 +133,20 @@ fn a_notify_list_regex_ending_in_whitespace_survives_its_rendering() {
     let plain = Command::parse("notify:list:2024-10-01:wavi").unwrap();
     assert_eq!(plain.to_string(), "notify:list:2024-10-01:wavi");
 }
+
+/// Found by the fuzz-grammar campaign (round trip): the lookup key's two-character minimum was
+/// counted before lower-casing, so in `lookup:all:İ@alice` the key `İ` was too short, `all:`
+/// became part of the key (`all:i̇`), and the rendering `lookup:all:i̇@alice` parsed as the
+/// `all` op. The minimum now counts the key as kept, so the op is read the same both times.
+#[test]
+fn a_lookup_key_that_lengthens_when_lower_cased_keeps_its_op() {
+    for line in ["lookup:bypassCache:true:all:İ@alice", "lookup:meta:İ@alice"] {
+        let command = Command::parse(line).unwrap();
+        let wire = command.to_string();
+        assert_eq!(
+            Command::parse(&wire).ok(),
+            Some(command),
+            "{line:?} renders {wire:?}"
+        );
+    }
+}

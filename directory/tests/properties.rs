@@ -8,7 +8,6 @@
 #[path = "properties/lookup.rs"]
 mod lookup;
 
-use at_common::atsign::MAX_LEN;
 use at_directory::lookup::Request;
 use lookup::*;
 use proptest::prelude::*;

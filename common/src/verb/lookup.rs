@@ -61,14 +61,17 @@ impl Lookup {
             // `.+` is greedy, so the owner is what follows the last `@`.
             let (key, owner) = s.rsplit_once('@')?;
             let (owner_name, tail) = super::plain_word(owner)?;
-            if !tail.is_empty() || key.starts_with(':') || key.chars().count() < 2 {
+            // The length rule applies to the key as kept (lower-cased, where `İ` becomes two
+            // characters), so that the rendering parses back to the same op and key.
+            let key_lower = key.to_lowercase();
+            if !tail.is_empty() || key.starts_with(':') || key_lower.chars().count() < 2 {
                 return None;
             }
             rest_of_line(key)?;
             Some(Lookup {
                 bypass_cache,
                 op,
-                key: key.to_lowercase(),
+                key: key_lower,
                 owner: AtSign::parse(owner_name).ok()?,
             })
         })

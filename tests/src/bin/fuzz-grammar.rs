@@ -47,12 +47,10 @@ fn options() -> Result<Options, String> {
         match arg.as_str() {
             "--seconds" => options.seconds = value("--seconds")?.clamp(1, 24 * 3600),
             "--seed" => options.seed = value("--seed")?,
-            "--help" | "-h" => {
-                return Err(
-                    "usage: fuzz-grammar [--seconds N (default 60)] [--seed S (default: the clock)]"
-                        .to_string(),
-                )
-            }
+            "--help" | "-h" => return Err(
+                "usage: fuzz-grammar [--seconds N (default 60)] [--seed S (default: the clock)]"
+                    .to_string(),
+            ),
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
@@ -67,7 +65,7 @@ struct Outcome {
 }
 
 /// Runs `check` over values of `strategy` in batches until `budget` is spent or a case fails.
-/// Batch `i` is seeded from `seed` and `i`, so a failure is reproduced by its printed seed.
+/// Batch `i` is seeded from `seed` and `i` alone, so the same `--seed` draws the same cases.
 fn campaign<S>(
     strategy: S,
     check: impl Fn(&S::Value) -> Result<(), String>,
@@ -100,7 +98,7 @@ where
         if let Err(error) = result {
             return Outcome {
                 cases: cases + u64::from(BATCH),
-                failure: Some(format!("seed {batch_seed}: {error}")),
+                failure: Some(format!("in batch {batch}: {error}")),
                 took: started.elapsed(),
             };
         }
@@ -131,25 +129,45 @@ fn main() {
         (
             "Command::parse never panics (arbitrary Unicode)",
             Box::new(|s, b| {
-                campaign(grammar::arbitrary_line(), |l| grammar::check_parse_returns(l), s, b)
+                campaign(
+                    grammar::arbitrary_line(),
+                    |l| grammar::check_parse_returns(l),
+                    s,
+                    b,
+                )
             }),
         ),
         (
             "Command::parse never panics (grammar vocabulary)",
             Box::new(|s, b| {
-                campaign(grammar::grammar_line(), |l| grammar::check_parse_returns(l), s, b)
+                campaign(
+                    grammar::grammar_line(),
+                    |l| grammar::check_parse_returns(l),
+                    s,
+                    b,
+                )
             }),
         ),
         (
             "every command renders to a line that parses back equal",
             Box::new(|s, b| {
-                campaign(grammar::command_line(), |l| grammar::check_round_trip(l), s, b)
+                campaign(
+                    grammar::command_line(),
+                    |l| grammar::check_round_trip(l),
+                    s,
+                    b,
+                )
             }),
         ),
         (
             "every command is within the protocol limits",
             Box::new(|s, b| {
-                campaign(grammar::command_line(), |l| grammar::check_within_limits(l), s, b)
+                campaign(
+                    grammar::command_line(),
+                    |l| grammar::check_within_limits(l),
+                    s,
+                    b,
+                )
             }),
         ),
         (
@@ -158,14 +176,17 @@ fn main() {
         ),
         (
             "instant_after: exact sum in range, None outside",
-            Box::new(|s, b| {
-                campaign(grammar::instant_case(), grammar::check_instant_after, s, b)
-            }),
+            Box::new(|s, b| campaign(grammar::instant_case(), grammar::check_instant_after, s, b)),
         ),
         (
             "metadata fragments: no panic, render back",
             Box::new(|s, b| {
-                campaign(grammar::fragment_line(), |l| grammar::check_fragment(l), s, b)
+                campaign(
+                    grammar::fragment_line(),
+                    |l| grammar::check_fragment(l),
+                    s,
+                    b,
+                )
             }),
         ),
         (
@@ -174,9 +195,7 @@ fn main() {
         ),
         (
             "atDirectory request lines read as documented",
-            Box::new(|s, b| {
-                campaign(lookup::directory_line(), |l| lookup::check_request(l), s, b)
-            }),
+            Box::new(|s, b| campaign(lookup::directory_line(), |l| lookup::check_request(l), s, b)),
         ),
     ];
     let share = Duration::from_secs(options.seconds) / properties.len() as u32;
@@ -195,7 +214,10 @@ fn main() {
             None => "ok".to_string(),
             Some(failure) => {
                 failed += 1;
-                format!("FAILED\n    {failure}")
+                format!(
+                    "FAILED (--seed {} gives the same cases)\n    {failure}",
+                    options.seed
+                )
             }
         };
         println!(

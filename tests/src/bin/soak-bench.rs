@@ -450,7 +450,14 @@ fn run(options: &Options) -> Result<usize, String> {
     let monitor_rt = runtime("soak-monitors")?;
     let hostile_rt = runtime("soak-hostile")?;
 
-    let outcome = soak(options, &ctx, &server, &measured_rt, &monitor_rt, &hostile_rt);
+    let outcome = soak(
+        options,
+        &ctx,
+        &server,
+        &measured_rt,
+        &monitor_rt,
+        &hostile_rt,
+    );
 
     // Everything stopped: the clients' runtimes, then the server (SIGTERM, as Kubernetes
     // stops it), then the directory with the cluster.
@@ -662,7 +669,10 @@ async fn prefill(ctx: &Arc<Ctx>, owners: &mut [Owner]) -> Result<(), String> {
     let line = format!("update:big@mallory {}\n", "m".repeat(100_000));
     exchange(&mut mallory, &mut buf, line.as_bytes(), b"\n@mallory@").await?;
     if !buf.starts_with(b"data:") {
-        return Err(format!("@mallory's update: {:?}", String::from_utf8_lossy(&buf)));
+        return Err(format!(
+            "@mallory's update: {:?}",
+            String::from_utf8_lossy(&buf)
+        ));
     }
     // What the anonymous pipelines will ask: checked once here.
     let mut anonymous = ctx
@@ -741,7 +751,10 @@ async fn owner_phase(
             {
                 Ok(stream) => owner.stream = Some(stream),
                 Err(e) => {
-                    ctx.error(&label, format!("{me} connection {}: reconnecting: {e}", owner.index));
+                    ctx.error(
+                        &label,
+                        format!("{me} connection {}: reconnecting: {e}", owner.index),
+                    );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -858,7 +871,10 @@ async fn monitor(ctx: Arc<Ctx>, atsign: usize, mut stop: watch::Receiver<bool>) 
             Ok(stream) => stream,
             Err(e) => {
                 failures += 1;
-                ctx.error("monitor", format!("{}'s monitor: connecting: {e}", account.name));
+                ctx.error(
+                    "monitor",
+                    format!("{}'s monitor: connecting: {e}", account.name),
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -1011,7 +1027,7 @@ async fn held_until<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, deadline: I
 /// value. Each connection held [`HOLD`], then made again.
 async fn pipeline(ctx: Arc<Ctx>, k: usize, end: Instant) -> Tally {
     let mut tally = Tally::default();
-    let as_mallory = k % 2 == 0;
+    let as_mallory = k.is_multiple_of(2);
     let target = &ctx.measured[k % ctx.measured.len()];
     let (account, request) = if as_mallory {
         (&ctx.mallory, "llookup:big@mallory\n".to_string())
@@ -1022,7 +1038,12 @@ async fn pipeline(ctx: Arc<Ctx>, k: usize, end: Instant) -> Tally {
     while Instant::now() < end && tally.connections < MAX_HOSTILE_CONNECTIONS {
         tally.connections += 1;
         let mut stream = match ctx
-            .connect(account, Hostile::Pipeline.source(), Some(16 * 1024), as_mallory)
+            .connect(
+                account,
+                Hostile::Pipeline.source(),
+                Some(16 * 1024),
+                as_mallory,
+            )
             .await
         {
             Ok(stream) => stream,
@@ -1080,8 +1101,12 @@ async fn stall(ctx: Arc<Ctx>, k: usize, end: Instant) -> Tally {
         let sent = match variant {
             0 => write_within(&mut stream, b"from:@so", REPLY_TIMEOUT).await,
             1 => {
-                write_within(&mut stream, b"update:public:stall@mallory half a li", REPLY_TIMEOUT)
-                    .await
+                write_within(
+                    &mut stream,
+                    b"update:public:stall@mallory half a li",
+                    REPLY_TIMEOUT,
+                )
+                .await
             }
             _ => {
                 // A whole record made, half of its bytes sent under the TLS layer.
@@ -1090,9 +1115,7 @@ async fn stall(ctx: Arc<Ctx>, k: usize, end: Instant) -> Tally {
                 let made = std::io::Write::write_all(&mut tls.writer(), b"from:@soak0\n")
                     .and_then(|()| tls.write_tls(&mut record).map(|_| ()));
                 match made {
-                    Ok(()) => {
-                        write_within(tcp, &record[..record.len() / 2], REPLY_TIMEOUT).await
-                    }
+                    Ok(()) => write_within(tcp, &record[..record.len() / 2], REPLY_TIMEOUT).await,
                     Err(e) => Err(format!("making a record: {e}")),
                 }
             }
@@ -1142,8 +1165,14 @@ async fn proofs(ctx: Arc<Ctx>, k: usize, end: Instant) -> Tally {
                 let asked = async {
                     write_within(&mut stream, line.as_bytes(), patience).await?;
                     buf.clear();
-                    read_until(&mut stream, &mut buf, |got| got.ends_with(b"\n@"), 4096, patience)
-                        .await
+                    read_until(
+                        &mut stream,
+                        &mut buf,
+                        |got| got.ends_with(b"\n@"),
+                        4096,
+                        patience,
+                    )
+                    .await
                 };
                 if let Err(e) = asked.await {
                     if e.contains("closed") || e.contains("read:") || e.contains("write:") {
@@ -1159,7 +1188,10 @@ async fn proofs(ctx: Arc<Ctx>, k: usize, end: Instant) -> Tally {
                     tally.note(reply.chars().take(12).collect::<String>());
                 } else if !buf.starts_with(b"data:") {
                     let reply = String::from_utf8_lossy(&buf);
-                    tally.note(format!("from: {}", reply.chars().take(12).collect::<String>()));
+                    tally.note(format!(
+                        "from: {}",
+                        reply.chars().take(12).collect::<String>()
+                    ));
                 }
             }
         }
@@ -1228,7 +1260,10 @@ async fn flood(ctx: Arc<Ctx>, k: usize, end: Instant, phase: usize, backlog: u64
             let ok = text.matches("data:f-").count() as u64;
             accepted.fetch_add(ok, Ordering::Relaxed);
             if ok < FLOOD_BATCH as u64 {
-                for reply in text.split("\n@flood@").filter(|r| !r.starts_with("data:f-")) {
+                for reply in text
+                    .split("\n@flood@")
+                    .filter(|r| !r.starts_with("data:f-"))
+                {
                     if !reply.is_empty() {
                         tally.note(format!("answered {}", short(reply)));
                     }
@@ -1248,7 +1283,12 @@ async fn deaf_monitor(ctx: Arc<Ctx>, k: usize, end: Instant) -> Tally {
     while Instant::now() < end && tally.connections < MAX_HOSTILE_CONNECTIONS {
         tally.connections += 1;
         let mut stream = match ctx
-            .connect(&target, Hostile::DeafMonitor.source(), Some(16 * 1024), true)
+            .connect(
+                &target,
+                Hostile::DeafMonitor.source(),
+                Some(16 * 1024),
+                true,
+            )
             .await
         {
             Ok(stream) => stream,
@@ -1429,7 +1469,11 @@ fn run_phase(
         .collect();
     let login_task = measured_rt.spawn(logins(Arc::clone(ctx), label.to_string(), window));
 
-    std::thread::sleep(window.measure_from.saturating_duration_since(Instant::now()));
+    std::thread::sleep(
+        window
+            .measure_from
+            .saturating_duration_since(Instant::now()),
+    );
     let cpu_from = cpu_now(server.pid());
     std::thread::sleep(window.end.saturating_duration_since(Instant::now()));
     let cpu_to = cpu_now(server.pid());
@@ -1603,7 +1647,10 @@ fn ratio(hostile: Option<Duration>, baseline: Option<Duration>) -> Option<f64> {
 }
 
 fn summarize(options: &Options, reports: &[PhaseReport]) {
-    println!("\n== summary: well-behaved requests, ranges over {} round(s)", options.rounds);
+    println!(
+        "\n== summary: well-behaved requests, ranges over {} round(s)",
+        options.rounds
+    );
     println!(
         "  {:<9} {:>19} {:>19} {:>19} {:>7} {:>19}",
         "", "p50", "p99", "max", "errors", "delivery p99"
