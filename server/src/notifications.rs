@@ -347,28 +347,27 @@ pub const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(25
 /// statsNotificationJobTimeInterval).
 pub const STATS_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// How many stored notifications a monitor's replay reads at a time.
-pub const REPLAY_PAGE: usize = 256;
+/// How many stored notifications a monitor's replay or a `notify:list` reads at a time.
+pub const LOG_PAGE: usize = 256;
 
-/// One page of `atsign`'s received log after `after`, and where the next page starts (`None`
-/// after the last). Rows are ordered by time in milliseconds, and a page must not end inside
-/// one millisecond (the next page starts strictly after it): a full page gives back the rows
-/// of its last millisecond for the next one, unless the page is that millisecond alone, which
-/// is then read whole.
-async fn replay_page(
+/// One page of `atsign`'s `log` after `after` (`None`: from the start), and where the next
+/// page starts (`None` after the last). Rows are ordered by time in milliseconds, and a page
+/// must not end inside one millisecond (the next page starts strictly after it): a full page
+/// gives back the rows of its last millisecond for the next one, unless the page is that
+/// millisecond alone, which is then read whole.
+pub async fn log_page(
     store: &Store,
     atsign: &AtSign,
-    after: EpochMillis,
+    log: NotificationLog,
+    after: Option<EpochMillis>,
 ) -> Result<(Vec<NotificationRow>, Option<EpochMillis>), StoreError> {
-    let mut limit = REPLAY_PAGE;
+    let mut limit = LOG_PAGE;
     loop {
-        let mut rows = store
-            .notifications(atsign, NotificationLog::Received, Some(after), limit)
-            .await?;
+        let mut rows = store.notifications(atsign, log, after, limit).await?;
         if rows.len() < limit {
             return Ok((rows, None));
         }
-        let last = rows.last().map_or(after, |row| row.at_ms);
+        let last = rows.last().map_or(EpochMillis::MIN, |row| row.at_ms);
         let keep = rows.iter().take_while(|row| row.at_ms < last).count();
         if keep > 0 {
             rows.truncate(keep);
@@ -473,7 +472,7 @@ impl Monitors {
     }
 
     /// Stored, unexpired notifications `atsign` received after `after_ms`, as monitor lines;
-    /// the atServer's own notices only with `self_notifications`. Read [`REPLAY_PAGE`] rows at
+    /// the atServer's own notices only with `self_notifications`. Read [`LOG_PAGE`] rows at
     /// a time as the stream is consumed, so a replay costs one page of memory, not the log.
     /// A store error ends the stream (logged; a reconnect replays again).
     pub fn replay(
@@ -489,7 +488,7 @@ impl Monitors {
             let (store, atsign) = (store.clone(), atsign.clone());
             async move {
                 let after = after?;
-                match replay_page(&store, &atsign, after).await {
+                match log_page(&store, &atsign, NotificationLog::Received, Some(after)).await {
                     Ok((rows, next)) => Some((rows, next)),
                     Err(error) => {
                         tracing::warn!(%atsign, %error, "monitor replay failed");

@@ -3,7 +3,9 @@
 //! - `notify:list[:<from>[:<to>]][:<regex>]`: for the owner, what `me` received; for another
 //!   atSign's server (pol), what `me` sent to that atSign. Unexpired only, oldest first; dates
 //!   `yyyy-M-d` (UTC), both inclusive (`to` to the end of its day); the regex is found in the
-//!   key or the sender. `data:[{…}]` in the monitor's key order, `data:null` when empty.
+//!   key or the sender. `data:[{…}]` in the monitor's key order, `data:null` when empty. The
+//!   log is read a page at a time from the first date on (what is listed is bounded by the
+//!   received-notification quota).
 //! - `notify:fetch:<id>`: one notification in the reference's `AtNotification.toJson` shape,
 //!   every value a string; an unknown id reads as expired.
 
@@ -40,19 +42,27 @@ pub async fn notify_list(
         None => NotificationLog::Received,
         Some(_) => NotificationLog::Sent,
     };
-    let rows = store.notifications(me, log, None, usize::MAX).await?;
+    // Read a page at a time from the first date on, so that only what is listed is held.
     let mut listed = Vec::new();
-    for row in rows.iter().filter(|row| row.expires_ms > now) {
-        let stored = notifications::read_stored(row)?;
-        if stored.to_self {
-            continue;
-        }
-        let notification = stored.notification;
-        let at = notification.epoch_millis;
-        let in_dates = from.is_none_or(|from| at >= from) && until.is_none_or(|until| at < until);
-        let for_peer = peer.is_none_or(|peer| notification.to == peer.as_str());
-        if in_dates && for_peer && notification.matches(filter.as_ref()) {
-            listed.push(notification.json());
+    let mut next = Some(from.map(|from| from.saturating_sub(1)));
+    while let Some(after) = next {
+        let (rows, after_page) = notifications::log_page(store, me, log, after).await?;
+        next = after_page
+            .filter(|&after| until.is_none_or(|until| after < until))
+            .map(Some);
+        for row in rows.iter().filter(|row| row.expires_ms > now) {
+            let stored = notifications::read_stored(row)?;
+            if stored.to_self {
+                continue;
+            }
+            let notification = stored.notification;
+            let at = notification.epoch_millis;
+            let in_dates =
+                from.is_none_or(|from| at >= from) && until.is_none_or(|until| at < until);
+            let for_peer = peer.is_none_or(|peer| notification.to == peer.as_str());
+            if in_dates && for_peer && notification.matches(filter.as_ref()) {
+                listed.push(notification.json());
+            }
         }
     }
     if listed.is_empty() {
@@ -173,6 +183,103 @@ fn quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::notifications::{Notification, Status, LOG_PAGE};
+    use at_common::verb::Command;
+    use at_tests::TempDir;
+
+    /// More than two pages, with one millisecond across a page's end, and a date range that
+    /// starts inside them: every unexpired notification listed once, in order.
+    #[tokio::test]
+    async fn a_long_log_is_listed_whole_page_by_page_and_a_date_range_exactly() {
+        let dir = TempDir::new("notify-list-pages");
+        let store = crate::store::open(&Default::default(), dir.path())
+            .await
+            .unwrap();
+        let alice = AtSign::parse("@alice").unwrap();
+        let day1 = day_start("2024-10-24").unwrap();
+        let day2 = day1 + DAY_MS;
+        // 250 on day 1, 50 in one millisecond of day 2 (across the first page's end), 300
+        // later on day 2, 10 on day 3; one on day 2 expired.
+        let times = (0..250)
+            .map(|n| day1 + n)
+            .chain(std::iter::repeat_n(day2, 50))
+            .chain((0..300).map(|n| day2 + 1 + n))
+            .chain((0..10).map(|n| day2 + DAY_MS + n));
+        let mut all = Vec::new();
+        for (n, at) in times.enumerate() {
+            let mut notification = Notification::stats(&alice, 0, "update", at);
+            notification.id = format!("n{n:04}");
+            notification.from = "@bob".to_string();
+            notification.key = format!("@alice:k{n}@bob");
+            all.push((notification.id.clone(), at));
+            let expires = if n == 400 { 5 } else { i64::MAX };
+            notifications::store(
+                &store,
+                &alice,
+                NotificationLog::Received,
+                &notification,
+                Status::Delivered,
+                expires,
+            )
+            .await
+            .unwrap();
+        }
+        assert!(all.len() > 2 * LOG_PAGE);
+        let ids = |reply: Reply| -> Vec<String> {
+            let Reply::Data(json) = reply else {
+                panic!("{reply:?}")
+            };
+            let list: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+            list.iter()
+                .map(|n| n["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let list = |text: &str| {
+            Command::parse(text).map(|c| match c {
+                Command::NotifyList(list) => list,
+                other => panic!("{other:?}"),
+            })
+        };
+        let unexpired = |(id, _): &(String, i64)| id != "n0400";
+
+        let whole = notify_list(&store, &alice, None, &list("notify:list").unwrap(), 10)
+            .await
+            .unwrap();
+        let want: Vec<String> = all
+            .iter()
+            .filter(|n| unexpired(n))
+            .map(|n| n.0.clone())
+            .collect();
+        assert_eq!(ids(whole), want);
+
+        let day = notify_list(
+            &store,
+            &alice,
+            None,
+            &list("notify:list:2024-10-25:2024-10-25").unwrap(),
+            10,
+        )
+        .await
+        .unwrap();
+        let want: Vec<String> = all
+            .iter()
+            .filter(|n| unexpired(n) && n.1 >= day2 && n.1 < day2 + DAY_MS)
+            .map(|n| n.0.clone())
+            .collect();
+        assert_eq!(want.len(), 349);
+        assert_eq!(ids(day), want);
+
+        let before = notify_list(
+            &store,
+            &alice,
+            None,
+            &list("notify:list:0000-01-01:2024-10-23").unwrap(),
+            10,
+        )
+        .await
+        .unwrap();
+        assert_eq!(before, Reply::Null);
+    }
 
     #[test]
     fn days_are_read_as_utc_midnights_and_impossible_ones_refused() {

@@ -737,14 +737,15 @@ impl Backend for Embedded {
         limit: usize,
     ) -> Result<Vec<NotificationRow>, StoreError> {
         let rows = log_prefix(atsign, log);
-        // Rows at `after_ms` itself are not after it: start at the next millisecond.
+        // Rows at `after_ms` itself are not after it: start at the next millisecond. Rows are
+        // never before the epoch, so a negative `after_ms` is the start.
         let from = match after_ms {
-            Some(after) => {
+            Some(after) if after >= 0 => {
                 let mut from = rows.clone();
                 from.extend_from_slice(&(after as u64).saturating_add(1).to_be_bytes());
                 from
             }
-            None => rows.clone(),
+            _ => rows.clone(),
         };
         let mut to = rows.clone();
         to.push(0xff);
