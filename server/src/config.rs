@@ -83,6 +83,11 @@ pub struct ServerConfig {
     pub cached_keys_max: usize,
     /// Of those, from one other atSign.
     pub peer_per_atsign_limit: usize,
+    /// Notifications per second one other atSign may make this node's atSigns receive,
+    /// sustained (0: unbounded); past it its `notify` answers come later, never refused.
+    pub peer_notifications_per_second: u32,
+    /// How many it may send at once before that pace applies.
+    pub peer_notifications_burst: u32,
     /// Idle time before an unauthenticated connection is closed (inbound_idle_time_millis;
     /// the reference's 600 000 applies to every connection, this one only until a proof).
     pub inbound_idle_time_millis: u64,
@@ -173,6 +178,8 @@ impl Default for ServerConfig {
             received_notification_bytes_max: 64 * 1024 * 1024,
             cached_keys_max: 10_000,
             peer_per_atsign_limit: 8,
+            peer_notifications_per_second: 200,
+            peer_notifications_burst: 1_000,
             inbound_idle_time_millis: 30_000,
             authenticated_idle_time_millis: 2_592_000_000,
             keystore_idle_secs: 300,
@@ -328,6 +335,14 @@ impl ServerConfig {
             keep_commits_ms: i64::from(self.commit_log_keep_days) * 24 * 3600 * 1000,
             max_commits: self.commit_log_max_entries,
             quota: self.notification_quota(),
+        }
+    }
+
+    /// How fast other atSigns can make this node receive notifications.
+    pub fn notify_pace(&self) -> crate::pace::PaceLimits {
+        crate::pace::PaceLimits {
+            per_second: self.peer_notifications_per_second,
+            burst: self.peer_notifications_burst,
         }
     }
 

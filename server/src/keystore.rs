@@ -179,6 +179,8 @@ pub struct Services {
     pub router: Addr<NotificationRouter>,
     /// What an atSign keeps of what others send it.
     pub quota: crate::notifications::Quota,
+    /// How fast other atSigns can make this node's atSigns receive notifications.
+    pub pace: std::sync::Arc<crate::pace::NotifyPace>,
 }
 
 /// The one place a verb meets its handler: an exhaustive match, so a new verb is a compile
@@ -191,6 +193,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         peers,
         router,
         quota,
+        pace,
     } = services;
     if let Some(peer) = &run.peer {
         verbs::admit_peer(store, me, peer).await?;
@@ -284,7 +287,13 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         Command::Notify(c) if run.owner => verbs::notify(&outbox, me, c, now).await,
         Command::Notify(c) if run.peer.is_some() => {
             let peer = run.peer.as_ref().expect("checked by the guard");
-            verbs::receive(store, monitors, *quota, me, peer, c, now).await
+            // Paced here, not refused: the peer's connection answers in order, so its link
+            // slows to the sender's budget (a batch's notifications each take their turn).
+            let wait = pace.reserve(peer, std::time::Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            verbs::receive(store, monitors, *quota, me, peer, c, now_ms()).await
         }
         Command::NotifyStatus(c) if run.owner => verbs::notify_status(store, me, c, now).await,
         Command::NotifyList(c) if run.owner => verbs::notify_list(store, me, None, c, now).await,
@@ -442,6 +451,9 @@ mod tests {
             peers,
             store,
             quota: crate::config::ServerConfig::default().notification_quota(),
+            pace: std::sync::Arc::new(crate::pace::NotifyPace::new(
+                crate::config::ServerConfig::default().notify_pace(),
+            )),
         };
         Hosts::new(services, idle, vec![actix::Arbiter::current()])
     }

@@ -14,6 +14,7 @@
 //! - [`node`]: one node's parts wired together (key stores, peers, router, limits), and its
 //!   own atSigns served in-process to its own peer links.
 //! - [`notifications`]: notifications and the monitors streaming them.
+//! - [`pace`]: `NotifyPace`, how fast one other atSign can make this node receive notifications.
 //! - [`peer`]: links to other atSigns' servers (`from` + `pol`; in-process when hosted on this
 //!   cluster), and checking their `pol`.
 //! - [`router`]: `NotificationRouter`, delivering notifications to other atServers, with retries.
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod node;
 pub mod notifications;
+pub mod pace;
 pub mod peer;
 pub mod provision;
 pub mod router;

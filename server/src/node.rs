@@ -20,6 +20,7 @@ use crate::connection::admission::Admission;
 use crate::connection::throttle::AuthThrottle;
 use crate::keystore::{Hosts, Services};
 use crate::notifications::Monitors;
+use crate::pace::NotifyPace;
 use crate::peer::{InProcess, PeerSettings, Peers};
 use crate::router::NotificationRouter;
 use crate::store::Store;
@@ -57,6 +58,7 @@ impl Node {
             peers: peers.clone(),
             router,
             quota: config.notification_quota(),
+            pace: Arc::new(NotifyPace::new(config.notify_pace())),
         };
         let hosts = Hosts::new(
             services,

@@ -9,7 +9,8 @@
 //!   wrapped, so no record holds a date it cannot read back; `scan` and `sync` keep working;
 //! - what another atSign makes @bob store is bounded and lower-cased: a key too long to cache
 //!   is refused by @bob's server, a far-off time too, a `ttln` is cut to 30 days, and a
-//!   cached copy of a mixed-case key is stored lower-cased, so @bob's owner can delete it.
+//!   cached copy of a mixed-case key is stored lower-cased, so @bob's owner can delete it;
+//! - a flooding sender is paced, never refused, and another sender is not held behind it.
 
 use std::time::Duration;
 
@@ -343,4 +344,48 @@ fn hostile_input_on_the_embedded_store() {
 #[test]
 fn hostile_input_on_redis() {
     all(Store::OwnRedis);
+}
+
+/// One atSign notifying as fast as it can is paced (`peer_notifications_*`): its notifications
+/// are all delivered, none refused, but past its burst only at its pace; another sender's
+/// notification meanwhile is not held behind them.
+#[test]
+fn a_flooding_sender_is_paced_and_others_are_not_held_behind_it() {
+    let mut scene = Scene::start_with(
+        Store::Embedded,
+        "peer_notifications_per_second = 5\npeer_notifications_burst = 5\n",
+    );
+    let started = std::time::Instant::now();
+    let ids: Vec<String> = (0..40)
+        .map(|n| {
+            notified(
+                scene
+                    .alice
+                    .reply_to(&format!("notify:update:@bob:f{n}.x@alice:v"), AT_ALICE),
+            )
+        })
+        .collect();
+    let other = notified(
+        scene
+            .bob
+            .reply_to("notify:update:@alice:other.x@bob:v", AT_BOB),
+    );
+    let other_status = format!("notify:status:{other}");
+    eventually(|| scene.bob.reply_to(&other_status, AT_BOB) == "data:delivered");
+    let last_status = format!("notify:status:{}", ids[39]);
+    assert_ne!(
+        scene.alice.reply_to(&last_status, AT_ALICE),
+        "data:delivered",
+        "@bob's one notification arrived while @alice's were still being paced"
+    );
+    // 5 at once, then 35 at 5 a second: the last no sooner than 7 s after the first.
+    eventually(|| scene.alice.reply_to(&last_status, AT_ALICE) == "data:delivered");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(6_900),
+        "all 40 within {took:?}"
+    );
+    let listed = scene.bob.reply_to("notify:list:f", AT_BOB);
+    assert_eq!(listed.matches("\"id\":").count(), 40, "{listed:.300}");
+    scene.both_still_serve("paced");
 }
