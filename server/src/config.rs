@@ -178,7 +178,7 @@ impl Default for ServerConfig {
             received_notification_bytes_max: 64 * 1024 * 1024,
             cached_keys_max: 10_000,
             peer_per_atsign_limit: 8,
-            peer_notifications_per_second: 200,
+            peer_notifications_per_second: 100,
             peer_notifications_burst: 1_000,
             inbound_idle_time_millis: 30_000,
             authenticated_idle_time_millis: 2_592_000_000,

@@ -119,22 +119,35 @@ impl Handler<Deliver> for NotificationRouter {
     }
 }
 
+/// A notification's attempts are over (delivered, expired, given up or gone).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Settled(Deliver);
+
+impl Handler<Settled> for NotificationRouter {
+    type Result = ();
+
+    fn handle(&mut self, Settled(deliver): Settled, _: &mut Context<Self>) {
+        self.pending.remove(&(deliver.from, deliver.id));
+    }
+}
+
 impl NotificationRouter {
+    /// A notification's attempts and the waits between them run as a task of their own, not
+    /// as futures of this actor: actix polls every future of an actor's context each time it
+    /// wakes, so with thousands of notifications queued every wake-up cost thousands of polls
+    /// (a flooding sender made that most of the node's CPU).
     fn attempt(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
         let (store, peers, retry_max) = (self.store.clone(), self.peers.clone(), self.retry_max);
-        let job = deliver.clone();
-        let once = async move { attempt(&store, &peers, &job.from, &job.id, retry_max).await };
-        ctx.spawn(
-            once.into_actor(self)
-                .map(move |outcome, act, ctx| match outcome {
-                    Outcome::Done => {
-                        act.pending.remove(&(deliver.from, deliver.id));
-                    }
-                    Outcome::Retry(after) => {
-                        ctx.run_later(after, move |act, ctx| act.attempt(deliver, ctx));
-                    }
-                }),
-        );
+        let router = ctx.address();
+        actix::spawn(async move {
+            while let Outcome::Retry(after) =
+                attempt(&store, &peers, &deliver.from, &deliver.id, retry_max).await
+            {
+                tokio::time::sleep(after).await;
+            }
+            router.do_send(Settled(deliver));
+        });
     }
 }
 
