@@ -205,6 +205,13 @@ pub struct StoreConfig {
     pub redis_url: Option<Secret>,
     /// Prefix put before every Redis key, so one Redis can hold several deployments.
     pub key_prefix: String,
+    /// For a `rediss://` URL (Redis over TLS): the CA certificates (PEM) the Redis server's
+    /// certificate must chain to; unset, the system's roots (a managed Redis with a public
+    /// certificate).
+    pub redis_ca_file: Option<PathBuf>,
+    /// For a Redis that asks for client certificates: ours (PEM chain) and its key (PEM).
+    pub redis_client_cert_file: Option<PathBuf>,
+    pub redis_client_key_file: Option<PathBuf>,
 }
 
 impl StoreConfig {
@@ -213,8 +220,63 @@ impl StoreConfig {
         if self.backend == Backend::Redis && self.redis_url.is_none() {
             return Err("store.backend is redis but store.redis_url is not set".into());
         }
+        let tls_files = self.redis_ca_file.is_some()
+            || self.redis_client_cert_file.is_some()
+            || self.redis_client_key_file.is_some();
+        if tls_files
+            && !self
+                .redis_url
+                .as_ref()
+                .is_some_and(|url| is_tls_url(url.expose()))
+        {
+            return Err(
+                "store.redis_ca_file and store.redis_client_*_file need a rediss:// redis_url"
+                    .into(),
+            );
+        }
+        if self.redis_client_cert_file.is_some() != self.redis_client_key_file.is_some() {
+            return Err(
+                "store.redis_client_cert_file and store.redis_client_key_file go together".into(),
+            );
+        }
         Ok(())
     }
+
+    /// The client of `redis_url`: over TLS for `rediss://`, with the CA and client certificate
+    /// files read now (so a missing file fails at start, not at the first reconnect). Nothing
+    /// is connected yet.
+    pub fn redis_client(&self) -> redis::RedisResult<redis::Client> {
+        let url = self.redis_url.as_ref().map_or("", |url| url.expose());
+        if !is_tls_url(url) {
+            return redis::Client::open(url);
+        }
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
+            })
+        };
+        let client_tls = match (&self.redis_client_cert_file, &self.redis_client_key_file) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            _ => None,
+        };
+        let root_cert = self.redis_ca_file.as_ref().map(read).transpose()?;
+        redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )
+    }
+}
+
+/// Whether a Redis URL asks for TLS (`rediss://`, as the `redis` crate reads it).
+fn is_tls_url(url: &str) -> bool {
+    url.get(..9)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
 }
 
 /// A configuration value that must not reach a log: `Debug` prints `MASKED`.
@@ -248,7 +310,7 @@ mod tests {
         let store = StoreConfig {
             backend: Backend::Redis,
             redis_url: Some(Secret::new("redis://:hunter2@db:6379")),
-            key_prefix: String::new(),
+            ..StoreConfig::default()
         };
         let shown = format!("{store:?}");
         assert!(shown.contains("MASKED"), "{shown}");
@@ -263,6 +325,24 @@ mod tests {
         };
         assert!(store.validate().is_err());
         assert!(StoreConfig::default().validate().is_ok());
+        // TLS files only with a rediss:// URL; a client certificate only with its key.
+        let tls = StoreConfig {
+            backend: Backend::Redis,
+            redis_url: Some(Secret::new("rediss://:pw@db:6380")),
+            redis_ca_file: Some("ca.pem".into()),
+            ..StoreConfig::default()
+        };
+        assert!(tls.validate().is_ok());
+        let plain = StoreConfig {
+            redis_url: Some(Secret::new("redis://db:6379")),
+            ..tls.clone()
+        };
+        assert!(plain.validate().unwrap_err().contains("rediss://"));
+        let half = StoreConfig {
+            redis_client_cert_file: Some("client.pem".into()),
+            ..tls
+        };
+        assert!(half.validate().unwrap_err().contains("go together"));
     }
 
     #[test]

@@ -451,9 +451,15 @@ pub fn create_ca(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
     Ok((ca_path, key_path))
 }
 
-/// Issues a leaf for `names` from the CA in `ca_file`/`ca_key_file` into `dir` (`cert.pem`,
-/// `key.pem`, and a copy of the CA as `ca.pem`).
-fn issue(dir: &Path, names: &[String], ca_file: &Path, ca_key_file: &Path) -> Result<(), TlsError> {
+/// Issues a leaf for `names` (DNS names or IP addresses; server and client use) from the CA
+/// in `ca_file`/`ca_key_file` into `dir` (`cert.pem`, `key.pem`, and a copy of the CA as
+/// `ca.pem`).
+pub fn issue(
+    dir: &Path,
+    names: &[String],
+    ca_file: &Path,
+    ca_key_file: &Path,
+) -> Result<(), TlsError> {
     let read = |path: &Path| {
         fs::read_to_string(path).map_err(|source| TlsError::Read {
             path: path.to_path_buf(),

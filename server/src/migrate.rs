@@ -23,6 +23,8 @@ pub async fn open_target(target: &str, key_prefix: &str) -> Result<Store, StoreE
             backend: BackendKind::Redis,
             redis_url: Some(Secret::new(target)),
             key_prefix: key_prefix.to_string(),
+            // A rediss:// target is verified against the system's roots.
+            ..StoreConfig::default()
         };
         return store::open(&config, Path::new("")).await;
     }

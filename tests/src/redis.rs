@@ -27,6 +27,34 @@ struct Tls {
     port: u16,
     cert: PathBuf,
     key: PathBuf,
+    /// Clients must present a certificate issued by this CA (`--tls-auth-clients yes`).
+    client_ca: Option<PathBuf>,
+}
+
+/// Files for a Redis served over TLS with client certificates, made under one directory: a
+/// CA (`ca/ca.pem`), the server's certificate for 127.0.0.1 (`server/`), and a client's
+/// (`client/`), each directory holding `cert.pem` and `key.pem`.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server: (PathBuf, PathBuf),
+    pub client: (PathBuf, PathBuf),
+}
+
+impl TlsFiles {
+    pub fn make(dir: &Path) -> TlsFiles {
+        let (ca, ca_key) = at_common::tls::create_ca(&dir.join("ca")).expect("a CA");
+        let pair = |name: &str, names: &[&str]| {
+            let into = dir.join(name);
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            at_common::tls::issue(&into, &names, &ca, &ca_key).expect("a certificate");
+            (into.join("cert.pem"), into.join("key.pem"))
+        };
+        TlsFiles {
+            server: pair("server", &["127.0.0.1", "localhost"]),
+            client: pair("client", &["atserver"]),
+            ca,
+        }
+    }
 }
 
 impl RedisServer {
@@ -45,7 +73,7 @@ impl RedisServer {
     /// Starts one without persistence that also serves TLS with `cert` and `key` (PEM files)
     /// on [`RedisServer::tls_port`]: a baseline that pays for TLS as the atServer does.
     pub fn start_tls(cert: &Path, key: &Path) -> RedisServer {
-        RedisServer::start_with(false, Some((cert, key)), None)
+        RedisServer::start_with(false, Some((cert, key, None)), None)
     }
 
     /// Starts one that fsyncs its append-only file on every write (`appendfsync always`), so
@@ -54,19 +82,28 @@ impl RedisServer {
         RedisServer::start_with(true, None, None)
     }
 
+    /// Starts one without persistence that also serves TLS with the server certificate of
+    /// `files` on [`RedisServer::tls_port`], and accepts there only clients presenting a
+    /// certificate of its CA: a managed Redis with encryption in transit and mutual TLS.
+    pub fn start_tls_verifying_clients(files: &TlsFiles) -> RedisServer {
+        let (cert, key) = &files.server;
+        RedisServer::start_with(false, Some((cert, key, Some(&files.ca))), None)
+    }
+
     fn start_with(
         durable: bool,
-        files: Option<(&Path, &Path)>,
+        files: Option<(&Path, &Path, Option<&Path>)>,
         password: Option<&str>,
     ) -> RedisServer {
         let dir = TempDir::new("redis");
         // Free ports handed to Redis (which cannot bind port 0 itself); retried if taken.
         for _attempt in 0..5 {
             let port = crate::free_port();
-            let tls = files.map(|(cert, key)| Tls {
+            let tls = files.map(|(cert, key, client_ca)| Tls {
                 port: crate::free_port(),
                 cert: cert.to_path_buf(),
                 key: key.to_path_buf(),
+                client_ca: client_ca.map(Path::to_path_buf),
             });
             if let Some(child) = spawn(port, durable, tls.as_ref(), password, &dir) {
                 return RedisServer {
@@ -152,16 +189,24 @@ fn spawn(
         ])
         .args(persistence)
         .args(tls.map_or_else(Vec::new, |tls| -> Vec<std::ffi::OsString> {
-            vec![
+            let mut args: Vec<std::ffi::OsString> = vec![
                 "--tls-port".into(),
                 tls.port.to_string().into(),
                 "--tls-cert-file".into(),
                 tls.cert.clone().into_os_string(),
                 "--tls-key-file".into(),
                 tls.key.clone().into_os_string(),
-                "--tls-auth-clients".into(),
-                "no".into(),
-            ]
+            ];
+            match &tls.client_ca {
+                Some(ca) => args.extend([
+                    "--tls-ca-cert-file".into(),
+                    ca.clone().into_os_string(),
+                    "--tls-auth-clients".into(),
+                    "yes".into(),
+                ]),
+                None => args.extend(["--tls-auth-clients".into(), "no".into()]),
+            }
+            args
         }))
         .args(password.map_or_else(Vec::new, |password| vec!["--requirepass", password]))
         .arg("--dir")

@@ -23,6 +23,9 @@ pub enum Store {
     Embedded,
     /// A `redis-server` of its own, started with it and stopped after it.
     OwnRedis,
+    /// The same, reached only over TLS (`rediss://`, the Redis's CA in `redis_ca_file`) with
+    /// a client certificate the Redis requires: a managed Redis with encryption in transit.
+    OwnRedisOverTls,
 }
 
 /// One atServer of a [`Cluster`], hosting one atSign (or a few) on a port of its own.
@@ -165,13 +168,31 @@ impl Cluster {
         extra: &str,
         store: Store,
     ) -> (Server, Vec<String>) {
-        let redis = (store == Store::OwnRedis).then(RedisServer::start);
-        let store_section = redis.as_ref().map_or(String::new(), |redis| {
-            format!(
-                "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
-                redis.url()
-            )
-        });
+        let (redis, store_section) = match store {
+            Store::Embedded => (None, String::new()),
+            Store::OwnRedis => {
+                let redis = RedisServer::start();
+                let section = format!(
+                    "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
+                    redis.url()
+                );
+                (Some(redis), section)
+            }
+            Store::OwnRedisOverTls => {
+                let files = crate::redis::TlsFiles::make(&self.root.join(format!("{name}-redis")));
+                let redis = RedisServer::start_tls_verifying_clients(&files);
+                let section = format!(
+                    "[store]\nbackend = \"redis\"\nredis_url = \"rediss://127.0.0.1:{}\"\n\
+                     redis_ca_file = {}\nredis_client_cert_file = {}\n\
+                     redis_client_key_file = {}\n",
+                    redis.tls_port().expect("a TLS port"),
+                    toml_path(&files.ca),
+                    toml_path(&files.client.0),
+                    toml_path(&files.client.1),
+                );
+                (Some(redis), section)
+            }
+        };
         let count = u16::try_from(atsigns.len()).expect("a few atSigns");
         let port = crate::free_ports(count);
         let (data, config) = (self.root.join(name), self.root.join(format!("{name}.toml")));
@@ -252,6 +273,11 @@ impl Server {
         let status = running.wait_exit(within);
         running.stop();
         status
+    }
+
+    /// Its configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.config.clone()
     }
 
     /// The process id while serving.

@@ -67,13 +67,9 @@ pub async fn open(config: &StoreConfig, data_dir: &Path) -> Result<Store, StoreE
     match config.backend {
         BackendKind::Embedded => Ok(Store::new(embedded::Embedded::open(data_dir)?)),
         BackendKind::Redis => {
-            let url = config
-                .redis_url
-                .as_ref()
-                .map(|u| u.expose().to_string())
-                .unwrap_or_default();
+            let client = config.redis_client()?;
             Ok(Store::new(
-                redis::RedisBackend::connect(&url, &config.key_prefix).await?,
+                redis::RedisBackend::connect_client(client, &config.key_prefix).await?,
             ))
         }
     }

@@ -19,9 +19,17 @@ pub struct RedisBackend {
 }
 
 impl RedisBackend {
-    /// Connects to `url`; fails now rather than at the first lookup if Redis is unreachable.
+    /// Connects to `url` (without TLS files: see [`RedisBackend::connect_client`]).
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisBackend, StoreError> {
-        let client = redis::Client::open(url)?;
+        Self::connect_client(redis::Client::open(url)?, prefix).await
+    }
+
+    /// Connects with `client` (`StoreConfig::redis_client`, which carries the TLS settings);
+    /// fails now rather than at the first lookup if Redis is unreachable.
+    pub async fn connect_client(
+        client: redis::Client,
+        prefix: &str,
+    ) -> Result<RedisBackend, StoreError> {
         let conn = ConnectionManager::new(client).await?;
         Ok(RedisBackend {
             conn,
@@ -146,6 +154,36 @@ mod tests {
             .unwrap();
         let stored: String = raw.get("bob").await.unwrap();
         assert_eq!(stored, "b.example:1");
+    }
+
+    /// A Redis reached over TLS with a CA of its own and a client certificate, configured as
+    /// an operator would (`rediss://`, `redis_ca_file`, `redis_client_*_file`).
+    #[actix_rt::test]
+    async fn redis_over_tls_with_a_client_certificate_passes_the_conformance_suite() {
+        use at_common::config::{Backend as BackendKind, Secret, StoreConfig};
+        use at_tests::redis::TlsFiles;
+        let dir = at_tests::TempDir::new("directory-redis-tls");
+        let files = TlsFiles::make(dir.path());
+        let redis = RedisServer::start_tls_verifying_clients(&files);
+        let port = redis.tls_port().unwrap();
+        let config = StoreConfig {
+            backend: BackendKind::Redis,
+            redis_url: Some(Secret::new(format!("rediss://127.0.0.1:{port}"))),
+            redis_ca_file: Some(files.ca.clone()),
+            redis_client_cert_file: Some(files.client.0.clone()),
+            redis_client_key_file: Some(files.client.1.clone()),
+            ..StoreConfig::default()
+        };
+        assert!(config.validate().is_ok());
+        let store = crate::store::open(&config, dir.path()).await.unwrap();
+        conformance::run(&store).await;
+        // Without the client certificate the Redis refuses the connection.
+        let anonymous = StoreConfig {
+            redis_client_cert_file: None,
+            redis_client_key_file: None,
+            ..config
+        };
+        assert!(crate::store::open(&anonymous, dir.path()).await.is_err());
     }
 
     #[actix_rt::test]

@@ -861,8 +861,8 @@ pub async fn open(config: &StoreConfig, data_dir: &Path) -> Result<Store, StoreE
             Ok(Store::new(backend))
         }
         BackendKind::Redis => {
-            let url = config.redis_url.as_ref().map_or("", |url| url.expose());
-            let backend = redis::RedisStore::connect(url, &config.key_prefix).await?;
+            let client = config.redis_client()?;
+            let backend = redis::RedisStore::connect_client(client, &config.key_prefix).await?;
             Ok(Store::new(backend))
         }
     }

@@ -171,10 +171,18 @@ struct Keys {
 }
 
 impl RedisStore {
-    /// Connects to `url`; fails now rather than at the first command if Redis is unreachable.
-    /// The connection is multiplexed and re-established by itself after Redis restarts.
+    /// Connects to `url` (without TLS files: see [`RedisStore::connect_client`]).
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url)?;
+        Self::connect_client(redis::Client::open(url)?, prefix).await
+    }
+
+    /// Connects with `client` (`StoreConfig::redis_client`, which carries the TLS settings);
+    /// fails now rather than at the first command if Redis is unreachable. The connection is
+    /// multiplexed and re-established by itself after Redis restarts.
+    pub async fn connect_client(
+        client: redis::Client,
+        prefix: &str,
+    ) -> Result<RedisStore, StoreError> {
         // Bounded everywhere: a Redis that is down or silent costs a client AT0002, not a hang.
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
