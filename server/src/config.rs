@@ -143,8 +143,13 @@ pub struct ServerConfig {
     /// HTTP address of `/healthz`, `/readyz` and `/metrics` (port `0` picks one, printed as
     /// `metrics on <addr>`); empty turns it off.
     pub metrics_listen: String,
-    /// On SIGTERM/SIGINT: how long connections get to finish the command in flight and close
-    /// before the node exits anyway (below Kubernetes' 30 s terminationGracePeriodSeconds).
+    /// On SIGTERM: how long the node keeps accepting connections, `/readyz` answering 503,
+    /// before it stops accepting and drains; the time a load balancer needs to stop sending
+    /// it new clients (Kubernetes removes an endpoint a few seconds after the pod is told to
+    /// stop). 0 stops accepting at once; SIGINT (Ctrl-C) never pauses.
+    pub shutdown_pause_millis: u64,
+    /// Then: how long connections get to finish the command in flight and close before the
+    /// node exits anyway (pause + grace below Kubernetes' terminationGracePeriodSeconds).
     pub shutdown_grace_millis: u64,
     /// Log level and format (`AT_SERVER_LOG` overrides the level).
     pub log: LogConfig,
@@ -199,6 +204,7 @@ impl Default for ServerConfig {
             peer_timeout_millis: 5_000,
             notification_retry_max_millis: 30_000,
             metrics_listen: String::new(),
+            shutdown_pause_millis: 0,
             shutdown_grace_millis: 20_000,
             log: LogConfig::default(),
             tls: TlsConfig::default(),

@@ -3,7 +3,10 @@
 //!
 //! - `GET /healthz`: `200 ok` while the process serves HTTP at all (liveness).
 //! - `GET /readyz`: `200 ready` when the store answers a ping within a second;
-//!   otherwise `503` with the reason (readiness: a node whose Redis is gone takes no traffic).
+//!   otherwise `503` with the reason (readiness: a node whose Redis is gone takes no traffic);
+//!   `503 not ready: shutting down` from SIGTERM on, while the node still serves through its
+//!   pause (`shutdown_pause_millis`), so the load balancer takes it out before it stops
+//!   accepting.
 //!   The listener starts after the protocol listeners are bound, so "up" is implied.
 //! - `GET /metrics`: Prometheus text, every metric of [`crate::metrics`].
 
@@ -21,11 +24,17 @@ use crate::store::Store;
 pub struct Probes {
     pub store: Store,
     pub hosts: Hosts,
+    /// True once the node has been told to stop.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Probes {
-    pub fn new(store: Store, hosts: Hosts) -> Probes {
-        Probes { store, hosts }
+    pub fn new(store: Store, hosts: Hosts, stopping: tokio::sync::watch::Receiver<bool>) -> Probes {
+        Probes {
+            store,
+            hosts,
+            stopping,
+        }
     }
 
     /// Sets the gauges read at scrape time, then renders every metric.
@@ -63,8 +72,13 @@ pub fn serve(listener: std::net::TcpListener, probes: Probes) -> std::io::Result
     Ok(addr)
 }
 
-/// The node is ready when its store answers a ping.
+/// The node is ready when its store answers a ping, until it is told to stop.
 async fn readyz(probes: web::Data<Probes>) -> HttpResponse {
+    if *probes.stopping.borrow() {
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("not ready: shutting down\n");
+    }
     ready_when(probes.store.ping()).await
 }
 

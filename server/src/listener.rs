@@ -144,6 +144,8 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
             .collect(),
     );
     let (draining, draining_rx) = tokio::sync::watch::channel(false);
+    // Told to stop (readiness off) before it stops accepting (`draining`).
+    let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let node = Node::start(
         &config,
         store.clone(),
@@ -197,7 +199,8 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
                 .map_err(|e| ListenError::Config(format!("metrics_listen: {e}")))?;
             let bind_error = |source| ListenError::Bind { addr, source };
             let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-            let probes = http::Probes::new(store.clone(), shared.hosts.clone());
+            let probes =
+                http::Probes::new(store.clone(), shared.hosts.clone(), stopping_rx.clone());
             let addr = http::serve(listener, probes).map_err(bind_error)?;
             let _ = writeln!(out, "metrics on {addr}");
         }
@@ -246,9 +249,20 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
     // Until SIGTERM/Ctrl-C, or the store failing for good (then the node exits non-zero, so
     // Kubernetes or systemd restarts it rather than it answering AT0002 to everyone).
     let failed = tokio::select! {
-        () = shutdown_signal() => None,
+        signal = shutdown_signal() => {
+            let pause = Duration::from_millis(config.shutdown_pause_millis);
+            if signal == Signal::Terminate && !pause.is_zero() {
+                // Readiness off, still serving: the load balancer stops sending new clients
+                // before the listeners close, so none is refused on the way.
+                let _ = stopping.send(true);
+                tracing::info!(?pause, "told to stop; accepting a while longer");
+                actix_rt::time::sleep(pause).await;
+            }
+            None
+        }
         why = store_failure(&store) => Some(why),
     };
+    let _ = stopping.send(true);
     // Stop accepting, let each connection finish the command in flight and close, then return
     // (the store is flushed and closed when dropped), within the grace period.
     let grace = Duration::from_millis(config.shutdown_grace_millis);
@@ -552,15 +566,24 @@ async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
     );
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends).
-async fn shutdown_signal() {
+/// Which signal asked the node to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// SIGINT: someone at a terminal (Ctrl-C).
+    Interrupt,
+    /// SIGTERM: what Kubernetes and systemd send.
+    Terminate,
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() -> Signal {
     let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     else {
         let _ = tokio::signal::ctrl_c().await;
-        return;
+        return Signal::Interrupt;
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => Signal::Interrupt,
+        _ = term.recv() => Signal::Terminate,
     }
 }

@@ -148,3 +148,67 @@ fn a_command_still_running_when_the_grace_period_ends_is_cut_off() {
         "exited {took:?} after SIGTERM, within a grace period of {grace:?}"
     );
 }
+
+/// With `shutdown_pause_millis`, SIGTERM first turns readiness off while the node keeps
+/// serving: a client that connects during the pause (one the load balancer sent before it
+/// saw the pod go unready) logs in and is answered; only after the pause is connecting
+/// refused, and the node drains and exits as before.
+#[test]
+fn with_a_pause_sigterm_turns_readiness_off_and_keeps_serving_until_the_pause_ends() {
+    let dir = TempDir::new("shutdown-pause");
+    let pause = Duration::from_millis(3000);
+    let setting = format!(
+        "{GRACE}\nshutdown_pause_millis = {}\nmetrics_listen = \"127.0.0.1:0\"",
+        pause.as_millis()
+    );
+    let mut node = Node::start_with(dir.path(), 0, None, &setting);
+    let (host, secret) = node.provision("@alice");
+    let ready = at_tests::http::request(node.metrics(), "GET", "/readyz").unwrap();
+    assert_eq!((ready.status, ready.text()), (200, "ready\n".to_string()));
+    let mut before = node.owner("@alice", &host, &secret);
+    let signalled = Instant::now();
+    node.process().terminate();
+    // Readiness goes off at once...
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let ready = at_tests::http::request(node.metrics(), "GET", "/readyz").unwrap();
+        if ready.status == 503 {
+            assert_eq!(ready.text(), "not ready: shutting down\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still ready 2 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...while both an open connection and a new one are served.
+    before.ask("update:public:during@alice v\n", "data:");
+    let mut during = node.owner("@alice", &host, &secret);
+    during.ask("llookup:public:during@alice\n", "data:v\n@alice@");
+    assert!(
+        signalled.elapsed() < pause,
+        "the checks took longer than the pause ({:?}); nothing was shown",
+        signalled.elapsed()
+    );
+    // After the pause, connecting is refused and the node exits.
+    let addr = node.addr();
+    let deadline = signalled + pause + Duration::from_secs(3);
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            Err(e) => panic!("connecting after the pause: {e}"),
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "still accepting after the pause");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    assert!(
+        signalled.elapsed() >= pause,
+        "refused after {:?}, before the pause ended",
+        signalled.elapsed()
+    );
+    let status = node
+        .process()
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited after the pause and the drain");
+    assert!(status.success(), "{status:?}");
+}
