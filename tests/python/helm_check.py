@@ -55,6 +55,7 @@ SCENARIOS = {
                             "targetCPUUtilizationPercentage": 0,
                             "targetMemoryUtilizationPercentage": 80},
             "podDisruptionBudget": {"minAvailable": None, "maxUnavailable": 1},
+            "shutdown": {"pauseSeconds": 5, "graceSeconds": 40},
             "settings": {"inbound_max_limit": 5000, "peer_client_certificate": "optional"},
             "extraEnv": [{"name": "AT_SERVER__KEYSTORE_IDLE_SECS", "value": "60"}],
         },
@@ -69,7 +70,7 @@ SCENARIOS = {
         "tls": {"existingSecret": "my-ca"},
         "redis": {"auth": {"enabled": False}, "persistence": {"storageClass": "fast"}},
         "server": {"autoscaling": {"enabled": False}, "replicas": 4,
-                   "podDisruptionBudget": {"enabled": False}},
+                   "podDisruptionBudget": {"enabled": False}, "topologySpread": False},
         "directory": {"podDisruptionBudget": {"enabled": False}},
         "serviceAccount": {"create": False},
     },
@@ -84,6 +85,8 @@ REFUSED = [
     ({"server": {"sniDomain": "bad domain"}}, "sniDomain"),
     ({"server": {"unknownOption": 1}}, "unknownOption"),
     ({"tls": {"caCert": "x"}}, "caKey"),
+    ({"server": {"settings": {"shutdown_grace_millis": 1}}}, "shutdown_grace_millis"),
+    ({"server": {"terminationGracePeriodSeconds": 30}}, "terminationGracePeriodSeconds"),
 ]
 
 # Custom resources: no schema in kubernetes-validate; these cover what the chart sets.
@@ -286,6 +289,16 @@ def common_checks(what, k, options):
     return server, server_toml
 
 
+def shutdown_checks(what, k, server, pause, grace):
+    """The pod's grace period covers the node's pause and drain, which server.toml sets."""
+    server_toml = tomllib.loads(k[("ConfigMap", f"{FULL}-server")]["data"]["server.toml"])
+    check(server_toml["shutdown_pause_millis"] == pause * 1000
+          and server_toml["shutdown_grace_millis"] == grace * 1000
+          and server["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+          == pause + grace + 5,
+          f"{what}: shutdown pause {pause} s + drain {grace} s, pod grace period {pause + grace + 5} s")
+
+
 def scenario_default(k, options):
     what = "default"
     server, _ = common_checks(what, k, options)
@@ -294,8 +307,19 @@ def scenario_default(k, options):
     check((hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
           and hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu",
           f"{what}: HPA 2..10 replicas on CPU")
-    check(k[("PodDisruptionBudget", f"{FULL}-server")]["spec"]["minAvailable"] == 1,
-          f"{what}: server PDB minAvailable 1")
+    check(k[("PodDisruptionBudget", f"{FULL}-server")]["spec"] == {
+        "maxUnavailable": 1, "selector": server["spec"]["selector"]},
+        f"{what}: server PDB maxUnavailable 1 (never blocks a drain)")
+    shutdown_checks(what, k, server, pause=10, grace=20)
+    for component in ("server", "directory"):
+        deploy = k[("Deployment", f"{FULL}-{component}")]
+        spread = deploy["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        selector = deploy["spec"]["selector"]["matchLabels"]
+        check([c["topologyKey"] for c in spread]
+              == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+              and all(c["whenUnsatisfiable"] == "ScheduleAnyway" and c["maxSkew"] == 1
+                      and c["labelSelector"]["matchLabels"] == selector for c in spread),
+              f"{what}: {component} spread softly over zones then nodes, by its own selector")
     check(k[("Service", f"{FULL}-server")]["spec"]["type"] == "LoadBalancer"
           and k[("Service", f"{FULL}-server")]["spec"]["ports"][0]["port"] == 6464,
           f"{what}: server Service is a LoadBalancer on 6464")
@@ -346,6 +370,7 @@ def scenario_custom(k, options):
     check(k[("PodDisruptionBudget", f"{FULL}-server")]["spec"] == {
         "maxUnavailable": 1, "selector": server["spec"]["selector"]},
         f"{what}: server PDB maxUnavailable 1")
+    shutdown_checks(what, k, server, pause=5, grace=40)
     check(not any(kind in ("StatefulSet", "NetworkPolicy") for kind, _ in k),
           f"{what}: external Redis: no StatefulSet, no NetworkPolicy")
     check(base64.b64decode(k[("Secret", f"{FULL}-redis")]["data"]["redis-url"]).decode()
@@ -385,6 +410,8 @@ def scenario_fixed(k, options):
     check(server["spec"]["replicas"] == 4 and not any(
         kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceAccount")
         for kind, _ in k), f"{what}: 4 fixed replicas, no HPA, PDB or ServiceAccount")
+    check("topologySpreadConstraints" not in server["spec"]["template"]["spec"],
+          f"{what}: no topology spread when turned off")
     volumes = server["spec"]["template"]["spec"]["volumes"]
     check(next(v for v in volumes if v["name"] == "cluster-ca")["secret"]["secretName"] == "my-ca"
           and ("Secret", f"{FULL}-ca") not in k, f"{what}: the existing CA Secret is mounted")

@@ -149,3 +149,16 @@ printed as integers (Helm may read them as float64, e.g. 2.592e+09). */}}
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* Soft spread of one component's pods over zones, then nodes: the scheduler prefers it and
+never leaves a pod pending for it. Takes (dict "ctx" . "component" "server"). */}}
+{{- define "atplatform.topologySpread" -}}
+{{- range $key := list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
+- maxSkew: 1
+  topologyKey: {{ $key }}
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "atplatform.componentSelector" $ | nindent 6 }}
+{{- end }}
+{{- end -}}
