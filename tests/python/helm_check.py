@@ -43,7 +43,8 @@ SCENARIOS = {
     "custom": {
         "image": {"repository": "registry.example/at/atplatform", "tag": "1.2.3"},
         "redis": {"mode": "external", "externalUrl": "rediss://:pw@redis.example:6380/2",
-                  "keyPrefix": "prod:"},
+                  "keyPrefix": "prod:",
+                  "tls": {"caSecret": "redis-ca", "clientSecret": "redis-client"}},
         "certManager": {"enabled": True},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
         "networkPolicy": {"enabled": False},
@@ -87,6 +88,9 @@ REFUSED = [
     ({"tls": {"caCert": "x"}}, "caKey"),
     ({"server": {"settings": {"shutdown_grace_millis": 1}}}, "shutdown_grace_millis"),
     ({"server": {"terminationGracePeriodSeconds": 30}}, "terminationGracePeriodSeconds"),
+    ({"redis": {"tls": {"caSecret": "x"}}}, "external"),
+    ({"redis": {"mode": "external", "externalUrl": "redis://db:6379",
+                "tls": {"caSecret": "x"}}}, "rediss://"),
 ]
 
 # Custom resources: no schema in kubernetes-validate; these cover what the chart sets.
@@ -311,6 +315,11 @@ def scenario_default(k, options):
         "maxUnavailable": 1, "selector": server["spec"]["selector"]},
         f"{what}: server PDB maxUnavailable 1 (never blocks a drain)")
     shutdown_checks(what, k, server, pause=10, grace=20)
+    default_toml = tomllib.loads(k[("ConfigMap", f"{FULL}-server")]["data"]["server.toml"])
+    check(not any(key.startswith("redis_") for key in default_toml["store"])
+          and not any(v["name"].startswith("redis-")
+                      for v in server["spec"]["template"]["spec"]["volumes"]),
+          f"{what}: no Redis TLS files by default")
     for component in ("server", "directory"):
         deploy = k[("Deployment", f"{FULL}-{component}")]
         spread = deploy["spec"]["template"]["spec"]["topologySpreadConstraints"]
@@ -371,6 +380,25 @@ def scenario_custom(k, options):
         "maxUnavailable": 1, "selector": server["spec"]["selector"]},
         f"{what}: server PDB maxUnavailable 1")
     shutdown_checks(what, k, server, pause=5, grace=40)
+    redis_files = {"redis_ca_file": "/etc/atplatform/redis-ca/ca.pem",
+                   "redis_client_cert_file": "/etc/atplatform/redis-client/cert.pem",
+                   "redis_client_key_file": "/etc/atplatform/redis-client/key.pem"}
+    directory_toml = tomllib.loads(
+        k[("ConfigMap", f"{FULL}-directory")]["data"]["directory.toml"])
+    check(all(server_toml[section].get(key) == path
+              for section in ("store", "directory_store") for key, path in redis_files.items())
+          and all(directory_toml["store"].get(key) == path for key, path in redis_files.items()),
+          f"{what}: rediss:// with the Redis CA and client certificate files in both configs")
+    for component in ("server", "directory"):
+        deploy = k[("Deployment", f"{FULL}-{component}")]
+        volumes = {v["name"]: v for v in deploy["spec"]["template"]["spec"]["volumes"]}
+        mounts = {m["name"]: m["mountPath"] for m in container(deploy)["volumeMounts"]}
+        check(volumes["redis-ca"]["secret"]["secretName"] == "redis-ca"
+              and volumes["redis-ca"]["secret"]["items"] == [{"key": "ca.crt", "path": "ca.pem"}]
+              and volumes["redis-client"]["secret"]["secretName"] == "redis-client"
+              and mounts["redis-ca"] == "/etc/atplatform/redis-ca"
+              and mounts["redis-client"] == "/etc/atplatform/redis-client",
+              f"{what}: {component} mounts the Redis CA and client certificate Secrets")
     check(not any(kind in ("StatefulSet", "NetworkPolicy") for kind, _ in k),
           f"{what}: external Redis: no StatefulSet, no NetworkPolicy")
     check(base64.b64decode(k[("Secret", f"{FULL}-redis")]["data"]["redis-url"]).decode()

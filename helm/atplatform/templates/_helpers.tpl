@@ -162,3 +162,52 @@ never leaves a pod pending for it. Takes (dict "ctx" . "component" "server"). */
       {{- include "atplatform.componentSelector" $ | nindent 6 }}
 {{- end }}
 {{- end -}}
+
+{{/* Redis over TLS (external mode, rediss://): the CA and client certificate Secrets as
+volumes, where they are mounted, and the [store] options naming the files. Each renders
+nothing when redis.tls is unset. */}}
+{{- define "atplatform.redisTlsVolumes" -}}
+{{- with .Values.redis.tls.caSecret }}
+- name: redis-ca
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - key: {{ $.Values.redis.tls.caSecretKey }}
+        path: ca.pem
+{{- end }}
+{{- with .Values.redis.tls.clientSecret }}
+- name: redis-client
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: cert.pem
+      - key: tls.key
+        path: key.pem
+{{- end }}
+{{- end -}}
+
+{{- define "atplatform.redisTlsMounts" -}}
+{{- if .Values.redis.tls.caSecret }}
+- name: redis-ca
+  mountPath: /etc/atplatform/redis-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.redis.tls.clientSecret }}
+- name: redis-client
+  mountPath: /etc/atplatform/redis-client
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "atplatform.redisTlsToml" -}}
+{{- if .Values.redis.tls.caSecret }}
+redis_ca_file = "/etc/atplatform/redis-ca/ca.pem"
+{{- end }}
+{{- if .Values.redis.tls.clientSecret }}
+redis_client_cert_file = "/etc/atplatform/redis-client/cert.pem"
+redis_client_key_file = "/etc/atplatform/redis-client/key.pem"
+{{- end }}
+{{- end -}}
