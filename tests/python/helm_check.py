@@ -22,6 +22,7 @@ fail. Prints one `ok <what>` line per check and exits non-zero on the first fail
 """
 
 import base64
+import json
 import os
 import re
 import sys
@@ -88,6 +89,8 @@ REFUSED = [
     ({"tls": {"caCert": "x"}}, "caKey"),
     ({"server": {"settings": {"shutdown_grace_millis": 1}}}, "shutdown_grace_millis"),
     ({"server": {"terminationGracePeriodSeconds": 30}}, "terminationGracePeriodSeconds"),
+    ({"server": {"settings": {"inbound_max_limt": 5}}}, "inbound_max_limt"),
+    ({"directory": {"settings": {"max_conections": 5}}}, "max_conections"),
     ({"redis": {"tls": {"caSecret": "x"}}}, "external"),
     ({"redis": {"mode": "external", "externalUrl": "redis://db:6379",
                 "tls": {"caSecret": "x"}}}, "rediss://"),
@@ -164,6 +167,34 @@ def struct_fields(source, struct):
     body = re.search(r"pub struct " + struct + r" \{(.*?)\n\}", source, re.S)
     assert body, f"struct {struct} not found"
     return set(re.findall(r"^\s*pub (\w+):", body.group(1), re.M))
+
+
+def scalar_fields(source, struct):
+    """The fields of a config struct that a chart `settings` map can set (not sections)."""
+    body = re.search(r"pub struct " + struct + r" \{(.*?)\n\}", source, re.S)
+    assert body, f"struct {struct} not found"
+    sections = {"StoreConfig", "LogConfig", "TlsConfig", "StatusConfig"}
+    return {name for name, kind in re.findall(r"^\s*pub (\w+): ([^,\n]+),", body.group(1), re.M)
+            if kind.strip() not in sections}
+
+
+def check_settings_schema(root, path):
+    """The schema lists exactly the options the binaries know, so a typo in `settings` is
+    refused by `helm install` instead of crash-looping the pod."""
+    read = lambda p: open(os.path.join(root, p), encoding="utf-8").read()
+    schema = json.load(open(os.path.join(path, "values.schema.json"), encoding="utf-8"))
+    props = schema["properties"]
+    for where, listed, source, struct in (
+            ("server.settings", props["server"]["properties"]["settings"],
+             "server/src/config.rs", "ServerConfig"),
+            ("directory.settings", props["directory"]["properties"]["settings"],
+             "directory/src/config.rs", "DirectoryConfig"),
+            ("directory.status", props["directory"]["properties"]["status"],
+             "directory/src/config.rs", "StatusConfig")):
+        want = scalar_fields(read(source), struct)
+        got = set(listed["propertyNames"]["enum"])
+        check(got == want, f"schema: {where} lists the options of {struct} "
+                           f"(missing {sorted(want - got)}, unknown {sorted(got - want)})")
 
 
 def known_options(root):
@@ -453,6 +484,7 @@ def main():
     root, out = sys.argv[1], sys.argv[2]
     path = os.path.join(root, "helm", "atplatform")
     options = known_options(root)
+    check_settings_schema(root, path)
     os.makedirs(out, exist_ok=True)
     chart = helm_python.Chart.load(path)
     ok(f"chart {chart.name} {chart.version} loaded (Helm SDK {helm_python.helm_sdk_version()},"
