@@ -68,6 +68,10 @@ SCENARIOS = {
             "tlsNames": ["root.example.org"],
         },
     },
+    "gitops": {
+        "tls": {"existingSecret": "my-ca"},
+        "redis": {"auth": {"existingSecret": "redis-pass", "existingSecretPasswordKey": "pw"}},
+    },
     "fixed": {
         "tls": {"existingSecret": "my-ca"},
         "redis": {"auth": {"enabled": False}, "persistence": {"storageClass": "fast"}},
@@ -291,10 +295,18 @@ def common_checks(what, k, options):
         check(mounts.get("cluster-ca") == "/etc/atplatform/ca" and mounts.get("data") == "/data",
               f"{what}: {name} mounts the cluster CA and a writable /data")
     env = env_of(server)
+    # From a Secret, or composed in the pod from a password in a Secret (never in the manifest).
+    from_secret = lambda e, var: ("secretKeyRef" in e[var].get("valueFrom", {})
+                                  or ("$(REDIS_PASSWORD)" in e[var].get("value", "")
+                                      and "secretKeyRef" in e["REDIS_PASSWORD"]["valueFrom"]))
     for var in ("AT_SERVER__STORE__REDIS_URL", "AT_SERVER__DIRECTORY_STORE__REDIS_URL"):
-        check("secretKeyRef" in env[var]["valueFrom"], f"{what}: server {var} from a Secret")
-    check("secretKeyRef" in env_of(directory)["AT_DIRECTORY__STORE__REDIS_URL"]["valueFrom"],
+        check(from_secret(env, var), f"{what}: server {var} from a Secret")
+    check(from_secret(env_of(directory), "AT_DIRECTORY__STORE__REDIS_URL"),
           f"{what}: directory AT_DIRECTORY__STORE__REDIS_URL from a Secret")
+    pods = [server, directory] + [doc for (kind, _), doc in k.items() if kind == "StatefulSet"]
+    check(all(len(pod["spec"]["template"]["metadata"]["annotations"]
+                  .get("checksum/redis-secret", "")) == 64 for pod in pods),
+          f"{what}: every pod restarts when the Redis Secret changes (checksum/redis-secret)")
     check(env["AT_SERVER_CONFIG"]["value"] == "/etc/atplatform/server.toml",
           f"{what}: AT_SERVER_CONFIG set, so `kubectl exec ... at-server provision` finds it")
     server_toml = check_options(k[("ConfigMap", f"{FULL}-server")]["data"]["server.toml"],
@@ -463,6 +475,24 @@ def scenario_custom(k, options):
           f"{what}: directory Service as a LoadBalancer")
 
 
+def scenario_gitops(k, options):
+    what = "gitops"
+    server, _ = common_checks(what, k, options)
+    check(not any(kind == "Secret" for kind, _ in k),
+          f"{what}: nothing generated: no Secret rendered (CA and Redis password are yours)")
+    url = f"redis://:$(REDIS_PASSWORD)@{FULL}-redis.{NAMESPACE}.svc:6379/0"
+    env = env_of(server)
+    names = [e["name"] for e in container(server)["env"]]
+    check(env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-pass", "key": "pw"}
+          and env["AT_SERVER__STORE__REDIS_URL"]["value"] == url
+          and names.index("REDIS_PASSWORD") < names.index("AT_SERVER__STORE__REDIS_URL"),
+          f"{what}: the server composes the Redis URL from your password Secret (declared first)")
+    redis_env = {e["name"]: e for e in container(k[("StatefulSet", f"{FULL}-redis")])["env"]}
+    check(all(redis_env[v]["valueFrom"]["secretKeyRef"] == {"name": "redis-pass", "key": "pw"}
+              for v in ("REDIS_PASSWORD", "REDISCLI_AUTH")),
+          f"{what}: Redis takes its password from the same Secret")
+
+
 def scenario_fixed(k, options):
     what = "fixed"
     server, _ = common_checks(what, k, options)
@@ -489,10 +519,18 @@ def main():
     chart = helm_python.Chart.load(path)
     ok(f"chart {chart.name} {chart.version} loaded (Helm SDK {helm_python.helm_sdk_version()},"
        f" kubernetes-validate {kubernetes_validate.__version__})")
-    checks = {"default": scenario_default, "custom": scenario_custom, "fixed": scenario_fixed}
+    checks = {"default": scenario_default, "custom": scenario_custom, "gitops": scenario_gitops,
+              "fixed": scenario_fixed}
     for name, values in SCENARIOS.items():
         lint(path, values, name)
         rendered = render(chart, values)
+        if name == "gitops":
+            check(render(chart, values) == rendered,
+                  f"{name}: two renders are the same (nothing random or looked up)")
+        if name == "default":
+            check(render(chart, values) != rendered,
+                  f"{name}: two offline renders differ (generated CA and password), which is "
+                  f"why the gitops values exist")
         docs, counts = [], {"k8s": 0, "crd": 0}
         with open(os.path.join(out, f"{name}.yaml"), "w", encoding="utf-8") as f:
             for template, text in sorted(rendered.items()):

@@ -79,7 +79,7 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
         "helm_check.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
-    for scenario in ["default", "custom", "fixed"] {
+    for scenario in ["default", "custom", "gitops", "fixed"] {
         assert!(
             stdout.contains(&format!(
                 "ok {scenario}: helm lint --strict clean (kube 1.31.0"

@@ -211,3 +211,52 @@ redis_client_cert_file = "/etc/atplatform/redis-client/cert.pem"
 redis_client_key_file = "/etc/atplatform/redis-client/key.pem"
 {{- end }}
 {{- end -}}
+
+{{/* Whether the chart's Redis takes its password from redis.auth.existingSecret: then nothing
+about Redis is generated at render time (GitOps: every render is the same), and the URL is
+composed in the pod from that password. */}}
+{{- define "atplatform.redisPasswordGiven" -}}
+{{- if and (eq .Values.redis.mode "statefulset") .Values.redis.auth.enabled .Values.redis.auth.existingSecret -}}true{{- end -}}
+{{- end -}}
+
+{{/* The Secret and key holding the chart's Redis password. */}}
+{{- define "atplatform.redisPasswordRef" -}}
+{{- if include "atplatform.redisPasswordGiven" . -}}
+name: {{ .Values.redis.auth.existingSecret }}
+key: {{ .Values.redis.auth.existingSecretPasswordKey }}
+{{- else -}}
+name: {{ include "atplatform.redisUrlSecretName" . }}
+key: password
+{{- end -}}
+{{- end -}}
+
+{{/* Env entries giving each of `names` the Redis URL: from the URL Secret, or composed from
+the given password (REDIS_PASSWORD first, which Kubernetes expands in the values after it).
+Takes (dict "ctx" . "names" (list "AT_SERVER__STORE__REDIS_URL")). */}}
+{{- define "atplatform.redisUrlEnv" -}}
+{{- $ctx := .ctx -}}
+{{- if include "atplatform.redisPasswordGiven" $ctx }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      {{- include "atplatform.redisPasswordRef" $ctx | nindent 6 }}
+{{- range .names }}
+- name: {{ . }}
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s.%s.svc:6379/0" (include "atplatform.redisName" $ctx) $ctx.Release.Namespace | quote }}
+{{- end }}
+{{- else }}
+{{- range .names }}
+- name: {{ . }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "atplatform.redisUrlSecretName" $ctx }}
+      key: {{ include "atplatform.redisUrlSecretKey" $ctx }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod annotation that changes when the Redis Secret the chart renders changes, so pods
+restart with a new password or URL instead of failing with NOAUTH. */}}
+{{- define "atplatform.redisChecksum" -}}
+checksum/redis-secret: {{ include (print .Template.BasePath "/redis-secret.yaml") . | sha256sum }}
+{{- end -}}
