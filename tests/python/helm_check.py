@@ -383,8 +383,18 @@ def scenario_default(k, options):
           f"{what}: Redis appendonly yes, appendfsync always, password required")
     check(sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
           == "8Gi", f"{what}: Redis PVC from volumeClaimTemplates")
-    check(k[("Service", f"{FULL}-redis")]["spec"]["clusterIP"] == "None",
-          f"{what}: Redis Service headless")
+    check(k[("Service", f"{FULL}-redis")]["spec"]["type"] == "ClusterIP"
+          and "clusterIP" not in k[("Service", f"{FULL}-redis")]["spec"]
+          and k[("Service", f"{FULL}-redis-headless")]["spec"]["clusterIP"] == "None"
+          and sts["spec"]["serviceName"] == f"{FULL}-redis-headless",
+          f"{what}: Redis reached through a ClusterIP Service; the StatefulSet's is headless")
+    redis = container(sts)
+    check(args[args.index("--maxmemory") + 1] == "640mb"
+          and args[args.index("--maxmemory-policy") + 1] == "noeviction"
+          and redis["resources"]["requests"]["memory"] == redis["resources"]["limits"]["memory"]
+          and redis["livenessProbe"]["exec"]["command"] == ["redis-cli", "ping"],
+          f"{what}: Redis bounded (maxmemory, noeviction), memory request = limit, "
+          f"liveness asks redis-cli ping")
     secret = k[("Secret", f"{FULL}-redis")]["data"]
     url = base64.b64decode(secret["redis-url"]).decode()
     password = base64.b64decode(secret["password"]).decode()
