@@ -37,6 +37,9 @@ pub struct DirectoryConfig {
     pub workers: usize,
     /// Seconds a client has to finish the TLS handshake.
     pub handshake_timeout_secs: u64,
+    /// How long the store may fail before `/readyz` says 503 (a Redis restart should not take
+    /// every replica out of its Service at once).
+    pub readiness_grace_millis: u64,
     /// TLS of the lookup listener.
     pub tls: TlsConfig,
     /// Log level and format (`AT_DIRECTORY_LOG` overrides the level).
@@ -112,6 +115,7 @@ impl Default for DirectoryConfig {
             max_misses: 3,
             workers: 0,
             handshake_timeout_secs: 10,
+            readiness_grace_millis: 15_000,
             tls: TlsConfig::default(),
             log: LogConfig::default(),
             store: StoreConfig::default(),

@@ -1,6 +1,6 @@
 //! The HTTP listener (`metrics_listen`): Prometheus `GET /metrics`, the probes `GET /healthz`
-//! (200 while serving) and `GET /readyz` (200 when the store answers within a second, else 503),
-//! and the status API.
+//! (200 while serving) and `GET /readyz` (200 when the store answers within a second, or has
+//! failed for less than `readiness_grace_millis`; else 503), and the status API.
 //!
 //! # Status API
 //! `GET /api/status/<atSign>` (`@alice`, `alice` or `%40alice`) answers the atSign's
@@ -30,12 +30,15 @@ pub fn serve(
     metrics: Metrics,
     store: Store,
     status: Option<StatusService>,
+    readiness_grace: std::time::Duration,
 ) -> std::io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
+    let readiness = web::Data::new(StoreReadiness::new(readiness_grace));
     let server = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(web::Data::new(metrics.clone()))
             .app_data(web::Data::new(store.clone()))
+            .app_data(readiness.clone())
             .route("/metrics", web::get().to(render_metrics))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz));
@@ -62,30 +65,63 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// `/readyz` (readiness): `200 ready` when `check` (the store answering) succeeds within
-/// [`READY_TIMEOUT`], else `503 not ready: store: <why>`: a process whose Redis is gone takes
-/// no traffic. The atServer answers the same way.
-pub async fn ready_when<E: std::fmt::Display>(
-    check: impl std::future::Future<Output = Result<(), E>>,
-) -> HttpResponse {
-    let why = match tokio::time::timeout(READY_TIMEOUT, check).await {
-        Ok(Ok(())) => {
-            return HttpResponse::Ok()
-                .content_type("text/plain")
-                .body("ready\n")
-        }
-        Ok(Err(error)) => error.to_string(),
-        Err(_) => format!("no answer within {} ms", READY_TIMEOUT.as_millis()),
-    };
-    HttpResponse::ServiceUnavailable()
-        .content_type("text/plain")
-        .body(format!("not ready: store: {why}\n"))
+/// `/readyz` (readiness) as "can this process serve", not "did the store just blink": `200
+/// ready` when the store answers within [`READY_TIMEOUT`]; while it has been failing for less
+/// than `grace` (`readiness_grace_millis`), still `200 ready: store failing for <n> ms: <why>`,
+/// so one Redis restart does not take every replica out of its Service at once (clients would
+/// then be refused instead of answered once Redis is back); failing longer, `503 not ready:
+/// store: <why>`. The atServer answers the same way.
+#[derive(Debug)]
+pub struct StoreReadiness {
+    grace: std::time::Duration,
+    failing_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
-/// The directory is ready when its store answers a lookup.
-async fn readyz(store: web::Data<Store>) -> HttpResponse {
+impl StoreReadiness {
+    pub fn new(grace: std::time::Duration) -> StoreReadiness {
+        StoreReadiness {
+            grace,
+            failing_since: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The answer to `/readyz`, `check` being the store's ping.
+    pub async fn answer<E: std::fmt::Display>(
+        &self,
+        check: impl std::future::Future<Output = Result<(), E>>,
+    ) -> HttpResponse {
+        let why = match tokio::time::timeout(READY_TIMEOUT, check).await {
+            Ok(Ok(())) => {
+                *self.failing_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                return HttpResponse::Ok()
+                    .content_type("text/plain")
+                    .body("ready\n");
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {} ms", READY_TIMEOUT.as_millis()),
+        };
+        let failing = {
+            let mut since = self.failing_since.lock().unwrap_or_else(|e| e.into_inner());
+            since.get_or_insert_with(std::time::Instant::now).elapsed()
+        };
+        if failing < self.grace {
+            return HttpResponse::Ok().content_type("text/plain").body(format!(
+                "ready: store failing for {} ms: {why}\n",
+                failing.as_millis()
+            ));
+        }
+        HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!("not ready: store: {why}\n"))
+    }
+}
+
+/// The directory is ready when its store answers a lookup (see [`StoreReadiness`]).
+async fn readyz(store: web::Data<Store>, readiness: web::Data<StoreReadiness>) -> HttpResponse {
     let probe = AtSign::parse("@readyz").expect("a valid atSign");
-    ready_when(async { store.get(&probe).await.map(|_| ()) }).await
+    readiness
+        .answer(async { store.get(&probe).await.map(|_| ()) })
+        .await
 }
 
 async fn render_metrics(metrics: web::Data<Metrics>) -> HttpResponse {

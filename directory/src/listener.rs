@@ -63,8 +63,14 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
                 false => None,
             };
             Some(
-                crate::http::serve(std_listener, metrics.clone(), store.clone(), status)
-                    .map_err(io_err("HTTP server".into()))?,
+                crate::http::serve(
+                    std_listener,
+                    metrics.clone(),
+                    store.clone(),
+                    status,
+                    std::time::Duration::from_millis(config.readiness_grace_millis),
+                )
+                .map_err(io_err("HTTP server".into()))?,
             )
         }
         None => None,

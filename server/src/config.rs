@@ -143,6 +143,9 @@ pub struct ServerConfig {
     /// HTTP address of `/healthz`, `/readyz` and `/metrics` (port `0` picks one, printed as
     /// `metrics on <addr>`); empty turns it off.
     pub metrics_listen: String,
+    /// How long the store may fail before `/readyz` says 503 (a Redis restart should not take
+    /// every node out of its Service at once).
+    pub readiness_grace_millis: u64,
     /// On SIGTERM: how long the node keeps accepting connections, `/readyz` answering 503,
     /// before it stops accepting and drains; the time a load balancer needs to stop sending
     /// it new clients (Kubernetes removes an endpoint a few seconds after the pod is told to
@@ -204,6 +207,7 @@ impl Default for ServerConfig {
             peer_timeout_millis: 5_000,
             notification_retry_max_millis: 30_000,
             metrics_listen: String::new(),
+            readiness_grace_millis: 15_000,
             shutdown_pause_millis: 0,
             shutdown_grace_millis: 20_000,
             log: LogConfig::default(),

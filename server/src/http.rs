@@ -2,8 +2,9 @@
 //! port: probes for Kubernetes and Prometheus metrics.
 //!
 //! - `GET /healthz`: `200 ok` while the process serves HTTP at all (liveness).
-//! - `GET /readyz`: `200 ready` when the store answers a ping within a second;
-//!   otherwise `503` with the reason (readiness: a node whose Redis is gone takes no traffic);
+//! - `GET /readyz`: `200 ready` when the store answers a ping within a second, or has been
+//!   failing for less than `readiness_grace_millis`; otherwise `503` with the reason
+//!   (readiness: a node whose Redis is gone for good takes no traffic; a blip takes none out);
 //!   `503 not ready: shutting down` from SIGTERM on, while the node still serves through its
 //!   pause (`shutdown_pause_millis`), so the load balancer takes it out before it stops
 //!   accepting.
@@ -13,7 +14,7 @@
 use std::net::SocketAddr;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use at_directory::http::{healthz, ready_when, READY_TIMEOUT};
+use at_directory::http::{healthz, StoreReadiness, READY_TIMEOUT};
 
 use crate::keystore::Hosts;
 use crate::metrics::metrics;
@@ -26,14 +27,21 @@ pub struct Probes {
     pub hosts: Hosts,
     /// True once the node has been told to stop.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    pub readiness: std::sync::Arc<StoreReadiness>,
 }
 
 impl Probes {
-    pub fn new(store: Store, hosts: Hosts, stopping: tokio::sync::watch::Receiver<bool>) -> Probes {
+    pub fn new(
+        store: Store,
+        hosts: Hosts,
+        stopping: tokio::sync::watch::Receiver<bool>,
+        readiness_grace: std::time::Duration,
+    ) -> Probes {
         Probes {
             store,
             hosts,
             stopping,
+            readiness: std::sync::Arc::new(StoreReadiness::new(readiness_grace)),
         }
     }
 
@@ -79,7 +87,13 @@ async fn readyz(probes: web::Data<Probes>) -> HttpResponse {
             .content_type("text/plain")
             .body("not ready: shutting down\n");
     }
-    ready_when(probes.store.ping()).await
+    // A store that can never answer again (the node is exiting) is not a blip.
+    if let Some(why) = probes.store.failure() {
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!("not ready: store: {why}\n"));
+    }
+    probes.readiness.answer(probes.store.ping()).await
 }
 
 async fn render_metrics(probes: web::Data<Probes>) -> HttpResponse {

@@ -199,8 +199,12 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
                 .map_err(|e| ListenError::Config(format!("metrics_listen: {e}")))?;
             let bind_error = |source| ListenError::Bind { addr, source };
             let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-            let probes =
-                http::Probes::new(store.clone(), shared.hosts.clone(), stopping_rx.clone());
+            let probes = http::Probes::new(
+                store.clone(),
+                shared.hosts.clone(),
+                stopping_rx.clone(),
+                Duration::from_millis(config.readiness_grace_millis),
+            );
             let addr = http::serve(listener, probes).map_err(bind_error)?;
             let _ = writeln!(out, "metrics on {addr}");
         }

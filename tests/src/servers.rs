@@ -64,6 +64,16 @@ fn toml_path(path: &Path) -> String {
 /// the Redis at `redis_url` or its embedded store, with its HTTP listener (`Running::metrics`)
 /// on a free port when `with_http`.
 pub fn directory(data: &Path, redis_url: Option<&str>, with_http: bool) -> Running {
+    directory_with_env(data, redis_url, with_http, &[])
+}
+
+/// [`directory`] with more environment variables (`AT_DIRECTORY__<OPTION>` overrides).
+pub fn directory_with_env(
+    data: &Path,
+    redis_url: Option<&str>,
+    with_http: bool,
+    envs: &[(&str, &str)],
+) -> Running {
     let data = data.display().to_string();
     let mut args = vec!["--data-dir", data.as_str()];
     if let Some(url) = redis_url {
@@ -71,12 +81,9 @@ pub fn directory(data: &Path, redis_url: Option<&str>, with_http: bool) -> Runni
     }
     let http = if with_http { "127.0.0.1:0" } else { "" };
     args.extend(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", http]);
-    Running::start(
-        &workspace_binary("at-directory"),
-        &args,
-        &[("AT_DIRECTORY_LOG", "warn")],
-        with_http,
-    )
+    let mut env = vec![("AT_DIRECTORY_LOG", "warn")];
+    env.extend_from_slice(envs);
+    Running::start(&workspace_binary("at-directory"), &args, &env, with_http)
 }
 
 impl Cluster {

@@ -62,7 +62,7 @@ fn probes_follow_the_store_and_metrics_count_connections() {
         dir.path(),
         0,
         Some(&redis),
-        "metrics_listen = \"127.0.0.1:0\"",
+        "metrics_listen = \"127.0.0.1:0\"\nreadiness_grace_millis = 1500",
     );
     let (host, secret) = node.provision("@alice");
 
@@ -115,10 +115,24 @@ fn probes_follow_the_store_and_metrics_count_connections() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // Redis gone: not ready (within the probe's 1 s bound), still alive.
+    // Redis gone: still ready for the grace period (a blip must not take every node out),
+    // then not ready; alive throughout.
     redis.kill();
+    let blip = request(node.metrics(), "GET", "/readyz").unwrap();
+    let first_failure = Instant::now();
+    assert_eq!(blip.status, 200, "{}", blip.text());
+    assert!(
+        blip.text().starts_with("ready: store failing for "),
+        "{}",
+        blip.text()
+    );
     let why = until_status(&node, "/readyz", 503);
     assert!(why.starts_with("not ready: store: "), "{why}");
+    assert!(
+        first_failure.elapsed() >= Duration::from_millis(1400),
+        "503 after {:?}, inside the 1.5 s grace",
+        first_failure.elapsed()
+    );
     assert_eq!(
         request(node.metrics(), "GET", "/healthz").unwrap().status,
         200
@@ -140,11 +154,18 @@ fn probes_follow_the_store_and_metrics_count_connections() {
 fn the_directory_is_ready_while_its_store_answers() {
     let dir = TempDir::new("directory-probes");
     let mut redis = RedisServer::start();
-    let directory = at_tests::servers::directory(dir.path(), Some(&redis.url()), true);
+    let directory = at_tests::servers::directory_with_env(
+        dir.path(),
+        Some(&redis.url()),
+        true,
+        &[("AT_DIRECTORY__READINESS_GRACE_MILLIS", "1000")],
+    );
     let http = directory.metrics.expect("metrics address");
     assert_eq!(request(http, "GET", "/healthz").unwrap().text(), "ok\n");
     assert_eq!(until_status_at(http, "/readyz", 200), "ready\n");
     redis.kill();
+    let blip = request(http, "GET", "/readyz").unwrap();
+    assert_eq!(blip.status, 200, "{}", blip.text());
     assert!(until_status_at(http, "/readyz", 503).starts_with("not ready: store: "));
     assert_eq!(request(http, "GET", "/healthz").unwrap().status, 200);
     redis.restart();
