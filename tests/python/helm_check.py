@@ -39,6 +39,21 @@ NAMESPACE = "atns"
 FULL = f"{RELEASE}-atplatform"
 
 # Scenario name -> values.
+# What every install must give (the chart has no default for it).
+REQUIRED = {"server": {"sniDomain": "atservers.example.com"}}
+
+
+def with_required(values):
+    """`values` on top of REQUIRED (nested maps merged)."""
+    def merge(base, over):
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(
+                out.get(key), dict) else value
+        return out
+    return merge(REQUIRED, values)
+
+
 SCENARIOS = {
     "default": {},
     "custom": {
@@ -82,8 +97,13 @@ SCENARIOS = {
     },
 }
 
-# Values that must be refused, and a word the refusal must contain.
+# The values of an install that gives nothing.
+NOTHING = {}
+
+# Values that must be refused, and a word the refusal must contain (each on top of REQUIRED
+# but NOTHING).
 REFUSED = [
+    (NOTHING, "sniDomain"),
     ({"redis": {"mode": "cluster"}}, "mode"),
     ({"redis": {"mode": "external"}}, "externalUrl"),
     ({"server": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}, "minReplicas"),
@@ -532,6 +552,7 @@ def main():
     checks = {"default": scenario_default, "custom": scenario_custom, "gitops": scenario_gitops,
               "fixed": scenario_fixed}
     for name, values in SCENARIOS.items():
+        values = with_required(values)
         lint(path, values, name)
         rendered = render(chart, values)
         if name == "gitops":
@@ -567,7 +588,7 @@ def main():
         checks[name](k, options)
     for values, word in REFUSED:
         try:
-            render(chart, values)
+            render(chart, values if values is NOTHING else with_required(values))
         except (helm_python.HelmValuesError, helm_python.HelmRenderError) as e:
             check(word in str(e), f"refused {values}: {str(e).strip().splitlines()[-1]}")
             continue
