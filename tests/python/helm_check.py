@@ -70,7 +70,8 @@ SCENARIOS = {
             "service": {"type": "ClusterIP", "port": 443},
             "autoscaling": {"minReplicas": 3, "maxReplicas": 7,
                             "targetCPUUtilizationPercentage": 0,
-                            "targetMemoryUtilizationPercentage": 80},
+                            "targetMemoryUtilizationPercentage": 80,
+                            "targetConnectionsPerPod": 5000},
             "podDisruptionBudget": {"minAvailable": None, "maxUnavailable": 1},
             "shutdown": {"pauseSeconds": 5, "graceSeconds": 40},
             "settings": {"inbound_max_limit": 5000, "peer_client_certificate": "optional"},
@@ -374,6 +375,10 @@ def scenario_default(k, options):
     check((hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
           and hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu",
           f"{what}: HPA 2..10 replicas on CPU")
+    check(hpa["spec"]["behavior"]["scaleDown"]["policies"] == [
+        {"type": "Pods", "value": 1, "periodSeconds": 300}]
+          and hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 600,
+          f"{what}: HPA scales down one pod per 5 minutes after 10 quiet minutes")
     check(k[("PodDisruptionBudget", f"{FULL}-server")]["spec"] == {
         "maxUnavailable": 1, "selector": server["spec"]["selector"]},
         f"{what}: server PDB maxUnavailable 1 (never blocks a drain)")
@@ -446,9 +451,13 @@ def scenario_custom(k, options):
           f"{what}: image repository and tag")
     hpa = k[("HorizontalPodAutoscaler", f"{FULL}-server")]["spec"]
     check((hpa["minReplicas"], hpa["maxReplicas"]) == (3, 7)
-          and [m["resource"]["name"] for m in hpa["metrics"]] == ["memory"]
-          and hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 80,
-          f"{what}: HPA 3..7 replicas on memory 80%")
+          and [m["type"] for m in hpa["metrics"]] == ["Resource", "Pods"]
+          and hpa["metrics"][0]["resource"]["name"] == "memory"
+          and hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 80
+          and hpa["metrics"][1]["pods"] == {"metric": {"name": "atserver_connections"},
+                                            "target": {"type": "AverageValue",
+                                                       "averageValue": "5000"}},
+          f"{what}: HPA 3..7 replicas on memory 80% and 5000 connections per pod")
     check(k[("PodDisruptionBudget", f"{FULL}-server")]["spec"] == {
         "maxUnavailable": 1, "selector": server["spec"]["selector"]},
         f"{what}: server PDB maxUnavailable 1")
