@@ -142,6 +142,8 @@ CRD_SCHEMAS = {
                     "encoding": {"enum": ["PKCS1", "PKCS8"]},
                     "rotationPolicy": {"enum": ["Never", "Always"]}}},
                 "usages": {"type": "array", "items": {"type": "string"}},
+                "dnsNames": {"type": "array", "minItems": 1,
+                             "items": {"type": "string", "pattern": r"^(\*\.)?[a-z0-9.-]+$"}},
                 "issuerRef": {"type": "object", "required": ["name"], "additionalProperties": False,
                               "properties": {"name": {"type": "string"}, "kind": {"type": "string"},
                                              "group": {"type": "string"}}},
@@ -336,11 +338,29 @@ def common_checks(what, k, options):
           and server_toml["directory_store"]["backend"] == "redis"
           and "redis_url" not in server_toml["store"],
           f"{what}: server.toml: [store] and [directory_store] on redis, URL not in the file")
-    check(server_toml["tls"] == {"ca_file": "/etc/atplatform/ca/ca.pem",
-                                 "ca_key_file": "/etc/atplatform/ca/ca-key.pem"}
-          and "/etc/atplatform/ca/ca.pem" in server_toml["peer_ca_files"]
+    cert_manager = ("Certificate", f"{FULL}-ca") in k
+    if cert_manager:
+        leaf = {"cert_file": "/etc/atplatform/tls/cert.pem",
+                "key_file": "/etc/atplatform/tls/key.pem"}
+        check(server_toml["tls"] == leaf,
+              f"{what}: server.toml: the node's certificate from cert-manager, no CA key")
+    else:
+        check(server_toml["tls"] == {"ca_file": "/etc/atplatform/ca/ca.pem",
+                                     "ca_key_file": "/etc/atplatform/ca/ca-key.pem"},
+              f"{what}: server.toml: each node issues its certificate from the cluster CA")
+    check("/etc/atplatform/ca/ca.pem" in server_toml["peer_ca_files"]
           and server_toml["directory_ca_file"] == "/etc/atplatform/ca/ca.pem",
-          f"{what}: server.toml: cluster CA for tls, peers and the directory")
+          f"{what}: server.toml: the cluster CA for peers and the directory")
+    for name, deploy in (("server", server), ("directory", directory)):
+        volumes = {v["name"]: v for v in deploy["spec"]["template"]["spec"]["volumes"]}
+        paths = [i["path"] for i in volumes["cluster-ca"]["secret"]["items"]]
+        if cert_manager:
+            check(paths == ["ca.pem"]
+                  and volumes["tls"]["secret"]["secretName"] == f"{FULL}-{name}-tls",
+                  f"{what}: {name} pods hold the CA certificate but not its key, and their "
+                  f"own certificate from cert-manager")
+        else:
+            check(paths == ["ca.pem", "ca-key.pem"], f"{what}: {name} mounts the CA to issue from")
     check(server_toml["directory"] == f"{FULL}-directory.{NAMESPACE}.svc:64",
           f"{what}: server.toml: directory is the in-cluster Service on port 64")
     check(server_toml["authenticated_idle_time_millis"] == 2592000000,
@@ -348,8 +368,10 @@ def common_checks(what, k, options):
     directory_toml = check_options(
         k[("ConfigMap", f"{FULL}-directory")]["data"]["directory.toml"], "directory", options)
     check(directory_toml["store"]["backend"] == "redis"
-          and directory_toml["tls"]["ca_file"] == "/etc/atplatform/ca/ca.pem"
-          and f"{FULL}-directory.{NAMESPACE}.svc" in directory_toml["tls"]["self_signed_names"],
+          and (directory_toml["tls"] == leaf if cert_manager else
+               directory_toml["tls"]["ca_file"] == "/etc/atplatform/ca/ca.pem"
+               and f"{FULL}-directory.{NAMESPACE}.svc"
+               in directory_toml["tls"]["self_signed_names"]),
           f"{what}: directory.toml: redis store, certificate from the cluster CA for its Service")
     lookup = k[("Service", f"{FULL}-directory")]["spec"]["ports"]
     check([(p["port"], p["targetPort"]) for p in lookup] == [(64, "lookup")],
@@ -498,9 +520,21 @@ def scenario_custom(k, options):
     items = server["spec"]["template"]["spec"]["volumes"]
     ca_volume = next(v for v in items if v["name"] == "cluster-ca")["secret"]
     check(ca_volume["secretName"] == cert["secretName"]
-          and {i["key"]: i["path"] for i in ca_volume["items"]}
-          == {"tls.crt": "ca.pem", "tls.key": "ca-key.pem"},
-          f"{what}: cert-manager's tls.crt/tls.key mounted as ca.pem/ca-key.pem")
+          and {i["key"]: i["path"] for i in ca_volume["items"]} == {"tls.crt": "ca.pem"},
+          f"{what}: cert-manager's CA certificate mounted as ca.pem, its key nowhere")
+    issuer = k[("Issuer", f"{FULL}-ca-issuer")]["spec"]
+    leaf = k[("Certificate", f"{FULL}-server-tls")]["spec"]
+    check(issuer == {"ca": {"secretName": cert["secretName"]}}
+          and leaf["issuerRef"]["name"] == f"{FULL}-ca-issuer"
+          and leaf["dnsNames"][:2] == ["*.at.example.org", "at.example.org"]
+          and "lb.example.org" in leaf["dnsNames"]
+          and leaf["usages"] == ["digital signature", "server auth", "client auth"]
+          and leaf["privateKey"]["encoding"] == "PKCS8",
+          f"{what}: cert-manager issues the nodes' wildcard certificate from the cluster CA")
+    directory_leaf = k[("Certificate", f"{FULL}-directory-tls")]["spec"]
+    check("root.example.org" in directory_leaf["dnsNames"]
+          and f"{FULL}-directory.{NAMESPACE}.svc" in directory_leaf["dnsNames"],
+          f"{what}: and the directory's, for its Service and directory.tlsNames")
     monitor = k[("ServiceMonitor", FULL)]
     selected = [name for (kind, name), doc in k.items() if kind == "Service" and all(
         doc["metadata"]["labels"].get(l) == v

@@ -81,7 +81,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.certManager.enabled -}}tls.key{{- else -}}ca-key.pem{{- end -}}
 {{- end -}}
 
-{{/* The CA volume: the Secret's certificate and key as ca.pem and ca-key.pem. */}}
+{{/* The CA volume: the Secret's certificate as ca.pem, and its key as ca-key.pem only where
+pods issue their own certificates (not under cert-manager, which issues them: then no pod
+that serves the internet holds the key). */}}
 {{- define "atplatform.caVolume" -}}
 - name: cluster-ca
   secret:
@@ -90,8 +92,34 @@ app.kubernetes.io/component: {{ .component }}
     items:
       - key: {{ include "atplatform.caCertKey" . }}
         path: ca.pem
+      {{- if not .Values.certManager.enabled }}
       - key: {{ include "atplatform.caKeyKey" . }}
         path: ca-key.pem
+      {{- end }}
+{{- end -}}
+
+{{/* Under cert-manager: a component's own certificate (Secret <fullname>-<component>-tls),
+as a volume and where it is mounted. Takes (dict "ctx" . "component" "server"). */}}
+{{- define "atplatform.leafVolume" -}}
+{{- if .ctx.Values.certManager.enabled }}
+- name: tls
+  secret:
+    secretName: {{ include "atplatform.fullname" .ctx }}-{{ .component }}-tls
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: cert.pem
+      - key: tls.key
+        path: key.pem
+{{- end }}
+{{- end -}}
+
+{{- define "atplatform.leafMount" -}}
+{{- if .ctx.Values.certManager.enabled }}
+- name: tls
+  mountPath: /etc/atplatform/tls
+  readOnly: true
+{{- end }}
 {{- end -}}
 
 {{/* The Secret with the Redis URL and its key. */}}
@@ -259,4 +287,25 @@ Takes (dict "ctx" . "names" (list "AT_SERVER__STORE__REDIS_URL")). */}}
 restart with a new password or URL instead of failing with NOAUTH. */}}
 {{- define "atplatform.redisChecksum" -}}
 checksum/redis-secret: {{ include (print .Template.BasePath "/redis-secret.yaml") . | sha256sum }}
+{{- end -}}
+
+{{/* The names on the directory's certificate, as a JSON list: its Service's in-cluster names,
+localhost, and directory.tlsNames. */}}
+{{- define "atplatform.directoryTlsNames" -}}
+{{- $svc := include "atplatform.directoryName" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $names := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) "localhost" -}}
+{{- concat $names .Values.directory.tlsNames | toJson -}}
+{{- end -}}
+
+{{/* The names on the nodes' certificate, as a JSON list: every atSign's SNI name, the public
+host, and the Service's in-cluster names. */}}
+{{- define "atplatform.serverTlsNames" -}}
+{{- $svc := printf "%s-server" (include "atplatform.fullname" .) -}}
+{{- $ns := .Release.Namespace -}}
+{{- $names := list (printf "*.%s" .Values.server.sniDomain) .Values.server.sniDomain $svc (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- if and .Values.server.publicHost (ne .Values.server.publicHost .Values.server.sniDomain) -}}
+{{- $names = append $names .Values.server.publicHost -}}
+{{- end -}}
+{{- $names | toJson -}}
 {{- end -}}
