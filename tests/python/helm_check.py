@@ -34,6 +34,8 @@ import kubernetes_validate
 import yaml
 
 KUBE_VERSION = "1.31.0"
+# The image's user (deploy/Dockerfile `USER`), which the pods must run as.
+IMAGE_USER = None
 RELEASE = "rel"
 NAMESPACE = "atns"
 FULL = f"{RELEASE}-atplatform"
@@ -307,8 +309,12 @@ def common_checks(what, k, options):
         pod_sc = deploy["spec"]["template"]["spec"]["securityContext"]
         check(sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"]
               and sc["capabilities"]["drop"] == ["ALL"] and not sc["allowPrivilegeEscalation"]
-              and pod_sc["runAsNonRoot"] and pod_sc["runAsUser"] != 0,
-              f"{what}: {name} runs as non-root, read-only root, no capabilities")
+              and pod_sc["runAsNonRoot"] and pod_sc["runAsUser"] == IMAGE_USER,
+              f"{what}: {name} runs as the image's non-root user, read-only root, no capabilities")
+        startup = c["startupProbe"]
+        check(startup["httpGet"]["path"] == "/healthz"
+              and startup["periodSeconds"] * startup["failureThreshold"] >= 300,
+              f"{what}: {name} has 5 minutes to start before liveness applies")
         probes = (c["readinessProbe"]["httpGet"], c["livenessProbe"]["httpGet"])
         check(probes[0]["path"] == "/readyz" and probes[1]["path"] == "/healthz"
               and probes[0]["port"] == "metrics"
@@ -588,6 +594,9 @@ def main():
     path = os.path.join(root, "helm", "atplatform")
     options = known_options(root)
     check_settings_schema(root, path)
+    global IMAGE_USER
+    dockerfile = open(os.path.join(root, "deploy", "Dockerfile"), encoding="utf-8").read()
+    IMAGE_USER = int(re.search(r"^USER (\d+):\d+$", dockerfile, re.M).group(1))
     os.makedirs(out, exist_ok=True)
     chart = helm_python.Chart.load(path)
     ok(f"chart {chart.name} {chart.version} loaded (Helm SDK {helm_python.helm_sdk_version()},"
