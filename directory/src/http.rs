@@ -110,10 +110,15 @@ impl StoreReadiness {
                 failing.as_millis()
             ));
         }
-        HttpResponse::ServiceUnavailable()
-            .content_type("text/plain")
-            .body(format!("not ready: store: {why}\n"))
+        not_ready(format_args!("store: {why}"))
     }
+}
+
+/// `503 not ready: <why>`, the one shape of a `/readyz` refusal (the atServer's too).
+pub fn not_ready(why: impl std::fmt::Display) -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .content_type("text/plain")
+        .body(format!("not ready: {why}\n"))
 }
 
 /// The directory is ready when its store answers a lookup (see [`StoreReadiness`]).

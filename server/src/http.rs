@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use at_directory::http::{healthz, StoreReadiness, READY_TIMEOUT};
+use at_directory::http::{healthz, not_ready, StoreReadiness, READY_TIMEOUT};
 
 use crate::keystore::Hosts;
 use crate::metrics::metrics;
@@ -83,15 +83,11 @@ pub fn serve(listener: std::net::TcpListener, probes: Probes) -> std::io::Result
 /// The node is ready when its store answers a ping, until it is told to stop.
 async fn readyz(probes: web::Data<Probes>) -> HttpResponse {
     if *probes.stopping.borrow() {
-        return HttpResponse::ServiceUnavailable()
-            .content_type("text/plain")
-            .body("not ready: shutting down\n");
+        return not_ready("shutting down");
     }
     // A store that can never answer again (the node is exiting) is not a blip.
     if let Some(why) = probes.store.failure() {
-        return HttpResponse::ServiceUnavailable()
-            .content_type("text/plain")
-            .body(format!("not ready: store: {why}\n"));
+        return not_ready(format_args!("store: {why}"));
     }
     probes.readiness.answer(probes.store.ping()).await
 }
