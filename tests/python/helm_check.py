@@ -36,6 +36,8 @@ import yaml
 KUBE_VERSION = "1.31.0"
 # The image's user (deploy/Dockerfile `USER`), which the pods must run as.
 IMAGE_USER = None
+# The metrics the binaries register (registered_metrics), for the dashboard's queries.
+METRICS = {}
 RELEASE = "rel"
 NAMESPACE = "atns"
 FULL = f"{RELEASE}-atplatform"
@@ -86,6 +88,11 @@ SCENARIOS = {
             "tlsNames": ["root.example.org"],
         },
     },
+    "monitoring": {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "folder": "atProtocol",
+                             "labels": {"team": "at"}},
+    },
     "gitops": {
         "tls": {"existingSecret": "my-ca"},
         "redis": {"auth": {"existingSecret": "redis-pass", "existingSecretPasswordKey": "pw"}},
@@ -118,6 +125,7 @@ REFUSED = [
     ({"server": {"terminationGracePeriodSeconds": 30}}, "terminationGracePeriodSeconds"),
     ({"server": {"settings": {"inbound_max_limt": 5}}}, "inbound_max_limt"),
     ({"directory": {"settings": {"max_conections": 5}}}, "max_conections"),
+    ({"grafanaDashboard": {"enabled": True, "uid": "x" * 41}}, "uid"),
     ({"redis": {"tls": {"caSecret": "x"}}}, "external"),
     ({"redis": {"mode": "external", "externalUrl": "redis://db:6379",
                 "tls": {"caSecret": "x"}}}, "rediss://"),
@@ -224,6 +232,130 @@ def check_settings_schema(root, path):
         got = set(listed["propertyNames"]["enum"])
         check(got == want, f"schema: {where} lists the options of {struct} "
                            f"(missing {sorted(want - got)}, unknown {sorted(got - want)})")
+
+
+# Labels a series gets from the scrape (Prometheus Operator's ServiceMonitor), beside its own.
+SCRAPE_LABELS = {"namespace", "job", "pod", "instance", "service", "endpoint", "container"}
+# What a dashboard's PromQL may name that is not a metric.
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
+                "or", "unless", "offset", "inf", "nan"}
+
+
+def registered_metrics(root):
+    """Every metric name the binaries expose, from the registrations in their sources
+    (`Opts::new("name", ..)`, `IntGauge::new("name", ..)`, `HistogramOpts::new(..)`...), with its
+    label names: {exposed name: labels}. A histogram exposes name_bucket (with `le`), name_sum
+    and name_count."""
+    found = {}
+    for crate in ("server", "directory", "common"):
+        for base, _, files in os.walk(os.path.join(root, crate, "src")):
+            for file in files:
+                if not file.endswith(".rs"):
+                    continue
+                source = open(os.path.join(base, file), encoding="utf-8").read()
+                for m in re.finditer(r'\b(HistogramOpts::new|Opts::new|opts|(?:Int)?(?:Gauge|Counter)'
+                                     r'::new)\(\s*"([a-zA-Z_:][a-zA-Z0-9_:]*)"', source):
+                    rest = source[m.end():]
+                    rest = rest[:rest.find(".expect(")] if ".expect(" in rest else rest[:400]
+                    labels = re.search(r"&\[([^\]]*)\]", rest)
+                    labels = set(re.findall(r'"(\w+)"', labels.group(1))) if labels else set()
+                    name = m.group(2)
+                    if m.group(1) == "HistogramOpts::new":
+                        found[name + "_bucket"] = labels | {"le"}
+                        found[name + "_sum"] = labels
+                        found[name + "_count"] = labels
+                    else:
+                        found[name] = labels
+    return found
+
+
+def promql_names(expr):
+    """The metric names and the label names a PromQL expression uses."""
+    labels = set()
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    for selector in re.findall(r"\{([^}]*)\}", text):
+        labels |= set(re.findall(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)", selector))
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    for grouping in re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)",
+                               text):
+        labels |= set(re.findall(r"[a-zA-Z_]\w*", grouping))
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges
+    text = re.sub(r"\$\w+", " ", text)  # dashboard variables
+    names = {m.group(1) for m in re.finditer(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", text)
+             if not m.group(2) and m.group(1).lower() not in PROMQL_WORDS
+             and not re.fullmatch(r"[0-9.e]+", m.group(1))}
+    return names, labels
+
+
+def check_dashboard(what, k, metrics, namespace):
+    """The Grafana dashboard's ConfigMap: for the sidecar, and a dashboard whose every query names
+    metrics the binaries export, with their labels."""
+    cm = k[("ConfigMap", f"{FULL}-dashboard")]
+    check(cm["metadata"]["namespace"] == namespace
+          and cm["metadata"]["labels"]["grafana_dashboard"] == "1",
+          f"{what}: dashboard ConfigMap in {namespace}, labelled grafana_dashboard: \"1\"")
+    [(key, text)] = cm["data"].items()
+    dashboard = json.loads(text)
+    check(key.endswith(".json") and dashboard["uid"] and len(dashboard["uid"]) <= 40
+          and NAMESPACE in dashboard["title"],
+          f"{what}: the dashboard JSON parses, uid {dashboard['uid']} (at most 40 characters)")
+    panels = dashboard["panels"]
+    ids = [p["id"] for p in panels]
+    check(len(ids) == len(set(ids)) and len(panels) >= 20,
+          f"{what}: dashboard: {len(panels)} panels, each with its own id")
+    cells = set()
+    for p in panels:
+        g = p["gridPos"]
+        assert all(isinstance(g[a], int) for a in "xywh") and g["x"] + g["w"] <= 24, p["title"]
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not mine & cells, f"panel {p['title']} overlaps another"
+        cells |= mine
+    ok(f"{what}: dashboard: every panel has a gridPos inside 24 columns, none overlapping")
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    check(variables["datasource"]["type"] == "datasource"
+          and variables["datasource"]["query"] == "prometheus"
+          and variables["namespace"]["type"] == "query"
+          and variables["namespace"]["current"]["value"] == NAMESPACE
+          and {"server_job", "directory_job"} <= set(variables),
+          f"{what}: dashboard variables: a Prometheus datasource, the namespace (this release's "
+          f"first) and the jobs")
+    exprs = []
+    for p in panels:
+        if p["type"] == "row":
+            continue
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+        assert p["targets"], p["title"]
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == "${datasource}", p["title"]
+            assert 'namespace="$namespace"' in t["expr"], t["expr"]
+            exprs.append((p["title"], t["expr"]))
+    ok(f"{what}: dashboard: every panel queries ${{datasource}} in $namespace")
+    for v in variables.values():
+        if v["type"] == "query":
+            assert v["datasource"]["uid"] == "${datasource}", v["name"]
+            found = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", v["query"]["query"])
+            exprs.append((f"variable {v['name']}", found.group(1)))
+    used = set()
+    for title, expr in exprs:
+        names, labels = promql_names(expr)
+        assert names, f"{title}: no metric in {expr}"
+        unknown = names - set(metrics)
+        assert not unknown, f"{title}: {sorted(unknown)} not registered by the binaries ({expr})"
+        allowed = SCRAPE_LABELS.union(*(metrics[n] for n in names))
+        assert labels <= allowed, f"{title}: labels {sorted(labels - allowed)} unknown in {expr}"
+        for quantile in re.findall(r"histogram_quantile\(\s*[0-9.]+\s*,(.*)", expr):
+            assert "_bucket" in quantile and re.search(r"by \([^)]*\ble\b", quantile), expr
+        used |= names
+    ok(f"{what}: dashboard: all {len(exprs)} queries name only metrics the binaries register "
+       f"({len(used)} of {len(metrics)}), with their own labels; percentiles from _bucket by le")
+    first = {"atserver_connections", "atserver_commands_total",
+             "atserver_command_duration_seconds_bucket", "atserver_notifications_total",
+             "atserver_notification_delivery_seconds_bucket", "atserver_peer_links",
+             "atserver_store_errors_total", "atserver_redis_resubscriptions_total",
+             "atdirectory_lookups_total", "atdirectory_lookup_duration_seconds_bucket"}
+    check(first <= used, f"{what}: dashboard shows connections, commands, errors, latency, "
+                         f"notifications, peers, store, Redis and directory lookups")
 
 
 def known_options(root):
@@ -468,8 +600,9 @@ def scenario_default(k, options):
     check(base64.b64decode(ca["ca-key.pem"]).startswith(b"-----BEGIN PRIVATE KEY-----")
           and base64.b64decode(ca["ca.pem"]).startswith(b"-----BEGIN CERTIFICATE-----"),
           f"{what}: generated cluster CA Secret (PKCS#8 key)")
-    check(not any(kind in ("ServiceMonitor", "Certificate") for kind, _ in k),
-          f"{what}: no ServiceMonitor or Certificate by default")
+    check(not any(kind in ("ServiceMonitor", "Certificate") for kind, _ in k)
+          and ("ConfigMap", f"{FULL}-dashboard") not in k,
+          f"{what}: no ServiceMonitor, Certificate or dashboard by default")
 
 
 def scenario_custom(k, options):
@@ -554,6 +687,22 @@ def scenario_custom(k, options):
           f"{what}: directory Service as a LoadBalancer")
 
 
+def scenario_monitoring(k, options):
+    what = "monitoring"
+    common_checks(what, k, options)
+    monitor = k[("ServiceMonitor", FULL)]
+    selected = [name for (kind, name), doc in k.items() if kind == "Service" and all(
+        doc["metadata"]["labels"].get(l) == v
+        for l, v in monitor["spec"]["selector"]["matchLabels"].items())]
+    check(sorted(selected) == [f"{FULL}-directory-http", f"{FULL}-server-http"]
+          and monitor["metadata"]["labels"]["release"] == "prometheus",
+          f"{what}: ServiceMonitor scrapes the two metrics Services")
+    check_dashboard(what, k, METRICS, "monitoring")
+    cm = k[("ConfigMap", f"{FULL}-dashboard")]["metadata"]
+    check(cm["annotations"] == {"grafana_folder": "atProtocol"} and cm["labels"]["team"] == "at",
+          f"{what}: dashboard in the Grafana folder atProtocol (annotation), extra labels")
+
+
 def scenario_gitops(k, options):
     what = "gitops"
     server, _ = common_checks(what, k, options)
@@ -601,8 +750,13 @@ def main():
     chart = helm_python.Chart.load(path)
     ok(f"chart {chart.name} {chart.version} loaded (Helm SDK {helm_python.helm_sdk_version()},"
        f" kubernetes-validate {kubernetes_validate.__version__})")
+    global METRICS
+    METRICS = registered_metrics(root)
+    check(len(METRICS) >= 20 and "atserver_connections" in METRICS
+          and "atdirectory_lookup_duration_seconds_bucket" in METRICS,
+          f"{len(METRICS)} metric series names registered in the sources")
     checks = {"default": scenario_default, "custom": scenario_custom, "gitops": scenario_gitops,
-              "fixed": scenario_fixed}
+              "fixed": scenario_fixed, "monitoring": scenario_monitoring}
     for name, values in SCENARIOS.items():
         values = with_required(values)
         lint(path, values, name)

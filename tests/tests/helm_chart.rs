@@ -79,7 +79,7 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
         "helm_check.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
-    for scenario in ["default", "custom", "gitops", "fixed"] {
+    for scenario in ["default", "custom", "monitoring", "gitops", "fixed"] {
         assert!(
             stdout.contains(&format!(
                 "ok {scenario}: helm lint --strict clean (kube 1.31.0"
@@ -182,6 +182,22 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
     assert!(
         monitor.contains("apiVersion: monitoring.coreos.com/v1"),
         "{monitor}"
+    );
+
+    // The Grafana dashboard: a ConfigMap the sidecar finds by its label, in its namespace.
+    let docs = manifests(out.path(), "monitoring");
+    let dashboard = find(&docs, "ConfigMap", "rel-atplatform-dashboard");
+    assert!(
+        dashboard.contains("  namespace: monitoring\n")
+            && dashboard.contains("    grafana_dashboard: \"1\"\n")
+            && dashboard.contains("\"uid\": \"${datasource}\"")
+            && dashboard.contains("histogram_quantile("),
+        "{dashboard}"
+    );
+    assert!(
+        stdout.contains("ok monitoring: dashboard: all ")
+            && stdout.contains("name only metrics the binaries register"),
+        "dashboard queries not checked against the registered metrics:\n{stdout}"
     );
 
     // Fixed replicas: no HPA, and the Deployment says how many.
