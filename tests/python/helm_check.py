@@ -83,10 +83,14 @@ SCENARIOS = {
         },
         "directory": {
             "replicas": 3,
+            "host": "root.example.org",
             "service": {"type": "LoadBalancer", "loadBalancerSourceRanges": ["10.0.0.0/8"],
-                        "externalTrafficPolicy": "Local"},
-            "tlsNames": ["root.example.org"],
+                        "externalTrafficPolicy": "Local", "loadBalancerIP": "203.0.113.7",
+                        "nodePort": 30064,
+                        "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}},
+            "tlsNames": ["directory.example.org"],
         },
+        "externalDns": {"enabled": True, "ttl": 60},
     },
     "monitoring": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
@@ -101,8 +105,11 @@ SCENARIOS = {
         "tls": {"existingSecret": "my-ca"},
         "redis": {"auth": {"enabled": False}, "persistence": {"storageClass": "fast"}},
         "server": {"autoscaling": {"enabled": False}, "replicas": 4,
-                   "podDisruptionBudget": {"enabled": False}, "topologySpread": False},
-        "directory": {"podDisruptionBudget": {"enabled": False}},
+                   "podDisruptionBudget": {"enabled": False}, "topologySpread": False,
+                   "service": {"type": "NodePort", "port": 30464, "nodePort": 30464}},
+        "directory": {"podDisruptionBudget": {"enabled": False},
+                      "service": {"type": "NodePort"}},
+        "externalDns": {"enabled": True},
         "serviceAccount": {"create": False},
     },
 }
@@ -126,6 +133,8 @@ REFUSED = [
     ({"server": {"settings": {"inbound_max_limt": 5}}}, "inbound_max_limt"),
     ({"directory": {"settings": {"max_conections": 5}}}, "max_conections"),
     ({"grafanaDashboard": {"enabled": True, "uid": "x" * 41}}, "uid"),
+    ({"directory": {"host": "root example"}}, "host"),
+    ({"directory": {"service": {"loadBalancerIP": "my-ip"}}}, "loadBalancerIP"),
     ({"redis": {"tls": {"caSecret": "x"}}}, "external"),
     ({"redis": {"mode": "external", "externalUrl": "redis://db:6379",
                 "tls": {"caSecret": "x"}}}, "rediss://"),
@@ -600,6 +609,15 @@ def scenario_default(k, options):
     check(base64.b64decode(ca["ca-key.pem"]).startswith(b"-----BEGIN PRIVATE KEY-----")
           and base64.b64decode(ca["ca.pem"]).startswith(b"-----BEGIN CERTIFICATE-----"),
           f"{what}: generated cluster CA Secret (PKCS#8 key)")
+    notes = k[("NOTES", "txt")]
+    check("Point a wildcard DNS record *.atservers.example.com at the load balancer" in notes
+          and "not reachable from outside the cluster" in notes
+          and "an Ingress cannot carry it" in notes
+          and "set directory.service.type=LoadBalancer" in notes
+          and "kubectl port-forward -n atns svc/rel-atplatform-directory 6464:64" in notes
+          and "rel-atplatform-directory.atns.svc:64" in notes,
+          f"{what}: NOTES: wildcard DNS at the servers' load balancer; the ClusterIP directory "
+          f"is in-cluster only (no Ingress for raw TLS: LoadBalancer or TCP passthrough)")
     check(not any(kind in ("ServiceMonitor", "Certificate") for kind, _ in k)
           and ("ConfigMap", f"{FULL}-dashboard") not in k,
           f"{what}: no ServiceMonitor, Certificate or dashboard by default")
@@ -681,10 +699,30 @@ def scenario_custom(k, options):
     check(sorted(selected) == [f"{FULL}-directory-http", f"{FULL}-server-http"]
           and monitor["metadata"]["labels"]["release"] == "prometheus",
           f"{what}: ServiceMonitor scrapes the two metrics Services")
-    directory = k[("Service", f"{FULL}-directory")]["spec"]
+    service = k[("Service", f"{FULL}-directory")]
+    directory = service["spec"]
     check(directory["type"] == "LoadBalancer" and directory["externalTrafficPolicy"] == "Local"
-          and directory["loadBalancerSourceRanges"] == ["10.0.0.0/8"],
-          f"{what}: directory Service as a LoadBalancer")
+          and directory["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
+          and directory["loadBalancerIP"] == "203.0.113.7"
+          and directory["ports"][0]["nodePort"] == 30064,
+          f"{what}: directory Service as a LoadBalancer (reserved address, source ranges, node port)")
+    check(service["metadata"]["annotations"] == {
+        "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+        "external-dns.alpha.kubernetes.io/hostname": "root.example.org",
+        "external-dns.alpha.kubernetes.io/ttl": "60"}
+          and "annotations" not in k[("Service", f"{FULL}-server")]["metadata"],
+          f"{what}: external-dns names directory.host on the directory's LoadBalancer (not on a "
+          f"ClusterIP Service), beside its own annotations")
+    check(directory_leaf["dnsNames"][0] == "root.example.org"
+          and "directory.example.org" in directory_leaf["dnsNames"],
+          f"{what}: directory.host first on the directory's certificate, then tlsNames")
+    notes = k[("NOTES", "txt")]
+    check("Point the SDKs at root.example.org:64" in notes
+          and "kubectl get svc -n atns rel-atplatform-directory -o jsonpath='{.status.loadBalancer"
+          in notes and "external-dns makes it" in notes
+          and "reachable inside the cluster only" in notes and "TCP passthrough" in notes,
+          f"{what}: NOTES: DNS for directory.host at the directory's load balancer, SDKs at "
+          f"host:64; the ClusterIP atServers need a TCP passthrough")
 
 
 def scenario_monitoring(k, options):
@@ -723,7 +761,7 @@ def scenario_gitops(k, options):
 
 def scenario_fixed(k, options):
     what = "fixed"
-    server, _ = common_checks(what, k, options)
+    server, server_toml = common_checks(what, k, options)
     check(server["spec"]["replicas"] == 4 and not any(
         kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceAccount")
         for kind, _ in k), f"{what}: 4 fixed replicas, no HPA, PDB or ServiceAccount")
@@ -733,6 +771,20 @@ def scenario_fixed(k, options):
     check(next(v for v in volumes if v["name"] == "cluster-ca")["secret"]["secretName"] == "my-ca"
           and ("Secret", f"{FULL}-ca") not in k, f"{what}: the existing CA Secret is mounted")
     sts = k[("StatefulSet", f"{FULL}-redis")]
+    server_service = k[("Service", f"{FULL}-server")]
+    check(server_service["spec"]["type"] == "NodePort"
+          and server_service["spec"]["ports"][0]["nodePort"] == 30464
+          and server_toml["public_port"] == 30464
+          and server_service["metadata"]["annotations"] == {
+              "external-dns.alpha.kubernetes.io/hostname": "*.atservers.example.com"}
+          and "annotations" not in k[("Service", f"{FULL}-directory")]["metadata"],
+          f"{what}: server NodePort 30464 = public_port; external-dns names the wildcard; the "
+          f"directory without a host gets no name")
+    notes = k[("NOTES", "txt")]
+    check("the node port must be the same number" in notes and "as set" in notes
+          and "Point a DNS record <directory host> at your nodes' addresses" in notes
+          and "Set directory.host to that DNS name" in notes,
+          f"{what}: NOTES: NodePort instructions for both, and a reminder of directory.host")
     check("--requirepass" not in container(sts)["args"]
           and sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "fast",
           f"{what}: Redis without password, on StorageClass fast")
@@ -789,6 +841,8 @@ def main():
                     docs.append(doc)
         k = by_kind(docs)
         check(len(k) == len(docs), f"{name}: no two manifests share kind and name")
+        k[("NOTES", "txt")] = next(text for template, text in rendered.items()
+                                   if template.endswith("NOTES.txt"))
         ok(f"{name}: {counts['k8s']} manifests valid for Kubernetes {KUBE_VERSION} (strict), "
            f"{counts['crd']} custom resources structurally valid")
         checks[name](k, options)

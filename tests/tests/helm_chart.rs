@@ -158,6 +158,12 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
         ),
         "NOTES.txt: {notes}"
     );
+    // The directory is a ClusterIP by default: NOTES.txt says how to expose raw TLS.
+    assert!(
+        notes.contains("an Ingress cannot carry it")
+            && notes.contains("set directory.service.type=LoadBalancer"),
+        "NOTES.txt: {notes}"
+    );
     let default_kinds = kinds(&docs);
     assert!(!default_kinds.contains(&"ServiceMonitor") && !default_kinds.contains(&"Certificate"));
 

@@ -289,13 +289,13 @@ restart with a new password or URL instead of failing with NOAUTH. */}}
 checksum/redis-secret: {{ include (print .Template.BasePath "/redis-secret.yaml") . | sha256sum }}
 {{- end -}}
 
-{{/* The names on the directory's certificate, as a JSON list: its Service's in-cluster names,
-localhost, and directory.tlsNames. */}}
+{{/* The names on the directory's certificate, as a JSON list: directory.host, its Service's
+in-cluster names, localhost, and directory.tlsNames. */}}
 {{- define "atplatform.directoryTlsNames" -}}
 {{- $svc := include "atplatform.directoryName" . -}}
 {{- $ns := .Release.Namespace -}}
 {{- $names := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) "localhost" -}}
-{{- concat $names .Values.directory.tlsNames | toJson -}}
+{{- concat (compact (list .Values.directory.host)) $names .Values.directory.tlsNames | uniq | toJson -}}
 {{- end -}}
 
 {{/* The names on the nodes' certificate, as a JSON list: every atSign's SNI name, the public
@@ -308,4 +308,34 @@ host, and the Service's in-cluster names. */}}
 {{- $names = append $names .Values.server.publicHost -}}
 {{- end -}}
 {{- $names | toJson -}}
+{{- end -}}
+
+{{/* A public Service's annotations: its own, and with externalDns.enabled the host names for
+external-dns (not on a ClusterIP Service, whose address is no use outside). Takes (dict "ctx" . "svc" .Values.x.service "hosts" (list ...)). */}}
+{{- define "atplatform.serviceAnnotations" -}}
+{{- $ann := deepCopy (default dict .svc.annotations) -}}
+{{- if and .ctx.Values.externalDns.enabled .hosts (ne .svc.type "ClusterIP") -}}
+{{- $_ := set $ann .ctx.Values.externalDns.hostnameAnnotation (join "," .hosts) -}}
+{{- if .ctx.Values.externalDns.ttl -}}
+{{- $_ := set $ann "external-dns.alpha.kubernetes.io/ttl" (toString .ctx.Values.externalDns.ttl) -}}
+{{- end -}}
+{{- end -}}
+{{- with $ann -}}
+{{- toYaml . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The spec fields of a public Service beside its ports: a reserved address and allowed
+sources (LoadBalancer), the traffic policy (not ClusterIP). Takes the service values. */}}
+{{- define "atplatform.serviceExposure" -}}
+{{- if and (eq .type "LoadBalancer") .loadBalancerIP }}
+loadBalancerIP: {{ .loadBalancerIP | quote }}
+{{- end }}
+{{- if and (eq .type "LoadBalancer") .loadBalancerSourceRanges }}
+loadBalancerSourceRanges:
+  {{- toYaml .loadBalancerSourceRanges | nindent 2 }}
+{{- end }}
+{{- if and (ne .type "ClusterIP") .externalTrafficPolicy }}
+externalTrafficPolicy: {{ .externalTrafficPolicy }}
+{{- end }}
 {{- end -}}
