@@ -212,6 +212,10 @@ pub struct StoreConfig {
     /// For a Redis that asks for client certificates: ours (PEM chain) and its key (PEM).
     pub redis_client_cert_file: Option<PathBuf>,
     pub redis_client_key_file: Option<PathBuf>,
+    /// A file holding the Redis password (one trailing newline ignored), used instead of a
+    /// password in `redis_url`: a mounted Secret keeps it out of the URL, the environment and
+    /// the process's arguments. Read at start; a new password needs a restart.
+    pub redis_password_file: Option<PathBuf>,
 }
 
 impl StoreConfig {
@@ -239,22 +243,39 @@ impl StoreConfig {
                 "store.redis_client_cert_file and store.redis_client_key_file go together".into(),
             );
         }
+        if self.redis_password_file.is_some() && self.redis_url.is_none() {
+            return Err("store.redis_password_file needs a store.redis_url".into());
+        }
         Ok(())
     }
 
-    /// The client of `redis_url`: over TLS for `rediss://`, with the CA and client certificate
-    /// files read now (so a missing file fails at start, not at the first reconnect). Nothing
-    /// is connected yet.
+    /// The client of `redis_url`: over TLS for `rediss://`, with the password, CA and client
+    /// certificate files read now (so a missing file fails at start, not at the first
+    /// reconnect). Nothing is connected yet.
     pub fn redis_client(&self) -> redis::RedisResult<redis::Client> {
+        use redis::IntoConnectionInfo;
         let url = self.redis_url.as_ref().map_or("", |url| url.expose());
-        if !is_tls_url(url) {
-            return redis::Client::open(url);
-        }
         let read = |path: &PathBuf| {
             std::fs::read(path).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
             })
         };
+        let mut info = url.into_connection_info()?;
+        if let Some(path) = &self.redis_password_file {
+            let password = String::from_utf8(read(path)?).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: the password is not UTF-8", path.display()),
+                )
+            })?;
+            let password = password.strip_suffix('\n').unwrap_or(&password);
+            let password = password.strip_suffix('\r').unwrap_or(password);
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        if !is_tls_url(url) {
+            return redis::Client::open(info);
+        }
         let client_tls = match (&self.redis_client_cert_file, &self.redis_client_key_file) {
             (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
                 client_cert: read(cert)?,
@@ -264,7 +285,7 @@ impl StoreConfig {
         };
         let root_cert = self.redis_ca_file.as_ref().map(read).transpose()?;
         redis::Client::build_with_tls(
-            url,
+            info,
             redis::TlsCertificates {
                 client_tls,
                 root_cert,

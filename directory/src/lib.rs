@@ -48,7 +48,7 @@ pub enum Error {
 
 /// Runs the directory until SIGINT or SIGTERM. Must be called inside an actix system.
 pub async fn serve(config: DirectoryConfig) -> Result<(), Error> {
-    let store = store::open(&config.store, &config.data_dir).await?;
+    let store = store::open_when_reachable(&config.store, &config.data_dir).await?;
     listener::run(config, store).await
 }
 

@@ -87,6 +87,18 @@ enum Command {
         /// Key prefix in a Redis target (its `store.key_prefix`).
         #[arg(long, default_value = "")]
         to_key_prefix: String,
+        /// For a `rediss://` target: the CA certificates (PEM) its certificate chains to
+        /// (default: the system's roots).
+        #[arg(long)]
+        to_redis_ca_file: Option<PathBuf>,
+        /// For a Redis target that asks for a client certificate: ours (PEM) and its key.
+        #[arg(long, requires = "to_redis_client_key_file")]
+        to_redis_client_cert_file: Option<PathBuf>,
+        #[arg(long, requires = "to_redis_client_cert_file")]
+        to_redis_client_key_file: Option<PathBuf>,
+        /// A file holding the Redis target's password (instead of one in the URL).
+        #[arg(long)]
+        to_redis_password_file: Option<PathBuf>,
         atsigns: Vec<String>,
     },
 }
@@ -193,7 +205,7 @@ async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
             unreachable!("handled before the configuration is loaded")
         }
         Command::Serve { .. } => {
-            let store = store::open(&config.store, &config.data_dir)
+            let store = store::open_when_reachable(&config.store, &config.data_dir)
                 .await
                 .map_err(|e| e.to_string())?;
             return at_server::listener::run(config, store)
@@ -204,6 +216,10 @@ async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
         Command::Migrate {
             to,
             to_key_prefix,
+            to_redis_ca_file,
+            to_redis_client_cert_file,
+            to_redis_client_key_file,
+            to_redis_password_file,
             atsigns,
         } => {
             let atsigns = atsigns
@@ -213,9 +229,18 @@ async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
             let from = store::open(&config.store, &config.data_dir)
                 .await
                 .map_err(|e| e.to_string())?;
-            let target = at_server::migrate::open_target(&to, &to_key_prefix)
+            let redis = at_common::config::StoreConfig {
+                key_prefix: to_key_prefix,
+                redis_ca_file: to_redis_ca_file,
+                redis_client_cert_file: to_redis_client_cert_file,
+                redis_client_key_file: to_redis_client_key_file,
+                redis_password_file: to_redis_password_file,
+                ..Default::default()
+            };
+            let target = at_server::migrate::open_target(&to, redis)
                 .await
-                .map_err(|e| format!("{to}: {e}"))?;
+                // Not the URL in the message: it may hold a password.
+                .map_err(|e| format!("the migration target: {e}"))?;
             return at_server::migrate::migrate(&from, &target, &atsigns).await;
         }
         Command::Provision { atsigns } => Request::Provision { atsigns },

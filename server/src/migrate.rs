@@ -15,20 +15,28 @@ use at_common::AtSign;
 
 use crate::store::{self, Store, StoreError};
 
-/// The store `target` names: a `redis://`/`rediss://` URL (with `key_prefix`), or the data
-/// directory of an embedded store.
-pub async fn open_target(target: &str, key_prefix: &str) -> Result<Store, StoreError> {
+/// The store `target` names: a `redis://`/`rediss://` URL, or the data directory of an
+/// embedded store. `redis` gives a Redis target's other options, as a node's `store` section
+/// would (`key_prefix`, `redis_ca_file`, `redis_client_*_file`, `redis_password_file`); a
+/// `rediss://` target without `redis_ca_file` is verified against the system's roots.
+pub async fn open_target(target: &str, redis: StoreConfig) -> Result<Store, String> {
     if target.starts_with("redis://") || target.starts_with("rediss://") {
         let config = StoreConfig {
             backend: BackendKind::Redis,
             redis_url: Some(Secret::new(target)),
-            key_prefix: key_prefix.to_string(),
-            // A rediss:// target is verified against the system's roots.
-            ..StoreConfig::default()
+            ..redis
         };
-        return store::open(&config, Path::new("")).await;
+        config.validate()?;
+        return store::open(&config, Path::new(""))
+            .await
+            .map_err(|e| e.to_string());
     }
-    store::open(&StoreConfig::default(), Path::new(target)).await
+    if redis != StoreConfig::default() {
+        return Err("the --to-redis-* and --to-key-prefix options need a redis:// target".into());
+    }
+    store::open(&StoreConfig::default(), Path::new(target))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Copies `atsigns` (every atSign of `from` when empty) into `to`. One line of output per
@@ -92,7 +100,11 @@ mod tests {
         conformance::populate(&embedded, &alice).await;
         let original = embedded.export_atsign(&alice).await.unwrap().unwrap();
 
-        let shared = open_target(&redis.url(), "m:").await.unwrap();
+        let prefixed = StoreConfig {
+            key_prefix: "m:".into(),
+            ..StoreConfig::default()
+        };
+        let shared = open_target(&redis.url(), prefixed.clone()).await.unwrap();
         let out = migrate(&embedded, &shared, &[]).await.unwrap();
         assert_eq!(
             out,
@@ -112,7 +124,9 @@ mod tests {
         );
 
         let target = back.path().display().to_string();
-        let returned = open_target(&target, "").await.unwrap();
+        let refused = open_target(&target, prefixed).await.err().unwrap();
+        assert!(refused.contains("need a redis:// target"), "{refused}");
+        let returned = open_target(&target, StoreConfig::default()).await.unwrap();
         migrate(&shared, &returned, std::slice::from_ref(&alice))
             .await
             .unwrap();

@@ -60,6 +60,24 @@ fn start_node(
     redis: &RedisServer,
     dir: &TempDir,
 ) -> (Running, std::net::SocketAddr, std::path::PathBuf, String) {
+    let (config, addr, secret) = provision_node(redis, dir);
+    let server = serve(&config);
+    (server, addr, dir.path().join("server/tls/ca.pem"), secret)
+}
+
+/// `at-server serve` with `config`, once it listens.
+fn serve(config: &str) -> Running {
+    Running::start(
+        &workspace_binary("at-server"),
+        &["--config", config, "serve"],
+        &[("AT_SERVER_LOG", "error")],
+        false,
+    )
+}
+
+/// The configuration of a node on `redis` with its files under `dir`, and @alice provisioned
+/// there: the configuration file, @alice's address and her CRAM secret.
+fn provision_node(redis: &RedisServer, dir: &TempDir) -> (String, std::net::SocketAddr, String) {
     let port = at_tests::free_port();
     let config = dir.path().join("server.toml");
     std::fs::write(
@@ -88,14 +106,57 @@ fn start_node(
         .and_then(|l| l.strip_prefix("cram secret: "))
         .expect("cram secret")
         .to_string();
-    let server = Running::start(
-        &workspace_binary("at-server"),
-        &["--config", &config, "serve"],
-        &[("AT_SERVER_LOG", "error")],
-        false,
+    (config, ([127, 0, 0, 1], port).into(), secret)
+}
+
+/// How long Redis stays away while a node or a directory starts.
+const AWAY: Duration = Duration::from_secs(3);
+
+/// A node started before its Redis (a fresh Kubernetes install, Redis still waiting for its
+/// volume) waits for it instead of exiting, then serves; so does the directory.
+#[test]
+fn a_node_and_a_directory_started_before_their_redis_wait_for_it() {
+    let dir = TempDir::new("redis-late");
+    let mut redis = RedisServer::start_durable();
+    let (config, addr, secret) = provision_node(&redis, &dir);
+    redis.kill();
+    let redis_url = redis.url();
+    let started = Instant::now();
+    let back = std::thread::spawn(move || {
+        std::thread::sleep(AWAY);
+        redis.restart();
+        redis
+    });
+    // `Running::start` returns at the `listening on` line, printed once the store is open.
+    let server = serve(&config);
+    assert!(
+        started.elapsed() >= AWAY,
+        "it listened before Redis was back"
     );
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    (server, addr, dir.path().join("server/tls/ca.pem"), secret)
+    let redis = back.join().expect("redis restarted");
+    let ca = dir.path().join("server/tls/ca.pem");
+    let mut client = connect(addr, &ca, &secret).expect("serves once Redis is back");
+    client.send(b"update:late@alice ok\n");
+    assert!(client.read_until(b"@alice@").starts_with("data:"));
+    drop(client);
+    server.stop();
+
+    let mut redis = redis;
+    redis.kill();
+    let started = Instant::now();
+    let back = std::thread::spawn(move || {
+        std::thread::sleep(AWAY);
+        redis.restart();
+        redis
+    });
+    let directory_dir = TempDir::new("redis-late-directory");
+    let directory = at_tests::servers::directory(directory_dir.path(), Some(&redis_url), false);
+    assert!(
+        started.elapsed() >= AWAY,
+        "the directory listened before Redis was back"
+    );
+    let _redis = back.join().expect("redis restarted");
+    directory.stop();
 }
 
 #[test]

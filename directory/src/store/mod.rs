@@ -75,6 +75,19 @@ pub async fn open(config: &StoreConfig, data_dir: &Path) -> Result<Store, StoreE
     }
 }
 
+/// [`open`] for `serve`: a Redis that is not reachable yet is waited for
+/// ([`redis::until_reachable`]).
+pub async fn open_when_reachable(
+    config: &StoreConfig,
+    data_dir: &Path,
+) -> Result<Store, StoreError> {
+    redis::until_reachable(
+        || open(config, data_dir),
+        |error| matches!(error, StoreError::Redis(error) if redis::may_pass(error)),
+    )
+    .await
+}
+
 /// One suite every backend must pass (garage's `db/test.rs` pattern); each backend's tests call it.
 #[cfg(test)]
 pub(crate) mod conformance {

@@ -30,7 +30,12 @@ impl RedisBackend {
         client: redis::Client,
         prefix: &str,
     ) -> Result<RedisBackend, StoreError> {
-        let conn = ConnectionManager::new(client).await?;
+        let mut conn = ConnectionManager::new(client).await?;
+        // A Redis that wants a password we lack answers NOAUTH only to a command: find out now.
+        let () = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map(|_: String| ())?;
         Ok(RedisBackend {
             conn,
             prefix: prefix.to_string(),
@@ -39,6 +44,59 @@ impl RedisBackend {
 
     fn key(&self, atsign: &AtSign) -> String {
         format!("{}{}", self.prefix, atsign.name())
+    }
+}
+
+/// Whether failing to reach Redis may pass by itself: Redis not listening yet (a fresh install
+/// whose Redis waits for its volume, a Redis restarting), a name that does not resolve yet, a
+/// timeout. A refused password, a refused certificate or a malformed reply will not mend by
+/// waiting.
+pub fn may_pass(error: &redis::RedisError) -> bool {
+    use std::error::Error;
+    if !error.is_io_error() {
+        return false;
+    }
+    // The crate keeps the I/O error behind an `Arc`. TLS failures (a certificate that does not
+    // verify) come as I/O errors of kind InvalidData.
+    let io = error
+        .source()
+        .and_then(|e| e.downcast_ref::<std::sync::Arc<dyn Error + Send + Sync>>())
+        .and_then(|e| e.downcast_ref::<std::io::Error>());
+    !io.is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+        )
+    })
+}
+
+/// First and longest pause between attempts of [`until_reachable`].
+const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+const LONGEST_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `attempt` until it succeeds or fails with an error `may_pass` says waiting will not
+/// mend, pausing longer each time (up to 5 s) and logging each failure. For `serve`, so a node
+/// started before its Redis (a fresh Kubernetes install) waits for it rather than exiting into
+/// a crash-loop back-off; its probes are not answered meanwhile, which its startup probe allows.
+/// One-off commands open the store once and fail at once.
+pub async fn until_reachable<
+    T,
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+>(
+    mut attempt: impl FnMut() -> F,
+    may_pass: impl Fn(&E) -> bool,
+) -> Result<T, E> {
+    let mut pause = FIRST_PAUSE;
+    loop {
+        match attempt().await {
+            Err(error) if may_pass(&error) => {
+                tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "Redis not reachable yet; waiting for it");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(LONGEST_PAUSE);
+            }
+            done => return done,
+        }
     }
 }
 
@@ -184,6 +242,88 @@ mod tests {
             ..config
         };
         assert!(crate::store::open(&anonymous, dir.path()).await.is_err());
+    }
+
+    /// `store.redis_password_file`: the password from a mounted file (its newline ignored), not
+    /// from the URL (where `@`, `:`, `/` and `#` would need escaping).
+    #[actix_rt::test]
+    async fn the_password_comes_from_a_file() {
+        use at_common::config::{Backend as BackendKind, Secret, StoreConfig};
+        let dir = at_tests::TempDir::new("directory-redis-password-file");
+        let redis = RedisServer::start_durable_with_password("p@ss:w/rd#1");
+        let file = dir.path().join("password");
+        std::fs::write(&file, "p@ss:w/rd#1\n").unwrap();
+        let config = StoreConfig {
+            backend: BackendKind::Redis,
+            redis_url: Some(Secret::new(format!("redis://127.0.0.1:{}", redis.port()))),
+            redis_password_file: Some(file.clone()),
+            ..StoreConfig::default()
+        };
+        assert!(config.validate().is_ok());
+        let store = crate::store::open(&config, dir.path()).await.unwrap();
+        let alice = AtSign::parse("alice").unwrap();
+        store
+            .put(&alice, &Address::parse("h.example:1").unwrap())
+            .await
+            .unwrap();
+        assert!(store.get(&alice).await.unwrap().is_some());
+        // Without the file, or with another password in it, the Redis refuses us.
+        let without = StoreConfig {
+            redis_password_file: None,
+            ..config.clone()
+        };
+        // (NOAUTH comes only in answer to a command: opening pings to find out at start.)
+        assert!(crate::store::open(&without, dir.path()).await.is_err());
+        std::fs::write(&file, "wrong\n").unwrap();
+        assert!(crate::store::open(&config, dir.path()).await.is_err());
+        // A missing file stops the start, naming the file.
+        std::fs::remove_file(&file).unwrap();
+        let missing = crate::store::open(&config, dir.path()).await.err().unwrap();
+        assert!(missing.to_string().contains("password"), "{missing}");
+    }
+
+    /// What `serve` waits out and what it does not: Redis not up yet passes; a refused
+    /// certificate or password does not.
+    #[actix_rt::test]
+    async fn only_an_unreachable_redis_is_worth_waiting_for() {
+        use at_common::config::{Backend as BackendKind, Secret, StoreConfig};
+        use at_tests::redis::TlsFiles;
+        let open = |config: StoreConfig| async move {
+            let dir = at_tests::TempDir::new("directory-redis-may-pass");
+            match crate::store::open(&config, dir.path()).await {
+                Err(StoreError::Redis(error)) => error,
+                other => panic!("{config:?}: {:?}", other.err()),
+            }
+        };
+        let redis_config = |url: String| StoreConfig {
+            backend: BackendKind::Redis,
+            redis_url: Some(Secret::new(url)),
+            ..StoreConfig::default()
+        };
+        let nobody = at_tests::free_port();
+        let down = open(redis_config(format!("redis://127.0.0.1:{nobody}"))).await;
+        assert!(may_pass(&down), "{down}");
+
+        let locked = RedisServer::start_durable_with_password("pw");
+        let no_password = open(redis_config(format!("redis://127.0.0.1:{}", locked.port()))).await;
+        assert!(!may_pass(&no_password), "{no_password}");
+        let wrong = open(redis_config(format!(
+            "redis://:nope@127.0.0.1:{}",
+            locked.port()
+        )))
+        .await;
+        assert!(!may_pass(&wrong), "{wrong}");
+
+        let dir = at_tests::TempDir::new("directory-redis-may-pass-tls");
+        let files = TlsFiles::make(dir.path());
+        let tls = RedisServer::start_tls_verifying_clients(&files);
+        // Verified against the system's roots, which do not know the test CA.
+        let untrusted = open(redis_config(format!(
+            "rediss://127.0.0.1:{}",
+            tls.tls_port().unwrap()
+        )))
+        .await;
+        assert!(!may_pass(&untrusted), "{untrusted}");
     }
 
     #[actix_rt::test]

@@ -868,6 +868,20 @@ pub async fn open(config: &StoreConfig, data_dir: &Path) -> Result<Store, StoreE
     }
 }
 
+/// [`open`] for `serve`: a Redis that is not reachable yet is waited for (see
+/// `at_directory::store::redis::until_reachable`).
+pub async fn open_when_reachable(
+    config: &StoreConfig,
+    data_dir: &Path,
+) -> Result<Store, StoreError> {
+    use at_directory::store::redis::{may_pass, until_reachable};
+    until_reachable(
+        || open(config, data_dir),
+        |error| matches!(error, StoreError::Redis(error) if may_pass(error)),
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,7 +192,12 @@ impl RedisStore {
             // tries again.
             .set_number_of_retries(2)
             .set_max_delay(std::time::Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        // A Redis that wants a password we lack answers NOAUTH only to a command: find out now.
+        let () = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map(|_: String| ())?;
         Ok(RedisStore {
             client,
             conn,
