@@ -38,6 +38,8 @@ KUBE_VERSION = "1.31.0"
 IMAGE_USER = None
 # The metrics the binaries register (registered_metrics), for the dashboard's queries.
 METRICS = {}
+# The values of the scenario being checked (with REQUIRED).
+VALUES = {}
 RELEASE = "rel"
 NAMESPACE = "atns"
 FULL = f"{RELEASE}-atplatform"
@@ -97,9 +99,19 @@ SCENARIOS = {
         "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "folder": "atProtocol",
                              "labels": {"team": "at"}},
     },
+    "cert-manager-public": {
+        "certManager": {"enabled": True,
+                        "publicIssuerRef": {"name": "letsencrypt-dns01", "kind": "ClusterIssuer",
+                                            "group": "cert-manager.io"}},
+        "tls": {"extraCaSecret": "letsencrypt-staging-root"},
+        "directory": {"host": "root.example.com", "service": {"type": "LoadBalancer"}},
+        "externalDns": {"enabled": True},
+    },
     "gitops": {
         "tls": {"existingSecret": "my-ca"},
         "redis": {"auth": {"existingSecret": "redis-pass", "existingSecretPasswordKey": "pw"}},
+        "server": {"tls": {"existingSecret": "server-cert"}},
+        "directory": {"tls": {"existingSecret": "directory-cert"}},
     },
     "fixed": {
         "tls": {"existingSecret": "my-ca"},
@@ -135,6 +147,10 @@ REFUSED = [
     ({"grafanaDashboard": {"enabled": True, "uid": "x" * 41}}, "uid"),
     ({"directory": {"host": "root example"}}, "host"),
     ({"directory": {"service": {"loadBalancerIP": "my-ip"}}}, "loadBalancerIP"),
+    ({"certManager": {"publicIssuerRef": {"name": "le"}}}, "certManager.enabled"),
+    ({"certManager": {"enabled": True, "publicIssuerRef": {"name": "le"}}}, "directory.host"),
+    ({"certManager": {"enabled": True, "publicIssuerFor": ["redis"]}}, "publicIssuerFor"),
+    ({"server": {"directoryAddress": "root.example.com"}}, "directoryAddress"),
     ({"redis": {"tls": {"caSecret": "x"}}}, "external"),
     ({"redis": {"mode": "external", "externalUrl": "redis://db:6379",
                 "tls": {"caSecret": "x"}}}, "rediss://"),
@@ -485,45 +501,73 @@ def common_checks(what, k, options):
           and server_toml["directory_store"]["backend"] == "redis"
           and "redis_url" not in server_toml["store"],
           f"{what}: server.toml: [store] and [directory_store] on redis, URL not in the file")
-    cert_manager = ("Certificate", f"{FULL}-ca") in k
-    if cert_manager:
-        leaf = {"cert_file": "/etc/atplatform/tls/cert.pem",
-                "key_file": "/etc/atplatform/tls/key.pem"}
-        check(server_toml["tls"] == leaf,
-              f"{what}: server.toml: the node's certificate from cert-manager, no CA key")
-    else:
-        check(server_toml["tls"] == {"ca_file": "/etc/atplatform/ca/ca.pem",
-                                     "ca_key_file": "/etc/atplatform/ca/ca-key.pem"},
-              f"{what}: server.toml: each node issues its certificate from the cluster CA")
-    check("/etc/atplatform/ca/ca.pem" in server_toml["peer_ca_files"]
-          and server_toml["directory_ca_file"] == "/etc/atplatform/ca/ca.pem",
-          f"{what}: server.toml: the cluster CA for peers and the directory")
-    for name, deploy in (("server", server), ("directory", directory)):
-        volumes = {v["name"]: v for v in deploy["spec"]["template"]["spec"]["volumes"]}
-        paths = [i["path"] for i in volumes["cluster-ca"]["secret"]["items"]]
-        if cert_manager:
-            check(paths == ["ca.pem"]
-                  and volumes["tls"]["secret"]["secretName"] == f"{FULL}-{name}-tls",
-                  f"{what}: {name} pods hold the CA certificate but not its key, and their "
-                  f"own certificate from cert-manager")
-        else:
-            check(paths == ["ca.pem", "ca-key.pem"], f"{what}: {name} mounts the CA to issue from")
-    check(server_toml["directory"] == f"{FULL}-directory.{NAMESPACE}.svc:64",
-          f"{what}: server.toml: directory is the in-cluster Service on port 64")
-    check(server_toml["authenticated_idle_time_millis"] == 2592000000,
-          f"{what}: server.toml: large integers stay integers")
     directory_toml = check_options(
         k[("ConfigMap", f"{FULL}-directory")]["data"]["directory.toml"], "directory", options)
-    check(directory_toml["store"]["backend"] == "redis"
-          and (directory_toml["tls"] == leaf if cert_manager else
-               directory_toml["tls"]["ca_file"] == "/etc/atplatform/ca/ca.pem"
-               and f"{FULL}-directory.{NAMESPACE}.svc"
-               in directory_toml["tls"]["self_signed_names"]),
-          f"{what}: directory.toml: redis store, certificate from the cluster CA for its Service")
+    check(directory_toml["store"]["backend"] == "redis",
+          f"{what}: directory.toml: [store] on redis")
+    leaf = {"cert_file": "/etc/atplatform/tls/cert.pem", "key_file": "/etc/atplatform/tls/key.pem"}
+    trusted = ["/etc/atplatform/ca/ca.pem"] + (
+        ["/etc/atplatform/extra-ca/ca.pem"] if VALUES.get("tls", {}).get("extraCaSecret") else [])
+    for name, deploy, toml in (("server", server, server_toml),
+                               ("directory", directory, directory_toml)):
+        source = cert_source(VALUES, name)
+        volumes = {v["name"]: v for v in deploy["spec"]["template"]["spec"]["volumes"]}
+        mounts = {m["name"]: m["mountPath"] for m in container(deploy)["volumeMounts"]}
+        paths = [i["path"] for i in volumes["cluster-ca"]["secret"]["items"]]
+        secret_paths = {v["secret"]["secretName"]: [i["path"] for i in v["secret"].get("items", [])]
+                        for v in volumes.values() if "secret" in v}
+        if source == "self":
+            check(toml["tls"] == {"ca_file": "/etc/atplatform/ca/ca.pem",
+                                  "ca_key_file": "/etc/atplatform/ca/ca-key.pem",
+                                  **({"self_signed_names": toml["tls"]["self_signed_names"]}
+                                     if name == "directory" else {})}
+                  and paths == ["ca.pem", "ca-key.pem"] and "tls" not in volumes,
+                  f"{what}: {name} issues its certificate from the cluster CA (mounts its key)")
+        else:
+            secret = (VALUES[name]["tls"]["existingSecret"] if source == "secret"
+                      else f"{FULL}-{name}-tls")
+            check(toml["tls"] == leaf and paths == ["ca.pem"]
+                  and not any("ca-key.pem" in p for p in secret_paths.values())
+                  and volumes["tls"]["secret"]["secretName"] == secret
+                  and [i["key"] for i in volumes["tls"]["secret"]["items"]] == ["tls.crt", "tls.key"]
+                  and mounts["tls"] == "/etc/atplatform/tls",
+                  f"{what}: {name} serves its certificate from the Secret {secret} ({source}); "
+                  f"no CA key in the pod")
+        check([mounts.get(v) for v in ("cluster-ca", "extra-ca")][:len(trusted)]
+              == ["/etc/atplatform/ca", "/etc/atplatform/extra-ca"][:len(trusted)],
+              f"{what}: {name} mounts the CA files it trusts: {trusted}")
+    check(server_toml["peer_ca_files"][:len(trusted)] == trusted
+          and server_toml["directory_ca_file"] == "/etc/atplatform/ca/ca.pem"
+          and directory_toml["status"]["ca_files"] == trusted,
+          f"{what}: the cluster CA (and tls.extraCaSecret) trusted for peers, the directory and "
+          f"status checks")
+    if cert_source(VALUES, "directory") == "public":
+        directory_at = f"{VALUES['directory']['host']}:64"
+    else:
+        directory_at = f"{FULL}-directory.{NAMESPACE}.svc:64"
+    check(server_toml["directory"] == directory_at,
+          f"{what}: server.toml: directory is {directory_at}")
+    if cert_source(VALUES, "directory") == "self":
+        check(f"{FULL}-directory.{NAMESPACE}.svc" in directory_toml["tls"]["self_signed_names"],
+              f"{what}: directory.toml: its certificate names its Service")
+    check(server_toml["authenticated_idle_time_millis"] == 2592000000,
+          f"{what}: server.toml: large integers stay integers")
     lookup = k[("Service", f"{FULL}-directory")]["spec"]["ports"]
     check([(p["port"], p["targetPort"]) for p in lookup] == [(64, "lookup")],
           f"{what}: directory Service serves port 64 only")
     return server, server_toml
+
+
+def cert_source(values, component):
+    """Where a component's serving certificate comes from, as the chart decides it: its own
+    Secret, cert-manager's public issuer, cert-manager's CA issuer, or issued in the pod."""
+    if values.get(component, {}).get("tls", {}).get("existingSecret"):
+        return "secret"
+    cm = values.get("certManager", {})
+    if cm.get("enabled") and cm.get("publicIssuerRef") and component in cm.get(
+            "publicIssuerFor", ["server", "directory"]):
+        return "public"
+    return "cluster" if cm.get("enabled") else "self"
 
 
 def shutdown_checks(what, k, server, pause, grace):
@@ -741,9 +785,49 @@ def scenario_monitoring(k, options):
           f"{what}: dashboard in the Grafana folder atProtocol (annotation), extra labels")
 
 
+def scenario_cert_manager_public(k, options):
+    what = "cert-manager-public"
+    server, server_toml = common_checks(what, k, options)
+    issuer = {"name": "letsencrypt-dns01", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    leaf = k[("Certificate", f"{FULL}-server-tls")]["spec"]
+    directory_leaf = k[("Certificate", f"{FULL}-directory-tls")]["spec"]
+    check(leaf["issuerRef"] == issuer and directory_leaf["issuerRef"] == issuer
+          and leaf["dnsNames"] == ["*.atservers.example.com", "atservers.example.com"]
+          and directory_leaf["dnsNames"] == ["root.example.com"]
+          and "duration" not in leaf and leaf["privateKey"]["encoding"] == "PKCS8",
+          f"{what}: the public issuer issues the nodes' wildcard and the directory's certificate, "
+          f"for public names only (no .svc, no localhost: an ACME CA could not verify them)")
+    check(k[("Certificate", f"{FULL}-ca")]["spec"]["isCA"]
+          and k[("Issuer", f"{FULL}-ca-issuer")]["spec"]["ca"]["secretName"] == f"{FULL}-ca",
+          f"{what}: the cluster CA stays, trusted for peers beside the system's roots")
+    check(server_toml["directory"] == "root.example.com:64",
+          f"{what}: the nodes reach the directory by directory.host, the name on its certificate")
+    volumes = {v["name"]: v["secret"] for v in server["spec"]["template"]["spec"]["volumes"]
+               if "secret" in v}
+    check(volumes["extra-ca"]["secretName"] == "letsencrypt-staging-root"
+          and volumes["extra-ca"]["items"] == [{"key": "ca.crt", "path": "ca.pem"}],
+          f"{what}: tls.extraCaSecret mounted and trusted (a public root not in the system's)")
+    notes = k[("NOTES", "txt")]
+    check("The server certificate is publicly trusted" in notes
+          and "The directory certificate is publicly trusted" in notes
+          and "base64 -d > ca.pem" not in notes
+          and "Point the SDKs at root.example.com:64" in notes,
+          f"{what}: NOTES: clients need no CA file; SDKs at root.example.com:64")
+    annotations = k[("Service", f"{FULL}-directory")]["metadata"]["annotations"]
+    check(annotations == {"external-dns.alpha.kubernetes.io/hostname": "root.example.com"}
+          and k[("Service", f"{FULL}-server")]["metadata"]["annotations"]
+          == {"external-dns.alpha.kubernetes.io/hostname": "*.atservers.example.com"},
+          f"{what}: external-dns makes root.example.com and *.atservers.example.com")
+
+
 def scenario_gitops(k, options):
     what = "gitops"
     server, _ = common_checks(what, k, options)
+    check(not any(kind in ("Certificate", "Issuer") for kind, _ in k),
+          f"{what}: the nodes' and the directory's certificates are your Secrets, used as they are")
+    notes = k[("NOTES", "txt")]
+    check("The server certificate is yours (server.tls.existingSecret)" in notes
+          and "base64 -d > ca.pem" not in notes, f"{what}: NOTES: clients trust your issuer")
     check(not any(kind == "Secret" for kind, _ in k),
           f"{what}: nothing generated: no Secret rendered (CA and Redis password are yours)")
     url = f"redis://:$(REDIS_PASSWORD)@{FULL}-redis.{NAMESPACE}.svc:6379/0"
@@ -808,7 +892,8 @@ def main():
           and "atdirectory_lookup_duration_seconds_bucket" in METRICS,
           f"{len(METRICS)} metric series names registered in the sources")
     checks = {"default": scenario_default, "custom": scenario_custom, "gitops": scenario_gitops,
-              "fixed": scenario_fixed, "monitoring": scenario_monitoring}
+              "fixed": scenario_fixed, "monitoring": scenario_monitoring,
+              "cert-manager-public": scenario_cert_manager_public}
     for name, values in SCENARIOS.items():
         values = with_required(values)
         lint(path, values, name)
@@ -845,6 +930,8 @@ def main():
                                    if template.endswith("NOTES.txt"))
         ok(f"{name}: {counts['k8s']} manifests valid for Kubernetes {KUBE_VERSION} (strict), "
            f"{counts['crd']} custom resources structurally valid")
+        global VALUES
+        VALUES = values
         checks[name](k, options)
     for values, word in REFUSED:
         try:

@@ -79,7 +79,14 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
         "helm_check.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
-    for scenario in ["default", "custom", "monitoring", "gitops", "fixed"] {
+    for scenario in [
+        "default",
+        "custom",
+        "monitoring",
+        "cert-manager-public",
+        "gitops",
+        "fixed",
+    ] {
         assert!(
             stdout.contains(&format!(
                 "ok {scenario}: helm lint --strict clean (kube 1.31.0"
@@ -204,6 +211,23 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
         stdout.contains("ok monitoring: dashboard: all ")
             && stdout.contains("name only metrics the binaries register"),
         "dashboard queries not checked against the registered metrics:\n{stdout}"
+    );
+
+    // A public issuer: the serving certificates name public names only, from that issuer.
+    let docs = manifests(out.path(), "cert-manager-public");
+    for name in ["rel-atplatform-server-tls", "rel-atplatform-directory-tls"] {
+        let certificate = find(&docs, "Certificate", name);
+        assert!(
+            certificate.contains("    kind: ClusterIssuer\n    name: letsencrypt-dns01")
+                && !certificate.contains(".svc")
+                && !certificate.contains("localhost"),
+            "{certificate}"
+        );
+    }
+    let config = find(&docs, "ConfigMap", "rel-atplatform-server");
+    assert!(
+        config.contains("directory = \"root.example.com:64\"") && !config.contains("ca_key_file"),
+        "{config}"
     );
 
     // Fixed replicas: no HPA, and the Deployment says how many.

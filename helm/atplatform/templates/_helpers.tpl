@@ -81,30 +81,83 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.certManager.enabled -}}tls.key{{- else -}}ca-key.pem{{- end -}}
 {{- end -}}
 
-{{/* The CA volume: the Secret's certificate as ca.pem, and its key as ca-key.pem only where
-pods issue their own certificates (not under cert-manager, which issues them: then no pod
-that serves the internet holds the key). */}}
+{{/* Where a component's serving certificate comes from. Takes (dict "ctx" . "component"
+"server"|"directory"); one of
+  secret:  its own kubernetes.io/tls Secret (<component>.tls.existingSecret);
+  public:  cert-manager, from certManager.publicIssuerRef (a publicly trusted issuer);
+  cluster: cert-manager, from the cluster CA (a CA Issuer);
+  self:    the pod issues it from the cluster CA at each start, so it mounts the CA key. */}}
+{{- define "atplatform.certSource" -}}
+{{- $values := index .ctx.Values .component -}}
+{{- $cm := .ctx.Values.certManager -}}
+{{- if $values.tls.existingSecret -}}secret
+{{- else if and $cm.enabled $cm.publicIssuerRef (has .component $cm.publicIssuerFor) -}}public
+{{- else if $cm.enabled -}}cluster
+{{- else -}}self
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding a component's certificate (tls.crt, tls.key), unless it issues its own. */}}
+{{- define "atplatform.leafSecretName" -}}
+{{- $values := index .ctx.Values .component -}}
+{{- default (printf "%s-%s-tls" (include "atplatform.fullname" .ctx) .component) $values.tls.existingSecret -}}
+{{- end -}}
+
+{{/* The CA volume of a component's pods: the Secret's certificate as ca.pem, and its key as
+ca-key.pem only where the pod issues its own certificate (certSource self). Under cert-manager,
+or with a certificate Secret of its own, no pod that serves the internet holds the key. Takes
+(dict "ctx" . "component" "server"). */}}
 {{- define "atplatform.caVolume" -}}
 - name: cluster-ca
   secret:
-    secretName: {{ include "atplatform.caSecretName" . }}
+    secretName: {{ include "atplatform.caSecretName" .ctx }}
     defaultMode: 0440
     items:
-      - key: {{ include "atplatform.caCertKey" . }}
+      - key: {{ include "atplatform.caCertKey" .ctx }}
         path: ca.pem
-      {{- if not .Values.certManager.enabled }}
-      - key: {{ include "atplatform.caKeyKey" . }}
+      {{- if eq (include "atplatform.certSource" .) "self" }}
+      - key: {{ include "atplatform.caKeyKey" .ctx }}
         path: ca-key.pem
       {{- end }}
+{{- with .ctx.Values.tls.extraCaSecret }}
+- name: extra-ca
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+    items:
+      - key: {{ $.ctx.Values.tls.extraCaSecretKey }}
+        path: ca.pem
+{{- end }}
 {{- end -}}
 
-{{/* Under cert-manager: a component's own certificate (Secret <fullname>-<component>-tls),
-as a volume and where it is mounted. Takes (dict "ctx" . "component" "server"). */}}
+{{- define "atplatform.caMount" -}}
+- name: cluster-ca
+  mountPath: {{ .Values.tls.mountPath }}
+  readOnly: true
+{{- if .Values.tls.extraCaSecret }}
+- name: extra-ca
+  mountPath: /etc/atplatform/extra-ca
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The CA files trusted for peers, the directory and status checks (beside the system's
+roots, which the binaries always trust): the cluster CA and tls.extraCaSecret. A JSON list. */}}
+{{- define "atplatform.trustedCaFiles" -}}
+{{- $files := list (printf "%s/ca.pem" .Values.tls.mountPath) -}}
+{{- if .Values.tls.extraCaSecret -}}
+{{- $files = append $files "/etc/atplatform/extra-ca/ca.pem" -}}
+{{- end -}}
+{{- $files | toJson -}}
+{{- end -}}
+
+{{/* A component's own certificate (a Secret with tls.crt and tls.key), as a volume and where
+it is mounted, unless it issues its own. Takes (dict "ctx" . "component" "server"). */}}
 {{- define "atplatform.leafVolume" -}}
-{{- if .ctx.Values.certManager.enabled }}
+{{- if ne (include "atplatform.certSource" .) "self" }}
 - name: tls
   secret:
-    secretName: {{ include "atplatform.fullname" .ctx }}-{{ .component }}-tls
+    secretName: {{ include "atplatform.leafSecretName" . }}
     defaultMode: 0440
     items:
       - key: tls.crt
@@ -115,10 +168,36 @@ as a volume and where it is mounted. Takes (dict "ctx" . "component" "server"). 
 {{- end -}}
 
 {{- define "atplatform.leafMount" -}}
-{{- if .ctx.Values.certManager.enabled }}
+{{- if ne (include "atplatform.certSource" .) "self" }}
 - name: tls
   mountPath: /etc/atplatform/tls
   readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The [tls] section of a component's configuration. Takes (dict "ctx" . "component" ...). */}}
+{{- define "atplatform.tlsToml" -}}
+{{- $source := include "atplatform.certSource" . -}}
+{{- $ca := .ctx.Values.tls.mountPath -}}
+{{- if eq $source "secret" }}
+# Its certificate from the Secret {{ include "atplatform.leafSecretName" . }} (read again when it changes).
+{{- else if eq $source "public" }}
+# A publicly trusted certificate, issued and renewed by cert-manager through
+# certManager.publicIssuerRef (read again when it changes); no pod holds a CA key.
+{{- else if eq $source "cluster" }}
+# Issued and renewed by cert-manager from the cluster CA (read again when it changes); the
+# pod does not hold the CA key.
+{{- end }}
+{{- if ne $source "self" }}
+cert_file = "/etc/atplatform/tls/cert.pem"
+key_file = "/etc/atplatform/tls/key.pem"
+{{- else }}
+# Issued from the cluster CA at each start.
+ca_file = "{{ $ca }}/ca.pem"
+ca_key_file = "{{ $ca }}/ca-key.pem"
+{{- if eq .component "directory" }}
+self_signed_names = {{ include "atplatform.directoryTlsNames" .ctx }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -299,15 +378,38 @@ in-cluster names, localhost, and directory.tlsNames. */}}
 {{- end -}}
 
 {{/* The names on the nodes' certificate, as a JSON list: every atSign's SNI name, the public
-host, and the Service's in-cluster names. */}}
+host, and (not on a public certificate, whose issuer could not verify them) the Service's
+in-cluster names. */}}
 {{- define "atplatform.serverTlsNames" -}}
 {{- $svc := printf "%s-server" (include "atplatform.fullname" .) -}}
 {{- $ns := .Release.Namespace -}}
-{{- $names := list (printf "*.%s" .Values.server.sniDomain) .Values.server.sniDomain $svc (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) -}}
+{{- $names := list (printf "*.%s" .Values.server.sniDomain) .Values.server.sniDomain -}}
 {{- if and .Values.server.publicHost (ne .Values.server.publicHost .Values.server.sniDomain) -}}
 {{- $names = append $names .Values.server.publicHost -}}
 {{- end -}}
+{{- if ne (include "atplatform.certSource" (dict "ctx" . "component" "server")) "public" -}}
+{{- $names = concat $names (list $svc (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns)) -}}
+{{- end -}}
 {{- $names | toJson -}}
+{{- end -}}
+
+{{/* The names on the directory's certificate from a public issuer: its public names only. */}}
+{{- define "atplatform.directoryPublicNames" -}}
+{{- concat (compact (list .Values.directory.host)) .Values.directory.tlsNames | uniq | toJson -}}
+{{- end -}}
+
+{{/* Where the atServers reach the directory (config `directory`): server.directoryAddress; else
+directory.host when the directory's certificate is public (it names nothing in the cluster);
+else its in-cluster Service. */}}
+{{- define "atplatform.directoryAddress" -}}
+{{- $svc := .Values.directory.service -}}
+{{- if .Values.server.directoryAddress -}}
+{{- .Values.server.directoryAddress -}}
+{{- else if eq (include "atplatform.certSource" (dict "ctx" . "component" "directory")) "public" -}}
+{{- printf "%s:%v" .Values.directory.host (ternary $svc.nodePort $svc.port (and (eq $svc.type "NodePort") (not (empty $svc.nodePort)))) -}}
+{{- else -}}
+{{- printf "%s.%s.svc:%v" (include "atplatform.directoryName" .) .Release.Namespace $svc.port -}}
+{{- end -}}
 {{- end -}}
 
 {{/* A public Service's annotations: its own, and with externalDns.enabled the host names for
