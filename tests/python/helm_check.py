@@ -457,6 +457,60 @@ def env_of(deploy):
     return {e["name"]: e for e in container(deploy).get("env", [])}
 
 
+def redis_password_file(sts):
+    """The Secret and key the chart's Redis reads its password from (a mounted file, fed to
+    redis-server on its standard input), or None when it runs without one."""
+    c = container(sts)
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    if "redis-auth" not in volumes:
+        return None
+    script = c["args"][0]
+    assert c["command"] == ["sh", "-c"] and c["args"][1] == "redis-server", c
+    assert script.startswith('exec redis-server - "$@" <<EOF\n') and \
+        'requirepass "$(cat /etc/redis-auth/password)"\nEOF' in script, script
+    assert {"name": "redis-auth", "mountPath": "/etc/redis-auth", "readOnly": True} in c[
+        "volumeMounts"], c["volumeMounts"]
+    secret = volumes["redis-auth"]["secret"]
+    [item] = secret["items"]
+    assert item["path"] == "password" and secret["defaultMode"] == 0o440, secret
+    probes = (c["readinessProbe"]["exec"]["command"], c["livenessProbe"]["exec"]["command"])
+    env = {e["name"]: e for e in c.get("env", [])}
+    assert probes == (["redis-cli", "ping"],) * 2 and \
+        env["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == {
+            "name": secret["secretName"], "key": item["key"]}, (probes, env)
+    return secret["secretName"], item["key"]
+
+
+def redis_password(k):
+    """The Redis password this render knows (given, or generated into the chart's Secret)."""
+    secret = k.get(("Secret", f"{FULL}-redis"))
+    if secret and "password" in secret.get("data", {}):
+        return base64.b64decode(secret["data"]["password"]).decode()
+    return VALUES.get("redis", {}).get("auth", {}).get("password") or None
+
+
+def check_no_secret_in_argv(what, k):
+    """No container's command or arguments (what `ps` and /proc/<pid>/cmdline show) carry the
+    Redis password, a reference to it, or a URL with a password; no plain env value holds it."""
+    password = redis_password(k)
+    pods = [doc for (kind, _), doc in k.items() if kind in ("Deployment", "StatefulSet")]
+    for pod in pods:
+        spec = pod["spec"]["template"]["spec"]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            argv = " ".join(c.get("command", []) + c.get("args", []))
+            probes = " ".join(" ".join(c.get(p, {}).get("exec", {}).get("command", []))
+                              for p in ("readinessProbe", "livenessProbe", "startupProbe"))
+            for text in (argv, probes):
+                assert not password or password not in text, f"{c['name']}: password in argv"
+                assert "REDIS_PASSWORD" not in text and "--requirepass" not in text \
+                    and " -a " not in f" {text} " and not re.search(r"rediss?://[^@\s]*:[^@\s]*@", text), \
+                    f"{c['name']}: a password in its arguments: {text}"
+            for e in c.get("env", []):
+                assert not password or password not in e.get("value", ""), f"{e['name']}: password"
+    ok(f"{what}: no container's command, arguments or probes carry the Redis password "
+       f"({'known' if password else 'none known'}) or a reference to it")
+
+
 def common_checks(what, k, options):
     server = k[("Deployment", f"{FULL}-server")]
     directory = k[("Deployment", f"{FULL}-directory")]
@@ -490,6 +544,7 @@ def common_checks(what, k, options):
     check(from_secret(env_of(directory), "AT_DIRECTORY__STORE__REDIS_URL"),
           f"{what}: directory AT_DIRECTORY__STORE__REDIS_URL from a Secret")
     pods = [server, directory] + [doc for (kind, _), doc in k.items() if kind == "StatefulSet"]
+    check_no_secret_in_argv(what, k)
     check(all(len(pod["spec"]["template"]["metadata"]["annotations"]
                   .get("checksum/redis-secret", "")) == 64 for pod in pods),
           f"{what}: every pod restarts when the Redis Secret changes (checksum/redis-secret)")
@@ -617,7 +672,7 @@ def scenario_default(k, options):
     args = container(sts)["args"]
     check(args[args.index("--appendonly") + 1] == "yes"
           and args[args.index("--appendfsync") + 1] == "always"
-          and "--requirepass" in args,
+          and redis_password_file(sts) == (f"{FULL}-redis", "password"),
           f"{what}: Redis appendonly yes, appendfsync always, password required")
     check(sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
           == "8Gi", f"{what}: Redis PVC from volumeClaimTemplates")
@@ -837,10 +892,11 @@ def scenario_gitops(k, options):
           and env["AT_SERVER__STORE__REDIS_URL"]["value"] == url
           and names.index("REDIS_PASSWORD") < names.index("AT_SERVER__STORE__REDIS_URL"),
           f"{what}: the server composes the Redis URL from your password Secret (declared first)")
-    redis_env = {e["name"]: e for e in container(k[("StatefulSet", f"{FULL}-redis")])["env"]}
-    check(all(redis_env[v]["valueFrom"]["secretKeyRef"] == {"name": "redis-pass", "key": "pw"}
-              for v in ("REDIS_PASSWORD", "REDISCLI_AUTH")),
-          f"{what}: Redis takes its password from the same Secret")
+    sts = k[("StatefulSet", f"{FULL}-redis")]
+    redis_env = {e["name"]: e for e in container(sts)["env"]}
+    check(redis_env["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == {"name": "redis-pass", "key": "pw"}
+          and redis_password_file(sts) == ("redis-pass", "pw"),
+          f"{what}: Redis takes its password from the same Secret (a file; REDISCLI_AUTH)")
 
 
 def scenario_fixed(k, options):
@@ -869,7 +925,8 @@ def scenario_fixed(k, options):
           and "Point a DNS record <directory host> at your nodes' addresses" in notes
           and "Set directory.host to that DNS name" in notes,
           f"{what}: NOTES: NodePort instructions for both, and a reminder of directory.host")
-    check("--requirepass" not in container(sts)["args"]
+    check(container(sts)["command"] == ["redis-server"] and redis_password_file(sts) is None
+          and "env" not in container(sts)
           and sts["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "fast",
           f"{what}: Redis without password, on StorageClass fast")
 

@@ -151,6 +151,14 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
         "{redis}"
     );
     assert!(redis.contains("volumeClaimTemplates:"), "{redis}");
+    // The password reaches redis-server on its standard input, from a mounted file.
+    assert!(
+        redis.contains("exec redis-server - \"$@\" <<EOF")
+            && redis.contains("requirepass \"$(cat /etc/redis-auth/password)\"")
+            && !redis.contains("REDIS_PASSWORD")
+            && !redis.contains("--requirepass"),
+        "{redis}"
+    );
     let config = find(&docs, "ConfigMap", "rel-atplatform-server");
     assert!(
         config.contains("    [store]\n    backend = \"redis\"\n")
