@@ -511,6 +511,49 @@ def check_no_secret_in_argv(what, k):
        f"({'known' if password else 'none known'}) or a reference to it")
 
 
+def check_redis_access(what, k, server, directory, server_toml, directory_toml):
+    """How the directory and the nodes reach Redis. The chart's: its URL (no password) in the
+    configuration and, with a password, store.redis_password_file naming the password Secret
+    mounted as a file, nothing about Redis in the environment. An external one: its URL (which
+    may hold a password) from a Secret through the environment, never in the configuration."""
+    redis = VALUES.get("redis", {})
+    external = redis.get("mode") == "external"
+    auth = redis.get("auth", {}).get("enabled", True)
+    stores = (("server", server, "AT_SERVER__STORE__REDIS_URL", server_toml["store"]),
+              ("server", server, "AT_SERVER__DIRECTORY_STORE__REDIS_URL",
+               server_toml["directory_store"]),
+              ("directory", directory, "AT_DIRECTORY__STORE__REDIS_URL", directory_toml["store"]))
+    for name, deploy, var, store in stores:
+        env = env_of(deploy)
+        assert store["backend"] == "redis", store
+        assert "REDIS_PASSWORD" not in env, env
+        volumes = {v["name"]: v for v in deploy["spec"]["template"]["spec"]["volumes"]}
+        mounts = {m["name"]: m["mountPath"] for m in container(deploy)["volumeMounts"]}
+        if external:
+            url = VALUES["redis"].get("existingSecret") or f"{FULL}-redis"
+            key = VALUES["redis"].get("existingSecretKey", "redis-url") if VALUES["redis"].get(
+                "existingSecret") else "redis-url"
+            assert env[var]["valueFrom"]["secretKeyRef"] == {"name": url, "key": key}, env[var]
+            assert "redis_url" not in store and "redis_password_file" not in store, store
+            assert "redis-auth" not in volumes, volumes
+        else:
+            assert var not in env, env
+            assert store["redis_url"] == f"redis://{FULL}-redis.{NAMESPACE}.svc:6379/0", store
+            if auth:
+                ref = redis_password_file(k[("StatefulSet", f"{FULL}-redis")])
+                assert store["redis_password_file"] == "/etc/atplatform/redis-auth/password"
+                assert mounts["redis-auth"] == "/etc/atplatform/redis-auth", mounts
+                secret = volumes["redis-auth"]["secret"]
+                assert (secret["secretName"], secret["items"][0]["key"]) == ref, (secret, ref)
+                assert secret["items"][0]["path"] == "password", secret
+            else:
+                assert "redis_password_file" not in store and "redis-auth" not in volumes
+    how = ("its URL from a Secret in the environment" if external else
+           "its URL (no password) in the config, the password from the Secret as a file "
+           "(store.redis_password_file)" if auth else "its URL in the config, no password")
+    ok(f"{what}: the directory and the nodes reach Redis by {how}")
+
+
 def common_checks(what, k, options):
     server = k[("Deployment", f"{FULL}-server")]
     directory = k[("Deployment", f"{FULL}-directory")]
@@ -535,14 +578,6 @@ def common_checks(what, k, options):
         check(mounts.get("cluster-ca") == "/etc/atplatform/ca" and mounts.get("data") == "/data",
               f"{what}: {name} mounts the cluster CA and a writable /data")
     env = env_of(server)
-    # From a Secret, or composed in the pod from a password in a Secret (never in the manifest).
-    from_secret = lambda e, var: ("secretKeyRef" in e[var].get("valueFrom", {})
-                                  or ("$(REDIS_PASSWORD)" in e[var].get("value", "")
-                                      and "secretKeyRef" in e["REDIS_PASSWORD"]["valueFrom"]))
-    for var in ("AT_SERVER__STORE__REDIS_URL", "AT_SERVER__DIRECTORY_STORE__REDIS_URL"):
-        check(from_secret(env, var), f"{what}: server {var} from a Secret")
-    check(from_secret(env_of(directory), "AT_DIRECTORY__STORE__REDIS_URL"),
-          f"{what}: directory AT_DIRECTORY__STORE__REDIS_URL from a Secret")
     pods = [server, directory] + [doc for (kind, _), doc in k.items() if kind == "StatefulSet"]
     check_no_secret_in_argv(what, k)
     check(all(len(pod["spec"]["template"]["metadata"]["annotations"]
@@ -552,12 +587,9 @@ def common_checks(what, k, options):
           f"{what}: AT_SERVER_CONFIG set, so `kubectl exec ... at-server provision` finds it")
     server_toml = check_options(k[("ConfigMap", f"{FULL}-server")]["data"]["server.toml"],
                                 "server", options)
-    check(server_toml["store"]["backend"] == "redis"
-          and server_toml["directory_store"]["backend"] == "redis"
-          and "redis_url" not in server_toml["store"],
-          f"{what}: server.toml: [store] and [directory_store] on redis, URL not in the file")
     directory_toml = check_options(
         k[("ConfigMap", f"{FULL}-directory")]["data"]["directory.toml"], "directory", options)
+    check_redis_access(what, k, server, directory, server_toml, directory_toml)
     check(directory_toml["store"]["backend"] == "redis",
           f"{what}: directory.toml: [store] on redis")
     leaf = {"cert_file": "/etc/atplatform/tls/cert.pem", "key_file": "/etc/atplatform/tls/key.pem"}
@@ -652,8 +684,8 @@ def scenario_default(k, options):
         f"{what}: server PDB maxUnavailable 1 (never blocks a drain)")
     shutdown_checks(what, k, server, pause=10, grace=20)
     default_toml = tomllib.loads(k[("ConfigMap", f"{FULL}-server")]["data"]["server.toml"])
-    check(not any(key.startswith("redis_") for key in default_toml["store"])
-          and not any(v["name"].startswith("redis-")
+    check(not any(key.startswith(("redis_ca", "redis_client")) for key in default_toml["store"])
+          and not any(v["name"] in ("redis-ca", "redis-client")
                       for v in server["spec"]["template"]["spec"]["volumes"]),
           f"{what}: no Redis TLS files by default")
     for component in ("server", "directory"):
@@ -885,13 +917,10 @@ def scenario_gitops(k, options):
           and "base64 -d > ca.pem" not in notes, f"{what}: NOTES: clients trust your issuer")
     check(not any(kind == "Secret" for kind, _ in k),
           f"{what}: nothing generated: no Secret rendered (CA and Redis password are yours)")
-    url = f"redis://:$(REDIS_PASSWORD)@{FULL}-redis.{NAMESPACE}.svc:6379/0"
-    env = env_of(server)
-    names = [e["name"] for e in container(server)["env"]]
-    check(env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-pass", "key": "pw"}
-          and env["AT_SERVER__STORE__REDIS_URL"]["value"] == url
-          and names.index("REDIS_PASSWORD") < names.index("AT_SERVER__STORE__REDIS_URL"),
-          f"{what}: the server composes the Redis URL from your password Secret (declared first)")
+    volumes = {v["name"]: v for v in server["spec"]["template"]["spec"]["volumes"]}
+    check(volumes["redis-auth"]["secret"]["secretName"] == "redis-pass"
+          and volumes["redis-auth"]["secret"]["items"] == [{"key": "pw", "path": "password"}],
+          f"{what}: the nodes read the Redis password from your Secret, as a file")
     sts = k[("StatefulSet", f"{FULL}-redis")]
     redis_env = {e["name"]: e for e in container(sts)["env"]}
     check(redis_env["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == {"name": "redis-pass", "key": "pw"}

@@ -122,9 +122,13 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
     assert!(server.contains("containerPort: 9464"), "{server}");
     assert!(server.contains("readOnlyRootFilesystem: true"), "{server}");
     assert!(server.contains("runAsNonRoot: true"), "{server}");
-    assert!(server.contains("- name: AT_SERVER__STORE__REDIS_URL\n              valueFrom:\n                secretKeyRef:"), "{server}");
+    // The chart's Redis: no Redis URL or password in the environment; the password as a file.
     assert!(
-        server.contains("- name: AT_SERVER__DIRECTORY_STORE__REDIS_URL"),
+        !server.contains("REDIS_URL") && !server.contains("REDIS_PASSWORD"),
+        "{server}"
+    );
+    assert!(
+        server.contains("- name: redis-auth\n              mountPath: /etc/atplatform/redis-auth"),
         "{server}"
     );
     let hpa = find(&docs, "HorizontalPodAutoscaler", "rel-atplatform-server");
@@ -163,7 +167,9 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
     assert!(
         config.contains("    [store]\n    backend = \"redis\"\n")
             && config.contains("    [directory_store]\n    # provision registers")
-            && !config.contains("redis_url"),
+            && config.contains(
+                "    redis_url = \"redis://rel-atplatform-redis.atns.svc:6379/0\"\n    redis_password_file = \"/etc/atplatform/redis-auth/password\"\n"
+            ),
         "{config}"
     );
     let notes = std::fs::read_to_string(out.path().join("default.yaml")).unwrap();

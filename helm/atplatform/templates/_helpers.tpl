@@ -320,8 +320,7 @@ redis_client_key_file = "/etc/atplatform/redis-client/key.pem"
 {{- end -}}
 
 {{/* Whether the chart's Redis takes its password from redis.auth.existingSecret: then nothing
-about Redis is generated at render time (GitOps: every render is the same), and the URL is
-composed in the pod from that password. */}}
+about Redis is generated at render time (GitOps: every render is the same). */}}
 {{- define "atplatform.redisPasswordGiven" -}}
 {{- if and (eq .Values.redis.mode "statefulset") .Values.redis.auth.enabled .Values.redis.auth.existingSecret -}}true{{- end -}}
 {{- end -}}
@@ -337,21 +336,53 @@ key: password
 {{- end -}}
 {{- end -}}
 
-{{/* Env entries giving each of `names` the Redis URL: from the URL Secret, or composed from
-the given password (REDIS_PASSWORD first, which Kubernetes expands in the values after it).
-Takes (dict "ctx" . "names" (list "AT_SERVER__STORE__REDIS_URL")). */}}
+{{/* Whether the directory and server pods read the chart's Redis password from a file
+(store.redis_password_file): the chart's Redis with a password. */}}
+{{- define "atplatform.redisPasswordFile" -}}
+{{- if and (eq .Values.redis.mode "statefulset") .Values.redis.auth.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* The [store] lines naming the Redis: for the chart's Redis its URL (no password in it) and
+the password file; for an external Redis nothing (its URL, which may hold a password, comes
+from a Secret through the environment); then the TLS files. */}}
+{{- define "atplatform.redisStoreToml" -}}
+{{- if eq .Values.redis.mode "statefulset" }}
+redis_url = {{ printf "redis://%s.%s.svc:6379/0" (include "atplatform.redisName" .) .Release.Namespace | toJson }}
+{{- if include "atplatform.redisPasswordFile" . }}
+redis_password_file = "/etc/atplatform/redis-auth/password"
+{{- end }}
+{{- end }}
+{{- include "atplatform.redisTlsToml" . }}
+{{- end -}}
+
+{{/* The password Secret as a file, for pods of the chart's Redis's clients. */}}
+{{- define "atplatform.redisPasswordVolume" -}}
+{{- if include "atplatform.redisPasswordFile" . }}
+- name: redis-auth
+  secret:
+    {{- $ref := include "atplatform.redisPasswordRef" . | fromYaml }}
+    secretName: {{ $ref.name }}
+    defaultMode: 0440
+    items:
+      - key: {{ $ref.key }}
+        path: password
+{{- end }}
+{{- end -}}
+
+{{- define "atplatform.redisPasswordMount" -}}
+{{- if include "atplatform.redisPasswordFile" . }}
+- name: redis-auth
+  mountPath: /etc/atplatform/redis-auth
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* External Redis: env entries giving each of `names` the Redis URL from its Secret (the URL
+may hold the password). Nothing for the chart's Redis, whose URL is in the configuration and
+its password in a file. Takes (dict "ctx" . "names" (list "AT_SERVER__STORE__REDIS_URL")). */}}
 {{- define "atplatform.redisUrlEnv" -}}
 {{- $ctx := .ctx -}}
-{{- if include "atplatform.redisPasswordGiven" $ctx }}
-- name: REDIS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      {{- include "atplatform.redisPasswordRef" $ctx | nindent 6 }}
-{{- range .names }}
-- name: {{ . }}
-  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s.%s.svc:6379/0" (include "atplatform.redisName" $ctx) $ctx.Release.Namespace | quote }}
-{{- end }}
-{{- else }}
+{{- if eq $ctx.Values.redis.mode "external" }}
 {{- range .names }}
 - name: {{ . }}
   valueFrom:
