@@ -737,9 +737,14 @@ def scenario_default(k, options):
                                             "operator": "In", "values": ["directory", "server"]}],
           f"{what}: NetworkPolicy lets in only this release's directory and server pods")
     ca = k[("Secret", f"{FULL}-ca")]["data"]
-    check(base64.b64decode(ca["ca-key.pem"]).startswith(b"-----BEGIN PRIVATE KEY-----")
+    key_pem = base64.b64decode(ca["ca-key.pem"]).decode()
+    key_der = base64.b64decode("".join(key_pem.strip().splitlines()[1:-1]))
+    # PKCS#8 of an Ed25519 key: SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, ... }. Not
+    # ECDSA: Helm writes that as SEC1 ("EC PRIVATE KEY"), which the binaries' CA loader refuses.
+    check(key_pem.startswith("-----BEGIN PRIVATE KEY-----")
+          and key_der.startswith(bytes.fromhex("302e020100300506032b6570"))
           and base64.b64decode(ca["ca.pem"]).startswith(b"-----BEGIN CERTIFICATE-----"),
-          f"{what}: generated cluster CA Secret (PKCS#8 key)")
+          f"{what}: generated cluster CA Secret (an Ed25519 key in PKCS#8, which the binaries read)")
     notes = k[("NOTES", "txt")]
     check("Point a wildcard DNS record *.atservers.example.com at the load balancer" in notes
           and "not reachable from outside the cluster" in notes
