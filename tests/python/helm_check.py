@@ -44,6 +44,10 @@ RELEASE = "rel"
 NAMESPACE = "atns"
 FULL = f"{RELEASE}-atplatform"
 
+# Image digests the fixed scenario pins (made up: nothing is pulled).
+DIGEST = "sha256:" + "ab" * 32
+REDIS_DIGEST = "sha256:" + "cd" * 32
+
 # Scenario name -> values.
 # What every install must give (the chart has no default for it).
 REQUIRED = {"server": {"sniDomain": "atservers.example.com"}}
@@ -115,7 +119,9 @@ SCENARIOS = {
     },
     "fixed": {
         "tls": {"existingSecret": "my-ca"},
-        "redis": {"auth": {"enabled": False}, "persistence": {"storageClass": "fast"}},
+        "image": {"tag": "1.2.3", "digest": DIGEST},
+        "redis": {"auth": {"enabled": False}, "persistence": {"storageClass": "fast"},
+                  "image": {"digest": REDIS_DIGEST}},
         "server": {"autoscaling": {"enabled": False}, "replicas": 4,
                    "podDisruptionBudget": {"enabled": False}, "topologySpread": False,
                    "service": {"type": "NodePort", "port": 30464, "nodePort": 30464}},
@@ -146,6 +152,8 @@ REFUSED = [
     ({"directory": {"settings": {"max_conections": 5}}}, "max_conections"),
     ({"grafanaDashboard": {"enabled": True, "uid": "x" * 41}}, "uid"),
     ({"directory": {"host": "root example"}}, "host"),
+    ({"image": {"digest": "latest"}}, "digest"),
+    ({"redis": {"image": {"digest": "sha256:123"}}}, "digest"),
     ({"directory": {"service": {"loadBalancerIP": "my-ip"}}}, "loadBalancerIP"),
     ({"certManager": {"publicIssuerRef": {"name": "le"}}}, "certManager.enabled"),
     ({"certManager": {"enabled": True, "publicIssuerRef": {"name": "le"}}}, "directory.host"),
@@ -945,6 +953,10 @@ def scenario_fixed(k, options):
     check(next(v for v in volumes if v["name"] == "cluster-ca")["secret"]["secretName"] == "my-ca"
           and ("Secret", f"{FULL}-ca") not in k, f"{what}: the existing CA Secret is mounted")
     sts = k[("StatefulSet", f"{FULL}-redis")]
+    check(all(container(k[("Deployment", f"{FULL}-{c}")])["image"] == f"atplatform@{DIGEST}"
+              for c in ("server", "directory"))
+          and container(sts)["image"] == f"docker.io/library/redis@{REDIS_DIGEST}",
+          f"{what}: images pinned by digest (image.digest, redis.image.digest): repository@digest")
     server_service = k[("Service", f"{FULL}-server")]
     check(server_service["spec"]["type"] == "NodePort"
           and server_service["spec"]["ports"][0]["nodePort"] == 30464
@@ -973,6 +985,11 @@ def main():
     global IMAGE_USER
     dockerfile = open(os.path.join(root, "deploy", "Dockerfile"), encoding="utf-8").read()
     IMAGE_USER = int(re.search(r"^USER (\d+):\d+$", dockerfile, re.M).group(1))
+    for arg in ("RUST_IMAGE", "RUNTIME_IMAGE"):
+        default = re.search(rf"^ARG {arg}=(\S+)$", dockerfile, re.M).group(1)
+        check(re.search(rf"--build-arg {arg}=\S+@sha256:<digest>", dockerfile)
+              and ("@" not in default or re.fullmatch(r"[^@]+@sha256:[0-9a-f]{64}", default)),
+              f"deploy/Dockerfile: {arg} ({default}) can be pinned by digest, as documented")
     os.makedirs(out, exist_ok=True)
     chart = helm_python.Chart.load(path)
     ok(f"chart {chart.name} {chart.version} loaded (Helm SDK {helm_python.helm_sdk_version()},"

@@ -58,8 +58,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/* An image reference from {repository, tag, digest}: repository@digest when a digest is
+given (pinned: what runs cannot change under the same tag), else repository:tag. Takes
+(dict "image" .Values.image "tag" <default tag>). */}}
+{{- define "atplatform.imageRef" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .tag .image.tag | toString) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "atplatform.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) -}}
+{{- include "atplatform.imageRef" (dict "image" .Values.image "tag" .Chart.AppVersion) -}}
 {{- end -}}
 
 {{/* The Secret holding the cluster CA, and the keys of its certificate and private key. */}}
