@@ -3,6 +3,8 @@
 //! - [`process`]: start one of our binaries, learn its port from its `listening on` line, stop it.
 //! - [`redis`]: a real `redis-server` on a free loopback port, gone when dropped.
 //! - [`proxy`]: a loopback TCP proxy a test can cut (one client losing its server).
+//! - [`balancer`]: a loopback "Service" sending new connections to the nodes its `/readyz`
+//!   polls find ready, with a Kubernetes-like lag (rolling updates).
 //! - [`bench`]: what the benchmark binaries share (TLS connector, `/proc` readings).
 //! - [`client`]: a blocking TLS (or plain) client that asserts exact bytes, with timeouts.
 //! - [`fake_peer`]: a scripted fake atServer over TLS that records what it is sent.
@@ -14,6 +16,7 @@
 //! Blocking std sockets on purpose: a test reads like the transcript it checks, and no test
 //! runtime can hide an ordering bug of the server's. Every read has a deadline.
 
+pub mod balancer;
 pub mod bench;
 pub mod client;
 pub mod fake_peer;
