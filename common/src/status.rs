@@ -8,6 +8,7 @@
 //! | notFound    | (not asked)       | notFound                 | 404  |
 //! | found       | teapot or ready   | teapot                   | 418  |
 //! | found       | activated         | activated                | 200  |
+//! | found       | stopped           | unavailable              | 503  |
 //! | found       | unavailable       | unavailable              | 503  |
 //! | found       | error             | error                    | 500  |
 //! | unavailable | (not asked)       | unavailable              | 502  |
@@ -199,6 +200,15 @@ pub fn read_directory_answer(line: &str) -> Result<Option<crate::Address>, Strin
         .map_err(|e| format!("directory answered {text:?}: {e}"))
 }
 
+/// Whether a reply is the reference's paused-server error (AT0024), which a suspended atSign's
+/// server answers to everything: its server is `stopped`.
+pub fn is_paused(reply: &str) -> bool {
+    // Either error style: `error:AT0024-…` or `error:{"errorCode":"AT0024",…}`.
+    reply.strip_prefix("error:").is_some_and(|error| {
+        error.starts_with("AT0024") || error.contains(r#""errorCode":"AT0024""#)
+    })
+}
+
 /// What an unauthenticated `scan` reply (`data:["publickey@alice",…]`) says about `at_sign`:
 /// whether `publickey@<atSign>` is listed. `Err` for anything but a JSON list of strings.
 pub fn scan_lists_public_key(reply: &str, at_sign: &AtSign) -> Result<bool, String> {
@@ -249,6 +259,16 @@ mod tests {
             root_status: RootStatus::Found,
             server_status,
         }
+    }
+
+    #[test]
+    fn the_paused_server_error_in_either_style_is_stopped() {
+        assert!(is_paused("error:AT0024-Exception: @alice is suspended"));
+        assert!(is_paused(
+            r#"error:{"errorCode":"AT0024","errorDescription":"Server is paused : @alice is suspended"}"#
+        ));
+        assert!(!is_paused("error:AT0015-Exception: key not found"));
+        assert!(!is_paused(r#"data:["AT0024"]"#));
     }
 
     #[test]

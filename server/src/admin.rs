@@ -18,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::ServerConfig;
+use crate::connection::admission::Admission;
 use crate::provision;
 use crate::store::{AtSignStatus, Store};
 
@@ -31,29 +32,45 @@ const MAX_REQUEST: usize = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase")]
 pub enum Request {
-    /// atSigns as typed; all are checked before any is provisioned.
+    /// atSigns as typed; all are checked before any is provisioned, and the first failure
+    /// stops the rest (bulk provisioning sends one atSign per request).
     Provision {
         atsigns: Vec<String>,
     },
     Deprovision {
         atsign: String,
     },
-    List,
+    /// Keep the atSign's data but serve nothing of it (AT0024) until `resume`.
+    Suspend {
+        atsign: String,
+    },
+    Resume {
+        atsign: String,
+    },
+    List {
+        /// With what each atSign holds and its open connections on the answering node.
+        #[serde(default)]
+        usage: bool,
+    },
 }
 
-/// What a command printed, or why it failed (after printing `output` for what was done).
+/// What a command printed, or why it failed (after printing `output` for what was done), and
+/// the same result for programs (`--json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Response {
     pub output: String,
     pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Value>,
 }
 
 /// What a command changed, for a serving node to act on (start or stop an atSign's port, drop
-/// its key store).
+/// its key store, close a suspended atSign's connections).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Added { atsign: AtSign, port: Option<u16> },
     Removed(AtSign),
+    Suspension { atsign: AtSign, suspended: bool },
 }
 
 /// The socket of the node whose data directory is `data_dir`.
@@ -61,27 +78,39 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join(SOCKET_NAME)
 }
 
-/// Runs `request` against `store`, returning what to print and what changed.
+/// Runs `request` against `store`, returning what to print and what changed. `admission` is
+/// the serving node's (its connections are counted in `list --usage`); `None` when the CLI
+/// opened the store itself.
 pub async fn execute(
     request: Request,
     config: &ServerConfig,
     store: &Store,
+    admission: Option<&Admission>,
 ) -> (Response, Vec<Change>) {
-    let mut output = String::new();
+    let mut out = Out::default();
     let mut changes = Vec::new();
-    let result = run(request, config, store, &mut output, &mut changes).await;
+    let result = run(request, config, store, admission, &mut out, &mut changes).await;
     let response = Response {
-        output,
+        output: out.text,
         error: result.err(),
+        json: (!out.json.is_empty()).then_some(serde_json::Value::Array(out.json)),
     };
     (response, changes)
+}
+
+/// What a command prints: text for people and one JSON object per result for programs.
+#[derive(Default)]
+struct Out {
+    text: String,
+    json: Vec<serde_json::Value>,
 }
 
 async fn run(
     request: Request,
     config: &ServerConfig,
     store: &Store,
-    out: &mut String,
+    admission: Option<&Admission>,
+    out: &mut Out,
     changes: &mut Vec<Change>,
 ) -> Result<(), String> {
     let directory = || async {
@@ -101,10 +130,15 @@ async fn run(
                 let done = provision::provision(config, store, &directory, &atsign)
                     .await
                     .map_err(|e| e.to_string())?;
-                out.push_str(&format!(
+                out.text.push_str(&format!(
                     "provisioned {} at {}\ncram secret: {}\n",
                     done.atsign, done.address, done.cram_secret
                 ));
+                out.json.push(serde_json::json!({
+                    "atSign": done.atsign.as_str(),
+                    "address": done.address.to_string(),
+                    "cramSecret": done.cram_secret,
+                }));
                 changes.push(Change::Added {
                     atsign: done.atsign,
                     port: done.port,
@@ -116,24 +150,76 @@ async fn run(
             provision::deprovision(store, &directory().await?, &atsign)
                 .await
                 .map_err(|e| e.to_string())?;
-            out.push_str(&format!("deprovisioned {atsign}\n"));
+            out.text.push_str(&format!("deprovisioned {atsign}\n"));
             changes.push(Change::Removed(atsign));
         }
-        Request::List => {
+        Request::Suspend { atsign } => suspend(store, &parse(&atsign)?, true, out, changes).await?,
+        Request::Resume { atsign } => suspend(store, &parse(&atsign)?, false, out, changes).await?,
+        Request::List { usage } => {
             for atsign in store.list_atsigns().await.map_err(|e| e.to_string())? {
                 let Some(info) = store.get_atsign(&atsign).await.map_err(|e| e.to_string())? else {
                     continue;
                 };
-                let status = match info.status {
-                    AtSignStatus::New => "teapot",
-                    AtSignStatus::Active => "activated",
-                    AtSignStatus::Suspended => "suspended",
-                };
+                // As the status check says it: activated once its public encryption key is
+                // there, even before onboarding deletes the CRAM secret.
+                let public_key = format!("public:{}", at_common::status::public_key_name(&atsign));
+                let activated = info.status == AtSignStatus::Active
+                    || store
+                        .get(&atsign, &public_key)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .is_some();
+                let status = if activated { "activated" } else { "teapot" };
                 let address = provision::address_of(config, &info);
-                out.push_str(&format!("{atsign} {status} {address}\n"));
+                // The status column says `suspended` for a suspended atSign: what matters first.
+                let shown = if info.suspended { "suspended" } else { status };
+                out.text.push_str(&format!("{atsign} {shown} {address}"));
+                let mut json = serde_json::json!({
+                    "atSign": atsign.as_str(),
+                    "status": status,
+                    "suspended": info.suspended,
+                    "address": address.to_string(),
+                });
+                if usage {
+                    let used = provision::usage(store, &atsign)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let (owner, peers) = admission.map_or((0, 0), |a| a.held_by(&atsign));
+                    out.text.push_str(&format!(
+                        " keys={} bytes={} received={} sent={} connections={owner} peers={peers}",
+                        used.keys, used.bytes, used.notifications_received, used.notifications_sent
+                    ));
+                    json["usage"] = serde_json::to_value(&used).map_err(|e| e.to_string())?;
+                    json["usage"]["connections"] = owner.into();
+                    json["usage"]["peerConnections"] = peers.into();
+                }
+                out.text.push('\n');
+                out.json.push(json);
             }
         }
     }
+    Ok(())
+}
+
+/// `suspend` (`suspended`) or `resume` one atSign.
+async fn suspend(
+    store: &Store,
+    atsign: &AtSign,
+    suspended: bool,
+    out: &mut Out,
+    changes: &mut Vec<Change>,
+) -> Result<(), String> {
+    provision::set_suspended(store, atsign, suspended)
+        .await
+        .map_err(|e| e.to_string())?;
+    let done = if suspended { "suspended" } else { "resumed" };
+    out.text.push_str(&format!("{done} {atsign}\n"));
+    out.json
+        .push(serde_json::json!({"atSign": atsign.as_str(), "suspended": suspended}));
+    changes.push(Change::Suspension {
+        atsign: atsign.clone(),
+        suspended,
+    });
     Ok(())
 }
 
@@ -156,6 +242,16 @@ pub fn with_qr_codes(output: &str) -> String {
         }
     }
     out
+}
+
+impl Response {
+    fn failed(error: String) -> Response {
+        Response {
+            output: String::new(),
+            error: Some(error),
+            json: None,
+        }
+    }
 }
 
 /// Sends `request` to the node serving `data_dir`. `Ok(None)` when no server is listening
@@ -195,6 +291,36 @@ pub async fn send(data_dir: &Path, request: &Request) -> Result<Option<Response>
         .map_err(|e| format!("{}: unreadable answer ({e})", path.display()))
 }
 
+/// Where the CLI's admin commands run: on the node serving the data directory (through its
+/// socket) or, with none serving, in this process on the store it opens once.
+pub struct Admin {
+    config: ServerConfig,
+    local: tokio::sync::OnceCell<Store>,
+}
+
+impl Admin {
+    pub fn new(config: ServerConfig) -> Admin {
+        Admin {
+            config,
+            local: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub async fn ask(&self, request: &Request) -> Result<Response, String> {
+        if self.local.get().is_none() {
+            if let Some(response) = send(&self.config.data_dir, request).await? {
+                return Ok(response);
+            }
+        }
+        let store = self
+            .local
+            .get_or_try_init(|| crate::store::open(&self.config.store, &self.config.data_dir))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(execute(request.clone(), &self.config, store, None).await.0)
+    }
+}
+
 /// Binds the node's admin socket (replacing a stale one: the store's lock already guarantees
 /// no other server uses this data directory), readable by the owner only.
 pub fn bind(data_dir: &Path) -> std::io::Result<UnixListener> {
@@ -215,6 +341,7 @@ pub async fn serve(
     listener: UnixListener,
     config: ServerConfig,
     store: Store,
+    admission: Admission,
     on_change: impl Fn(Change),
 ) {
     loop {
@@ -233,19 +360,14 @@ pub async fn serve(
             Ok(_) => match serde_json::from_str::<Request>(&line) {
                 Ok(request) => {
                     tracing::info!(?request, "admin request");
-                    let (response, changes) = execute(request, &config, &store).await;
+                    let (response, changes) =
+                        execute(request, &config, &store, Some(&admission)).await;
                     changes.into_iter().for_each(&on_change);
                     response
                 }
-                Err(e) => Response {
-                    output: String::new(),
-                    error: Some(format!("bad request: {e}")),
-                },
+                Err(e) => Response::failed(format!("bad request: {e}")),
             },
-            Err(e) => Response {
-                output: String::new(),
-                error: Some(format!("reading the request: {e}")),
-            },
+            Err(e) => Response::failed(format!("reading the request: {e}")),
         };
         let mut answer = serde_json::to_vec(&response).unwrap_or_default();
         answer.push(b'\n');
@@ -294,7 +416,8 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"command":"list"}"#).unwrap(),
-            Request::List
+            Request::List { usage: false },
+            "a list request from an older CLI"
         );
     }
 }

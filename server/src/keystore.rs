@@ -181,6 +181,8 @@ pub struct Services {
     pub quota: crate::notifications::Quota,
     /// How fast other atSigns can make this node's atSigns receive notifications.
     pub pace: std::sync::Arc<crate::pace::NotifyPace>,
+    /// Which atSigns are suspended: their connections are refused.
+    pub suspensions: crate::suspension::Suspensions,
 }
 
 /// The one place a verb meets its handler: an exhaustive match, so a new verb is a compile
@@ -194,6 +196,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         router,
         quota,
         pace,
+        suspensions: _,
     } = services;
     if let Some(peer) = &run.peer {
         verbs::admit_peer(store, me, peer).await?;
@@ -359,8 +362,10 @@ fn stats_after(
 /// Onboarding is complete once the CRAM secret is deleted: the atSign is activated.
 async fn activate(store: &Store, me: &AtSign) -> Result<(), AtError> {
     if let Some(mut info) = store.get_atsign(me).await? {
-        info.status = AtSignStatus::Active;
-        store.set_atsign_info(me, &info).await?;
+        if info.status != AtSignStatus::Active {
+            info.status = AtSignStatus::Active;
+            store.set_atsign_info(me, &info).await?;
+        }
     }
     Ok(())
 }
@@ -420,6 +425,11 @@ impl Hosts {
         &self.services.peers
     }
 
+    /// Which of this node's atSigns are suspended.
+    pub fn suspensions(&self) -> &crate::suspension::Suspensions {
+        &self.services.suspensions
+    }
+
     /// How many key stores are in memory now.
     pub fn running(&self) -> usize {
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -454,6 +464,7 @@ mod tests {
             pace: std::sync::Arc::new(crate::pace::NotifyPace::new(
                 crate::config::ServerConfig::default().notify_pace(),
             )),
+            suspensions: Default::default(),
         };
         Hosts::new(services, idle, vec![actix::Arbiter::current()])
     }

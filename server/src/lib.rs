@@ -42,4 +42,5 @@ pub mod provision;
 pub mod router;
 pub mod signing;
 pub mod store;
+pub mod suspension;
 pub mod verbs;

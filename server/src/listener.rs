@@ -59,23 +59,29 @@ enum Route {
     Fixed(AtSign),
 }
 
-/// SNI label → atSign, loaded from the store; a miss asks the store for that one label (a
-/// newly provisioned atSign).
-struct Labels {
+/// What the listener knows of the hosted atSigns from the store: SNI label → atSign (a miss
+/// asks the store for that one label: a newly provisioned atSign), and which are suspended.
+struct Hosted {
     domain: String,
     map: RwLock<HashMap<String, AtSign>>,
     store: Store,
+    suspensions: crate::suspension::Suspensions,
 }
 
-impl Labels {
+impl Hosted {
     async fn reload(&self) -> Result<(), crate::store::StoreError> {
         let mut fresh = HashMap::new();
+        let mut suspended = std::collections::HashSet::new();
         for atsign in self.store.list_atsigns().await? {
             if let Some(info) = self.store.get_atsign(&atsign).await? {
+                if info.suspended {
+                    suspended.insert(atsign.clone());
+                }
                 fresh.insert(info.sni_label, atsign);
             }
         }
         *self.map.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        self.suspensions.replace(suspended);
         Ok(())
     }
 
@@ -112,7 +118,7 @@ impl Labels {
 struct Shared {
     tls: Option<TlsAcceptor>,
     hosts: Hosts,
-    labels: Labels,
+    hosted: Hosted,
     limits: Arc<Limits>,
 }
 
@@ -155,15 +161,16 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
     );
     let shared = Arc::new(Shared {
         tls,
-        hosts: node.hosts,
-        labels: Labels {
+        hosted: Hosted {
             domain: config.sni_domain.to_ascii_lowercase(),
             map: RwLock::default(),
             store: store.clone(),
+            suspensions: node.hosts.suspensions().clone(),
         },
+        hosts: node.hosts,
         limits: node.limits,
     });
-    shared.labels.reload().await?;
+    shared.hosted.reload().await?;
     // Serving matters more than administering: without its socket the node still serves,
     // and the CLI then says the store is in use.
     let admin = admin::bind(&config.data_dir)
@@ -247,6 +254,7 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
             admin,
             config.clone(),
             store.clone(),
+            shared.limits.admission.clone(),
             move |change| served.apply(change),
         ));
     }
@@ -328,6 +336,10 @@ impl Served {
     async fn sync(&self, store: &Store, atsign: &AtSign) -> Result<(), crate::store::StoreError> {
         match store.get_atsign(atsign).await? {
             Some(info) => {
+                self.apply(admin::Change::Suspension {
+                    atsign: atsign.clone(),
+                    suspended: info.suspended,
+                });
                 let serving = self.ports.borrow().contains_key(atsign);
                 if info.port.is_some() && !serving {
                     self.apply(admin::Change::Added {
@@ -358,7 +370,7 @@ impl Served {
         for atsign in &hosted {
             self.sync(store, atsign).await?;
         }
-        self.accepting.shared.labels.reload().await
+        self.accepting.shared.hosted.reload().await
     }
 }
 
@@ -439,12 +451,16 @@ impl Accepting {
                     }
                 }
             }
+            admin::Change::Suspension { atsign, suspended } => {
+                self.shared.hosts.suspensions().set(&atsign, suspended);
+            }
             admin::Change::Removed(atsign) => {
+                self.shared.hosts.suspensions().set(&atsign, false);
                 if let Some(handle) = ports.remove(&atsign) {
                     handle.abort();
                 }
                 self.shared.hosts.evict(&atsign);
-                self.shared.labels.forget(&atsign);
+                self.shared.hosted.forget(&atsign);
                 tracing::info!(%atsign, "stopped serving a deprovisioned atSign");
             }
         }
@@ -516,7 +532,7 @@ async fn begin(
             let atsign = match route {
                 Route::Fixed(atsign) => Some(atsign),
                 Route::BySni => match server_name {
-                    Some(name) => shared.labels.resolve(&name).await,
+                    Some(name) => shared.hosted.resolve(&name).await,
                     None => None,
                 },
             };

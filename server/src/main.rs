@@ -63,13 +63,36 @@ enum Command {
     },
     /// Create atSigns on this node, register them in the directory, print their CRAM secrets.
     Provision {
-        #[arg(required = true)]
+        #[arg(required_unless_present = "from_file")]
         atsigns: Vec<String>,
+        /// Provision every atSign listed in this file (one per line; blank lines and `#`
+        /// comments skipped; `-` reads standard input), going on past failures: progress on
+        /// a terminal, one result per atSign, and a failure exit if any failed.
+        #[arg(long, conflicts_with = "atsigns")]
+        from_file: Option<PathBuf>,
+        /// Print results as JSON: one object per line, `{"atSign","address","cramSecret"}`
+        /// or `{"atSign","error"}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove an atSign and all its data from this node and from the directory.
     Deprovision { atsign: String },
-    /// Print every hosted atSign: `@atsign status host:port`.
-    List,
+    /// Suspend an atSign: its data is kept, logins and every command are refused (AT0024, its
+    /// open connections closed), the status API says `stopped`, until `resume`.
+    Suspend { atsign: String },
+    /// Serve a suspended atSign again.
+    Resume { atsign: String },
+    /// Print every hosted atSign: `@atsign status host:port` (status `teapot`, `activated` or
+    /// `suspended`).
+    List {
+        /// Also what each holds (keys, bytes, notifications received and sent) and its open
+        /// connections on the serving node.
+        #[arg(long)]
+        usage: bool,
+        /// Print a JSON array instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a cluster CA in `--out`: `ca.pem` and `ca-key.pem`. Nodes configured with them
     /// (`tls.ca_file`, `tls.ca_key_file`) issue their own certificates from it, and trust each
     /// other with `peer_ca_files = ["…/ca.pem"]`.
@@ -197,10 +220,82 @@ fn main() -> ExitCode {
     }
 }
 
+/// `provision --from-file`: one request per atSign, so one failure does not stop the rest
+/// and a terminal shows progress; a result line per atSign on standard output.
+async fn provision_from_file(
+    admin: &admin::Admin,
+    file: &std::path::Path,
+    json: bool,
+) -> Result<String, String> {
+    use std::io::{IsTerminal, Write};
+    let text = match file.as_os_str() == "-" {
+        true => std::io::read_to_string(std::io::stdin()),
+        false => std::fs::read_to_string(file),
+    }
+    .map_err(|e| format!("{}: {e}", file.display()))?;
+    let atsigns: Vec<&str> = text
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default().trim())
+        .filter(|line| !line.is_empty())
+        .collect();
+    let progress = std::io::stderr().is_terminal();
+    let mut failed = 0;
+    for (n, atsign) in atsigns.iter().enumerate() {
+        if progress {
+            eprint!("\r\x1b[Kprovisioning {}/{}: {atsign}", n + 1, atsigns.len());
+        }
+        let request = Request::Provision {
+            atsigns: vec![atsign.to_string()],
+        };
+        let (line, error) = match admin.ask(&request).await {
+            Ok(response) => match response.error {
+                None if json => {
+                    let result = response.json.map(|mut results| results[0].take());
+                    (result.unwrap_or_default().to_string() + "\n", None)
+                }
+                None => (response.output, None),
+                Some(error) => (String::new(), Some(error)),
+            },
+            Err(error) => (String::new(), Some(error)),
+        };
+        let line = match error {
+            None => line,
+            Some(error) => {
+                failed += 1;
+                match json {
+                    true => format!(
+                        "{}\n",
+                        serde_json::json!({"atSign": atsign, "error": error})
+                    ),
+                    false => format!("{atsign}: not provisioned: {error}\n"),
+                }
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        out.write_all(line.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("writing the results: {e}"))?;
+    }
+    if progress {
+        eprintln!();
+    }
+    let done = atsigns.len() - failed;
+    match failed {
+        0 => {
+            eprintln!("provisioned {done} of {}", atsigns.len());
+            Ok(String::new())
+        }
+        _ => Err(format!(
+            "provisioned {done} of {}; {failed} failed",
+            atsigns.len()
+        )),
+    }
+}
+
 async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
     at_common::config::private_dir(&config.data_dir)
         .map_err(|e| format!("data_dir {}: {e}", config.data_dir.display()))?;
-    let request = match command {
+    let (request, json) = match command {
         Command::Dev { .. } | Command::CaCreate { .. } => {
             unreachable!("handled before the configuration is loaded")
         }
@@ -243,22 +338,24 @@ async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
                 .map_err(|e| format!("the migration target: {e}"))?;
             return at_server::migrate::migrate(&from, &target, &atsigns).await;
         }
-        Command::Provision { atsigns } => Request::Provision { atsigns },
-        Command::Deprovision { atsign } => Request::Deprovision { atsign },
-        Command::List => Request::List,
+        Command::Provision {
+            from_file: Some(file),
+            json,
+            ..
+        } => return provision_from_file(&admin::Admin::new(config), &file, json).await,
+        Command::Provision { atsigns, json, .. } => (Request::Provision { atsigns }, json),
+        Command::Deprovision { atsign } => (Request::Deprovision { atsign }, false),
+        Command::Suspend { atsign } => (Request::Suspend { atsign }, false),
+        Command::Resume { atsign } => (Request::Resume { atsign }, false),
+        Command::List { usage, json } => (Request::List { usage }, json),
     };
     // A serving node runs it (it holds the store); otherwise this process opens the store.
-    let response = match admin::send(&config.data_dir, &request).await? {
-        Some(response) => response,
-        None => {
-            let store = store::open(&config.store, &config.data_dir)
-                .await
-                .map_err(|e| e.to_string())?;
-            admin::execute(request, &config, &store).await.0
-        }
-    };
-    // On a terminal, each CRAM secret also as a QR code; piped output stays plain.
-    let output = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+    let response = admin::Admin::new(config).ask(&request).await?;
+    let output = if json {
+        let results = response.json.unwrap_or_else(|| serde_json::json!([]));
+        format!("{results:#}\n")
+    } else if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        // On a terminal, each CRAM secret also as a QR code; piped output stays plain.
         admin::with_qr_codes(&response.output)
     } else {
         response.output

@@ -59,6 +59,7 @@ impl Node {
             router,
             quota: config.notification_quota(),
             pace: Arc::new(NotifyPace::new(config.notify_pace())),
+            suspensions: Default::default(),
         };
         let hosts = Hosts::new(
             services,

@@ -64,6 +64,7 @@ pub async fn provision(
         sni_label: uuid::Uuid::new_v4().to_string(),
         cram_secret: Some(cram_secret()?),
         port,
+        suspended: false,
     };
     let address = address_of(config, &info);
     store.create_atsign(atsign, &info).await?;
@@ -87,6 +88,59 @@ pub async fn deprovision(
     }
     directory.remove(atsign).await?;
     Ok(())
+}
+
+/// Suspends `atsign` (its data kept, nothing served: see [`crate::suspension`]) or resumes
+/// it. Whether it was already so is not an error: the command says what holds now.
+pub async fn set_suspended(
+    store: &Store,
+    atsign: &AtSign,
+    suspended: bool,
+) -> Result<(), ProvisionError> {
+    let Some(mut info) = store.get_atsign(atsign).await? else {
+        return Err(ProvisionError::Missing(atsign.clone()));
+    };
+    if info.suspended != suspended {
+        info.suspended = suspended;
+        store.set_atsign_info(atsign, &info).await?;
+    }
+    Ok(())
+}
+
+/// What one atSign holds in the store (`at-server list --usage`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub keys: usize,
+    /// Its keys' names and values, in bytes.
+    pub bytes: u64,
+    /// Notifications kept for it (received, not yet expired or deleted).
+    pub notifications_received: usize,
+    /// Notifications it sent that are kept (with their delivery status).
+    pub notifications_sent: usize,
+}
+
+/// Reads `atsign`'s usage: every key and both notification logs, one read after another (an
+/// operator's command, not for a hot path).
+pub async fn usage(store: &Store, atsign: &AtSign) -> Result<Usage, StoreError> {
+    use crate::store::NotificationLog;
+    let mut usage = Usage::default();
+    for key in store.keys(atsign, "").await? {
+        usage.keys += 1;
+        usage.bytes += key.len() as u64;
+        if let Some(record) = store.get(atsign, &key).await? {
+            usage.bytes += record.value.map_or(0, |v| v.len()) as u64;
+        }
+    }
+    usage.notifications_received = store
+        .notifications(atsign, NotificationLog::Received, None, usize::MAX)
+        .await?
+        .len();
+    usage.notifications_sent = store
+        .notifications(atsign, NotificationLog::Sent, None, usize::MAX)
+        .await?
+        .len();
+    Ok(usage)
 }
 
 /// Where clients reach `info`'s atSign: its SNI name on the shared port, or its own port.

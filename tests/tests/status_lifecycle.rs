@@ -414,6 +414,176 @@ fn status_follows_an_atsign_from_unknown_to_activated_stopped_and_deprovisioned(
     assert_status(&await_code(api, path, 404), 404, &not_found_json("@alice"));
 }
 
+/// `at-server suspend` / `resume` on a running server: a suspended atSign refuses every
+/// command with the reference's paused-server error (AT0024) and closes, its open connections
+/// are told and closed at once, the status API says `stopped` (503), its data is kept, and
+/// `resume` brings it back as it was. `list` shows it, `list --usage --json` counts its keys
+/// and its open connections.
+#[test]
+fn a_suspended_atsign_is_stopped_refuses_everything_keeps_its_data_and_resumes() {
+    let dir = TempDir::new("status-suspend");
+    let mut server = Server::new(dir.path());
+    server.start();
+    let config = dir.path().join("directory.toml");
+    directory_config(&config, "", &[&server.ca]);
+    let directory = start_directory(&dir.path().join("directory"), &config);
+    let api = api(&directory);
+    let path = "/api/status/@alice";
+    let location = server.location(0);
+    let secret = server.provision("@alice", 0);
+    activate(&server, "@alice", 0, &secret);
+    let activated = status_json(
+        "@alice",
+        Some(&location),
+        "found",
+        "activated",
+        "activated",
+        200,
+    );
+    assert_status(&await_code(api, path, 200), 200, &activated);
+
+    let mut owner = server.connect(0);
+    owner.cram_in("@alice", &secret);
+    update(&mut owner, "@alice", "update:kept@alice still here\n");
+    let mut anonymous = server.connect(0);
+
+    // Usage while the owner is connected: its keys and its one owner connection.
+    let out = server.admin(&["list", "--usage", "--json"]);
+    assert!(out.status.success(), "list --usage --json: {out:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let alice = &listed[0];
+    assert_eq!(alice["atSign"], "@alice", "{listed}");
+    assert_eq!(alice["status"], "activated", "{listed}");
+    assert_eq!(alice["suspended"], false, "{listed}");
+    assert_eq!(alice["address"], location.as_str(), "{listed}");
+    // public:publickey, privatekey:at_pkam_publickey, kept, and the signing keys made at login.
+    assert!(alice["usage"]["keys"].as_u64().unwrap() >= 3, "{listed}");
+    assert!(
+        alice["usage"]["bytes"].as_u64().unwrap() > (2 * PUBLIC_KEY.trim().len()) as u64,
+        "{listed}"
+    );
+    assert_eq!(alice["usage"]["connections"], 1, "{listed}");
+
+    let out = server.admin(&["suspend", "@alice"]);
+    assert!(out.status.success(), "suspend: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "suspended @alice\n");
+    // Open connections are told, then closed, authenticated or not.
+    // The reference's renderings of its paused-server exception, with our message: on an
+    // authenticated connection, and on one that is not.
+    let refusal = "error:AT0024-Server is paused : @alice is suspended\n";
+    let refused = "error:AT0024-Exception: @alice is suspended\n@";
+    assert_eq!(
+        owner.read_until(b"@alice@"),
+        format!("{refusal}@alice@"),
+        "the owner's connection"
+    );
+    owner.expect_closed(Duration::from_secs(5));
+    assert_eq!(anonymous.read_until(b"\n@"), refused);
+    anonymous.expect_closed(Duration::from_secs(5));
+    // A new connection: every command, a login first of all, gets the same, then the close.
+    let mut again = server.connect(0);
+    again.send(b"from:@alice\n");
+    assert_eq!(again.read_until(b"\n@"), refused);
+    again.expect_closed(Duration::from_secs(5));
+
+    let stopped = status_json(
+        "@alice",
+        Some(&location),
+        "found",
+        "stopped",
+        "unavailable",
+        503,
+    );
+    assert_status(&await_code(api, path, 503), 503, &stopped);
+    let out = server.admin(&["list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("@alice suspended {location}\n")
+    );
+
+    // Resumed: served again with its data, activated again.
+    let out = server.admin(&["resume", "@alice"]);
+    assert!(out.status.success(), "resume: {out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "resumed @alice\n");
+    assert_status(&await_code(api, path, 200), 200, &activated);
+    let mut back = server.connect(0);
+    back.cram_in("@alice", &secret);
+    back.ask("llookup:kept@alice\n", "data:still here\n@alice@");
+
+    // The suspension is in the store: a restarted server still refuses a suspended atSign.
+    drop(back);
+    assert!(server.admin(&["suspend", "@alice"]).status.success());
+    server.stop();
+    server.start();
+    let mut after = server.connect(0);
+    after.send(b"from:@alice\n");
+    assert_eq!(after.read_until(b"\n@"), refused);
+    // Unknown atSigns are an error.
+    let out = server.admin(&["suspend", "@nobody"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("@nobody is not provisioned"),
+        "{out:?}"
+    );
+}
+
+/// `provision --from-file --json`, as a registrar calls it: one JSON result per atSign on
+/// standard output (address and CRAM secret, or why not), going on past failures, the file's
+/// comments and blank lines skipped, a failure exit and a summary when any failed.
+#[test]
+fn bulk_provisioning_reports_each_atsign_and_goes_on_past_failures() {
+    let dir = TempDir::new("status-bulk");
+    let mut server = Server::new(dir.path());
+    server.start();
+    let file = dir.path().join("atsigns.txt");
+    std::fs::write(
+        &file,
+        "# registrar batch 7\n@bob\n\n@carol   # paid\nnot valid!!\n@bob\n",
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let out = server.admin(&["provision", "--from-file", &file, "--json"]);
+    assert!(!out.status.success(), "two of four failed: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("provisioned 2 of 4; 2 failed"),
+        "{out:?}"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let results: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    assert_eq!(results.len(), 4, "{stdout}");
+    for (n, atsign) in ["@bob", "@carol"].iter().enumerate() {
+        assert_eq!(results[n]["atSign"], *atsign, "{stdout}");
+        assert_eq!(results[n]["address"], server.location(n as u16).as_str());
+        let secret = results[n]["cramSecret"].as_str().unwrap();
+        assert_eq!(secret.len(), 128, "{stdout}");
+        // The secret is the one the atSign's server takes.
+        let mut client = server.connect(n as u16);
+        client.cram_in(atsign, secret);
+    }
+    assert_eq!(results[2]["atSign"], "not valid!!", "{stdout}");
+    assert!(results[2]["error"].is_string(), "{stdout}");
+    assert_eq!(results[3]["atSign"], "@bob", "{stdout}");
+    assert!(
+        results[3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("@bob is already provisioned"),
+        "{stdout}"
+    );
+    // Without --json, the same lines as `provision` prints, and the failures named.
+    let again = dir.path().join("again.txt");
+    std::fs::write(&again, "@carol\n").unwrap();
+    let out = server.admin(&["provision", "--from-file", &again.display().to_string()]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "@carol: not provisioned: @carol is already provisioned on this node\n"
+    );
+}
+
 #[test]
 fn a_front_directory_relays_the_status_and_reports_its_directory_down_as_502() {
     let dir = TempDir::new("status-front");

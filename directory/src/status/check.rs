@@ -1,5 +1,7 @@
 //! One status check, from the outside, as a client sees it: ask the directory where the atSign
 //! lives, then ask that atServer, unauthenticated, for `scan` and `lookup:publickey@<atSign>`.
+//! A server that answers the paused-server error (AT0024: the atSign is suspended) is
+//! `stopped`.
 //!
 //! Each step is bounded by the timeout; whatever does not answer in time is `unavailable`.
 //! A step that could not talk (refused, reset, TLS failure, closed, silent) is `unavailable`;
@@ -109,6 +111,10 @@ impl Checker {
     ) -> Result<ServerStatus, Failure> {
         let mut conversation = client::connect(&self.tls, location, MAX_REPLY).await?;
         let scan = conversation.ask("scan").await?;
+        // A suspended atSign: its server answers, and refuses everything (it then closes).
+        if status::is_paused(&scan) {
+            return Ok(ServerStatus::Stopped);
+        }
         let status = if status::scan_lists_public_key(&scan, at_sign).map_err(Failure::Protocol)? {
             let key = status::public_key_name(at_sign);
             let lookup = conversation.ask(&format!("lookup:{key}")).await?;

@@ -37,6 +37,7 @@ use crate::keystore::{AdmitPeer, EnsureSigningKeys, GetAuthMaterial, Hosts, KeyS
 use crate::metrics::metrics;
 use crate::notifications::{Monitors, Subscription};
 use crate::peer::Peers;
+use crate::suspension::Suspensions;
 
 /// The per-connection limits, from the configuration.
 #[derive(Debug, Clone)]
@@ -80,6 +81,8 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     monitors: Monitors,
     /// Checks `pol` claims with the claimant's server.
     peers: Peers,
+    /// Whether `me` is suspended: asked before each command.
+    suspensions: Suspensions,
     /// While this is a monitor connection: its place among the node's monitors.
     subscription: Option<Subscription>,
     state: AuthState,
@@ -115,6 +118,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     ) -> Addr<Self> {
         let keystore = hosts.get(&me);
         let (monitors, peers) = (hosts.monitors().clone(), hosts.peers().clone());
+        let suspensions = hosts.suspensions().clone();
         Connection::create(move |ctx| {
             let (read, write) = tokio::io::split(io);
             let backlog = Backlog::default();
@@ -130,6 +134,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 keystore,
                 monitors,
                 peers,
+                suspensions,
                 subscription: None,
                 state: AuthState::fresh(),
                 style: ErrorStyle::Legacy,
@@ -220,6 +225,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     fn handle_command(&mut self, command: Command, ctx: &mut Context<Self>) {
         let now = Instant::now();
         self.current = Some((command.verb(), now));
+        if self.suspensions.is_suspended(&self.me) {
+            return self.reply(Err(Suspensions::error(&self.me)), ctx);
+        }
         match command {
             Command::Exit => self.close(ctx),
             Command::From(from) => {
@@ -615,6 +623,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Actor for Connection<IO> {
                 Some((Drain, None))
             },
         ));
+        // A `Suspended` each time some atSign is newly suspended; the handler checks whether
+        // it is this one.
+        let newly = self.suspensions.watch();
+        ctx.add_stream(futures_util::stream::unfold(
+            newly,
+            |mut newly| async move {
+                newly.changed().await.ok()?;
+                Some((Suspended, newly))
+            },
+        ));
     }
 }
 
@@ -685,6 +703,24 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Drain> for Conn
     }
 
     /// The node's shutdown signal went away with it: nothing to do.
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+/// Some atSign was suspended: if it is this connection's, it is told (AT0024) and closed, as
+/// its next command would be.
+struct Suspended;
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Suspended> for Connection<IO> {
+    fn handle(&mut self, _: Suspended, ctx: &mut Context<Self>) {
+        if !self.closing && self.suspensions.is_suspended(&self.me) {
+            tracing::debug!(atsign = %self.me, "closing: the atSign was suspended");
+            let bytes =
+                Reply::Error(Suspensions::error(&self.me)).render(&self.state.prompt(), self.style);
+            self.send(bytes, ctx);
+            self.close(ctx);
+        }
+    }
+
     fn finished(&mut self, _: &mut Context<Self>) {}
 }
 

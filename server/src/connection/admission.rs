@@ -151,6 +151,17 @@ impl Admission {
         self.lock().members.len()
     }
 
+    /// Authenticated network connections to `atsign` now: its owner's (and devices') and
+    /// other atServers'.
+    pub fn held_by(&self, atsign: &AtSign) -> (usize, usize) {
+        let state = self.lock();
+        let count = |pool| state.counts.get(&pool).copied().unwrap_or(0);
+        (
+            count(Pool::Owner(atsign.clone())),
+            count(Pool::Peers(atsign.clone())),
+        )
+    }
+
     /// A new connection from `source`, unauthenticated; AT0012 when the node is full or the
     /// source holds its share already.
     pub fn enter(&self, source: Source) -> Result<Ticket, AtError> {

@@ -22,6 +22,7 @@ pub fn info(label: &str) -> AtSignInfo {
         sni_label: label.to_string(),
         cram_secret: Some(format!("secret-of-{label}")),
         port: Some(25000),
+        suspended: false,
     }
 }
 
@@ -487,7 +488,17 @@ async fn atsign_lifecycle(store: &Store) {
         ..info("life")
     };
     store.set_atsign_info(&life, &onboarded).await.unwrap();
-    assert_eq!(store.get_atsign(&life).await.unwrap(), Some(onboarded));
+    assert_eq!(
+        store.get_atsign(&life).await.unwrap(),
+        Some(onboarded.clone())
+    );
+    let suspended = AtSignInfo {
+        suspended: true,
+        ..onboarded.clone()
+    };
+    store.set_atsign_info(&life, &suspended).await.unwrap();
+    assert_eq!(store.get_atsign(&life).await.unwrap(), Some(suspended));
+    store.set_atsign_info(&life, &onboarded).await.unwrap();
     let listed = store.list_atsigns().await.unwrap();
     assert!(listed.contains(&life) && listed.contains(&lifeline));
     // Its TLS name (`info(label).sni_label` is the label) finds it, and only it.

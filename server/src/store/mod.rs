@@ -175,8 +175,6 @@ pub enum AtSignStatus {
     New,
     /// Onboarded; served normally.
     Active,
-    /// Kept but not served.
-    Suspended,
 }
 
 /// How an atSign was provisioned on this node.
@@ -193,6 +191,11 @@ pub struct AtSignInfo {
     /// Its own port, when the node serves a per-atSign port range (clients without SNI).
     #[serde(default)]
     pub port: Option<u16>,
+    /// Suspended by the operator (`at-server suspend`): its data is kept, nothing is served
+    /// until `resume`. Beside `status`, which it does not change, so resuming returns the
+    /// atSign to where it was in its life.
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 /// Which access counter [`Store::record_access`] bumps (`stats` topAtSigns / topKeys).

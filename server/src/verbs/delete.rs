@@ -152,6 +152,7 @@ mod tests {
             sni_label: "alice".into(),
             cram_secret: Some("s3cret".into()),
             port: None,
+            suspended: false,
         };
         f.store.create_atsign(&f.me, &info).await.unwrap();
         assert_eq!(
