@@ -6,7 +6,9 @@
 //!   deprovisioned through a node stops being served by all of them;
 //! - a write acknowledged on one node is read on another at once;
 //! - concurrent writers on different nodes get distinct, per-connection increasing commit ids,
-//!   and every acknowledged write is in the one commit log.
+//!   and every acknowledged write is in the one commit log;
+//! - an atSign suspended through one node is refused on every node, its connections on other
+//!   nodes closed at once, until resumed through any node.
 //!
 //! A monitor on one node hearing a notification sent through another: `notifications.rs`.
 
@@ -115,4 +117,53 @@ fn nodes_on_one_redis_serve_every_atsign_with_one_commit_log() {
     let (bob_host, bob_secret) = nodes[1].provision("@bob");
     let mut bob = nodes[0].owner("@bob", &bob_host, &bob_secret);
     assert_eq!(update(&mut bob, "@bob", "phone@bob", "1"), 0);
+}
+
+/// `suspend` through one node reaches every node on the store: an owner connected to another
+/// node is told (AT0024) and closed at once, and no node lets anyone in until `resume`.
+#[test]
+fn a_suspension_made_through_one_node_holds_on_every_node() {
+    let redis = RedisServer::start();
+    let dir = TempDir::new("cluster-suspend");
+    let nodes: Vec<Node> = (0..2)
+        .map(|n| Node::start(dir.path(), n, Some(&redis)))
+        .collect();
+    let (host, secret) = nodes[0].provision("@alice");
+    let mut on_1 = nodes[1].owner("@alice", &host, &secret);
+    update(&mut on_1, "@alice", "kept@alice", "yes");
+
+    assert_eq!(nodes[0].admin(&["suspend", "@alice"]), "suspended @alice\n");
+    // Told on node 1 within the propagation bound (a pub/sub message away).
+    let told = on_1
+        .try_read_until(b"@alice@", PROPAGATION)
+        .expect("node 1's owner connection is told");
+    assert_eq!(
+        told,
+        "error:AT0024-Server is paused : @alice is suspended\n@alice@"
+    );
+    on_1.expect_closed(Duration::from_secs(5));
+    for node in &nodes {
+        let mut client = node.try_connect(&host).expect("TLS and the prompt");
+        client.send(b"from:@alice\n");
+        assert_eq!(
+            client.read_until(b"\n@"),
+            "error:AT0024-Exception: @alice is suspended\n@"
+        );
+    }
+
+    assert_eq!(nodes[1].admin(&["resume", "@alice"]), "resumed @alice\n");
+    // Node 0 heard of it too: it lets the owner in again.
+    let deadline = Instant::now() + PROPAGATION;
+    loop {
+        let mut client = nodes[0].try_connect(&host).expect("TLS and the prompt");
+        client.send(b"from:@alice\n");
+        let reply = client.read_until(b"\n@");
+        if reply.starts_with("data:") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 0 still refuses: {reply}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut owner = nodes[0].owner("@alice", &host, &secret);
+    owner.ask("llookup:kept@alice\n", "data:yes\n@alice@");
 }
