@@ -1,7 +1,7 @@
 //! The Helm chart `helm/atplatform`, checked with Helm's own engine (PyPI `helm-python-sdk`,
 //! which bundles Helm's Go SDK) and Kubernetes' API schemas (PyPI `kubernetes-validate`):
 //! `tests/python/helm_check.py` lints the chart (`--strict`, Kubernetes 1.31), renders it with
-//! the default values and two sets of other values, validates every manifest strictly against
+//! every realistic set of values ([`SCENARIOS`]), validates every manifest strictly against
 //! Kubernetes 1.31's schemas (custom resources, ServiceMonitor and cert-manager's Certificate and
 //! Issuer, get a structural check of the fields the chart sets), checks that every option of the
 //! generated `server.toml` and `directory.toml` is one the binaries know, asserts what each
@@ -19,6 +19,25 @@ use std::path::Path;
 use std::time::Duration;
 
 use at_tests::TempDir;
+
+/// The value sets `helm_check.py` renders: the defaults; an external Redis by URL and by Secret;
+/// cert-manager with the cluster CA and with a public (ACME) issuer; ServiceMonitor and Grafana
+/// dashboard; six fixed replicas; one replica; resources of one's own; a Redis password given,
+/// and from a Secret; GitOps (existing Secrets, rendered twice the same).
+const SCENARIOS: [&str; 12] = [
+    "default",
+    "external-url",
+    "external-secret",
+    "cert-manager",
+    "cert-manager-public",
+    "monitoring",
+    "six-replicas",
+    "one-replica",
+    "resources",
+    "redis-password",
+    "redis-password-secret",
+    "gitops",
+];
 
 /// The Python with `helm-python-sdk` and `kubernetes-validate`.
 fn helm_python() -> Option<String> {
@@ -79,21 +98,38 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
         "helm_check.py failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
-    for scenario in [
-        "default",
-        "custom",
-        "monitoring",
-        "cert-manager-public",
-        "gitops",
-        "fixed",
-    ] {
+    for scenario in SCENARIOS {
         assert!(
             stdout.contains(&format!(
                 "ok {scenario}: helm lint --strict clean (kube 1.31.0"
             )) && stdout.contains(&format!("ok {scenario}: no two manifests share")),
             "{scenario} not linted and validated:\n{stdout}"
         );
+        // What every install must hold, asserted by helm_check.py in each scenario.
+        for property in [
+            "no container's command, arguments or probes carry the Redis password",
+            "every pod carries checksum/config",
+            "(at least both)",
+            "replicas at the fewest",
+        ] {
+            let prefix = format!("ok {scenario}: ");
+            assert!(
+                stdout
+                    .lines()
+                    .any(|l| l.starts_with(&prefix) && l.contains(property)),
+                "{scenario}: {property} not checked:\n{stdout}"
+            );
+        }
+        let text = std::fs::read_to_string(out.path().join(format!("{scenario}.yaml"))).unwrap();
+        assert!(
+            !text.contains("--requirepass") && !text.contains("$(REDIS_PASSWORD)"),
+            "{scenario}: a Redis password in arguments:\n{text}"
+        );
     }
+    assert!(
+        stdout.contains("ok gitops: two renders are the same"),
+        "{stdout}"
+    );
     assert!(
         stdout.matches("ok refused ").count() >= 7,
         "bad values not all refused:\n{stdout}"
@@ -188,24 +224,37 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
     let default_kinds = kinds(&docs);
     assert!(!default_kinds.contains(&"ServiceMonitor") && !default_kinds.contains(&"Certificate"));
 
-    // Other values: external Redis, cert-manager, ServiceMonitor, no NetworkPolicy, HPA 3..7.
-    let docs = manifests(out.path(), "custom");
-    let custom_kinds = kinds(&docs);
-    for kind in ["ServiceMonitor", "Certificate", "Issuer"] {
-        assert!(
-            custom_kinds.contains(&kind),
-            "{kind} missing: {custom_kinds:?}"
-        );
-    }
+    // An external Redis: no StatefulSet or NetworkPolicy; an HPA 3..7.
+    let docs = manifests(out.path(), "external-url");
+    let external_kinds = kinds(&docs);
     for kind in ["StatefulSet", "NetworkPolicy"] {
         assert!(
-            !custom_kinds.contains(&kind),
-            "{kind} rendered: {custom_kinds:?}"
+            !external_kinds.contains(&kind),
+            "{kind} rendered: {external_kinds:?}"
         );
     }
     let hpa = find(&docs, "HorizontalPodAutoscaler", "rel-atplatform-server");
     assert!(hpa.contains("minReplicas: 3\n  maxReplicas: 7"), "{hpa}");
-    let monitor = find(&docs, "ServiceMonitor", "rel-atplatform");
+
+    // cert-manager: the CA and the serving certificates; no CA key in a serving pod.
+    let docs = manifests(out.path(), "cert-manager");
+    let cert_manager_kinds = kinds(&docs);
+    for kind in ["Certificate", "Issuer"] {
+        assert!(
+            cert_manager_kinds.contains(&kind),
+            "{kind} missing: {cert_manager_kinds:?}"
+        );
+    }
+    for name in ["rel-atplatform-server", "rel-atplatform-directory"] {
+        let deployment = find(&docs, "Deployment", name);
+        assert!(!deployment.contains("ca-key.pem"), "{deployment}");
+    }
+    let monitor = find(
+        &manifests(out.path(), "monitoring"),
+        "ServiceMonitor",
+        "rel-atplatform",
+    )
+    .to_string();
     assert!(
         monitor.contains("apiVersion: monitoring.coreos.com/v1"),
         "{monitor}"
@@ -245,8 +294,15 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
     );
 
     // Fixed replicas: no HPA, and the Deployment says how many.
-    let docs = manifests(out.path(), "fixed");
+    let docs = manifests(out.path(), "six-replicas");
     assert!(!kinds(&docs).contains(&"HorizontalPodAutoscaler"));
     let server = find(&docs, "Deployment", "rel-atplatform-server");
-    assert!(server.contains("\n  replicas: 4\n"), "{server}");
+    assert!(server.contains("\n  replicas: 6\n"), "{server}");
+
+    // One replica: the PDB still lets a node drain.
+    let docs = manifests(out.path(), "one-replica");
+    let server = find(&docs, "Deployment", "rel-atplatform-server");
+    assert!(server.contains("\n  replicas: 1\n"), "{server}");
+    let pdb = find(&docs, "PodDisruptionBudget", "rel-atplatform-server");
+    assert!(pdb.contains("  maxUnavailable: 1\n"), "{pdb}");
 }

@@ -483,3 +483,17 @@ loadBalancerSourceRanges:
 externalTrafficPolicy: {{ .externalTrafficPolicy }}
 {{- end }}
 {{- end -}}
+
+{{/* A memory quantity (e.g. 1Gi, 1024Mi, 512M) in bytes, to compare two; an unknown suffix is
+returned as it is. */}}
+{{- define "atplatform.quantityBytes" -}}
+{{- $q := toString . -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $q -}}
+{{- $suffix := trimPrefix $number $q -}}
+{{- $scale := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- if and $number (hasKey $scale $suffix) -}}
+{{- mulf (float64 $number) (index $scale $suffix) | int64 -}}
+{{- else -}}
+{{- $q -}}
+{{- end -}}
+{{- end -}}
