@@ -1044,8 +1044,11 @@ def scenario_cert_manager_public(k, options):
     check("The server certificate is publicly trusted" in notes
           and "The directory certificate is publicly trusted" in notes
           and "base64 -d > ca.pem" not in notes
-          and "Point the SDKs at root.example.com:64" in notes,
-          f"{what}: NOTES: clients need no CA file; SDKs at root.example.com:64")
+          and "Point the SDKs at root.example.com:64" in notes
+          and "the atServers reach it at\n   root.example.com:64 too" in notes
+          and "it needs the clientAuth\n   usage" in notes,
+          f"{what}: NOTES: clients need no CA file; SDKs (and the nodes) at root.example.com:64; "
+          f"the clientAuth caveat")
     annotations = k[("Service", f"{FULL}-directory")]["metadata"]["annotations"]
     check(annotations == {"external-dns.alpha.kubernetes.io/hostname": "root.example.com"}
           and k[("Service", f"{FULL}-server")]["metadata"]["annotations"]
