@@ -467,7 +467,7 @@ pub fn issue(
         })
     };
     let ca_pem = read(ca_file)?;
-    let ca_key = rcgen::KeyPair::from_pem(&read(ca_key_file)?)?;
+    let ca_key = ca_key_pair(ca_key_file, &read(ca_key_file)?)?;
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
     let (cert_pem, key_pem) = leaf(names, &issuer)?;
     fs::create_dir_all(dir).map_err(|source| TlsError::Write {
@@ -477,6 +477,46 @@ pub fn issue(
     write_private(&dir.join("key.pem"), &key_pem)?;
     write_file(&dir.join("cert.pem"), &cert_pem)?;
     write_file(&dir.join("ca.pem"), &ca_pem)
+}
+
+/// A CA's signing key from PEM: PKCS#8 (`PRIVATE KEY`, what `ca-create`, cert-manager and
+/// openssl's `genpkey` write) or a SEC1 P-256 key (`EC PRIVATE KEY`, what Helm's `genPrivateKey
+/// "ecdsa"` and `openssl ecparam -genkey` write), which ring cannot read as it is and so is
+/// wrapped into PKCS#8 first.
+fn ca_key_pair(path: &Path, pem: &str) -> Result<rcgen::KeyPair, TlsError> {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let key = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| pem_error(path, e))?;
+    let key = match key {
+        PrivateKeyDer::Sec1(sec1) => PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            p256_sec1_to_pkcs8(sec1.secret_sec1_der()),
+        )),
+        other => other,
+    };
+    Ok(rcgen::KeyPair::try_from(&key)?)
+}
+
+/// PKCS#8's PrivateKeyInfo around a SEC1 ECPrivateKey, for P-256 (RFC 5208, RFC 5915):
+/// SEQUENCE { INTEGER 0, SEQUENCE { id-ecPublicKey, prime256v1 }, OCTET STRING sec1 }. ring
+/// then checks the key itself (and refuses another curve's).
+fn p256_sec1_to_pkcs8(sec1: &[u8]) -> Vec<u8> {
+    /// DER: tag, definite length, content.
+    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = content.len();
+        match len {
+            0..=0x7f => out.push(len as u8),
+            0x80..=0xff => out.extend([0x81, len as u8]),
+            _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    const ID_EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    const PRIME256V1: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let mut info = vec![0x02, 0x01, 0x00];
+    info.extend(tlv(0x30, &[ID_EC_PUBLIC_KEY, PRIME256V1].concat()));
+    info.extend(tlv(0x04, sec1));
+    tlv(0x30, &info)
 }
 
 fn ca_params(name: &str) -> Result<rcgen::CertificateParams, TlsError> {
@@ -562,6 +602,46 @@ fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CA made by openssl with a SEC1 P-256 key (`EC PRIVATE KEY`, the form Helm's
+    /// `genPrivateKey "ecdsa"` writes) issues leaves as a PKCS#8 one does.
+    #[test]
+    fn a_sec1_p256_ca_key_issues_leaves() {
+        let dir = std::env::temp_dir().join(format!("at-tls-sec1-{}", std::process::id()));
+        let (ca, key) = (dir.join("given-ca.pem"), dir.join("given-ca-key.pem"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(&ca, include_str!("../testdata/tls/sec1-ca.pem")).unwrap();
+        fs::write(&key, include_str!("../testdata/tls/sec1-ca-key.pem")).unwrap();
+        assert!(fs::read_to_string(&key)
+            .unwrap()
+            .starts_with("-----BEGIN EC PRIVATE KEY-----"));
+        issue(
+            &dir.join("issued"),
+            &["node.example".to_string()],
+            &ca,
+            &key,
+        )
+        .unwrap();
+        let leaf = fs::read(dir.join("issued/cert.pem")).unwrap();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&leaf).unwrap();
+        let cert = pem.parse_x509().unwrap();
+        assert_eq!(
+            cert.issuer().to_string(),
+            "CN=Helm-style test CA",
+            "issued by the given CA"
+        );
+        let (_, ca_pem) =
+            x509_parser::pem::parse_x509_pem(include_bytes!("../testdata/tls/sec1-ca.pem"))
+                .unwrap();
+        let ca_cert = ca_pem.parse_x509().unwrap();
+        cert.verify_signature(Some(ca_cert.public_key()))
+            .expect("signed with the CA's key");
+        // Another curve's key is refused, not misread.
+        let p384 = dir.join("p384.pem");
+        fs::write(&p384, include_str!("../testdata/tls/sec1-p384-key.pem")).unwrap();
+        assert!(issue(&dir.join("other"), &["x.example".into()], &ca, &p384).is_err());
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("at-common-tls-{name}-{}", std::process::id()));
