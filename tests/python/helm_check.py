@@ -38,6 +38,8 @@ KUBE_VERSION = "1.31.0"
 IMAGE_USER = None
 # The metrics the binaries register (registered_metrics), for the dashboard's queries.
 METRICS = {}
+# Where the rendered scenarios (and the generated CA's files) are written.
+OUT = None
 # The values of the scenario being checked (with REQUIRED), and its rendered templates.
 VALUES = {}
 RENDERED = {}
@@ -868,12 +870,18 @@ def scenario_default(k, options):
     ca = k[("Secret", f"{FULL}-ca")]["data"]
     key_pem = base64.b64decode(ca["ca-key.pem"]).decode()
     key_der = base64.b64decode("".join(key_pem.strip().splitlines()[1:-1]))
-    # PKCS#8 of an Ed25519 key: SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, ... }. Not
-    # ECDSA: Helm writes that as SEC1 ("EC PRIVATE KEY"), which the binaries' CA loader refuses.
-    check(key_pem.startswith("-----BEGIN PRIVATE KEY-----")
-          and key_der.startswith(bytes.fromhex("302e020100300506032b6570"))
+    # SEC1 ECPrivateKey on prime256v1 (OID 1.2.840.10045.3.1.7), as Helm writes ECDSA keys; the
+    # Rust test issues a certificate from it with the directory binary.
+    check(key_pem.startswith("-----BEGIN EC PRIVATE KEY-----")
+          and bytes.fromhex("06082a8648ce3d030107") in key_der
           and base64.b64decode(ca["ca.pem"]).startswith(b"-----BEGIN CERTIFICATE-----"),
-          f"{what}: generated cluster CA Secret (an Ed25519 key in PKCS#8, which the binaries read)")
+          f"{what}: generated cluster CA Secret (an ECDSA P-256 key)")
+    # For the Rust test to issue a certificate from it with the directory binary.
+    generated = os.path.join(OUT, "generated-ca")
+    os.makedirs(generated, exist_ok=True)
+    for name in ("ca.pem", "ca-key.pem"):
+        with open(os.path.join(generated, name), "wb") as f:
+            f.write(base64.b64decode(ca[name]))
     notes = k[("NOTES", "txt")]
     check("Point a wildcard DNS record *.atservers.example.com at the load balancer" in notes
           and "not reachable from outside the cluster" in notes
@@ -1171,6 +1179,8 @@ def scenario_redis_password_secret(k, options):
 
 def main():
     root, out = sys.argv[1], sys.argv[2]
+    global OUT
+    OUT = out
     path = os.path.join(root, "helm", "atplatform")
     options = known_options(root)
     check_settings_schema(root, path)

@@ -305,4 +305,22 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
     assert!(server.contains("\n  replicas: 1\n"), "{server}");
     let pdb = find(&docs, "PodDisruptionBudget", "rel-atplatform-server");
     assert!(pdb.contains("  maxUnavailable: 1\n"), "{pdb}");
+
+    // The CA Helm generates (ECDSA P-256, its key in SEC1) is one the binaries issue from: a
+    // directory given it serves a certificate that verifies against it.
+    let generated = out.path().join("generated-ca");
+    let (ca, key) = (generated.join("ca.pem"), generated.join("ca-key.pem"));
+    let data = TempDir::new("helm-generated-ca");
+    let directory = at_tests::servers::directory_with_env(
+        data.path(),
+        None,
+        false,
+        &[
+            ("AT_DIRECTORY__TLS__CA_FILE", &ca.display().to_string()),
+            ("AT_DIRECTORY__TLS__CA_KEY_FILE", &key.display().to_string()),
+        ],
+    );
+    let mut client = at_tests::client::Client::tls_named(directory.addr, &ca, "localhost");
+    client.expect(b"@");
+    directory.stop();
 }
