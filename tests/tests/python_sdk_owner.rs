@@ -52,7 +52,8 @@ impl System {
             &[],
             false,
         );
-        let port = at_tests::free_port();
+        // Both ports of the range, so no other test of this process is handed the second.
+        let port = at_tests::free_ports(2);
         let config = dir.path().join("server.toml");
         std::fs::write(
             &config,

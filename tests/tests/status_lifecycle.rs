@@ -73,7 +73,8 @@ struct Server {
 
 impl Server {
     fn new(dir: &Path) -> Server {
-        let port = at_tests::free_port();
+        // Both ports of the range, so no other test of this process is handed the second.
+        let port = at_tests::free_ports(2);
         let config = dir.join("server.toml");
         std::fs::write(
             &config,
