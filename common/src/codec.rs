@@ -9,18 +9,92 @@
 //!
 //! Incomplete input is `Ok(None)`; only a real fault is `Err`. Once `decode` has returned an
 //! error the stream must not be read further (tokio-util's `FramedRead` ends it for us).
+//!
+//! # A node's budget
+//! The per-line limit bounds one connection; a [`BufferBudget`] bounds them all together:
+//! every connection's unfinished request past its first [`UNCHARGED`] bytes is charged to the
+//! node's budget, and a line that would take more than is left fails ([`CodecError::Busy`]).
+//! So many clients each sending most of a maximal line cannot together exhaust the node's
+//! memory, while ordinary commands (shorter than [`UNCHARGED`]) never touch the budget.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::{AtError, ErrorCode};
 
-/// Splits input into lines of at most `max_line` bytes (terminator not counted).
+/// Buffered bytes of one connection's unfinished request that are not charged to the budget.
+pub const UNCHARGED: usize = 64 * 1024;
+
+/// The bytes of unfinished requests that all of a node's connections may hold beyond
+/// [`UNCHARGED`] each; cheap to clone (one per node).
 #[derive(Debug, Clone)]
+pub struct BufferBudget {
+    held: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl BufferBudget {
+    pub fn new(max: usize) -> BufferBudget {
+        BufferBudget {
+            held: Arc::default(),
+            max,
+        }
+    }
+
+    /// Bytes charged now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|total| *total <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// Splits input into lines of at most `max_line` bytes (terminator not counted).
+#[derive(Debug)]
 pub struct LineCodec {
     max_line: usize,
     /// Where to resume the search for `\n`, so a long line arriving in many reads is scanned once.
     scanned: usize,
+    /// The node's budget, and what this connection holds of it now.
+    budget: Option<BufferBudget>,
+    charged: usize,
+}
+
+impl Clone for LineCodec {
+    /// A codec in the same state, holding nothing of the budget yet (charges are per buffer).
+    fn clone(&self) -> LineCodec {
+        LineCodec {
+            max_line: self.max_line,
+            scanned: self.scanned,
+            budget: self.budget.clone(),
+            charged: 0,
+        }
+    }
+}
+
+impl Drop for LineCodec {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.give(self.charged);
+        }
+    }
 }
 
 /// Why the input cannot be framed into lines.
@@ -29,6 +103,9 @@ pub enum CodecError {
     /// A line is longer than the buffer limit.
     #[error("line longer than the buffer limit of {limit} bytes")]
     TooLong { limit: usize },
+    /// The node's [`BufferBudget`] has no room for more of this line.
+    #[error("the node's request buffers are full")]
+    Busy,
     /// A complete line is not valid UTF-8.
     #[error("line is not valid UTF-8")]
     InvalidUtf8,
@@ -47,6 +124,10 @@ impl CodecError {
                 ErrorCode::BufferLimitExceeded,
                 format!("line longer than {limit} bytes"),
             )),
+            CodecError::Busy => Some(AtError::with_detail(
+                ErrorCode::BufferLimitExceeded,
+                "the server's request buffers are full; send it again later",
+            )),
             CodecError::InvalidUtf8 => Some(AtError::syntax("command is not valid UTF-8")),
             CodecError::Io(_) => None,
         }
@@ -59,7 +140,35 @@ impl LineCodec {
         LineCodec {
             max_line,
             scanned: 0,
+            budget: None,
+            charged: 0,
         }
+    }
+
+    /// The same, charging what this connection buffers beyond [`UNCHARGED`] to `budget`.
+    pub fn with_budget(max_line: usize, budget: BufferBudget) -> LineCodec {
+        LineCodec {
+            budget: Some(budget),
+            ..LineCodec::new(max_line)
+        }
+    }
+
+    /// Charges the budget for `buffered` bytes held now (giving back what is no longer held);
+    /// `false` when the budget has no room for them.
+    fn charge(&mut self, buffered: usize) -> bool {
+        let Some(budget) = &self.budget else {
+            return true;
+        };
+        let wanted = buffered.saturating_sub(UNCHARGED);
+        if wanted > self.charged {
+            if !budget.take(wanted - self.charged) {
+                return false;
+            }
+        } else {
+            budget.give(self.charged - wanted);
+        }
+        self.charged = wanted;
+        true
     }
 
     /// The configured limit, in bytes.
@@ -73,6 +182,30 @@ impl Decoder for LineCodec {
     type Error = CodecError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<String>, CodecError> {
+        let line = self.split_line(buf)?;
+        // A complete line is answered even when what follows it does not fit: the next call
+        // (made before anything more is read) refuses that.
+        match self.charge(buf.len()) || line.is_some() {
+            true => Ok(line),
+            false => Err(CodecError::Busy),
+        }
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<String>, CodecError> {
+        // A last line without its `\n` was never sent as a request: drop it.
+        let line = self.decode(buf)?;
+        if line.is_none() {
+            buf.advance(buf.len());
+            self.scanned = 0;
+            self.charge(0);
+        }
+        Ok(line)
+    }
+}
+
+impl LineCodec {
+    /// The next complete line of `buf`, split off it.
+    fn split_line(&mut self, buf: &mut BytesMut) -> Result<Option<String>, CodecError> {
         let newline = buf[self.scanned..].iter().position(|b| *b == b'\n');
         let Some(offset) = newline else {
             self.scanned = buf.len();
@@ -101,16 +234,6 @@ impl Decoder for LineCodec {
             .map(Some)
             .map_err(|_| CodecError::InvalidUtf8)
     }
-
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<String>, CodecError> {
-        // A last line without its `\n` was never sent as a request: drop it.
-        let line = self.decode(buf)?;
-        if line.is_none() {
-            buf.advance(buf.len());
-            self.scanned = 0;
-        }
-        Ok(line)
-    }
 }
 
 /// Responses are rendered elsewhere ([`crate::reply`]); the codec writes their bytes as they are,
@@ -127,6 +250,53 @@ impl Encoder<Bytes> for LineCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unfinished_lines_beyond_the_uncharged_part_share_the_node_budget() {
+        let budget = BufferBudget::new(100_000);
+        let max = 1 << 20;
+        let mut one = LineCodec::with_budget(max, budget.clone());
+        let mut two = LineCodec::with_budget(max, budget.clone());
+        // Ordinary commands never touch it.
+        assert_eq!(
+            decode_all(&mut one, b"scan\n"),
+            vec![Ok("scan".to_string())]
+        );
+        assert_eq!(budget.held(), 0);
+        // Most of a long line: charged past the first UNCHARGED bytes.
+        let mut first = BytesMut::from(&vec![b'a'; UNCHARGED + 60_000][..]);
+        assert!(one.decode(&mut first).unwrap().is_none());
+        assert_eq!(budget.held(), 60_000);
+        // Another connection's long line does not fit beside it: refused, the first kept.
+        let mut second = BytesMut::from(&vec![b'b'; UNCHARGED + 50_000][..]);
+        assert!(matches!(two.decode(&mut second), Err(CodecError::Busy)));
+        assert_eq!(budget.held(), 60_000);
+        assert_eq!(
+            CodecError::Busy.to_at_error().unwrap().code(),
+            crate::error::ErrorCode::BufferLimitExceeded
+        );
+        // A complete line ahead of a part that does not fit is still answered; the part is not.
+        let mut both = BytesMut::from(&b"scan\n"[..]);
+        both.extend_from_slice(&vec![b'd'; UNCHARGED + 50_000]);
+        let mut four = LineCodec::with_budget(max, budget.clone());
+        assert_eq!(four.decode(&mut both).unwrap().as_deref(), Some("scan"));
+        assert!(matches!(four.decode(&mut both), Err(CodecError::Busy)));
+        drop(four);
+        // The first line ends: what it held goes back, and the other's fits now.
+        first.extend_from_slice(b"\n");
+        assert_eq!(
+            one.decode(&mut first).unwrap().unwrap().len(),
+            UNCHARGED + 60_000
+        );
+        assert_eq!(budget.held(), 0);
+        let mut third = BytesMut::from(&vec![b'c'; UNCHARGED + 50_000][..]);
+        let mut three = LineCodec::with_budget(max, budget.clone());
+        assert!(three.decode(&mut third).unwrap().is_none());
+        assert_eq!(budget.held(), 50_000);
+        // A connection that goes away gives back what it held.
+        drop(three);
+        assert_eq!(budget.held(), 0);
+    }
 
     fn decode_all(codec: &mut LineCodec, input: &[u8]) -> Vec<Result<String, String>> {
         let mut buf = BytesMut::from(input);

@@ -62,6 +62,11 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Longest request line in bytes (the spec's bufferLimit); longer is AT0005 and closes.
     pub buffer_limit: usize,
+    /// Bytes of unfinished requests all connections together may hold beyond the first 64 KiB
+    /// each: a line that does not fit is AT0005 ("request buffers are full") and closes. Keeps
+    /// many clients each sending most of a `buffer_limit` line from exhausting the node's
+    /// memory; ordinary commands never touch it. Must leave room for one `buffer_limit` line.
+    pub buffer_budget: usize,
     /// Authenticated owner connections per hosted atSign (the spec's inbound_max_limit); a
     /// full pool gives way to a newcomer only from a connection idle 5 s or more, else AT0012.
     pub inbound_max_limit: usize,
@@ -177,6 +182,7 @@ impl Default for ServerConfig {
             directory_data_dir: PathBuf::from("data/directory"),
             data_dir: PathBuf::from("data/server"),
             buffer_limit: 10_240_000,
+            buffer_budget: 256 * 1024 * 1024,
             inbound_max_limit: 200,
             max_connections: 0,
             unauthenticated_max_limit: 1000,
@@ -244,6 +250,16 @@ impl ServerConfig {
         }
         if self.buffer_limit == 0 || self.inbound_max_limit == 0 {
             return Err("buffer_limit and inbound_max_limit must be at least 1".into());
+        }
+        if self
+            .buffer_budget
+            .saturating_add(at_common::codec::UNCHARGED)
+            < self.buffer_limit
+        {
+            return Err(format!(
+                "buffer_budget ({}) leaves no room for one line of buffer_limit ({})",
+                self.buffer_budget, self.buffer_limit
+            ));
         }
         for (option, value) in [
             ("unauthenticated_max_limit", self.unauthenticated_max_limit),

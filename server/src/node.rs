@@ -69,6 +69,7 @@ impl Node {
         let limits = Arc::new(Limits {
             started: std::time::Instant::now(),
             buffer_limit: config.buffer_limit,
+            buffer_budget: at_common::codec::BufferBudget::new(config.buffer_budget),
             idle_unauthenticated: config.idle_limit(false),
             idle_authenticated: config.idle_limit(true),
             auth_throttle: Arc::new(AuthThrottle::new(config.throttle_limits())),

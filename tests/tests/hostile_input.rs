@@ -10,7 +10,10 @@
 //! - what another atSign makes @bob store is bounded and lower-cased: a key too long to cache
 //!   is refused by @bob's server, a far-off time too, a `ttln` is cut to 30 days, and a
 //!   cached copy of a mixed-case key is stored lower-cased, so @bob's owner can delete it;
-//! - a flooding sender is paced, never refused, and another sender is not held behind it.
+//! - a flooding sender is paced, never refused, and another sender is not held behind it;
+//! - unfinished requests share the node's `buffer_budget`: once clients holding long partial
+//!   lines fill it, another long line is refused (AT0005, closed) while short commands are
+//!   served as ever, and a line that ends gives its room back.
 
 use std::time::Duration;
 
@@ -263,6 +266,37 @@ fn notified(reply: String) -> String {
         .strip_prefix("data:")
         .unwrap_or_else(|| panic!("expected a notification id, got {reply:.100}"))
         .to_string()
+}
+
+/// Three clients each start a long line; the third does not fit in the node's budget.
+#[test]
+fn unfinished_lines_are_bounded_node_wide_and_short_commands_are_not() {
+    // 64 KiB of each line are free; 240 000 bytes beyond that are the whole node's.
+    let mut scene = Scene::start_with(Store::Embedded, "buffer_budget = 240000\n");
+    let part = vec![b'x'; 64 * 1024 + 100_000];
+    let mut first = scene.anyone();
+    first.send(&part);
+    let mut second = scene.anyone();
+    second.send(&part);
+    // Both are held (200 000 charged): neither is answered nor closed.
+    first.expect_silence(Duration::from_millis(300));
+    second.expect_silence(Duration::from_millis(300));
+    let mut third = scene.anyone();
+    third.send(&part);
+    assert_eq!(
+        third.read_until(b"\n@"),
+        "error:AT0005-Exception: the server's request buffers are full; send it again later\n@"
+    );
+    third.expect_closed(Duration::from_secs(5));
+    // Short commands, old and new connections, are served as ever.
+    scene.both_still_serve("budget");
+    // The first line ends (an unknown command: answered, kept open) and gives its room back.
+    first.send(b"\n");
+    assert!(first.read_until(b"\n@").starts_with("error:AT0003"));
+    let mut fourth = scene.anyone();
+    fourth.send(&part);
+    fourth.expect_silence(Duration::from_millis(300));
+    drop(second);
 }
 
 fn all(store: Store) {

@@ -45,6 +45,8 @@ pub struct Limits {
     /// When the server started (`info`'s uptime).
     pub started: Instant,
     pub buffer_limit: usize,
+    /// The node's bound on unfinished requests, shared by every connection.
+    pub buffer_budget: at_common::codec::BufferBudget,
     pub idle_unauthenticated: Duration,
     pub idle_authenticated: Duration,
     /// Failed-proof limits, and the node's per-atSign failure windows (shared by every
@@ -122,7 +124,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         Connection::create(move |ctx| {
             let (read, write) = tokio::io::split(io);
             let backlog = Backlog::default();
-            let requests = FramedRead::new(read, LineCodec::new(limits.buffer_limit));
+            let codec = LineCodec::with_budget(limits.buffer_limit, limits.buffer_budget.clone());
+            let requests = FramedRead::new(read, codec);
             ctx.add_stream(backlog.gate(requests));
             let writer = FramedWrite::new(
                 backlog.count(write),
