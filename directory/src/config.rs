@@ -40,6 +40,10 @@ pub struct DirectoryConfig {
     /// How long the store may fail before `/readyz` says 503 (a Redis restart should not take
     /// every replica out of its Service at once).
     pub readiness_grace_millis: u64,
+    /// On SIGTERM: how long the directory keeps accepting lookups, `/readyz` answering 503,
+    /// before it stops: the time a load balancer needs to stop sending it clients. 0 stops at
+    /// once; SIGINT (Ctrl-C) never pauses.
+    pub shutdown_pause_millis: u64,
     /// TLS of the lookup listener.
     pub tls: TlsConfig,
     /// Log level and format (`AT_DIRECTORY_LOG` overrides the level).
@@ -116,6 +120,7 @@ impl Default for DirectoryConfig {
             workers: 0,
             handshake_timeout_secs: 10,
             readiness_grace_millis: 15_000,
+            shutdown_pause_millis: 0,
             tls: TlsConfig::default(),
             log: LogConfig::default(),
             store: StoreConfig::default(),

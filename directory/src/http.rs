@@ -31,14 +31,17 @@ pub fn serve(
     store: Store,
     status: Option<StatusService>,
     readiness_grace: std::time::Duration,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     let readiness = web::Data::new(StoreReadiness::new(readiness_grace));
+    let stopping = web::Data::new(stopping);
     let server = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(web::Data::new(metrics.clone()))
             .app_data(web::Data::new(store.clone()))
             .app_data(readiness.clone())
+            .app_data(stopping.clone())
             .route("/metrics", web::get().to(render_metrics))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz));
@@ -121,8 +124,16 @@ pub fn not_ready(why: impl std::fmt::Display) -> HttpResponse {
         .body(format!("not ready: {why}\n"))
 }
 
-/// The directory is ready when its store answers a lookup (see [`StoreReadiness`]).
-async fn readyz(store: web::Data<Store>, readiness: web::Data<StoreReadiness>) -> HttpResponse {
+/// The directory is ready when its store answers a lookup (see [`StoreReadiness`]), until it
+/// is told to stop.
+async fn readyz(
+    store: web::Data<Store>,
+    readiness: web::Data<StoreReadiness>,
+    stopping: web::Data<tokio::sync::watch::Receiver<bool>>,
+) -> HttpResponse {
+    if *stopping.borrow() {
+        return not_ready("shutting down");
+    }
     let probe = AtSign::parse("@readyz").expect("a valid atSign");
     readiness
         .answer(async { store.get(&probe).await.map(|_| ()) })

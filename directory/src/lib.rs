@@ -21,6 +21,7 @@ pub mod listener;
 pub mod lookup;
 pub mod metrics;
 pub mod session;
+pub mod shutdown;
 pub mod status;
 pub mod store;
 

@@ -43,6 +43,8 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
         }
     };
     let metrics = Metrics::new();
+    // Told to stop: `/readyz` answers 503 from then on.
+    let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(io_err(format!("binding {}", config.listen)))?;
@@ -69,6 +71,7 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
                     store.clone(),
                     status,
                     std::time::Duration::from_millis(config.readiness_grace_millis),
+                    stopping_rx,
                 )
                 .map_err(io_err("HTTP server".into()))?,
             )
@@ -95,23 +98,45 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
         workers.push((worker, store));
     }
     let open = Arc::new(AtomicUsize::new(0));
+    let workers = Arc::new(workers);
+    let accepting = actix_rt::spawn(accept_loop(
+        listener,
+        Arc::clone(&shared),
+        Arc::clone(&workers),
+        open,
+        config.max_connections,
+    ));
+    let signal = crate::shutdown::signal().await;
+    let pause = Duration::from_millis(config.shutdown_pause_millis);
+    crate::shutdown::pause(signal, pause, &stopping).await;
+    accepting.abort();
+    tracing::info!("shutting down");
+    for (worker, _) in workers.iter() {
+        worker.stop();
+    }
+    Ok(())
+}
+
+/// Hands each accepted connection to the next worker, until aborted.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    workers: Arc<Vec<(Arbiter, Store)>>,
+    open: Arc<AtomicUsize>,
+    max_connections: usize,
+) {
     let mut next = 0usize;
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
     loop {
-        let (tcp, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    actix_rt::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
+        let (tcp, _peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                actix_rt::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
-        let slot = Slot::take(&open, config.max_connections, &metrics);
+        let slot = Slot::take(&open, max_connections, &shared.metrics);
         let tcp = match tcp.into_std() {
             Ok(tcp) => tcp,
             Err(error) => {
@@ -119,17 +144,11 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
                 continue;
             }
         };
-        let shared = Arc::clone(&shared);
         let (worker, store) = &workers[next % workers.len()];
-        let store = store.clone();
+        let (store, shared) = (store.clone(), Arc::clone(&shared));
         worker.spawn(async move { begin(tcp, slot, store, shared).await });
         next = next.wrapping_add(1);
     }
-    tracing::info!("shutting down");
-    for (worker, _) in workers {
-        worker.stop();
-    }
-    Ok(())
 }
 
 /// The store handle a worker's sessions use. The embedded store is one in-memory view shared
@@ -210,21 +229,5 @@ async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
                 .await;
             let _ = io.shutdown().await;
         }
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends).
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the directory");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

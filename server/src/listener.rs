@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use actix_rt::Arbiter;
 use at_common::AtSign;
+use at_directory::shutdown;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -261,15 +262,9 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
     // Until SIGTERM/Ctrl-C, or the store failing for good (then the node exits non-zero, so
     // Kubernetes or systemd restarts it rather than it answering AT0002 to everyone).
     let failed = tokio::select! {
-        signal = shutdown_signal() => {
+        signal = shutdown::signal() => {
             let pause = Duration::from_millis(config.shutdown_pause_millis);
-            if signal == Signal::Terminate && !pause.is_zero() {
-                // Readiness off, still serving: the load balancer stops sending new clients
-                // before the listeners close, so none is refused on the way.
-                let _ = stopping.send(true);
-                tracing::info!(?pause, "told to stop; accepting a while longer");
-                actix_rt::time::sleep(pause).await;
-            }
+            shutdown::pause(signal, pause, &stopping).await;
             None
         }
         why = store_failure(&store) => Some(why),
@@ -584,26 +579,4 @@ async fn start<IO: AsyncRead + AsyncWrite + Unpin + 'static>(
         Some(ticket),
         origin,
     );
-}
-
-/// Which signal asked the node to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Signal {
-    /// SIGINT: someone at a terminal (Ctrl-C).
-    Interrupt,
-    /// SIGTERM: what Kubernetes and systemd send.
-    Terminate,
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() -> Signal {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = tokio::signal::ctrl_c().await;
-        return Signal::Interrupt;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => Signal::Interrupt,
-        _ = term.recv() => Signal::Terminate,
-    }
 }

@@ -152,7 +152,8 @@ SCENARIOS = {
                    "podDisruptionBudget": {"enabled": False}, "topologySpread": False},
         "directory": {"resources": {"requests": {"cpu": "200m", "memory": "128Mi"},
                                     "limits": {"memory": "512Mi"}},
-                      "podDisruptionBudget": {"enabled": False}, "topologySpread": False},
+                      "podDisruptionBudget": {"enabled": False}, "topologySpread": False,
+                      "shutdown": {"pauseSeconds": 8}},
         "redis": {"resources": {"requests": {"cpu": "1", "memory": "8Gi"},
                                 "limits": {"memory": "8192Mi"}},
                   "maxmemory": "6gb", "auth": {"enabled": False},
@@ -190,6 +191,7 @@ REFUSED = [
     ({"server": {"unknownOption": 1}}, "unknownOption"),
     ({"tls": {"caCert": "x"}}, "caKey"),
     ({"server": {"settings": {"shutdown_grace_millis": 1}}}, "shutdown_grace_millis"),
+    ({"directory": {"settings": {"shutdown_pause_millis": 1}}}, "shutdown_pause_millis"),
     ({"server": {"terminationGracePeriodSeconds": 30}}, "terminationGracePeriodSeconds"),
     ({"server": {"settings": {"inbound_max_limt": 5}}}, "inbound_max_limt"),
     ({"directory": {"settings": {"max_conections": 5}}}, "max_conections"),
@@ -703,6 +705,13 @@ def common_checks(what, k, options):
     shutdown = VALUES.get("server", {}).get("shutdown", {})
     shutdown_checks(what, k, server, pause=shutdown.get("pauseSeconds", 10),
                     grace=shutdown.get("graceSeconds", 20))
+    pause = VALUES.get("directory", {}).get("shutdown", {}).get("pauseSeconds", 5)
+    directory_toml = tomllib.loads(
+        k[("ConfigMap", f"{FULL}-directory")]["data"]["directory.toml"])
+    period = directory["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    check(directory_toml["shutdown_pause_millis"] == pause * 1000 and period == pause + 10,
+          f"{what}: directory shutdown pause {pause} s, pod grace period {period} s "
+          f"(at least both)")
     if ("StatefulSet", f"{FULL}-redis") in k:
         resources = container(k[("StatefulSet", f"{FULL}-redis")])["resources"]
         check(memory_bytes(resources["requests"]["memory"])

@@ -212,3 +212,58 @@ fn with_a_pause_sigterm_turns_readiness_off_and_keeps_serving_until_the_pause_en
         .expect("exited after the pause and the drain");
     assert!(status.success(), "{status:?}");
 }
+
+/// The directory too: with `shutdown_pause_millis`, SIGTERM turns `/readyz` to 503 at once while
+/// it keeps answering lookups, new connections included, until the pause ends; then it stops
+/// accepting and exits cleanly.
+#[test]
+fn the_directory_keeps_answering_through_its_pause() {
+    let dir = TempDir::new("shutdown-directory-pause");
+    let pause = Duration::from_millis(3000);
+    let millis = pause.as_millis().to_string();
+    let mut directory = at_tests::servers::directory_with_env(
+        dir.path(),
+        None,
+        true,
+        &[("AT_DIRECTORY__SHUTDOWN_PAUSE_MILLIS", &millis)],
+    );
+    let http = directory.metrics.expect("the HTTP listener");
+    let ca = dir.path().join("tls/ca.pem");
+    let lookup = |addr| {
+        let mut client = at_tests::client::Client::tls_named(addr, &ca, "localhost");
+        client.expect(b"@");
+        client.ask("alice\n", "null\r\n@");
+    };
+    lookup(directory.addr);
+    let signalled = Instant::now();
+    directory.terminate();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let ready = at_tests::http::request(http, "GET", "/readyz").unwrap();
+        if ready.status == 503 {
+            assert_eq!(ready.text(), "not ready: shutting down\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still ready 2 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lookup(directory.addr);
+    assert!(
+        signalled.elapsed() < pause,
+        "the checks took longer than the pause ({:?})",
+        signalled.elapsed()
+    );
+    let status = directory
+        .wait_exit(pause + Duration::from_secs(10))
+        .expect("exited after the pause");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() >= pause,
+        "exited after {:?}, before the pause ended",
+        signalled.elapsed()
+    );
+    assert!(
+        TcpStream::connect_timeout(&directory.addr, Duration::from_secs(2)).is_err(),
+        "nothing listens once it has exited"
+    );
+}
