@@ -227,11 +227,9 @@ impl ReloadingCert {
     }
 }
 
-impl rustls::server::ResolvesServerCert for ReloadingCert {
-    fn resolve(
-        &self,
-        _: rustls::server::ClientHello<'_>,
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+impl ReloadingCert {
+    /// The certificate to present now, read again first if a check is due.
+    fn current(&self) -> Arc<rustls::sign::CertifiedKey> {
         let due = {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());
             state.checked.elapsed() >= RELOAD_CHECK
@@ -240,7 +238,32 @@ impl rustls::server::ResolvesServerCert for ReloadingCert {
             self.refresh();
         }
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        Some(Arc::clone(&state.key))
+        Arc::clone(&state.key)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// The same renewal for the client certificate an atServer presents to others: a long-running
+/// node keeps presenting a valid one after cert-manager renews it.
+impl rustls::client::ResolvesClientCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -278,15 +301,15 @@ pub fn client_config(ca_files: &[PathBuf]) -> Result<rustls::ClientConfig, TlsEr
 }
 
 /// As [`client_config`], presenting the chain in `cert_file` (key `key_file`) as the client
-/// certificate: how an atServer connects to another, which may check it (mutual TLS).
+/// certificate: how an atServer connects to another, which may check it (mutual TLS). Read
+/// again when the files change, as a served certificate is.
 pub fn client_config_with_identity(
     ca_files: &[PathBuf],
     cert_file: &Path,
     key_file: &Path,
 ) -> Result<rustls::ClientConfig, TlsError> {
-    let certs = read_certs(cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| pem_error(key_file, e))?;
-    Ok(client_builder(ca_files)?.with_client_auth_cert(certs, key)?)
+    let identity = ReloadingCert::load(cert_file.to_path_buf(), key_file.to_path_buf())?;
+    Ok(client_builder(ca_files)?.with_client_cert_resolver(Arc::new(identity)))
 }
 
 /// The certificate and key a listener configured by `config` serves (the configured pair, or
@@ -759,6 +782,28 @@ mod tests {
         assert!(!names_host(&found, "evil-atsign.test"));
         assert!(!names_host(&found, "127.0.0.2"));
         assert!(!names_host(&[], "localhost"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_renewed_client_certificate_is_presented_without_a_restart() {
+        use rustls::client::ResolvesClientCert;
+        let dir = temp_dir("reload-client");
+        let (ca, ca_key) = create_ca(&dir.join("ca")).unwrap();
+        let names = vec!["node.example".to_string()];
+        let own = dir.join("own");
+        issue(&own, &names, &ca, &ca_key).unwrap();
+        let identity = ReloadingCert::load(own.join("cert.pem"), own.join("key.pem")).unwrap();
+        let on_disk = || read_certs(&own.join("cert.pem")).unwrap()[0].clone();
+        let presented = || identity.resolve(&[], &[]).unwrap().cert[0].clone();
+        let first = presented();
+        assert_eq!(first, on_disk());
+        issue(&own, &names, &ca, &ca_key).unwrap();
+        tokio::time::sleep(RELOAD_CHECK + std::time::Duration::from_millis(200)).await;
+        assert_ne!(presented(), first);
+        assert_eq!(presented(), on_disk());
+        // And the client configuration built on it loads.
+        client_config_with_identity(&[ca], &own.join("cert.pem"), &own.join("key.pem")).unwrap();
         let _ = fs::remove_dir_all(&dir);
     }
 

@@ -133,6 +133,12 @@ pub struct ServerConfig {
     /// Whether `from:@other` needs a TLS client certificate naming @other's server host (the
     /// reference's clientCertificateRequired): `required` (the default) or `optional`.
     pub peer_client_certificate: ClientCertificate,
+    /// The certificate (PEM chain) and key this node presents to other atServers, instead of
+    /// the one it serves: for a serving certificate from a public CA that no longer grants the
+    /// clientAuth usage. It must name this node's host as the directory gives it. Both or
+    /// neither; read again when the files change.
+    pub peer_client_cert_file: Option<PathBuf>,
+    pub peer_client_key_file: Option<PathBuf>,
     /// Idle time after which a connection to another atServer is closed
     /// (the reference's outbound_idle_time_millis).
     pub outbound_idle_time_millis: u64,
@@ -207,6 +213,8 @@ impl Default for ServerConfig {
             commit_log_keep_days: 15,
             commit_log_max_entries: 100_000,
             peer_ca_files: Vec::new(),
+            peer_client_cert_file: None,
+            peer_client_key_file: None,
             peer_client_certificate: ClientCertificate::Required,
             outbound_idle_time_millis: 600_000,
             outbound_max_limit: 200,
@@ -250,6 +258,9 @@ impl ServerConfig {
         }
         if self.buffer_limit == 0 || self.inbound_max_limit == 0 {
             return Err("buffer_limit and inbound_max_limit must be at least 1".into());
+        }
+        if self.peer_client_cert_file.is_some() != self.peer_client_key_file.is_some() {
+            return Err("peer_client_cert_file and peer_client_key_file go together".into());
         }
         if self
             .buffer_budget

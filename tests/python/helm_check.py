@@ -171,7 +171,7 @@ SCENARIOS = {
     "gitops": {
         "tls": {"existingSecret": "my-ca"},
         "redis": {"auth": {"existingSecret": "redis-pass", "existingSecretPasswordKey": "pw"}},
-        "server": {"tls": {"existingSecret": "server-cert"}},
+        "server": {"tls": {"existingSecret": "server-cert", "peerClientSecret": "peer-client"}},
         "directory": {"tls": {"existingSecret": "directory-cert"}},
     },
 }
@@ -1087,6 +1087,13 @@ def scenario_gitops(k, options):
     check(volumes["redis-auth"]["secret"]["secretName"] == "redis-pass"
           and volumes["redis-auth"]["secret"]["items"] == [{"key": "pw", "path": "password"}],
           f"{what}: the nodes read the Redis password from your Secret, as a file")
+    server_toml = tomllib.loads(k[("ConfigMap", f"{FULL}-server")]["data"]["server.toml"])
+    mounts = {m["name"]: m["mountPath"] for m in container(server)["volumeMounts"]}
+    check(volumes["peer-client"]["secret"]["secretName"] == "peer-client"
+          and mounts["peer-client"] == "/etc/atplatform/peer-client"
+          and server_toml["peer_client_cert_file"] == "/etc/atplatform/peer-client/tls.crt"
+          and server_toml["peer_client_key_file"] == "/etc/atplatform/peer-client/tls.key",
+          f"{what}: server.tls.peerClientSecret mounted and presented to other atServers")
     sts = k[("StatefulSet", f"{FULL}-redis")]
     redis_env = {e["name"]: e for e in container(sts)["env"]}
     check(redis_env["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == {"name": "redis-pass", "key": "pw"}

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use at_tests::client::{line_without_time, Client};
-use at_tests::servers::{eventually, AliceAndBob, Store};
+use at_tests::servers::{eventually, AliceAndBob, Cluster, Store};
 use at_tests::TempDir;
 
 /// Server settings of this test: quick to give up on a peer, quick to retry a delivery.
@@ -257,4 +257,63 @@ fn atsigns_on_two_servers_share_keys_over_pol(store: Store) {
     );
     assert_eq!(bob.reply_to("noop:0", at_bob), "data:ok");
     b.stop();
+}
+
+/// `peer_client_cert_file`: B presents that certificate to A instead of the one it serves. One
+/// that does not name B's host gets `from:@bob` refused by A; one that does (from the same
+/// CA) lets @bob read what @alice shared.
+#[test]
+fn a_node_presents_its_own_peer_client_certificate_when_given_one() {
+    let dir = TempDir::new("peers-client-cert");
+    let cluster = Cluster::start(dir.path());
+    let (ca, ca_key) = (cluster.ca(), dir.path().join("ca/ca-key.pem"));
+    let issue = |name: &str, host: &str| {
+        let out = dir.path().join(name);
+        at_common::tls::issue(&out, &[host.to_string()], &ca, &ca_key).unwrap();
+        out
+    };
+    let (wrong, right) = (
+        issue("wrong", "elsewhere.example"),
+        issue("right", "127.0.0.1"),
+    );
+    let with_client = |files: &std::path::Path| {
+        format!(
+            // (A short drain: A's links to B would hold B's restart for the default grace.)
+            "{QUICK}\nshutdown_grace_millis = 1000\n\
+             peer_client_cert_file = \"{}\"\npeer_client_key_file = \"{}\"",
+            files.join("cert.pem").display(),
+            files.join("key.pem").display()
+        )
+    };
+    let (mut a, alice_secret) = cluster.server("a", "@alice", QUICK);
+    let (mut b, bob_secret) = cluster.server("b", "@bob", &with_client(&wrong));
+    a.start();
+    b.start();
+    let mut alice = a.connect(&ca);
+    alice.cram_in("@alice", &alice_secret);
+    assert!(alice
+        .reply_to("update:@bob:phone@alice 123", "\n@alice@")
+        .starts_with("data:"));
+
+    let mut bob = b.connect(&ca);
+    bob.cram_in("@bob", &bob_secret);
+    let refused = bob.reply_to("lookup:phone@alice", "\n@bob@");
+    assert!(
+        refused.starts_with("error:"),
+        "A refused B's client certificate: {refused}"
+    );
+    drop(bob);
+
+    b.stop();
+    let config = std::fs::read_to_string(b.config_path()).unwrap();
+    let wrong_dir = wrong.display().to_string();
+    std::fs::write(
+        b.config_path(),
+        config.replace(&wrong_dir, &right.display().to_string()),
+    )
+    .unwrap();
+    b.start();
+    let mut bob = b.connect(&ca);
+    bob.cram_in("@bob", &bob_secret);
+    assert_eq!(bob.reply_to("lookup:phone@alice", "\n@bob@"), "data:123");
 }

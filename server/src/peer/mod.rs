@@ -65,7 +65,11 @@ impl PeerSettings {
     ) -> Result<PeerSettings, at_common::tls::TlsError> {
         let mut ca_files = config.peer_ca_files.clone();
         ca_files.extend(config.directory_ca_file.iter().cloned());
-        let client = match at_common::tls::identity_files(tls, &config.data_dir) {
+        let identity = match (&config.peer_client_cert_file, &config.peer_client_key_file) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => at_common::tls::identity_files(tls, &config.data_dir),
+        };
+        let client = match identity {
             Some((cert, key)) => {
                 at_common::tls::client_config_with_identity(&ca_files, &cert, &key)?
             }
