@@ -80,6 +80,7 @@ impl Dev {
             ..self.base
         };
         server.validate()?;
+        let admin_config = write_admin_config(&server)?;
 
         let store = crate::store::open(&server.store, &server.data_dir)
             .await
@@ -130,6 +131,13 @@ impl Dev {
                 self.http_port
             );
         }
+        let program = std::env::args()
+            .next()
+            .unwrap_or_else(|| "at-server".into());
+        println!(
+            "  another atSign, while this runs: {program} --config {} provision @bob",
+            admin_config.display()
+        );
         drop(registry);
 
         let directory = at_directory::serve(directory);
@@ -140,4 +148,41 @@ impl Dev {
             done = server => done.map_err(|e| format!("atServer: {e}")),
         }
     }
+}
+
+/// Writes `<data_dir>/server.toml`: the settings dev runs its atServer with, so that admin
+/// commands given that file (`provision`, `list`, …) reach the running node through its admin
+/// socket, or, with dev stopped, open the same stores and hand out the same ports. Without it
+/// a second atSign would need a configuration written by hand.
+fn write_admin_config(server: &ServerConfig) -> Result<PathBuf, String> {
+    let absolute = |path: &std::path::Path| {
+        std::path::absolute(path)
+            .map(|path| path.display().to_string())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    // TOML basic strings take JSON's escapes.
+    let quoted = |text: String| serde_json::to_string(&text).unwrap_or_default();
+    let mut text = String::from(
+        "# Written by `at-server dev` at each start: the atServer's settings, for admin commands\n\
+         # (at-server --config <this file> provision @bob). Edits are overwritten.\n",
+    );
+    text.push_str(&format!(
+        "data_dir = {}\ndirectory_data_dir = {}\npublic_host = {}\n\
+         port_range_start = {}\nport_range_len = {}\ndirectory = {}\n",
+        quoted(absolute(&server.data_dir)?),
+        quoted(absolute(&server.directory_data_dir)?),
+        quoted(server.public_host.clone()),
+        server.port_range_start,
+        server.port_range_len,
+        quoted(server.directory.clone()),
+    ));
+    if let Some(ca) = &server.directory_ca_file {
+        let ca = quoted(absolute(ca)?);
+        text.push_str(&format!(
+            "directory_ca_file = {ca}\npeer_ca_files = [{ca}]\n"
+        ));
+    }
+    let path = server.data_dir.join("server.toml");
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
 }

@@ -118,6 +118,43 @@ fn dev_serves_a_demo_atsign_found_through_its_directory() {
         reply.starts_with("data:_") && reply.contains("@alice:"),
         "{reply}"
     );
+
+    // A second atSign, added while dev runs with the command it printed: served at once on
+    // the next port, and in the directory.
+    let hint = dev
+        .running
+        .printed
+        .iter()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("another atSign, while this runs: ")
+        })
+        .unwrap_or_else(|| panic!("no hint in {:?}", dev.running.printed));
+    let config = dev.data.join("server.toml");
+    assert!(
+        hint.ends_with(&format!("--config {} provision @bob", config.display())),
+        "{hint}"
+    );
+    let out = at_tests::process::run(
+        Path::new(env!("CARGO_BIN_EXE_at-server")),
+        &[
+            "--config",
+            &config.display().to_string(),
+            "provision",
+            "@bob",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let bob_port = first_port + 1;
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with(&format!("provisioned @bob at 127.0.0.1:{bob_port}\n")),
+        "{out:?}"
+    );
+    directory.ask("bob\n", &format!("127.0.0.1:{bob_port}\r\n@"));
+    let mut bob = Client::tls(([127, 0, 0, 1], bob_port).into(), &ca);
+    bob.expect(b"@");
 }
 
 #[test]
