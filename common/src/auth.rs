@@ -1,9 +1,10 @@
 //! Authentication cryptography: the `cram` digest, `pkam` signature checks and the RSA
 //! signatures of `pol`, as pure functions over `ring`.
 //!
-//! This module owns the exact algorithms of reference-server.md §4.2–4.4 and nothing else: where
-//! the secret, the challenge or the public key come from (the keystore, the connection's `from`)
-//! and which error reply a failure becomes is the server's business.
+//! This module owns the exact algorithms of docs/authentication.md#cram,
+//! docs/authentication.md#pkam and docs/authentication.md#pol, and nothing else: where the
+//! secret, the challenge or the public key come from (the keystore, the connection's `from`) and
+//! which error reply a failure becomes is the server's business.
 //!
 //! Every message here is the challenge exactly as the caller passes it: for `cram` and `pkam` the
 //! `from` response without `data:` (`<sessionId><@atsign>:<uuid>`); for `pol` the caller trims
@@ -93,7 +94,7 @@ pub fn verify_pkam_command(
     )
 }
 
-/// Checks a `pkam` signature of `challenge` under `public_key` (reference-server.md §4.3).
+/// Checks a `pkam` signature of `challenge` under `public_key` (docs/authentication.md#pkam).
 ///
 /// # Errors
 /// [`AuthError::InvalidPublicKey`] when the key is not of `algo`; [`AuthError::InvalidBase64`] or
@@ -113,7 +114,7 @@ pub fn verify_pkam(
 }
 
 /// Checks a base64 RSASSA-PKCS1-v1_5 SHA-256 signature of `message` under a base64 DER
-/// SubjectPublicKeyInfo: the `pol` check (reference-server.md §4.4 step 7).
+/// SubjectPublicKeyInfo: the `pol` check (docs/authentication.md#pol, step 7).
 pub fn verify_rsa_sha256_b64(
     public_key_spki_b64: &str,
     message: &str,
@@ -128,7 +129,7 @@ pub fn verify_rsa_sha256_b64(
 }
 
 /// Signs `message` with RSASSA-PKCS1-v1_5 SHA-256 and returns the signature in base64: how a
-/// server answers a `pol` challenge with its signing key (reference-server.md §4.4 step 4).
+/// server answers a `pol` challenge with its signing key (docs/authentication.md#pol, step 4).
 ///
 /// `pkcs8_der` is the private key as PKCS#8 DER (the base64-decoded `.atKeys` / keystore form).
 /// PKCS#1 v1.5 signatures are deterministic, so the output equals any other implementation's.

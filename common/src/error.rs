@@ -1,7 +1,7 @@
 //! `AtError`: the only table of protocol error codes.
 //!
 //! [`ErrorCode`] is the one enum of every code the spec and the reference (at_commons
-//! `error_message.dart`, reference-server.md §1.5) use. Its `code()`, `description()` and
+//! `error_message.dart`, docs/protocol.md#error-codes) use. Its `code()`, `description()` and
 //! `closes_connection()` are exhaustive matches, so adding a code fails to compile until it has
 //! all three. [`AtError`] is a code plus an optional detail message (the reference exception's
 //! `message`). How an error becomes bytes on the wire is decided in `reply.rs` only.
@@ -163,7 +163,8 @@ impl ErrorCode {
             ErrorCode::ApkamAuthFailed => "Apkam Auth Failed",
             ErrorCode::ApkamAccessRevoked => "Apkam Access Revoked",
             ErrorCode::TooManyRequests => "Too Many Requests",
-            // The notes name the exception classes for 29 and 31 but not their texts.
+            // The reference's table names the exception classes for 29 and 31 but not their
+            // texts (docs/protocol.md#error-codes).
             ErrorCode::InvalidEnrollment => "Invalid Enrollment",
             ErrorCode::InvalidEnrollmentStatus => "Invalid Enrollment Status",
             // As the reference's functional tests read it: `Cannot revoke self enrollment :
@@ -173,7 +174,8 @@ impl ErrorCode {
         }
     }
 
-    /// Whether the reference closes the connection after writing this error (notes §1.5).
+    /// Whether the reference closes the connection after writing this error
+    /// (docs/protocol.md#which-errors-close).
     ///
     /// The spec says failed cram/pkam/pol close the connection; the reference keeps it open
     /// (AT0401) and real clients rely on that, so we follow the reference. Syntax errors (AT0003)

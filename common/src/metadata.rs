@@ -2,15 +2,15 @@
 //! `MetadataUpdate`, the `:ttl:N:ttb:N:…` fragment of `update`, `update:meta` and `notify`.
 //!
 //! # Format
-//! JSON field names and order are the reference's `AtMetaData.toJson` (notes §7.1):
-//! `createdBy, updatedBy, createdAt, updatedAt, availableAt, expiresAt, refreshAt, status,
-//! version, ttl, ttb, ttr, ccd, isBinary, isEncrypted, dataSignature, sharedKeyEnc, pubKeyCS,
-//! encoding, encKeyName, encAlgo, ivNonce, skeEncKeyName, skeEncAlgo`, then `sharedKeyStatus`
-//! (which the update grammar accepts but the reference JSON leaves out). Timestamps are held as
-//! epoch milliseconds and written `yyyy-MM-dd HH:mm:ss.mmmZ` (UTC), as Dart's
-//! `DateTime.toUtc().toString()` does. Three renderings exist: [`Metadata::to_json`] (nulls
-//! kept), [`Metadata::to_json_without_nulls`] (lookup/llookup meta) and
-//! [`Metadata::to_sync_json`] (every value a string, nulls left out: sync entries).
+//! JSON field names and order are the reference's `AtMetaData.toJson`
+//! (docs/storage.md#metadata-json): `createdBy, updatedBy, createdAt, updatedAt, availableAt,
+//! expiresAt, refreshAt, status, version, ttl, ttb, ttr, ccd, isBinary, isEncrypted,
+//! dataSignature, sharedKeyEnc, pubKeyCS, encoding, encKeyName, encAlgo, ivNonce, skeEncKeyName,
+//! skeEncAlgo`, then `sharedKeyStatus` (which the update grammar accepts but the reference JSON
+//! leaves out). Timestamps are held as epoch milliseconds and written `yyyy-MM-dd HH:mm:ss.mmmZ`
+//! (UTC), as Dart's `DateTime.toUtc().toString()` does. Three renderings exist:
+//! [`Metadata::to_json`] (nulls kept), [`Metadata::to_json_without_nulls`] (lookup/llookup meta)
+//! and [`Metadata::to_sync_json`] (every value a string, nulls left out: sync entries).
 //!
 //! Units: ttl and ttb are milliseconds; ttr is kept as given (the reference computes refreshAt
 //! with seconds). Computing the derived times is the keystore's business.
@@ -92,7 +92,7 @@ pub struct Metadata {
     pub enc_key_name: Option<String>,
     #[serde(deserialize_with = "de_string")]
     pub enc_algo: Option<String>,
-    /// The AES IV; clients need it echoed exactly (python-sdk.md §5.1).
+    /// The AES IV; clients need it echoed exactly (docs/clients.md#keys).
     #[serde(deserialize_with = "de_string")]
     pub iv_nonce: Option<String>,
     #[serde(deserialize_with = "de_string")]
@@ -222,7 +222,8 @@ impl Metadata {
         render(self, Shape::WithoutNulls)
     }
 
-    /// Every present value as a string and nulls left out, as in `sync` entries (notes §6).
+    /// Every present value as a string and nulls left out, as in `sync` entries
+    /// (docs/storage.md#sync).
     pub fn to_sync_json(&self) -> String {
         render(self, Shape::Sync)
     }
@@ -351,9 +352,10 @@ fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
 /// The metadata fragment of `update`, `update:meta` and `notify`: `:ttl:N:ttb:N:ccd:true…`.
 ///
 /// # Format
-/// Pairs `:<name>:<value>` with the names of `META` in notes Appendix A. The reference grammar
-/// wants them in the fixed order below; we also accept any order (each name at most once),
-/// because the Python SDK emits `sharedKeyEnc` before `isBinary` (python-sdk.md §5.1).
+/// Pairs `:<name>:<value>` with the names of the reference grammar's `META`
+/// (docs/protocol.md#metadata-fragment). The reference grammar wants them in the fixed order
+/// below; we also accept any order (each name at most once), because the Python SDK emits
+/// `sharedKeyEnc` before `isBinary` (docs/clients.md#keys).
 /// [`fmt::Display`] always writes the fixed order, so a peer link sends what any reference
 /// server accepts.
 ///
@@ -366,7 +368,8 @@ fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
 /// A text value of `null` is kept as the string `null`: the reference resets the field then.
 ///
 /// # Errors
-/// AT0003 for a negative ttl or ttb, a ttr below -1, or a number out of range (§3.1).
+/// AT0003 for a negative ttl or ttb, a ttr below -1, or a number out of range
+/// (docs/protocol.md#metadata-fragment).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataUpdate {
     pub ttl: Option<i64>,
@@ -448,7 +451,7 @@ impl MetadataUpdate {
         Ok((update, rest))
     }
 
-    /// The reference's `AtMetadataUtil` checks (§3.1).
+    /// The reference's `AtMetadataUtil` checks (docs/protocol.md#metadata-fragment).
     pub fn validate(&self) -> Result<(), AtError> {
         if self.ttl.is_some_and(|v| v < 0) {
             return Err(AtError::syntax(

@@ -3,7 +3,7 @@
 //! # Format
 //! Every reply is written as one buffer, `<payload>\n<prompt>`, because the reference's Dart
 //! peers and the Python SDK break when a prompt arrives in a read of its own
-//! (reference-server.md §1.2, §1.6; python-sdk.md §2):
+//! (docs/protocol.md#prompts, docs/clients.md#framing):
 //!
 //! ```text
 //! data:<payload>\n@alice@              Reply::Data
@@ -37,7 +37,7 @@ pub enum Prompt {
     Peer(AtSign),
     /// An owner connection that has started `monitor`: no prompt at all, because the Python SDK
     /// reads monitor connections line by line and a prompt would corrupt the next line
-    /// (python-sdk.md §5.8). Still owner-authenticated for error texts.
+    /// (docs/clients.md#monitor). Still owner-authenticated for error texts.
     Monitor(AtSign),
 }
 

@@ -4,8 +4,8 @@
 //! ```text
 //! cram:<digest>          ^cram:(?<digest>.+$)
 //! ```
-//! The digest is the lowercase hex SHA-512 of `secret + challenge` (notes §4.2); checking it is
-//! the server's business.
+//! The digest is the lowercase hex SHA-512 of `secret + challenge` (docs/authentication.md#cram);
+//! checking it is the server's business.
 
 use std::fmt;
 

@@ -5,10 +5,10 @@
 //! module owns what all verbs share: the reference's normalisation of a command line, the
 //! choice of verb, the keyword enums, and a few scanning helpers.
 //!
-//! The language accepted is that of the reference regexes (notes Appendix A), written by hand
-//! so that no input can make the parser panic or backtrack without bound. Where the reference
-//! grammar has optional groups that can be given back, [`first_match`] tries the choices in
-//! the same order as the regex engine, so the same groups are picked.
+//! The language accepted is that of the reference regexes (docs/protocol.md#grammar), written
+//! by hand so that no input can make the parser panic or backtrack without bound. Where the
+//! reference grammar has optional groups that can be given back, [`first_match`] tries the
+//! choices in the same order as the regex engine, so the same groups are picked.
 //!
 //! # Errors
 //! Anything that is not a command is AT0003: `invalid command` for an unknown verb (the

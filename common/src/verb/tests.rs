@@ -17,8 +17,8 @@ fn parse(line: &str) -> Command {
     Command::parse(line).unwrap_or_else(|e| panic!("{line:?} should parse: {e}"))
 }
 
-/// Every example line of the spec's verb sections, and the reference/SDK lines of the notes,
-/// with the command each must become.
+/// Every example line of the spec's verb sections, and lines the reference and the SDKs send
+/// (docs/protocol.md, docs/clients.md), with the command each must become.
 fn examples() -> Vec<(&'static str, Command)> {
     vec![
         ("from:@bob", Command::From(From { atsign: sign("@bob"), client_config: None })),
