@@ -1,5 +1,5 @@
-//! The cache refresh job (reference-server.md §8): cached copies of other atSigns' keys whose
-//! `refreshAt` has come are asked of their owners' servers again, so that the copies the
+//! The cache refresh job (docs/storage.md#cached-keys): cached copies of other atSigns' keys
+//! whose `refreshAt` has come are asked of their owners' servers again, so that the copies the
 //! owner's clients sync stay current even when nobody looks them up. A changed key is kept
 //! anew, one that is gone is dropped, by the rules of a lookup with `bypassCache:true`
 //! ([`verbs::refresh_cached`]); copies with ttr −1 are never refreshed.

@@ -1,7 +1,11 @@
-//! # at-server: the atServer (being built, issue 3)
+//! # at-server: the atServer
+//!
+//! Serves many hosted atSigns per node: their owners' clients, other atServers (`pol`), and
+//! notifications between them. What the code relies on about the protocol is in docs/README.md.
 //!
 //! - [`admin`]: `provision | deprovision | list`, run by a serving node over its admin socket
 //!   or, when none is serving, directly on the store.
+//! - [`cache_refresh`]: the job that asks other atServers again for cached keys due a refresh.
 //! - [`config`]: `ServerConfig`, every option with its default.
 //! - [`connection`]: one client connection; its session state machine (`auth_state`).
 //! - [`dev`]: `at-server dev`, a directory and an atServer in one process for local use.
@@ -22,6 +26,8 @@
 //! - [`provision`]: creating and removing hosted atSigns, with their directory entries.
 //! - [`store`]: every hosted atSign's keys, metadata, commit log, provisioning record and access
 //!   counters behind one `Store` trait; the embedded backend (fjall on local disk) and Redis.
+//! - [`suspension`]: which hosted atSigns are suspended, as this node knows it.
+//! - [`verbs`]: the verbs' behaviour, one file per verb.
 
 pub mod admin;
 pub mod cache_refresh;

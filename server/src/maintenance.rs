@@ -1,6 +1,6 @@
 //! Background upkeep of every hosted atSign's data, on a timer: removes keys whose `expiresAt`
-//! has passed, bounds each commit log by age and by size (notes §6), and removes expired
-//! notifications.
+//! has passed, bounds each commit log by age and by size, and removes expired notifications
+//! (docs/storage.md#expiry-and-compaction, docs/storage.md#commit-log).
 //!
 //! Reads already hide an expired key and remove it when they meet it; maintenance removes the
 //! ones nobody reads, so synced clients get their `-` entry, as from the reference's

@@ -1,5 +1,5 @@
 //! Notifications between atSigns hosted on this cluster, and the monitor connections that
-//! stream them (notes §5; python-sdk.md §5.6–5.8).
+//! stream them (docs/notifications.md, docs/clients.md#monitor).
 //!
 //! - [`Notification`]: one notification, its stored form and its monitor line
 //!   (`notification: {json}\n`, the reference's key order).
@@ -130,7 +130,7 @@ struct Published {
 }
 
 /// What delivering a notification to another atServer needs beyond the monitor fields
-/// (reference-server.md §5.3), and how delivery has gone so far.
+/// (docs/notifications.md#delivery), and how delivery has gone so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {

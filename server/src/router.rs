@@ -1,5 +1,5 @@
 //! `NotificationRouter`: delivers notifications to atSigns hosted on other atServers
-//! (reference-server.md §5.3).
+//! (docs/notifications.md#delivery).
 //!
 //! A notification for another server is first stored in the sender's sent log as `queued`
 //! (so it survives a restart), then handed here by id. The router sends it over the sender's
@@ -274,7 +274,8 @@ async fn attempt_held(
     Outcome::Retry(backoff.min(retry_max))
 }
 
-/// The command the reference sends the recipient's server (§5.3), in its order:
+/// The command the reference sends the recipient's server (docs/notifications.md#delivery), in
+/// its order:
 /// `notify:id:<id>:<op>:messageType:<type>:notifier:<n>:ttln:<ms>[:ttl:…][:ttb:…][:ttr:…:ccd:…]`
 /// `[:isEncrypted:<b>[:sharedKeyEnc:…][:pubKeyCS:…][:encKeyName:…][:encAlgo:…][:ivNonce:…]`
 /// `[:skeEncKeyName:…][:skeEncAlgo:…]]:<key>[:<value>]`. `ttln` is what is left of its life.

@@ -1,5 +1,5 @@
 //! Each hosted atSign's signing key pair, with which its server proves itself to other
-//! atServers (`pol`, reference-server.md §4.4, §9).
+//! atServers (`pol`, docs/authentication.md#signing-keys).
 //!
 //! RSA-2048, made by the server once per atSign, never by a client: the private key at
 //! `@<me>:signing_privatekey@<me>` (base64 PKCS#8 DER), the public key at

@@ -1,8 +1,9 @@
 //! APKAM over real TLS, against the real binary: a cram-authenticated `enroll:request` is
-//! approved at once (onboarding, reference-server.md §3.3 "enroll", §9), and
-//! `pkam:enrollmentId:<id>:<sig>` then verifies against that enrollment's key, with the
-//! reference's refusals for enrollments that are not approved (§4.3). Signatures are made here
-//! with `ring`, independently of the server's code.
+//! approved at once (onboarding: docs/authentication.md#apkam-enrollment,
+//! docs/authentication.md#onboarding), and `pkam:enrollmentId:<id>:<sig>` then verifies against
+//! that enrollment's key, with the reference's refusals for enrollments that are not approved
+//! (docs/authentication.md#enrollment-states). Signatures are made here with `ring`,
+//! independently of the server's code.
 
 mod support;
 

@@ -1,7 +1,9 @@
 //! Bad input of every kind over real TLS, against the real binary: the exact error bytes, and
 //! whether the connection stays open (the next command still answers) or is closed
-//! (reference-server.md §1.3–§1.5, §3.1, §4). Framing cases (half-closed sockets, empty lines,
-//! `\r\n`, pipelining, fragments) come first, then bad commands, then "nothing was lost".
+//! (docs/protocol.md#framing, docs/protocol.md#errors, docs/protocol.md#which-errors-close,
+//! docs/protocol.md#metadata-fragment, docs/authentication.md). Framing cases (half-closed
+//! sockets, empty lines, `\r\n`, pipelining, fragments) come first, then bad commands, then
+//! "nothing was lost".
 //! Cases already covered by `owner_flow.rs` (overlong line and invalid UTF-8 before
 //! authentication, unknown verbs, wrong cram/pkam, owner verbs before authentication) are not
 //! repeated.
@@ -139,8 +141,8 @@ fn empty_and_whitespace_only_lines_are_at0003_invalid_command_and_keep_the_conne
 ) {
     let node = Node::start(backend);
     let mut client = node.client();
-    // The reference trims the line; an empty command has no verb (notes §1.3: "No handler →
-    // InvalidSyntaxException('invalid command')").
+    // The reference trims the line; an empty command has no verb, so no handler takes it:
+    // InvalidSyntaxException('invalid command') (docs/protocol.md#framing).
     for line in ["\n", "   \n", " \t \n", "\r\n"] {
         client.ask(line, "error:AT0003-Exception: invalid command\n@");
     }
@@ -332,7 +334,7 @@ fn a_100_kb_value_round_trips_through_update_llookup_and_lookup(backend: Backend
 fn a_key_longer_than_248_characters_is_at0016_and_the_connection_stays_open(backend: Backend) {
     let node = Node::start(backend);
     let mut owner = cram_in(&node);
-    // The stored key `public:<name>@alice` may be 248 characters (notes §3.3, §7.2).
+    // The stored key `public:<name>@alice` may be 248 characters (docs/storage.md#keys).
     let name = "k".repeat(248 - "public:".len() - "@alice".len());
     owner.ask(
         &format!("update:public:{name}@alice at the limit\n"),
@@ -372,7 +374,8 @@ fn malformed_metadata_is_at0003_and_the_connection_stays_open(backend: Backend) 
         owner.ask(line, usage);
         still_open(&mut owner, "@alice@");
     }
-    // Numbers the grammar accepts but the metadata rules refuse (notes §3.1).
+    // Numbers the grammar accepts but the metadata rules refuse
+    // (docs/protocol.md#metadata-fragment).
     owner.ask(
         "update:ttl:-5:public:k@alice v\n",
         "error:AT0003-Invalid syntax : Valid value for TTL should be greater than or equal to 0\n@alice@",
@@ -421,8 +424,9 @@ fn from_with_an_invalid_atsign_is_at0003_and_the_connection_stays_open(backend: 
 fn from_for_an_atsign_not_hosted_here_without_a_client_certificate_is_at0401(backend: Backend) {
     let node = Node::start(backend);
     let mut client = node.client();
-    // notes §4.1: another atSign must present a TLS client certificate naming its host; the
-    // harness client presents none. The error keeps the connection open (issue #2424).
+    // docs/authentication.md#mutual-tls: another atSign must present a TLS client certificate
+    // naming its host; the harness client presents none. The error keeps the connection open
+    // (as in the reference, at_server issue #2424).
     client.ask(
         "from:@bob\n",
         "error:AT0401-Exception: Certificate Verification Failed\n@",

@@ -1,5 +1,6 @@
-//! Background maintenance against the real binary over TLS (notes §6): a key whose ttl has
-//! passed is removed although nobody reads it, and `sync` shows its `-` entry.
+//! Background maintenance against the real binary over TLS (docs/storage.md#expiry-and-compaction):
+//! a key whose ttl has passed is removed although nobody reads it, and `sync` shows its `-`
+//! entry.
 //!
 //! Bounded in time: with `maintenance_interval_secs = 1` the key expires a second after it is
 //! written and a round runs every second, so it is gone after about two; the test polls `sync`

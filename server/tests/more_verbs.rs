@@ -1,7 +1,8 @@
 //! `update:json`, `batch` and `plookup` over real TLS, against the real binary: the exact reply
 //! bytes, the errors, and that the connection keeps answering after each error (none of these
-//! errors closes it in the reference). Reference-server.md §3.3; batch shapes from the
-//! reference's `batch_verb_handler.dart` and at_commons' `Response.toJson`.
+//! errors closes it in the reference). See docs/protocol.md#update, docs/protocol.md#batch and
+//! docs/protocol.md#plookup; batch shapes from the reference's `batch_verb_handler.dart` and
+//! at_commons' `Response.toJson`.
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! ttl, ttb and ttr on the wire, as the owner, against the real binary over TLS
-//! (reference-server.md §3.1, §3.3, §7.1): what reads and scans show before and after a key's
-//! times, and the times in its metadata.
+//! (docs/storage.md#key-lifetime, docs/protocol.md#metadata-fragment,
+//! docs/storage.md#metadata-json): what reads and scans show before and after a key's times, and
+//! the times in its metadata.
 //!
 //! Timing without flakiness: a key written with `ttl:T` at `sent` cannot expire before
 //! `sent + T` (the server's clock started later), so a reply that *arrived* before `sent + T`
@@ -91,7 +92,8 @@ fn meta(owner: &mut Client, key: &str) -> Value {
     json_of(&owner.read_until(b"\n@alice@"), "\n@alice@")
 }
 
-/// A metadata date, `yyyy-MM-dd HH:mm:ss.mmmZ` (notes §7.1), as milliseconds since the epoch.
+/// A metadata date, `yyyy-MM-dd HH:mm:ss.mmmZ` (docs/storage.md#metadata-json), as milliseconds
+/// since the epoch.
 fn millis(value: &Value) -> i64 {
     let text = value
         .as_str()
@@ -233,9 +235,10 @@ fn a_ttl_key_is_readable_until_it_expires_then_reads_null_once_and_is_gone(backe
     assert_eq!(reply, "data:[]\n@alice@");
     assert!(at >= expiry, "gone {:?} early", expiry - at);
     anyone.ask("scan brief\n", "data:[]\n@");
-    // An expired key that is still stored reads `data:null` (notes §3.3: "Inactive (not yet
-    // born / expired) → data:null; missing → AT0015"); the server removes it on that read, so
-    // from then on it is missing: AT0015, worded as for any missing key.
+    // An expired key that is still stored reads `data:null` (docs/storage.md#key-lifetime: an
+    // inactive key, not yet born or expired, reads data:null; a missing one is AT0015); the
+    // server removes it on that read, so from then on it is missing: AT0015, worded as for any
+    // missing key.
     owner.ask("llookup:public:brief.app@alice\n", "data:null\n@alice@");
     owner.ask(
         "llookup:public:brief.app@alice\n",
@@ -296,7 +299,8 @@ fn a_ttb_key_reads_null_and_is_not_listed_until_it_is_born(backend: Backend) {
     );
     let birth = sent + Duration::from_millis(SHORT_MS);
 
-    // Before birth: stored, but every read is `data:null` and scans leave it out (notes §3.3).
+    // Before birth: stored, but every read is `data:null` and scans leave it out
+    // (docs/storage.md#key-lifetime).
     let reads = [
         (
             Owner,
@@ -360,7 +364,8 @@ fn ttr_sets_refresh_at_in_seconds_and_ccd_defaults_to_false(backend: Backend) {
     let mut owner = cram_in(&node);
     owner.ask("update:ttr:3600:public:fresh@alice v\n", "data:0\n@alice@");
     let m = meta(&mut owner, "public:fresh@alice");
-    // ttr is seconds in the reference's arithmetic (notes §3.1, §12.1), not the spec's ms.
+    // ttr is seconds in the reference's arithmetic, not the spec's ms
+    // (docs/protocol.md#metadata-fragment, docs/protocol.md#spec-and-reference).
     assert_eq!(
         millis(&m["refreshAt"]),
         millis(&m["updatedAt"]) + 3_600_000,
@@ -380,7 +385,8 @@ fn ttr_sets_refresh_at_in_seconds_and_ccd_defaults_to_false(backend: Backend) {
     assert_eq!(m["ccd"], Value::Bool(true), "{m}");
     assert!(m.get("refreshAt").is_none(), "{m}");
 
-    // Without ttr there is no ccd either (notes §3.1: "ccd is null unless ttr set").
+    // Without ttr there is no ccd either (docs/protocol.md#metadata-fragment: ccd is null unless
+    // ttr is set).
     owner.ask("update:public:plain@alice v\n", "data:2\n@alice@");
     let m = meta(&mut owner, "public:plain@alice");
     for absent in [
@@ -415,8 +421,8 @@ fn an_update_without_ttl_keeps_the_ttl_and_counts_it_from_the_new_update(backend
     );
     // Make the second update's clock visibly later than the first's.
     sleep(Duration::from_millis(20));
-    // Metadata merge (notes §3.3): fields the command leaves out keep their values; the times
-    // that follow from them are computed again from this update.
+    // Metadata merge (docs/protocol.md#update): fields the command leaves out keep their values;
+    // the times that follow from them are computed again from this update.
     owner.ask("update:public:kept@alice two\n", "data:1\n@alice@");
     let second = meta(&mut owner, "public:kept@alice");
     assert_eq!(int(&second, "ttl"), 600_000, "{second}");

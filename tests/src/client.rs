@@ -332,7 +332,7 @@ impl Client {
     }
 }
 
-/// The `cram:` proof: lowercase hex SHA-512 of secret + challenge (notes §4.2).
+/// The `cram:` proof: lowercase hex SHA-512 of secret + challenge (docs/authentication.md#cram).
 pub fn cram_digest(secret: &str, challenge: &str) -> String {
     let digest = ring::digest::digest(
         &ring::digest::SHA512,

@@ -17,11 +17,11 @@
 //! taking it for a proof removes it, whatever the proof turns out to be, so one `from` cannot be
 //! used to try many digests.
 //!
-//! APKAM (notes §3.3 "enroll", §4.3): an owner proven by `pkam:enrollmentId:<id>:…`, or by cram
-//! followed by an auto-approved `enroll:request`, carries that enrollment id; `enroll` verbs
-//! other than `request` need the owner (AT0401 `Cannot <op> enrollment without authentication`),
-//! and `enroll:request` is limited to [`ENROLL_REQUESTS_PER_WINDOW`] per [`ENROLL_REQUEST_WINDOW`]
-//! on one connection.
+//! APKAM (docs/authentication.md#apkam-enrollment, docs/authentication.md#pkam): an owner proven
+//! by `pkam:enrollmentId:<id>:…`, or by cram followed by an auto-approved `enroll:request`,
+//! carries that enrollment id; `enroll` verbs other than `request` need the owner (AT0401
+//! `Cannot <op> enrollment without authentication`), and `enroll:request` is limited to
+//! [`ENROLL_REQUESTS_PER_WINDOW`] per [`ENROLL_REQUEST_WINDOW`] on one connection.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -4,11 +4,13 @@
 //!
 //! Pure apart from the random ids: the caller passes the hosted atSign, what the key store holds
 //! (cram secret, pkam public key, the named enrollment) and the time. Replies and error texts are
-//! the reference's (reference-server.md §4.1–4.3): a wrong proof is AT0401 and the connection
-//! stays open. `pkam:enrollmentId:<id>:<sig>` is checked against that enrollment's APKAM key,
-//! which must be approved: otherwise the reference's handler-set errors, before any signature is
-//! looked at (the challenge is left for another try), `error:AT0025:enrollment_id: <id> is
-//! denied`, `AT0026 … is pending`, `AT0027 … is revoked`, `AT0028 … is expired or invalid`.
+//! the reference's (docs/authentication.md#from, docs/authentication.md#cram,
+//! docs/authentication.md#pkam): a wrong proof is AT0401 and the connection stays open.
+//! `pkam:enrollmentId:<id>:<sig>` is checked against that enrollment's APKAM key, which must be
+//! approved: otherwise the reference's handler-set errors, before any signature is looked at
+//! (the challenge is left for another try), `error:AT0025:enrollment_id: <id> is denied`,
+//! `AT0026 … is pending`, `AT0027 … is revoked`, `AT0028 … is expired or invalid`
+//! (docs/authentication.md#enrollment-states).
 
 use std::time::Instant;
 

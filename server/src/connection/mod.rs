@@ -1,6 +1,7 @@
-//! One client connection of the atServer. So far its session state machine ([`auth_state`])
-//! the owner's authentication verbs ([`authenticate`]), the slowing down of failed proofs
-//! ([`throttle`]), and the `Connection` actor that drives them over TLS ([`actor`]).
+//! One client connection of the atServer: its session state machine ([`auth_state`]), the
+//! owner's authentication verbs ([`authenticate`]), the slowing down of failed proofs
+//! ([`throttle`]), the node's connection pools ([`admission`]), and the `Connection` actor that
+//! drives them over TLS ([`actor`]).
 
 pub mod actor;
 pub mod admission;

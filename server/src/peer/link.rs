@@ -4,7 +4,7 @@
 //! A [`Mode::Pol`] link acts as its atSign: it runs `from:@me`, signs the proof's challenge
 //! with the atSign's signing key (made on first use, [`crate::signing`]), leaves the signature
 //! at `public:<sessionId>@me` for 60 s where the other server looks it up, then sends `pol`
-//! (reference-server.md §4.4). A [`Mode::Anonymous`] link skips all that (public lookups).
+//! (docs/authentication.md#pol). A [`Mode::Anonymous`] link skips all that (public lookups).
 //! Either kind first asks for the other atSign's encryption public key, as the reference does,
 //! which is how a reset of that atSign is noticed ([`public_key_change`]).
 //!

@@ -1,5 +1,5 @@
 //! Server-to-server: how this node's atSigns reach other atSigns' servers, and how it checks
-//! another server's `pol` (reference-server.md §4.4, §8).
+//! another server's `pol` (docs/authentication.md#pol, docs/storage.md#cached-keys).
 //!
 //! - [`Peers`]: the node's handle, cheap to clone: asks another atSign's server over a
 //!   [`link::PeerLink`] (one per hosted atSign, other atSign and mode, reused until idle, at
@@ -281,8 +281,8 @@ impl Peers {
     }
 
     /// Whether a client certificate naming `names` may speak for `claimant`: it must name the
-    /// host the directory gives for `claimant`'s server (reference-server.md §4.1; exact or
-    /// one-label wildcard match, where the reference accepts any name containing the host).
+    /// host the directory gives for `claimant`'s server (docs/authentication.md#mutual-tls; exact
+    /// or one-label wildcard match, where the reference accepts any name containing the host).
     pub async fn certificate_speaks_for(
         &self,
         claimant: &AtSign,

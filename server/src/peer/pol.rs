@@ -1,7 +1,7 @@
 //! Checking a `pol`: the connection's client said `from:@bob` and got a challenge; now it says
 //! `pol`, claiming to be @bob's server. @bob's server must have left its signature of the
 //! challenge at `public:<sessionId>@bob`, verifiable with `public:signing_publickey@bob`
-//! (reference-server.md §4.4 steps 6–7).
+//! (docs/authentication.md#pol, steps 6 and 7).
 //!
 //! Both keys are read where @bob lives: from the store when @bob is hosted on this cluster,
 //! else over a new unauthenticated connection to @bob's server, found through the directory

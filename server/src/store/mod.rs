@@ -8,10 +8,10 @@
 //!
 //! # Keys are stored as given
 //! The store does not lower-case or otherwise canonicalise keys: the verb handlers pass the
-//! canonical form (notes §7.2, lower-cased, `public:phone.wavi@alice`), and the store keeps
-//! exactly those bytes. Whether a key is committed is decided by [`is_committed`] alone.
+//! canonical form (docs/storage.md#keys: lower-cased, `public:phone.wavi@alice`), and the store
+//! keeps exactly those bytes. Whether a key is committed is decided by [`is_committed`] alone.
 //!
-//! # Commit log (notes §6)
+//! # Commit log (docs/storage.md#commit-log)
 //! Per atSign, commit ids start at 0, strictly increase and are never reused (the counter
 //! survives [`Store::compact_commits`]; it goes only with [`Store::remove_atsign`]). Only the
 //! latest entry per key is kept. A write and its commit entry land in one transaction. The log
@@ -207,7 +207,8 @@ pub enum AccessKind {
     Key,
 }
 
-/// `false` for the key classes that are never written to the commit log (notes §6):
+/// `false` for the key classes that are never written to the commit log
+/// (docs/storage.md#commit-log):
 /// `private:`, `privatekey:`, `local:`, and hidden `public:_…` keys, except `public:__…`,
 /// which is hidden but synced. The one place this rule lives.
 pub fn is_committed(key: &str) -> bool {

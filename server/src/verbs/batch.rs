@@ -1,4 +1,5 @@
-//! `batch` (notes §3.3): several commands in one request, run in order, answered together.
+//! `batch` (docs/protocol.md#batch): several commands in one request, run in order, answered
+//! together.
 //!
 //! The commands are run by whoever calls [`batch`] (the key store's dispatch), through the
 //! `run` callback, so a batch does exactly what the same commands sent one by one would do,

@@ -1,4 +1,4 @@
-//! Cached copies of other atSigns' keys (reference-server.md §8): `cached:@me:<key>@other`
+//! Cached copies of other atSigns' keys (docs/storage.md#cached-keys): `cached:@me:<key>@other`
 //! for what @other shared with `me`, `cached:public:<key>@other` for @other's public keys.
 //!
 //! - Kept when the owner gave the key a ttr: refreshed after `ttr` seconds (`refreshAt`),
@@ -130,10 +130,10 @@ pub async fn drop(store: &Store, me: &AtSign, cached_key: &str) -> Result<bool, 
     Ok(written.changed)
 }
 
-/// A notification from `from` with a ttr (§5.4): caches its key as `cached_key`, with the
-/// notification's metadata merged into any cached copy; without a value, only the metadata of
-/// an existing copy changes. Only `from`'s own keys are cached: a server cannot plant copies
-/// of another atSign's keys.
+/// A notification from `from` with a ttr (docs/notifications.md#receiving): caches its key as
+/// `cached_key`, with the notification's metadata merged into any cached copy; without a value,
+/// only the metadata of an existing copy changes. Only `from`'s own keys are cached: a server
+/// cannot plant copies of another atSign's keys.
 pub async fn keep_notified(
     store: &Store,
     me: &AtSign,

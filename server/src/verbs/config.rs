@@ -1,5 +1,5 @@
-//! `config` (notes §3.3): the owner's block list, and the reference's testing-mode settings,
-//! which a production server refuses.
+//! `config` (docs/protocol.md#config): the owner's block list, and the reference's testing-mode
+//! settings, which a production server refuses.
 //!
 //! The block list is stored as the reference stores it, `{"blockList":["@bob",…]}` under
 //! [`BLOCKLIST_KEY`]`@<me>`, in the order atSigns were added, and never committed (so it is not

@@ -1,4 +1,5 @@
-//! `delete` (notes §3.3, §9): the owner removes one of its keys, or a cached copy.
+//! `delete` (docs/protocol.md#delete, docs/authentication.md#onboarding): the owner removes one
+//! of its keys, or a cached copy.
 //!
 //! The key is built as for update ([`super::owned_key`]); `cached:` keys are taken as given,
 //! since their owner is another atSign. The reply is `data:<commitId>` even when the key did

@@ -1,5 +1,6 @@
-//! `enroll` (notes §3.3 "enroll", §4.3, §9; the reference's `enroll_verb_handler.dart`): the
-//! owner's APKAM enrollments, one record each under `<id>.new.enrollments.__manage@<me>`, never
+//! `enroll` (docs/authentication.md#apkam-enrollment, docs/authentication.md#enrollment-states,
+//! docs/authentication.md#onboarding; the reference's `enroll_verb_handler.dart`): the owner's
+//! APKAM enrollments, one record each under `<id>.new.enrollments.__manage@<me>`, never
 //! committed, and what `pkam:enrollmentId:<id>:<sig>` is checked against.
 //!
 //! Three parts, because only the connection knows who is asking:

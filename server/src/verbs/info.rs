@@ -1,4 +1,4 @@
-//! `info` and `info:brief` (notes §3.3): the server's version and uptime, for anyone.
+//! `info` and `info:brief` (docs/protocol.md#info): the server's version and uptime, for anyone.
 //!
 //! # Format
 //! `data:{"version":"<crate version>","uptimeAsWords":"1 hours 35 minutes 29 seconds"}`;

@@ -1,5 +1,6 @@
-//! `llookup` (notes §3.3, §7.1): the owner reads any key of its own store exactly as stored,
-//! including cached copies and other atSigns' shared keys; no reference is resolved.
+//! `llookup` (docs/protocol.md#llookup, docs/storage.md#metadata-json): the owner reads any key
+//! of its own store exactly as stored, including cached copies and other atSigns' shared keys;
+//! no reference is resolved.
 //!
 //! # Format
 //! `data:<value>`; `meta` → `data:` + metadata JSON without nulls; `all` →
@@ -8,7 +9,7 @@
 //!
 //! # Errors
 //! AT0015 `key not found : <key> does not exist in keystore` for a missing key (clients rely on
-//! the code, python-sdk.md §2).
+//! the code, docs/clients.md#framing).
 
 use at_common::error::AtError;
 use at_common::metadata::EpochMillis;

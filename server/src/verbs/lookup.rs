@@ -1,6 +1,6 @@
-//! `lookup` of `me`'s own keys (notes §3.3): by the owner, by another atSign's server (pol),
-//! and by anyone without authentication. Lookups of another atSign's keys (cache, then its
-//! server) are [`super::remote`]'s.
+//! `lookup` of `me`'s own keys (docs/protocol.md#lookup): by the owner, by another atSign's
+//! server (pol), and by anyone without authentication. Lookups of another atSign's keys (cache,
+//! then its server) are [`super::remote`]'s.
 //!
 //! # Format
 //! As llookup ([`super::llookup`]); a value starting `atsign://` names another key of `me`, whose

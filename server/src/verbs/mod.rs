@@ -61,7 +61,7 @@ use at_common::AtSign;
 use crate::store::{Mutation, Record, Store, StoreError};
 
 /// The only place a store failure becomes a protocol error: AT0002, which closes the
-/// connection (notes §1.5). The cause is logged, never sent.
+/// connection (docs/protocol.md#which-errors-close). The cause is logged, never sent.
 impl From<StoreError> for AtError {
     fn from(error: StoreError) -> AtError {
         if let StoreError::Refused(refusal) = error {

@@ -1,5 +1,5 @@
-//! `noop:<millis>` (notes §3.3): waits, then `data:ok`; for anyone. Used by clients to keep a
-//! connection alive and by tests to hold a command in flight.
+//! `noop:<millis>` (docs/protocol.md#noop): waits, then `data:ok`; for anyone. Used by clients to
+//! keep a connection alive and by tests to hold a command in flight.
 //!
 //! # Errors
 //! AT0022 for a delay over [`NOOP_MAX_MILLIS`], without waiting.

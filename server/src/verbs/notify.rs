@@ -1,4 +1,5 @@
-//! `notify`, `notify:status`, `notify:list`, `notify:remove` from the owner (notes §5.2, §5.6).
+//! `notify`, `notify:status`, `notify:list`, `notify:remove` from the owner
+//! (docs/notifications.md#notify, docs/notifications.md#reading-the-logs).
 //!
 //! A notification to oneself is stored in the received log and handed to the monitors on every
 //! node at once (only as received, as the reference does). One to any other atSign is
@@ -8,7 +9,7 @@
 //!
 //! On a pol connection the notification comes from another server ([`receive`]): it is
 //! stored as received from that atSign, shown on the monitors, and its key cached or its
-//! cached copy dropped as `ttr`/`ccd` say (§5.4).
+//! cached copy dropped as `ttr`/`ccd` say (docs/notifications.md#receiving).
 //!
 //! ```text
 //! notify:update:@bob:phone@alice:+1-555   → data:<notification id>
@@ -153,8 +154,8 @@ fn ttln_of(cmd: &Notify) -> EpochMillis {
     }
 }
 
-/// What delivery to another server carries beyond the monitor fields (§5.2: ttr/ccd only for
-/// an update with a value, or a delete).
+/// What delivery to another server carries beyond the monitor fields
+/// (docs/notifications.md#notify: ttr/ccd only for an update with a value, or a delete).
 fn delivery_of(cmd: &Notify) -> Delivery {
     let delete = cmd.operation == Some(Operation::Delete);
     let cache_hint = delete || cmd.value.is_some();
@@ -281,9 +282,10 @@ pub enum Change {
     Deleted,
 }
 
-/// autoNotify (notes §3): after `me`'s owner updated or deleted the key `key` shared with
-/// another atSign (`@bob:phone@alice`), that atSign is told, with the stored metadata (and
-/// value, for an update), as the reference queues it. Keys of other kinds tell nobody.
+/// autoNotify (docs/notifications.md#autonotify): after `me`'s owner updated or deleted the key
+/// `key` shared with another atSign (`@bob:phone@alice`), that atSign is told, with the stored
+/// metadata (and value, for an update), as the reference queues it. Keys of other kinds tell
+/// nobody.
 pub async fn auto_notify(
     outbox: &Outbox<'_>,
     me: &AtSign,

@@ -1,4 +1,5 @@
-//! `notify:list` and `notify:fetch` (reference-server.md §5.6): reading the notification logs.
+//! `notify:list` and `notify:fetch` (docs/notifications.md#reading-the-logs): reading the
+//! notification logs.
 //!
 //! - `notify:list[:<from>[:<to>]][:<regex>]`: for the owner, what `me` received; for another
 //!   atSign's server (pol), what `me` sent to that atSign. Unexpired only, oldest first; dates

@@ -1,4 +1,5 @@
-//! `plookup` of an atSign's public keys, by the owner (notes §3.3, §8).
+//! `plookup` of an atSign's public keys, by the owner (docs/protocol.md#plookup,
+//! docs/storage.md#cached-keys).
 //!
 //! As the reference: from the cache (`cached:public:<key>@<owner>`, [`super::cache`]) unless
 //! `bypassCache:true`, else by an unauthenticated `lookup:all:<key>@<owner>` on the owner's

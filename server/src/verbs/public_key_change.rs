@@ -1,8 +1,8 @@
-//! Another atSign's encryption public key changed (reference-server.md §8): @bob reset his
-//! atSign and onboarded again with a new key pair. What `me` shared with him under the old key
-//! can no longer be read by him, and clients only cut a new shared key when they find none.
-//! So, as the reference's cache manager does, when a fetched `publickey@bob` differs from the
-//! cached one:
+//! Another atSign's encryption public key changed (docs/storage.md#public-key-change): @bob
+//! reset his atSign and onboarded again with a new key pair. What `me` shared with him under the
+//! old key can no longer be read by him, and clients only cut a new shared key when they find
+//! none. So, as the reference's cache manager does, when a fetched `publickey@bob` differs from
+//! the cached one:
 //!
 //! 1. an event is stored for clients at `<now µs>.events.__atserver@me`:
 //!    `{"category":"atProtocol","name":"atsign_pk_changed","data":{"atSign":"@bob"}}`;

@@ -1,4 +1,5 @@
-//! The owner's lookups of other atSigns' keys (reference-server.md §3.3, §8):
+//! The owner's lookups of other atSigns' keys (docs/protocol.md#lookup,
+//! docs/storage.md#cached-keys):
 //! `lookup:<key>@bob` reads what @bob shared with the owner, `plookup:<key>@bob` @bob's public
 //! key ([`super::plookup`]). Each is served from the cache ([`super::cache`]) unless `bypassCache:true`, else asked
 //! of @bob's server as `lookup:all:<key>@bob` — pol-authenticated for `lookup`, anonymous for

@@ -1,4 +1,4 @@
-//! `scan` (notes §3.3): which of `me`'s keys a connection may list, as a JSON array.
+//! `scan` (docs/protocol.md#scan): which of `me`'s keys a connection may list, as a JSON array.
 //!
 //! Three views live here: the owner's, a pol-authenticated peer's and the unauthenticated one;
 //! `scan:@bob` asks @bob's server for its peer view ([`super::scan_remote`]). Only active keys

@@ -1,6 +1,7 @@
-//! `scan:@bob[ <regex>]` by the owner (notes §3.3): the keys @bob shared with `me`, as @bob's
-//! server lists them to `me`'s server over a pol link (`scan` / `scan <regex>`), passed through
-//! (`data:["phone@bob"]`), in-process when @bob is hosted on this cluster ([`crate::peer`]).
+//! `scan:@bob[ <regex>]` by the owner (docs/protocol.md#scan): the keys @bob shared with `me`,
+//! as @bob's server lists them to `me`'s server over a pol link (`scan` / `scan <regex>`),
+//! passed through (`data:["phone@bob"]`), in-process when @bob is hosted on this cluster
+//! ([`crate::peer`]).
 //! `showhidden` and `page` are not sent, as by the reference.
 //!
 //! # Errors

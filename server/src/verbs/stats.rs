@@ -1,4 +1,4 @@
-//! `stats` (notes §3.3): counters of this atSign and its server, for the owner.
+//! `stats` (docs/protocol.md#stats): counters of this atSign and its server, for the owner.
 //!
 //! Served ids: 1 activeInboundConnections, 2 activeOutboundConnections (both from the caller's
 //! [`StatsContext`]), 3 lastCommitID (`stats:3:<regex>`: of the keys matching the regex),

@@ -1,4 +1,5 @@
-//! `sync:from:<n>:limit:<m>[:<regex>]` (notes §6): the owner's client pulls the commit log.
+//! `sync:from:<n>:limit:<m>[:<regex>]` (docs/storage.md#sync): the owner's client pulls the
+//! commit log.
 //!
 //! Entries with a commit id greater than `n` (`-1`: all), in commit id order, at most
 //! [`SYNC_PAGE_LIMIT`] per reply and about [`SYNC_BUFFER_BYTES`] (always at least one). The

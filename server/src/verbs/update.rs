@@ -1,4 +1,5 @@
-//! `update` and `update:meta` (notes §3.3, §6): the owner writes a key's value and metadata.
+//! `update` and `update:meta` (docs/protocol.md#update, docs/storage.md#commit-log): the owner
+//! writes a key's value and metadata.
 //! `update:json` ([`super::update_json`]) writes through [`write`] too.
 //!
 //! The stored key is the canonical wire form, lower-cased, owned by `me` ([`super::owned_key`]).
@@ -112,8 +113,9 @@ fn refuse_unwritable(key: &AtKey) -> Result<(), AtError> {
     ))
 }
 
-/// The stored metadata after an update at `now` (notes §3.3). AT0003 when a time leads past
-/// any date ([`at_common::limits::instant_after`]): refused, never wrapped.
+/// The stored metadata after an update at `now` (docs/protocol.md#update,
+/// docs/storage.md#key-lifetime). AT0003 when a time leads past any date
+/// ([`at_common::limits::instant_after`]): refused, never wrapped.
 pub(crate) fn merge(
     existing: Option<Metadata>,
     update: &MetadataUpdate,

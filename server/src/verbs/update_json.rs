@@ -1,6 +1,7 @@
-//! `update:json` (notes §3.3): `update` with the key, value and metadata given as one JSON
-//! object, as at_commons' `UpdateParams` writes it. It stores through [`super::update::write`],
-//! so the key checks, the metadata merge and the reply are those of `update`.
+//! `update:json` (docs/protocol.md#update): `update` with the key, value and metadata given as
+//! one JSON object, as at_commons' `UpdateParams` writes it. It stores through
+//! [`super::update::write`], so the key checks, the metadata merge and the reply are those of
+//! `update`.
 //!
 //! # Format
 //! ```text
