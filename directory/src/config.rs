@@ -44,6 +44,9 @@ pub struct DirectoryConfig {
     /// before it stops: the time a load balancer needs to stop sending it clients. 0 stops at
     /// once; SIGINT (Ctrl-C) never pauses.
     pub shutdown_pause_millis: u64,
+    /// Then: how long connections get to have their lookup in flight answered and close
+    /// before the directory exits anyway.
+    pub shutdown_grace_millis: u64,
     /// TLS of the lookup listener.
     pub tls: TlsConfig,
     /// Log level and format (`AT_DIRECTORY_LOG` overrides the level).
@@ -121,6 +124,7 @@ impl Default for DirectoryConfig {
             handshake_timeout_secs: 10,
             readiness_grace_millis: 15_000,
             shutdown_pause_millis: 0,
+            shutdown_grace_millis: 5_000,
             tls: TlsConfig::default(),
             log: LogConfig::default(),
             store: StoreConfig::default(),

@@ -43,8 +43,9 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
         }
     };
     let metrics = Metrics::new();
-    // Told to stop: `/readyz` answers 503 from then on.
+    // Told to stop: `/readyz` answers 503 from then on; then, after the pause, draining.
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+    let (draining, draining_rx) = tokio::sync::watch::channel(false);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(io_err(format!("binding {}", config.listen)))?;
@@ -87,6 +88,7 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
             miss_delay: Duration::from_millis(config.miss_delay_ms),
             max_misses: config.max_misses,
             buffer_limit: config.buffer_limit,
+            draining: draining_rx,
         }),
         tls,
         handshake_timeout: Duration::from_secs(config.handshake_timeout_secs),
@@ -103,14 +105,31 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
         listener,
         Arc::clone(&shared),
         Arc::clone(&workers),
-        open,
+        Arc::clone(&open),
         config.max_connections,
     ));
     let signal = crate::shutdown::signal().await;
     let pause = Duration::from_millis(config.shutdown_pause_millis);
     crate::shutdown::pause(signal, pause, &stopping).await;
+    // Stop accepting; each session answers its lookup in flight and closes, within the grace.
     accepting.abort();
-    tracing::info!("shutting down");
+    let grace = Duration::from_millis(config.shutdown_grace_millis);
+    tracing::info!(
+        open = open.load(std::sync::atomic::Ordering::Acquire),
+        ?grace,
+        "shutting down"
+    );
+    let _ = draining.send(true);
+    let deadline = std::time::Instant::now() + grace;
+    while open.load(std::sync::atomic::Ordering::Acquire) > 0
+        && std::time::Instant::now() < deadline
+    {
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = open.load(std::sync::atomic::Ordering::Acquire);
+    if left > 0 {
+        tracing::warn!(left, "grace period over; closing the remaining connections");
+    }
     for (worker, _) in workers.iter() {
         worker.stop();
     }

@@ -32,6 +32,9 @@ pub struct Policy {
     pub miss_delay: Duration,
     pub max_misses: u32,
     pub buffer_limit: usize,
+    /// Turns true when the directory drains: each session closes once its lookup in flight
+    /// (and a throttling delay) is answered.
+    pub draining: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A slot among `max_connections`; freed when dropped, wherever the connection ends.
@@ -208,7 +211,31 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Actor for Session<IO> {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.send(Bytes::from_static(lookup::PROMPT), ctx);
         self.touch(ctx);
+        // One `Drain` when the directory drains; a lookup in flight (`ctx.wait`) holds it
+        // back, so its answer is written before the connection closes.
+        let draining = self.policy.draining.clone();
+        ctx.add_stream(futures_util::stream::unfold(
+            Some(draining),
+            |state| async move {
+                let mut draining = state?;
+                while !*draining.borrow_and_update() {
+                    draining.changed().await.ok()?;
+                }
+                Some((Drain, None))
+            },
+        ));
     }
+}
+
+/// The directory is shutting down.
+struct Drain;
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Drain> for Session<IO> {
+    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
+        self.close(ctx);
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<String, CodecError>>

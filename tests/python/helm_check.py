@@ -153,7 +153,7 @@ SCENARIOS = {
         "directory": {"resources": {"requests": {"cpu": "200m", "memory": "128Mi"},
                                     "limits": {"memory": "512Mi"}},
                       "podDisruptionBudget": {"enabled": False}, "topologySpread": False,
-                      "shutdown": {"pauseSeconds": 8}},
+                      "shutdown": {"pauseSeconds": 8, "graceSeconds": 12}},
         "redis": {"resources": {"requests": {"cpu": "1", "memory": "8Gi"},
                                 "limits": {"memory": "8192Mi"}},
                   "maxmemory": "6gb", "auth": {"enabled": False},
@@ -192,6 +192,7 @@ REFUSED = [
     ({"tls": {"caCert": "x"}}, "caKey"),
     ({"server": {"settings": {"shutdown_grace_millis": 1}}}, "shutdown_grace_millis"),
     ({"directory": {"settings": {"shutdown_pause_millis": 1}}}, "shutdown_pause_millis"),
+    ({"directory": {"settings": {"shutdown_grace_millis": 1}}}, "shutdown_grace_millis"),
     ({"server": {"terminationGracePeriodSeconds": 30}}, "terminationGracePeriodSeconds"),
     ({"server": {"settings": {"inbound_max_limt": 5}}}, "inbound_max_limt"),
     ({"directory": {"settings": {"max_conections": 5}}}, "max_conections"),
@@ -705,13 +706,16 @@ def common_checks(what, k, options):
     shutdown = VALUES.get("server", {}).get("shutdown", {})
     shutdown_checks(what, k, server, pause=shutdown.get("pauseSeconds", 10),
                     grace=shutdown.get("graceSeconds", 20))
-    pause = VALUES.get("directory", {}).get("shutdown", {}).get("pauseSeconds", 5)
+    shutdown = VALUES.get("directory", {}).get("shutdown", {})
+    pause, grace = shutdown.get("pauseSeconds", 5), shutdown.get("graceSeconds", 5)
     directory_toml = tomllib.loads(
         k[("ConfigMap", f"{FULL}-directory")]["data"]["directory.toml"])
     period = directory["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    check(directory_toml["shutdown_pause_millis"] == pause * 1000 and period == pause + 10,
-          f"{what}: directory shutdown pause {pause} s, pod grace period {period} s "
-          f"(at least both)")
+    check(directory_toml["shutdown_pause_millis"] == pause * 1000
+          and directory_toml["shutdown_grace_millis"] == grace * 1000
+          and period == pause + grace + 5,
+          f"{what}: directory shutdown pause {pause} s + drain {grace} s, pod grace period "
+          f"{period} s (at least both)")
     if ("StatefulSet", f"{FULL}-redis") in k:
         resources = container(k[("StatefulSet", f"{FULL}-redis")])["resources"]
         check(memory_bytes(resources["requests"]["memory"])

@@ -223,7 +223,8 @@ fn with_a_pause_sigterm_turns_readiness_off_and_keeps_serving_until_the_pause_en
 
 /// The directory too: with `shutdown_pause_millis`, SIGTERM turns `/readyz` to 503 at once while
 /// it keeps answering lookups, new connections included, until the pause ends; then it stops
-/// accepting and exits cleanly.
+/// accepting, closes its connections once their lookup in flight is answered (an idle one at
+/// once, not at the end of `shutdown_grace_millis`) and exits cleanly.
 #[test]
 fn the_directory_keeps_answering_through_its_pause() {
     let dir = TempDir::new("shutdown-directory-pause");
@@ -243,6 +244,9 @@ fn the_directory_keeps_answering_through_its_pause() {
         client.ask("alice\n", "null\r\n@");
     };
     lookup(directory.addr);
+    // A client connected before and idle through it all: drained after the pause.
+    let mut held = at_tests::client::Client::tls_named(directory.addr, &ca, "localhost");
+    held.expect(b"@");
     let signalled = Instant::now();
     directory.terminate();
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -261,14 +265,21 @@ fn the_directory_keeps_answering_through_its_pause() {
         "the checks took longer than the pause ({:?})",
         signalled.elapsed()
     );
+    held.ask("alice\n", "null\r\n@");
     let status = directory
         .wait_exit(pause + Duration::from_secs(10))
         .expect("exited after the pause");
     assert!(status.success(), "{status:?}");
+    let exited = signalled.elapsed();
     assert!(
-        signalled.elapsed() >= pause,
-        "exited after {:?}, before the pause ended",
-        signalled.elapsed()
+        exited >= pause,
+        "exited after {exited:?}, before the pause ended"
+    );
+    // The idle connection was closed by the drain, not waited for until the grace ran out.
+    held.expect_closed(Duration::from_secs(1));
+    assert!(
+        exited < pause + Duration::from_millis(2500),
+        "exited {exited:?} after SIGTERM: the drain waited for an idle connection"
     );
     assert!(
         TcpStream::connect_timeout(&directory.addr, Duration::from_secs(2)).is_err(),
