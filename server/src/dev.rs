@@ -16,6 +16,10 @@ use at_directory::DirectoryConfig;
 use crate::config::ServerConfig;
 use crate::provision;
 
+/// The file in dev's data directory with the settings it serves its atServer with
+/// ([`write_admin_config`]); the CLI reads it when given that data directory and no `--config`.
+pub const SETTINGS_FILE: &str = "server.toml";
+
 /// What `dev` runs.
 pub struct Dev {
     /// The configuration as loaded (file, environment), before dev's own settings.
@@ -80,7 +84,7 @@ impl Dev {
             ..self.base
         };
         server.validate()?;
-        let admin_config = write_admin_config(&server)?;
+        write_admin_config(&server)?;
 
         let store = crate::store::open(&server.store, &server.data_dir)
             .await
@@ -135,8 +139,8 @@ impl Dev {
             .next()
             .unwrap_or_else(|| "at-server".into());
         println!(
-            "  another atSign, while this runs: {program} --config {} provision @bob",
-            admin_config.display()
+            "  another atSign, while this runs: {program} --data-dir {} provision @bob",
+            self.data_dir.display()
         );
         drop(registry);
 
@@ -150,10 +154,10 @@ impl Dev {
     }
 }
 
-/// Writes `<data_dir>/server.toml`: the settings dev runs its atServer with, so that admin
-/// commands given that file (`provision`, `list`, …) reach the running node through its admin
-/// socket, or, with dev stopped, open the same stores and hand out the same ports. Without it
-/// a second atSign would need a configuration written by hand.
+/// Writes `<data_dir>/server.toml` ([`SETTINGS_FILE`]): the settings dev runs its atServer
+/// with, so that admin commands given that data directory (`provision`, `list`, …) reach the
+/// running node through its admin socket, or, with dev stopped, open the same stores and hand
+/// out the same ports. Without it a second atSign would need a configuration written by hand.
 fn write_admin_config(server: &ServerConfig) -> Result<PathBuf, String> {
     let absolute = |path: &std::path::Path| {
         std::path::absolute(path)
@@ -163,8 +167,9 @@ fn write_admin_config(server: &ServerConfig) -> Result<PathBuf, String> {
     // TOML basic strings take JSON's escapes.
     let quoted = |text: String| serde_json::to_string(&text).unwrap_or_default();
     let mut text = String::from(
-        "# Written by `at-server dev` at each start: the atServer's settings, for admin commands\n\
-         # (at-server --config <this file> provision @bob). Edits are overwritten.\n",
+        "# Written by `at-server dev` at each start: the atServer's settings, read by admin\n\
+         # commands given this data directory (at-server --data-dir <it> provision @bob).\n\
+         # Edits are overwritten.\n",
     );
     text.push_str(&format!(
         "data_dir = {}\ndirectory_data_dir = {}\npublic_host = {}\n\
@@ -182,7 +187,7 @@ fn write_admin_config(server: &ServerConfig) -> Result<PathBuf, String> {
             "directory_ca_file = {ca}\npeer_ca_files = [{ca}]\n"
         ));
     }
-    let path = server.data_dir.join("server.toml");
+    let path = server.data_dir.join(SETTINGS_FILE);
     std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
 }

@@ -200,7 +200,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    let config = match ServerConfig::load(cli.config.as_deref(), &overrides) {
+    // A data directory made by `dev` carries the settings dev serves it with, so admin commands
+    // given only `--data-dir data/dev` reach the same node and stores.
+    let config_file = cli.config.clone().or_else(|| {
+        let settings = cli.data_dir.as_ref()?.join(at_server::dev::SETTINGS_FILE);
+        settings.is_file().then_some(settings)
+    });
+    let config = match ServerConfig::load(config_file.as_deref(), &overrides) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("at-server: configuration: {error}");

@@ -130,19 +130,15 @@ fn dev_serves_a_demo_atsign_found_through_its_directory() {
                 .strip_prefix("another atSign, while this runs: ")
         })
         .unwrap_or_else(|| panic!("no hint in {:?}", dev.running.printed));
-    let config = dev.data.join("server.toml");
+    let data = dev.data.display().to_string();
     assert!(
-        hint.ends_with(&format!("--config {} provision @bob", config.display())),
+        hint.ends_with(&format!("--data-dir {data} provision @bob")),
         "{hint}"
     );
+    // Only the data directory: dev left its settings there.
     let out = at_tests::process::run(
         Path::new(env!("CARGO_BIN_EXE_at-server")),
-        &[
-            "--config",
-            &config.display().to_string(),
-            "provision",
-            "@bob",
-        ],
+        &["--data-dir", &data, "provision", "@bob"],
         &[],
     );
     assert!(out.status.success(), "{out:?}");
