@@ -256,6 +256,14 @@ impl AtError {
         AtError::with_detail(ErrorCode::InvalidSyntax, detail)
     }
 
+    /// AT0401 for a command only an authenticated owner may run, in the reference's words.
+    pub fn needs_auth() -> AtError {
+        AtError::with_detail(
+            ErrorCode::Unauthenticated,
+            "Command cannot be executed without auth",
+        )
+    }
+
     /// The code.
     pub fn code(&self) -> ErrorCode {
         self.code

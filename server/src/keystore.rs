@@ -309,10 +309,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         Command::Notify(_)
         | Command::NotifyStatus(_)
         | Command::NotifyList(_)
-        | Command::NotifyAll(_) => Err(AtError::with_detail(
-            ErrorCode::Unauthenticated,
-            "Command cannot be executed without auth",
-        )),
+        | Command::NotifyAll(_) => Err(AtError::needs_auth()),
         // The connection answers these itself; they never reach a key store.
         Command::From(_)
         | Command::Pol

@@ -177,10 +177,7 @@ impl AuthState {
                     ),
                 ))
             }
-            command if needs_owner(command) => Err(AtError::with_detail(
-                ErrorCode::Unauthenticated,
-                "Command cannot be executed without auth",
-            )),
+            command if needs_owner(command) => Err(AtError::needs_auth()),
             _ => Ok(()),
         }
     }
