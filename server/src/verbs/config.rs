@@ -26,7 +26,7 @@ use at_common::verb::Config;
 use at_common::AtSign;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Mutation, Record, Store};
+use crate::store::{Mutation, Record, Store, StoreError};
 
 /// The block list's key, before `@<me>` (the reference's `private:blocklist`).
 pub const BLOCKLIST_KEY: &str = "private:blocklist";
@@ -65,7 +65,7 @@ pub async fn config(store: &Store, me: &AtSign, cmd: &Config) -> Result<Reply, A
             if list.is_empty() {
                 return Ok(Reply::Null);
             }
-            let json = serde_json::to_string(&list).map_err(|_| corrupt())?;
+            let json = serde_json::to_string(&list).map_err(StoreError::from)?;
             Ok(Reply::Data(json))
         }
         Config::BlockAdd(signs) => {
@@ -146,10 +146,8 @@ fn parse(me: &AtSign, record: Option<&Record>) -> Result<Vec<String>, AtError> {
     let Some(value) = record.and_then(|r| r.value.as_deref()) else {
         return Ok(Vec::new());
     };
-    let stored: BlockList = serde_json::from_str(value).map_err(|error| {
-        tracing::error!(%error, atsign = %me, "stored block list is not valid");
-        corrupt()
-    })?;
+    let stored: BlockList = serde_json::from_str(value)
+        .map_err(|error| StoreError::Corrupt(format!("{me}'s block list: {error}")))?;
     Ok(stored.block_list)
 }
 
@@ -166,7 +164,8 @@ async fn edit(
             let Some(block_list) = change(parse(&owner, current)?) else {
                 return Ok(Mutation::Keep);
             };
-            let value = serde_json::to_string(&BlockList { block_list }).map_err(|_| corrupt())?;
+            let value =
+                serde_json::to_string(&BlockList { block_list }).map_err(StoreError::from)?;
             Ok(Mutation::Put {
                 record: Record {
                     value: Some(value),
@@ -185,10 +184,6 @@ fn key(me: &AtSign) -> String {
 
 fn success() -> Reply {
     Reply::Data("success".into())
-}
-
-fn corrupt() -> AtError {
-    AtError::with_detail(ErrorCode::DataStore, "Internal server error")
 }
 
 /// The reference's `ModifiableConfigs.values.byName(name)`.

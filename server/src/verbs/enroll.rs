@@ -386,8 +386,7 @@ impl Enrollment {
     fn parse(key: &str, record: &Record) -> Result<Enrollment, AtError> {
         let text = record.value.as_deref().unwrap_or_default();
         serde_json::from_str(text).map_err(|error| {
-            tracing::error!(key, %error, "unreadable enrollment record");
-            AtError::with_detail(ErrorCode::DataStore, "Internal server error")
+            StoreError::Corrupt(format!("enrollment record {key}: {error}")).into()
         })
     }
 }
