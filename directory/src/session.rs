@@ -211,19 +211,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Actor for Session<IO> {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.send(Bytes::from_static(lookup::PROMPT), ctx);
         self.touch(ctx);
-        // One `Drain` when the directory drains; a lookup in flight (`ctx.wait`) holds it
-        // back, so its answer is written before the connection closes.
-        let draining = self.policy.draining.clone();
-        ctx.add_stream(futures_util::stream::unfold(
-            Some(draining),
-            |state| async move {
-                let mut draining = state?;
-                while !*draining.borrow_and_update() {
-                    draining.changed().await.ok()?;
-                }
-                Some((Drain, None))
-            },
-        ));
+        // A `Drain` when the directory drains, after the lookup in flight is answered.
+        let draining = crate::shutdown::drained(self.policy.draining.clone());
+        ctx.add_stream(futures_util::StreamExt::map(draining, |()| Drain));
     }
 }
 

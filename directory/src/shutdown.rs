@@ -34,6 +34,19 @@ pub async fn signal() -> Signal {
     }
 }
 
+/// One item once `draining` is (or turns) true: what each connection's actor adds as a stream
+/// so that it closes when the process drains. An actor holds stream items back while a
+/// request is in flight (`ctx.wait`), so that request is answered before the close.
+pub fn drained(draining: watch::Receiver<bool>) -> impl futures_util::Stream<Item = ()> {
+    futures_util::stream::unfold(Some(draining), |state| async move {
+        let mut draining = state?;
+        while !*draining.borrow_and_update() {
+            draining.changed().await.ok()?;
+        }
+        Some(((), None))
+    })
+}
+
 /// After `signal`: readiness off (`stopping`), then, for SIGTERM, `pause` more of serving.
 pub async fn pause(signal: Signal, pause: Duration, stopping: &watch::Sender<bool>) {
     let _ = stopping.send(true);

@@ -613,19 +613,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Actor for Connection<IO> {
         self.send(Bytes::from_static(b"@"), ctx);
         self.recount();
         self.touch(ctx);
-        // One `Drain` when the node starts shutting down. A command in flight holds it back
-        // (`ctx.wait`), so its reply is written before the connection closes.
-        let draining = self.limits.draining.clone();
-        ctx.add_stream(futures_util::stream::unfold(
-            Some(draining),
-            |state| async move {
-                let mut draining = state?;
-                while !*draining.borrow_and_update() {
-                    draining.changed().await.ok()?;
-                }
-                Some((Drain, None))
-            },
-        ));
+        // A `Drain` when the node drains, after the command in flight is answered.
+        let draining = at_directory::shutdown::drained(self.limits.draining.clone());
+        ctx.add_stream(draining.map(|()| Drain));
         // A `Suspended` each time some atSign is newly suspended; the handler checks whether
         // it is this one.
         let newly = self.suspensions.watch();
