@@ -79,7 +79,6 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
         }
         None => None,
     };
-    announce(local, metrics_addr);
 
     let shared = Arc::new(Shared {
         metrics: metrics.clone(),
@@ -99,6 +98,9 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
         let store = worker_store(&worker, &config, &store).await?;
         workers.push((worker, store));
     }
+    // Only now: `listening on` tells scripts and tests the directory serves, which it cannot
+    // before every worker has its store.
+    announce(local, metrics_addr);
     let open = Arc::new(AtomicUsize::new(0));
     let workers = Arc::new(workers);
     let accepting = actix_rt::spawn(accept_loop(
