@@ -31,7 +31,6 @@ struct Shared {
 
 /// Binds, then serves until SIGINT or SIGTERM.
 pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
-    let io_err = |context: String| move |source| Error::Io { context, source };
     let tls = match at_common::tls::acceptor(&config.tls, &config.data_dir)? {
         Some((acceptor, source)) => {
             tracing::info!(?source, "TLS ready");
@@ -48,38 +47,14 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
     let (draining, draining_rx) = tokio::sync::watch::channel(false);
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(io_err(format!("binding {}", config.listen)))?;
+        .map_err(io_error(format!("binding {}", config.listen)))?;
     let local = listener
         .local_addr()
-        .map_err(io_err("local address".into()))?;
+        .map_err(io_error("local address".into()))?;
     let metrics_addr = match config.metrics_listen {
-        Some(addr) => {
-            let std_listener =
-                std::net::TcpListener::bind(addr).map_err(io_err(format!("binding {addr}")))?;
-            let status = match config.status.enabled {
-                true => Some(StatusService::new(
-                    &config.status,
-                    Some(store.clone()),
-                    &config.data_dir,
-                    Some(metrics.clone()),
-                )?),
-                false => None,
-            };
-            Some(
-                crate::http::serve(
-                    std_listener,
-                    metrics.clone(),
-                    store.clone(),
-                    status,
-                    std::time::Duration::from_millis(config.readiness_grace_millis),
-                    stopping_rx,
-                )
-                .map_err(io_err("HTTP server".into()))?,
-            )
-        }
+        Some(addr) => Some(serve_http(addr, &config, &store, &metrics, stopping_rx)?),
         None => None,
     };
-
     let shared = Arc::new(Shared {
         metrics: metrics.clone(),
         policy: Arc::new(Policy {
@@ -116,26 +91,48 @@ pub async fn run(config: DirectoryConfig, store: Store) -> Result<(), Error> {
     // Stop accepting; each session answers its lookup in flight and closes, within the grace.
     accepting.abort();
     let grace = Duration::from_millis(config.shutdown_grace_millis);
-    tracing::info!(
-        open = open.load(std::sync::atomic::Ordering::Acquire),
-        ?grace,
-        "shutting down"
-    );
+    let open = || open.load(std::sync::atomic::Ordering::Acquire);
+    tracing::info!(open = open(), ?grace, "shutting down");
     let _ = draining.send(true);
-    let deadline = std::time::Instant::now() + grace;
-    while open.load(std::sync::atomic::Ordering::Acquire) > 0
-        && std::time::Instant::now() < deadline
-    {
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
-    let left = open.load(std::sync::atomic::Ordering::Acquire);
-    if left > 0 {
-        tracing::warn!(left, "grace period over; closing the remaining connections");
-    }
+    crate::shutdown::closed(open, grace).await;
     for (worker, _) in workers.iter() {
         worker.stop();
     }
     Ok(())
+}
+
+fn io_error(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { context, source }
+}
+
+/// The HTTP listener: `/metrics`, `/healthz`, `/readyz` and, when enabled, the status API.
+fn serve_http(
+    addr: std::net::SocketAddr,
+    config: &DirectoryConfig,
+    store: &Store,
+    metrics: &Metrics,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<std::net::SocketAddr, Error> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(io_error(format!("binding {addr}")))?;
+    let status = match config.status.enabled {
+        true => Some(StatusService::new(
+            &config.status,
+            Some(store.clone()),
+            &config.data_dir,
+            Some(metrics.clone()),
+        )?),
+        false => None,
+    };
+    crate::http::serve(
+        listener,
+        metrics.clone(),
+        store.clone(),
+        status,
+        Duration::from_millis(config.readiness_grace_millis),
+        stopping,
+    )
+    .map_err(io_error("HTTP server".into()))
 }
 
 /// Hands each accepted connection to the next worker, until aborted.

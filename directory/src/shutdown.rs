@@ -55,3 +55,16 @@ pub async fn pause(signal: Signal, pause: Duration, stopping: &watch::Sender<boo
         tokio::time::sleep(pause).await;
     }
 }
+
+/// Waits until `open()` connections are left none, or `grace` is over (then says how many
+/// are cut off): the end of a drain, after accepting stopped and the connections were told.
+pub async fn closed(open: impl Fn() -> usize, grace: Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    while open() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = open();
+    if left > 0 {
+        tracing::warn!(left, "grace period over; closing the remaining connections");
+    }
+}

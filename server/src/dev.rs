@@ -45,8 +45,33 @@ impl Dev {
         let first = atsigns.first().ok_or("no atSign to serve")?.clone();
         at_common::config::private_dir(&self.data_dir)
             .map_err(|e| format!("{}: {e}", self.data_dir.display()))?;
+        let (directory, server, ca) = self.settings()?;
+        write_admin_config(&server)?;
+
+        let store = crate::store::open(&server.store, &server.data_dir)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!(
+            "at-server dev: directory on 127.0.0.1:{}",
+            self.directory_port
+        );
+        provision_demo(&directory, &server, &store, &atsigns).await?;
+        self.print_examples(&first, &ca);
+
+        let directory = at_directory::serve(directory);
+        let server = crate::listener::run(server, store);
+        // Either one stopping (a signal, or a failure to bind) ends the other too.
+        tokio::select! {
+            done = directory => done.map_err(|e| format!("directory: {e}")),
+            done = server => done.map_err(|e| format!("atServer: {e}")),
+        }
+    }
+
+    /// The directory's and the atServer's settings, and the one CA (made here, before either
+    /// server starts, so they do not race to make it) that signs both and that each trusts
+    /// for the other and for peers.
+    fn settings(&self) -> Result<(DirectoryConfig, ServerConfig, PathBuf), String> {
         let tls = TlsConfig::default();
-        // One CA for both servers, made before either starts so they do not race to make it.
         let (_, source) = at_common::tls::acceptor(&tls, &self.data_dir)
             .map_err(|e| e.to_string())?
             .ok_or("TLS is off")?;
@@ -74,51 +99,21 @@ impl Dev {
             port_range_start: self.first_port,
             port_range_len: 100,
             directory: format!("127.0.0.1:{}", self.directory_port),
-            // The directory's certificate and the peers' come from this one CA.
             directory_ca_file: Some(ca.clone()),
             peer_ca_files: vec![ca.clone()],
             data_dir: self.data_dir.clone(),
             directory_data_dir: self.data_dir.clone(),
             tls,
             store: Default::default(),
-            ..self.base
+            ..self.base.clone()
         };
         server.validate()?;
-        write_admin_config(&server)?;
+        Ok((directory, server, ca))
+    }
 
-        let store = crate::store::open(&server.store, &server.data_dir)
-            .await
-            .map_err(|e| e.to_string())?;
-        let registry = at_directory::store::open(&directory.store, &directory.data_dir)
-            .await
-            .map_err(|e| e.to_string())?;
-        println!(
-            "at-server dev: directory on 127.0.0.1:{}",
-            self.directory_port
-        );
-        for atsign in &atsigns {
-            let info = match store.get_atsign(atsign).await.map_err(|e| e.to_string())? {
-                Some(info) => info,
-                None => {
-                    provision::provision(&server, &store, &registry, atsign)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    store
-                        .get_atsign(atsign)
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .ok_or("provisioned atSign vanished")?
-                }
-            };
-            println!(
-                "  {atsign} served at {}",
-                provision::address_of(&server, &info)
-            );
-            match &info.cram_secret {
-                Some(secret) => println!("  {atsign} cram secret (until onboarded): {secret}"),
-                None => println!("  {atsign} is onboarded (cram disabled)"),
-            }
-        }
+    /// How to reach what runs: the CA to trust, a directory lookup, the status API, adding
+    /// another atSign.
+    fn print_examples(&self, first: &AtSign, ca: &std::path::Path) {
         println!(
             "  clients trust {} (Python: SSL_CERT_FILE={0})",
             ca.display()
@@ -142,16 +137,44 @@ impl Dev {
             "  another atSign, while this runs: {program} --data-dir {} provision @bob",
             self.data_dir.display()
         );
-        drop(registry);
+    }
+}
 
-        let directory = at_directory::serve(directory);
-        let server = crate::listener::run(server, store);
-        // Either one stopping (a signal, or a failure to bind) ends the other too.
-        tokio::select! {
-            done = directory => done.map_err(|e| format!("directory: {e}")),
-            done = server => done.map_err(|e| format!("atServer: {e}")),
+/// Provisions each demo atSign not yet in the store (registering it with the directory), and
+/// prints where each is served and its CRAM secret while it has one.
+async fn provision_demo(
+    directory: &DirectoryConfig,
+    server: &ServerConfig,
+    store: &crate::store::Store,
+    atsigns: &[AtSign],
+) -> Result<(), String> {
+    let registry = at_directory::store::open(&directory.store, &directory.data_dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    for atsign in atsigns {
+        let info = match store.get_atsign(atsign).await.map_err(|e| e.to_string())? {
+            Some(info) => info,
+            None => {
+                provision::provision(server, store, &registry, atsign)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                store
+                    .get_atsign(atsign)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("provisioned atSign vanished")?
+            }
+        };
+        println!(
+            "  {atsign} served at {}",
+            provision::address_of(server, &info)
+        );
+        match &info.cram_secret {
+            Some(secret) => println!("  {atsign} cram secret (until onboarded): {secret}"),
+            None => println!("  {atsign} is onboarded (cram disabled)"),
         }
     }
+    Ok(())
 }
 
 /// Writes `<data_dir>/server.toml` ([`SETTINGS_FILE`]): the settings dev runs its atServer
