@@ -20,13 +20,12 @@
 
 use at_common::auth::base64;
 use at_common::error::{AtError, ErrorCode};
-use at_common::metadata::{now_ms, MetadataUpdate};
+use at_common::metadata::{now_ms, Metadata, MetadataUpdate};
 use at_common::AtSign;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use rsa::RsaPrivateKey;
 
 use crate::store::{Mutation, Record, Store};
-use crate::verbs::update::merge;
 
 /// The key size of the reference's signing keys.
 const BITS: usize = 2048;
@@ -121,7 +120,7 @@ async fn put_if_absent(
             }
             let record = Record {
                 value: Some(value.clone()),
-                metadata: merge(None, &MetadataUpdate::default(), &me_, now_ms())?,
+                metadata: Metadata::updated(None, &MetadataUpdate::default(), &me_, now_ms())?,
             };
             Ok(Mutation::Put { record, op: None })
         })
@@ -134,7 +133,7 @@ async fn put(store: &Store, me: &AtSign, key: &str, value: String) -> Result<(),
     let me_ = me.clone();
     store
         .modify(me, key, move |existing| {
-            let metadata = merge(
+            let metadata = Metadata::updated(
                 existing.map(|r| r.metadata.clone()),
                 &MetadataUpdate::default(),
                 &me_,

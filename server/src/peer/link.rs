@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use at_common::auth;
-use at_common::metadata::{now_ms, MetadataUpdate};
+use at_common::metadata::{now_ms, Metadata, MetadataUpdate};
 use at_common::AtSign;
 use at_directory::client::{self, Conversation, Failure};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -31,7 +31,6 @@ use super::{PeerError, Peers, MAX_REPLY};
 use crate::signing;
 use crate::store::{Mutation, Record};
 use crate::verbs::public_key_change;
-use crate::verbs::update::merge;
 
 /// How long the signature answering a challenge stays readable (the reference's 60 s).
 const PROOF_TTL_MS: i64 = 60_000;
@@ -250,7 +249,7 @@ async fn handshake(
             Ok(Mutation::Put {
                 record: Record {
                     value: Some(signature.clone()),
-                    metadata: merge(None, &ttl, &me_, now_ms())?,
+                    metadata: Metadata::updated(None, &ttl, &me_, now_ms())?,
                 },
                 op: None,
             })

@@ -20,7 +20,6 @@ use at_common::AtSign;
 
 use super::get_active;
 use super::public_key_change;
-use super::update::merge;
 use crate::notifications::Monitors;
 use crate::store::{CommitOp, Mutation, Record, Store};
 
@@ -152,7 +151,8 @@ pub async fn keep_notified(
             if value.is_none() && existing.is_none() {
                 return Ok(Mutation::Keep);
             }
-            let metadata = merge(existing.map(|r| r.metadata.clone()), &meta, &from, now)?;
+            let metadata =
+                Metadata::updated(existing.map(|r| r.metadata.clone()), &meta, &from, now)?;
             let value = value
                 .clone()
                 .or_else(|| existing.and_then(|r| r.value.clone()));

@@ -57,7 +57,7 @@ use std::time::Duration;
 
 use at_common::error::{AtError, ErrorCode};
 use at_common::limits::{instant_after, time_out_of_range};
-use at_common::metadata::EpochMillis;
+use at_common::metadata::{EpochMillis, Metadata};
 use at_common::reply::Reply;
 use at_common::verb::{json_string, Enroll, EnrollOp, EnrollParams, EnrollmentStatus, Namespaces};
 use at_common::AtSign;
@@ -405,18 +405,12 @@ fn status_at(enrollment: &Enrollment, record: &Record, now: EpochMillis) -> Enro
     }
 }
 
-/// `value` as a key the server writes: created when first written, updated now.
+/// `value` as a key the server writes: created when first written, updated now; its times
+/// and their instants kept.
 fn written(existing: Option<&Record>, value: String, me: &AtSign, now: EpochMillis) -> Record {
-    let mut metadata = existing.map(|r| r.metadata.clone()).unwrap_or_default();
-    metadata.version = Some(metadata.version.map_or(0, |v| v + 1));
-    metadata.created_by.get_or_insert_with(|| me.clone());
-    metadata.created_at.get_or_insert(now);
-    metadata.updated_by = Some(me.clone());
-    metadata.updated_at = Some(now);
-    metadata.status = Some("active".to_string());
     Record {
         value: Some(value),
-        metadata,
+        metadata: Metadata::rewritten(existing.map(|r| r.metadata.clone()), me, now),
     }
 }
 

@@ -16,7 +16,6 @@
 
 use at_common::error::{AtError, ErrorCode};
 use at_common::key::{AtKey, KeyKind};
-use at_common::limits::{instant_after, time_out_of_range};
 use at_common::metadata::{EpochMillis, Metadata, MetadataUpdate};
 use at_common::reply::Reply;
 use at_common::verb::{Update, UpdateMeta};
@@ -60,7 +59,12 @@ pub(crate) async fn write(
         .modify(me, &key, move |existing| {
             let record = Record {
                 value: value.clone(),
-                metadata: merge(existing.map(|r| r.metadata.clone()), &meta, &me_, now_ms)?,
+                metadata: Metadata::updated(
+                    existing.map(|r| r.metadata.clone()),
+                    &meta,
+                    &me_,
+                    now_ms,
+                )?,
             };
             Ok(Mutation::put(record, CommitOp::UpdateAll))
         })
@@ -85,7 +89,7 @@ pub async fn update_meta(
                 return Err(key_not_found(&key_));
             };
             let record = Record {
-                metadata: merge(Some(existing.metadata.clone()), &meta, &me_, now_ms)?,
+                metadata: Metadata::updated(Some(existing.metadata.clone()), &meta, &me_, now_ms)?,
                 value: existing.value.clone(),
             };
             Ok(Mutation::put(record, CommitOp::UpdateMeta))
@@ -111,55 +115,6 @@ fn refuse_unwritable(key: &AtKey) -> Result<(), AtError> {
         ErrorCode::InvalidKey,
         format!("You may not update keys of type KeyType.{key_type}"),
     ))
-}
-
-/// The stored metadata after an update at `now` (docs/protocol.md#update,
-/// docs/storage.md#key-lifetime). AT0003 when a time leads past any date
-/// ([`at_common::limits::instant_after`]): refused, never wrapped.
-pub(crate) fn merge(
-    existing: Option<Metadata>,
-    update: &MetadataUpdate,
-    me: &AtSign,
-    now: EpochMillis,
-) -> Result<Metadata, AtError> {
-    let mut metadata = match existing {
-        Some(mut old) => {
-            old.version = Some(old.version.map_or(0, |v| v + 1));
-            old
-        }
-        None => Metadata {
-            version: Some(0),
-            ..Metadata::default()
-        },
-    };
-    metadata.apply(update);
-    metadata.created_by.get_or_insert_with(|| me.clone());
-    metadata.created_at.get_or_insert(now);
-    metadata.updated_by = Some(me.clone());
-    metadata.updated_at = Some(now);
-    metadata.status = Some("active".to_string());
-    // As the reference's metadata builder: a key's life (ttl) starts when it is born (ttb).
-    let after = |name: &str, value: i64, ms: Option<i64>, from: EpochMillis| {
-        ms.and_then(|ms| instant_after(from, ms))
-            .ok_or_else(|| time_out_of_range(name, value, if name == "ttr" { "s" } else { "ms" }))
-    };
-    let ttb = metadata.ttb.filter(|&ttb| ttb > 0);
-    metadata.available_at = ttb
-        .map(|ttb| after("ttb", ttb, Some(ttb), now))
-        .transpose()?;
-    let birth = metadata.available_at.unwrap_or(now);
-    metadata.expires_at = match metadata.ttl.filter(|&ttl| ttl > 0) {
-        Some(ttl) => Some(after("ttl", ttl, Some(ttl), birth)?),
-        None => None,
-    };
-    metadata.refresh_at = match metadata.ttr.filter(|&ttr| ttr > 0) {
-        Some(ttr) => Some(after("ttr", ttr, ttr.checked_mul(1000), now)?),
-        None => None,
-    };
-    if metadata.ttr.is_some() {
-        metadata.ccd.get_or_insert(false);
-    }
-    Ok(metadata)
 }
 
 #[cfg(test)]
