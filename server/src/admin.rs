@@ -162,7 +162,7 @@ async fn run(
                 };
                 // As the status check says it: activated once its public encryption key is
                 // there, even before onboarding deletes the CRAM secret.
-                let public_key = format!("public:{}", at_common::status::public_key_name(&atsign));
+                let public_key = crate::reserved::encryption_public_key(&atsign);
                 let activated = info.status == AtSignStatus::Active
                     || store
                         .get(&atsign, &public_key)

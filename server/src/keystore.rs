@@ -23,9 +23,6 @@ use crate::store::{AtSignStatus, Store};
 use crate::verbs;
 use crate::verbs::Change;
 
-/// Where the owner's PKAM public key is kept (the reference's key name).
-pub const PKAM_PUBLIC_KEY: &str = "privatekey:at_pkam_publickey";
-
 /// What `cram` and `pkam` check a proof against.
 #[derive(Debug, Clone, Default)]
 pub struct AuthMaterial {
@@ -115,7 +112,7 @@ impl Handler<GetAuthMaterial> for KeyStore {
         let (store, me) = (self.services.store.clone(), self.me.clone());
         Box::pin(async move {
             let info = store.get_atsign(&me).await?;
-            let pkam = store.get(&me, PKAM_PUBLIC_KEY).await?;
+            let pkam = store.get(&me, crate::reserved::PKAM_PUBLIC_KEY).await?;
             let enrollment = match &ask.enrollment_id {
                 Some(id) => verbs::apkam_key(&store, &me, id, now_ms()).await?,
                 None => None,
@@ -237,7 +234,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         },
         Command::Delete(c) => {
             let reply = verbs::delete(store, me, c).await?;
-            if c.key.to_string() == verbs::AT_SECRET {
+            if c.key.to_string() == crate::reserved::AT_SECRET {
                 activate(store, me).await?;
             }
             let reply = Ok(reply);

@@ -45,6 +45,7 @@ pub mod notifications;
 pub mod pace;
 pub mod peer;
 pub mod provision;
+pub mod reserved;
 pub mod router;
 pub mod signing;
 pub mod store;

@@ -23,11 +23,10 @@ use at_common::metadata::{now_ms, EpochMillis};
 use at_common::AtSign;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::config::ServerConfig;
 use crate::store::{Store, StoreError};
 use crate::verbs::{self, is_expired};
 
-/// What maintenance does and how often (from [`ServerConfig::maintenance`]).
+/// What maintenance does and how often (from [`crate::config::ServerConfig::maintenance`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Time between rounds.
@@ -93,10 +92,9 @@ pub struct Maintenance {
     resume_after: Option<String>,
 }
 
-/// Runs a round every `maintenance_interval_secs`, the first one interval after start, for as
-/// long as the returned future is polled.
-pub fn run(store: Store, config: &ServerConfig) -> impl Future<Output = ()> + 'static {
-    let settings = config.maintenance();
+/// Runs a round every `settings.interval`, the first one interval after start, for as long as
+/// the returned future is polled.
+pub fn run(store: Store, settings: Settings) -> impl Future<Output = ()> + 'static {
     let interval = settings.interval;
     let mut maintenance = Maintenance::new(store, settings, Budget::default());
     async move {

@@ -25,26 +25,14 @@ use at_common::AtSign;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use rsa::RsaPrivateKey;
 
+use crate::reserved::{self, SIGNING_KEYPAIR_GENERATED};
 use crate::store::{Mutation, Record, Store};
 
 /// The key size of the reference's signing keys.
 const BITS: usize = 2048;
-/// Set once both halves are stored.
-pub const GENERATED_MARKER: &str = "privatekey:signing_keypair_generated";
-
-/// `@me:signing_privatekey@me`.
-pub fn private_key_name(me: &AtSign) -> String {
-    format!("{me}:signing_privatekey{me}")
-}
-
-/// `public:signing_publickey@me`.
-pub fn public_key_name(me: &AtSign) -> String {
-    format!("public:signing_publickey{me}")
-}
-
 /// Makes `me`'s signing key pair if it has none yet; one read when it has.
 pub async fn ensure(store: &Store, me: &AtSign) -> Result<(), AtError> {
-    if store.get(me, GENERATED_MARKER).await?.is_some() {
+    if store.get(me, SIGNING_KEYPAIR_GENERATED).await?.is_some() {
         return Ok(());
     }
     private_key(store, me).await.map(|_| ())
@@ -52,8 +40,8 @@ pub async fn ensure(store: &Store, me: &AtSign) -> Result<(), AtError> {
 
 /// `me`'s signing private key as PKCS#8 DER, made and stored first if `me` has none yet.
 pub async fn private_key(store: &Store, me: &AtSign) -> Result<Vec<u8>, AtError> {
-    let name = private_key_name(me);
-    let marked = store.get(me, GENERATED_MARKER).await?.is_some();
+    let name = reserved::signing_private_key(me);
+    let marked = store.get(me, SIGNING_KEYPAIR_GENERATED).await?.is_some();
     if let (true, Some(stored)) = (marked, stored_value(store, me, &name).await?) {
         return decode(&stored);
     }
@@ -69,8 +57,8 @@ pub async fn private_key(store: &Store, me: &AtSign) -> Result<Vec<u8>, AtError>
         .ok_or_else(|| AtError::from(ErrorCode::InternalServerException))?;
     let der = decode(&stored)?;
     let public = public_of(&der)?;
-    put(store, me, &public_key_name(me), public).await?;
-    put(store, me, GENERATED_MARKER, "true".into()).await?;
+    put(store, me, &reserved::signing_public_key(me), public).await?;
+    put(store, me, SIGNING_KEYPAIR_GENERATED, "true".into()).await?;
     tracing::info!(%me, "made the atSign's signing key pair");
     Ok(der)
 }
@@ -174,7 +162,7 @@ mod tests {
             first
         );
         let public = stored("public:signing_publickey@alice".into()).await;
-        let marker = stored(GENERATED_MARKER.into()).await;
+        let marker = stored(SIGNING_KEYPAIR_GENERATED.into()).await;
         assert_eq!(marker.value.as_deref(), Some("true"));
         assert_eq!(public.metadata.created_by.as_ref(), Some(&f.me));
 
@@ -188,16 +176,27 @@ mod tests {
     async fn a_pair_interrupted_before_its_public_half_is_completed_with_the_same_key() {
         let f = fixture().await;
         let der = private_key(&f.store, &f.me).await.unwrap();
-        let public = f.store.get(&f.me, &public_key_name(&f.me)).await.unwrap();
+        let public = f
+            .store
+            .get(&f.me, &reserved::signing_public_key(&f.me))
+            .await
+            .unwrap();
         // As if the first attempt had stopped right after storing the private key.
-        for key in [public_key_name(&f.me), GENERATED_MARKER.to_string()] {
+        for key in [
+            reserved::signing_public_key(&f.me),
+            SIGNING_KEYPAIR_GENERATED.to_string(),
+        ] {
             f.store
                 .modify(&f.me, &key, |_| Ok(Mutation::Remove { commit: false }))
                 .await
                 .unwrap();
         }
         assert_eq!(private_key(&f.store, &f.me).await.unwrap(), der);
-        let again = f.store.get(&f.me, &public_key_name(&f.me)).await.unwrap();
+        let again = f
+            .store
+            .get(&f.me, &reserved::signing_public_key(&f.me))
+            .await
+            .unwrap();
         assert_eq!(again.unwrap().value, public.unwrap().value);
     }
 }

@@ -216,7 +216,7 @@ fn background(
     served: &Rc<Served>,
     admin: Option<tokio::net::UnixListener>,
 ) {
-    actix_rt::spawn(maintenance::run(store.clone(), config));
+    actix_rt::spawn(maintenance::run(store.clone(), config.maintenance()));
     let interval = Duration::from_secs(config.cache_refresh_interval_secs);
     let peers = served.accepting.shared.hosts.peers().clone();
     actix_rt::spawn(cache_refresh::run(store.clone(), peers, interval));

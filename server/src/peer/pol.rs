@@ -13,7 +13,6 @@ use at_common::AtSign;
 use at_directory::client;
 
 use super::{PeerError, Peers, MAX_REPLY};
-use crate::signing;
 
 /// Whether `claimant`'s server signed `nonce` for the session `session_id`. `Err` when that
 /// could not be found out (directory or server unreachable, store failing).
@@ -31,7 +30,7 @@ pub async fn verify(
         };
         (
             read(format!("public:{proof_key}")).await?,
-            read(signing::public_key_name(claimant)).await?,
+            read(crate::reserved::signing_public_key(claimant)).await?,
         )
     } else {
         ask_remote(peers, claimant, &proof_key).await?

@@ -206,13 +206,15 @@ pub async fn drop_if_cascading(
 
 /// `cached:public:publickey@…`: another atSign's encryption public key.
 fn is_public_encryption_key(cached_key: &str) -> bool {
-    cached_key.starts_with("cached:public:publickey@")
+    cached_key
+        .strip_prefix(crate::reserved::CACHED_ENCRYPTION_PUBLIC_KEY)
+        .is_some_and(|owner| owner.starts_with('@'))
 }
 
 /// Whose encryption public key `cached_key` is, if it is one.
 fn encryption_key_owner(cached_key: &str) -> Option<AtSign> {
     cached_key
-        .strip_prefix("cached:public:publickey")
+        .strip_prefix(crate::reserved::CACHED_ENCRYPTION_PUBLIC_KEY)
         .filter(|owner| owner.starts_with('@'))?
         .parse()
         .ok()

@@ -2,7 +2,7 @@
 //! settings, which a production server refuses.
 //!
 //! The block list is stored as the reference stores it, `{"blockList":["@bob",…]}` under
-//! [`BLOCKLIST_KEY`]`@<me>`, in the order atSigns were added, and never committed (so it is not
+//! `private:blocklist@<me>` ([`crate::reserved::blocklist`]), in the order atSigns were added, and never committed (so it is not
 //! synced to clients). [`admit_peer`] is what `from:@other` asks before anything else, and
 //! what every request of another atSign's pol connection asks again: a block takes effect at
 //! once, on connections already open too, on every node (the list is read from the store).
@@ -27,9 +27,6 @@ use at_common::AtSign;
 use serde::{Deserialize, Serialize};
 
 use crate::store::{Mutation, Record, Store, StoreError};
-
-/// The block list's key, before `@<me>` (the reference's `private:blocklist`).
-pub const BLOCKLIST_KEY: &str = "private:blocklist";
 
 /// What the reference answers `config:set|reset|print` with outside its testing mode; this
 /// server has no testing mode.
@@ -179,7 +176,7 @@ async fn edit(
 }
 
 fn key(me: &AtSign) -> String {
-    format!("{BLOCKLIST_KEY}{me}")
+    crate::reserved::blocklist(me)
 }
 
 fn success() -> Reply {

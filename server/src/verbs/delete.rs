@@ -12,18 +12,13 @@
 //! key and the PKAM public key; AT0016 for a key of another atSign.
 
 use at_common::error::{AtError, ErrorCode};
-use at_common::key::KeyKind;
 use at_common::reply::Reply;
 use at_common::verb::Delete;
 use at_common::AtSign;
 
 use super::owned_key;
+use crate::reserved::{self, AT_SECRET, AT_SECRET_DELETED};
 use crate::store::{Record, Store};
-
-/// The CRAM secret's key; deleting it disables CRAM.
-pub const AT_SECRET: &str = "privatekey:at_secret";
-/// Written when [`AT_SECRET`] is deleted (the reference's marker).
-pub const AT_SECRET_DELETED: &str = "privatekey:at_secret_deleted";
 
 /// `delete[:priority:<p>][:cached]:<key>`.
 pub async fn delete(store: &Store, me: &AtSign, cmd: &Delete) -> Result<Reply, AtError> {
@@ -32,7 +27,7 @@ pub async fn delete(store: &Store, me: &AtSign, cmd: &Delete) -> Result<Reply, A
     } else {
         owned_key(&cmd.key, me, "delete")?
     };
-    if !cmd.key.cached && is_protected(&cmd.key.kind, &cmd.key.name, me) {
+    if !cmd.key.cached && reserved::is_protected(&cmd.key.kind, &cmd.key.name, me) {
         return Err(AtError::with_detail(
             ErrorCode::Unauthorized,
             format!("Cannot delete protected key: '{key}'"),
@@ -45,22 +40,6 @@ pub async fn delete(store: &Store, me: &AtSign, cmd: &Delete) -> Result<Reply, A
     Ok(Reply::Data(
         commit_id.map_or_else(|| "-1".to_string(), |id| id.to_string()),
     ))
-}
-
-/// The reference's protected keys: `public:signing_publickey@me`, `@me:signing_privatekey@me`,
-/// `public:publickey@me` and `at_pkam_publickey` (as `privatekey:…` or as a key of `me`).
-fn is_protected(kind: &KeyKind, name: &str, me: &AtSign) -> bool {
-    match kind {
-        KeyKind::PrivateKey => name == "at_pkam_publickey",
-        KeyKind::Public | KeyKind::SelfKey => {
-            matches!(
-                name,
-                "signing_publickey" | "publickey" | "signing_privatekey" | "at_pkam_publickey"
-            )
-        }
-        KeyKind::Shared(with) => with == me && name == "signing_privatekey",
-        KeyKind::Private | KeyKind::Local => false,
-    }
 }
 
 /// `delete:privatekey:at_secret`: clears the CRAM secret, removes its key and leaves the

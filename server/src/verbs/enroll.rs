@@ -64,18 +64,11 @@ use at_common::AtSign;
 use serde::Deserialize;
 
 use super::is_active;
-use crate::keystore::PKAM_PUBLIC_KEY;
+use crate::reserved::{self, PKAM_PUBLIC_KEY};
 use crate::store::{CommitOp, Mutation, Record, Store, StoreError};
 
-/// The namespace of the server's enrollment bookkeeping.
-const MANAGE: &str = "__manage";
 /// How long the connection that revoked its own enrollment (with `force`) stays open.
 pub const REVOKED_SELF_CLOSE_AFTER: Duration = Duration::from_secs(10);
-
-/// The key of enrollment `id`'s record.
-pub fn enrollment_key(id: &str, me: &AtSign) -> String {
-    format!("{id}.new.enrollments.{MANAGE}{me}")
-}
 
 /// Who sends an `enroll` command, as the connection knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -481,7 +474,7 @@ async fn all(
     me: &AtSign,
     now: EpochMillis,
 ) -> Step<Vec<(String, Enrollment, EnrollmentStatus)>> {
-    let suffix = enrollment_key("", me);
+    let suffix = reserved::enrollment("", me);
     let mut found = Vec::new();
     for key in store.keys(me, "").await? {
         if !key.ends_with(&suffix) || key.len() == suffix.len() {
@@ -520,7 +513,7 @@ async fn request(
     }
     let id = uuid::Uuid::new_v4().to_string();
     let mut namespaces = params.namespaces.clone().unwrap_or_default();
-    namespaces.set(MANAGE, "rw");
+    namespaces.set(reserved::MANAGE_NAMESPACE, "rw");
     namespaces.set("*", "rw");
     let enrollment = Enrollment {
         session_id: String::new(),
@@ -541,7 +534,7 @@ async fn request(
     put_uncommitted(
         store,
         me,
-        &enrollment_key(&id, me),
+        &reserved::enrollment(&id, me),
         enrollment.to_json(),
         now,
     )
@@ -571,7 +564,7 @@ async fn store_encryption_keys(
             &params.encrypted_default_self_encryption_key,
         ),
     ] {
-        let key = format!("{id}.{name}.{MANAGE}{me}");
+        let key = reserved::enrollment_secret(id, name, me);
         let json = format!(r#"{{"value":{}}}"#, optional(value.as_deref()));
         put_uncommitted(store, me, &key, json, now).await?;
     }
@@ -587,7 +580,7 @@ async fn change(
     now: EpochMillis,
 ) -> Step<Reply> {
     let id = params.enrollment_id.clone().unwrap_or_default();
-    let key = enrollment_key(&id, me);
+    let key = reserved::enrollment(&id, me);
     let target = match op {
         EnrollOp::Approve | EnrollOp::Unrevoke => EnrollmentStatus::Approved,
         EnrollOp::Deny => EnrollmentStatus::Denied,
@@ -722,7 +715,7 @@ async fn list(store: &Store, me: &AtSign, params: &EnrollParams, now: EpochMilli
 /// `enroll:fetch`: one enrollment; AT0015 when there is no such enrollment.
 async fn fetch(store: &Store, me: &AtSign, params: &EnrollParams, now: EpochMillis) -> Step<Reply> {
     let id = params.enrollment_id.as_deref().unwrap_or("null");
-    let key = enrollment_key(id, me);
+    let key = reserved::enrollment(id, me);
     let Some(record) = store.get(me, &key).await? else {
         return Err(Stop::Fail(AtError::with_detail(
             ErrorCode::KeyNotFound,
@@ -750,7 +743,7 @@ pub async fn apkam_key(
     id: &str,
     now: EpochMillis,
 ) -> Result<Option<ApkamKey>, AtError> {
-    let key = enrollment_key(id, me);
+    let key = reserved::enrollment(id, me);
     let Some(record) = store.get(me, &key).await? else {
         return Ok(None);
     };
@@ -803,7 +796,7 @@ mod tests {
         let mut record = written(None, json, &f.me, NOW - 10);
         record.metadata.expires_at = expires_at;
         f.store
-            .put_uncommitted(&f.me, &enrollment_key(id, &f.me), &record)
+            .put_uncommitted(&f.me, &reserved::enrollment(id, &f.me), &record)
             .await
             .unwrap();
     }
@@ -958,7 +951,7 @@ mod tests {
         );
         let record = f
             .store
-            .get(&f.me, &enrollment_key("p1", &f.me))
+            .get(&f.me, &reserved::enrollment("p1", &f.me))
             .await
             .unwrap()
             .unwrap();

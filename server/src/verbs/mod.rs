@@ -34,7 +34,7 @@ mod update_json;
 
 pub use batch::{batch, Answer};
 pub use config::{admit_peer, config};
-pub use delete::{delete, AT_SECRET};
+pub use delete::delete;
 pub use enroll::{apkam_key, enroll, screen, settle, ApkamKey, Requester, Settled};
 pub use info::info;
 pub use llookup::llookup;

@@ -21,10 +21,8 @@ use at_common::AtSign;
 
 use super::cache::Cached;
 use crate::notifications::{self, Monitors, Notification, NotificationMetadata};
+use crate::reserved;
 use crate::store::{CommitOp, Mutation, Record, Store};
-
-/// The namespace of what the atServer itself writes for clients to read.
-const RESERVED_NAMESPACE: &str = "__atserver";
 
 /// How long the notification about the change is kept.
 const NOTIFICATION_TTL_MS: i64 = 5 * 60 * 1000;
@@ -78,7 +76,7 @@ pub async fn learn(
     let Some(fetched) = super::remote::read_lookup_all(reply)? else {
         return Ok(());
     };
-    let cached_key = format!("cached:public:publickey{other}");
+    let cached_key = reserved::cached_encryption_public_key(other);
     super::cache::keep(
         store,
         monitors,
@@ -95,7 +93,7 @@ pub async fn learn(
 /// The event's key (a self key of `me`) and value.
 fn event(me: &AtSign, other: &AtSign, now: EpochMillis) -> (String, String) {
     let micros = now.saturating_mul(1000);
-    let key = format!("{micros}.events.{RESERVED_NAMESPACE}{me}");
+    let key = reserved::key_change_event(micros, me);
     // In the reference's field order (a JSON map would sort them).
     let atsign = serde_json::Value::from(other.as_str());
     let value = format!(
@@ -151,7 +149,7 @@ async fn retire_shared_key(
     now: EpochMillis,
 ) -> Result<(), AtError> {
     let name = other.as_str().trim_start_matches('@');
-    let current = format!("shared_key.{name}{me}");
+    let current = reserved::shared_key(name, me);
     // What the removal took (the store may run the change more than once; the last counts).
     let taken = std::sync::Arc::new(std::sync::Mutex::new(None));
     let taking = std::sync::Arc::clone(&taken);
@@ -167,7 +165,7 @@ async fn retire_shared_key(
         .await?;
     let taken = taken.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(record) = taken {
-        let retired = format!("shared_key.{name}.until.{now}{me}");
+        let retired = reserved::retired_shared_key(name, now, me);
         store
             .put(me, &retired, &record, CommitOp::UpdateAll)
             .await?;

@@ -61,16 +61,11 @@ pub async fn sync(store: &Store, me: &AtSign, cmd: &Sync) -> Result<Reply, AtErr
     Ok(Reply::Data(format!("[{}]", entries.join(","))))
 }
 
-/// Whether the regex (if any) lets `key` through; some keys always pass.
+/// Whether the regex (if any) lets `key` through; some keys always pass
+/// ([`crate::reserved::always_synced`]).
 fn wanted(key: &str, regex: Option<&Regex>) -> bool {
     let Some(regex) = regex else { return true };
-    let always = key.starts_with("shared_key")
-        || key.contains(":shared_key")
-        || key.starts_with("public:publickey")
-        || key
-            .strip_prefix("public:")
-            .is_some_and(|rest| !rest.split('@').next().unwrap_or(rest).contains('.'));
-    always || regex.is_match(key)
+    crate::reserved::always_synced(key) || regex.is_match(key)
 }
 
 /// One entry as JSON; `None` for an update whose key has gone since.

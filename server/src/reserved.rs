@@ -1,0 +1,101 @@
+//! Key names with a meaning to the server: the keys it writes itself, the ones it protects from
+//! deletion, and the ones clients rely on finding (docs/storage.md). Every such name is spelled
+//! here and nowhere else.
+
+use at_common::key::KeyKind;
+use at_common::metadata::EpochMillis;
+use at_common::AtSign;
+
+/// The CRAM secret's key; deleting it disables CRAM.
+pub const AT_SECRET: &str = "privatekey:at_secret";
+/// Written when [`AT_SECRET`] is deleted (the reference's marker).
+pub const AT_SECRET_DELETED: &str = "privatekey:at_secret_deleted";
+/// The legacy PKAM public key (an enrollment's key is in its record instead).
+pub const PKAM_PUBLIC_KEY: &str = "privatekey:at_pkam_publickey";
+/// Set once both halves of the signing key pair are stored.
+pub const SIGNING_KEYPAIR_GENERATED: &str = "privatekey:signing_keypair_generated";
+/// The namespace of the server's enrollment bookkeeping.
+pub const MANAGE_NAMESPACE: &str = "__manage";
+/// The namespace of the events the server records for its owner (key changes of others).
+pub const SERVER_NAMESPACE: &str = "__atserver";
+
+/// `private:blocklist@me`: the atSigns `me` blocks.
+pub fn blocklist(me: &AtSign) -> String {
+    format!("private:blocklist{me}")
+}
+
+/// `@me:signing_privatekey@me`.
+pub fn signing_private_key(me: &AtSign) -> String {
+    format!("{me}:signing_privatekey{me}")
+}
+
+/// `public:signing_publickey@me`: what `pol` checks a peer's signature with.
+pub fn signing_public_key(me: &AtSign) -> String {
+    format!("public:signing_publickey{me}")
+}
+
+/// `public:publickey@me`: the encryption public key; its presence means "activated".
+pub fn encryption_public_key(me: &AtSign) -> String {
+    format!("public:publickey{me}")
+}
+
+/// The prefix of another atSign's cached encryption public key, `cached:public:publickey@other`.
+pub const CACHED_ENCRYPTION_PUBLIC_KEY: &str = "cached:public:publickey";
+
+/// `cached:public:publickey@other`.
+pub fn cached_encryption_public_key(other: &AtSign) -> String {
+    format!("{CACHED_ENCRYPTION_PUBLIC_KEY}{other}")
+}
+
+/// The key of enrollment `id`'s record; with an empty `id`, the suffix every record shares.
+pub fn enrollment(id: &str, me: &AtSign) -> String {
+    format!("{id}.new.enrollments.{MANAGE_NAMESPACE}{me}")
+}
+
+/// One of the secrets an enrollment request carries (`name`: `default_enc_private_key`,
+/// `default_self_enc_key`), kept for the approver.
+pub fn enrollment_secret(id: &str, name: &str, me: &AtSign) -> String {
+    format!("{id}.{name}.{MANAGE_NAMESPACE}{me}")
+}
+
+/// The event recorded at `micros` (since the epoch) when another atSign's key changed.
+pub fn key_change_event(micros: i64, me: &AtSign) -> String {
+    format!("{micros}.events.{SERVER_NAMESPACE}{me}")
+}
+
+/// `shared_key.<other>@me`: the key `me` shares with `other` (`other_name` without its `@`).
+pub fn shared_key(other_name: &str, me: &AtSign) -> String {
+    format!("shared_key.{other_name}{me}")
+}
+
+/// What [`shared_key`] becomes when `other`'s encryption key changes at `now`.
+pub fn retired_shared_key(other_name: &str, now: EpochMillis, me: &AtSign) -> String {
+    format!("shared_key.{other_name}.until.{now}{me}")
+}
+
+/// The reference's protected keys: `public:signing_publickey@me`, `@me:signing_privatekey@me`,
+/// `public:publickey@me` and `at_pkam_publickey` (as `privatekey:…` or as a key of `me`).
+pub fn is_protected(kind: &KeyKind, name: &str, me: &AtSign) -> bool {
+    match kind {
+        KeyKind::PrivateKey => name == "at_pkam_publickey",
+        KeyKind::Public | KeyKind::SelfKey => {
+            matches!(
+                name,
+                "signing_publickey" | "publickey" | "signing_privatekey" | "at_pkam_publickey"
+            )
+        }
+        KeyKind::Shared(with) => with == me && name == "signing_privatekey",
+        KeyKind::Private | KeyKind::Local => false,
+    }
+}
+
+/// Keys `sync` sends whatever its regex: shared keys, the encryption public key and public
+/// keys outside any namespace (what a client needs to decrypt anything).
+pub fn always_synced(key: &str) -> bool {
+    key.starts_with("shared_key")
+        || key.contains(":shared_key")
+        || key.starts_with("public:publickey")
+        || key
+            .strip_prefix("public:")
+            .is_some_and(|rest| !rest.split('@').next().unwrap_or(rest).contains('.'))
+}
