@@ -2,7 +2,7 @@
 //! whose `refreshAt` has come are asked of their owners' servers again, so that the copies the
 //! owner's clients sync stay current even when nobody looks them up. A changed key is kept
 //! anew, one that is gone is dropped, by the rules of a lookup with `bypassCache:true`
-//! ([`verbs::refresh_cached`]); copies with ttr −1 are never refreshed.
+//! ([`fetch::refresh_cached`]); copies with ttr −1 are never refreshed.
 //!
 //! The reference runs it once a day at a random hour; here a round runs every
 //! `cache_refresh_interval_secs` (an hour by default), so a copy is at most that late. A round
@@ -16,9 +16,10 @@ use at_common::metadata::now_ms;
 use at_common::AtSign;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::notifications::Monitors;
 use crate::peer::Peers;
+use crate::remote::fetch::{self, Refreshed};
 use crate::store::Store;
-use crate::verbs::{self, Refreshed};
 
 /// The most copies one round asks again for.
 pub const PER_ROUND: usize = 100;
@@ -32,13 +33,13 @@ pub struct Report {
 }
 
 /// Runs a round every `interval`, the first one interval after start.
-pub async fn run(store: Store, peers: Peers, interval: Duration) {
+pub async fn run(store: Store, peers: Peers, monitors: Monitors, interval: Duration) {
     let mut job = CacheRefresh::default();
     let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let report = job.round(&store, &peers).await;
+        let report = job.round(&store, &peers, &monitors).await;
         if report != Report::default() {
             tracing::debug!(?report, "cache refresh round");
         }
@@ -56,7 +57,7 @@ pub struct CacheRefresh {
 impl CacheRefresh {
     /// One round: the hosted atSigns' due copies, from where the last round stopped, up to
     /// [`PER_ROUND`] asked.
-    pub async fn round(&mut self, store: &Store, peers: &Peers) -> Report {
+    pub async fn round(&mut self, store: &Store, peers: &Peers, monitors: &Monitors) -> Report {
         let mut report = Report::default();
         let mut atsigns = match store.list_atsigns().await {
             Ok(atsigns) => atsigns,
@@ -83,7 +84,8 @@ impl CacheRefresh {
             let after = resume.as_ref().filter(|(atsign, _)| atsign == me);
             let start = after.map_or(0, |(_, last)| keys.partition_point(|key| key <= last));
             for key in &keys[start..] {
-                if refresh(store, peers, me, key, &mut report).await && report.asked() >= PER_ROUND
+                if refresh(store, peers, monitors, me, key, &mut report).await
+                    && report.asked() >= PER_ROUND
                 {
                     self.resume_after = Some((me.clone(), key.clone()));
                     return report;
@@ -98,13 +100,14 @@ impl CacheRefresh {
 async fn refresh(
     store: &Store,
     peers: &Peers,
+    monitors: &Monitors,
     me: &AtSign,
     key: &str,
     report: &mut Report,
 ) -> bool {
     let now = now_ms();
     match store.get(me, key).await {
-        Ok(Some(record)) if verbs::refresh_due(&record.metadata, now) => {}
+        Ok(Some(record)) if fetch::refresh_due(&record.metadata, now) => {}
         Ok(_) => return false,
         Err(error) => {
             tracing::warn!(atsign = %me, key, %error, "cache refresh: cannot read");
@@ -112,7 +115,7 @@ async fn refresh(
             return true;
         }
     }
-    match verbs::refresh_cached(store, peers, me, key, now).await {
+    match fetch::refresh_cached(store, peers, monitors, me, key, now).await {
         Ok(Refreshed::Fetched) => report.fetched += 1,
         Ok(Refreshed::Dropped) => report.dropped += 1,
         Ok(Refreshed::Skipped) => return false,
@@ -176,12 +179,13 @@ mod tests {
             .unwrap();
         // The directory of these peers is a closed port: every ask fails at once.
         let peers = f.peers();
+        let monitors = Monitors::start(f.store.clone());
         let mut job = CacheRefresh::default();
-        let first = job.round(&f.store, &peers).await;
+        let first = job.round(&f.store, &peers, &monitors).await;
         assert_eq!(first.errors, PER_ROUND);
         let stopped = job.resume_after.clone().expect("stopped at the bound").1;
         assert_eq!(stopped, format!("cached:public:k{:03}@bob", PER_ROUND - 1));
-        let second = job.round(&f.store, &peers).await;
+        let second = job.round(&f.store, &peers, &monitors).await;
         assert_eq!(
             second.errors,
             150 - PER_ROUND,
@@ -189,7 +193,7 @@ mod tests {
         );
         assert!(job.resume_after.is_none(), "the pass is over");
         assert_eq!(
-            job.round(&f.store, &peers).await.errors,
+            job.round(&f.store, &peers, &monitors).await.errors,
             PER_ROUND,
             "a new pass"
         );

@@ -217,7 +217,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         }
         Command::Llookup(c) => verbs::llookup(store, me, c, now).await,
         Command::Lookup(c) if run.owner && c.owner != *me => {
-            verbs::lookup_remote(store, peers, me, c, now).await
+            verbs::lookup_remote(store, peers, monitors, me, c, now).await
         }
         Command::Lookup(c) if run.owner => verbs::lookup_owner(store, me, c, now).await,
         Command::Lookup(c) => match &run.peer {
@@ -256,7 +256,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
             "update",
             verbs::update_json(store, me, c, now).await,
         ),
-        Command::Plookup(c) => verbs::plookup(store, peers, me, c, now).await,
+        Command::Plookup(c) => verbs::plookup(store, peers, monitors, me, c, now).await,
         // Each command of the batch goes through this same match, as if sent alone.
         Command::Batch(c) => {
             let (owner, inbound) = (run.owner, run.inbound);

@@ -4,7 +4,7 @@
 //!
 //! Reads already hide an expired key and remove it when they meet it; maintenance removes the
 //! ones nobody reads, so synced clients get their `-` entry, as from the reference's
-//! expired-keys job. It removes through [`verbs::expire`], the read path's own rule, which
+//! expired-keys job. It removes through [`lifetime::expire`], the read path's own rule, which
 //! re-checks expiry inside the write: an update that lands meanwhile is never lost. Every
 //! write is one atomic step in the store, so no actor is involved.
 //!
@@ -23,8 +23,8 @@ use at_common::metadata::{now_ms, EpochMillis};
 use at_common::AtSign;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::lifetime::{self, is_expired};
 use crate::store::{Store, StoreError};
-use crate::verbs::{self, is_expired};
 
 /// What maintenance does and how often (from [`crate::config::ServerConfig::maintenance`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,7 +204,8 @@ impl Maintenance {
         let Some(record) = self.store.get(atsign, key).await? else {
             return Ok(());
         };
-        if is_expired(&record.metadata, now) && verbs::expire(&self.store, atsign, key, now).await?
+        if is_expired(&record.metadata, now)
+            && lifetime::expire(&self.store, atsign, key, now).await?
         {
             report.expired += 1;
             tracing::debug!(%atsign, key, "maintenance: removed an expired key");
@@ -410,7 +411,7 @@ mod tests {
         // An owner's update lands between the round's read and its removal.
         let fresh = timed(None, Some(now + 60_000));
         put(&f, &alice, "public:k@alice", fresh.clone()).await; // 1
-        assert!(!verbs::expire(&f.store, &alice, "public:k@alice", now)
+        assert!(!lifetime::expire(&f.store, &alice, "public:k@alice", now)
             .await
             .unwrap());
 

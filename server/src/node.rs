@@ -22,6 +22,7 @@ use crate::keystore::{Hosts, Services};
 use crate::notifications::Monitors;
 use crate::pace::NotifyPace;
 use crate::peer::{InProcess, PeerSettings, Peers};
+use crate::remote::LinkObserver;
 use crate::router::NotificationRouter;
 use crate::store::Store;
 
@@ -45,7 +46,11 @@ impl Node {
         arbiters: Vec<actix::ArbiterHandle>,
     ) -> Node {
         let monitors = Monitors::start(store.clone());
-        let peers = Peers::new(peer_settings, store.clone(), monitors.clone());
+        let peers = Peers::new(peer_settings, store.clone());
+        peers.observe(Arc::new(LinkObserver {
+            store: store.clone(),
+            monitors: monitors.clone(),
+        }));
         let router = NotificationRouter::new(
             store.clone(),
             peers.clone(),

@@ -218,8 +218,9 @@ fn background(
 ) {
     actix_rt::spawn(maintenance::run(store.clone(), config.maintenance()));
     let interval = Duration::from_secs(config.cache_refresh_interval_secs);
-    let peers = served.accepting.shared.hosts.peers().clone();
-    actix_rt::spawn(cache_refresh::run(store.clone(), peers, interval));
+    let hosts = &served.accepting.shared.hosts;
+    let (peers, monitors) = (hosts.peers().clone(), hosts.monitors().clone());
+    actix_rt::spawn(cache_refresh::run(store.clone(), peers, monitors, interval));
     if let Some(events) = store.watch_atsigns() {
         actix_rt::spawn(hosted::follow(events, store.clone(), Rc::clone(served)));
     }

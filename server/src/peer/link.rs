@@ -6,7 +6,7 @@
 //! at `public:<sessionId>@me` for 60 s where the other server looks it up, then sends `pol`
 //! (docs/authentication.md#pol). A [`Mode::Anonymous`] link skips all that (public lookups).
 //! Either kind first asks for the other atSign's encryption public key, as the reference does,
-//! which is how a reset of that atSign is noticed ([`public_key_change`]).
+//! which is how a reset of that atSign is noticed (told to the node's [`super::Observer`]).
 //!
 //! The connection is TLS to a server elsewhere, or in-process to an atSign hosted on this
 //! cluster ([`super::InProcess`]); the conversation over it is the same.
@@ -30,7 +30,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{PeerError, Peers, MAX_REPLY};
 use crate::signing;
 use crate::store::{Mutation, Record};
-use crate::verbs::public_key_change;
 
 /// How long the signature answering a challenge stays readable (the reference's 60 s).
 const PROOF_TTL_MS: i64 = 60_000;
@@ -193,15 +192,15 @@ async fn open(peers: &Peers, me: &AtSign, other: &AtSign, mode: Mode) -> Result<
 }
 
 /// The first request of every new link (the reference's): `other`'s encryption public key,
-/// cached, or handled as a reset when it changed ([`public_key_change`]). A reply that is
-/// not the protocol fails the link; no key, a refusal, or a failure to store is no reason to.
+/// handed to the node's [`super::Observer`] (which caches it, or handles a reset). A reply
+/// that is not the protocol fails the link; no key or a refusal is no reason to.
 async fn check_public_key(
     peers: &Peers,
     conversation: &mut Stream,
     me: &AtSign,
     other: &AtSign,
 ) -> Result<(), PeerError> {
-    let question = public_key_change::question(other);
+    let question = format!("lookup:all:publickey{other}");
     let reply = peers
         .bounded(&server_of(other), conversation.ask(&question))
         .await?;
@@ -211,11 +210,7 @@ async fn check_public_key(
             "unexpected reply from the remote atServer: {shown:?}"
         )));
     }
-    let (store, monitors) = (peers.store(), peers.monitors());
-    if let Err(error) = public_key_change::learn(store, monitors, me, other, &reply, now_ms()).await
-    {
-        tracing::info!(%me, %other, %error, "could not take in the other atSign's public key");
-    }
+    peers.learned_public_key(me, other, &reply).await;
     Ok(())
 }
 

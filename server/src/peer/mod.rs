@@ -33,7 +33,6 @@ use at_common::{Address, AtSign};
 use at_directory::client::{self, Failure};
 use tokio_rustls::TlsConnector;
 
-use crate::notifications::Monitors;
 use crate::store::Store;
 use link::{Ask, Mode, PeerLink};
 
@@ -85,6 +84,19 @@ impl PeerSettings {
             max_links: config.outbound_max_limit,
         })
     }
+}
+
+/// What the node does with what a new link learns (set when the node starts,
+/// [`Peers::observe`]): the link is a transport and writes nothing itself.
+pub trait Observer: Send + Sync {
+    /// `other`'s server answered the first question of a new link of `me`'s,
+    /// `lookup:all:publickey@other`, with `reply` (`data:…` or `error:…`, no prompt).
+    fn public_key(
+        &self,
+        me: &AtSign,
+        other: &AtSign,
+        reply: &str,
+    ) -> futures_util::future::LocalBoxFuture<'static, ()>;
 }
 
 /// How this node serves its own atSigns to its own peer links (set by whoever starts the
@@ -163,10 +175,12 @@ type LinkKey = (AtSign, AtSign, Mode);
 
 struct Inner {
     settings: PeerSettings,
+    /// Which atSigns this cluster hosts (their links are in-process), and the signing keys
+    /// a pol link proves its atSign with.
     store: Store,
-    monitors: Monitors,
     links: Mutex<HashMap<LinkKey, (Addr<PeerLink>, Instant)>>,
     in_process: OnceLock<Arc<dyn InProcess>>,
+    observer: OnceLock<Arc<dyn Observer>>,
 }
 
 /// The node's links to other atServers. Cheap to clone.
@@ -174,14 +188,30 @@ struct Inner {
 pub struct Peers(Arc<Inner>);
 
 impl Peers {
-    pub fn new(settings: PeerSettings, store: Store, monitors: Monitors) -> Peers {
+    pub fn new(settings: PeerSettings, store: Store) -> Peers {
         Peers(Arc::new(Inner {
             settings,
             store,
-            monitors,
             links: Mutex::default(),
             in_process: OnceLock::new(),
+            observer: OnceLock::new(),
         }))
+    }
+
+    /// From now on, what new links learn goes to `observer`. Set once, when the node starts;
+    /// until then (and in tests without a node) it is not taken in.
+    pub fn observe(&self, observer: Arc<dyn Observer>) {
+        if self.0.observer.set(observer).is_err() {
+            tracing::warn!("the link observer was set twice; the first is kept");
+        }
+    }
+
+    /// Hands what a new link of `me` to `other` was answered to its first question to the
+    /// observer, if one is set.
+    pub(crate) async fn learned_public_key(&self, me: &AtSign, other: &AtSign, reply: &str) {
+        if let Some(observer) = self.0.observer.get() {
+            observer.public_key(me, other, reply).await;
+        }
     }
 
     /// From now on, links to atSigns hosted on this cluster are made through `server`. Set
@@ -214,8 +244,7 @@ impl Peers {
     /// atSign in-process. For tests of what is answered without the network.
     #[cfg(test)]
     pub fn offline(store: Store) -> Peers {
-        let monitors = Monitors::start(store.clone());
-        Peers::new(PeerSettings::offline(), store, monitors)
+        Peers::new(PeerSettings::offline(), store)
     }
 
     pub fn settings(&self) -> &PeerSettings {
@@ -224,11 +253,6 @@ impl Peers {
 
     pub fn store(&self) -> &Store {
         &self.0.store
-    }
-
-    /// The node's monitors (what a link learns may concern the owner's clients).
-    pub fn monitors(&self) -> &Monitors {
-        &self.0.monitors
     }
 
     /// Sends `line` to `other`'s server for `me` (after `from:@me` + `pol` when `mode` is

@@ -12,19 +12,17 @@
 //! `maintenance` uses too.
 
 mod batch;
-mod cache;
 mod config;
 mod delete;
 mod enroll;
 mod info;
 mod llookup;
 mod lookup;
+mod lookup_remote;
 mod noop;
 mod notify;
 mod notify_list;
 mod plookup;
-pub(crate) mod public_key_change;
-mod remote;
 mod scan;
 mod scan_remote;
 mod stats;
@@ -39,13 +37,13 @@ pub use enroll::{apkam_key, enroll, screen, settle, ApkamKey, Requester, Settled
 pub use info::info;
 pub use llookup::llookup;
 pub use lookup::{lookup_owner, lookup_peer, lookup_public};
+pub use lookup_remote::lookup_remote;
 pub use noop::{noop, NOOP_MAX_MILLIS};
 pub use notify::{
     auto_notify, notify, notify_all, notify_remove, notify_status, receive, Change, Outbox,
 };
 pub use notify_list::{notify_fetch, notify_list};
 pub use plookup::plookup;
-pub use remote::{lookup_remote, refresh_cached, refresh_due, Refreshed};
 pub use scan::{scan_owner, scan_peer, scan_public};
 pub use scan_remote::scan_remote;
 pub use stats::{stats, StatsContext};
@@ -55,10 +53,10 @@ pub use update_json::update_json;
 
 use at_common::error::{AtError, ErrorCode};
 use at_common::key::{AtKey, KeyKind};
-use at_common::metadata::{EpochMillis, Metadata};
 use at_common::AtSign;
 
-use crate::store::{Mutation, Record, Store, StoreError};
+pub(crate) use crate::lifetime::{active_or_expire, get_active, is_active};
+use crate::store::StoreError;
 
 /// The only place a store failure becomes a protocol error: AT0002, which closes the
 /// connection (docs/protocol.md#which-errors-close). The cause is logged, never sent.
@@ -92,73 +90,6 @@ pub(crate) fn owned_key(key: &AtKey, me: &AtSign, verb: &str) -> Result<String, 
     let stored = key.to_string().to_lowercase();
     at_common::limits::check_key(&stored)?;
     Ok(stored)
-}
-
-/// Whether a record is live at `now`: born (`availableAt <= now`) and not expired
-/// (`expiresAt > now`). Inactive keys read as `data:null` and are left out of scans.
-pub(crate) fn is_active(metadata: &Metadata, now: EpochMillis) -> bool {
-    let born = metadata.available_at.is_none_or(|at| at <= now);
-    let alive = metadata.expires_at.is_none_or(|at| at > now);
-    born && alive
-}
-
-/// Whether a record has expired at `now` (and may be removed by whoever reads it).
-pub(crate) fn is_expired(metadata: &Metadata, now: EpochMillis) -> bool {
-    metadata.expires_at.is_some_and(|at| at <= now)
-}
-
-/// The record under `key` if there is one and it is active; an expired one is removed on the
-/// way (see [`expire`]).
-pub(crate) async fn get_active(
-    store: &Store,
-    me: &AtSign,
-    key: &str,
-    now: EpochMillis,
-) -> Result<Option<Record>, AtError> {
-    match store.get(me, key).await? {
-        Some(record) => active_or_expire(store, me, key, record, now).await,
-        None => Ok(None),
-    }
-}
-
-/// `record` (just read under `key`) if it is active now; an expired one is removed.
-pub(crate) async fn active_or_expire(
-    store: &Store,
-    me: &AtSign,
-    key: &str,
-    record: Record,
-    now: EpochMillis,
-) -> Result<Option<Record>, AtError> {
-    if is_active(&record.metadata, now) {
-        return Ok(Some(record));
-    }
-    if is_expired(&record.metadata, now) {
-        expire(store, me, key, now).await?;
-    }
-    Ok(None)
-}
-
-/// Removes `key` if the record stored under it has expired at `now`, with a `-` commit entry
-/// as the reference's expiry job writes, so synced clients drop it too. The one removal rule
-/// for reads and for [`crate::maintenance`]. Expiry is checked again inside the write, since
-/// an update may have replaced the record the caller read. Returns whether it removed the key.
-pub(crate) async fn expire(
-    store: &Store,
-    me: &AtSign,
-    key: &str,
-    now: EpochMillis,
-) -> Result<bool, StoreError> {
-    let written = store
-        .modify(me, key, move |current| {
-            let expired = current.is_some_and(|current| is_expired(&current.metadata, now));
-            Ok(if expired {
-                Mutation::Remove { commit: true }
-            } else {
-                Mutation::Keep
-            })
-        })
-        .await?;
-    Ok(written.changed)
 }
 
 /// AT0015 for a key that is not there: `key not found : <key> does not exist in keystore`.

@@ -29,8 +29,8 @@ use at_common::AtSign;
 
 use actix::Addr;
 
-use super::cache;
 use crate::notifications::{self, Delivery, Monitors, Notification, NotificationMetadata, Status};
+use crate::remote::cache;
 use crate::router::{self, NotificationRouter};
 use crate::store::{NotificationLog, Store};
 

@@ -1,12 +1,12 @@
 //! `plookup` of an atSign's public keys, by the owner (docs/protocol.md#plookup,
 //! docs/storage.md#cached-keys).
 //!
-//! As the reference: from the cache (`cached:public:<key>@<owner>`, [`super::cache`]) unless
+//! As the reference: from the cache (`cached:public:<key>@<owner>`, [`crate::remote::cache`]) unless
 //! `bypassCache:true`, else by an unauthenticated `lookup:all:<key>@<owner>` on the owner's
 //! atServer, whose answer is cached as the key's ttr says (public keys without ttr for 24 h).
 //! `me`'s own keys are read directly and never cached; an atSign hosted on this cluster is
 //! asked in-process, with the bytes the network lookup would bring back (how the SDKs fetch
-//! `publickey@bob` to share a key with @bob). See [`super::remote`] for the common path.
+//! `publickey@bob` to share a key with @bob). See [`crate::remote::fetch`] for the common path.
 //!
 //! # Format
 //! As `lookup` of `public:<key>@owner`: `data:<value>`; `meta` → metadata JSON; `all` →
@@ -22,39 +22,51 @@
 
 use at_common::error::AtError;
 use at_common::metadata::EpochMillis;
-use at_common::reply::Reply;
-use at_common::verb::Plookup;
+use at_common::reply::{ErrorStyle, Prompt, Reply};
+use at_common::verb::{Lookup, LookupOp, Plookup};
 use at_common::AtSign;
 
-use super::cache::Cached;
 use super::llookup::render;
-use super::remote::{fetch_through_cache, Source};
+use super::lookup_public;
+use crate::notifications::Monitors;
 use crate::peer::link::Mode;
 use crate::peer::Peers;
+use crate::remote::cache::Cached;
+use crate::remote::fetch::{fetch_through_cache, read_fetched, Source};
 use crate::store::Store;
 
 /// `plookup:[bypassCache:<b>:][meta:|all:]<key>@<owner>` on an owner connection.
 pub async fn plookup(
     store: &Store,
     peers: &Peers,
+    monitors: &Monitors,
     me: &AtSign,
     cmd: &Plookup,
     now_ms: EpochMillis,
 ) -> Result<Reply, AtError> {
     let other = &cmd.owner;
     let shown = format!("public:{}{other}", cmd.key);
-    let source = Source {
-        store,
-        peers,
-        me,
-        other,
-        mode: Mode::Anonymous,
-    };
     let record = if other == me {
-        source.fetch(&cmd.key, now_ms).await?
+        // No server asks itself: its own answer to `lookup:all`, as another server would get it.
+        let lookup = Lookup {
+            bypass_cache: None,
+            op: Some(LookupOp::All),
+            key: cmd.key.clone(),
+            owner: other.clone(),
+        };
+        let line = line_of(lookup_public(store, me, &lookup, now_ms).await);
+        read_fetched(&line, &cmd.key, other)?
     } else {
         let cached_key = format!("cached:{shown}");
         let bypass = cmd.bypass_cache == Some(true);
+        let source = Source {
+            store,
+            peers,
+            monitors,
+            me,
+            other,
+            mode: Mode::Anonymous,
+        };
         fetch_through_cache(
             source,
             &cmd.key,
@@ -65,6 +77,15 @@ pub async fn plookup(
         .await?
     };
     Ok(render(&shown, &record, cmd.op))
+}
+
+/// A reply as a peer that is not the owner reads it, without the prompt.
+fn line_of(reply: Result<Reply, AtError>) -> String {
+    let bytes = reply
+        .unwrap_or_else(Reply::Error)
+        .render(&Prompt::Unauthenticated, ErrorStyle::Legacy);
+    let text = String::from_utf8_lossy(&bytes);
+    text.trim_end_matches('@').trim_end().to_string()
 }
 
 #[cfg(test)]
@@ -79,7 +100,10 @@ mod tests {
 
     async fn run(f: &Fixture, line: &str, now: i64) -> String {
         let result = match command(line) {
-            Command::Plookup(cmd) => plookup(&f.store, &f.peers(), &f.me, &cmd, now).await,
+            Command::Plookup(cmd) => {
+                let monitors = Monitors::start(f.store.clone());
+                plookup(&f.store, &f.peers(), &monitors, &f.me, &cmd, now).await
+            }
             Command::Update(cmd) => update(&f.store, &f.me, &cmd, now).await,
             other => panic!("not a plookup: {other:?}"),
         };
@@ -164,14 +188,17 @@ mod tests {
         let f = fixture().await;
         let bob = f.host("@bob").await;
         let node = f.node();
-        let peers = node.hosts.peers();
+        let (peers, monitors) = (node.hosts.peers(), node.hosts.monitors());
         let run = |line: &'static str| {
             let (store, me) = (f.store.clone(), f.me.clone());
             async move {
                 let Command::Plookup(cmd) = command(line) else {
                     panic!("{line}")
                 };
-                wire(&me, plookup(&store, peers, &me, &cmd, now_ms()).await)
+                wire(
+                    &me,
+                    plookup(&store, peers, monitors, &me, &cmd, now_ms()).await,
+                )
             }
         };
         let key = crate::store::Record {

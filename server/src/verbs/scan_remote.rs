@@ -13,9 +13,9 @@ use at_common::reply::Reply;
 use at_common::verb::Scan;
 use at_common::AtSign;
 
-use super::remote::read_reply;
 use crate::peer::link::Mode;
 use crate::peer::Peers;
+use crate::remote::fetch::read_reply;
 
 /// `scan:<other>[ <regex>]` on `me`'s owner connection, `other` ≠ `me`.
 pub async fn scan_remote(

@@ -57,13 +57,8 @@ pub async fn handle(
     super::cache::put_copy(store, me, cached_key, fetched.value.clone(), metadata).await
 }
 
-/// What a new link to `other`'s server asks first, as the reference's outbound client does:
-/// `other`'s encryption public key, so that a reset is noticed on the next contact.
-pub fn question(other: &AtSign) -> String {
-    format!("lookup:all:publickey{other}")
-}
-
-/// Takes in `other`'s server's `reply` to [`question`]: a key is cached, or handled as a change
+/// Takes in `other`'s server's `reply` to the first question of a new link
+/// ([`crate::peer::link`]: `lookup:all:publickey@other`): a key is cached, or handled as a change
 /// if it differs from the cached one; no key is fine.
 pub async fn learn(
     store: &Store,
@@ -73,7 +68,7 @@ pub async fn learn(
     reply: &str,
     now: EpochMillis,
 ) -> Result<(), AtError> {
-    let Some(fetched) = super::remote::read_lookup_all(reply)? else {
+    let Some(fetched) = super::fetch::read_lookup_all(reply)? else {
         return Ok(());
     };
     let cached_key = reserved::cached_encryption_public_key(other);

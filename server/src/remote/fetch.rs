@@ -1,63 +1,26 @@
-//! The owner's lookups of other atSigns' keys (docs/protocol.md#lookup,
-//! docs/storage.md#cached-keys):
-//! `lookup:<key>@bob` reads what @bob shared with the owner, `plookup:<key>@bob` @bob's public
-//! key ([`super::plookup`]). Each is served from the cache ([`super::cache`]) unless `bypassCache:true`, else asked
-//! of @bob's server as `lookup:all:<key>@bob` — pol-authenticated for `lookup`, anonymous for
-//! `plookup` — and cached if the key's ttr says so.
-//!
-//! The question goes over a peer link ([`crate::peer`]), made in-process when @bob is hosted
-//! on this cluster: either way @bob's server sees `me`'s server ask, and answers the same.
-//!
-//! # Format
-//! As a local lookup; `all` names the key as the owner knows it: `@me:<key>@bob` for lookup,
-//! `public:<key>@bob` for plookup.
+//! Reading another atSign's key through the cache (docs/storage.md#cached-keys): the cached
+//! copy while fresh, else `lookup:all:<key>@other` asked of the other server over a peer link
+//! ([`crate::peer`]; in-process when it is hosted on this cluster, so it sees `me`'s server ask
+//! and answers the same either way), kept or dropped as the answer and the key's ttr say. The
+//! owner's `lookup` and `plookup` of others, and the cache refresh job, all come here.
 //!
 //! # Errors
-//! AT0015 with @bob's server's own words when it has no such key (the cached copy is dropped);
-//! AT0015 `remoteLookUp: remote atServer returned String value 'null' for <key>@bob` for one not
-//! yet born or expired; AT0007 when @bob's server cannot be found or reached; AT0008 when it
-//! refuses the handshake.
+//! AT0015 with the other server's own words when it has no such key (the cached copy is
+//! dropped); AT0015 `remoteLookUp: remote atServer returned String value 'null' for <key>@bob`
+//! for one not yet born or expired; AT0007 when the other server cannot be found or reached;
+//! AT0008 when it refuses the handshake or answers what is not the protocol.
 
 use at_common::error::{AtError, ErrorCode};
 use at_common::metadata::{EpochMillis, Metadata};
-use at_common::reply::{ErrorStyle, Prompt, Reply};
-use at_common::verb::{Lookup, LookupOp};
+use at_common::reply::Reply;
 use at_common::AtSign;
 
 use super::cache::{self, Cached};
-use super::llookup::render;
-use super::lookup_public;
+use crate::lifetime::is_active;
+use crate::notifications::Monitors;
 use crate::peer::link::Mode;
 use crate::peer::Peers;
 use crate::store::{Record, Store};
-
-/// `lookup[:bypassCache:true][:meta|:all]:<key>@bob` by `me`'s owner, @bob ≠ `me`.
-pub async fn lookup_remote(
-    store: &Store,
-    peers: &Peers,
-    me: &AtSign,
-    cmd: &Lookup,
-    now: EpochMillis,
-) -> Result<Reply, AtError> {
-    let other = &cmd.owner;
-    let shown = format!("{me}:{}{other}", cmd.key);
-    let cached_key = format!("cached:{shown}");
-    fetch_through_cache(
-        Source {
-            store,
-            peers,
-            me,
-            other,
-            mode: Mode::Pol,
-        },
-        &cmd.key,
-        cmd.bypass_cache == Some(true),
-        (&cached_key, Cached::Shared),
-        now,
-    )
-    .await
-    .map(|record| render(&shown, &record, cmd.op))
-}
 
 /// What the cache refresh job did with one cached copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,14 +37,16 @@ pub enum Refreshed {
 /// other than 0 and −1, is active, and its `refreshAt` has come (or is missing).
 pub fn refresh_due(metadata: &Metadata, now: EpochMillis) -> bool {
     let refreshing = metadata.ttr.is_some_and(|ttr| ttr != 0 && ttr != -1);
-    refreshing && super::is_active(metadata, now) && metadata.refresh_at.is_none_or(|at| at <= now)
+    refreshing && is_active(metadata, now) && metadata.refresh_at.is_none_or(|at| at <= now)
 }
 
 /// The cache refresh job's step for `cached_key` of `me`: asks the key's owner again, as a
-/// lookup with `bypassCache:true` would, and keeps or drops the copy by the same rules.
+/// lookup with `bypassCache:true` would, and keeps or drops the copy by the same rules. Copies
+/// of `me`'s own keys are skipped: none is made (`plookup` of oneself reads the key itself).
 pub async fn refresh_cached(
     store: &Store,
     peers: &Peers,
+    monitors: &Monitors,
     me: &AtSign,
     cached_key: &str,
     now: EpochMillis,
@@ -104,9 +69,13 @@ pub async fn refresh_cached(
     let Ok(other) = owner.parse::<AtSign>() else {
         return Ok(Refreshed::Skipped);
     };
+    if other == *me {
+        return Ok(Refreshed::Skipped);
+    }
     let source = Source {
         store,
         peers,
+        monitors,
         me,
         other: &other,
         mode,
@@ -119,9 +88,11 @@ pub async fn refresh_cached(
 }
 
 /// Where a key of `other` is read from, and as whom.
-pub(super) struct Source<'a> {
+pub struct Source<'a> {
     pub store: &'a Store,
     pub peers: &'a Peers,
+    /// Told when a fetched encryption public key shows its atSign was reset.
+    pub monitors: &'a Monitors,
     pub me: &'a AtSign,
     pub other: &'a AtSign,
     pub mode: Mode,
@@ -129,7 +100,7 @@ pub(super) struct Source<'a> {
 
 /// The cached copy if fresh (and not bypassed), else `other`'s answer, cached or, when the
 /// key is gone, its cached copy dropped.
-pub(super) async fn fetch_through_cache(
+pub async fn fetch_through_cache(
     source: Source<'_>,
     key: &str,
     bypass_cache: bool,
@@ -142,10 +113,9 @@ pub(super) async fn fetch_through_cache(
             return Ok(record);
         }
     }
-    match source.fetch(key, now).await {
+    match source.fetch(key).await {
         Ok(record) => {
-            let monitors = source.peers.monitors();
-            cache::keep(store, monitors, me, cached_key, &record, kind, now).await?;
+            cache::keep(store, source.monitors, me, cached_key, &record, kind, now).await?;
             Ok(record)
         }
         Err(error) if error.code() == ErrorCode::KeyNotFound => {
@@ -158,52 +128,28 @@ pub(super) async fn fetch_through_cache(
 
 impl Source<'_> {
     /// `lookup:all:<key>@other` as `other`'s server answers it, read back into a record.
-    pub(super) async fn fetch(&self, key: &str, now: EpochMillis) -> Result<Record, AtError> {
-        let line = self.ask(key, now).await?;
-        match read_lookup_all(&line)? {
-            Some(record) => Ok(record),
-            None => Err(AtError::with_detail(
-                ErrorCode::KeyNotFound,
-                format!(
-                    "remoteLookUp: remote atServer returned String value 'null' for {key}{}",
-                    self.other
-                ),
-            )),
-        }
-    }
-
-    /// The reply line (no prompt) of `other`'s server to `lookup:all:<key>@other`. `me`'s
-    /// own public keys (plookup of oneself) are read here: no server asks itself.
-    async fn ask(&self, key: &str, now: EpochMillis) -> Result<String, AtError> {
-        let other = self.other;
-        if other == self.me && self.mode == Mode::Anonymous {
-            let lookup = Lookup {
-                bypass_cache: None,
-                op: Some(LookupOp::All),
-                key: key.to_string(),
-                owner: other.clone(),
-            };
-            return Ok(line_of(
-                lookup_public(self.store, other, &lookup, now).await,
-            ));
-        }
-        let line = format!("lookup:all:{key}{other}");
-        Ok(self.peers.ask(self.me, other, self.mode, line).await?)
+    async fn fetch(&self, key: &str) -> Result<Record, AtError> {
+        let line = format!("lookup:all:{key}{}", self.other);
+        let line = self.peers.ask(self.me, self.other, self.mode, line).await?;
+        read_fetched(&line, key, self.other)
     }
 }
 
-/// A reply as a peer that is not the owner reads it, without the prompt.
-fn line_of(reply: Result<Reply, AtError>) -> String {
-    let bytes = reply
-        .unwrap_or_else(Reply::Error)
-        .render(&Prompt::Unauthenticated, ErrorStyle::Legacy);
-    let text = String::from_utf8_lossy(&bytes);
-    text.trim_end_matches('@').trim_end().to_string()
+/// A `lookup:all:<key>@other` reply line as a record; AT0015 for `data:null` (a key not yet
+/// born or expired there).
+pub fn read_fetched(line: &str, key: &str, other: &AtSign) -> Result<Record, AtError> {
+    match read_lookup_all(line)? {
+        Some(record) => Ok(record),
+        None => Err(AtError::with_detail(
+            ErrorCode::KeyNotFound,
+            format!("remoteLookUp: remote atServer returned String value 'null' for {key}{other}"),
+        )),
+    }
 }
 
 /// Reads a `lookup:all` reply: `data:{"key":…,"data":…,"metaData":{…}}` → the record;
 /// `data:null` → `None`; `error:<code>-<text>` → that error, with the peer's text.
-pub(super) fn read_lookup_all(line: &str) -> Result<Option<Record>, AtError> {
+pub fn read_lookup_all(line: &str) -> Result<Option<Record>, AtError> {
     if let Some(error) = line.strip_prefix("error:") {
         return Err(read_error(error));
     }
@@ -232,7 +178,7 @@ pub(super) fn read_lookup_all(line: &str) -> Result<Option<Record>, AtError> {
 }
 
 /// A peer's reply line passed on as it is: `data:<x>` → that data; `error:…` → that error.
-pub(super) fn read_reply(line: &str) -> Result<Reply, AtError> {
+pub fn read_reply(line: &str) -> Result<Reply, AtError> {
     if let Some(error) = line.strip_prefix("error:") {
         return Err(read_error(error));
     }

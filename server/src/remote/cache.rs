@@ -9,7 +9,7 @@
 //! - Removed when the owner says the key is gone; `cached:public:publickey@…` is kept (the
 //!   reference never drops a known public key on a failed lookup).
 //! - A fetched encryption public key (`publickey@…`) that differs from the cached one is a
-//!   reset of its atSign: [`public_key_change`] tells the owner's clients.
+//!   reset of its atSign: [`key_change`] tells the owner's clients.
 //! - Cached keys are committed like any key, so the owner's clients sync them; the owner cannot
 //!   update them (`update` refuses cached keys).
 
@@ -18,8 +18,8 @@ use at_common::limits::{instant_after, MAX_DATE_MS};
 use at_common::metadata::{EpochMillis, Metadata, MetadataUpdate};
 use at_common::AtSign;
 
-use super::get_active;
-use super::public_key_change;
+use super::key_change;
+use crate::lifetime::get_active;
 use crate::notifications::Monitors;
 use crate::store::{CommitOp, Mutation, Record, Store};
 
@@ -66,8 +66,7 @@ pub async fn keep(
         if let Some(other) = encryption_key_owner(cached_key) {
             if let Some(cached) = store.get(me, cached_key).await? {
                 let cached = (cached_key, &cached);
-                public_key_change::handle(store, monitors, me, &other, cached, fetched, now)
-                    .await?;
+                key_change::handle(store, monitors, me, &other, cached, fetched, now).await?;
                 return Ok(true);
             }
         }
