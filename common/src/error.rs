@@ -226,7 +226,12 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// A protocol error: a code and, usually, the reference exception's message.
+/// A protocol error: a code, usually the reference exception's message, and what the
+/// connection does after it: closes when the code says so ([`ErrorCode::closes_connection`])
+/// unless the error keeps it open.
+///
+/// Most errors are the reference's exceptions (`error:AT0015-<description>`); a few are set by
+/// a handler instead ([`AtError::set_by_handler`]: `error:AT0025:<message>`, never closing).
 ///
 /// # Errors
 /// Every fallible protocol operation in this workspace returns `Result<_, AtError>`; the
@@ -235,20 +240,51 @@ impl fmt::Display for ErrorCode {
 pub struct AtError {
     code: ErrorCode,
     detail: Option<String>,
+    keeps_open: bool,
+    set_by_handler: bool,
 }
 
 impl AtError {
     /// An error with no detail message.
     pub fn new(code: ErrorCode) -> AtError {
-        AtError { code, detail: None }
+        AtError {
+            code,
+            detail: None,
+            keeps_open: false,
+            set_by_handler: false,
+        }
     }
 
     /// An error with a detail message (the reference exception's `message`).
     pub fn with_detail(code: ErrorCode, detail: impl Into<String>) -> AtError {
         AtError {
-            code,
             detail: Some(detail.into()),
+            ..AtError::new(code)
         }
+    }
+
+    /// An error the reference's handler sets rather than throws: written
+    /// `error:<code>:<message>` (no standard description, whoever asks), and the connection
+    /// stays open. The APKAM refusals of `pkam` and `enroll` (AT0025..AT0028).
+    pub fn set_by_handler(code: ErrorCode, message: impl Into<String>) -> AtError {
+        AtError {
+            set_by_handler: true,
+            ..AtError::with_detail(code, message).keeping_open()
+        }
+    }
+
+    /// The same error, but the connection stays open whatever its code (the reference's
+    /// `AtEnrollmentException`, AT0011, is answered and the client goes on).
+    pub fn keeping_open(self) -> AtError {
+        AtError {
+            keeps_open: true,
+            ..self
+        }
+    }
+
+    /// Whether a handler set this error ([`AtError::set_by_handler`]).
+    pub fn is_set_by_handler(&self) -> bool {
+        self.set_by_handler
     }
 
     /// AT0003 with a detail message: the parser's error.
@@ -280,9 +316,10 @@ impl AtError {
         self.detail().unwrap_or(self.code.description())
     }
 
-    /// See [`ErrorCode::closes_connection`].
+    /// Whether the connection closes after this error: as its code says
+    /// ([`ErrorCode::closes_connection`]), unless it keeps the connection open.
     pub fn closes_connection(&self) -> bool {
-        self.code.closes_connection()
+        !self.keeps_open && self.code.closes_connection()
     }
 }
 

@@ -12,7 +12,7 @@
 //! @bob@                                Reply::Raw (pol success: no newline, no prompt)
 //! error:AT0003-<description>\n@        Reply::Error, legacy form
 //! error:{"errorCode":..,"errorDescription":..}\n@   Reply::Error, JSON form (clientConfig > 3.0.37)
-//! error:AT0025:<message>\n@            Reply::HandlerError (the reference's colon form)
+//! error:AT0025:<message>\n@            Reply::Error set by a handler (the reference's colon form)
 //! notification: {json}\n               Reply::Notification (monitor pushes, never a prompt)
 //! error:AT0012-Inbound connection limit exceeded\n   connection_limit_line()
 //! ```
@@ -116,11 +116,10 @@ pub enum Reply {
     /// Bytes written as they are, with neither newline nor prompt: `pol` success, whose
     /// payload is the new prompt `@bob@`.
     Raw(String),
-    /// An exception, in the legacy or JSON form.
+    /// An exception, in the legacy or JSON form; or an error set by a handler rather than
+    /// thrown ([`AtError::set_by_handler`]), in the reference's colon form
+    /// `error:<CODE>:<message>` (e.g. the APKAM enrollment refusals AT0025..AT0028 of `pkam`).
     Error(AtError),
-    /// An error set by a handler rather than thrown: `error:<CODE>:<message>` (e.g. the
-    /// APKAM enrollment refusals AT0025..AT0028 of `pkam`).
-    HandlerError(AtError),
     /// A monitor push: `notification: <json>\n`, never followed by a prompt.
     Notification(String),
     /// Nothing at all (`monitor`'s success).
@@ -158,6 +157,13 @@ impl Reply {
                 finish(&mut out, &prompt.as_text());
             }
             Reply::Raw(text) => out.put_slice(text.as_bytes()),
+            Reply::Error(error) if error.is_set_by_handler() => {
+                out.put_slice(b"error:");
+                out.put_slice(error.code().code().as_bytes());
+                out.put_u8(b':');
+                out.put_slice(one_line(error.message()).as_bytes());
+                finish(&mut out, &prompt.after_error());
+            }
             Reply::Error(error) => {
                 let description = error_description(error, prompt.is_owner());
                 match style {
@@ -176,13 +182,6 @@ impl Reply {
                         out.put_slice(json.to_string().as_bytes());
                     }
                 }
-                finish(&mut out, &prompt.after_error());
-            }
-            Reply::HandlerError(error) => {
-                out.put_slice(b"error:");
-                out.put_slice(error.code().code().as_bytes());
-                out.put_u8(b':');
-                out.put_slice(one_line(error.message()).as_bytes());
                 finish(&mut out, &prompt.after_error());
             }
             Reply::Notification(json) => {
@@ -390,10 +389,12 @@ mod tests {
 
     #[test]
     fn handler_errors_use_the_colon_form() {
-        let err = AtError::with_detail(ErrorCode::ApkamAuthDenied, "enrollment_id: 12 is denied");
+        let err =
+            AtError::set_by_handler(ErrorCode::ApkamAuthDenied, "enrollment_id: 12 is denied");
+        assert!(!err.closes_connection());
         assert_eq!(
             text(
-                &Reply::HandlerError(err),
+                &Reply::Error(err),
                 &Prompt::Unauthenticated,
                 ErrorStyle::Legacy
             ),

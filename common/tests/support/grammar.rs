@@ -643,7 +643,7 @@ pub fn check_error_reply(case: &ErrorCase) -> Result<(), String> {
         handler,
     } = case;
     let reply = if *handler {
-        Reply::HandlerError(error.clone())
+        Reply::Error(AtError::set_by_handler(error.code(), error.message()))
     } else {
         Reply::Error(error.clone())
     };

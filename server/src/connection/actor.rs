@@ -157,7 +157,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
 
     fn reply(&mut self, result: Result<Reply, AtError>, ctx: &mut Context<Self>) {
         let outcome = match &result {
-            Ok(Reply::HandlerError(error)) | Err(error) => error.code().code(),
+            Err(error) => error.code().code(),
             Ok(_) => "ok",
         };
         if let Some((verb, since)) = self.current.take() {
@@ -529,11 +529,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     /// or after the throttle's delay, and the last one allowed closes the connection.
     fn answer_proof(&mut self, result: Result<Reply, AtError>, ctx: &mut Context<Self>) {
         if !result.as_ref().is_err_and(is_failed_proof) {
-            // An APKAM refusal (`error:AT0025:…`) is a reply, but proves nothing.
-            if result
-                .as_ref()
-                .is_ok_and(|reply| !matches!(reply, Reply::HandlerError(_)))
-            {
+            // An APKAM refusal (`error:AT0025:…`) is not a failed proof, but proves nothing.
+            if result.is_ok() {
                 self.failures = 0;
             }
             self.reply(result, ctx);

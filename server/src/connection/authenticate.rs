@@ -70,10 +70,7 @@ pub fn pkam(
 ) -> Result<Reply, AtError> {
     let enrollment_id = command.enrollment_id.clone().filter(|id| !id.is_empty());
     let public_key = match &enrollment_id {
-        Some(id) => match apkam_public_key(id, enrollment) {
-            Ok(key) => Some(key),
-            Err(refusal) => return Ok(refusal),
-        },
+        Some(id) => Some(apkam_public_key(id, enrollment)?),
         None => legacy_key,
     };
     let Some(challenge) = state.take_challenge(me, now) else {
@@ -92,7 +89,7 @@ pub fn pkam(
 
 /// The APKAM key of enrollment `id` if it is approved; otherwise the reference's handler-set
 /// refusal, in its colon form.
-fn apkam_public_key<'a>(id: &str, enrollment: Option<&'a ApkamKey>) -> Result<&'a str, Reply> {
+fn apkam_public_key<'a>(id: &str, enrollment: Option<&'a ApkamKey>) -> Result<&'a str, AtError> {
     let status = enrollment.map_or(EnrollmentStatus::Expired, |e| e.status);
     let (code, what) = match status {
         EnrollmentStatus::Approved => {
@@ -103,10 +100,10 @@ fn apkam_public_key<'a>(id: &str, enrollment: Option<&'a ApkamKey>) -> Result<&'
         EnrollmentStatus::Revoked => (ErrorCode::ApkamAccessRevoked, "is revoked"),
         EnrollmentStatus::Expired => (ErrorCode::TooManyRequests, "is expired or invalid"),
     };
-    Err(Reply::HandlerError(AtError::with_detail(
+    Err(AtError::set_by_handler(
         code,
         format!("enrollment_id: {id} {what}"),
-    )))
+    ))
 }
 
 /// Who is sending `enroll` on this connection.
@@ -406,7 +403,7 @@ mod tests {
                 held.as_ref(),
                 now,
             )
-            .unwrap();
+            .unwrap_or_else(Reply::Error);
             assert_eq!(
                 reply.render(&state.prompt(), ErrorStyle::Legacy),
                 want.as_bytes(),

@@ -187,12 +187,14 @@ fn forget_oldest(recent: &mut HashMap<(AtSign, Source), VecDeque<Instant>>, now:
     recent.retain(|_, times| times.back().is_some_and(|t| *t > cut));
 }
 
-/// Whether an error answering `cram`/`pkam` is a failed (or refused) proof.
+/// Whether an error answering `cram`/`pkam` is a failed (or refused) proof. An APKAM
+/// refusal, which a handler sets (an enrollment denied, pending, revoked or unknown), is not.
 pub fn is_failed_proof(error: &AtError) -> bool {
-    matches!(
-        error.code(),
-        ErrorCode::Unauthenticated | ErrorCode::TooManyRequests
-    )
+    !error.is_set_by_handler()
+        && matches!(
+            error.code(),
+            ErrorCode::Unauthenticated | ErrorCode::TooManyRequests
+        )
 }
 
 #[cfg(test)]

@@ -136,8 +136,10 @@ pub enum PeerError {
     /// It answered, but not the protocol (not text, too long).
     #[error("{0}")]
     Protocol(String),
-    #[error("the store: {0}")]
-    Store(String),
+    /// This server could not do its part: its store failed, or what it read (its signing key)
+    /// was unusable. Kept whole for the logs; the client is told AT0002.
+    #[error("this server: {0}")]
+    Local(AtError),
 }
 
 impl From<PeerError> for AtError {
@@ -153,20 +155,20 @@ impl From<PeerError> for AtError {
             PeerError::Handshake { .. } | PeerError::Protocol(_) => {
                 AtError::with_detail(ErrorCode::HandshakeFailure, error.to_string())
             }
-            PeerError::Store(_) => AtError::from(ErrorCode::DataStore),
+            PeerError::Local(_) => AtError::from(ErrorCode::DataStore),
         }
     }
 }
 
 impl From<AtError> for PeerError {
     fn from(error: AtError) -> PeerError {
-        PeerError::Store(error.to_string())
+        PeerError::Local(error)
     }
 }
 
 impl From<crate::store::StoreError> for PeerError {
     fn from(error: crate::store::StoreError) -> PeerError {
-        PeerError::Store(error.to_string())
+        PeerError::Local(error.into())
     }
 }
 

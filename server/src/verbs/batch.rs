@@ -84,7 +84,9 @@ fn response(result: Result<Reply, AtError>) -> Response {
             ..Response::default()
         },
         // A handler-set error carries its own message in the reference's Response.
-        Ok(Reply::HandlerError(error)) => failure(&error, error.message().to_string()),
+        Ok(Reply::Error(error)) | Err(error) if error.is_set_by_handler() => {
+            failure(&error, error.message().to_string())
+        }
         Ok(Reply::Error(error)) | Err(error) => {
             failure(&error, error.code().description().to_string())
         }
@@ -198,8 +200,9 @@ mod tests {
 
     #[test]
     fn handler_set_errors_keep_their_message() {
-        let error = AtError::with_detail(ErrorCode::ApkamAuthDenied, "enrollment_id: x is denied");
-        let json = serde_json::to_string(&response(Ok(Reply::HandlerError(error)))).unwrap();
+        let error =
+            AtError::set_by_handler(ErrorCode::ApkamAuthDenied, "enrollment_id: x is denied");
+        let json = serde_json::to_string(&response(Err(error))).unwrap();
         assert_eq!(
             json,
             r#"{"error_code":"AT0025","error_message":"enrollment_id: x is denied"}"#

@@ -92,60 +92,25 @@ impl Requester {
     }
 }
 
-/// How an `enroll` command ends early.
-enum Stop {
-    /// Written, and the connection stays open: the reference's enrollment exceptions (AT0011)
-    /// and its handler-set errors (AT0028).
-    Answer(Reply),
-    /// An error, which closes the connection if its code does.
-    Fail(AtError),
-}
-
-impl From<AtError> for Stop {
-    fn from(error: AtError) -> Stop {
-        Stop::Fail(error)
-    }
-}
-
-impl From<StoreError> for Stop {
-    fn from(error: StoreError) -> Stop {
-        Stop::Fail(error.into())
-    }
-}
-
-type Step<T> = Result<T, Stop>;
-
-fn done(step: Step<Reply>) -> Result<Reply, AtError> {
-    match step {
-        Ok(reply) | Err(Stop::Answer(reply)) => Ok(reply),
-        Err(Stop::Fail(error)) => Err(error),
-    }
-}
+/// A step of an `enroll` command: its refusals are [`AtError`]s that say themselves whether
+/// the connection stays open.
+type Step<T> = Result<T, AtError>;
 
 /// The reference's `AtEnrollmentException`: AT0011 that leaves the connection open.
 fn enrollment_exception(message: impl Into<String>) -> AtError {
-    AtError::with_detail(ErrorCode::InternalServerException, message)
+    AtError::with_detail(ErrorCode::InternalServerException, message).keeping_open()
 }
 
 /// The handler-set AT0028 for an enrollment that is not there (or no longer).
 fn expired_or_invalid(id: &str) -> AtError {
-    AtError::with_detail(
+    AtError::set_by_handler(
         ErrorCode::TooManyRequests,
         format!("enrollment_id: {id} is expired or invalid"),
     )
 }
 
-/// Turns the two kinds of refusal above into their replies; anything else is an error.
-fn answer(error: AtError) -> Stop {
-    match error.code() {
-        ErrorCode::InternalServerException => Stop::Answer(Reply::Error(error)),
-        ErrorCode::TooManyRequests => Stop::Answer(Reply::HandlerError(error)),
-        _ => Stop::Fail(error),
-    }
-}
-
-fn refuse(message: impl Into<String>) -> Stop {
-    answer(enrollment_exception(message))
+fn refuse(message: impl Into<String>) -> AtError {
+    enrollment_exception(message)
 }
 
 /// The parameters of `cmd`, with what its operation requires checked as the reference's
@@ -155,16 +120,16 @@ fn checked_params(cmd: &Enroll) -> Step<EnrollParams> {
         Ok(Some(params)) => params,
         Ok(None) if cmd.operation == EnrollOp::List => EnrollParams::default(),
         Ok(None) => {
-            return Err(Stop::Fail(AtError::with_detail(
+            return Err(AtError::with_detail(
                 ErrorCode::IllegalArguments,
                 "Enroll parameters not provided",
-            )))
+            ))
         }
         Err(error) => {
-            return Err(Stop::Fail(AtError::with_detail(
+            return Err(AtError::with_detail(
                 ErrorCode::InternalServerException,
                 format!("FormatException: {error}"),
-            )))
+            ))
         }
     };
     let missing = |field: &Option<String>| field.as_deref().is_none_or(str::is_empty);
@@ -228,7 +193,7 @@ pub fn screen(
 ) -> Option<Result<Reply, AtError>> {
     match screen_step(cmd, who, admit_request) {
         Ok(()) => None,
-        Err(stop) => Some(done(Err(stop))),
+        Err(error) => Some(Err(error)),
     }
 }
 
@@ -247,7 +212,7 @@ fn screen_step(cmd: &Enroll, who: &Requester, admit_request: impl FnOnce() -> bo
                 Requester::Stranger => Err(refuse("invalid otp. Cannot process enroll request")),
                 Requester::Cram { .. } => Ok(()),
                 // A pending enrollment with its notification to approvers: not served yet.
-                Requester::Pkam { .. } => Err(Stop::Fail(AtError::syntax("invalid command"))),
+                Requester::Pkam { .. } => Err(AtError::syntax("invalid command")),
             }
         }
         EnrollOp::Revoke => {
@@ -255,10 +220,10 @@ fn screen_step(cmd: &Enroll, who: &Requester, admit_request: impl FnOnce() -> bo
             let own = params.enrollment_id.is_some()
                 && params.enrollment_id.as_deref() == who.enrollment_id();
             if own && !cmd.force {
-                return Err(Stop::Fail(AtError::with_detail(
+                return Err(AtError::with_detail(
                     ErrorCode::EnrollmentRevoked,
                     "Current client cannot revoke its own enrollment",
-                )));
+                ));
             }
             Ok(())
         }
@@ -436,7 +401,7 @@ pub async fn enroll(
     owner: bool,
     now: EpochMillis,
 ) -> Result<Reply, AtError> {
-    done(run(store, me, cmd, owner, now).await)
+    run(store, me, cmd, owner, now).await
 }
 
 async fn run(
@@ -450,10 +415,10 @@ async fn run(
         // The connection answers these before they get here; refused the same way if not.
         return Err(match cmd.operation {
             EnrollOp::Request => refuse("invalid otp. Cannot process enroll request"),
-            op => Stop::Fail(AtError::with_detail(
+            op => AtError::with_detail(
                 ErrorCode::Unauthenticated,
                 format!("Cannot {op} enrollment without authentication"),
-            )),
+            ),
         });
     }
     let params = checked_params(cmd)?;
@@ -464,7 +429,7 @@ async fn run(
         }
         EnrollOp::List => list(store, me, &params, now).await,
         EnrollOp::Fetch => fetch(store, me, &params, now).await,
-        EnrollOp::Delete => Err(Stop::Fail(AtError::syntax("invalid command"))),
+        EnrollOp::Delete => Err(AtError::syntax("invalid command")),
     }
 }
 
@@ -625,7 +590,6 @@ async fn change(
         .await;
     match changed {
         Ok(_) => {}
-        Err(StoreError::Refused(refusal)) => return Err(answer(refusal)),
         Err(error) => return Err(error.into()),
     }
     if op == EnrollOp::Approve {
@@ -717,10 +681,10 @@ async fn fetch(store: &Store, me: &AtSign, params: &EnrollParams, now: EpochMill
     let id = params.enrollment_id.as_deref().unwrap_or("null");
     let key = reserved::enrollment(id, me);
     let Some(record) = store.get(me, &key).await? else {
-        return Err(Stop::Fail(AtError::with_detail(
+        return Err(AtError::with_detail(
             ErrorCode::KeyNotFound,
             format!("An Enrollment with Id: {id} does not exist or has expired."),
-        )));
+        ));
     };
     let enrollment = Enrollment::parse(&key, &record)?;
     let status = status_at(&enrollment, &record, now);
@@ -863,9 +827,10 @@ mod tests {
         ] {
             assert_eq!(run(&f, line).await, want, "{line}");
         }
-        // Kept-open AT0011s are replies; JSON that does not parse is an AT0011 that closes.
+        // Refused parameters are AT0011s that keep the connection open; JSON that does not
+        // parse is an AT0011 that closes.
         let kept = enroll(&f.store, &f.me, &enroll_cmd(r#"enroll:deny:{}"#), true, NOW).await;
-        assert!(matches!(kept, Ok(Reply::Error(_))), "{kept:?}");
+        assert!(kept.is_err_and(|e| !e.closes_connection()));
         let bad = enroll(&f.store, &f.me, &enroll_cmd("enroll:list:{bad"), true, NOW)
             .await
             .unwrap_err();
@@ -1032,7 +997,7 @@ mod tests {
         let stranger = enroll(&f.store, &f.me, &enroll_cmd("enroll:list"), false, NOW).await;
         assert_eq!(stranger.unwrap_err().code(), ErrorCode::Unauthenticated);
         let request = enroll(&f.store, &f.me, &enroll_cmd(REQUEST), false, NOW).await;
-        assert!(matches!(request, Ok(Reply::Error(_))), "{request:?}");
+        assert!(request.is_err_and(|e| !e.closes_connection()));
         assert!(f.store.keys(&f.me, "").await.unwrap().is_empty());
     }
 
