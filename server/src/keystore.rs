@@ -16,6 +16,7 @@ use at_common::reply::Reply;
 use at_common::verb::Command;
 use at_common::AtSign;
 
+use crate::access::{self, View};
 use crate::notifications::Monitors;
 use crate::peer::Peers;
 use crate::router::NotificationRouter;
@@ -42,7 +43,7 @@ pub struct GetAuthMaterial {
 }
 
 /// Asks whether `from:<atSign>` may go on: refused (AT0013) by the owner's block list
-/// (`config:block`, [`verbs::admit_peer`]).
+/// (`config:block`, [`access::admit_peer`]).
 #[derive(Message)]
 #[rtype(result = "Result<(), AtError>")]
 pub struct AdmitPeer(pub AtSign);
@@ -52,10 +53,9 @@ pub struct AdmitPeer(pub AtSign);
 #[rtype(result = "Result<Reply, AtError>")]
 pub struct Run {
     pub command: Command,
-    /// Whether the connection is the owner's (cram/pkam).
-    pub owner: bool,
-    /// The atSign whose server the connection proved to be (`pol`), if any.
-    pub peer: Option<AtSign>,
+    /// What [`access::decide`] allowed the command to see: the owner's view, a peer's, or the
+    /// public one.
+    pub view: View,
     /// Inbound connections open on the node now (`stats` id 1).
     pub inbound: usize,
 }
@@ -132,7 +132,7 @@ impl Handler<AdmitPeer> for KeyStore {
     fn handle(&mut self, AdmitPeer(who): AdmitPeer, _: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
         let (store, me) = (self.services.store.clone(), self.me.clone());
-        Box::pin(async move { verbs::admit_peer(&store, &me, &who).await })
+        Box::pin(async move { access::admit_peer(&store, &me, &who).await })
     }
 }
 
@@ -195,8 +195,8 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         pace,
         suspensions: _,
     } = services;
-    if let Some(peer) = &run.peer {
-        verbs::admit_peer(store, me, peer).await?;
+    if let View::Peer(peer) = &run.view {
+        access::admit_peer(store, me, peer).await?;
     }
     let outbox = verbs::Outbox {
         store,
@@ -216,21 +216,21 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
             stats_after(monitors, me, "update", reply)
         }
         Command::Llookup(c) => verbs::llookup(store, me, c, now).await,
-        Command::Lookup(c) if run.owner && c.owner != *me => {
-            verbs::lookup_remote(store, peers, monitors, me, c, now).await
-        }
-        Command::Lookup(c) if run.owner => verbs::lookup_owner(store, me, c, now).await,
-        Command::Lookup(c) => match &run.peer {
-            Some(peer) => verbs::lookup_peer(store, me, peer, c, now).await,
-            None => verbs::lookup_public(store, me, c, now).await,
+        Command::Lookup(c) => match &run.view {
+            View::Owner if c.owner != *me => {
+                verbs::lookup_remote(store, peers, monitors, me, c, now).await
+            }
+            View::Owner => verbs::lookup_owner(store, me, c, now).await,
+            View::Peer(peer) => verbs::lookup_peer(store, me, peer, c, now).await,
+            View::Public => verbs::lookup_public(store, me, c, now).await,
         },
-        Command::Scan(c) if run.owner => match &c.for_atsign {
-            Some(other) if other != me => verbs::scan_remote(peers, me, other, c).await,
-            _ => verbs::scan_owner(store, me, c, now).await,
-        },
-        Command::Scan(c) => match &run.peer {
-            Some(peer) => verbs::scan_peer(store, me, peer, c, now).await,
-            None => verbs::scan_public(store, me, c, now).await,
+        Command::Scan(c) => match &run.view {
+            View::Owner => match &c.for_atsign {
+                Some(other) if other != me => verbs::scan_remote(peers, me, other, c).await,
+                _ => verbs::scan_owner(store, me, c, now).await,
+            },
+            View::Peer(peer) => verbs::scan_peer(store, me, peer, c, now).await,
+            View::Public => verbs::scan_public(store, me, c, now).await,
         },
         Command::Delete(c) => {
             let reply = verbs::delete(store, me, c).await?;
@@ -257,10 +257,10 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
             verbs::update_json(store, me, c, now).await,
         ),
         Command::Plookup(c) => verbs::plookup(store, peers, monitors, me, c, now).await,
-        // Each command of the batch goes through this same match, as if sent alone.
+        // Each command of the batch goes through this same match, as if sent alone by the owner
+        // (only the owner may send a batch, and the owner may run every verb).
         Command::Batch(c) => {
-            let (owner, inbound) = (run.owner, run.inbound);
-            let peer = run.peer.as_ref();
+            let inbound = run.inbound;
             let one = |command| -> verbs::Answer<'_> {
                 Box::pin(async move {
                     // enroll needs the connection's checks (how it logged in, its enrollment,
@@ -271,8 +271,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
                     }
                     let run = Run {
                         command,
-                        owner,
-                        peer: peer.cloned(),
+                        view: View::Owner,
                         inbound,
                     };
                     dispatch(services, me, &run).await
@@ -282,31 +281,30 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         }
         // APKAM enrollments, screened by the connection first (a request gets here from a
         // cram owner, to be approved at once); refused inside a batch (above).
-        Command::Enroll(c) => verbs::enroll(store, me, c, run.owner, now).await,
+        Command::Enroll(c) => verbs::enroll(store, me, c, run.view == View::Owner, now).await,
         // Notifications: the owner's to send; another server's (pol) received from it.
-        Command::Notify(c) if run.owner => verbs::notify(&outbox, me, c, now).await,
-        Command::Notify(c) if run.peer.is_some() => {
-            let peer = run.peer.as_ref().expect("checked by the guard");
-            // Paced here, not refused: the peer's connection answers in order, so its link
-            // slows to the sender's budget (a batch's notifications each take their turn).
-            let wait = pace.reserve(peer, std::time::Instant::now());
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+        Command::Notify(c) => match &run.view {
+            View::Owner => verbs::notify(&outbox, me, c, now).await,
+            View::Peer(peer) => {
+                // Paced here, not refused: the peer's connection answers in order, so its link
+                // slows to the sender's budget (a batch's notifications each take their turn).
+                let wait = pace.reserve(peer, std::time::Instant::now());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                verbs::receive(store, monitors, *quota, me, peer, c, now_ms()).await
             }
-            verbs::receive(store, monitors, *quota, me, peer, c, now_ms()).await
-        }
-        Command::NotifyStatus(c) if run.owner => verbs::notify_status(store, me, c, now).await,
-        Command::NotifyList(c) if run.owner => verbs::notify_list(store, me, None, c, now).await,
-        Command::NotifyList(c) if run.peer.is_some() => {
-            verbs::notify_list(store, me, run.peer.as_ref(), c, now).await
-        }
-        Command::NotifyAll(c) if run.owner => verbs::notify_all(&outbox, me, c, now).await,
+            View::Public => not_routed(),
+        },
+        Command::NotifyList(c) => match &run.view {
+            View::Owner => verbs::notify_list(store, me, None, c, now).await,
+            View::Peer(peer) => verbs::notify_list(store, me, Some(peer), c, now).await,
+            View::Public => not_routed(),
+        },
+        Command::NotifyStatus(c) => verbs::notify_status(store, me, c, now).await,
+        Command::NotifyAll(c) => verbs::notify_all(&outbox, me, c, now).await,
         Command::NotifyFetch(c) => verbs::notify_fetch(store, me, c, now).await,
         Command::NotifyRemove(c) => verbs::notify_remove(store, me, c).await,
-        Command::Notify(_)
-        | Command::NotifyStatus(_)
-        | Command::NotifyList(_)
-        | Command::NotifyAll(_) => Err(AtError::needs_auth()),
         // The connection answers these itself; they never reach a key store.
         Command::From(_)
         | Command::Pol
@@ -315,8 +313,14 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         | Command::Info(_)
         | Command::Noop(_)
         | Command::Monitor(_)
-        | Command::Exit => Err(ErrorCode::InternalServerException.into()),
+        | Command::Exit => not_routed(),
     }
+}
+
+/// What a command gets that [`access::decide`] did not let through to here, or that the
+/// connection answers itself: never sent, so an internal error if it ever is.
+fn not_routed() -> Result<Reply, AtError> {
+    Err(ErrorCode::InternalServerException.into())
 }
 
 /// After a successful write of a key shared with another atSign: autoNotify. The write stands
@@ -466,8 +470,7 @@ mod tests {
     fn run(line: &str) -> Run {
         Run {
             command: Command::parse(line).unwrap(),
-            owner: true,
-            peer: None,
+            view: View::Owner,
             inbound: 1,
         }
     }

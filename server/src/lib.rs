@@ -29,6 +29,7 @@
 //! - [`suspension`]: which hosted atSigns are suspended, as this node knows it.
 //! - [`verbs`]: the verbs' behaviour, one file per verb.
 
+pub mod access;
 pub mod admin;
 pub mod cache_refresh;
 pub mod config;

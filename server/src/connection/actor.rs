@@ -33,6 +33,7 @@ use super::admission::{Admission, Evict, Ticket};
 use super::auth_state::{AuthState, Proven};
 use super::authenticate;
 use super::throttle::{is_failed_proof, AuthThrottle, Source};
+use crate::access;
 use crate::keystore::{AdmitPeer, EnsureSigningKeys, GetAuthMaterial, Hosts, KeyStore, Run};
 use crate::metrics::metrics;
 use crate::notifications::{Monitors, Subscription};
@@ -288,13 +289,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 );
             }
             command => {
-                if let Err(error) = self.state.allows(&command) {
-                    return self.reply(Err(error), ctx);
-                }
+                let view = match access::decide(&self.state.asker(), &command) {
+                    Ok(view) => view,
+                    Err(refused) => return self.reply(Err(refused), ctx),
+                };
                 let run = Run {
                     command,
-                    owner: self.state.is_owner(),
-                    peer: self.state.peer().cloned(),
+                    view,
                     inbound: self.limits.admission.open(),
                 };
                 ctx.wait(
@@ -315,8 +316,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     /// (stored ones newer than `epochMillis` first), one `notification: {json}` line each,
     /// and writes no prompts. Other commands are still answered.
     fn monitor(&mut self, monitor: at_common::verb::Monitor, ctx: &mut Context<Self>) {
-        if let Err(error) = self.state.allows(&Command::Monitor(monitor.clone())) {
-            return self.reply(Err(error), ctx);
+        if let Err(refused) =
+            access::decide(&self.state.asker(), &Command::Monitor(monitor.clone()))
+        {
+            return self.reply(Err(refused), ctx);
         }
         if self.subscription.is_some() {
             return; // already streaming
@@ -368,9 +371,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     /// `enroll`: screened here, where who is asking is known, then run by the key store; an
     /// approved `request` makes this connection that enrollment (see `verbs::enroll`).
     fn enroll(&mut self, command: Command, now: Instant, ctx: &mut Context<Self>) {
-        if let Err(error) = self.state.allows(&command) {
-            return self.reply(Err(error), ctx);
-        }
+        let view = match access::decide(&self.state.asker(), &command) {
+            Ok(view) => view,
+            Err(refused) => return self.reply(Err(refused), ctx),
+        };
         let Command::Enroll(enroll) = &command else {
             unreachable!("only enroll is screened")
         };
@@ -380,8 +384,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         let enroll = enroll.clone();
         let run = Run {
             command,
-            owner: self.state.is_owner(),
-            peer: self.state.peer().cloned(),
+            view,
             inbound: self.limits.admission.open(),
         };
         ctx.wait(

@@ -1,8 +1,9 @@
-//! `AuthState`: who the client on one connection has proven to be, and what it may run.
+//! `AuthState`: who the client on one connection has proven to be ([`AuthState::asker`]; what
+//! that asker may run is decided in [`crate::access`]).
 //!
 //! ```text
 //! proven:    None ──cram/pkam ok (challenge for @me)──► Owner(@me)
-//!            None ──pol ok (challenge for @bob)───────► Peer(@bob)      (server-to-server, issue 6)
+//!            None ──pol ok (challenge for @bob)───────► Peer(@bob)      (server-to-server)
 //! challenge: set by every `from`, taken by the next proof (whatever its outcome), 60 s
 //! owner:     how the owner proved itself (cram or pkam) and, for APKAM, the enrollment id
 //! ```
@@ -12,24 +13,22 @@
 //! again on an authenticated connection and stays authenticated). A failed proof leaves
 //! `proven` as it was.
 //!
-//! Pure: no I/O, no clock of its own (callers pass `now`), so the whole authorization matrix is
-//! a table-driven unit test. A challenge is good for [`CHALLENGE_TTL`] and for one attempt:
+//! Pure: no I/O, no clock of its own (callers pass `now`). A challenge is good for [`CHALLENGE_TTL`] and for one attempt:
 //! taking it for a proof removes it, whatever the proof turns out to be, so one `from` cannot be
 //! used to try many digests.
 //!
 //! APKAM (docs/authentication.md#apkam-enrollment, docs/authentication.md#pkam): an owner proven
 //! by `pkam:enrollmentId:<id>:…`, or by cram followed by an auto-approved `enroll:request`,
-//! carries that enrollment id; `enroll` verbs other than `request` need the owner (AT0401
-//! `Cannot <op> enrollment without authentication`), and `enroll:request` is limited to
+//! carries that enrollment id, and `enroll:request` is limited to
 //! [`ENROLL_REQUESTS_PER_WINDOW`] per [`ENROLL_REQUEST_WINDOW`] on one connection.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use at_common::error::{AtError, ErrorCode};
 use at_common::reply::Prompt;
-use at_common::verb::{Command, EnrollOp};
 use at_common::AtSign;
+
+use crate::access::Asker;
 
 /// How long a `from` challenge can be answered (the reference keeps it 60 s).
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
@@ -158,27 +157,16 @@ impl AuthState {
         matches!(self.proven, Proven::Owner(_))
     }
 
-    /// May this state run `command`? Owner verbs need cram/pkam; everything else (the
-    /// reference's `requiresAuth() == false`) may run before authentication and by a peer,
-    /// whose handlers then answer according to who is asking. `enroll` is such a verb, but
-    /// only its `request` may run without the owner; the others are refused in the words of
-    /// the reference's enroll handler.
-    pub fn allows(&self, command: &Command) -> Result<(), AtError> {
-        if self.is_owner() {
-            return Ok(());
-        }
-        match command {
-            Command::Enroll(enroll) if enroll.operation != EnrollOp::Request => {
-                Err(AtError::with_detail(
-                    ErrorCode::Unauthenticated,
-                    format!(
-                        "Cannot {} enrollment without authentication",
-                        enroll.operation
-                    ),
-                ))
-            }
-            command if needs_owner(command) => Err(AtError::needs_auth()),
-            _ => Ok(()),
+    /// Who is asking on this connection, for [`crate::access`]. An owner proven without
+    /// saying how counts as pkam (the stricter).
+    pub fn asker(&self) -> Asker {
+        match &self.proven {
+            Proven::Nothing => Asker::Anyone,
+            Proven::Owner(_) => Asker::Owner {
+                via: self.owner_auth.unwrap_or(OwnerAuth::Pkam),
+                enrollment: self.enrollment_id.clone(),
+            },
+            Proven::Peer(peer) => Asker::Peer(peer.clone()),
         }
     }
 
@@ -259,39 +247,6 @@ impl AuthState {
     }
 }
 
-/// The verbs only the owner may run (the reference's `requiresAuth() == true`).
-fn needs_owner(command: &Command) -> bool {
-    match command {
-        Command::Update(_)
-        | Command::UpdateJson(_)
-        | Command::UpdateMeta(_)
-        | Command::Llookup(_)
-        | Command::Plookup(_)
-        | Command::Delete(_)
-        | Command::Sync(_)
-        | Command::Stats(_)
-        | Command::Config(_)
-        | Command::Monitor(_)
-        | Command::NotifyFetch(_)
-        | Command::NotifyRemove(_)
-        | Command::Batch(_) => true,
-        Command::From(_)
-        | Command::Cram(_)
-        | Command::Pkam(_)
-        | Command::Pol
-        | Command::Scan(_)
-        | Command::Lookup(_)
-        | Command::Notify(_)
-        | Command::NotifyList(_)
-        | Command::NotifyStatus(_)
-        | Command::NotifyAll(_)
-        | Command::Info(_)
-        | Command::Noop(_)
-        | Command::Enroll(_)
-        | Command::Exit => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,42 +254,6 @@ mod tests {
     fn sign(s: &str) -> AtSign {
         AtSign::parse(s).unwrap()
     }
-
-    fn cmd(line: &str) -> Command {
-        Command::parse(line).unwrap()
-    }
-
-    /// Every verb, with whether each state may run it: (line, fresh/peer, owner).
-    const MATRIX: &[(&str, bool, bool)] = &[
-        ("from:@alice", true, true),
-        ("cram:abc", true, true),
-        ("pkam:abc", true, true),
-        ("pol", true, true),
-        ("scan", true, true),
-        ("lookup:phone@alice", true, true),
-        ("notify:@bob:phone@alice", true, true),
-        ("notify:list", true, true),
-        ("notify:status:123", true, true),
-        ("info", true, true),
-        ("noop:0", true, true),
-        ("@exit", true, true),
-        ("update:public:phone@alice 123", false, true),
-        ("update:meta:phone@alice:ttl:1000", false, true),
-        ("llookup:public:phone@alice", false, true),
-        ("plookup:phone@bob", false, true),
-        ("delete:phone@alice", false, true),
-        ("sync:from:-1:limit:10", false, true),
-        ("stats", false, true),
-        ("config:block:show", false, true),
-        ("monitor", false, true),
-        ("notify:fetch:123", false, true),
-        ("notify:remove:123", false, true),
-        ("batch:[]", false, true),
-        (r#"enroll:request:{"appName":"a"}"#, true, true),
-        ("enroll:list", false, true),
-        (r#"enroll:approve:{"enrollmentId":"1"}"#, false, true),
-        (r#"enroll:revoke:force:{"enrollmentId":"1"}"#, false, true),
-    ];
 
     fn state(proven: Proven, challenged: bool) -> AuthState {
         let mut state = AuthState::new("_s".into());
@@ -346,32 +265,23 @@ mod tests {
     }
 
     #[test]
-    fn authorization_matrix_matches_the_reference_requires_auth() {
-        let states = [
-            (state(Proven::Nothing, false), false),
-            (state(Proven::Nothing, true), false),
-            (state(Proven::Peer(sign("@bob")), false), false),
-            (state(Proven::Owner(sign("@alice")), false), true),
-            (state(Proven::Owner(sign("@alice")), true), true),
-        ];
-        for (line, unauthenticated, owner) in MATRIX {
-            let command = cmd(line);
-            for (state, is_owner) in &states {
-                let allowed = state.allows(&command).is_ok();
-                let want = if *is_owner { *owner } else { *unauthenticated };
-                assert_eq!(allowed, want, "{line:?} in {state:?}");
-            }
+    fn the_asker_is_what_the_connection_proved_whatever_its_challenge() {
+        for challenged in [false, true] {
+            assert_eq!(state(Proven::Nothing, challenged).asker(), Asker::Anyone);
+            assert_eq!(
+                state(Proven::Peer(sign("@bob")), challenged).asker(),
+                Asker::Peer(sign("@bob"))
+            );
         }
-    }
-
-    #[test]
-    fn refusal_is_at0401_command_cannot_be_executed_without_auth_and_keeps_the_connection() {
-        let error = state(Proven::Nothing, false)
-            .allows(&cmd("llookup:public:a@alice"))
-            .unwrap_err();
-        assert_eq!(error.code(), ErrorCode::Unauthenticated);
-        assert_eq!(error.message(), "Command cannot be executed without auth");
-        assert!(!error.closes_connection());
+        let mut owner = state(Proven::Nothing, true);
+        owner.prove_owner(sign("@alice"), OwnerAuth::Cram, Some("e1".into()));
+        assert_eq!(
+            owner.asker(),
+            Asker::Owner {
+                via: OwnerAuth::Cram,
+                enrollment: Some("e1".into())
+            }
+        );
     }
 
     #[test]
@@ -434,27 +344,6 @@ mod tests {
         state.challenge(sign("@alice"), "n".into(), now);
         assert!(state.is_owner());
         assert_eq!(state.prompt().as_text(), "@alice@");
-    }
-
-    #[test]
-    fn enroll_operations_but_request_need_the_owner_in_the_reference_words() {
-        let fresh = state(Proven::Nothing, false);
-        for (line, op) in [
-            ("enroll:list", "list"),
-            (r#"enroll:revoke:{"enrollmentid":"x"}"#, "revoke"),
-            ("enroll:deny:{}", "deny"),
-        ] {
-            let error = fresh.allows(&cmd(line)).unwrap_err();
-            assert_eq!(error.code(), ErrorCode::Unauthenticated);
-            assert_eq!(
-                error.message(),
-                format!("Cannot {op} enrollment without authentication")
-            );
-        }
-        // A peer is not the owner either.
-        let peer = state(Proven::Peer(sign("@bob")), false);
-        assert!(peer.allows(&cmd("enroll:list")).is_err());
-        assert!(peer.allows(&cmd("enroll:request:{}")).is_ok());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use at_common::verb::{Cram, Enroll, EnrollmentStatus, From, Pkam};
 use at_common::AtSign;
 
 use super::auth_state::{AuthState, OwnerAuth};
-use crate::verbs::{self, ApkamKey, Requester, Settled};
+use crate::verbs::{self, ApkamKey, Settled};
 
 /// `from:<atSign>` on a connection serving `me`: a fresh challenge, replacing any earlier one.
 /// The owner gets `data:<sessionId><@me>:<nonce>`; another atSign gets the `proof:` form that
@@ -106,17 +106,6 @@ fn apkam_public_key<'a>(id: &str, enrollment: Option<&'a ApkamKey>) -> Result<&'
     ))
 }
 
-/// Who is sending `enroll` on this connection.
-pub fn requester(state: &AuthState) -> Requester {
-    let enrollment_id = state.enrollment_id().map(str::to_string);
-    match state.owner_auth() {
-        Some(OwnerAuth::Cram) => Requester::Cram { enrollment_id },
-        Some(OwnerAuth::Pkam) => Requester::Pkam { enrollment_id },
-        None if state.is_owner() => Requester::Pkam { enrollment_id },
-        None => Requester::Stranger,
-    }
-}
-
 /// What the connection answers itself to `enroll` (see [`verbs::screen`]): `None` to ask the
 /// key store. A `request` counts against the connection's limit here.
 pub fn screen_enroll(
@@ -124,7 +113,7 @@ pub fn screen_enroll(
     command: &Enroll,
     now: Instant,
 ) -> Option<Result<Reply, AtError>> {
-    let who = requester(state);
+    let who = state.asker();
     verbs::screen(command, &who, || state.admit_enroll_request(now))
 }
 
@@ -135,7 +124,7 @@ pub fn settle_enroll(
     command: &Enroll,
     result: Result<Reply, AtError>,
 ) -> Settled {
-    let settled = verbs::settle(command, &requester(state), result);
+    let settled = verbs::settle(command, &state.asker(), result);
     if let Some(id) = &settled.enrollment_id {
         state.remember_enrollment(id.clone());
     }
@@ -149,6 +138,7 @@ fn failed(detail: &str) -> AtError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::Asker;
     use crate::connection::auth_state::Proven;
     use at_common::reply::{ErrorStyle, Prompt};
     use at_common::verb::Command;
@@ -435,21 +425,23 @@ mod tests {
             (Some(OwnerAuth::Pkam), None)
         );
         assert_eq!(
-            requester(&state),
-            Requester::Pkam {
-                enrollment_id: None
+            state.asker(),
+            Asker::Owner {
+                via: OwnerAuth::Pkam,
+                enrollment: None,
             }
         );
         let challenge = challenged(&mut state, now);
         let digest = auth::cram_digest("s3cret", &challenge);
         cram(&alice(), &mut state, &Cram { digest }, Some("s3cret"), now).unwrap();
         assert_eq!(
-            requester(&state),
-            Requester::Cram {
-                enrollment_id: None
+            state.asker(),
+            Asker::Owner {
+                via: OwnerAuth::Cram,
+                enrollment: None,
             }
         );
-        assert_eq!(requester(&AuthState::fresh()), Requester::Stranger);
+        assert_eq!(AuthState::fresh().asker(), Asker::Anyone);
     }
 
     #[test]

@@ -114,22 +114,8 @@ pub async fn config(store: &Store, me: &AtSign, cmd: &Config) -> Result<Reply, A
     }
 }
 
-/// Whether `who` may speak to `me`'s server as itself (`from:<who>`, then each request of its
-/// pol connection): not when `me`'s owner blocked it. The refusal is the reference's AT0013
-/// `Unable to connect`, which closes the connection.
-pub async fn admit_peer(store: &Store, me: &AtSign, who: &AtSign) -> Result<(), AtError> {
-    if is_blocked(store, me, who).await? {
-        tracing::info!(%me, %who, "a blocked atSign refused");
-        return Err(AtError::with_detail(
-            ErrorCode::BlockedConnection,
-            "Unable to connect",
-        ));
-    }
-    Ok(())
-}
-
-/// Whether `me`'s owner blocked `who`.
-async fn is_blocked(store: &Store, me: &AtSign, who: &AtSign) -> Result<bool, AtError> {
+/// Whether `me`'s owner blocked `who` (what [`crate::access::admit_peer`] refuses).
+pub async fn is_blocked(store: &Store, me: &AtSign, who: &AtSign) -> Result<bool, AtError> {
     Ok(load(store, me).await?.iter().any(|s| s == who.as_str()))
 }
 
@@ -205,6 +191,7 @@ mod tests {
     use at_common::verb::Command;
 
     use super::*;
+    use crate::access::admit_peer;
     use crate::verbs::testing::{command, fixture, wire, Fixture};
 
     async fn run(f: &Fixture, line: &str) -> String {

@@ -64,33 +64,12 @@ use at_common::AtSign;
 use serde::Deserialize;
 
 use super::is_active;
+use crate::access::{self, Asker};
 use crate::reserved::{self, PKAM_PUBLIC_KEY};
 use crate::store::{CommitOp, Mutation, Record, Store, StoreError};
 
 /// How long the connection that revoked its own enrollment (with `force`) stays open.
 pub const REVOKED_SELF_CLOSE_AFTER: Duration = Duration::from_secs(10);
-
-/// Who sends an `enroll` command, as the connection knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Requester {
-    /// Not the owner: no proof yet, or another atSign's server.
-    Stranger,
-    /// The owner, by cram: its `request` is approved at once.
-    Cram { enrollment_id: Option<String> },
-    /// The owner, by pkam: the legacy key, or an APKAM key with its enrollment id.
-    Pkam { enrollment_id: Option<String> },
-}
-
-impl Requester {
-    fn enrollment_id(&self) -> Option<&str> {
-        match self {
-            Requester::Stranger => None,
-            Requester::Cram { enrollment_id } | Requester::Pkam { enrollment_id } => {
-                enrollment_id.as_deref()
-            }
-        }
-    }
-}
 
 /// A step of an `enroll` command: its refusals are [`AtError`]s that say themselves whether
 /// the connection stays open.
@@ -188,7 +167,7 @@ fn checked_params(cmd: &Enroll) -> Step<EnrollParams> {
 /// `request` whose parameters are good (in the reference's order: parameters, limit, OTP).
 pub fn screen(
     cmd: &Enroll,
-    who: &Requester,
+    who: &Asker,
     admit_request: impl FnOnce() -> bool,
 ) -> Option<Result<Reply, AtError>> {
     match screen_step(cmd, who, admit_request) {
@@ -197,7 +176,7 @@ pub fn screen(
     }
 }
 
-fn screen_step(cmd: &Enroll, who: &Requester, admit_request: impl FnOnce() -> bool) -> Step<()> {
+fn screen_step(cmd: &Enroll, who: &Asker, admit_request: impl FnOnce() -> bool) -> Step<()> {
     match cmd.operation {
         EnrollOp::Request => {
             checked_params(cmd)?;
@@ -206,26 +185,11 @@ fn screen_step(cmd: &Enroll, who: &Requester, admit_request: impl FnOnce() -> bo
                     "Enrollment requests have exceeded the limit within the specified time frame",
                 ));
             }
-            match who {
-                // Without authentication the reference wants a valid OTP; this server issues
-                // none, so none is valid.
-                Requester::Stranger => Err(refuse("invalid otp. Cannot process enroll request")),
-                Requester::Cram { .. } => Ok(()),
-                // A pending enrollment with its notification to approvers: not served yet.
-                Requester::Pkam { .. } => Err(AtError::syntax("invalid command")),
-            }
+            access::enroll_request(who)
         }
         EnrollOp::Revoke => {
             let params = checked_params(cmd)?;
-            let own = params.enrollment_id.is_some()
-                && params.enrollment_id.as_deref() == who.enrollment_id();
-            if own && !cmd.force {
-                return Err(AtError::with_detail(
-                    ErrorCode::EnrollmentRevoked,
-                    "Current client cannot revoke its own enrollment",
-                ));
-            }
-            Ok(())
+            access::revoke(who, params.enrollment_id.as_deref(), cmd.force)
         }
         _ => Ok(()),
     }
@@ -242,7 +206,7 @@ pub struct Settled {
 }
 
 /// What the connection does with the key store's `result` for `cmd` from `who`.
-pub fn settle(cmd: &Enroll, who: &Requester, result: Result<Reply, AtError>) -> Settled {
+pub fn settle(cmd: &Enroll, who: &Asker, result: Result<Reply, AtError>) -> Settled {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Answered {
@@ -272,7 +236,7 @@ pub fn settle(cmd: &Enroll, who: &Requester, result: Result<Reply, AtError>) -> 
         EnrollOp::Revoke
             if cmd.force
                 && status == EnrollmentStatus::Revoked.as_str()
-                && who.enrollment_id() == Some(id.as_str()) =>
+                && who.enrollment() == Some(id.as_str()) =>
         {
             settled.result = Ok(Reply::Data(format!(
                 r#"{{"status":"revoked","enrollmentId":{},"message":"Enrollment is revoked. Closing the connection in 10 seconds"}}"#,
@@ -722,6 +686,8 @@ pub async fn apkam_key(
 mod tests {
     use at_common::verb::Command;
 
+    use crate::connection::auth_state::OwnerAuth;
+
     use super::*;
     use crate::verbs::testing::{command, fixture, wire, Fixture, NOW};
 
@@ -1013,34 +979,36 @@ mod tests {
     #[test]
     fn screen_lets_only_a_cram_owner_request_through() {
         let request = enroll_cmd(REQUEST);
-        let cram = Requester::Cram {
-            enrollment_id: None,
+        let cram = Asker::Owner {
+            via: OwnerAuth::Cram,
+            enrollment: None,
         };
         assert!(screen(&request, &cram, || true).is_none());
         assert_eq!(
-            stranger_wire(screen(&request, &Requester::Stranger, || true)),
+            stranger_wire(screen(&request, &Asker::Anyone, || true)),
             "error:AT0011-Exception: invalid otp. Cannot process enroll request\n@"
         );
         let with_otp = enroll_cmd(
             r#"enroll:request:{"appName":"a","deviceName":"d","namespaces":{"wavi":"rw"},"otp":"123456","apkamPublicKey":"k","encryptedAPKAMSymmetricKey":"s"}"#,
         );
         assert_eq!(
-            stranger_wire(screen(&with_otp, &Requester::Stranger, || true)),
+            stranger_wire(screen(&with_otp, &Asker::Anyone, || true)),
             "error:AT0011-Exception: invalid otp. Cannot process enroll request\n@"
         );
         let otp_without_key = enroll_cmd(
             r#"enroll:request:{"appName":"a","deviceName":"d","otp":"123456","apkamPublicKey":"k"}"#,
         );
         assert_eq!(
-            stranger_wire(screen(&otp_without_key, &Requester::Stranger, || panic!("not asked"))),
+            stranger_wire(screen(&otp_without_key, &Asker::Anyone, || panic!("not asked"))),
             "error:AT0011-Exception: encrypted apkam symmetric key is mandatory for new client enroll:request\n@"
         );
         assert_eq!(
             stranger_wire(screen(&request, &cram, || false)),
             "error:AT0011-Exception: Enrollment requests have exceeded the limit within the specified time frame\n@"
         );
-        let pkam = Requester::Pkam {
-            enrollment_id: None,
+        let pkam = Asker::Owner {
+            via: OwnerAuth::Pkam,
+            enrollment: None,
         };
         let refused = screen(&request, &pkam, || true).unwrap().unwrap_err();
         assert_eq!(refused, AtError::syntax("invalid command"));
@@ -1050,8 +1018,9 @@ mod tests {
 
     #[test]
     fn screen_refuses_to_revoke_the_connections_own_enrollment_without_force() {
-        let me = Requester::Pkam {
-            enrollment_id: Some("e1".into()),
+        let me = Asker::Owner {
+            via: OwnerAuth::Pkam,
+            enrollment: Some("e1".into()),
         };
         let own = enroll_cmd(r#"enroll:revoke:{"enrollmentId":"e1"}"#);
         let error = screen(&own, &me, || true).unwrap().unwrap_err();
@@ -1069,8 +1038,9 @@ mod tests {
 
     #[test]
     fn settle_remembers_an_approved_request_and_closes_after_revoking_itself() {
-        let cram = Requester::Cram {
-            enrollment_id: None,
+        let cram = Asker::Owner {
+            via: OwnerAuth::Cram,
+            enrollment: None,
         };
         let reply = || {
             Ok(Reply::Data(
@@ -1088,8 +1058,9 @@ mod tests {
         ));
         assert_eq!(settle(&approve, &cram, approved).enrollment_id, None);
 
-        let me = Requester::Cram {
-            enrollment_id: Some("e1".into()),
+        let me = Asker::Owner {
+            via: OwnerAuth::Cram,
+            enrollment: Some("e1".into()),
         };
         let revoked = || {
             Ok(Reply::Data(

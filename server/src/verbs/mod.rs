@@ -31,9 +31,9 @@ pub(crate) mod update;
 mod update_json;
 
 pub use batch::{batch, Answer};
-pub use config::{admit_peer, config};
+pub use config::{config, is_blocked};
 pub use delete::delete;
-pub use enroll::{apkam_key, enroll, screen, settle, ApkamKey, Requester, Settled};
+pub use enroll::{apkam_key, enroll, screen, settle, ApkamKey, Settled};
 pub use info::info;
 pub use llookup::llookup;
 pub use lookup::{lookup_owner, lookup_peer, lookup_public};
