@@ -95,6 +95,21 @@ impl fmt::Debug for AtSign {
     }
 }
 
+/// As JSON text, `"@alice"`.
+impl serde::Serialize for AtSign {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// From JSON text, checked as [`AtSign::parse`] checks it.
+impl<'de> serde::Deserialize<'de> for AtSign {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<AtSign, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        AtSign::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl AsRef<str> for AtSign {
     fn as_ref(&self) -> &str {
         &self.0

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use at_common::error::{AtError, ErrorCode};
 use at_common::metadata::now_ms;
 use at_common::reply::Reply;
-use at_common::verb::Command;
+use at_common::verb::{Command, Operation};
 use at_common::AtSign;
 
 use crate::access::{self, View};
@@ -208,12 +208,12 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         Command::Update(c) => {
             let reply = verbs::update(store, me, c, now).await;
             tell_shared(&outbox, me, &c.key, Change::Updated, &reply, now).await;
-            stats_after(monitors, me, "update", reply)
+            stats_after(monitors, me, Operation::Update, reply)
         }
         Command::UpdateMeta(c) => {
             let reply = verbs::update_meta(store, me, c, now).await;
             tell_shared(&outbox, me, &c.key, Change::MetaUpdated, &reply, now).await;
-            stats_after(monitors, me, "update", reply)
+            stats_after(monitors, me, Operation::Update, reply)
         }
         Command::Llookup(c) => verbs::llookup(store, me, c, now).await,
         Command::Lookup(c) => match &run.view {
@@ -239,7 +239,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
             }
             let reply = Ok(reply);
             tell_shared(&outbox, me, &c.key, Change::Deleted, &reply, now).await;
-            stats_after(monitors, me, "delete", reply)
+            stats_after(monitors, me, Operation::Delete, reply)
         }
         Command::Stats(c) => {
             let context = verbs::StatsContext {
@@ -253,7 +253,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         Command::UpdateJson(c) => stats_after(
             monitors,
             me,
-            "update",
+            Operation::Update,
             verbs::update_json(store, me, c, now).await,
         ),
         Command::Plookup(c) => verbs::plookup(store, peers, monitors, me, c, now).await,
@@ -346,7 +346,7 @@ async fn tell_shared(
 fn stats_after(
     monitors: &Monitors,
     me: &AtSign,
-    operation: &'static str,
+    operation: Operation,
     reply: Result<Reply, AtError>,
 ) -> Result<Reply, AtError> {
     if let Ok(Reply::Data(id)) = &reply {

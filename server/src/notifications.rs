@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use at_common::metadata::EpochMillis;
+use at_common::verb::{MessageType, Operation};
 use at_common::AtSign;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -82,22 +83,45 @@ notification_metadata_from!(
 #[serde(rename_all = "camelCase")]
 pub struct Notification {
     pub id: String,
-    pub from: AtSignText,
-    pub to: AtSignText,
+    pub from: AtSign,
+    pub to: AtSign,
     pub key: String,
     pub value: Option<String>,
     /// `update` or `delete`.
-    pub operation: String,
+    pub operation: Operation,
     pub epoch_millis: EpochMillis,
-    /// `MessageType.key` or `MessageType.text` (the Dart enum's string).
-    pub message_type: String,
+    /// Written `MessageType.key` or `MessageType.text` (the Dart enum's string).
+    #[serde(with = "dart_message_type")]
+    pub message_type: MessageType,
     pub is_encrypted: bool,
     /// `null` for the stats notification.
     pub metadata: Option<NotificationMetadata>,
 }
 
-/// An atSign as JSON text (`"@alice"`).
-pub type AtSignText = String;
+/// [`MessageType`] as the reference's JSON writes it: `MessageType.key`, `MessageType.text`.
+mod dart_message_type {
+    use at_common::verb::MessageType;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const PREFIX: &str = "MessageType.";
+
+    pub fn serialize<S: Serializer>(value: &MessageType, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{PREFIX}{value}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<MessageType, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        match text.strip_prefix(PREFIX) {
+            Some("key") => Ok(MessageType::Key),
+            Some("text") => Ok(MessageType::Text),
+            _ => Err(serde::de::Error::custom(format!(
+                "not a message type: {text:?}"
+            ))),
+        }
+    }
+}
 
 /// What a log row's body holds: the notification, and where it stands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,16 +187,21 @@ impl Notification {
 
     /// The stats notification (`id` `-1`) the reference sends an atSign's monitors after each
     /// write, carrying the last commit id: clients take it as the cue to sync.
-    pub fn stats(atsign: &AtSign, last_commit_id: i64, operation: &str, now: EpochMillis) -> Self {
+    pub fn stats(
+        atsign: &AtSign,
+        last_commit_id: i64,
+        operation: Operation,
+        now: EpochMillis,
+    ) -> Self {
         Notification {
             id: STATS_ID.to_string(),
-            from: atsign.as_str().to_string(),
-            to: atsign.as_str().to_string(),
+            from: atsign.clone(),
+            to: atsign.clone(),
             key: format!("statsNotification.{atsign}"),
             value: Some(last_commit_id.to_string()),
-            operation: operation.to_string(),
+            operation,
             epoch_millis: now,
-            message_type: "MessageType.key".to_string(),
+            message_type: MessageType::Key,
             is_encrypted: false,
             metadata: None,
         }
@@ -182,9 +211,7 @@ impl Notification {
     /// without its `@` (the reference's unanchored match). The stats notification always.
     pub fn matches(&self, filter: Option<&regex::Regex>) -> bool {
         self.id == STATS_ID
-            || filter.is_none_or(|re| {
-                re.is_match(&self.key) || re.is_match(self.from.trim_start_matches('@'))
-            })
+            || filter.is_none_or(|re| re.is_match(&self.key) || re.is_match(self.from.name()))
     }
 }
 
@@ -384,7 +411,7 @@ const STATS_REMEMBERED: usize = 10_000;
 /// An atSign's stats notifications: when the last went, and the newest waiting to go.
 struct StatsDue {
     sent: std::time::Instant,
-    waiting: Option<(i64, &'static str)>,
+    waiting: Option<(i64, Operation)>,
 }
 
 /// A monitor's place in [`Monitors`]; unsubscribes when dropped.
@@ -544,7 +571,7 @@ impl Monitors {
     /// After a write of `atsign`'s owner that made commit `commit_id`: the stats notification,
     /// at once if none went in the last [`STATS_EVERY`], else at the end of that window with
     /// the newest id. Must be called inside a tokio runtime.
-    pub fn stats_changed(&self, atsign: &AtSign, commit_id: i64, operation: &'static str) {
+    pub fn stats_changed(&self, atsign: &AtSign, commit_id: i64, operation: Operation) {
         let now = std::time::Instant::now();
         let mut due = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         if due.len() >= STATS_REMEMBERED {
@@ -599,12 +626,12 @@ impl Monitors {
                 }
             };
             let now = at_common::metadata::now_ms();
-            let stats = Notification::stats(&atsign, last, "update", now);
+            let stats = Notification::stats(&atsign, last, Operation::Update, now);
             self.hand_out(&atsign, &stats, false);
         }
     }
 
-    fn send_stats(&self, atsign: AtSign, commit_id: i64, operation: &'static str) {
+    fn send_stats(&self, atsign: AtSign, commit_id: i64, operation: Operation) {
         let stats =
             Notification::stats(&atsign, commit_id, operation, at_common::metadata::now_ms());
         let monitors = self.clone();
@@ -661,7 +688,7 @@ mod tests {
             .chain(std::iter::repeat_n(2_000, 50))
             .chain(std::iter::repeat_n(3_000, 600));
         for (n, at) in times.enumerate() {
-            let mut notification = Notification::stats(&alice, 0, "update", at);
+            let mut notification = Notification::stats(&alice, 0, Operation::Update, at);
             notification.id = format!("n{n:04}");
             store_to_self(&store, &alice, &notification, i64::MAX)
                 .await
@@ -683,7 +710,7 @@ mod tests {
     #[test]
     fn a_monitor_line_names_its_id_except_the_stats_notification() {
         let alice = AtSign::parse("@alice").unwrap();
-        let mut one = Notification::stats(&alice, 3, "update", 1);
+        let mut one = Notification::stats(&alice, 3, Operation::Update, 1);
         assert_eq!(id_of(&one.monitor_line()), None);
         one.id = "n-1".into();
         assert_eq!(id_of(&one.monitor_line()), Some("n-1"));
@@ -700,7 +727,7 @@ mod tests {
         let alice = AtSign::parse("@alice").unwrap();
         let (_subscription, mut lines) = monitors.subscribe(&alice, None, false);
         for id in 0..100 {
-            monitors.stats_changed(&alice, id, "update");
+            monitors.stats_changed(&alice, id, Operation::Update);
         }
         let first = tokio::time::timeout(std::time::Duration::from_secs(5), lines.recv())
             .await

@@ -216,9 +216,7 @@ async fn attempt_held(
     let Some(delivery) = stored.delivery.clone() else {
         return Outcome::Done;
     };
-    let Ok(to) = AtSign::parse(&stored.notification.to) else {
-        return Outcome::Done;
-    };
+    let to = stored.notification.to.clone();
     let line = notify_line(&stored.notification, &delivery, row.expires_ms - now);
     let answer = peers.ask(from, &to, Mode::Pol, line).await;
     let delivered = matches!(&answer, Ok(reply) if reply == "data:success");
@@ -280,10 +278,7 @@ async fn attempt_held(
 /// `[:isEncrypted:<b>[:sharedKeyEnc:…][:pubKeyCS:…][:encKeyName:…][:encAlgo:…][:ivNonce:…]`
 /// `[:skeEncKeyName:…][:skeEncAlgo:…]]:<key>[:<value>]`. `ttln` is what is left of its life.
 pub fn notify_line(notification: &Notification, delivery: &Delivery, ttln: EpochMillis) -> String {
-    let message_type = notification
-        .message_type
-        .strip_prefix("MessageType.")
-        .unwrap_or("key");
+    let message_type = notification.message_type;
     let mut line = format!(
         "notify:id:{}:{}:messageType:{message_type}:notifier:{}:ttln:{}",
         notification.id,
@@ -457,7 +452,7 @@ async fn expire_undelivered(
 
 /// Whether `stored` is one of `notifier`'s notifications to `to`.
 fn same_stream(stored: &Stored, to: &AtSign, notifier: &str) -> bool {
-    stored.notification.to == to.as_str()
+    stored.notification.to == *to
         && stored
             .delivery
             .as_ref()
@@ -483,13 +478,13 @@ mod tests {
     fn notification(value: Option<&str>, metadata: Option<NotificationMetadata>) -> Notification {
         Notification {
             id: "n-1".into(),
-            from: "@alice".into(),
-            to: "@bob".into(),
+            from: AtSign::parse("@alice").unwrap(),
+            to: AtSign::parse("@bob").unwrap(),
             key: "@bob:phone@alice".into(),
             value: value.map(str::to_string),
-            operation: "update".into(),
+            operation: at_common::verb::Operation::Update,
             epoch_millis: 1,
-            message_type: "MessageType.key".into(),
+            message_type: at_common::verb::MessageType::Key,
             is_encrypted: true,
             metadata,
         }
@@ -571,7 +566,7 @@ mod tests {
              isEncrypted:true:sharedKeyEnc:ske:ivNonce:iv==:@bob:phone@alice:+1:555"
         );
         let mut delete = notification(None, None);
-        delete.operation = "delete".into();
+        delete.operation = at_common::verb::Operation::Delete;
         assert_eq!(
             notify_line(&delete, &Delivery::default(), 900_000),
             "notify:id:n-1:delete:messageType:key:notifier:SYSTEM:ttln:900000:@bob:phone@alice"

@@ -49,6 +49,27 @@ macro_rules! keyword_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        /// As its keyword.
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        /// From its keyword, exactly as written.
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<$name, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                match text.as_ref() {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(serde::de::Error::custom(format!(
+                        "not a {}: {other:?}",
+                        stringify!($name)
+                    ))),
+                }
+            }
+        }
     };
 }
 

@@ -17,6 +17,7 @@
 
 use at_common::error::AtError;
 use at_common::metadata::{EpochMillis, Metadata};
+use at_common::verb::{MessageType, Operation};
 use at_common::AtSign;
 
 use super::cache::Cached;
@@ -120,13 +121,13 @@ async fn record_event(
     store.put(me, &key, &record, CommitOp::UpdateAll).await?;
     let notification = Notification {
         id: uuid::Uuid::new_v4().to_string(),
-        from: me.as_str().to_string(),
-        to: me.as_str().to_string(),
+        from: me.clone(),
+        to: me.clone(),
         key,
         value: Some(value),
-        operation: "update".to_string(),
+        operation: Operation::Update,
         epoch_millis: now,
-        message_type: "MessageType.key".to_string(),
+        message_type: MessageType::Key,
         is_encrypted: false,
         metadata: Some(NotificationMetadata::default()),
     };

@@ -214,19 +214,16 @@ fn notification_of(
             .id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        from: sender.as_str().to_string(),
+        from: sender.clone(),
         to: match &cmd.scope {
-            Some(NotifyScope::To(to)) => to.as_str().to_string(),
-            _ => sender.as_str().to_string(),
+            Some(NotifyScope::To(to)) => to.clone(),
+            _ => sender.clone(),
         },
         key,
         value: cmd.value.clone(),
-        operation: cmd.operation.unwrap_or(Operation::Update).to_string(),
+        operation: cmd.operation.unwrap_or(Operation::Update),
         epoch_millis: now,
-        message_type: format!(
-            "MessageType.{}",
-            cmd.message_type.unwrap_or(MessageType::Key)
-        ),
+        message_type: cmd.message_type.unwrap_or(MessageType::Key),
         is_encrypted,
         metadata: Some(NotificationMetadata::from(&cmd.meta)),
     };
@@ -311,17 +308,16 @@ pub async fn auto_notify(
     };
     let notification = Notification {
         id: uuid::Uuid::new_v4().to_string(),
-        from: me.as_str().to_string(),
-        to: with.as_str().to_string(),
+        from: me.clone(),
+        to: with.clone(),
         key: wire,
         value,
         operation: match change {
-            Change::Deleted => "delete",
-            Change::Updated | Change::MetaUpdated => "update",
-        }
-        .to_string(),
+            Change::Deleted => Operation::Delete,
+            Change::Updated | Change::MetaUpdated => Operation::Update,
+        },
         epoch_millis: now,
-        message_type: "MessageType.key".to_string(),
+        message_type: MessageType::Key,
         is_encrypted: metadata.and_then(|m| m.is_encrypted).unwrap_or(false),
         metadata: metadata.map(NotificationMetadata::from),
     };

@@ -60,7 +60,7 @@ pub async fn notify_list(
             let at = notification.epoch_millis;
             let in_dates =
                 from.is_none_or(|from| at >= from) && until.is_none_or(|until| at < until);
-            let for_peer = peer.is_none_or(|peer| notification.to == peer.as_str());
+            let for_peer = peer.is_none_or(|peer| notification.to == *peer);
             if in_dates && for_peer && notification.matches(filter.as_ref()) {
                 listed.push(notification.json());
             }
@@ -100,13 +100,13 @@ pub async fn notify_fetch(
         // The reference stringifies every value, `null` included, in this order.
         let fields: [(&str, String); 18] = [
             ("id", n.id.clone()),
-            ("fromAtSign", n.from.clone()),
+            ("fromAtSign", n.from.to_string()),
             ("notificationDateTime", dart_time(n.epoch_millis)),
-            ("toAtSign", n.to.clone()),
+            ("toAtSign", n.to.to_string()),
             ("notification", n.key.clone()),
             ("type", format!("NotificationType.{kind}")),
             ("opType", format!("OperationType.{operation}")),
-            ("messageType", n.message_type.clone()),
+            ("messageType", format!("MessageType.{}", n.message_type)),
             ("priority", "NotificationPriority.low".into()),
             ("notificationStatus", format!("NotificationStatus.{status}")),
             ("retryCount", delivery.attempts.to_string()),
@@ -208,9 +208,10 @@ mod tests {
             .chain((0..10).map(|n| day2 + DAY_MS + n));
         let mut all = Vec::new();
         for (n, at) in times.enumerate() {
-            let mut notification = Notification::stats(&alice, 0, "update", at);
+            let mut notification =
+                Notification::stats(&alice, 0, at_common::verb::Operation::Update, at);
             notification.id = format!("n{n:04}");
-            notification.from = "@bob".to_string();
+            notification.from = AtSign::parse("@bob").unwrap();
             notification.key = format!("@alice:k{n}@bob");
             all.push((notification.id.clone(), at));
             let expires = if n == 400 { 5 } else { i64::MAX };
