@@ -3,17 +3,18 @@
 //! APKAM enrollments, one record each under `<id>.new.enrollments.__manage@<me>`, never
 //! committed, and what `pkam:enrollmentId:<id>:<sig>` is checked against.
 //!
-//! Three parts, because only the connection knows who is asking:
+//! Three parts, because only the connection knows who is asking ([`session`]):
 //! - [`screen`] runs on the connection before the key store is asked: the checks the reference
 //!   makes before it touches its key store for `request` (parameters, the per-connection request
-//!   limit, the OTP of an unauthenticated request) and its refusal to `revoke` the connection's
-//!   own enrollment without `force`. Only a cram owner's `request` gets through.
-//! - [`enroll`] runs in the key store: the auto-approved `request` of a cram owner (onboarding),
-//!   `approve`, `deny`, `revoke`, `unrevoke`, `list` and `fetch`.
+//!   limit, then who asks: [`crate::access::enroll_request`]) and the refusal to `revoke` the
+//!   connection's own enrollment without `force`. Only a cram owner's `request` gets through.
+//! - [`enroll`] runs in the key store ([`operations`]): the auto-approved `request` of a cram
+//!   owner (onboarding), `approve`, `deny`, `revoke`, `unrevoke`, `list` and `fetch`.
 //! - [`settle`] runs on the connection with the key store's answer: a `request` makes the
 //!   connection that enrollment, and `revoke:force` of its own enrollment closes it in 10 s.
 //!
-//! [`apkam_key`] reads an enrollment's key and status for `pkam`.
+//! The parameters each operation needs are checked in [`params`]; the record, its status and
+//! the keys written for it are [`record`], where [`apkam_key`] reads what `pkam` checks.
 //!
 //! # Format
 //! ```text
@@ -33,13 +34,13 @@
 //!
 //! # Errors
 //! As the reference words them. `AtEnrollmentException`s are AT0011 but keep the connection
-//! open (unlike other AT0011s), so they are replies here, not errors:
+//! open (unlike other AT0011s, [`AtError::keeping_open`]):
 //! `error:AT0011-Exception: invalid otp. Cannot process enroll request` (unauthenticated; the
 //! owner's connection reads `Internal server exception : …`), `… is mandatory for enroll:…`,
 //! `Enrollment requests have exceeded the limit within the specified time frame`,
 //! `Another enrollment with id <id> exists with the app name: <a> and device name: <d> in <state> state`,
 //! `Failed to <op> enrollment id: <id>. Cannot <op> a <state> enrollment. Only … can be …`.
-//! A missing or expired enrollment is the handler's colon form,
+//! A missing or expired enrollment is the handler's colon form ([`AtError::set_by_handler`]),
 //! `error:AT0028:enrollment_id: <id> is expired or invalid`. Missing parameters are AT0022
 //! `Enroll parameters not provided`; parameters that are not JSON are AT0011 and close the
 //! connection, as the reference's unexpected `FormatException` does.
@@ -53,20 +54,24 @@
 //! revoking one stay open, and the key store is not told the connection's session id, so the
 //! record's `sessionId` is empty.
 
+mod operations;
+mod params;
+mod record;
+mod session;
+
 use std::time::Duration;
 
 use at_common::error::{AtError, ErrorCode};
-use at_common::limits::{instant_after, time_out_of_range};
-use at_common::metadata::{EpochMillis, Metadata};
+use at_common::metadata::EpochMillis;
 use at_common::reply::Reply;
-use at_common::verb::{json_string, Enroll, EnrollOp, EnrollParams, EnrollmentStatus, Namespaces};
+use at_common::verb::{Enroll, EnrollOp};
 use at_common::AtSign;
-use serde::Deserialize;
 
-use super::is_active;
-use crate::access::{self, Asker};
-use crate::reserved::{self, PKAM_PUBLIC_KEY};
-use crate::store::{CommitOp, Mutation, Record, Store, StoreError};
+use crate::store::Store;
+use operations::{change, fetch, list, request};
+use params::checked_params;
+pub use record::{apkam_key, ApkamKey};
+pub use session::{screen, settle, Settled};
 
 /// How long the connection that revoked its own enrollment (with `force`) stays open.
 pub const REVOKED_SELF_CLOSE_AFTER: Duration = Duration::from_secs(10);
@@ -92,270 +97,6 @@ fn refuse(message: impl Into<String>) -> AtError {
     enrollment_exception(message)
 }
 
-/// The parameters of `cmd`, with what its operation requires checked as the reference's
-/// `_validateParams` does; `list` may have none.
-fn checked_params(cmd: &Enroll) -> Step<EnrollParams> {
-    let params = match cmd.read_params() {
-        Ok(Some(params)) => params,
-        Ok(None) if cmd.operation == EnrollOp::List => EnrollParams::default(),
-        Ok(None) => {
-            return Err(AtError::with_detail(
-                ErrorCode::IllegalArguments,
-                "Enroll parameters not provided",
-            ))
-        }
-        Err(error) => {
-            return Err(AtError::with_detail(
-                ErrorCode::InternalServerException,
-                format!("FormatException: {error}"),
-            ))
-        }
-    };
-    let missing = |field: &Option<String>| field.as_deref().is_none_or(str::is_empty);
-    let require = |field: &Option<String>, message: &str| match missing(field) {
-        true => Err(refuse(message)),
-        false => Ok(()),
-    };
-    match cmd.operation {
-        EnrollOp::Request => {
-            require(&params.app_name, "appName is mandatory for enroll:request")?;
-            require(
-                &params.device_name,
-                "deviceName is mandatory for enroll:request",
-            )?;
-            require(
-                &params.apkam_public_key,
-                "apkam public key is mandatory for enroll:request",
-            )?;
-            if params.otp.is_some() {
-                require(
-                    &params.encrypted_apkam_symmetric_key,
-                    "encrypted apkam symmetric key is mandatory for new client enroll:request",
-                )?;
-                if params.namespaces.as_ref().is_none_or(Namespaces::is_empty) {
-                    return Err(refuse(
-                        "At least one namespace must be specified for new client enroll:request",
-                    ));
-                }
-            }
-        }
-        EnrollOp::Approve => {
-            require(
-                &params.enrollment_id,
-                "enrollmentId is mandatory for enroll:approve",
-            )?;
-            require(
-                &params.encrypted_default_encryption_private_key,
-                "encryptedDefaultEncryptionPrivateKey is mandatory for enroll:approve",
-            )?;
-            require(
-                &params.encrypted_default_self_encryption_key,
-                "encryptedDefaultSelfEncryptionKey is mandatory for enroll:approve",
-            )?;
-        }
-        EnrollOp::Deny | EnrollOp::Revoke | EnrollOp::Unrevoke => require(
-            &params.enrollment_id,
-            "enrollmentId is mandatory for enroll:revoke/enroll:deny",
-        )?,
-        EnrollOp::List | EnrollOp::Fetch | EnrollOp::Delete => {}
-    }
-    Ok(params)
-}
-
-/// What the connection answers itself before the key store sees `cmd` from `who`: `None` to
-/// go on to the key store. `admit_request` is the connection's request limit, asked once for a
-/// `request` whose parameters are good (in the reference's order: parameters, limit, OTP).
-pub fn screen(
-    cmd: &Enroll,
-    who: &Asker,
-    admit_request: impl FnOnce() -> bool,
-) -> Option<Result<Reply, AtError>> {
-    match screen_step(cmd, who, admit_request) {
-        Ok(()) => None,
-        Err(error) => Some(Err(error)),
-    }
-}
-
-fn screen_step(cmd: &Enroll, who: &Asker, admit_request: impl FnOnce() -> bool) -> Step<()> {
-    match cmd.operation {
-        EnrollOp::Request => {
-            checked_params(cmd)?;
-            if !admit_request() {
-                return Err(refuse(
-                    "Enrollment requests have exceeded the limit within the specified time frame",
-                ));
-            }
-            access::enroll_request(who)
-        }
-        EnrollOp::Revoke => {
-            let params = checked_params(cmd)?;
-            access::revoke(who, params.enrollment_id.as_deref(), cmd.force)
-        }
-        _ => Ok(()),
-    }
-}
-
-/// The key store's answer to `cmd` from `who`, as the connection passes it on.
-#[derive(Debug)]
-pub struct Settled {
-    pub result: Result<Reply, AtError>,
-    /// The enrollment the connection now acts as (its approved `request`).
-    pub enrollment_id: Option<String>,
-    /// Close the connection after this long (it revoked its own enrollment with `force`).
-    pub close_after: Option<Duration>,
-}
-
-/// What the connection does with the key store's `result` for `cmd` from `who`.
-pub fn settle(cmd: &Enroll, who: &Asker, result: Result<Reply, AtError>) -> Settled {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Answered {
-        enrollment_id: Option<String>,
-        status: Option<String>,
-    }
-    let answered = match &result {
-        Ok(Reply::Data(json)) => serde_json::from_str::<Answered>(json).ok(),
-        _ => None,
-    };
-    let mut settled = Settled {
-        result,
-        enrollment_id: None,
-        close_after: None,
-    };
-    let Some(Answered {
-        enrollment_id: Some(id),
-        status: Some(status),
-    }) = answered
-    else {
-        return settled;
-    };
-    match cmd.operation {
-        EnrollOp::Request if status == EnrollmentStatus::Approved.as_str() => {
-            settled.enrollment_id = Some(id);
-        }
-        EnrollOp::Revoke
-            if cmd.force
-                && status == EnrollmentStatus::Revoked.as_str()
-                && who.enrollment() == Some(id.as_str()) =>
-        {
-            settled.result = Ok(Reply::Data(format!(
-                r#"{{"status":"revoked","enrollmentId":{},"message":"Enrollment is revoked. Closing the connection in 10 seconds"}}"#,
-                json_string(&id)
-            )));
-            settled.close_after = Some(REVOKED_SELF_CLOSE_AFTER);
-        }
-        _ => {}
-    }
-    settled
-}
-
-/// One enrollment as stored: the reference's `EnrollDataStoreValue`, in its JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Enrollment {
-    #[serde(default)]
-    session_id: String,
-    app_name: String,
-    device_name: String,
-    #[serde(default)]
-    namespaces: Namespaces,
-    apkam_public_key: String,
-    #[serde(default = "new_enrollment")]
-    request_type: String,
-    approval: Approval,
-    #[serde(rename = "encryptedAPKAMSymmetricKey", default)]
-    encrypted_apkam_symmetric_key: Option<String>,
-    #[serde(default)]
-    apkam_keys_expiry_in_millis: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-struct Approval {
-    state: EnrollmentStatus,
-}
-
-fn new_enrollment() -> String {
-    "newEnrollment".to_string()
-}
-
-impl Enrollment {
-    fn to_json(&self) -> String {
-        format!(
-            r#"{{"sessionId":{},"appName":{},"deviceName":{},"namespaces":{},"apkamPublicKey":{},"requestType":{},"approval":{{"state":"{}"}},"encryptedAPKAMSymmetricKey":{},"apkamKeysExpiryInMillis":{}}}"#,
-            json_string(&self.session_id),
-            json_string(&self.app_name),
-            json_string(&self.device_name),
-            self.namespaces.to_json(),
-            json_string(&self.apkam_public_key),
-            json_string(&self.request_type),
-            self.approval.state,
-            optional(self.encrypted_apkam_symmetric_key.as_deref()),
-            self.apkam_keys_expiry_in_millis,
-        )
-    }
-
-    /// What `list` and `fetch` show of it.
-    fn summary(&self, status: EnrollmentStatus) -> String {
-        format!(
-            r#"{{"appName":{},"deviceName":{},"namespace":{},"encryptedAPKAMSymmetricKey":{},"status":"{status}"}}"#,
-            json_string(&self.app_name),
-            json_string(&self.device_name),
-            self.namespaces.to_json(),
-            optional(self.encrypted_apkam_symmetric_key.as_deref()),
-        )
-    }
-
-    fn parse(key: &str, record: &Record) -> Result<Enrollment, AtError> {
-        let text = record.value.as_deref().unwrap_or_default();
-        serde_json::from_str(text).map_err(|error| {
-            StoreError::Corrupt(format!("enrollment record {key}: {error}")).into()
-        })
-    }
-}
-
-/// A JSON string, or `null`.
-fn optional(text: Option<&str>) -> String {
-    text.map_or_else(|| "null".to_string(), json_string)
-}
-
-/// The status of a stored enrollment at `now`: a record past its time reads as expired.
-fn status_at(enrollment: &Enrollment, record: &Record, now: EpochMillis) -> EnrollmentStatus {
-    if is_active(&record.metadata, now) {
-        enrollment.approval.state
-    } else {
-        EnrollmentStatus::Expired
-    }
-}
-
-/// `value` as a key the server writes: created when first written, updated now; its times
-/// and their instants kept.
-fn written(existing: Option<&Record>, value: String, me: &AtSign, now: EpochMillis) -> Record {
-    Record {
-        value: Some(value),
-        metadata: Metadata::rewritten(existing.map(|r| r.metadata.clone()), me, now),
-    }
-}
-
-/// Stores `value` under `key` with no commit entry (the reference's `skipCommit`).
-async fn put_uncommitted(
-    store: &Store,
-    me: &AtSign,
-    key: &str,
-    value: String,
-    now: EpochMillis,
-) -> Result<(), StoreError> {
-    let me_ = me.clone();
-    store
-        .modify(me, key, move |existing| {
-            Ok(Mutation::Put {
-                record: written(existing, value.clone(), &me_, now),
-                op: None,
-            })
-        })
-        .await
-        .map(|_| ())
-}
-
 /// `enroll:<op>` in the key store of `me`. `owner`: the connection is the owner's; only a
 /// cram owner's `request` is let through by [`screen`].
 pub async fn enroll(
@@ -365,16 +106,6 @@ pub async fn enroll(
     owner: bool,
     now: EpochMillis,
 ) -> Result<Reply, AtError> {
-    run(store, me, cmd, owner, now).await
-}
-
-async fn run(
-    store: &Store,
-    me: &AtSign,
-    cmd: &Enroll,
-    owner: bool,
-    now: EpochMillis,
-) -> Step<Reply> {
     if !owner {
         // The connection answers these before they get here; refused the same way if not.
         return Err(match cmd.operation {
@@ -397,298 +128,16 @@ async fn run(
     }
 }
 
-/// Every enrollment of `me`, by key, with its status now.
-async fn all(
-    store: &Store,
-    me: &AtSign,
-    now: EpochMillis,
-) -> Step<Vec<(String, Enrollment, EnrollmentStatus)>> {
-    let suffix = reserved::enrollment("", me);
-    let mut found = Vec::new();
-    for key in store.keys(me, "").await? {
-        if !key.ends_with(&suffix) || key.len() == suffix.len() {
-            continue;
-        }
-        if let Some(record) = store.get(me, &key).await? {
-            let enrollment = Enrollment::parse(&key, &record)?;
-            let status = status_at(&enrollment, &record, now);
-            found.push((key, enrollment, status));
-        }
-    }
-    Ok(found)
-}
-
-/// A cram owner's request (onboarding): approved at once.
-async fn request(
-    store: &Store,
-    me: &AtSign,
-    params: &EnrollParams,
-    now: EpochMillis,
-) -> Step<Reply> {
-    let app_name = params.app_name.clone().unwrap_or_default();
-    let device_name = params.device_name.clone().unwrap_or_default();
-    let apkam_public_key = params.apkam_public_key.clone().unwrap_or_default();
-    for (key, other, status) in all(store, me, now).await? {
-        let live = matches!(
-            status,
-            EnrollmentStatus::Approved | EnrollmentStatus::Pending
-        );
-        if live && other.app_name == app_name && other.device_name == device_name {
-            let id = key.split('.').next().unwrap_or_default();
-            return Err(refuse(format!(
-                "Another enrollment with id {id} exists with the app name: {app_name} and device name: {device_name} in {status} state"
-            )));
-        }
-    }
-    let id = uuid::Uuid::new_v4().to_string();
-    let mut namespaces = params.namespaces.clone().unwrap_or_default();
-    namespaces.set(reserved::MANAGE_NAMESPACE, "rw");
-    namespaces.set("*", "rw");
-    let enrollment = Enrollment {
-        session_id: String::new(),
-        app_name,
-        device_name,
-        namespaces,
-        apkam_public_key: apkam_public_key.clone(),
-        request_type: new_enrollment(),
-        approval: Approval {
-            state: EnrollmentStatus::Approved,
-        },
-        encrypted_apkam_symmetric_key: None,
-        apkam_keys_expiry_in_millis: params.apkam_keys_expiry_in_millis.unwrap_or(0),
-    };
-    store_encryption_keys(store, me, &id, params, now).await?;
-    // Clients that still use legacy pkam sign with the same key.
-    put_uncommitted(store, me, PKAM_PUBLIC_KEY, apkam_public_key, now).await?;
-    put_uncommitted(
-        store,
-        me,
-        &reserved::enrollment(&id, me),
-        enrollment.to_json(),
-        now,
-    )
-    .await?;
-    tracing::info!(atsign = %me, enrollment = %id, "enrollment approved on a cram connection");
-    Ok(Reply::Data(format!(
-        r#"{{"enrollmentId":{},"status":"approved"}}"#,
-        json_string(&id)
-    )))
-}
-
-/// The encrypted default keys the approving client sent, kept for the enrolled app.
-async fn store_encryption_keys(
-    store: &Store,
-    me: &AtSign,
-    id: &str,
-    params: &EnrollParams,
-    now: EpochMillis,
-) -> Result<(), StoreError> {
-    for (name, value) in [
-        (
-            "default_enc_private_key",
-            &params.encrypted_default_encryption_private_key,
-        ),
-        (
-            "default_self_enc_key",
-            &params.encrypted_default_self_encryption_key,
-        ),
-    ] {
-        let key = reserved::enrollment_secret(id, name, me);
-        let json = format!(r#"{{"value":{}}}"#, optional(value.as_deref()));
-        put_uncommitted(store, me, &key, json, now).await?;
-    }
-    Ok(())
-}
-
-/// `approve`, `deny`, `revoke` and `unrevoke` of an existing enrollment.
-async fn change(
-    store: &Store,
-    me: &AtSign,
-    op: EnrollOp,
-    params: &EnrollParams,
-    now: EpochMillis,
-) -> Step<Reply> {
-    let id = params.enrollment_id.clone().unwrap_or_default();
-    let key = reserved::enrollment(&id, me);
-    let target = match op {
-        EnrollOp::Approve | EnrollOp::Unrevoke => EnrollmentStatus::Approved,
-        EnrollOp::Deny => EnrollmentStatus::Denied,
-        _ => EnrollmentStatus::Revoked,
-    };
-    let (id_, key_, me_) = (id.clone(), key.clone(), me.clone());
-    // Checked and written in one step of the store, so two owners' changes cannot interleave.
-    let changed = store
-        .modify(me, &key, move |existing| {
-            let Some(record) = existing else {
-                return Err(expired_or_invalid(&id_));
-            };
-            let mut enrollment = Enrollment::parse(&key_, record)?;
-            let status = status_at(&enrollment, record, now);
-            if status == EnrollmentStatus::Expired {
-                return Err(expired_or_invalid(&id_));
-            }
-            if let Some(reason) = refused_transition(op, status) {
-                return Err(enrollment_exception(format!(
-                    "Failed to {op} enrollment id: {id_}. {reason}"
-                )));
-            }
-            enrollment.approval.state = target;
-            let mut updated = written(Some(record), enrollment.to_json(), &me_, now);
-            if op == EnrollOp::Approve {
-                // An approved enrollment lives as long as its APKAM keys may (for ever: 0).
-                let ttl = Some(enrollment.apkam_keys_expiry_in_millis).filter(|&t| t > 0);
-                updated.metadata.ttl = ttl;
-                updated.metadata.expires_at =
-                    match ttl {
-                        Some(ttl) => Some(instant_after(now, ttl).ok_or_else(|| {
-                            time_out_of_range("apkamKeysExpiryInMillis", ttl, "ms")
-                        })?),
-                        None => None,
-                    };
-            }
-            Ok(Mutation::Put {
-                record: updated,
-                op: None,
-            })
-        })
-        .await;
-    match changed {
-        Ok(_) => {}
-        Err(error) => return Err(error.into()),
-    }
-    if op == EnrollOp::Approve {
-        approved(store, me, &id, &key, params, now).await?;
-    }
-    Ok(Reply::Data(format!(
-        r#"{{"status":"{target}","enrollmentId":{}}}"#,
-        json_string(&id)
-    )))
-}
-
-/// Why `op` may not change an enrollment in `status`, if it may not.
-fn refused_transition(op: EnrollOp, status: EnrollmentStatus) -> Option<String> {
-    let (needed, verb, plural) = match op {
-        EnrollOp::Approve => (EnrollmentStatus::Pending, "approve", "pending"),
-        EnrollOp::Revoke => (EnrollmentStatus::Approved, "revoke", "approved"),
-        EnrollOp::Unrevoke => (EnrollmentStatus::Revoked, "un-revoke", "revoked"),
-        _ => return None,
-    };
-    let done = match op {
-        EnrollOp::Approve => "approved",
-        EnrollOp::Revoke => "revoked",
-        _ => "un-revoked",
-    };
-    (status != needed).then(|| {
-        format!("Cannot {verb} a {status} enrollment. Only {plural} enrollments can be {done}")
-    })
-}
-
-/// What approval publishes: the APKAM key under `public:<app>.<device>.pkam.__pkams.__public_keys`
-/// (committed, as any public key) and the encrypted default keys of the approving client.
-async fn approved(
-    store: &Store,
-    me: &AtSign,
-    id: &str,
-    key: &str,
-    params: &EnrollParams,
-    now: EpochMillis,
-) -> Step<()> {
-    let Some(record) = store.get(me, key).await? else {
-        return Ok(());
-    };
-    let enrollment = Enrollment::parse(key, &record)?;
-    let public = format!(
-        "public:{}.{}.pkam.__pkams.__public_keys{me}",
-        enrollment.app_name, enrollment.device_name
-    )
-    .to_lowercase();
-    let value = format!(
-        r#"{{"apkamPublicKey":{}}}"#,
-        json_string(&enrollment.apkam_public_key)
-    );
-    let me_ = me.clone();
-    store
-        .modify(me, &public, move |existing| {
-            let op = match existing {
-                Some(_) => CommitOp::UpdateAll,
-                None => CommitOp::Update,
-            };
-            Ok(Mutation::put(
-                written(existing, value.clone(), &me_, now),
-                op,
-            ))
-        })
-        .await?;
-    store_encryption_keys(store, me, id, params, now).await?;
-    Ok(())
-}
-
-/// `enroll:list`: every enrollment whose status passes the filter (all when there is none).
-async fn list(store: &Store, me: &AtSign, params: &EnrollParams, now: EpochMillis) -> Step<Reply> {
-    let filter = params
-        .enrollment_status_filter
-        .clone()
-        .unwrap_or_else(|| EnrollmentStatus::ALL.to_vec());
-    let entries: Vec<String> = all(store, me, now)
-        .await?
-        .into_iter()
-        .filter(|(_, _, status)| filter.contains(status))
-        .map(|(key, enrollment, status)| {
-            format!("{}:{}", json_string(&key), enrollment.summary(status))
-        })
-        .collect();
-    Ok(Reply::Data(format!("{{{}}}", entries.join(","))))
-}
-
-/// `enroll:fetch`: one enrollment; AT0015 when there is no such enrollment.
-async fn fetch(store: &Store, me: &AtSign, params: &EnrollParams, now: EpochMillis) -> Step<Reply> {
-    let id = params.enrollment_id.as_deref().unwrap_or("null");
-    let key = reserved::enrollment(id, me);
-    let Some(record) = store.get(me, &key).await? else {
-        return Err(AtError::with_detail(
-            ErrorCode::KeyNotFound,
-            format!("An Enrollment with Id: {id} does not exist or has expired."),
-        ));
-    };
-    let enrollment = Enrollment::parse(&key, &record)?;
-    let status = status_at(&enrollment, &record, now);
-    Ok(Reply::Data(enrollment.summary(status)))
-}
-
-/// What `pkam:enrollmentId:<id>:…` is checked against.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApkamKey {
-    /// The enrollment's status now (a record past its time is expired).
-    pub status: EnrollmentStatus,
-    /// Its APKAM public key.
-    pub public_key: String,
-}
-
-/// The key and status of enrollment `id` of `me`, `None` when there is no such enrollment.
-pub async fn apkam_key(
-    store: &Store,
-    me: &AtSign,
-    id: &str,
-    now: EpochMillis,
-) -> Result<Option<ApkamKey>, AtError> {
-    let key = reserved::enrollment(id, me);
-    let Some(record) = store.get(me, &key).await? else {
-        return Ok(None);
-    };
-    let enrollment = Enrollment::parse(&key, &record)?;
-    Ok(Some(ApkamKey {
-        status: status_at(&enrollment, &record, now),
-        public_key: enrollment.apkam_public_key,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
-    use at_common::verb::Command;
+    use at_common::verb::{Command, EnrollmentStatus};
 
     use crate::connection::auth_state::OwnerAuth;
 
+    use super::record::written;
     use super::*;
+    use crate::access::Asker;
+    use crate::reserved;
     use crate::verbs::testing::{command, fixture, wire, Fixture, NOW};
 
     fn enroll_cmd(line: &str) -> Enroll {

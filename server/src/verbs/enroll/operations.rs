@@ -1,0 +1,284 @@
+//! The operations the key store runs: `request` (a cram owner's, approved at once), `approve`,
+//! `deny`, `revoke`, `unrevoke`, `list` and `fetch`.
+
+use at_common::error::{AtError, ErrorCode};
+use at_common::limits::{instant_after, time_out_of_range};
+use at_common::metadata::EpochMillis;
+use at_common::reply::Reply;
+use at_common::verb::{json_string, EnrollOp, EnrollParams, EnrollmentStatus};
+use at_common::AtSign;
+
+use super::record::{
+    new_enrollment, optional, put_uncommitted, status_at, written, Approval, Enrollment,
+};
+use super::{enrollment_exception, expired_or_invalid, refuse, Step};
+use crate::reserved::{self, PKAM_PUBLIC_KEY};
+use crate::store::{CommitOp, Mutation, Store, StoreError};
+
+/// Every enrollment of `me`, by key, with its status now.
+pub(super) async fn all(
+    store: &Store,
+    me: &AtSign,
+    now: EpochMillis,
+) -> Step<Vec<(String, Enrollment, EnrollmentStatus)>> {
+    let suffix = reserved::enrollment("", me);
+    let mut found = Vec::new();
+    for key in store.keys(me, "").await? {
+        if !key.ends_with(&suffix) || key.len() == suffix.len() {
+            continue;
+        }
+        if let Some(record) = store.get(me, &key).await? {
+            let enrollment = Enrollment::parse(&key, &record)?;
+            let status = status_at(&enrollment, &record, now);
+            found.push((key, enrollment, status));
+        }
+    }
+    Ok(found)
+}
+
+/// A cram owner's request (onboarding): approved at once.
+pub(super) async fn request(
+    store: &Store,
+    me: &AtSign,
+    params: &EnrollParams,
+    now: EpochMillis,
+) -> Step<Reply> {
+    let app_name = params.app_name.clone().unwrap_or_default();
+    let device_name = params.device_name.clone().unwrap_or_default();
+    let apkam_public_key = params.apkam_public_key.clone().unwrap_or_default();
+    for (key, other, status) in all(store, me, now).await? {
+        let live = matches!(
+            status,
+            EnrollmentStatus::Approved | EnrollmentStatus::Pending
+        );
+        if live && other.app_name == app_name && other.device_name == device_name {
+            let id = key.split('.').next().unwrap_or_default();
+            return Err(refuse(format!(
+                "Another enrollment with id {id} exists with the app name: {app_name} and device name: {device_name} in {status} state"
+            )));
+        }
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut namespaces = params.namespaces.clone().unwrap_or_default();
+    namespaces.set(reserved::MANAGE_NAMESPACE, "rw");
+    namespaces.set("*", "rw");
+    let enrollment = Enrollment {
+        session_id: String::new(),
+        app_name,
+        device_name,
+        namespaces,
+        apkam_public_key: apkam_public_key.clone(),
+        request_type: new_enrollment(),
+        approval: Approval {
+            state: EnrollmentStatus::Approved,
+        },
+        encrypted_apkam_symmetric_key: None,
+        apkam_keys_expiry_in_millis: params.apkam_keys_expiry_in_millis.unwrap_or(0),
+    };
+    store_encryption_keys(store, me, &id, params, now).await?;
+    // Clients that still use legacy pkam sign with the same key.
+    put_uncommitted(store, me, PKAM_PUBLIC_KEY, apkam_public_key, now).await?;
+    put_uncommitted(
+        store,
+        me,
+        &reserved::enrollment(&id, me),
+        enrollment.to_json(),
+        now,
+    )
+    .await?;
+    tracing::info!(atsign = %me, enrollment = %id, "enrollment approved on a cram connection");
+    Ok(Reply::Data(format!(
+        r#"{{"enrollmentId":{},"status":"approved"}}"#,
+        json_string(&id)
+    )))
+}
+
+/// The encrypted default keys the approving client sent, kept for the enrolled app.
+pub(super) async fn store_encryption_keys(
+    store: &Store,
+    me: &AtSign,
+    id: &str,
+    params: &EnrollParams,
+    now: EpochMillis,
+) -> Result<(), StoreError> {
+    for (name, value) in [
+        (
+            "default_enc_private_key",
+            &params.encrypted_default_encryption_private_key,
+        ),
+        (
+            "default_self_enc_key",
+            &params.encrypted_default_self_encryption_key,
+        ),
+    ] {
+        let key = reserved::enrollment_secret(id, name, me);
+        let json = format!(r#"{{"value":{}}}"#, optional(value.as_deref()));
+        put_uncommitted(store, me, &key, json, now).await?;
+    }
+    Ok(())
+}
+
+/// `approve`, `deny`, `revoke` and `unrevoke` of an existing enrollment.
+pub(super) async fn change(
+    store: &Store,
+    me: &AtSign,
+    op: EnrollOp,
+    params: &EnrollParams,
+    now: EpochMillis,
+) -> Step<Reply> {
+    let id = params.enrollment_id.clone().unwrap_or_default();
+    let key = reserved::enrollment(&id, me);
+    let target = match op {
+        EnrollOp::Approve | EnrollOp::Unrevoke => EnrollmentStatus::Approved,
+        EnrollOp::Deny => EnrollmentStatus::Denied,
+        _ => EnrollmentStatus::Revoked,
+    };
+    let (id_, key_, me_) = (id.clone(), key.clone(), me.clone());
+    // Checked and written in one step of the store, so two owners' changes cannot interleave.
+    let changed = store
+        .modify(me, &key, move |existing| {
+            let Some(record) = existing else {
+                return Err(expired_or_invalid(&id_));
+            };
+            let mut enrollment = Enrollment::parse(&key_, record)?;
+            let status = status_at(&enrollment, record, now);
+            if status == EnrollmentStatus::Expired {
+                return Err(expired_or_invalid(&id_));
+            }
+            if let Some(reason) = refused_transition(op, status) {
+                return Err(enrollment_exception(format!(
+                    "Failed to {op} enrollment id: {id_}. {reason}"
+                )));
+            }
+            enrollment.approval.state = target;
+            let mut updated = written(Some(record), enrollment.to_json(), &me_, now);
+            if op == EnrollOp::Approve {
+                // An approved enrollment lives as long as its APKAM keys may (for ever: 0).
+                let ttl = Some(enrollment.apkam_keys_expiry_in_millis).filter(|&t| t > 0);
+                updated.metadata.ttl = ttl;
+                updated.metadata.expires_at =
+                    match ttl {
+                        Some(ttl) => Some(instant_after(now, ttl).ok_or_else(|| {
+                            time_out_of_range("apkamKeysExpiryInMillis", ttl, "ms")
+                        })?),
+                        None => None,
+                    };
+            }
+            Ok(Mutation::Put {
+                record: updated,
+                op: None,
+            })
+        })
+        .await;
+    match changed {
+        Ok(_) => {}
+        Err(error) => return Err(error.into()),
+    }
+    if op == EnrollOp::Approve {
+        approved(store, me, &id, &key, params, now).await?;
+    }
+    Ok(Reply::Data(format!(
+        r#"{{"status":"{target}","enrollmentId":{}}}"#,
+        json_string(&id)
+    )))
+}
+
+/// Why `op` may not change an enrollment in `status`, if it may not.
+pub(super) fn refused_transition(op: EnrollOp, status: EnrollmentStatus) -> Option<String> {
+    let (needed, verb, plural) = match op {
+        EnrollOp::Approve => (EnrollmentStatus::Pending, "approve", "pending"),
+        EnrollOp::Revoke => (EnrollmentStatus::Approved, "revoke", "approved"),
+        EnrollOp::Unrevoke => (EnrollmentStatus::Revoked, "un-revoke", "revoked"),
+        _ => return None,
+    };
+    let done = match op {
+        EnrollOp::Approve => "approved",
+        EnrollOp::Revoke => "revoked",
+        _ => "un-revoked",
+    };
+    (status != needed).then(|| {
+        format!("Cannot {verb} a {status} enrollment. Only {plural} enrollments can be {done}")
+    })
+}
+
+/// What approval publishes: the APKAM key under `public:<app>.<device>.pkam.__pkams.__public_keys`
+/// (committed, as any public key) and the encrypted default keys of the approving client.
+pub(super) async fn approved(
+    store: &Store,
+    me: &AtSign,
+    id: &str,
+    key: &str,
+    params: &EnrollParams,
+    now: EpochMillis,
+) -> Step<()> {
+    let Some(record) = store.get(me, key).await? else {
+        return Ok(());
+    };
+    let enrollment = Enrollment::parse(key, &record)?;
+    let public = format!(
+        "public:{}.{}.pkam.__pkams.__public_keys{me}",
+        enrollment.app_name, enrollment.device_name
+    )
+    .to_lowercase();
+    let value = format!(
+        r#"{{"apkamPublicKey":{}}}"#,
+        json_string(&enrollment.apkam_public_key)
+    );
+    let me_ = me.clone();
+    store
+        .modify(me, &public, move |existing| {
+            let op = match existing {
+                Some(_) => CommitOp::UpdateAll,
+                None => CommitOp::Update,
+            };
+            Ok(Mutation::put(
+                written(existing, value.clone(), &me_, now),
+                op,
+            ))
+        })
+        .await?;
+    store_encryption_keys(store, me, id, params, now).await?;
+    Ok(())
+}
+
+/// `enroll:list`: every enrollment whose status passes the filter (all when there is none).
+pub(super) async fn list(
+    store: &Store,
+    me: &AtSign,
+    params: &EnrollParams,
+    now: EpochMillis,
+) -> Step<Reply> {
+    let filter = params
+        .enrollment_status_filter
+        .clone()
+        .unwrap_or_else(|| EnrollmentStatus::ALL.to_vec());
+    let entries: Vec<String> = all(store, me, now)
+        .await?
+        .into_iter()
+        .filter(|(_, _, status)| filter.contains(status))
+        .map(|(key, enrollment, status)| {
+            format!("{}:{}", json_string(&key), enrollment.summary(status))
+        })
+        .collect();
+    Ok(Reply::Data(format!("{{{}}}", entries.join(","))))
+}
+
+/// `enroll:fetch`: one enrollment; AT0015 when there is no such enrollment.
+pub(super) async fn fetch(
+    store: &Store,
+    me: &AtSign,
+    params: &EnrollParams,
+    now: EpochMillis,
+) -> Step<Reply> {
+    let id = params.enrollment_id.as_deref().unwrap_or("null");
+    let key = reserved::enrollment(id, me);
+    let Some(record) = store.get(me, &key).await? else {
+        return Err(AtError::with_detail(
+            ErrorCode::KeyNotFound,
+            format!("An Enrollment with Id: {id} does not exist or has expired."),
+        ));
+    };
+    let enrollment = Enrollment::parse(&key, &record)?;
+    let status = status_at(&enrollment, &record, now);
+    Ok(Reply::Data(enrollment.summary(status)))
+}

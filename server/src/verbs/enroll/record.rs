@@ -1,0 +1,155 @@
+//! An enrollment's record: its JSON under `<id>.new.enrollments.__manage@<me>`, its status now,
+//! and the keys the server writes for it; and what `pkam` checks ([`apkam_key`]).
+
+use at_common::error::AtError;
+use at_common::metadata::{EpochMillis, Metadata};
+use at_common::verb::{json_string, EnrollmentStatus, Namespaces};
+use at_common::AtSign;
+use serde::Deserialize;
+
+use crate::lifetime::is_active;
+use crate::reserved;
+use crate::store::{Mutation, Record, Store, StoreError};
+
+/// One enrollment as stored: the reference's `EnrollDataStoreValue`, in its JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Enrollment {
+    #[serde(default)]
+    pub(super) session_id: String,
+    pub(super) app_name: String,
+    pub(super) device_name: String,
+    #[serde(default)]
+    pub(super) namespaces: Namespaces,
+    pub(super) apkam_public_key: String,
+    #[serde(default = "new_enrollment")]
+    pub(super) request_type: String,
+    pub(super) approval: Approval,
+    #[serde(rename = "encryptedAPKAMSymmetricKey", default)]
+    pub(super) encrypted_apkam_symmetric_key: Option<String>,
+    #[serde(default)]
+    pub(super) apkam_keys_expiry_in_millis: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(super) struct Approval {
+    pub(super) state: EnrollmentStatus,
+}
+
+pub(super) fn new_enrollment() -> String {
+    "newEnrollment".to_string()
+}
+
+impl Enrollment {
+    pub(super) fn to_json(&self) -> String {
+        format!(
+            r#"{{"sessionId":{},"appName":{},"deviceName":{},"namespaces":{},"apkamPublicKey":{},"requestType":{},"approval":{{"state":"{}"}},"encryptedAPKAMSymmetricKey":{},"apkamKeysExpiryInMillis":{}}}"#,
+            json_string(&self.session_id),
+            json_string(&self.app_name),
+            json_string(&self.device_name),
+            self.namespaces.to_json(),
+            json_string(&self.apkam_public_key),
+            json_string(&self.request_type),
+            self.approval.state,
+            optional(self.encrypted_apkam_symmetric_key.as_deref()),
+            self.apkam_keys_expiry_in_millis,
+        )
+    }
+
+    /// What `list` and `fetch` show of it.
+    pub(super) fn summary(&self, status: EnrollmentStatus) -> String {
+        format!(
+            r#"{{"appName":{},"deviceName":{},"namespace":{},"encryptedAPKAMSymmetricKey":{},"status":"{status}"}}"#,
+            json_string(&self.app_name),
+            json_string(&self.device_name),
+            self.namespaces.to_json(),
+            optional(self.encrypted_apkam_symmetric_key.as_deref()),
+        )
+    }
+
+    pub(super) fn parse(key: &str, record: &Record) -> Result<Enrollment, AtError> {
+        let text = record.value.as_deref().unwrap_or_default();
+        serde_json::from_str(text).map_err(|error| {
+            StoreError::Corrupt(format!("enrollment record {key}: {error}")).into()
+        })
+    }
+}
+
+/// A JSON string, or `null`.
+pub(super) fn optional(text: Option<&str>) -> String {
+    text.map_or_else(|| "null".to_string(), json_string)
+}
+
+/// The status of a stored enrollment at `now`: a record past its time reads as expired.
+pub(super) fn status_at(
+    enrollment: &Enrollment,
+    record: &Record,
+    now: EpochMillis,
+) -> EnrollmentStatus {
+    if is_active(&record.metadata, now) {
+        enrollment.approval.state
+    } else {
+        EnrollmentStatus::Expired
+    }
+}
+
+/// `value` as a key the server writes: created when first written, updated now; its times
+/// and their instants kept.
+pub(super) fn written(
+    existing: Option<&Record>,
+    value: String,
+    me: &AtSign,
+    now: EpochMillis,
+) -> Record {
+    Record {
+        value: Some(value),
+        metadata: Metadata::rewritten(existing.map(|r| r.metadata.clone()), me, now),
+    }
+}
+
+/// Stores `value` under `key` with no commit entry (the reference's `skipCommit`).
+pub(super) async fn put_uncommitted(
+    store: &Store,
+    me: &AtSign,
+    key: &str,
+    value: String,
+    now: EpochMillis,
+) -> Result<(), StoreError> {
+    let me_ = me.clone();
+    store
+        .modify(me, key, move |existing| {
+            Ok(Mutation::Put {
+                record: written(existing, value.clone(), &me_, now),
+                op: None,
+            })
+        })
+        .await
+        .map(|_| ())
+}
+
+/// What `pkam:enrollmentId:<id>:…` is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApkamKey {
+    /// The enrollment's status now (a record past its time is expired).
+    pub status: EnrollmentStatus,
+    /// Its APKAM public key.
+    pub public_key: String,
+}
+
+/// The key and status of enrollment `id` of `me`, `None` when there is no such enrollment.
+pub async fn apkam_key(
+    store: &Store,
+    me: &AtSign,
+    id: &str,
+    now: EpochMillis,
+) -> Result<Option<ApkamKey>, AtError> {
+    let key = reserved::enrollment(id, me);
+    let Some(record) = store.get(me, &key).await? else {
+        return Ok(None);
+    };
+    let enrollment = Enrollment::parse(&key, &record)?;
+    Ok(Some(ApkamKey {
+        status: status_at(&enrollment, &record, now),
+        public_key: enrollment.apkam_public_key,
+    }))
+}
