@@ -133,8 +133,12 @@ impl Dev {
         let program = std::env::args()
             .next()
             .unwrap_or_else(|| "at-server".into());
+        let another = ["@bob", "@carol", "@dave"]
+            .into_iter()
+            .find(|name| !self.atsigns.iter().any(|a| a.eq_ignore_ascii_case(name)))
+            .unwrap_or("@erin");
         println!(
-            "  another atSign, while this runs: {program} --data-dir {} provision @bob",
+            "  another atSign, while this runs: {program} --data-dir {} provision {another}",
             self.data_dir.display()
         );
     }

@@ -80,18 +80,22 @@ impl Dev {
         }
     }
 
-    /// An owner connection of the demo atSign `atsign` (on its own port, the n-th of the
-    /// range), logged in with the CRAM secret dev printed for it.
-    fn owner(&self, atsign: &str, n: u16) -> Client {
-        let secret = self
-            .running
+    /// The CRAM secret dev printed for `atsign`.
+    fn cram_secret(&self, atsign: &str) -> &str {
+        self.running
             .printed
             .iter()
             .find_map(|line| {
                 line.trim()
                     .strip_prefix(&format!("{atsign} cram secret (until onboarded): "))
             })
-            .unwrap_or_else(|| panic!("no cram secret in {:?}", self.running.printed));
+            .unwrap_or_else(|| panic!("no cram secret in {:?}", self.running.printed))
+    }
+
+    /// An owner connection of the demo atSign `atsign` (on its own port, the n-th of the
+    /// range), logged in with the CRAM secret dev printed for it.
+    fn owner(&self, atsign: &str, n: u16) -> Client {
+        let secret = self.cram_secret(atsign);
         let ca = self.data.join("tls/ca.pem");
         let mut owner = Client::tls(([127, 0, 0, 1], self.first_port + n).into(), &ca);
         owner.expect(b"@");
@@ -199,5 +203,50 @@ fn dev_hosts_several_atsigns_finds_others_through_its_own_directory_and_listens_
         "scan:@nobody\n",
     ] {
         alice.ask(line, unknown);
+    }
+}
+
+/// The README's first run: dev with two atSigns, and the Python SDK example
+/// (`docs/examples/share.py`) onboarding both with the secrets dev printed, @alice sharing a
+/// value with @bob and @bob reading it from his own atServer. Run twice, as a newcomer might:
+/// the second run finds both onboarded and shares again.
+#[test]
+fn the_readme_first_run_onboards_two_atsigns_that_share_a_value() {
+    let Some(python) = at_tests::python_sdk() else {
+        return;
+    };
+    let dev = Dev::start_with(
+        "server-dev-first-run",
+        &["--atsign", "@alice", "--atsign", "@bob"],
+        &[],
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/share.py");
+    let home = dev.data.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let ca = dev.data.join("tls/ca.pem");
+    let root = std::path::PathBuf::from(format!("127.0.0.1:{}", dev.directory_port));
+    let envs = [
+        ("HOME", home.as_path()),
+        ("SSL_CERT_FILE", ca.as_path()),
+        ("AT_ROOT", root.as_path()),
+    ];
+    let args = [
+        "@alice",
+        dev.cram_secret("@alice"),
+        "@bob",
+        dev.cram_secret("@bob"),
+    ];
+    let want = "@alice onboarded\n@bob onboarded\n\
+                @alice shared @bob:phone.demo@alice with @bob\n@bob reads +1 555 0100\n";
+    for run in ["first", "second"] {
+        let (ok, stdout, stderr) = at_tests::run_python(
+            &python,
+            &script,
+            &args,
+            &envs,
+            std::time::Duration::from_secs(120),
+        );
+        assert!(ok, "{run} run: {stdout}\n{stderr}");
+        assert_eq!(stdout, want, "{run} run; stderr:\n{stderr}");
     }
 }
