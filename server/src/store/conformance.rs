@@ -1,5 +1,6 @@
-//! One suite every backend must pass (garage's `db/test.rs` pattern); each backend's tests call
-//! [`run`] on a fresh, empty store.
+//! One suite every backend must pass (garage's `db/test.rs` pattern): each case is a function
+//! over a fresh, empty store, and [`cases`] makes one test of each in a backend's test module,
+//! so a failing case hides none of the others.
 
 use std::time::Duration;
 
@@ -52,25 +53,46 @@ fn ids(entries: &[CommitEntry]) -> Vec<(u64, &str, &str)> {
         .collect()
 }
 
-pub async fn run(store: &Store) {
-    records(store).await;
-    commit_ids(store).await;
-    uncommitted_key_classes(store).await;
-    latest_entry_per_key(store).await;
-    keys_are_isolated_per_atsign(store).await;
-    atsign_lifecycle(store).await;
-    compaction(store).await;
-    trimming(store).await;
-    access_counters(store).await;
-    concurrent_writers(store).await;
-    concurrent_read_modify_writes(store).await;
-    notification_logs(store).await;
-    export_import_round_trip(store).await;
-    leases(store).await;
+/// One test per case of this suite, each on a fresh, empty store: `$open` is an expression
+/// (evaluated in an async test) giving what must live as long as the store, and the store.
+/// Used inside a backend's test module: `conformance::cases!({ … (guard, store) });`.
+macro_rules! cases {
+    ($open:expr) => {
+        $crate::store::conformance::cases!(@each $open;
+            records,
+            commit_ids,
+            uncommitted_key_classes,
+            latest_entry_per_key,
+            keys_are_isolated_per_atsign,
+            atsign_lifecycle,
+            compaction,
+            trimming,
+            access_counters,
+            concurrent_writers,
+            concurrent_read_modify_writes,
+            notification_logs,
+            export_import_round_trip,
+            leases);
+    };
+    (@each $open:expr; $($case:ident),+) => {
+        /// The backend conformance suite ([`crate::store::conformance`]), one test per case.
+        mod conformance_suite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (_alive, store) = $open;
+                    $crate::store::conformance::$case(&store).await;
+                }
+            )+
+        }
+    };
 }
+pub(crate) use cases;
 
 /// A lease is held by one taker until dropped or expired, per atSign and name.
-async fn leases(store: &Store) {
+pub async fn leases(store: &Store) {
     let (a, b) = (sign("leased"), sign("leased2"));
     let long = std::time::Duration::from_secs(60);
     assert!(store.take_lease(&a, "delivery:1", long).await.unwrap());
@@ -97,7 +119,7 @@ pub fn notification(id: &str, at_ms: i64, expires_ms: i64) -> NotificationRow {
     }
 }
 
-async fn notification_logs(store: &Store) {
+pub async fn notification_logs(store: &Store) {
     let a = sign("notified");
     let (received, sent) = (NotificationLog::Received, NotificationLog::Sent);
     let ids = |rows: Vec<NotificationRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
@@ -223,7 +245,7 @@ pub async fn populate(store: &Store, a: &AtSign) {
     }
 }
 
-async fn export_import_round_trip(store: &Store) {
+pub async fn export_import_round_trip(store: &Store) {
     let a = sign("dump");
     populate(store, &a).await;
     let dump = store.export_atsign(&a).await.unwrap().expect("provisioned");
@@ -255,7 +277,7 @@ async fn export_import_round_trip(store: &Store) {
     assert_eq!(next, Some(5));
 }
 
-async fn records(store: &Store) {
+pub async fn records(store: &Store) {
     let a = sign("rec");
     assert_eq!(store.get(&a, "phone@rec").await.unwrap(), None);
 
@@ -299,7 +321,7 @@ async fn records(store: &Store) {
     assert_eq!(store.get(&a, "phone@rec").await.unwrap(), None);
 }
 
-async fn commit_ids(store: &Store) {
+pub async fn commit_ids(store: &Store) {
     let a = sign("ids1");
     let b = sign("ids2");
     assert_eq!(store.last_commit_id(&a).await.unwrap(), None);
@@ -352,7 +374,7 @@ async fn commit_ids(store: &Store) {
     assert_eq!(store.commits_since(&a, None, 0).await.unwrap(), vec![]);
 }
 
-async fn uncommitted_key_classes(store: &Store) {
+pub async fn uncommitted_key_classes(store: &Store) {
     let a = sign("unc");
     for key in [
         "private:secret@unc",
@@ -398,7 +420,7 @@ async fn uncommitted_key_classes(store: &Store) {
     assert_eq!(store.last_commit_id(&a).await.unwrap(), Some(0));
 }
 
-async fn latest_entry_per_key(store: &Store) {
+pub async fn latest_entry_per_key(store: &Store) {
     let a = sign("latest");
     for (key, op) in [
         ("k1@latest", CommitOp::Update),     // 0
@@ -421,7 +443,7 @@ async fn latest_entry_per_key(store: &Store) {
     assert_eq!(store.last_commit_id(&a).await.unwrap(), Some(4));
 }
 
-async fn keys_are_isolated_per_atsign(store: &Store) {
+pub async fn keys_are_isolated_per_atsign(store: &Store) {
     let al = sign("al");
     let alice = sign("alice");
     let bob = sign("bob");
@@ -462,7 +484,7 @@ async fn keys_are_isolated_per_atsign(store: &Store) {
     );
 }
 
-async fn atsign_lifecycle(store: &Store) {
+pub async fn atsign_lifecycle(store: &Store) {
     let life = sign("life");
     let lifeline = sign("lifeline");
     assert_eq!(store.get_atsign(&life).await.unwrap(), None);
@@ -581,7 +603,7 @@ async fn atsign_lifecycle(store: &Store) {
     );
 }
 
-async fn compaction(store: &Store) {
+pub async fn compaction(store: &Store) {
     let a = sign("compact");
     store
         .put(&a, "old@compact", &record("v", 0), CommitOp::Update)
@@ -635,7 +657,7 @@ async fn compaction(store: &Store) {
     );
 }
 
-async fn trimming(store: &Store) {
+pub async fn trimming(store: &Store) {
     let a = sign("trim");
     let other = sign("trimmer");
     assert_eq!(store.trim_commits(&a, 10).await.unwrap(), 0, "an empty log");
@@ -700,7 +722,7 @@ async fn trimming(store: &Store) {
     );
 }
 
-async fn access_counters(store: &Store) {
+pub async fn access_counters(store: &Store) {
     let a = sign("stats");
     let other = sign("stats2");
     assert_eq!(
@@ -744,7 +766,7 @@ async fn access_counters(store: &Store) {
 
 /// Read-modify-writes of one key on several tasks at once: none is lost (each sees the value
 /// the one before it wrote), whatever a backend decides ahead of applying.
-async fn concurrent_read_modify_writes(store: &Store) {
+pub async fn concurrent_read_modify_writes(store: &Store) {
     let a = sign("counter");
     let tasks: Vec<_> = (0..4)
         .map(|_| {
@@ -776,7 +798,7 @@ async fn concurrent_read_modify_writes(store: &Store) {
 }
 
 /// Writers on several tasks at once: every put gets its own id, none is skipped or repeated.
-async fn concurrent_writers(store: &Store) {
+pub async fn concurrent_writers(store: &Store) {
     let a = sign("busy");
     let tasks: Vec<_> = (0..4)
         .map(|t| {

@@ -976,12 +976,11 @@ mod tests {
     use crate::store::{conformance, Store};
     use at_tests::redis::RedisServer;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn conformance_suite() {
+    conformance::cases!({
         let redis = RedisServer::start();
         let store = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
-        conformance::run(&store).await;
-    }
+        (redis, store)
+    });
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lease_is_held_by_one_node_until_dropped_or_expired() {

@@ -870,11 +870,11 @@ mod tests {
         Store::new(Embedded::open(dir).expect("open embedded store"))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn conformance_suite() {
+    conformance::cases!({
         let dir = TempDir::new("store-conformance");
-        conformance::run(&open(dir.path())).await;
-    }
+        let store = open(dir.path());
+        (dir, store)
+    });
 
     /// A panic in one write's decision fails that write only; the store keeps serving.
     #[tokio::test]
