@@ -272,7 +272,7 @@ mod tests {
 
     use super::*;
     use crate::store::{
-        conformance, AccessKind, AtSignInfo, Backend, Change, CommitEntry, CommitOp, Record,
+        conformance, AccessKind, Change, CommitEntry, CommitOp, NotificationLogs, Record, Records,
         Written,
     };
 
@@ -535,7 +535,8 @@ mod tests {
         assert_eq!((third.atsigns, third.keys_checked), (2, 0), "a new pass");
     }
 
-    /// A store that lists two atSigns with one expired key each and fails everything else.
+    /// Records with one expired key under every atSign, whose removal fails, as does every
+    /// other records and notifications call: a store broken under the atSigns it lists.
     struct Broken;
 
     fn broken<T>() -> Result<T, StoreError> {
@@ -543,34 +544,19 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl Backend for Broken {
-        fn name(&self) -> &'static str {
-            "broken"
-        }
-        async fn create_atsign(&self, _: &AtSign, _: &AtSignInfo) -> Result<(), StoreError> {
-            broken()
-        }
-        async fn get_atsign(&self, _: &AtSign) -> Result<Option<AtSignInfo>, StoreError> {
-            broken()
-        }
-        async fn set_atsign_info(&self, _: &AtSign, _: &AtSignInfo) -> Result<(), StoreError> {
-            broken()
-        }
-        async fn remove_atsign(&self, _: &AtSign) -> Result<bool, StoreError> {
-            broken()
-        }
-        async fn list_atsigns(&self) -> Result<Vec<AtSign>, StoreError> {
-            Ok(vec![conformance::sign("b1"), conformance::sign("b2")])
-        }
+    impl Records for Broken {
         async fn get(&self, _: &AtSign, _: &str) -> Result<Option<Record>, StoreError> {
             Ok(Some(timed(None, Some(0))))
         }
+
         async fn modify(&self, _: &AtSign, _: &str, _: Change) -> Result<Written, StoreError> {
             broken()
         }
+
         async fn keys(&self, _: &AtSign, _: &str) -> Result<Vec<String>, StoreError> {
             Ok(vec!["k1".into(), "k2".into()])
         }
+
         async fn commits_since(
             &self,
             _: &AtSign,
@@ -579,15 +565,19 @@ mod tests {
         ) -> Result<Vec<CommitEntry>, StoreError> {
             broken()
         }
+
         async fn last_commit_id(&self, _: &AtSign) -> Result<Option<u64>, StoreError> {
             broken()
         }
+
         async fn compact_commits(&self, _: &AtSign, _: EpochMillis) -> Result<usize, StoreError> {
             broken()
         }
+
         async fn trim_commits(&self, _: &AtSign, _: usize) -> Result<usize, StoreError> {
             broken()
         }
+
         async fn record_access(
             &self,
             _: &AtSign,
@@ -597,6 +587,7 @@ mod tests {
         ) -> Result<(), StoreError> {
             broken()
         }
+
         async fn top_accesses(
             &self,
             _: &AtSign,
@@ -605,27 +596,10 @@ mod tests {
         ) -> Result<Vec<(String, u64)>, StoreError> {
             broken()
         }
-        async fn storage_size(&self) -> Result<u64, StoreError> {
-            broken()
-        }
+    }
 
-        async fn import_atsign(&self, _: &crate::store::AtSignDump) -> Result<(), StoreError> {
-            broken()
-        }
-
-        async fn take_lease(
-            &self,
-            _: &AtSign,
-            _: &str,
-            _: std::time::Duration,
-        ) -> Result<bool, StoreError> {
-            broken()
-        }
-
-        async fn drop_lease(&self, _: &AtSign, _: &str) -> Result<(), StoreError> {
-            broken()
-        }
-
+    #[async_trait::async_trait]
+    impl NotificationLogs for Broken {
         async fn put_notification(
             &self,
             _: &AtSign,
@@ -666,7 +640,13 @@ mod tests {
 
     #[tokio::test]
     async fn store_errors_are_counted_and_the_round_goes_on_with_the_next_atsign() {
-        let mut maintenance = Maintenance::new(Store::new(Broken), settings(), Budget::default());
+        let f = fixture(&["b1", "b2"]).await;
+        let store = f
+            .store
+            .clone()
+            .with_records(Broken)
+            .with_notifications(Broken);
+        let mut maintenance = Maintenance::new(store, settings(), Budget::default());
         let report = maintenance.round(now_ms()).await;
         assert_eq!(
             report,

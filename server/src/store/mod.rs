@@ -1,10 +1,17 @@
-//! `Store`: every hosted atSign's keys, commit log, provisioning record and access counters,
-//! behind one object-safe trait.
+//! `Store`: every hosted atSign's keys, commit log, provisioning record and access counters.
 //!
 //! One store holds all atSigns of a node (one database, not one per atSign); every data method
 //! is scoped by an [`AtSign`]. Backends: [`embedded`] (fjall on local disk, the default) and
-//! [`redis`] (shared by every node of a cluster). Callers hold a [`Store`] and never name a backend; [`open`] is the only place
-//! that chooses one.
+//! [`redis`] (shared by every node of a cluster). Callers hold a [`Store`] and never name a
+//! backend; [`open`] is the only place that chooses one.
+//!
+//! A backend implements one object-safe trait per concern: [`Provisioning`], [`Records`]
+//! (records, commit log, access counters), [`NotificationLogs`] and [`Leases`], and [`Backend`]
+//! for what it answers for itself. A test's fake implements only the concern it fakes, over a
+//! real store for the rest ([`Store::with_records`]). The contract of each method is on the
+//! matching [`Store`] method, the one place keys are bounded and operations counted; what is
+//! built on the primitives (`put`, `remove`, exporting an atSign, expiring notifications) is
+//! built there once for every backend.
 //!
 //! # Keys are stored as given
 //! The store does not lower-case or otherwise canonicalise keys: the verb handlers pass the
@@ -219,23 +226,58 @@ pub fn is_committed(key: &str) -> bool {
         || hidden_public)
 }
 
-/// What every backend does. Object-safe, so a [`Store`] can hold any of them; the contract of
-/// each method is on the matching [`Store`] method.
+/// Which atSigns are hosted here, and how each was provisioned.
 #[async_trait::async_trait]
-pub trait Backend: Send + Sync {
+pub trait Provisioning: Send + Sync {
     async fn create_atsign(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError>;
+
     async fn get_atsign(&self, atsign: &AtSign) -> Result<Option<AtSignInfo>, StoreError>;
+
     async fn set_atsign_info(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError>;
+
     async fn remove_atsign(&self, atsign: &AtSign) -> Result<bool, StoreError>;
+
     async fn list_atsigns(&self) -> Result<Vec<AtSign>, StoreError>;
 
+    /// The atSign whose TLS server name has `label` ([`AtSignInfo::sni_label`]). The default
+    /// looks at every atSign; a backend with an index answers at once.
+    async fn atsign_by_label(&self, label: &str) -> Result<Option<AtSign>, StoreError> {
+        for atsign in self.list_atsigns().await? {
+            if self
+                .get_atsign(&atsign)
+                .await?
+                .is_some_and(|info| info.sni_label == label)
+            {
+                return Ok(Some(atsign));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes everything of one atSign exactly as `dump` holds it (commit ids and times
+    /// included), atomically; [`StoreError::AtSignExists`] if the atSign is here already.
+    async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError>;
+
+    /// Changes to the set of atSigns made through any handle on this store, for a node that
+    /// shares it with other nodes; `None` when nothing else can change it (embedded). Must be
+    /// called inside a tokio runtime.
+    fn watch_atsigns(&self) -> Option<tokio::sync::mpsc::Receiver<AtSignsEvent>> {
+        None
+    }
+}
+
+/// An atSign's keys and their records, its commit log, and its access counters.
+#[async_trait::async_trait]
+pub trait Records: Send + Sync {
     async fn get(&self, atsign: &AtSign, key: &str) -> Result<Option<Record>, StoreError>;
+
     async fn modify(
         &self,
         atsign: &AtSign,
         key: &str,
         change: Change,
     ) -> Result<Written, StoreError>;
+
     async fn keys(&self, atsign: &AtSign, prefix: &str) -> Result<Vec<String>, StoreError>;
 
     async fn commits_since(
@@ -244,12 +286,15 @@ pub trait Backend: Send + Sync {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<CommitEntry>, StoreError>;
+
     async fn last_commit_id(&self, atsign: &AtSign) -> Result<Option<u64>, StoreError>;
+
     async fn compact_commits(
         &self,
         atsign: &AtSign,
         older_than_ms: EpochMillis,
     ) -> Result<usize, StoreError>;
+
     async fn trim_commits(&self, atsign: &AtSign, keep: usize) -> Result<usize, StoreError>;
 
     /// Adds `count` to the `kind` counter of `from` in `atsign`'s stats.
@@ -260,29 +305,18 @@ pub trait Backend: Send + Sync {
         from: &str,
         count: u64,
     ) -> Result<(), StoreError>;
+
     async fn top_accesses(
         &self,
         atsign: &AtSign,
         kind: AccessKind,
         n: usize,
     ) -> Result<Vec<(String, u64)>, StoreError>;
+}
 
-    async fn storage_size(&self) -> Result<u64, StoreError>;
-
-    /// The backend's name in metrics (`embedded`, `redis`).
-    fn name(&self) -> &'static str;
-
-    /// Whether the store answers now (readiness). Local stores always do.
-    async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// Why the store can never answer again without a restart (its writer stopped), if so:
-    /// the node then exits. A store that is only unreachable for now (Redis down) is not this.
-    fn failure(&self) -> Option<String> {
-        None
-    }
-
+/// An atSign's two notification logs, and telling every node of a new notification.
+#[async_trait::async_trait]
+pub trait NotificationLogs: Send + Sync {
     /// Stores `row` in `atsign`'s `log`, replacing the row with the same id.
     async fn put_notification(
         &self,
@@ -317,7 +351,7 @@ pub trait Backend: Send + Sync {
     ) -> Result<bool, StoreError>;
 
     /// Sends `payload` (a notification for `atsign`) to every node watching
-    /// ([`Backend::watch_notifications`]), this one included; `false` when the store is not
+    /// ([`NotificationLogs::watch_notifications`]), this one included; `false` when the store is not
     /// shared (embedded), so the caller delivers on this node alone.
     async fn publish_notification(
         &self,
@@ -327,12 +361,16 @@ pub trait Backend: Send + Sync {
         Ok(false)
     }
 
-    /// What [`Backend::publish_notification`] sends, from every node; `None` when the store is
+    /// What [`NotificationLogs::publish_notification`] sends, from every node; `None` when the store is
     /// not shared. Must be called inside a tokio runtime.
     fn watch_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>> {
         None
     }
+}
 
+/// Short exclusive rights shared by every node of the store: one taker at a time.
+#[async_trait::async_trait]
+pub trait Leases: Send + Sync {
     /// Takes the lease `name` of `atsign` for `ttl` if nobody (no node, no other task) holds
     /// it: an exclusive right, for a while, to do one thing (deliver one notification, or
     /// expire it); says whether it did.
@@ -345,30 +383,25 @@ pub trait Backend: Send + Sync {
 
     /// Gives up the lease `name` of `atsign` before its time is up.
     async fn drop_lease(&self, atsign: &AtSign, name: &str) -> Result<(), StoreError>;
+}
 
-    /// The atSign whose TLS server name has `label` ([`AtSignInfo::sni_label`]). The default
-    /// looks at every atSign; a backend with an index answers at once.
-    async fn atsign_by_label(&self, label: &str) -> Result<Option<AtSign>, StoreError> {
-        for atsign in self.list_atsigns().await? {
-            if self
-                .get_atsign(&atsign)
-                .await?
-                .is_some_and(|info| info.sni_label == label)
-            {
-                return Ok(Some(atsign));
-            }
-        }
-        Ok(None)
+/// A whole backend: every concern, and what it answers for itself (its name in metrics,
+/// readiness, a failure it cannot recover from, its size).
+#[async_trait::async_trait]
+pub trait Backend: Provisioning + Records + NotificationLogs + Leases {
+    async fn storage_size(&self) -> Result<u64, StoreError>;
+
+    /// The backend's name in metrics (`embedded`, `redis`).
+    fn name(&self) -> &'static str;
+
+    /// Whether the store answers now (readiness). Local stores always do.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 
-    /// Writes everything of one atSign exactly as `dump` holds it (commit ids and times
-    /// included), atomically; [`StoreError::AtSignExists`] if the atSign is here already.
-    async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError>;
-
-    /// Changes to the set of atSigns made through any handle on this store, for a node that
-    /// shares it with other nodes; `None` when nothing else can change it (embedded). Must be
-    /// called inside a tokio runtime.
-    fn watch_atsigns(&self) -> Option<tokio::sync::mpsc::Receiver<AtSignsEvent>> {
+    /// Why the store can never answer again without a restart (its writer stopped), if so:
+    /// the node then exits. A store that is only unreachable for now (Redis down) is not this.
+    fn failure(&self) -> Option<String> {
         None
     }
 }
@@ -406,7 +439,7 @@ pub struct NotificationRow {
 }
 
 /// Everything stored for one atSign, to copy it between stores ([`Store::export_atsign`],
-/// [`Backend::import_atsign`]): what `at-server migrate` moves.
+/// [`Provisioning::import_atsign`]): what `at-server migrate` moves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AtSignDump {
     pub atsign: AtSign,
@@ -439,7 +472,14 @@ pub enum AtSignsEvent {
 /// [`MAX_STORE_KEY_BYTES`] before a backend sees it ([`StoreError::Refused`], AT0016): the
 /// grammar refuses longer ones already, and no caller can hand a backend a key it asserts on.
 #[derive(Clone)]
-pub struct Store(Arc<dyn Backend>, Arc<Mutex<Accesses>>);
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    provisioning: Arc<dyn Provisioning>,
+    records: Arc<dyn Records>,
+    notifications: Arc<dyn NotificationLogs>,
+    leases: Arc<dyn Leases>,
+    accesses: Arc<Mutex<Accesses>>,
+}
 
 /// Access counts not yet written ([`Store::record_access`]).
 #[derive(Default)]
@@ -474,7 +514,31 @@ fn bounded(key: &str) -> Result<(), StoreError> {
 
 impl Store {
     pub fn new(backend: impl Backend + 'static) -> Store {
-        Store(Arc::new(backend), Arc::default())
+        let backend = Arc::new(backend);
+        Store {
+            provisioning: backend.clone(),
+            records: backend.clone(),
+            notifications: backend.clone(),
+            leases: backend.clone(),
+            backend,
+            accesses: Arc::default(),
+        }
+    }
+
+    /// This store with its records (keys, commit log, access counters) served by `records`
+    /// instead: for a test whose fake fails or shapes that one concern.
+    #[cfg(test)]
+    pub fn with_records(mut self, records: impl Records + 'static) -> Store {
+        self.records = Arc::new(records);
+        self
+    }
+
+    /// This store with its notification logs served by `notifications` instead (as
+    /// [`Store::with_records`]).
+    #[cfg(test)]
+    pub fn with_notifications(mut self, notifications: impl NotificationLogs + 'static) -> Store {
+        self.notifications = Arc::new(notifications);
+        self
     }
 
     /// Provisions `atsign`; [`StoreError::AtSignExists`] if it already is.
@@ -483,12 +547,12 @@ impl Store {
         atsign: &AtSign,
         info: &AtSignInfo,
     ) -> Result<(), StoreError> {
-        self.0.create_atsign(atsign, info).await
+        self.provisioning.create_atsign(atsign, info).await
     }
 
     /// How `atsign` was provisioned, `None` if it is not hosted here.
     pub async fn get_atsign(&self, atsign: &AtSign) -> Result<Option<AtSignInfo>, StoreError> {
-        self.0.get_atsign(atsign).await
+        self.provisioning.get_atsign(atsign).await
     }
 
     /// Replaces the provisioning record; [`StoreError::NoSuchAtSign`] if there is none.
@@ -497,7 +561,7 @@ impl Store {
         atsign: &AtSign,
         info: &AtSignInfo,
     ) -> Result<(), StoreError> {
-        self.0.set_atsign_info(atsign, info).await
+        self.provisioning.set_atsign_info(atsign, info).await
     }
 
     /// Deletes `atsign` and everything it owns: keys, commit log and its id counter (a
@@ -506,27 +570,27 @@ impl Store {
     pub async fn remove_atsign(&self, atsign: &AtSign) -> Result<bool, StoreError> {
         {
             // Counts waiting in memory go with it, not written back after.
-            let mut accesses = self.1.lock().unwrap_or_else(|e| e.into_inner());
+            let mut accesses = self.accesses.lock().unwrap_or_else(|e| e.into_inner());
             accesses.pending.retain(|(of, _, _), _| of != atsign);
         }
-        self.0.remove_atsign(atsign).await
+        self.provisioning.remove_atsign(atsign).await
     }
 
     /// Every provisioned atSign, sorted.
     pub async fn list_atsigns(&self) -> Result<Vec<AtSign>, StoreError> {
-        self.0.list_atsigns().await
+        self.provisioning.list_atsigns().await
     }
 
     /// The record stored under `key`. Data methods do not check that `atsign` is provisioned.
     pub async fn get(&self, atsign: &AtSign, key: &str) -> Result<Option<Record>, StoreError> {
         bounded(key)?;
-        self.counted("read", self.0.get(atsign, key).await)
+        self.counted("read", self.records.get(atsign, key).await)
     }
 
     /// Counts one key read or write (and its failure) in the store metrics.
     fn counted<T>(&self, kind: &str, result: Result<T, StoreError>) -> Result<T, StoreError> {
         let m = crate::metrics::metrics();
-        let backend = self.0.name();
+        let backend = self.backend.name();
         m.store_operations.with_label_values(&[backend, kind]).inc();
         if result.is_err() {
             m.store_errors.with_label_values(&[backend]).inc();
@@ -547,7 +611,7 @@ impl Store {
         change: impl Fn(Option<&Record>) -> Result<Mutation, AtError> + Send + Sync + 'static,
     ) -> Result<Written, StoreError> {
         bounded(key)?;
-        let written = self.0.modify(atsign, key, Box::new(change)).await;
+        let written = self.records.modify(atsign, key, Box::new(change)).await;
         self.counted("write", written)
     }
 
@@ -603,7 +667,7 @@ impl Store {
     /// The keys of `atsign` that start with `prefix` (`""` for all), sorted bytewise.
     pub async fn keys(&self, atsign: &AtSign, prefix: &str) -> Result<Vec<String>, StoreError> {
         bounded(prefix)?;
-        self.0.keys(atsign, prefix).await
+        self.records.keys(atsign, prefix).await
     }
 
     /// At most `limit` entries with a commit id greater than `after` (`None`: from the start),
@@ -614,13 +678,13 @@ impl Store {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<CommitEntry>, StoreError> {
-        self.0.commits_since(atsign, after, limit).await
+        self.records.commits_since(atsign, after, limit).await
     }
 
     /// The highest commit id ever given out for `atsign` (even if compacted away since),
     /// `None` before its first commit.
     pub async fn last_commit_id(&self, atsign: &AtSign) -> Result<Option<u64>, StoreError> {
-        self.0.last_commit_id(atsign).await
+        self.records.last_commit_id(atsign).await
     }
 
     /// Drops commit entries written before `older_than_ms`; returns how many. Ids are not
@@ -631,13 +695,13 @@ impl Store {
         atsign: &AtSign,
         older_than_ms: EpochMillis,
     ) -> Result<usize, StoreError> {
-        self.0.compact_commits(atsign, older_than_ms).await
+        self.records.compact_commits(atsign, older_than_ms).await
     }
 
     /// Drops the oldest commit entries of `atsign` beyond the newest `keep`; returns how many.
     /// Ids are not reused afterwards.
     pub async fn trim_commits(&self, atsign: &AtSign, keep: usize) -> Result<usize, StoreError> {
-        self.0.trim_commits(atsign, keep).await
+        self.records.trim_commits(atsign, keep).await
     }
 
     /// Adds one to the `kind` counter of `from` (an atSign or a key) in `atsign`'s stats.
@@ -653,7 +717,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         bounded(from)?;
         let due = {
-            let mut accesses = self.1.lock().unwrap_or_else(|e| e.into_inner());
+            let mut accesses = self.accesses.lock().unwrap_or_else(|e| e.into_inner());
             *accesses
                 .pending
                 .entry((atsign.clone(), kind, from.to_string()))
@@ -670,12 +734,14 @@ impl Store {
     /// Writes the access counts waiting in memory; what a node does before it closes its store.
     pub async fn write_accesses(&self) -> Result<(), StoreError> {
         let pending = {
-            let mut accesses = self.1.lock().unwrap_or_else(|e| e.into_inner());
+            let mut accesses = self.accesses.lock().unwrap_or_else(|e| e.into_inner());
             accesses.since = None;
             std::mem::take(&mut accesses.pending)
         };
         for ((atsign, kind, from), count) in pending {
-            self.0.record_access(&atsign, kind, &from, count).await?;
+            self.records
+                .record_access(&atsign, kind, &from, count)
+                .await?;
         }
         Ok(())
     }
@@ -688,22 +754,22 @@ impl Store {
         n: usize,
     ) -> Result<Vec<(String, u64)>, StoreError> {
         self.write_accesses().await?;
-        self.0.top_accesses(atsign, kind, n).await
+        self.records.top_accesses(atsign, kind, n).await
     }
 
     /// Whether the store answers now: `/readyz`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.0.ping().await
+        self.backend.ping().await
     }
 
     /// See [`Backend::failure`].
     pub fn failure(&self) -> Option<String> {
-        self.0.failure()
+        self.backend.failure()
     }
 
     /// Bytes used by the whole store (stats `secondaryStorageSize`).
     pub async fn storage_size(&self) -> Result<u64, StoreError> {
-        self.0.storage_size().await
+        self.backend.storage_size().await
     }
 
     /// Everything stored for `atsign`, or `None` if it is not provisioned here. Read with the
@@ -742,7 +808,7 @@ impl Store {
         }))
     }
 
-    /// See [`Backend::put_notification`].
+    /// See [`NotificationLogs::put_notification`].
     pub async fn put_notification(
         &self,
         atsign: &AtSign,
@@ -750,10 +816,10 @@ impl Store {
         row: &NotificationRow,
     ) -> Result<(), StoreError> {
         bounded(&row.id)?;
-        self.0.put_notification(atsign, log, row).await
+        self.notifications.put_notification(atsign, log, row).await
     }
 
-    /// See [`Backend::notifications`].
+    /// See [`NotificationLogs::notifications`].
     pub async fn notifications(
         &self,
         atsign: &AtSign,
@@ -761,7 +827,9 @@ impl Store {
         after_ms: Option<EpochMillis>,
         limit: usize,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        self.0.notifications(atsign, log, after_ms, limit).await
+        self.notifications
+            .notifications(atsign, log, after_ms, limit)
+            .await
     }
 
     pub async fn get_notification(
@@ -771,7 +839,7 @@ impl Store {
         id: &str,
     ) -> Result<Option<NotificationRow>, StoreError> {
         bounded(id)?;
-        self.0.get_notification(atsign, log, id).await
+        self.notifications.get_notification(atsign, log, id).await
     }
 
     pub async fn remove_notification(
@@ -781,7 +849,9 @@ impl Store {
         id: &str,
     ) -> Result<bool, StoreError> {
         bounded(id)?;
-        self.0.remove_notification(atsign, log, id).await
+        self.notifications
+            .remove_notification(atsign, log, id)
+            .await
     }
 
     /// Removes up to `limit` rows of `atsign` (both logs) expired at `now_ms`; how many went.
@@ -808,21 +878,23 @@ impl Store {
         Ok(removed)
     }
 
-    /// See [`Backend::publish_notification`].
+    /// See [`NotificationLogs::publish_notification`].
     pub async fn publish_notification(
         &self,
         atsign: &AtSign,
         payload: &[u8],
     ) -> Result<bool, StoreError> {
-        self.0.publish_notification(atsign, payload).await
+        self.notifications
+            .publish_notification(atsign, payload)
+            .await
     }
 
-    /// See [`Backend::watch_notifications`].
+    /// See [`NotificationLogs::watch_notifications`].
     pub fn watch_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>> {
-        self.0.watch_notifications()
+        self.notifications.watch_notifications()
     }
 
-    /// See [`Backend::take_lease`].
+    /// See [`Leases::take_lease`].
     pub async fn take_lease(
         &self,
         atsign: &AtSign,
@@ -830,28 +902,28 @@ impl Store {
         ttl: std::time::Duration,
     ) -> Result<bool, StoreError> {
         bounded(name)?;
-        self.0.take_lease(atsign, name, ttl).await
+        self.leases.take_lease(atsign, name, ttl).await
     }
 
-    /// See [`Backend::drop_lease`].
+    /// See [`Leases::drop_lease`].
     pub async fn drop_lease(&self, atsign: &AtSign, name: &str) -> Result<(), StoreError> {
         bounded(name)?;
-        self.0.drop_lease(atsign, name).await
+        self.leases.drop_lease(atsign, name).await
     }
 
-    /// See [`Backend::atsign_by_label`].
+    /// See [`Provisioning::atsign_by_label`].
     pub async fn atsign_by_label(&self, label: &str) -> Result<Option<AtSign>, StoreError> {
-        self.0.atsign_by_label(label).await
+        self.provisioning.atsign_by_label(label).await
     }
 
-    /// See [`Backend::import_atsign`].
+    /// See [`Provisioning::import_atsign`].
     pub async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError> {
-        self.0.import_atsign(dump).await
+        self.provisioning.import_atsign(dump).await
     }
 
-    /// See [`Backend::watch_atsigns`].
+    /// See [`Provisioning::watch_atsigns`].
     pub fn watch_atsigns(&self) -> Option<tokio::sync::mpsc::Receiver<AtSignsEvent>> {
-        self.0.watch_atsigns()
+        self.provisioning.watch_atsigns()
     }
 }
 

@@ -52,7 +52,8 @@ use redis::AsyncCommands;
 use super::encoding::{decode_record, encode_record};
 use super::{
     is_committed, AccessKind, AtSignDump, AtSignInfo, AtSignsEvent, Backend, Change, CommitEntry,
-    CommitOp, Mutation, NotificationLog, NotificationRow, StoreError, Written,
+    CommitOp, Leases, Mutation, NotificationLog, NotificationLogs, NotificationRow, Provisioning,
+    Records, StoreError, Written,
 };
 
 /// How often a read-modify-write is decided again when other writers keep changing the key.
@@ -413,11 +414,7 @@ fn parse_atsign(name: &str) -> Result<AtSign, StoreError> {
 }
 
 #[async_trait::async_trait]
-impl Backend for RedisStore {
-    fn name(&self) -> &'static str {
-        "redis"
-    }
-
+impl Provisioning for RedisStore {
     async fn create_atsign(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError> {
         let created: bool = self
             .conn
@@ -487,6 +484,87 @@ impl Backend for RedisStore {
         Ok(atsigns)
     }
 
+    async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError> {
+        let atsign = &dump.atsign;
+        let mut conn = self.conn.clone();
+        if conn.hexists(self.atsigns_key(), atsign.as_str()).await? {
+            return Err(StoreError::AtSignExists(atsign.clone()));
+        }
+        // The data in one transaction, the provisioning entry last: an import cut short
+        // leaves no half-provisioned atSign (and its leftovers are replaced by the next try).
+        let keys = self.keys(atsign);
+        let mut data = redis::pipe();
+        data.atomic().del(self.all_keys(atsign)).ignore();
+        for (key, record) in &dump.records {
+            data.hset(&keys.records, key, encode_record(record)?)
+                .ignore();
+        }
+        for entry in &dump.commits {
+            let member = format!(
+                "{}:{}:{}:{}",
+                entry.commit_id,
+                op_code(entry.op),
+                entry.op_time_ms,
+                entry.key
+            );
+            data.zadd(&keys.commits, member, entry.commit_id).ignore();
+            data.hset(&keys.commit_ix, &entry.key, entry.commit_id)
+                .ignore();
+        }
+        if dump.next_commit > 0 {
+            data.set(&keys.next_commit, dump.next_commit).ignore();
+        }
+        for (kind, from, count) in &dump.access {
+            data.zadd(self.access_key(atsign, *kind), from, *count)
+                .ignore();
+        }
+        for (log, row) in &dump.notifications {
+            self.add_notification(&mut data, atsign, *log, row);
+        }
+        let () = data.query_async(&mut conn).await?;
+        self.known.forget_atsign(atsign);
+        let info = serde_json::to_string(&dump.info)?;
+        let created: bool = conn
+            .hset_nx(self.atsigns_key(), atsign.as_str(), info)
+            .await?;
+        if !created {
+            return Err(StoreError::AtSignExists(atsign.clone()));
+        }
+        self.index_and_announce(atsign, &dump.info.sni_label).await
+    }
+
+    async fn atsign_by_label(&self, label: &str) -> Result<Option<AtSign>, StoreError> {
+        let found: Option<String> = self.conn.clone().hget(self.labels_key(), label).await?;
+        found.map(|name| parse_atsign(&name)).transpose()
+    }
+
+    fn watch_atsigns(&self) -> Option<tokio::sync::mpsc::Receiver<AtSignsEvent>> {
+        let (events, receiver) = tokio::sync::mpsc::channel(1024);
+        let resync = events.clone();
+        tokio::spawn(subscribe(
+            self.client.clone(),
+            self.changes_channel(),
+            move |payload: Vec<u8>| {
+                let events = events.clone();
+                async move {
+                    let name = String::from_utf8_lossy(&payload).into_owned();
+                    match AtSign::parse(&name) {
+                        Ok(atsign) => events.send(AtSignsEvent::Changed(atsign)).await.is_ok(),
+                        Err(_) => !events.is_closed(),
+                    }
+                }
+            },
+            move || {
+                let resync = resync.clone();
+                async move { resync.send(AtSignsEvent::Resync).await.is_ok() }
+            },
+        ));
+        Some(receiver)
+    }
+}
+
+#[async_trait::async_trait]
+impl Records for RedisStore {
     async fn get(&self, atsign: &AtSign, key: &str) -> Result<Option<super::Record>, StoreError> {
         let found: Option<Vec<u8>> = self
             .conn
@@ -666,78 +744,10 @@ impl Backend for RedisStore {
         all.truncate(n);
         Ok(all)
     }
+}
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
-    }
-
-    async fn storage_size(&self) -> Result<u64, StoreError> {
-        let info: String = redis::cmd("INFO")
-            .arg("memory")
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let fields: HashMap<&str, &str> = info
-            .lines()
-            .filter_map(|line| line.trim().split_once(':'))
-            .collect();
-        Ok(fields
-            .get("used_memory")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
-    }
-
-    async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError> {
-        let atsign = &dump.atsign;
-        let mut conn = self.conn.clone();
-        if conn.hexists(self.atsigns_key(), atsign.as_str()).await? {
-            return Err(StoreError::AtSignExists(atsign.clone()));
-        }
-        // The data in one transaction, the provisioning entry last: an import cut short
-        // leaves no half-provisioned atSign (and its leftovers are replaced by the next try).
-        let keys = self.keys(atsign);
-        let mut data = redis::pipe();
-        data.atomic().del(self.all_keys(atsign)).ignore();
-        for (key, record) in &dump.records {
-            data.hset(&keys.records, key, encode_record(record)?)
-                .ignore();
-        }
-        for entry in &dump.commits {
-            let member = format!(
-                "{}:{}:{}:{}",
-                entry.commit_id,
-                op_code(entry.op),
-                entry.op_time_ms,
-                entry.key
-            );
-            data.zadd(&keys.commits, member, entry.commit_id).ignore();
-            data.hset(&keys.commit_ix, &entry.key, entry.commit_id)
-                .ignore();
-        }
-        if dump.next_commit > 0 {
-            data.set(&keys.next_commit, dump.next_commit).ignore();
-        }
-        for (kind, from, count) in &dump.access {
-            data.zadd(self.access_key(atsign, *kind), from, *count)
-                .ignore();
-        }
-        for (log, row) in &dump.notifications {
-            self.add_notification(&mut data, atsign, *log, row);
-        }
-        let () = data.query_async(&mut conn).await?;
-        self.known.forget_atsign(atsign);
-        let info = serde_json::to_string(&dump.info)?;
-        let created: bool = conn
-            .hset_nx(self.atsigns_key(), atsign.as_str(), info)
-            .await?;
-        if !created {
-            return Err(StoreError::AtSignExists(atsign.clone()));
-        }
-        self.index_and_announce(atsign, &dump.info.sni_label).await
-    }
-
+#[async_trait::async_trait]
+impl NotificationLogs for RedisStore {
     async fn put_notification(
         &self,
         atsign: &AtSign,
@@ -838,33 +848,6 @@ impl Backend for RedisStore {
         Ok(true)
     }
 
-    async fn take_lease(
-        &self,
-        atsign: &AtSign,
-        name: &str,
-        ttl: std::time::Duration,
-    ) -> Result<bool, StoreError> {
-        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(self.key(atsign, &format!("lease:{name}")))
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(taken.is_some())
-    }
-
-    async fn drop_lease(&self, atsign: &AtSign, name: &str) -> Result<(), StoreError> {
-        let _: i64 = self
-            .conn
-            .clone()
-            .del(self.key(atsign, &format!("lease:{name}")))
-            .await?;
-        Ok(())
-    }
-
     fn watch_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>> {
         let (sender, receiver) = tokio::sync::mpsc::channel(4096);
         tokio::spawn(subscribe(
@@ -892,34 +875,64 @@ impl Backend for RedisStore {
         ));
         Some(receiver)
     }
+}
 
-    async fn atsign_by_label(&self, label: &str) -> Result<Option<AtSign>, StoreError> {
-        let found: Option<String> = self.conn.clone().hget(self.labels_key(), label).await?;
-        found.map(|name| parse_atsign(&name)).transpose()
+#[async_trait::async_trait]
+impl Leases for RedisStore {
+    async fn take_lease(
+        &self,
+        atsign: &AtSign,
+        name: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(self.key(atsign, &format!("lease:{name}")))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(taken.is_some())
     }
 
-    fn watch_atsigns(&self) -> Option<tokio::sync::mpsc::Receiver<AtSignsEvent>> {
-        let (events, receiver) = tokio::sync::mpsc::channel(1024);
-        let resync = events.clone();
-        tokio::spawn(subscribe(
-            self.client.clone(),
-            self.changes_channel(),
-            move |payload: Vec<u8>| {
-                let events = events.clone();
-                async move {
-                    let name = String::from_utf8_lossy(&payload).into_owned();
-                    match AtSign::parse(&name) {
-                        Ok(atsign) => events.send(AtSignsEvent::Changed(atsign)).await.is_ok(),
-                        Err(_) => !events.is_closed(),
-                    }
-                }
-            },
-            move || {
-                let resync = resync.clone();
-                async move { resync.send(AtSignsEvent::Resync).await.is_ok() }
-            },
-        ));
-        Some(receiver)
+    async fn drop_lease(&self, atsign: &AtSign, name: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .conn
+            .clone()
+            .del(self.key(atsign, &format!("lease:{name}")))
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn storage_size(&self) -> Result<u64, StoreError> {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let fields: HashMap<&str, &str> = info
+            .lines()
+            .filter_map(|line| line.trim().split_once(':'))
+            .collect();
+        Ok(fields
+            .get("used_memory")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 }
 

@@ -45,7 +45,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Sn
 use super::encoding::{decode_record, encode_record};
 use super::{
     AccessKind, AtSignDump, AtSignInfo, Backend, Change, CommitEntry, CommitOp, NotificationLog,
-    NotificationRow, Record, StoreError, Written,
+    NotificationLogs, NotificationRow, Provisioning, Record, Records, StoreError, Written,
 };
 
 mod writer;
@@ -127,16 +127,18 @@ pub struct Embedded {
     jobs: Option<std::sync::mpsc::Sender<Job>>,
     /// The writer thread, joined on drop so the database is closed when the store is.
     writer: Option<std::thread::JoinHandle<()>>,
-    /// Leases held ([`Backend::take_lease`]), by atSign and name, until when. In memory: one
+    /// Leases held ([`super::Leases::take_lease`]), by atSign and name, until when. In memory: one
     /// process has the store open, so its own tasks are all that can contend.
-    leases: Leases,
+    leases: HeldLeases,
 }
 
 /// The embedded store's leases.
 #[derive(Default)]
-struct Leases(std::sync::Mutex<std::collections::HashMap<(AtSign, String), std::time::Instant>>);
+struct HeldLeases(
+    std::sync::Mutex<std::collections::HashMap<(AtSign, String), std::time::Instant>>,
+);
 
-impl Leases {
+impl HeldLeases {
     /// Takes `name` of `atsign` until `ttl` from now, unless held; says whether it did.
     fn take(&self, atsign: &AtSign, name: &str, ttl: std::time::Duration) -> bool {
         let now = std::time::Instant::now();
@@ -171,7 +173,7 @@ impl Embedded {
             shared,
             jobs: Some(jobs),
             writer: Some(writer),
-            leases: Leases::default(),
+            leases: HeldLeases::default(),
         })
     }
 
@@ -438,22 +440,7 @@ fn remove_prefix(
 }
 
 #[async_trait::async_trait]
-impl Backend for Embedded {
-    fn name(&self) -> &'static str {
-        "embedded"
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        match self.failure() {
-            Some(why) => Err(StoreError::Failed(why)),
-            None => Ok(()),
-        }
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.shared.failure.get().cloned()
-    }
-
+impl Provisioning for Embedded {
     async fn create_atsign(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError> {
         self.write_info(atsign, info, false).await
     }
@@ -513,6 +500,58 @@ impl Backend for Embedded {
         .await
     }
 
+    async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError> {
+        let dump = dump.clone();
+        let info = serde_json::to_vec(&dump.info)?;
+        self.write(Kind::KeyRows, move |shared| {
+            let atsign = &dump.atsign;
+            let name = atsign.as_str().as_bytes();
+            if shared.atsigns.get(name)?.is_some() {
+                return Err(StoreError::AtSignExists(atsign.clone()));
+            }
+            let mut batch = shared.db.batch();
+            batch.insert(&shared.atsigns, name, info);
+            for (key, record) in &dump.records {
+                batch.insert(
+                    &shared.records,
+                    row(atsign, key.as_bytes()),
+                    encode_record(record)?,
+                );
+            }
+            for entry in &dump.commits {
+                batch.insert(
+                    &shared.commits,
+                    commit_row(atsign, entry.commit_id),
+                    encode_commit(entry.op, entry.op_time_ms, &entry.key),
+                );
+                batch.insert(
+                    &shared.commit_index,
+                    row(atsign, entry.key.as_bytes()),
+                    entry.commit_id.to_be_bytes(),
+                );
+            }
+            if dump.next_commit > 0 {
+                batch.insert(&shared.next_commit, name, dump.next_commit.to_be_bytes());
+            }
+            for (kind, from, count) in &dump.access {
+                batch.insert(
+                    &shared.access,
+                    access_row(atsign, *kind, from),
+                    count.to_be_bytes(),
+                );
+            }
+            for (log, row) in &dump.notifications {
+                put_notification_row(shared, &mut batch, atsign, *log, row)?;
+            }
+            batch.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Records for Embedded {
     async fn get(&self, atsign: &AtSign, key: &str) -> Result<Option<Record>, StoreError> {
         let found = self
             .shared
@@ -653,20 +692,6 @@ impl Backend for Embedded {
         .await
     }
 
-    async fn take_lease(
-        &self,
-        atsign: &AtSign,
-        name: &str,
-        ttl: std::time::Duration,
-    ) -> Result<bool, StoreError> {
-        Ok(self.leases.take(atsign, name, ttl))
-    }
-
-    async fn drop_lease(&self, atsign: &AtSign, name: &str) -> Result<(), StoreError> {
-        self.leases.drop(atsign, name);
-        Ok(())
-    }
-
     async fn record_access(
         &self,
         atsign: &AtSign,
@@ -708,11 +733,10 @@ impl Backend for Embedded {
         })
         .await
     }
+}
 
-    async fn storage_size(&self) -> Result<u64, StoreError> {
-        self.scan(|shared, _| Ok(shared.db.disk_space()?)).await
-    }
-
+#[async_trait::async_trait]
+impl NotificationLogs for Embedded {
     async fn put_notification(
         &self,
         atsign: &AtSign,
@@ -805,54 +829,44 @@ impl Backend for Embedded {
         })
         .await
     }
+}
 
-    async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError> {
-        let dump = dump.clone();
-        let info = serde_json::to_vec(&dump.info)?;
-        self.write(Kind::KeyRows, move |shared| {
-            let atsign = &dump.atsign;
-            let name = atsign.as_str().as_bytes();
-            if shared.atsigns.get(name)?.is_some() {
-                return Err(StoreError::AtSignExists(atsign.clone()));
-            }
-            let mut batch = shared.db.batch();
-            batch.insert(&shared.atsigns, name, info);
-            for (key, record) in &dump.records {
-                batch.insert(
-                    &shared.records,
-                    row(atsign, key.as_bytes()),
-                    encode_record(record)?,
-                );
-            }
-            for entry in &dump.commits {
-                batch.insert(
-                    &shared.commits,
-                    commit_row(atsign, entry.commit_id),
-                    encode_commit(entry.op, entry.op_time_ms, &entry.key),
-                );
-                batch.insert(
-                    &shared.commit_index,
-                    row(atsign, entry.key.as_bytes()),
-                    entry.commit_id.to_be_bytes(),
-                );
-            }
-            if dump.next_commit > 0 {
-                batch.insert(&shared.next_commit, name, dump.next_commit.to_be_bytes());
-            }
-            for (kind, from, count) in &dump.access {
-                batch.insert(
-                    &shared.access,
-                    access_row(atsign, *kind, from),
-                    count.to_be_bytes(),
-                );
-            }
-            for (log, row) in &dump.notifications {
-                put_notification_row(shared, &mut batch, atsign, *log, row)?;
-            }
-            batch.commit()?;
-            Ok(())
-        })
-        .await
+#[async_trait::async_trait]
+impl super::Leases for Embedded {
+    async fn take_lease(
+        &self,
+        atsign: &AtSign,
+        name: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(self.leases.take(atsign, name, ttl))
+    }
+
+    async fn drop_lease(&self, atsign: &AtSign, name: &str) -> Result<(), StoreError> {
+        self.leases.drop(atsign, name);
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for Embedded {
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self.failure() {
+            Some(why) => Err(StoreError::Failed(why)),
+            None => Ok(()),
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.shared.failure.get().cloned()
+    }
+
+    async fn storage_size(&self) -> Result<u64, StoreError> {
+        self.scan(|shared, _| Ok(shared.db.disk_space()?)).await
     }
 }
 
