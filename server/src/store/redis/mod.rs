@@ -1,0 +1,495 @@
+//! The Redis backend: every node of a cluster on one Redis, so any node can serve any atSign.
+//!
+//! # Layout
+//! Every key of one atSign carries the hash tag `{@alice}`, so all of them live in one slot
+//! and one Lua script may touch them together (Redis Cluster runs scripts per slot).
+//! `<p>` is `store.key_prefix`.
+//!
+//! | key                               | type   | content                                        |
+//! |-----------------------------------|--------|------------------------------------------------|
+//! | `<p>atserver:atsigns`             | hash   | atSign → JSON [`AtSignInfo`]                   |
+//! | `<p>atserver:labels`              | hash   | SNI label → atSign                             |
+//! | `<p>atserver:{@alice}:records`    | hash   | key → record ([`super::encoding`])             |
+//! | `<p>atserver:{@alice}:commits`    | zset   | score commit id, member `id:op:time_ms:key`    |
+//! | `<p>atserver:{@alice}:commit_ix`  | hash   | key → its (only) commit id                     |
+//! | `<p>atserver:{@alice}:next_commit`| string | the id the next commit gets (INCR)             |
+//! | `<p>atserver:{@alice}:access:<k>` | zset   | from → count; `<k>` is `atsign` or `key`       |
+//! | `<p>atserver:{@alice}:notifications:<log>` | zset | score stored-at ms, member id; `<log>` is `received` or `sent` |
+//! | `<p>atserver:{@alice}:notification_rows:<log>` | hash | id → `expires_ms:body`         |
+//! | `<p>atserver:{@alice}:lease:<name>` | string (PX) | held by one node until it expires or is dropped |
+//!
+//! Provisioning changes are also published on the channel `<p>atserver:atsigns:changed`
+//! (the atSign as payload), so every node serves what any node provisioned; notifications
+//! for monitor connections on `<p>atserver:notifications` (`atSign \0 body`), so they reach
+//! the recipient's monitors on every node.
+//!
+//! None of these names can be an atSign (they hold `:`), so the directory's registrations
+//! (`alice` → `host:port`) may share the Redis.
+//!
+//! # Writes
+//! [`Store::modify`](super::Store::modify) is a read-modify-write whose decision is Rust code,
+//! so it runs optimistically: take the record as last seen, decide, then one Lua script checks
+//! that the record is still that and, only then, writes it, allocates the commit id (`INCR`),
+//! replaces the key's commit entry and index, all atomically. A concurrent writer (on this
+//! node or another) makes the check fail; the script hands back what the key holds and the
+//! change is decided again on that. Commit ids therefore increase strictly per atSign across
+//! every node. "As last seen" is this node's memory of the key ([`Known`]), a cache of Redis
+//! and never the source of truth: a write of a key this node has seen costs one round trip,
+//! of one it has not, two (a read first); a read is always one (`HGET`).
+//!
+//! # Durability
+//! An acknowledged write is in Redis's memory. It survives a Redis crash only as far as Redis
+//! persists: `appendonly yes` + `appendfsync always` loses nothing; `everysec` (Redis's default
+//! with AOF) may lose the last second; RDB snapshots alone lose what came after the snapshot.
+//!
+//! # Files
+//! This file: the connection and the cache of what this node last saw. [`names`]: every key
+//! and channel name; [`scripts`]: the Lua scripts; [`pubsub`]: publishing and subscriptions
+//! that renew themselves; one file per concern of the store: [`provisioning`], [`records`],
+//! [`notification_logs`], [`leases`], [`backend`].
+
+mod backend;
+mod leases;
+mod names;
+mod notification_logs;
+mod provisioning;
+mod pubsub;
+mod records;
+mod scripts;
+
+use std::collections::HashMap;
+
+use at_common::metadata::{now_ms, EpochMillis};
+use at_common::AtSign;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use super::encoding::{decode_record, encode_record};
+use super::{
+    is_committed, AccessKind, AtSignDump, AtSignInfo, AtSignsEvent, Backend, Change, CommitEntry,
+    CommitOp, Leases, Mutation, NotificationLog, NotificationLogs, NotificationRow, Provisioning,
+    Record, Records, StoreError, Written,
+};
+use pubsub::subscribe;
+use scripts::{DROP_COMMITS, MODIFY, SET_INFO};
+
+/// How often a read-modify-write is decided again when other writers keep changing the key.
+const MAX_ATTEMPTS: usize = 64;
+
+/// Longest wait for a connection to Redis, and for the answer to one command.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Commit entries handled per round trip by compaction and trimming.
+const DROP_BATCH: usize = 1000;
+
+/// The store in Redis.
+pub struct RedisStore {
+    client: redis::Client,
+    conn: ConnectionManager,
+    known: Known,
+    prefix: String,
+    modify: redis::Script,
+    drop_commits: redis::Script,
+    set_info: redis::Script,
+}
+
+/// The last record bytes this node saw per key (`None`: no record), so that a write can go
+/// straight to the script, one round trip, instead of reading first. Only ever a guess: the
+/// script compares it with what Redis holds and, if another node changed the key, hands back
+/// the real bytes. Bounded: past [`KNOWN_MAX`] keys an arbitrary one is forgotten.
+#[derive(Default)]
+struct Known(std::sync::Mutex<KnownMap>);
+
+/// (atSign, key) → the record's bytes as last seen (`None`: no record).
+type KnownMap = HashMap<(AtSign, String), Option<Vec<u8>>>;
+
+/// Keys [`Known`] remembers at most (hot keys stay; a miss only costs a read).
+const KNOWN_MAX: usize = 65_536;
+
+impl Known {
+    fn map(&self) -> std::sync::MutexGuard<'_, KnownMap> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, atsign: &AtSign, key: &str) -> Option<Option<Vec<u8>>> {
+        self.map().get(&(atsign.clone(), key.to_string())).cloned()
+    }
+
+    fn set(&self, atsign: &AtSign, key: &str, bytes: Option<Vec<u8>>) {
+        let mut map = self.map();
+        if map.len() >= KNOWN_MAX {
+            if let Some(evicted) = map.keys().next().cloned() {
+                map.remove(&evicted);
+            }
+        }
+        map.insert((atsign.clone(), key.to_string()), bytes);
+    }
+
+    fn forget(&self, atsign: &AtSign, key: &str) {
+        self.map().remove(&(atsign.clone(), key.to_string()));
+    }
+
+    fn forget_atsign(&self, atsign: &AtSign) {
+        self.map().retain(|(owner, _), _| owner != atsign);
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (without TLS files: see [`RedisStore::connect_client`]).
+    pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
+        Self::connect_client(redis::Client::open(url)?, prefix).await
+    }
+
+    /// Connects with `client` (`StoreConfig::redis_client`, which carries the TLS settings);
+    /// fails now rather than at the first command if Redis is unreachable. The connection is
+    /// multiplexed and re-established by itself after Redis restarts.
+    pub async fn connect_client(
+        client: redis::Client,
+        prefix: &str,
+    ) -> Result<RedisStore, StoreError> {
+        // Bounded everywhere: a Redis that is down or silent costs a client AT0002, not a hang.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            // Few, quick reconnection attempts: while Redis is down a command fails within
+            // about a second (AT0002) instead of waiting out the outage; the next command
+            // tries again.
+            .set_number_of_retries(2)
+            .set_max_delay(std::time::Duration::from_millis(500));
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        // A Redis that wants a password we lack answers NOAUTH only to a command: find out now.
+        let () = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map(|_: String| ())?;
+        Ok(RedisStore {
+            client,
+            conn,
+            known: Known::default(),
+            prefix: prefix.to_string(),
+            modify: redis::Script::new(MODIFY),
+            drop_commits: redis::Script::new(DROP_COMMITS),
+            set_info: redis::Script::new(SET_INFO),
+        })
+    }
+
+    /// Adds `row` to a transaction: its place in the order and its content, replacing its id's.
+    fn add_notification(
+        &self,
+        pipe: &mut redis::Pipeline,
+        atsign: &AtSign,
+        log: NotificationLog,
+        row: &NotificationRow,
+    ) {
+        let (order, rows) = self.notification_keys(atsign, log);
+        let mut value = format!("{}:", row.expires_ms).into_bytes();
+        value.extend_from_slice(&row.body);
+        pipe.zadd(order, &row.id, row.at_ms).ignore();
+        pipe.hset(rows, &row.id, value).ignore();
+    }
+
+    /// Drops the commit entries `entries` (oldest first) of `atsign`; returns how many were there.
+    async fn drop_entries(
+        &self,
+        atsign: &AtSign,
+        entries: &[CommitEntry],
+    ) -> Result<usize, StoreError> {
+        let keys = self.keys(atsign);
+        let mut dropped = 0;
+        for chunk in entries.chunks(DROP_BATCH) {
+            let mut invocation = self.drop_commits.key(&keys.commits);
+            invocation.key(&keys.commit_ix);
+            for entry in chunk {
+                invocation.arg(entry.commit_id).arg(&entry.key);
+            }
+            let n: usize = invocation.invoke_async(&mut self.conn.clone()).await?;
+            dropped += n;
+        }
+        Ok(dropped)
+    }
+
+    /// Commit entries with scores in `[min, max]` (Redis score syntax), oldest first, at most `limit`.
+    async fn entries(
+        &self,
+        atsign: &AtSign,
+        min: &str,
+        max: &str,
+        limit: usize,
+    ) -> Result<Vec<CommitEntry>, StoreError> {
+        let count = i64::try_from(limit).unwrap_or(-1);
+        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys(atsign).commits)
+            .arg(min)
+            .arg(max)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(count)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        members.iter().map(|m| decode_entry(m)).collect()
+    }
+}
+
+/// `id:op:time_ms:key` (the key may hold `:`; it is last).
+fn decode_entry(member: &str) -> Result<CommitEntry, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("commit entry {member:?}"));
+    let mut parts = member.splitn(4, ':');
+    let mut next = || parts.next().ok_or_else(corrupt);
+    let (id, op, time, key) = (next()?, next()?, next()?, next()?);
+    Ok(CommitEntry {
+        commit_id: id.parse().map_err(|_| corrupt())?,
+        op: op_from_code(op).ok_or_else(corrupt)?,
+        op_time_ms: time.parse().map_err(|_| corrupt())?,
+        key: key.to_string(),
+    })
+}
+
+/// A row from its id, order score and stored `expires_ms:body`.
+fn decode_notification(
+    id: String,
+    at_ms: f64,
+    stored: &[u8],
+) -> Result<NotificationRow, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("notification {id:?}"));
+    let colon = stored.iter().position(|&b| b == b':').ok_or_else(corrupt)?;
+    let expires = std::str::from_utf8(&stored[..colon]).map_err(|_| corrupt())?;
+    Ok(NotificationRow {
+        expires_ms: expires.parse().map_err(|_| corrupt())?,
+        at_ms: at_ms as EpochMillis,
+        body: stored[colon + 1..].to_vec(),
+        id,
+    })
+}
+
+fn op_code(op: CommitOp) -> &'static str {
+    match op {
+        CommitOp::Update => "u",
+        CommitOp::UpdateMeta => "m",
+        CommitOp::UpdateAll => "a",
+        CommitOp::Delete => "d",
+    }
+}
+
+fn op_from_code(code: &str) -> Option<CommitOp> {
+    Some(match code {
+        "u" => CommitOp::Update,
+        "m" => CommitOp::UpdateMeta,
+        "a" => CommitOp::UpdateAll,
+        "d" => CommitOp::Delete,
+        _ => return None,
+    })
+}
+
+fn parse_atsign(name: &str) -> Result<AtSign, StoreError> {
+    AtSign::parse(name).map_err(|e| StoreError::Corrupt(format!("atSign {name:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{conformance, Store};
+    use at_tests::redis::RedisServer;
+
+    conformance::cases!({
+        let redis = RedisServer::start();
+        let store = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        (redis, store)
+    });
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_is_held_by_one_node_until_dropped_or_expired() {
+        let redis = RedisServer::start();
+        let one = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        let two = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        let alice = AtSign::parse("@alice").unwrap();
+        let long = std::time::Duration::from_secs(30);
+        assert!(one.take_lease(&alice, "delivery:n-1", long).await.unwrap());
+        assert!(!two.take_lease(&alice, "delivery:n-1", long).await.unwrap());
+        assert!(
+            two.take_lease(&alice, "delivery:n-2", long).await.unwrap(),
+            "another name"
+        );
+        one.drop_lease(&alice, "delivery:n-1").await.unwrap();
+        let short = std::time::Duration::from_millis(200);
+        assert!(two.take_lease(&alice, "delivery:n-1", short).await.unwrap());
+        assert!(!one.take_lease(&alice, "delivery:n-1", long).await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert!(
+            one.take_lease(&alice, "delivery:n-1", long).await.unwrap(),
+            "expired"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_stores_on_one_redis_share_data_and_one_commit_sequence() {
+        // Two nodes: two connections, the same Redis.
+        let redis = RedisServer::start();
+        let a = Store::new(RedisStore::connect(&redis.url(), "t:").await.unwrap());
+        let b = Store::new(RedisStore::connect(&redis.url(), "t:").await.unwrap());
+        let alice = conformance::sign("alice");
+        let record = conformance::record("v", 0);
+        let tasks: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+            .map(|(n, store)| {
+                let (alice, record) = (alice.clone(), record.clone());
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for i in 0..50 {
+                        // Both nodes also write one shared key: their RMWs contend.
+                        for key in [format!("n{n}k{i}@alice"), "shared@alice".to_string()] {
+                            let id = store.put(&alice, &key, &record, CommitOp::Update).await;
+                            ids.push(id.unwrap().unwrap());
+                        }
+                    }
+                    ids
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            let ids = task.await.unwrap();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "increasing per node");
+            all.extend(ids);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..200).collect::<Vec<u64>>(), "no id given twice");
+        // What one node wrote, the other reads at once.
+        assert_eq!(b.get(&alice, "n0k49@alice").await.unwrap(), Some(record));
+        assert_eq!(a.keys(&alice, "").await.unwrap().len(), 101);
+        // One entry per key: the shared key's 99 older entries are gone.
+        assert_eq!(
+            b.commits_since(&alice, None, 1000).await.unwrap().len(),
+            101
+        );
+        assert_eq!(a.last_commit_id(&alice).await.unwrap(), Some(199));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_guess_never_decides_a_write() {
+        // Node a has seen `x`; node b then deletes it behind a's back.
+        let redis = RedisServer::start();
+        let a = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        let b = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        let alice = conformance::sign("alice");
+        let record = conformance::record("1", 0);
+        for key in ["x@alice", "y@alice"] {
+            a.put(&alice, key, &record, CommitOp::Update).await.unwrap();
+            b.remove(&alice, key).await.unwrap();
+        }
+        // "Only if absent": on a's stale guess it would be a Keep, or a refusal.
+        let only_if_absent = |refuse: bool| -> Change {
+            let record = record.clone();
+            Box::new(move |current| match current {
+                Some(_) if refuse => Err(at_common::error::AtError::new(
+                    at_common::error::ErrorCode::InvalidKey,
+                )),
+                Some(_) => Ok(Mutation::Keep),
+                None => Ok(Mutation::put(record.clone(), CommitOp::Update)),
+            })
+        };
+        let kept = a
+            .modify(&alice, "x@alice", only_if_absent(false))
+            .await
+            .unwrap();
+        assert!(
+            kept.changed,
+            "decided on what Redis holds, not on the guess"
+        );
+        let refused = a
+            .modify(&alice, "y@alice", only_if_absent(true))
+            .await
+            .unwrap();
+        assert!(refused.changed);
+        assert_eq!(
+            b.get(&alice, "x@alice").await.unwrap(),
+            Some(record.clone())
+        );
+        // And on what Redis holds, the same change is a Keep.
+        let again = b
+            .modify(&alice, "x@alice", only_if_absent(false))
+            .await
+            .unwrap();
+        assert!(!again.changed);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_published_notification_reaches_every_watching_node() {
+        let redis = RedisServer::start();
+        let a = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        let b = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        let mut on_a = a.watch_notifications().expect("Redis is shared");
+        let mut on_b = b.watch_notifications().expect("Redis is shared");
+        let bob = conformance::sign("bob");
+        // Subscriptions are asynchronous: publish until both have one (bounded).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let got = loop {
+            assert!(a
+                .publish_notification(&bob, b"{\"id\":\"1\"}")
+                .await
+                .unwrap());
+            let wait = std::time::Duration::from_millis(200);
+            if let Ok(Some(got)) = tokio::time::timeout(wait, on_b.recv()).await {
+                break got;
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing arrived");
+        };
+        assert_eq!(got, (bob.clone(), b"{\"id\":\"1\"}".to_vec()));
+        // The publishing node hears its own, too (it may hold the recipient's monitors).
+        let mine = tokio::time::timeout(std::time::Duration::from_secs(5), on_a.recv())
+            .await
+            .expect("arrives")
+            .expect("open");
+        assert_eq!(mine.0, bob);
+    }
+
+    #[tokio::test]
+    async fn keys_carry_the_atsign_hash_tag_and_the_prefix() {
+        let redis = RedisServer::start();
+        let backend = RedisStore::connect(&redis.url(), "p:").await.unwrap();
+        let alice = conformance::sign("alice");
+        let store = Store::new(backend);
+        store
+            .create_atsign(&alice, &conformance::info("alice"))
+            .await
+            .unwrap();
+        store
+            .put(
+                &alice,
+                "phone@alice",
+                &conformance::record("1", 0),
+                CommitOp::Update,
+            )
+            .await
+            .unwrap();
+        let mut conn = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let mut names: Vec<String> = conn.keys("*").await.unwrap();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "p:atserver:atsigns",
+                "p:atserver:labels",
+                "p:atserver:{@alice}:commit_ix",
+                "p:atserver:{@alice}:commits",
+                "p:atserver:{@alice}:next_commit",
+                "p:atserver:{@alice}:records",
+            ]
+        );
+        let entries: Vec<String> = conn
+            .zrange("p:atserver:{@alice}:commits", 0, -1)
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 1);
+        assert!(entries[0].starts_with("0:u:"), "{entries:?}");
+        assert!(entries[0].ends_with(":phone@alice"), "{entries:?}");
+        assert!(store.remove_atsign(&alice).await.unwrap());
+        let left: Vec<String> = conn.keys("*").await.unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}

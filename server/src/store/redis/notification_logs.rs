@@ -1,0 +1,135 @@
+//! The two notification logs of an atSign, and the channel that brings every notification
+//! to every node's monitors.
+
+use super::*;
+
+#[async_trait::async_trait]
+impl NotificationLogs for RedisStore {
+    async fn put_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        row: &NotificationRow,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        self.add_notification(&mut pipe, atsign, log, row);
+        let () = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    async fn notifications(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        after_ms: Option<EpochMillis>,
+        limit: usize,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        let (order, rows) = self.notification_keys(atsign, log);
+        let min = after_ms.map_or("-inf".to_string(), |after| format!("({after}"));
+        let mut conn = self.conn.clone();
+        let ids: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&order)
+            .arg(min)
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(i64::try_from(limit).unwrap_or(-1))
+            .query_async(&mut conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(&rows)
+            .arg(ids.iter().map(|(id, _)| id).collect::<Vec<_>>())
+            .query_async(&mut conn)
+            .await?;
+        ids.into_iter()
+            .zip(stored)
+            // A row removed between the two reads is simply not there.
+            .filter_map(|((id, at), stored)| {
+                stored.map(|bytes| decode_notification(id, at, &bytes))
+            })
+            .collect()
+    }
+
+    async fn get_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        id: &str,
+    ) -> Result<Option<NotificationRow>, StoreError> {
+        let (order, rows) = self.notification_keys(atsign, log);
+        let (at, stored): (Option<f64>, Option<Vec<u8>>) = redis::pipe()
+            .zscore(order, id)
+            .hget(rows, id)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        match (at, stored) {
+            (Some(at), Some(bytes)) => decode_notification(id.to_string(), at, &bytes).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn remove_notification(
+        &self,
+        atsign: &AtSign,
+        log: NotificationLog,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        let (order, rows) = self.notification_keys(atsign, log);
+        let (_, removed): (i64, i64) = redis::pipe()
+            .atomic()
+            .zrem(order, id)
+            .hdel(rows, id)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn publish_notification(
+        &self,
+        atsign: &AtSign,
+        payload: &[u8],
+    ) -> Result<bool, StoreError> {
+        let mut message = atsign.as_str().as_bytes().to_vec();
+        message.push(0);
+        message.extend_from_slice(payload);
+        let _: i64 = self
+            .conn
+            .clone()
+            .publish(self.notifications_channel(), message)
+            .await?;
+        Ok(true)
+    }
+
+    fn watch_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(4096);
+        tokio::spawn(subscribe(
+            self.client.clone(),
+            self.notifications_channel(),
+            move |payload: Vec<u8>| {
+                let sender = sender.clone();
+                async move {
+                    let Some(nul) = payload.iter().position(|&b| b == 0) else {
+                        return !sender.is_closed();
+                    };
+                    let Ok(atsign) = std::str::from_utf8(&payload[..nul])
+                        .map_err(|_| ())
+                        .and_then(|name| AtSign::parse(name).map_err(|_| ()))
+                    else {
+                        return !sender.is_closed();
+                    };
+                    sender
+                        .send((atsign, payload[nul + 1..].to_vec()))
+                        .await
+                        .is_ok()
+                }
+            },
+            || async { true },
+        ));
+        Some(receiver)
+    }
+}
