@@ -191,9 +191,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         monitors,
         peers,
         router,
-        quota,
-        pace,
-        suspensions: _,
+        ..
     } = services;
     if let View::Peer(peer) = &run.view {
         access::admit_peer(store, me, peer).await?;
@@ -207,13 +205,11 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
     match &run.command {
         Command::Update(c) => {
             let reply = verbs::update(store, me, c, now).await;
-            tell_shared(&outbox, me, &c.key, Change::Updated, &reply, now).await;
-            stats_after(monitors, me, Operation::Update, reply)
+            written(&outbox, me, (&c.key, Change::Updated), reply, now).await
         }
         Command::UpdateMeta(c) => {
             let reply = verbs::update_meta(store, me, c, now).await;
-            tell_shared(&outbox, me, &c.key, Change::MetaUpdated, &reply, now).await;
-            stats_after(monitors, me, Operation::Update, reply)
+            written(&outbox, me, (&c.key, Change::MetaUpdated), reply, now).await
         }
         Command::Llookup(c) => verbs::llookup(store, me, c, now).await,
         Command::Lookup(c) => match &run.view {
@@ -237,9 +233,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
             if c.key.to_string() == crate::reserved::AT_SECRET {
                 activate(store, me).await?;
             }
-            let reply = Ok(reply);
-            tell_shared(&outbox, me, &c.key, Change::Deleted, &reply, now).await;
-            stats_after(monitors, me, Operation::Delete, reply)
+            written(&outbox, me, (&c.key, Change::Deleted), Ok(reply), now).await
         }
         Command::Stats(c) => {
             let context = verbs::StatsContext {
@@ -257,43 +251,14 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
             verbs::update_json(store, me, c, now).await,
         ),
         Command::Plookup(c) => verbs::plookup(store, peers, monitors, me, c, now).await,
-        // Each command of the batch goes through this same match, as if sent alone by the owner
-        // (only the owner may send a batch, and the owner may run every verb).
-        Command::Batch(c) => {
-            let inbound = run.inbound;
-            let one = |command| -> verbs::Answer<'_> {
-                Box::pin(async move {
-                    // enroll needs the connection's checks (how it logged in, its enrollment,
-                    // request limits), which a batch entry does not pass: answered as the
-                    // other verbs the connection itself answers.
-                    if matches!(command, Command::Enroll(_)) {
-                        return Err(ErrorCode::InternalServerException.into());
-                    }
-                    let run = Run {
-                        command,
-                        view: View::Owner,
-                        inbound,
-                    };
-                    dispatch(services, me, &run).await
-                })
-            };
-            verbs::batch(c, one).await
-        }
+        Command::Batch(c) => batch(services, me, c, run.inbound).await,
         // APKAM enrollments, screened by the connection first (a request gets here from a
         // cram owner, to be approved at once); refused inside a batch (above).
         Command::Enroll(c) => verbs::enroll(store, me, c, run.view == View::Owner, now).await,
         // Notifications: the owner's to send; another server's (pol) received from it.
         Command::Notify(c) => match &run.view {
             View::Owner => verbs::notify(&outbox, me, c, now).await,
-            View::Peer(peer) => {
-                // Paced here, not refused: the peer's connection answers in order, so its link
-                // slows to the sender's budget (a batch's notifications each take their turn).
-                let wait = pace.reserve(peer, std::time::Instant::now());
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-                verbs::receive(store, monitors, *quota, me, peer, c, now_ms()).await
-            }
+            View::Peer(peer) => receive(services, me, peer, c).await,
             View::Public => not_routed(),
         },
         Command::NotifyList(c) => match &run.view {
@@ -323,22 +288,75 @@ fn not_routed() -> Result<Reply, AtError> {
     Err(ErrorCode::InternalServerException.into())
 }
 
-/// After a successful write of a key shared with another atSign: autoNotify. The write stands
-/// whatever happens here, so a failure is logged, not answered.
-async fn tell_shared(
+/// After an owner's write of `key` (`change`) answered `reply`: if it succeeded, autoNotify of
+/// the atSign the key is shared with, then the stats notification to the owner's monitors. The
+/// write stands whatever happens here, so a failure to notify is logged, not answered.
+async fn written(
     outbox: &verbs::Outbox<'_>,
     me: &AtSign,
-    key: &at_common::key::AtKey,
-    change: Change,
-    reply: &Result<Reply, AtError>,
+    (key, change): (&at_common::key::AtKey, Change),
+    reply: Result<Reply, AtError>,
     now: i64,
-) {
-    if reply.is_err() {
-        return;
+) -> Result<Reply, AtError> {
+    if reply.is_ok() {
+        if let Err(error) = verbs::auto_notify(outbox, me, key, change, now).await {
+            tracing::warn!(%me, %error, "could not notify the atSign a key is shared with");
+        }
     }
-    if let Err(error) = verbs::auto_notify(outbox, me, key, change, now).await {
-        tracing::warn!(%me, %error, "could not notify the atSign a key is shared with");
+    let operation = match change {
+        Change::Deleted => Operation::Delete,
+        Change::Updated | Change::MetaUpdated => Operation::Update,
+    };
+    stats_after(outbox.monitors, me, operation, reply)
+}
+
+/// Each command of a batch goes through [`dispatch`], as if sent alone by the owner (only the
+/// owner may send a batch, and the owner may run every verb).
+async fn batch(
+    services: &Services,
+    me: &AtSign,
+    cmd: &at_common::verb::Batch,
+    inbound: usize,
+) -> Result<Reply, AtError> {
+    let one = |command| -> verbs::Answer<'_> {
+        Box::pin(async move {
+            // enroll needs the connection's checks (how it logged in, its enrollment, request
+            // limits), which a batch entry does not pass: answered as the other verbs the
+            // connection itself answers.
+            if matches!(command, Command::Enroll(_)) {
+                return Err(ErrorCode::InternalServerException.into());
+            }
+            let run = Run {
+                command,
+                view: View::Owner,
+                inbound,
+            };
+            dispatch(services, me, &run).await
+        })
+    };
+    verbs::batch(cmd, one).await
+}
+
+/// A notification from `peer`'s server (pol). Paced here, not refused: the peer's connection
+/// answers in order, so its link slows to the sender's budget (a batch's notifications each
+/// take their turn).
+async fn receive(
+    services: &Services,
+    me: &AtSign,
+    peer: &AtSign,
+    cmd: &at_common::verb::Notify,
+) -> Result<Reply, AtError> {
+    let wait = services.pace.reserve(peer, std::time::Instant::now());
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
+    let Services {
+        store,
+        monitors,
+        quota,
+        ..
+    } = services;
+    verbs::receive(store, monitors, *quota, me, peer, cmd, now_ms()).await
 }
 
 /// After a write that made commit entry `data:<id>`: the stats notification to the owner's
