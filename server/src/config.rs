@@ -98,7 +98,8 @@ pub struct ServerConfig {
     pub inbound_idle_time_millis: u64,
     /// Idle time before an authenticated connection is closed.
     pub authenticated_idle_time_millis: u64,
-    /// Seconds a hosted atSign's key store stays in memory after its last use.
+    /// Seconds a hosted atSign's key store stays in memory after its last use, once none of
+    /// this node's connections to the atSign is open.
     pub keystore_idle_secs: u64,
     /// Failed cram/pkam proofs in a row on one connection answered at once, as the reference
     /// answers every one.

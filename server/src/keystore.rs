@@ -71,12 +71,25 @@ pub struct EnsureSigningKeys;
 #[rtype(result = "()")]
 pub struct Stop;
 
+/// A connection to this atSign opened: the key store runs while any is open.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach;
+
+/// A connection [`Attach`]ed to this key store closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Detach;
+
 /// One hosted atSign's key store.
 pub struct KeyStore {
     me: AtSign,
     services: Services,
     idle: Duration,
     last_used: Instant,
+    /// This node's connections to the atSign that are open now: while there is one, the key
+    /// store does not stop for being idle (a quiet connection's next command finds it).
+    connections: usize,
 }
 
 impl KeyStore {
@@ -86,6 +99,7 @@ impl KeyStore {
             services,
             idle,
             last_used: Instant::now(),
+            connections: 0,
         }
     }
 }
@@ -96,7 +110,7 @@ impl Actor for KeyStore {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let check = (self.idle / 4).max(Duration::from_millis(100));
         ctx.run_interval(check, |act, ctx| {
-            if act.last_used.elapsed() >= act.idle {
+            if act.connections == 0 && act.last_used.elapsed() >= act.idle {
                 tracing::debug!(atsign = %act.me, "key store idle; stopping");
                 ctx.stop();
             }
@@ -143,6 +157,23 @@ impl Handler<EnsureSigningKeys> for KeyStore {
         self.last_used = Instant::now();
         let (store, me) = (self.services.store.clone(), self.me.clone());
         Box::pin(async move { crate::signing::ensure(&store, &me).await })
+    }
+}
+
+impl Handler<Attach> for KeyStore {
+    type Result = ();
+
+    fn handle(&mut self, _: Attach, _: &mut Context<Self>) {
+        self.connections += 1;
+    }
+}
+
+impl Handler<Detach> for KeyStore {
+    type Result = ();
+
+    fn handle(&mut self, _: Detach, _: &mut Context<Self>) {
+        self.connections = self.connections.saturating_sub(1);
+        self.last_used = Instant::now();
     }
 }
 
@@ -524,6 +555,20 @@ mod tests {
             reply.render(&Prompt::Owner(alice), ErrorStyle::Legacy),
             &b"data:v\n@alice@"[..]
         );
+    }
+
+    #[actix_rt::test]
+    async fn a_key_store_with_a_connection_open_stays_however_idle() {
+        let dir = TempDir::new("keystore-attached");
+        let hosts = hosts(&dir, Duration::from_millis(200)).await;
+        let alice = AtSign::parse("@alice").unwrap();
+        let store = hosts.get(&alice);
+        store.send(Attach).await.unwrap();
+        actix_rt::time::sleep(Duration::from_millis(600)).await;
+        assert!(store.connected(), "stopped with a connection open");
+        store.send(Detach).await.unwrap();
+        actix_rt::time::sleep(Duration::from_millis(600)).await;
+        assert!(!store.connected(), "kept running with no connection, idle");
     }
 
     #[actix_rt::test]

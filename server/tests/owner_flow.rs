@@ -265,7 +265,20 @@ fn an_acknowledged_write_survives_kill_9(backend: Backend) {
     anyone.ask("lookup:durable@alice\n", "data:still-here\n@");
 }
 
+/// A connection quiet for longer than its atSign's key store may stay idle
+/// (`keystore_idle_secs`) is still served: a key store with connections open stays.
+fn a_connection_quieter_than_the_key_store_idle_time_is_still_served(backend: Backend) {
+    let mut node = Node::start(backend);
+    node.reconfigure("keystore_idle_secs = 1\n");
+    let mut owner = cram_in(&node);
+    owner.ask("update:public:quiet@alice here\n", "data:0\n@alice@");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    owner.ask("llookup:public:quiet@alice\n", "data:here\n@alice@");
+    owner.ask("update:public:quiet@alice again\n", "data:1\n@alice@");
+}
+
 both_backends! {
+    a_connection_quieter_than_the_key_store_idle_time_is_still_served,
     cram_with_the_provisioned_secret_authenticates_the_owner,
     wrong_cram_is_at0401_and_the_connection_stays_open,
     owner_verbs_before_authentication_are_at0401,

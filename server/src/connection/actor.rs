@@ -34,7 +34,9 @@ use super::auth_state::{AuthState, Proven};
 use super::authenticate;
 use super::throttle::{is_failed_proof, AuthThrottle, Source};
 use crate::access;
-use crate::keystore::{AdmitPeer, EnsureSigningKeys, GetAuthMaterial, Hosts, KeyStore, Run};
+use crate::keystore::{
+    AdmitPeer, Attach, Detach, EnsureSigningKeys, GetAuthMaterial, Hosts, KeyStore, Run,
+};
 use crate::metrics::metrics;
 use crate::notifications::{Monitors, Subscription};
 use crate::peer::Peers;
@@ -81,6 +83,8 @@ pub enum Origin {
 pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     me: AtSign,
     keystore: Addr<KeyStore>,
+    /// Where a stopped key store is started again.
+    hosts: Hosts,
     monitors: Monitors,
     /// Checks `pol` claims with the claimant's server.
     peers: Peers,
@@ -120,6 +124,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         origin: Origin,
     ) -> Addr<Self> {
         let keystore = hosts.get(&me);
+        let hosts = hosts.clone();
         let (monitors, peers) = (hosts.monitors().clone(), hosts.peers().clone());
         let suspensions = hosts.suspensions().clone();
         Connection::create(move |ctx| {
@@ -136,6 +141,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             Connection {
                 me,
                 keystore,
+                hosts,
                 monitors,
                 peers,
                 suspensions,
@@ -154,6 +160,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 current: None,
             }
         })
+    }
+
+    /// The atSign's key store, which this connection keeps running ([`Attach`]); started again
+    /// if it stopped all the same (it failed, or the atSign was deprovisioned and provisioned
+    /// again).
+    fn keystore(&mut self) -> Addr<KeyStore> {
+        if !self.keystore.connected() {
+            self.keystore = self.hosts.get(&self.me);
+            self.keystore.do_send(Attach);
+        }
+        self.keystore.clone()
     }
 
     fn reply(&mut self, result: Result<Reply, AtError>, ctx: &mut Context<Self>) {
@@ -244,7 +261,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 }
                 // Another atSign: the owner's block list is checked before anything else,
                 // then (when required) that the client's certificate names its server.
-                let admitted = self.keystore.send(AdmitPeer(from.atsign.clone()));
+                let admitted = self.keystore().send(AdmitPeer(from.atsign.clone()));
                 let peers = self.peers.clone();
                 let names = match (&self.origin, self.limits.peer_certificate_required) {
                     (Origin::Network { client_names, .. }, true) => Some(client_names.clone()),
@@ -299,7 +316,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                     inbound: self.limits.admission.open(),
                 };
                 ctx.wait(
-                    self.keystore
+                    self.keystore()
                         .send(run)
                         .into_actor(self)
                         .map(|result, act, ctx| {
@@ -388,7 +405,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             inbound: self.limits.admission.open(),
         };
         ctx.wait(
-            self.keystore
+            self.keystore()
                 .send(run)
                 .into_actor(self)
                 .map(move |result, act, ctx| {
@@ -435,7 +452,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             Command::Pkam(pkam) => pkam.enrollment_id.clone(),
             _ => None,
         };
-        let material = self.keystore.send(GetAuthMaterial { enrollment_id });
+        let material = self.keystore().send(GetAuthMaterial { enrollment_id });
         ctx.wait(material.into_actor(self).map(move |material, act, ctx| {
             let me = act.me.clone();
             let result = match material {
@@ -472,7 +489,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             }
             // The owner is in: the atSign's signing keys exist from now on (made once, the
             // first time), before the owner or anyone can look for them.
-            let keys = act.keystore.send(EnsureSigningKeys);
+            let keys = act.keystore().send(EnsureSigningKeys);
             ctx.wait(keys.into_actor(act).map(move |made, act, ctx| {
                 if !matches!(made, Ok(Ok(()))) {
                     tracing::warn!(atsign = %act.me, ?made, "could not make the signing keys; made on first need");
@@ -601,12 +618,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Actor for Connection<IO> {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.keystore.do_send(Detach);
         if let Some(counted) = self.counted.take() {
             metrics().connections.with_label_values(&[counted]).dec();
         }
     }
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.keystore.do_send(Attach);
         if let Some(ticket) = &self.ticket {
             ticket.attach(ctx.address().recipient());
         }
