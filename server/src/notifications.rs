@@ -15,15 +15,14 @@
 //! in the sender's sent log, `queued` until delivered.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use actix::prelude::{Message, Recipient};
 use at_common::metadata::EpochMillis;
 use at_common::verb::{MessageType, Operation};
 use at_common::AtSign;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 use crate::store::{NotificationLog, NotificationRow, Store, StoreError};
 
@@ -348,31 +347,23 @@ pub fn read_stored(row: &NotificationRow) -> Result<Stored, StoreError> {
 /// `monitor:<epochMillis>` and the replay from the store gives it what it missed.
 pub const MONITOR_QUEUE: usize = 1024;
 
-/// One monitor connection's subscription.
-struct Subscriber {
-    id: u64,
-    filter: Option<regex::Regex>,
-    /// `monitor:selfNotifications`: also the atServer's own notices ([`Stored::to_self`]).
-    self_notifications: bool,
-    lines: mpsc::Sender<Bytes>,
-}
-
-/// This node's monitor connections, by atSign; cheap to clone.
+/// How notifications reach monitor connections: published for every node (through the store
+/// when it is shared), and handed on this node to the key store of the atSign, which owns its
+/// monitors ([`crate::keystore`]) and is registered here while it has any. Cheap to clone.
 #[derive(Clone)]
 pub struct Monitors {
     store: Store,
-    subscribers: Arc<Mutex<HashMap<AtSign, Vec<Subscriber>>>>,
-    next_id: Arc<AtomicU64>,
-    stats: Arc<Mutex<HashMap<AtSign, StatsDue>>>,
+    here: Arc<Mutex<HashMap<AtSign, Recipient<HandOut>>>>,
 }
 
-/// At most one stats notification per atSign per this long: a burst of writes ends in one
-/// carrying the last commit id (what a client syncs to), not one each (a publish each on Redis).
-pub const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// How often every monitor gets a stats notification even without writes (the reference's
-/// statsNotificationJobTimeInterval).
-pub const STATS_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
+/// A notification for the monitors of the atSign whose key store gets it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandOut {
+    pub notification: Notification,
+    /// The atServer's own notice: only for monitors that asked for `:selfNotifications`.
+    pub to_self: bool,
+}
 
 /// How many stored notifications a monitor's replay or a `notify:list` reads at a time.
 pub const LOG_PAGE: usize = 256;
@@ -405,53 +396,14 @@ pub async fn log_page(
     }
 }
 
-/// How many atSigns' stats pacing is kept before the idle ones are forgotten.
-const STATS_REMEMBERED: usize = 10_000;
-
-/// An atSign's stats notifications: when the last went, and the newest waiting to go.
-struct StatsDue {
-    sent: std::time::Instant,
-    waiting: Option<(i64, Operation)>,
-}
-
-/// A monitor's place in [`Monitors`]; unsubscribes when dropped.
-pub struct Subscription {
-    monitors: Monitors,
-    atsign: AtSign,
-    id: u64,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        let mut all = self.monitors.lock();
-        if let Some(list) = all.get_mut(&self.atsign) {
-            list.retain(|s| s.id != self.id);
-            if list.is_empty() {
-                all.remove(&self.atsign);
-            }
-        }
-    }
-}
-
 impl Monitors {
     /// The monitors of a node over `store`; starts following notifications published by every
     /// node when the store is shared. Must be called inside a tokio runtime.
     pub fn start(store: Store) -> Monitors {
         let monitors = Monitors {
             store: store.clone(),
-            subscribers: Arc::default(),
-            next_id: Arc::default(),
-            stats: Arc::default(),
+            here: Arc::default(),
         };
-        let periodic = monitors.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(STATS_PERIOD);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                periodic.periodic_stats().await;
-            }
-        });
         if let Some(mut published) = store.watch_notifications() {
             let local = monitors.clone();
             tokio::spawn(async move {
@@ -468,34 +420,19 @@ impl Monitors {
         monitors
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AtSign, Vec<Subscriber>>> {
-        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AtSign, Recipient<HandOut>>> {
+        self.here.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Subscribes a monitor of `atsign`; its lines arrive on the receiver.
-    pub fn subscribe(
-        &self,
-        atsign: &AtSign,
-        filter: Option<regex::Regex>,
-        self_notifications: bool,
-    ) -> (Subscription, mpsc::Receiver<Bytes>) {
-        let (lines, receiver) = mpsc::channel(MONITOR_QUEUE);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock()
-            .entry(atsign.clone())
-            .or_default()
-            .push(Subscriber {
-                id,
-                filter,
-                self_notifications,
-                lines,
-            });
-        let subscription = Subscription {
-            monitors: self.clone(),
-            atsign: atsign.clone(),
-            id,
-        };
-        (subscription, receiver)
+    /// From now on `atsign`'s notifications on this node go to `keystore` (its key store has
+    /// monitors).
+    pub fn listen(&self, atsign: &AtSign, keystore: Recipient<HandOut>) {
+        self.lock().insert(atsign.clone(), keystore);
+    }
+
+    /// `atsign` has no monitors on this node any more.
+    pub fn forget(&self, atsign: &AtSign) {
+        self.lock().remove(atsign);
     }
 
     /// Stored, unexpired notifications `atsign` received after `after_ms`, as monitor lines;
@@ -568,101 +505,15 @@ impl Monitors {
         }
     }
 
-    /// After a write of `atsign`'s owner that made commit `commit_id`: the stats notification,
-    /// at once if none went in the last [`STATS_EVERY`], else at the end of that window with
-    /// the newest id. Must be called inside a tokio runtime.
-    pub fn stats_changed(&self, atsign: &AtSign, commit_id: i64, operation: Operation) {
-        let now = std::time::Instant::now();
-        let mut due = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        if due.len() >= STATS_REMEMBERED {
-            // Only atSigns inside their window need remembering.
-            due.retain(|_, entry| {
-                entry.waiting.is_some() || now.duration_since(entry.sent) < STATS_EVERY
-            });
-        }
-        let entry = due.entry(atsign.clone()).or_insert(StatsDue {
-            sent: now.checked_sub(STATS_EVERY).unwrap_or(now),
-            waiting: None,
-        });
-        if entry.waiting.is_some() {
-            entry.waiting = Some((commit_id, operation));
-            return;
-        }
-        let elapsed = now.duration_since(entry.sent);
-        if elapsed >= STATS_EVERY {
-            entry.sent = now;
-            drop(due);
-            self.send_stats(atsign.clone(), commit_id, operation);
-            return;
-        }
-        entry.waiting = Some((commit_id, operation));
-        let (monitors, atsign) = (self.clone(), atsign.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(STATS_EVERY - elapsed).await;
-            let newest = {
-                let mut due = monitors.stats.lock().unwrap_or_else(|e| e.into_inner());
-                due.get_mut(&atsign).and_then(|entry| {
-                    entry.sent = std::time::Instant::now();
-                    entry.waiting.take()
-                })
-            };
-            if let Some((commit_id, operation)) = newest {
-                monitors.send_stats(atsign, commit_id, operation);
-            }
-        });
-    }
-
-    /// The reference's periodic stats notification (every [`STATS_PERIOD`]): each atSign with
-    /// a monitor on this node gets its last commit id on this node's monitors only (every node
-    /// sends its own).
-    async fn periodic_stats(&self) {
-        let watched: Vec<AtSign> = self.lock().keys().cloned().collect();
-        for atsign in watched {
-            let last = match self.store.last_commit_id(&atsign).await {
-                Ok(last) => last.map_or(-1, |id| i64::try_from(id).unwrap_or(i64::MAX)),
-                Err(error) => {
-                    tracing::debug!(%atsign, %error, "no periodic stats notification");
-                    continue;
-                }
-            };
-            let now = at_common::metadata::now_ms();
-            let stats = Notification::stats(&atsign, last, Operation::Update, now);
-            self.hand_out(&atsign, &stats, false);
-        }
-    }
-
-    fn send_stats(&self, atsign: AtSign, commit_id: i64, operation: Operation) {
-        let stats =
-            Notification::stats(&atsign, commit_id, operation, at_common::metadata::now_ms());
-        let monitors = self.clone();
-        tokio::spawn(async move { monitors.publish(&atsign, &stats).await });
-    }
-
-    /// Gives `notification` to this node's monitors of `atsign` whose filter it matches. A
-    /// monitor whose queue is full is dropped ([`MONITOR_QUEUE`]); one going away too.
+    /// Hands `notification` to the key store of `atsign`, if it has monitors on this node.
     fn hand_out(&self, atsign: &AtSign, notification: &Notification, to_self: bool) {
-        let mut all = self.lock();
-        let Some(list) = all.get_mut(atsign) else {
+        let Some(keystore) = self.lock().get(atsign).cloned() else {
             return;
         };
-        let line = notification.monitor_line();
-        list.retain(|subscriber| {
-            let wanted = subscriber.self_notifications || !to_self;
-            if !wanted || !notification.matches(subscriber.filter.as_ref()) {
-                return true;
-            }
-            match subscriber.lines.try_send(line.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::info!(%atsign, "a monitor fell too far behind; dropping it");
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
+        keystore.do_send(HandOut {
+            notification: notification.clone(),
+            to_self,
         });
-        if list.is_empty() {
-            all.remove(atsign);
-        }
     }
 }
 
@@ -715,38 +566,5 @@ mod tests {
         one.id = "n-1".into();
         assert_eq!(id_of(&one.monitor_line()), Some("n-1"));
         assert_eq!(id_of(b"data:ok\n"), None);
-    }
-
-    #[tokio::test]
-    async fn a_burst_of_writes_makes_one_stats_notification_now_and_one_with_the_newest_id() {
-        let dir = TempDir::new("stats-pacing");
-        let store = crate::store::open(&Default::default(), dir.path())
-            .await
-            .unwrap();
-        let monitors = Monitors::start(store);
-        let alice = AtSign::parse("@alice").unwrap();
-        let (_subscription, mut lines) = monitors.subscribe(&alice, None, false);
-        for id in 0..100 {
-            monitors.stats_changed(&alice, id, Operation::Update);
-        }
-        let first = tokio::time::timeout(std::time::Duration::from_secs(5), lines.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            String::from_utf8_lossy(&first).contains("\"value\":\"0\""),
-            "{first:?}"
-        );
-        let last = tokio::time::timeout(std::time::Duration::from_secs(5), lines.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            String::from_utf8_lossy(&last).contains("\"value\":\"99\""),
-            "{last:?}"
-        );
-        // Nothing else: the 98 in between were folded into the last.
-        let more = tokio::time::timeout(STATS_EVERY * 3, lines.recv()).await;
-        assert!(more.is_err(), "{more:?}");
     }
 }

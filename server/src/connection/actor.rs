@@ -35,10 +35,14 @@ use super::authenticate;
 use super::throttle::{is_failed_proof, AuthThrottle, Source};
 use crate::access;
 use crate::keystore::{
-    AdmitPeer, Attach, Detach, EnsureSigningKeys, GetAuthMaterial, Hosts, KeyStore, Run,
+    AdmitPeer, Attach, Detach, EnsureSigningKeys, Evicted, GetAuthMaterial, Hosts, KeyStore, Run,
+    Subscribe, Subscription,
 };
+
+/// The next connection's id among its key store's connections.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 use crate::metrics::metrics;
-use crate::notifications::{Monitors, Subscription};
+use crate::notifications::Monitors;
 use crate::peer::Peers;
 use crate::suspension::Suspensions;
 
@@ -85,6 +89,10 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     keystore: Addr<KeyStore>,
     /// Where a stopped key store is started again.
     hosts: Hosts,
+    /// This connection among its key store's ([`Attach`]).
+    id: u64,
+    /// The atSign was deprovisioned while this connection was open.
+    evicted: bool,
     monitors: Monitors,
     /// Checks `pol` claims with the claimant's server.
     peers: Peers,
@@ -142,6 +150,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 me,
                 keystore,
                 hosts,
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                evicted: false,
                 monitors,
                 peers,
                 suspensions,
@@ -163,14 +173,22 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     }
 
     /// The atSign's key store, which this connection keeps running ([`Attach`]); started again
-    /// if it stopped all the same (it failed, or the atSign was deprovisioned and provisioned
-    /// again).
-    fn keystore(&mut self) -> Addr<KeyStore> {
-        if !self.keystore.connected() {
+    /// if it stopped all the same (it failed), unless the atSign was deprovisioned
+    /// ([`Evicted`]): then asking it fails, and nothing is written for the removed atSign.
+    fn keystore(&mut self, ctx: &mut Context<Self>) -> Addr<KeyStore> {
+        if !self.keystore.connected() && !self.evicted {
             self.keystore = self.hosts.get(&self.me);
-            self.keystore.do_send(Attach);
+            self.attach(ctx);
         }
         self.keystore.clone()
+    }
+
+    fn attach(&self, ctx: &mut Context<Self>) {
+        let evicted: Recipient<Evicted> = ctx.address().recipient();
+        self.keystore.do_send(Attach {
+            id: self.id,
+            evicted,
+        });
     }
 
     fn reply(&mut self, result: Result<Reply, AtError>, ctx: &mut Context<Self>) {
@@ -261,7 +279,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 }
                 // Another atSign: the owner's block list is checked before anything else,
                 // then (when required) that the client's certificate names its server.
-                let admitted = self.keystore().send(AdmitPeer(from.atsign.clone()));
+                let admitted = self.keystore(ctx).send(AdmitPeer(from.atsign.clone()));
                 let peers = self.peers.clone();
                 let names = match (&self.origin, self.limits.peer_certificate_required) {
                     (Origin::Network { client_names, .. }, true) => Some(client_names.clone()),
@@ -315,16 +333,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                     view,
                     inbound: self.limits.admission.open(),
                 };
-                ctx.wait(
-                    self.keystore()
-                        .send(run)
-                        .into_actor(self)
-                        .map(|result, act, ctx| {
-                            let result = result
-                                .unwrap_or_else(|_| Err(ErrorCode::InternalServerException.into()));
-                            act.reply(result, ctx);
-                        }),
-                );
+                let keystore = self.keystore(ctx);
+                ctx.wait(keystore.send(run).into_actor(self).map(|result, act, ctx| {
+                    let result =
+                        result.unwrap_or_else(|_| Err(ErrorCode::InternalServerException.into()));
+                    act.reply(result, ctx);
+                }));
             }
         }
     }
@@ -346,16 +360,44 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             Err(error) => return self.reply(Err(AtError::syntax(error.to_string())), ctx),
         };
         self.state.start_monitoring();
-        // Subscribed before the replay: what arrives meanwhile waits in the channel.
-        let with_self = monitor.self_notifications;
-        let (subscription, lines) = self.monitors.subscribe(&self.me, filter.clone(), with_self);
-        self.subscription = Some(subscription);
         self.current = None;
         self.recount();
-        // The replay first (read page by page as it goes out), then what arrives meanwhile and
-        // after: each notification shown once (what arrived between subscribing and reading
-        // the store is in both). Neither is taken while the client is behind: the monitor's
-        // queue fills instead.
+        // Subscribed (with the atSign's key store) before the replay: what arrives meanwhile
+        // waits in the channel. Later commands wait for the subscription.
+        let subscribe = Subscribe {
+            filter: filter.clone(),
+            self_notifications: monitor.self_notifications,
+        };
+        let keystore = self.keystore(ctx);
+        ctx.wait(
+            keystore
+                .send(subscribe)
+                .into_actor(self)
+                .map(move |subscribed, act, ctx| match subscribed {
+                    Ok((id, lines)) => {
+                        act.subscription = Some(Subscription {
+                            keystore: act.keystore.clone(),
+                            id,
+                        });
+                        act.stream_monitor(monitor, filter, lines, ctx);
+                    }
+                    Err(_) => act.reply(Err(ErrorCode::InternalServerException.into()), ctx),
+                }),
+        );
+    }
+
+    /// The monitor's lines: the replay first (read page by page as it goes out), then what
+    /// arrives meanwhile and after on `lines`: each notification shown once (what arrived
+    /// between subscribing and reading the store is in both). Neither is taken while the
+    /// client is behind: the monitor's queue fills instead.
+    fn stream_monitor(
+        &mut self,
+        monitor: at_common::verb::Monitor,
+        filter: Option<regex::Regex>,
+        lines: tokio::sync::mpsc::Receiver<Bytes>,
+        ctx: &mut Context<Self>,
+    ) {
+        let with_self = monitor.self_notifications;
         let shown = std::rc::Rc::new(std::cell::RefCell::new(std::collections::HashSet::new()));
         let replayed = match monitor.epoch_millis {
             Some(after) => self
@@ -404,8 +446,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             view,
             inbound: self.limits.admission.open(),
         };
+        let keystore = self.keystore(ctx);
         ctx.wait(
-            self.keystore()
+            keystore
                 .send(run)
                 .into_actor(self)
                 .map(move |result, act, ctx| {
@@ -452,7 +495,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             Command::Pkam(pkam) => pkam.enrollment_id.clone(),
             _ => None,
         };
-        let material = self.keystore().send(GetAuthMaterial { enrollment_id });
+        let material = self.keystore(ctx).send(GetAuthMaterial { enrollment_id });
         ctx.wait(material.into_actor(self).map(move |material, act, ctx| {
             let me = act.me.clone();
             let result = match material {
@@ -489,7 +532,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             }
             // The owner is in: the atSign's signing keys exist from now on (made once, the
             // first time), before the owner or anyone can look for them.
-            let keys = act.keystore().send(EnsureSigningKeys);
+            let keys = act.keystore(ctx).send(EnsureSigningKeys);
             ctx.wait(keys.into_actor(act).map(move |made, act, ctx| {
                 if !matches!(made, Ok(Ok(()))) {
                     tracing::warn!(atsign = %act.me, ?made, "could not make the signing keys; made on first need");
@@ -618,14 +661,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Actor for Connection<IO> {
     type Context = Context<Self>;
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.keystore.do_send(Detach);
+        self.keystore.do_send(Detach(self.id));
         if let Some(counted) = self.counted.take() {
             metrics().connections.with_label_values(&[counted]).dec();
         }
     }
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.keystore.do_send(Attach);
+        self.attach(ctx);
         if let Some(ticket) = &self.ticket {
             ticket.attach(ctx.address().recipient());
         }
@@ -691,6 +734,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<String, 
     /// The input ended (the peer half-closed, or the codec gave up): flush, then close.
     fn finished(&mut self, ctx: &mut Context<Self>) {
         self.close(ctx);
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Handler<Evicted> for Connection<IO> {
+    type Result = ();
+
+    fn handle(&mut self, _: Evicted, _: &mut Context<Self>) {
+        self.evicted = true;
     }
 }
 

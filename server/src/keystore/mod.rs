@@ -5,6 +5,10 @@
 //! reply). It stops itself after `idle` without messages; [`Hosts`] starts it again on the
 //! next use, which is also how a failed key store is restarted.
 
+mod monitors;
+
+pub use monitors::{Subscribe, Subscription, STATS_EVERY, STATS_PERIOD};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -71,17 +75,28 @@ pub struct EnsureSigningKeys;
 #[rtype(result = "()")]
 pub struct Stop;
 
-/// A connection to this atSign opened: the key store runs while any is open.
+/// A connection to this atSign opened (`id`, unique on the node): the key store runs while any
+/// is open, and tells each of them when the atSign is deprovisioned ([`Evicted`]).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Attach;
+pub struct Attach {
+    pub id: u64,
+    pub evicted: Recipient<Evicted>,
+}
 
-/// A connection [`Attach`]ed to this key store closed.
+/// The connection [`Attach`]ed as this id closed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Detach;
+pub struct Detach(pub u64);
 
-/// One hosted atSign's key store.
+/// To a connection: its atSign was deprovisioned and its key store stopped for good; what it
+/// is still asked gets errors, and nothing is written for the removed atSign.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evicted;
+
+/// One hosted atSign's key store: runs its commands, and owns what this node holds of the
+/// atSign while it is in use: the count of its open connections and its monitors.
 pub struct KeyStore {
     me: AtSign,
     services: Services,
@@ -89,7 +104,9 @@ pub struct KeyStore {
     last_used: Instant,
     /// This node's connections to the atSign that are open now: while there is one, the key
     /// store does not stop for being idle (a quiet connection's next command finds it).
-    connections: usize,
+    connections: HashMap<u64, Recipient<Evicted>>,
+    /// The atSign's monitor connections on this node ([`monitors`]).
+    monitors: monitors::Local,
 }
 
 impl KeyStore {
@@ -99,7 +116,8 @@ impl KeyStore {
             services,
             idle,
             last_used: Instant::now(),
-            connections: 0,
+            connections: HashMap::new(),
+            monitors: monitors::Local::default(),
         }
     }
 }
@@ -110,11 +128,18 @@ impl Actor for KeyStore {
     fn started(&mut self, ctx: &mut Context<Self>) {
         let check = (self.idle / 4).max(Duration::from_millis(100));
         ctx.run_interval(check, |act, ctx| {
-            if act.connections == 0 && act.last_used.elapsed() >= act.idle {
+            if act.connections.is_empty() && act.last_used.elapsed() >= act.idle {
                 tracing::debug!(atsign = %act.me, "key store idle; stopping");
                 ctx.stop();
             }
         });
+        ctx.run_interval(monitors::STATS_PERIOD, |act, ctx| act.periodic_stats(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if !self.monitors.is_empty() {
+            self.services.monitors.forget(&self.me);
+        }
     }
 }
 
@@ -163,16 +188,16 @@ impl Handler<EnsureSigningKeys> for KeyStore {
 impl Handler<Attach> for KeyStore {
     type Result = ();
 
-    fn handle(&mut self, _: Attach, _: &mut Context<Self>) {
-        self.connections += 1;
+    fn handle(&mut self, attach: Attach, _: &mut Context<Self>) {
+        self.connections.insert(attach.id, attach.evicted);
     }
 }
 
 impl Handler<Detach> for KeyStore {
     type Result = ();
 
-    fn handle(&mut self, _: Detach, _: &mut Context<Self>) {
-        self.connections = self.connections.saturating_sub(1);
+    fn handle(&mut self, Detach(id): Detach, _: &mut Context<Self>) {
+        self.connections.remove(&id);
         self.last_used = Instant::now();
     }
 }
@@ -180,7 +205,11 @@ impl Handler<Detach> for KeyStore {
 impl Handler<Stop> for KeyStore {
     type Result = ();
 
+    /// Deprovisioned: its connections are told, then it stops.
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        for connection in self.connections.values() {
+            connection.do_send(Evicted);
+        }
         ctx.stop();
     }
 }
@@ -191,10 +220,10 @@ impl Handler<Run> for KeyStore {
     /// Verbs run concurrently: a read never waits behind another connection's write, and
     /// writes of one atSign share fsyncs. Each write is one atomic read-modify-write in the
     /// store ([`Store::modify`]), which also orders them and hands out their commit ids.
-    fn handle(&mut self, run: Run, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, run: Run, ctx: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
-        let (services, me) = (self.services.clone(), self.me.clone());
-        Box::pin(async move { dispatch(&services, &me, &run).await })
+        let (services, me, this) = (self.services.clone(), self.me.clone(), ctx.address());
+        Box::pin(async move { dispatch(&services, &this, &me, &run).await })
     }
 }
 
@@ -216,7 +245,12 @@ pub struct Services {
 /// The one place a verb meets its handler: an exhaustive match, so a new verb is a compile
 /// error until it is routed. Who is asking (owner, another atSign's server, anyone) picks the
 /// view of lookup and scan; another atSign's server is asked again whether it is blocked.
-async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, AtError> {
+async fn dispatch(
+    services: &Services,
+    this: &Addr<KeyStore>,
+    me: &AtSign,
+    run: &Run,
+) -> Result<Reply, AtError> {
     let Services {
         store,
         monitors,
@@ -236,11 +270,11 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
     match &run.command {
         Command::Update(c) => {
             let reply = verbs::update(store, me, c, now).await;
-            written(&outbox, me, (&c.key, Change::Updated), reply, now).await
+            written(&outbox, this, me, (&c.key, Change::Updated), reply, now).await
         }
         Command::UpdateMeta(c) => {
             let reply = verbs::update_meta(store, me, c, now).await;
-            written(&outbox, me, (&c.key, Change::MetaUpdated), reply, now).await
+            written(&outbox, this, me, (&c.key, Change::MetaUpdated), reply, now).await
         }
         Command::Llookup(c) => verbs::llookup(store, me, c, now).await,
         Command::Lookup(c) => match &run.view {
@@ -264,7 +298,7 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
             if c.key.to_string() == crate::reserved::AT_SECRET {
                 activate(store, me).await?;
             }
-            written(&outbox, me, (&c.key, Change::Deleted), Ok(reply), now).await
+            written(&outbox, this, me, (&c.key, Change::Deleted), Ok(reply), now).await
         }
         Command::Stats(c) => {
             let context = verbs::StatsContext {
@@ -276,13 +310,12 @@ async fn dispatch(services: &Services, me: &AtSign, run: &Run) -> Result<Reply, 
         Command::Sync(c) => verbs::sync(store, me, c).await,
         Command::Config(c) => verbs::config(store, me, c).await,
         Command::UpdateJson(c) => stats_after(
-            monitors,
-            me,
+            this,
             Operation::Update,
             verbs::update_json(store, me, c, now).await,
         ),
         Command::Plookup(c) => verbs::plookup(store, peers, monitors, me, c, now).await,
-        Command::Batch(c) => batch(services, me, c, run.inbound).await,
+        Command::Batch(c) => batch(services, this, me, c, run.inbound).await,
         // APKAM enrollments, screened by the connection first (a request gets here from a
         // cram owner, to be approved at once); refused inside a batch (above).
         Command::Enroll(c) => verbs::enroll(store, me, c, run.view == View::Owner, now).await,
@@ -324,6 +357,7 @@ fn not_routed() -> Result<Reply, AtError> {
 /// write stands whatever happens here, so a failure to notify is logged, not answered.
 async fn written(
     outbox: &verbs::Outbox<'_>,
+    this: &Addr<KeyStore>,
     me: &AtSign,
     (key, change): (&at_common::key::AtKey, Change),
     reply: Result<Reply, AtError>,
@@ -338,13 +372,14 @@ async fn written(
         Change::Deleted => Operation::Delete,
         Change::Updated | Change::MetaUpdated => Operation::Update,
     };
-    stats_after(outbox.monitors, me, operation, reply)
+    stats_after(this, operation, reply)
 }
 
 /// Each command of a batch goes through [`dispatch`], as if sent alone by the owner (only the
 /// owner may send a batch, and the owner may run every verb).
 async fn batch(
     services: &Services,
+    this: &Addr<KeyStore>,
     me: &AtSign,
     cmd: &at_common::verb::Batch,
     inbound: usize,
@@ -362,7 +397,7 @@ async fn batch(
                 view: View::Owner,
                 inbound,
             };
-            dispatch(services, me, &run).await
+            dispatch(services, this, me, &run).await
         })
     };
     verbs::batch(cmd, one).await
@@ -391,16 +426,18 @@ async fn receive(
 }
 
 /// After a write that made commit entry `data:<id>`: the stats notification to the owner's
-/// monitors on every node ([`Monitors::stats_changed`] paces them).
+/// monitors on every node, paced by this key store ([`monitors::StatsChanged`]).
 fn stats_after(
-    monitors: &Monitors,
-    me: &AtSign,
+    this: &Addr<KeyStore>,
     operation: Operation,
     reply: Result<Reply, AtError>,
 ) -> Result<Reply, AtError> {
     if let Ok(Reply::Data(id)) = &reply {
-        if let Some(id) = id.parse::<i64>().ok().filter(|id| *id >= 0) {
-            monitors.stats_changed(me, id, operation);
+        if let Some(commit_id) = id.parse::<i64>().ok().filter(|id| *id >= 0) {
+            this.do_send(monitors::StatsChanged {
+                commit_id,
+                operation,
+            });
         }
     }
     reply
@@ -492,12 +529,12 @@ fn shard(atsign: &AtSign, n: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use at_common::reply::{ErrorStyle, Prompt};
     use at_tests::TempDir;
 
-    async fn hosts(dir: &TempDir, idle: Duration) -> Hosts {
+    pub(super) async fn hosts(dir: &TempDir, idle: Duration) -> Hosts {
         let store = crate::store::open(&Default::default(), dir.path())
             .await
             .unwrap();
@@ -557,16 +594,52 @@ mod tests {
         );
     }
 
+    /// A stand-in connection that counts the [`Evicted`] it is told.
+    #[derive(Default)]
+    struct Evictions(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Actor for Evictions {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Evicted> for Evictions {
+        type Result = ();
+
+        fn handle(&mut self, _: Evicted, _: &mut Context<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_deprovisioned_atsigns_key_store_tells_its_connections_and_stops() {
+        let dir = TempDir::new("keystore-evict");
+        let hosts = hosts(&dir, Duration::from_secs(60)).await;
+        let alice = AtSign::parse("@alice").unwrap();
+        let store = hosts.get(&alice);
+        let told = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for id in [1, 2] {
+            let connection = Evictions(std::sync::Arc::clone(&told)).start();
+            let evicted = connection.recipient();
+            store.send(Attach { id, evicted }).await.unwrap();
+        }
+        hosts.evict(&alice);
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(told.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(!store.connected());
+    }
+
     #[actix_rt::test]
     async fn a_key_store_with_a_connection_open_stays_however_idle() {
         let dir = TempDir::new("keystore-attached");
         let hosts = hosts(&dir, Duration::from_millis(200)).await;
         let alice = AtSign::parse("@alice").unwrap();
         let store = hosts.get(&alice);
-        store.send(Attach).await.unwrap();
+        let connection = Evictions::default().start();
+        let evicted = connection.clone().recipient();
+        store.send(Attach { id: 7, evicted }).await.unwrap();
         actix_rt::time::sleep(Duration::from_millis(600)).await;
         assert!(store.connected(), "stopped with a connection open");
-        store.send(Detach).await.unwrap();
+        store.send(Detach(7)).await.unwrap();
         actix_rt::time::sleep(Duration::from_millis(600)).await;
         assert!(!store.connected(), "kept running with no connection, idle");
     }

@@ -1,0 +1,258 @@
+//! The atSign's monitor connections on this node, owned by its key store: who subscribed and
+//! with which filter, handing each notification out to them, and the stats notifications
+//! (paced after writes, and every [`STATS_PERIOD`] while a monitor is open).
+//!
+//! Notifications reach the key store from the node's [`Monitors`], which follows what every
+//! node publishes; a key store with monitors is registered there ([`Monitors::listen`]) while
+//! it has any, and keeps running while they are open (each is a connection, [`super::Attach`]).
+
+use std::time::Instant;
+
+use actix::prelude::*;
+use at_common::metadata::now_ms;
+use at_common::verb::Operation;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::KeyStore;
+use crate::notifications::{HandOut, Notification, MONITOR_QUEUE};
+
+/// At most one stats notification per atSign per this long: a burst of writes ends in one
+/// carrying the last commit id (what a client syncs to), not one each (a publish each on Redis).
+pub const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How often every monitor gets a stats notification even without writes (the reference's
+/// statsNotificationJobTimeInterval).
+pub const STATS_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// A monitor connection of the atSign subscribes: its lines arrive on the receiver.
+#[derive(Message)]
+#[rtype(result = "(u64, mpsc::Receiver<Bytes>)")]
+pub struct Subscribe {
+    pub filter: Option<regex::Regex>,
+    /// `monitor:selfNotifications`: also the atServer's own notices.
+    pub self_notifications: bool,
+}
+
+/// The monitor subscribed as this id is gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe(pub u64);
+
+/// The owner's write made commit `commit_id`: a stats notification is due.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StatsChanged {
+    pub commit_id: i64,
+    pub operation: Operation,
+}
+
+/// A monitor's place in its key store; unsubscribes when dropped.
+pub struct Subscription {
+    pub keystore: Addr<KeyStore>,
+    pub id: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.keystore.do_send(Unsubscribe(self.id));
+    }
+}
+
+/// One monitor connection's subscription.
+struct Subscriber {
+    id: u64,
+    filter: Option<regex::Regex>,
+    self_notifications: bool,
+    lines: mpsc::Sender<Bytes>,
+}
+
+/// What a key store keeps of its atSign's monitors.
+#[derive(Default)]
+pub(super) struct Local {
+    subscribers: Vec<Subscriber>,
+    next_id: u64,
+    /// When the last stats notification went, and the newest commit waiting to go.
+    stats_sent: Option<Instant>,
+    stats_waiting: Option<(i64, Operation)>,
+}
+
+impl Local {
+    pub(super) fn is_empty(&self) -> bool {
+        self.subscribers.is_empty()
+    }
+}
+
+impl KeyStore {
+    /// Gives `notification` to the monitors whose filter it matches. A monitor whose queue is
+    /// full is dropped ([`MONITOR_QUEUE`]); one going away too. With none left the node stops
+    /// routing notifications here.
+    fn hand_out(&mut self, notification: &Notification, to_self: bool) {
+        let line = notification.monitor_line();
+        let me = &self.me;
+        self.monitors.subscribers.retain(|subscriber| {
+            let wanted = subscriber.self_notifications || !to_self;
+            if !wanted || !notification.matches(subscriber.filter.as_ref()) {
+                return true;
+            }
+            match subscriber.lines.try_send(line.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::info!(atsign = %me, "a monitor fell too far behind; dropping it");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        self.forget_if_unwatched();
+    }
+
+    fn forget_if_unwatched(&self) {
+        if self.monitors.is_empty() {
+            self.services.monitors.forget(&self.me);
+        }
+    }
+
+    /// The stats notification for commit `commit_id`, to the atSign's monitors on every node.
+    fn send_stats(&mut self, commit_id: i64, operation: Operation, ctx: &mut Context<Self>) {
+        self.monitors.stats_sent = Some(Instant::now());
+        let stats = Notification::stats(&self.me, commit_id, operation, now_ms());
+        let (monitors, me) = (self.services.monitors.clone(), self.me.clone());
+        ctx.spawn(async move { monitors.publish(&me, &stats).await }.into_actor(self));
+    }
+
+    /// The reference's periodic stats notification: each atSign with a monitor on this node
+    /// gets its last commit id on this node's monitors only (every node sends its own).
+    pub(super) fn periodic_stats(&mut self, ctx: &mut Context<Self>) {
+        if self.monitors.is_empty() {
+            return;
+        }
+        let (store, me) = (self.services.store.clone(), self.me.clone());
+        let last = async move { store.last_commit_id(&me).await };
+        ctx.spawn(last.into_actor(self).map(|last, act, _| match last {
+            Ok(last) => {
+                let last = last.map_or(-1, |id| i64::try_from(id).unwrap_or(i64::MAX));
+                let stats = Notification::stats(&act.me, last, Operation::Update, now_ms());
+                act.hand_out(&stats, false);
+            }
+            Err(error) => {
+                tracing::debug!(atsign = %act.me, %error, "no periodic stats notification");
+            }
+        }));
+    }
+}
+
+impl Handler<Subscribe> for KeyStore {
+    type Result = MessageResult<Subscribe>;
+
+    fn handle(&mut self, subscribe: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
+        let (lines, receiver) = mpsc::channel(MONITOR_QUEUE);
+        let id = self.monitors.next_id;
+        self.monitors.next_id += 1;
+        if self.monitors.is_empty() {
+            let here: Recipient<HandOut> = ctx.address().recipient();
+            self.services.monitors.listen(&self.me, here);
+        }
+        self.monitors.subscribers.push(Subscriber {
+            id,
+            filter: subscribe.filter,
+            self_notifications: subscribe.self_notifications,
+            lines,
+        });
+        MessageResult((id, receiver))
+    }
+}
+
+impl Handler<Unsubscribe> for KeyStore {
+    type Result = ();
+
+    fn handle(&mut self, Unsubscribe(id): Unsubscribe, _: &mut Context<Self>) {
+        self.monitors.subscribers.retain(|s| s.id != id);
+        self.forget_if_unwatched();
+    }
+}
+
+impl Handler<HandOut> for KeyStore {
+    type Result = ();
+
+    fn handle(&mut self, out: HandOut, _: &mut Context<Self>) {
+        self.hand_out(&out.notification, out.to_self);
+    }
+}
+
+impl Handler<StatsChanged> for KeyStore {
+    type Result = ();
+
+    /// At once if none went in the last [`STATS_EVERY`], else at the end of that window with
+    /// the newest commit id.
+    fn handle(&mut self, changed: StatsChanged, ctx: &mut Context<Self>) {
+        let newest = (changed.commit_id, changed.operation);
+        if self.monitors.stats_waiting.is_some() {
+            self.monitors.stats_waiting = Some(newest);
+            return;
+        }
+        let elapsed = self
+            .monitors
+            .stats_sent
+            .map_or(STATS_EVERY, |sent| sent.elapsed());
+        if elapsed >= STATS_EVERY {
+            return self.send_stats(newest.0, newest.1, ctx);
+        }
+        self.monitors.stats_waiting = Some(newest);
+        ctx.run_later(STATS_EVERY - elapsed, |act, ctx| {
+            if let Some((commit_id, operation)) = act.monitors.stats_waiting.take() {
+                act.send_stats(commit_id, operation, ctx);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use at_common::AtSign;
+    use at_tests::TempDir;
+
+    use super::*;
+
+    #[actix_rt::test]
+    async fn a_burst_of_writes_makes_one_stats_notification_now_and_one_with_the_newest_id() {
+        let dir = TempDir::new("stats-pacing");
+        let hosts = super::super::tests::hosts(&dir, Duration::from_secs(60)).await;
+        let alice = AtSign::parse("@alice").unwrap();
+        let keystore = hosts.get(&alice);
+        let (_, mut lines) = keystore
+            .send(Subscribe {
+                filter: None,
+                self_notifications: false,
+            })
+            .await
+            .unwrap();
+        for commit_id in 0..100 {
+            keystore.do_send(StatsChanged {
+                commit_id,
+                operation: Operation::Update,
+            });
+        }
+        let first = tokio::time::timeout(Duration::from_secs(5), lines.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&first).contains("\"value\":\"0\""),
+            "{first:?}"
+        );
+        let last = tokio::time::timeout(Duration::from_secs(5), lines.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&last).contains("\"value\":\"99\""),
+            "{last:?}"
+        );
+        // Nothing else: the 98 in between were folded into the last.
+        let more = tokio::time::timeout(STATS_EVERY * 3, lines.recv()).await;
+        assert!(more.is_err(), "{more:?}");
+    }
+}
