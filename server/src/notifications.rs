@@ -3,13 +3,13 @@
 //!
 //! - [`Notification`]: one notification, its stored form and its monitor line
 //!   (`notification: {json}\n`, the reference's key order).
-//! - [`Monitors`]: this node's monitor connections by atSign. A notification is published
-//!   through the store when the store is shared (Redis: every node, this one included, hears
-//!   it and hands it to its own monitors) and handed to this node's monitors directly when it
-//!   is not (embedded).
+//! - [`Monitors`]: the bus. A notification is published through the store when the store is
+//!   shared (Redis: every node, this one included, hears it) and handed on this node to the
+//!   key store of its atSign, which owns the atSign's monitor connections
+//!   ([`crate::keystore`]); with the embedded store it is handed over directly.
 //!
-//! Every [`STATS_PERIOD`], and after each write, monitors get the stats notification (`id`
-//! `-1`, the last commit id), the cue for clients to sync.
+//! Every [`crate::keystore::STATS_PERIOD`], and after each write, monitors get the stats
+//! notification (`id` `-1`, the last commit id), the cue for clients to sync.
 //!
 //! Delivery to atSigns on other atServers is [`crate::router`]'s: such a notification is kept
 //! in the sender's sent log, `queued` until delivered.

@@ -572,7 +572,7 @@ pub fn check_within_limits(line: &str) -> Result<(), String> {
 // Error replies
 
 /// An error, the prompt of the connection it goes to, its style, and whether it is thrown
-/// (`Reply::Error`) or set by a handler (`Reply::HandlerError`).
+/// (`Reply::Error`) or set by a handler (`AtError::set_by_handler`).
 #[derive(Debug, Clone)]
 pub struct ErrorCase {
     pub error: AtError,

@@ -2,8 +2,13 @@
 //! atSign's keys goes through it. Verbs run concurrently; each write is one atomic
 //! read-modify-write in the store, applied in the store's order with its commit id, so writes
 //! never interleave, and a connection's own commands are answered in order (it waits for each
-//! reply). It stops itself after `idle` without messages; [`Hosts`] starts it again on the
-//! next use, which is also how a failed key store is restarted.
+//! reply).
+//!
+//! It owns what this node holds of the atSign while it is in use: its open connections
+//! ([`Attach`]; a deprovisioned atSign's are told, [`Evicted`]) and its monitors
+//! ([`monitors`]). It stops itself after `idle` without messages once no connection is open;
+//! [`Hosts`] starts it again on the next use, which is also how a failed key store is
+//! restarted.
 
 mod monitors;
 
