@@ -162,7 +162,7 @@ pub fn revoke(asker: &Asker, id: Option<&str>, force: bool) -> Result<(), AtErro
 /// pol connection): not when `me`'s owner blocked it. The refusal is the reference's AT0013
 /// `Unable to connect`, which closes the connection.
 pub async fn admit_peer(store: &Store, me: &AtSign, who: &AtSign) -> Result<(), AtError> {
-    if crate::verbs::is_blocked(store, me, who).await? {
+    if crate::blocklist::is_blocked(store, me, who).await? {
         tracing::info!(%me, %who, "a blocked atSign refused");
         return Err(AtError::with_detail(
             ErrorCode::BlockedConnection,

@@ -31,6 +31,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod blocklist;
 pub mod cache_refresh;
 pub mod config;
 pub mod connection;

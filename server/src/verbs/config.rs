@@ -1,11 +1,10 @@
 //! `config` (docs/protocol.md#config): the owner's block list, and the reference's testing-mode
 //! settings, which a production server refuses.
 //!
-//! The block list is stored as the reference stores it, `{"blockList":["@bob",…]}` under
-//! `private:blocklist@<me>` ([`crate::reserved::blocklist`]), in the order atSigns were added, and never committed (so it is not
-//! synced to clients). [`admit_peer`] is what `from:@other` asks before anything else, and
-//! what every request of another atSign's pol connection asks again: a block takes effect at
-//! once, on connections already open too, on every node (the list is read from the store).
+//! The block list is stored as the reference stores it ([`crate::blocklist`]).
+//! [`crate::access::admit_peer`] is what `from:@other` asks before anything else, and what
+//! every request of another atSign's pol connection asks again: a block takes effect at once,
+//! on connections already open too, on every node (the list is read from the store).
 //!
 //! # Format
 //! ```text
@@ -18,15 +17,14 @@
 //!
 //! # Errors
 //! AT0010 for a setting the reference does not know, worded as the Dart error it raises;
-//! AT0002 (closes) for a stored block list that is not the JSON above.
+//! AT0002 (closes) for a stored block list that is not its JSON ([`crate::blocklist`]).
 
+use crate::blocklist::{edit, load};
+use crate::store::{Store, StoreError};
 use at_common::error::{AtError, ErrorCode};
 use at_common::reply::Reply;
 use at_common::verb::Config;
 use at_common::AtSign;
-use serde::{Deserialize, Serialize};
-
-use crate::store::{Mutation, Record, Store, StoreError};
 
 /// What the reference answers `config:set|reset|print` with outside its testing mode; this
 /// server has no testing mode.
@@ -46,13 +44,6 @@ const MODIFIABLE_CONFIGS: [&str; 11] = [
     "maxRequestsPerTimeFrame",
     "timeFrameInMills",
 ];
-
-/// The stored value, the reference's `Configuration` JSON.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct BlockList {
-    #[serde(rename = "blockList", default)]
-    block_list: Vec<String>,
-}
 
 /// `config:…` for the owner of `me`.
 pub async fn config(store: &Store, me: &AtSign, cmd: &Config) -> Result<Reply, AtError> {
@@ -114,57 +105,6 @@ pub async fn config(store: &Store, me: &AtSign, cmd: &Config) -> Result<Reply, A
     }
 }
 
-/// Whether `me`'s owner blocked `who` (what [`crate::access::admit_peer`] refuses).
-pub async fn is_blocked(store: &Store, me: &AtSign, who: &AtSign) -> Result<bool, AtError> {
-    Ok(load(store, me).await?.iter().any(|s| s == who.as_str()))
-}
-
-async fn load(store: &Store, me: &AtSign) -> Result<Vec<String>, AtError> {
-    let record = store.get(me, &key(me)).await?;
-    parse(me, record.as_ref())
-}
-
-/// The block list in `record` (empty if there is none).
-fn parse(me: &AtSign, record: Option<&Record>) -> Result<Vec<String>, AtError> {
-    let Some(value) = record.and_then(|r| r.value.as_deref()) else {
-        return Ok(Vec::new());
-    };
-    let stored: BlockList = serde_json::from_str(value)
-        .map_err(|error| StoreError::Corrupt(format!("{me}'s block list: {error}")))?;
-    Ok(stored.block_list)
-}
-
-/// Rewrites the stored list with `change` in one atomic read-modify-write (two concurrent
-/// `config:block:add` must not lose one); `None` from `change` writes nothing. Whether it wrote.
-async fn edit(
-    store: &Store,
-    me: &AtSign,
-    change: impl Fn(Vec<String>) -> Option<Vec<String>> + Send + Sync + 'static,
-) -> Result<bool, AtError> {
-    let owner = me.clone();
-    let written = store
-        .modify(me, &key(me), move |current| {
-            let Some(block_list) = change(parse(&owner, current)?) else {
-                return Ok(Mutation::Keep);
-            };
-            let value =
-                serde_json::to_string(&BlockList { block_list }).map_err(StoreError::from)?;
-            Ok(Mutation::Put {
-                record: Record {
-                    value: Some(value),
-                    ..Record::default()
-                },
-                op: None,
-            })
-        })
-        .await?;
-    Ok(written.changed)
-}
-
-fn key(me: &AtSign) -> String {
-    crate::reserved::blocklist(me)
-}
-
 fn success() -> Reply {
     Reply::Data("success".into())
 }
@@ -192,6 +132,8 @@ mod tests {
 
     use super::*;
     use crate::access::admit_peer;
+    use crate::blocklist::is_blocked;
+    use crate::store::Record;
     use crate::verbs::testing::{command, fixture, wire, Fixture};
 
     async fn run(f: &Fixture, line: &str) -> String {

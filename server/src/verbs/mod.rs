@@ -31,7 +31,7 @@ pub(crate) mod update;
 mod update_json;
 
 pub use batch::{batch, Answer};
-pub use config::{config, is_blocked};
+pub use config::config;
 pub use delete::delete;
 pub use enroll::{apkam_key, enroll, screen, settle, ApkamKey, Settled};
 pub use info::info;
