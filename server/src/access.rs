@@ -21,8 +21,16 @@ use at_common::error::{AtError, ErrorCode};
 use at_common::verb::{Command, EnrollOp};
 use at_common::AtSign;
 
-use crate::connection::auth_state::OwnerAuth;
 use crate::store::Store;
+
+/// How the owner proved itself on a connection (the reference's `authType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerAuth {
+    /// With the CRAM secret: onboarding, where `enroll:request` is approved at once.
+    Cram,
+    /// With a PKAM signature, by the legacy key or (with an enrollment id) an APKAM key.
+    Pkam,
+}
 
 /// Who is asking, as the connection knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::connection::throttle::ThrottleLimits;
 use crate::maintenance::Settings;
+use crate::peer::PeerSettings;
 
 /// The longest `maintenance_interval_secs` (and `cache_refresh_interval_secs`): expired keys,
 /// old commit entries and stale cached copies should not wait longer than a day.
@@ -412,6 +413,36 @@ impl ServerConfig {
             peers_per_atsign: self.peer_max_limit,
             per_peer: self.peer_per_atsign_limit,
         }
+    }
+
+    /// What the links to other atServers need; `tls` is the listener's, whose certificate this
+    /// node presents to other servers (generated already, the listener being set up first).
+    pub fn peer_settings(
+        &self,
+        tls: &at_common::config::TlsConfig,
+    ) -> Result<PeerSettings, at_common::tls::TlsError> {
+        let mut ca_files = self.peer_ca_files.clone();
+        ca_files.extend(self.directory_ca_file.iter().cloned());
+        let identity = match (&self.peer_client_cert_file, &self.peer_client_key_file) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => at_common::tls::identity_files(tls, &self.data_dir),
+        };
+        let client = match identity {
+            Some((cert, key)) => {
+                at_common::tls::client_config_with_identity(&ca_files, &cert, &key)?
+            }
+            None => at_common::tls::client_config(&ca_files)?,
+        };
+        Ok(PeerSettings {
+            // Validated with the rest of the configuration.
+            directory: at_common::Address::parse(&self.directory).unwrap_or_else(|_| {
+                at_common::Address::parse("localhost:64").expect("a valid address")
+            }),
+            tls: tokio_rustls::TlsConnector::from(std::sync::Arc::new(client)),
+            timeout: Duration::from_millis(self.peer_timeout_millis),
+            idle: Duration::from_millis(self.outbound_idle_time_millis),
+            max_links: self.outbound_max_limit,
+        })
     }
 
     /// Idle limit for a connection in the given state.

@@ -29,6 +29,7 @@ use at_common::reply::Prompt;
 use at_common::AtSign;
 
 use crate::access::Asker;
+pub use crate::access::OwnerAuth;
 
 /// How long a `from` challenge can be answered (the reference keeps it 60 s).
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
@@ -68,15 +69,6 @@ pub enum Proven {
     Owner(AtSign),
     /// Another atSign's server, by `pol`.
     Peer(AtSign),
-}
-
-/// How the owner proved itself on a connection (the reference's `authType`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OwnerAuth {
-    /// With the CRAM secret: onboarding, where `enroll:request` is approved at once.
-    Cram,
-    /// With a PKAM signature, by the legacy key or (with an enrollment id) an APKAM key.
-    Pkam,
 }
 
 /// The session state of one connection.

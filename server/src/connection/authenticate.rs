@@ -20,7 +20,8 @@ use at_common::reply::Reply;
 use at_common::verb::{Cram, Enroll, EnrollmentStatus, From, Pkam};
 use at_common::AtSign;
 
-use super::auth_state::{AuthState, OwnerAuth};
+use super::auth_state::AuthState;
+use crate::access::OwnerAuth;
 use crate::verbs::{self, ApkamKey, Settled};
 
 /// `from:<atSign>` on a connection serving `me`: a fresh challenge, replacing any earlier one.

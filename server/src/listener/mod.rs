@@ -24,7 +24,6 @@ use crate::admin;
 use crate::config::ServerConfig;
 use crate::http;
 use crate::node::Node;
-use crate::peer::PeerSettings;
 use crate::store::Store;
 use crate::{cache_refresh, maintenance};
 use accept::{Accepting, Route, Shared};
@@ -97,7 +96,7 @@ async fn start(
     let node = Node::start(
         config,
         store.clone(),
-        PeerSettings::from_config(config, &tls_config)?,
+        config.peer_settings(&tls_config)?,
         draining,
         workers.iter().map(Arbiter::handle).collect(),
     );

@@ -55,37 +55,6 @@ pub struct PeerSettings {
     pub max_links: usize,
 }
 
-impl PeerSettings {
-    /// From the node's configuration; `tls` is the listener's, whose certificate this node
-    /// presents to other servers (generated already, the listener being set up first).
-    pub fn from_config(
-        config: &crate::config::ServerConfig,
-        tls: &at_common::config::TlsConfig,
-    ) -> Result<PeerSettings, at_common::tls::TlsError> {
-        let mut ca_files = config.peer_ca_files.clone();
-        ca_files.extend(config.directory_ca_file.iter().cloned());
-        let identity = match (&config.peer_client_cert_file, &config.peer_client_key_file) {
-            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
-            _ => at_common::tls::identity_files(tls, &config.data_dir),
-        };
-        let client = match identity {
-            Some((cert, key)) => {
-                at_common::tls::client_config_with_identity(&ca_files, &cert, &key)?
-            }
-            None => at_common::tls::client_config(&ca_files)?,
-        };
-        Ok(PeerSettings {
-            // Validated with the rest of the configuration.
-            directory: Address::parse(&config.directory)
-                .unwrap_or_else(|_| Address::parse("localhost:64").expect("a valid address")),
-            tls: TlsConnector::from(Arc::new(client)),
-            timeout: Duration::from_millis(config.peer_timeout_millis),
-            idle: Duration::from_millis(config.outbound_idle_time_millis),
-            max_links: config.outbound_max_limit,
-        })
-    }
-}
-
 /// What the node does with what a new link learns (set when the node starts,
 /// [`Peers::observe`]): the link is a transport and writes nothing itself.
 pub trait Observer: Send + Sync {

@@ -132,7 +132,7 @@ pub async fn enroll(
 mod tests {
     use at_common::verb::{Command, EnrollmentStatus};
 
-    use crate::connection::auth_state::OwnerAuth;
+    use crate::access::OwnerAuth;
 
     use super::record::written;
     use super::*;
