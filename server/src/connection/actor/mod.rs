@@ -12,6 +12,8 @@
 //! node's own peer links to its own atSigns, in-process ([`Origin`]); the two differ only in
 //! that an in-process one has no client certificate to check.
 
+mod monitor;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,6 @@ use actix::prelude::*;
 use at_common::backlog::{Backlog, Counted};
 use at_common::codec::{CodecError, LineCodec};
 use at_common::error::{AtError, ErrorCode};
-use at_common::metadata::now_ms;
 use at_common::reply::{ErrorStyle, Reply};
 use at_common::verb::Command;
 use at_common::AtSign;
@@ -36,7 +37,7 @@ use super::throttle::{is_failed_proof, AuthThrottle, Source};
 use crate::access;
 use crate::keystore::{
     AdmitPeer, Attach, Detach, EnsureSigningKeys, Evicted, GetAuthMaterial, Hosts, KeyStore, Run,
-    Subscribe, Subscription,
+    Subscription,
 };
 
 /// The next connection's id among its key store's connections.
@@ -341,90 +342,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 }));
             }
         }
-    }
-
-    /// `monitor`: from now on this connection streams the owner's received notifications
-    /// (stored ones newer than `epochMillis` first), one `notification: {json}` line each,
-    /// and writes no prompts. Other commands are still answered.
-    fn monitor(&mut self, monitor: at_common::verb::Monitor, ctx: &mut Context<Self>) {
-        if let Err(refused) =
-            access::decide(&self.state.asker(), &Command::Monitor(monitor.clone()))
-        {
-            return self.reply(Err(refused), ctx);
-        }
-        if self.subscription.is_some() {
-            return; // already streaming
-        }
-        let filter = match monitor.regex.as_deref().map(regex::Regex::new).transpose() {
-            Ok(filter) => filter,
-            Err(error) => return self.reply(Err(AtError::syntax(error.to_string())), ctx),
-        };
-        self.state.start_monitoring();
-        self.current = None;
-        self.recount();
-        // Subscribed (with the atSign's key store) before the replay: what arrives meanwhile
-        // waits in the channel. Later commands wait for the subscription.
-        let subscribe = Subscribe {
-            filter: filter.clone(),
-            self_notifications: monitor.self_notifications,
-        };
-        let keystore = self.keystore(ctx);
-        ctx.wait(
-            keystore
-                .send(subscribe)
-                .into_actor(self)
-                .map(move |subscribed, act, ctx| match subscribed {
-                    Ok((id, lines)) => {
-                        act.subscription = Some(Subscription {
-                            keystore: act.keystore.clone(),
-                            id,
-                        });
-                        act.stream_monitor(monitor, filter, lines, ctx);
-                    }
-                    Err(_) => act.reply(Err(ErrorCode::InternalServerException.into()), ctx),
-                }),
-        );
-    }
-
-    /// The monitor's lines: the replay first (read page by page as it goes out), then what
-    /// arrives meanwhile and after on `lines`: each notification shown once (what arrived
-    /// between subscribing and reading the store is in both). Neither is taken while the
-    /// client is behind: the monitor's queue fills instead.
-    fn stream_monitor(
-        &mut self,
-        monitor: at_common::verb::Monitor,
-        filter: Option<regex::Regex>,
-        lines: tokio::sync::mpsc::Receiver<Bytes>,
-        ctx: &mut Context<Self>,
-    ) {
-        let with_self = monitor.self_notifications;
-        let shown = std::rc::Rc::new(std::cell::RefCell::new(std::collections::HashSet::new()));
-        let replayed = match monitor.epoch_millis {
-            Some(after) => self
-                .monitors
-                .replay(&self.me, after, filter, with_self, now_ms())
-                .boxed(),
-            None => futures_util::stream::empty().boxed(),
-        };
-        let noted = std::rc::Rc::clone(&shown);
-        let replayed = replayed.map(move |line| {
-            noted
-                .borrow_mut()
-                .extend(crate::notifications::id_of(&line).map(str::to_string));
-            MonitorLine(line)
-        });
-        let live = futures_util::stream::unfold((lines, shown), |(mut lines, shown)| async move {
-            loop {
-                let line = lines.recv().await?;
-                let again = crate::notifications::id_of(&line)
-                    .is_some_and(|id| shown.borrow().contains(id));
-                if !again {
-                    return Some((MonitorLine(line), (lines, shown)));
-                }
-            }
-        });
-        let lines = replayed.chain(live);
-        ctx.add_stream(self.backlog.gate(Box::pin(lines)));
     }
 
     /// `enroll`: screened here, where who is asking is known, then run by the key store; an
@@ -785,26 +702,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Suspended> for 
     }
 
     fn finished(&mut self, _: &mut Context<Self>) {}
-}
-
-/// A notification line for a monitor connection.
-struct MonitorLine(Bytes);
-
-impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<MonitorLine> for Connection<IO> {
-    fn handle(&mut self, MonitorLine(line): MonitorLine, ctx: &mut Context<Self>) {
-        if !self.closing {
-            self.send(line, ctx);
-        }
-    }
-
-    /// The monitor's queue was dropped: it overflowed (the client did not read fast enough;
-    /// [`crate::notifications::MONITOR_QUEUE`]) or the node is shutting down. Either way the
-    /// connection closes; the client reconnects with `monitor:<last epochMillis>` and gets
-    /// what it missed from the store.
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        tracing::debug!(atsign = %self.me, "monitor queue gone; closing");
-        self.close(ctx);
-    }
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> WriteHandler<CodecError> for Connection<IO> {
