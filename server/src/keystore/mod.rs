@@ -12,7 +12,7 @@
 
 mod monitors;
 
-pub use monitors::{Subscribe, Subscription, STATS_EVERY, STATS_PERIOD};
+pub use monitors::{Subscribe, Subscription, STATS_PERIOD};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -138,11 +138,10 @@ impl Actor for KeyStore {
                 ctx.stop();
             }
         });
-        ctx.run_interval(monitors::STATS_PERIOD, |act, ctx| act.periodic_stats(ctx));
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        if !self.monitors.is_empty() {
+        if self.monitors.is_watched() {
             self.services.monitors.forget(&self.me);
         }
     }

@@ -75,11 +75,14 @@ pub(super) struct Local {
     /// When the last stats notification went, and the newest commit waiting to go.
     stats_sent: Option<Instant>,
     stats_waiting: Option<(i64, Operation)>,
+    /// While there are monitors: the periodic stats notification's timer (and the node routes
+    /// the atSign's notifications here). A key store without monitors runs no timer.
+    watching: Option<SpawnHandle>,
 }
 
 impl Local {
-    pub(super) fn is_empty(&self) -> bool {
-        self.subscribers.is_empty()
+    pub(super) fn is_watched(&self) -> bool {
+        self.watching.is_some()
     }
 }
 
@@ -87,7 +90,7 @@ impl KeyStore {
     /// Gives `notification` to the monitors whose filter it matches. A monitor whose queue is
     /// full is dropped ([`MONITOR_QUEUE`]); one going away too. With none left the node stops
     /// routing notifications here.
-    fn hand_out(&mut self, notification: &Notification, to_self: bool) {
+    fn hand_out(&mut self, notification: &Notification, to_self: bool, ctx: &mut Context<Self>) {
         let line = notification.monitor_line();
         let me = &self.me;
         self.monitors.subscribers.retain(|subscriber| {
@@ -104,11 +107,28 @@ impl KeyStore {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
-        self.forget_if_unwatched();
+        self.unwatch_if_none(ctx);
     }
 
-    fn forget_if_unwatched(&self) {
-        if self.monitors.is_empty() {
+    /// With the first monitor: the node routes the atSign's notifications here, and the
+    /// periodic stats notification runs.
+    fn watch(&mut self, ctx: &mut Context<Self>) {
+        if self.monitors.is_watched() {
+            return;
+        }
+        let here: Recipient<HandOut> = ctx.address().recipient();
+        self.services.monitors.listen(&self.me, here);
+        let periodic = ctx.run_interval(STATS_PERIOD, |act, ctx| act.periodic_stats(ctx));
+        self.monitors.watching = Some(periodic);
+    }
+
+    /// With the last monitor gone: neither.
+    fn unwatch_if_none(&mut self, ctx: &mut Context<Self>) {
+        if !self.monitors.subscribers.is_empty() {
+            return;
+        }
+        if let Some(periodic) = self.monitors.watching.take() {
+            ctx.cancel_future(periodic);
             self.services.monitors.forget(&self.me);
         }
     }
@@ -123,17 +143,14 @@ impl KeyStore {
 
     /// The reference's periodic stats notification: each atSign with a monitor on this node
     /// gets its last commit id on this node's monitors only (every node sends its own).
-    pub(super) fn periodic_stats(&mut self, ctx: &mut Context<Self>) {
-        if self.monitors.is_empty() {
-            return;
-        }
+    fn periodic_stats(&mut self, ctx: &mut Context<Self>) {
         let (store, me) = (self.services.store.clone(), self.me.clone());
         let last = async move { store.last_commit_id(&me).await };
-        ctx.spawn(last.into_actor(self).map(|last, act, _| match last {
+        ctx.spawn(last.into_actor(self).map(|last, act, ctx| match last {
             Ok(last) => {
                 let last = last.map_or(-1, |id| i64::try_from(id).unwrap_or(i64::MAX));
                 let stats = Notification::stats(&act.me, last, Operation::Update, now_ms());
-                act.hand_out(&stats, false);
+                act.hand_out(&stats, false, ctx);
             }
             Err(error) => {
                 tracing::debug!(atsign = %act.me, %error, "no periodic stats notification");
@@ -149,10 +166,7 @@ impl Handler<Subscribe> for KeyStore {
         let (lines, receiver) = mpsc::channel(MONITOR_QUEUE);
         let id = self.monitors.next_id;
         self.monitors.next_id += 1;
-        if self.monitors.is_empty() {
-            let here: Recipient<HandOut> = ctx.address().recipient();
-            self.services.monitors.listen(&self.me, here);
-        }
+        self.watch(ctx);
         self.monitors.subscribers.push(Subscriber {
             id,
             filter: subscribe.filter,
@@ -166,17 +180,17 @@ impl Handler<Subscribe> for KeyStore {
 impl Handler<Unsubscribe> for KeyStore {
     type Result = ();
 
-    fn handle(&mut self, Unsubscribe(id): Unsubscribe, _: &mut Context<Self>) {
+    fn handle(&mut self, Unsubscribe(id): Unsubscribe, ctx: &mut Context<Self>) {
         self.monitors.subscribers.retain(|s| s.id != id);
-        self.forget_if_unwatched();
+        self.unwatch_if_none(ctx);
     }
 }
 
 impl Handler<HandOut> for KeyStore {
     type Result = ();
 
-    fn handle(&mut self, out: HandOut, _: &mut Context<Self>) {
-        self.hand_out(&out.notification, out.to_self);
+    fn handle(&mut self, out: HandOut, ctx: &mut Context<Self>) {
+        self.hand_out(&out.notification, out.to_self, ctx);
     }
 }
 
