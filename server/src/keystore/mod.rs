@@ -5,7 +5,7 @@
 //! reply).
 //!
 //! It owns what this node holds of the atSign while it is in use: its open connections
-//! ([`Attach`]; a deprovisioned atSign's are told, [`Evicted`]) and its monitors
+//! ([`Attach`]; a deprovisioned atSign's are told, [`Deprovisioned`]) and its monitors
 //! ([`monitors`]). It stops itself after `idle` without messages once no connection is open;
 //! [`Hosts`] starts it again on the next use, which is also how a failed key store is
 //! restarted.
@@ -81,12 +81,12 @@ pub struct EnsureSigningKeys;
 pub struct Stop;
 
 /// A connection to this atSign opened (`id`, unique on the node): the key store runs while any
-/// is open, and tells each of them when the atSign is deprovisioned ([`Evicted`]).
+/// is open, and tells each of them when the atSign is deprovisioned ([`Deprovisioned`]).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Attach {
     pub id: u64,
-    pub evicted: Recipient<Evicted>,
+    pub deprovisioned: Recipient<Deprovisioned>,
 }
 
 /// The connection [`Attach`]ed as this id closed.
@@ -98,7 +98,7 @@ pub struct Detach(pub u64);
 /// is still asked gets errors, and nothing is written for the removed atSign.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Evicted;
+pub struct Deprovisioned;
 
 /// One hosted atSign's key store: runs its commands, and owns what this node holds of the
 /// atSign while it is in use: the count of its open connections and its monitors.
@@ -109,7 +109,7 @@ pub struct KeyStore {
     last_used: Instant,
     /// This node's connections to the atSign that are open now: while there is one, the key
     /// store does not stop for being idle (a quiet connection's next command finds it).
-    connections: HashMap<u64, Recipient<Evicted>>,
+    connections: HashMap<u64, Recipient<Deprovisioned>>,
     /// The atSign's monitor connections on this node ([`monitors`]).
     monitors: monitors::Local,
 }
@@ -193,7 +193,7 @@ impl Handler<Attach> for KeyStore {
     type Result = ();
 
     fn handle(&mut self, attach: Attach, _: &mut Context<Self>) {
-        self.connections.insert(attach.id, attach.evicted);
+        self.connections.insert(attach.id, attach.deprovisioned);
     }
 }
 
@@ -212,7 +212,7 @@ impl Handler<Stop> for KeyStore {
     /// Deprovisioned: its connections are told, then it stops.
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         for connection in self.connections.values() {
-            connection.do_send(Evicted);
+            connection.do_send(Deprovisioned);
         }
         ctx.stop();
     }
@@ -598,18 +598,18 @@ pub(super) mod tests {
         );
     }
 
-    /// A stand-in connection that counts the [`Evicted`] it is told.
+    /// A stand-in connection that counts the [`Deprovisioned`] it is told.
     #[derive(Default)]
-    struct Evictions(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    struct DeprovisionedCount(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
-    impl Actor for Evictions {
+    impl Actor for DeprovisionedCount {
         type Context = Context<Self>;
     }
 
-    impl Handler<Evicted> for Evictions {
+    impl Handler<Deprovisioned> for DeprovisionedCount {
         type Result = ();
 
-        fn handle(&mut self, _: Evicted, _: &mut Context<Self>) {
+        fn handle(&mut self, _: Deprovisioned, _: &mut Context<Self>) {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
@@ -622,9 +622,9 @@ pub(super) mod tests {
         let store = hosts.get(&alice);
         let told = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for id in [1, 2] {
-            let connection = Evictions(std::sync::Arc::clone(&told)).start();
-            let evicted = connection.recipient();
-            store.send(Attach { id, evicted }).await.unwrap();
+            let connection = DeprovisionedCount(std::sync::Arc::clone(&told)).start();
+            let deprovisioned = connection.recipient();
+            store.send(Attach { id, deprovisioned }).await.unwrap();
         }
         hosts.evict(&alice);
         actix_rt::time::sleep(Duration::from_millis(200)).await;
@@ -638,9 +638,15 @@ pub(super) mod tests {
         let hosts = hosts(&dir, Duration::from_millis(200)).await;
         let alice = AtSign::parse("@alice").unwrap();
         let store = hosts.get(&alice);
-        let connection = Evictions::default().start();
-        let evicted = connection.clone().recipient();
-        store.send(Attach { id: 7, evicted }).await.unwrap();
+        let connection = DeprovisionedCount::default().start();
+        let deprovisioned = connection.clone().recipient();
+        store
+            .send(Attach {
+                id: 7,
+                deprovisioned,
+            })
+            .await
+            .unwrap();
         actix_rt::time::sleep(Duration::from_millis(600)).await;
         assert!(store.connected(), "stopped with a connection open");
         store.send(Detach(7)).await.unwrap();

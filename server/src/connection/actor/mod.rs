@@ -36,16 +36,16 @@ use super::authenticate;
 use super::throttle::{is_failed_proof, AuthThrottle, Source};
 use crate::access;
 use crate::keystore::{
-    AdmitPeer, Attach, Detach, EnsureSigningKeys, Evicted, GetAuthMaterial, Hosts, KeyStore, Run,
-    Subscription,
+    AdmitPeer, Attach, Deprovisioned, Detach, EnsureSigningKeys, GetAuthMaterial, Hosts, KeyStore,
+    Run, Subscription,
 };
-
-/// The next connection's id among its key store's connections.
-static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 use crate::metrics::metrics;
 use crate::notifications::Monitors;
 use crate::peer::Peers;
 use crate::suspension::Suspensions;
+
+/// The next connection's id among its key store's connections.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The per-connection limits, from the configuration.
 #[derive(Debug, Clone)]
@@ -93,7 +93,7 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     /// This connection among its key store's ([`Attach`]).
     id: u64,
     /// The atSign was deprovisioned while this connection was open.
-    evicted: bool,
+    deprovisioned: bool,
     monitors: Monitors,
     /// Checks `pol` claims with the claimant's server.
     peers: Peers,
@@ -152,7 +152,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 keystore,
                 hosts,
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                evicted: false,
+                deprovisioned: false,
                 monitors,
                 peers,
                 suspensions,
@@ -175,9 +175,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
 
     /// The atSign's key store, which this connection keeps running ([`Attach`]); started again
     /// if it stopped all the same (it failed), unless the atSign was deprovisioned
-    /// ([`Evicted`]): then asking it fails, and nothing is written for the removed atSign.
+    /// ([`Deprovisioned`]): then asking it fails, and nothing is written for the removed atSign.
     fn keystore(&mut self, ctx: &mut Context<Self>) -> Addr<KeyStore> {
-        if !self.keystore.connected() && !self.evicted {
+        if !self.keystore.connected() && !self.deprovisioned {
             self.keystore = self.hosts.get(&self.me);
             self.attach(ctx);
         }
@@ -185,11 +185,23 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     }
 
     fn attach(&self, ctx: &mut Context<Self>) {
-        let evicted: Recipient<Evicted> = ctx.address().recipient();
+        let deprovisioned: Recipient<Deprovisioned> = ctx.address().recipient();
         self.keystore.do_send(Attach {
             id: self.id,
-            evicted,
+            deprovisioned,
         });
+    }
+
+    /// What `command` may see on this connection ([`access::decide`]); `None` once its
+    /// refusal is answered.
+    fn allowed(&mut self, command: &Command, ctx: &mut Context<Self>) -> Option<access::View> {
+        match access::decide(&self.state.asker(), command) {
+            Ok(view) => Some(view),
+            Err(refused) => {
+                self.reply(Err(refused), ctx);
+                None
+            }
+        }
     }
 
     fn reply(&mut self, result: Result<Reply, AtError>, ctx: &mut Context<Self>) {
@@ -325,9 +337,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 );
             }
             command => {
-                let view = match access::decide(&self.state.asker(), &command) {
-                    Ok(view) => view,
-                    Err(refused) => return self.reply(Err(refused), ctx),
+                let Some(view) = self.allowed(&command, ctx) else {
+                    return;
                 };
                 let run = Run {
                     command,
@@ -347,9 +358,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     /// `enroll`: screened here, where who is asking is known, then run by the key store; an
     /// approved `request` makes this connection that enrollment (see `verbs::enroll`).
     fn enroll(&mut self, command: Command, now: Instant, ctx: &mut Context<Self>) {
-        let view = match access::decide(&self.state.asker(), &command) {
-            Ok(view) => view,
-            Err(refused) => return self.reply(Err(refused), ctx),
+        let Some(view) = self.allowed(&command, ctx) else {
+            return;
         };
         let Command::Enroll(enroll) = &command else {
             unreachable!("only enroll is screened")
@@ -654,11 +664,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<String, 
     }
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Handler<Evicted> for Connection<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Handler<Deprovisioned> for Connection<IO> {
     type Result = ();
 
-    fn handle(&mut self, _: Evicted, _: &mut Context<Self>) {
-        self.evicted = true;
+    fn handle(&mut self, _: Deprovisioned, _: &mut Context<Self>) {
+        self.deprovisioned = true;
     }
 }
 

@@ -12,7 +12,6 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Connection;
-use crate::access;
 use crate::keystore::{Subscribe, Subscription};
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
@@ -20,10 +19,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     /// (stored ones newer than `epochMillis` first), one `notification: {json}` line each,
     /// and writes no prompts. Other commands are still answered.
     pub(super) fn monitor(&mut self, monitor: at_common::verb::Monitor, ctx: &mut Context<Self>) {
-        if let Err(refused) =
-            access::decide(&self.state.asker(), &Command::Monitor(monitor.clone()))
+        if self
+            .allowed(&Command::Monitor(monitor.clone()), ctx)
+            .is_none()
         {
-            return self.reply(Err(refused), ctx);
+            return;
         }
         if self.subscription.is_some() {
             return; // already streaming
