@@ -473,11 +473,11 @@ pub enum AtSignsEvent {
 /// grammar refuses longer ones already, and no caller can hand a backend a key it asserts on.
 #[derive(Clone)]
 pub struct Store {
+    /// Every concern; provisioning and leases are asked here.
     backend: Arc<dyn Backend>,
-    provisioning: Arc<dyn Provisioning>,
+    /// The backend's records and notification logs, unless a test put a fake in their place.
     records: Arc<dyn Records>,
     notifications: Arc<dyn NotificationLogs>,
-    leases: Arc<dyn Leases>,
     accesses: Arc<Mutex<Accesses>>,
 }
 
@@ -516,10 +516,8 @@ impl Store {
     pub fn new(backend: impl Backend + 'static) -> Store {
         let backend = Arc::new(backend);
         Store {
-            provisioning: backend.clone(),
             records: backend.clone(),
             notifications: backend.clone(),
-            leases: backend.clone(),
             backend,
             accesses: Arc::default(),
         }
@@ -547,12 +545,12 @@ impl Store {
         atsign: &AtSign,
         info: &AtSignInfo,
     ) -> Result<(), StoreError> {
-        self.provisioning.create_atsign(atsign, info).await
+        self.backend.create_atsign(atsign, info).await
     }
 
     /// How `atsign` was provisioned, `None` if it is not hosted here.
     pub async fn get_atsign(&self, atsign: &AtSign) -> Result<Option<AtSignInfo>, StoreError> {
-        self.provisioning.get_atsign(atsign).await
+        self.backend.get_atsign(atsign).await
     }
 
     /// Replaces the provisioning record; [`StoreError::NoSuchAtSign`] if there is none.
@@ -561,7 +559,7 @@ impl Store {
         atsign: &AtSign,
         info: &AtSignInfo,
     ) -> Result<(), StoreError> {
-        self.provisioning.set_atsign_info(atsign, info).await
+        self.backend.set_atsign_info(atsign, info).await
     }
 
     /// Deletes `atsign` and everything it owns: keys, commit log and its id counter (a
@@ -573,12 +571,12 @@ impl Store {
             let mut accesses = self.accesses.lock().unwrap_or_else(|e| e.into_inner());
             accesses.pending.retain(|(of, _, _), _| of != atsign);
         }
-        self.provisioning.remove_atsign(atsign).await
+        self.backend.remove_atsign(atsign).await
     }
 
     /// Every provisioned atSign, sorted.
     pub async fn list_atsigns(&self) -> Result<Vec<AtSign>, StoreError> {
-        self.provisioning.list_atsigns().await
+        self.backend.list_atsigns().await
     }
 
     /// The record stored under `key`. Data methods do not check that `atsign` is provisioned.
@@ -902,28 +900,28 @@ impl Store {
         ttl: std::time::Duration,
     ) -> Result<bool, StoreError> {
         bounded(name)?;
-        self.leases.take_lease(atsign, name, ttl).await
+        self.backend.take_lease(atsign, name, ttl).await
     }
 
     /// See [`Leases::drop_lease`].
     pub async fn drop_lease(&self, atsign: &AtSign, name: &str) -> Result<(), StoreError> {
         bounded(name)?;
-        self.leases.drop_lease(atsign, name).await
+        self.backend.drop_lease(atsign, name).await
     }
 
     /// See [`Provisioning::atsign_by_label`].
     pub async fn atsign_by_label(&self, label: &str) -> Result<Option<AtSign>, StoreError> {
-        self.provisioning.atsign_by_label(label).await
+        self.backend.atsign_by_label(label).await
     }
 
     /// See [`Provisioning::import_atsign`].
     pub async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError> {
-        self.provisioning.import_atsign(dump).await
+        self.backend.import_atsign(dump).await
     }
 
     /// See [`Provisioning::watch_atsigns`].
     pub fn watch_atsigns(&self) -> Option<tokio::sync::mpsc::Receiver<AtSignsEvent>> {
-        self.provisioning.watch_atsigns()
+        self.backend.watch_atsigns()
     }
 }
 
