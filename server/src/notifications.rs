@@ -169,6 +169,12 @@ pub struct Delivery {
     /// the newest this many go ([`crate::router`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest: Option<u64>,
+    /// autoNotify of an update: the shared key's `updatedAt` when it was notified. Sent after
+    /// the key was written again (a retry overtaken by a newer write), the notification goes
+    /// without its cache hint, so the recipient's cached copy never steps back to an older
+    /// value ([`crate::router`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows_key_at: Option<EpochMillis>,
     /// Failed attempts so far.
     pub attempts: u32,
 }

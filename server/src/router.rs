@@ -217,7 +217,7 @@ async fn attempt_held(
         return Outcome::Done;
     };
     let to = stored.notification.to.clone();
-    let line = notify_line(&stored.notification, &delivery, row.expires_ms - now);
+    let line = line_to_send(store, &stored.notification, &delivery, row.expires_ms - now).await;
     let answer = peers.ask(from, &to, Mode::Pol, line).await;
     let delivered = matches!(&answer, Ok(reply) if reply == "data:success");
     let mut delivery = delivery;
@@ -270,6 +270,46 @@ async fn attempt_held(
     // 0.5 s after the first failed attempt, doubling after each further one.
     let backoff = FIRST_RETRY.saturating_mul(1 << attempts.saturating_sub(1).min(16));
     Outcome::Retry(backoff.min(retry_max))
+}
+
+/// The command delivering `notification` now: [`notify_line`], without the cache hint
+/// (ttr/ccd) if the key it follows was [`overtaken`].
+async fn line_to_send(
+    store: &Store,
+    notification: &Notification,
+    delivery: &Delivery,
+    ttln: EpochMillis,
+) -> String {
+    if overtaken(store, notification, delivery).await {
+        let hintless = Delivery {
+            ttr: None,
+            ccd: None,
+            ..delivery.clone()
+        };
+        return notify_line(notification, &hintless, ttln);
+    }
+    notify_line(notification, delivery, ttln)
+}
+
+/// Whether the key an autoNotify follows was written again since (or removed): delivered
+/// late, its value or metadata would overwrite the recipient's newer cached copy (a retry of
+/// the first write landing after a lookup that fetched the second). Notifications that follow
+/// no key are never overtaken; a key that cannot be read is taken as overtaken (the recipient
+/// then fetches the key when it needs it).
+async fn overtaken(store: &Store, notification: &Notification, delivery: &Delivery) -> bool {
+    let Some(notified_at) = delivery.follows_key_at else {
+        return false;
+    };
+    match store.get(&notification.from, &notification.key).await {
+        Ok(Some(record)) => {
+            record.metadata.updated_at != Some(notified_at)
+                || notification
+                    .value
+                    .as_ref()
+                    .is_some_and(|value| record.value.as_ref() != Some(value))
+        }
+        Ok(None) | Err(_) => true,
+    }
 }
 
 /// The command the reference sends the recipient's server (docs/notifications.md#delivery), in
@@ -540,6 +580,69 @@ mod tests {
                 .await
                 .unwrap(),
             "dropped after the attempt"
+        );
+    }
+
+    /// An autoNotify of `@bob:phone@alice 123` retried after @alice wrote 456 (and @bob's
+    /// server may have fetched and cached 456 meanwhile) still goes, for @bob's monitors, but
+    /// without ttr, so @bob's server does not cache 123 over 456. While the key holds what
+    /// was notified, the hint goes.
+    #[actix_rt::test]
+    async fn an_autonotify_overtaken_by_a_newer_write_goes_without_its_cache_hint() {
+        use crate::store::{embedded::Embedded, CommitOp, Record};
+        use at_common::metadata::Metadata;
+        let dir = at_tests::TempDir::new("router-overtaken");
+        let store = Store::new(Embedded::open(dir.path()).unwrap());
+        let alice = AtSign::parse("@alice").unwrap();
+        let write = |value: &str, at: EpochMillis| Record {
+            value: Some(value.into()),
+            metadata: Metadata {
+                ttr: Some(-1),
+                updated_at: Some(at),
+                ..Metadata::default()
+            },
+        };
+        let sent = notification(Some("123"), None);
+        let delivery = Delivery {
+            ttr: Some(-1),
+            follows_key_at: Some(1_000),
+            ..Delivery::default()
+        };
+        let with_hint = "notify:id:n-1:update:messageType:key:notifier:SYSTEM:ttln:5:ttr:-1:ccd:false:@bob:phone@alice:123";
+        let without =
+            "notify:id:n-1:update:messageType:key:notifier:SYSTEM:ttln:5:@bob:phone@alice:123";
+        let line = || line_to_send(&store, &sent, &delivery, 5);
+
+        store
+            .put(&alice, &sent.key, &write("123", 1_000), CommitOp::UpdateAll)
+            .await
+            .unwrap();
+        assert_eq!(line().await, with_hint, "the key holds what was notified");
+        store
+            .put(&alice, &sent.key, &write("456", 2_000), CommitOp::UpdateAll)
+            .await
+            .unwrap();
+        assert_eq!(line().await, without, "written again since");
+        store
+            .put(&alice, &sent.key, &write("456", 1_000), CommitOp::UpdateAll)
+            .await
+            .unwrap();
+        assert_eq!(
+            line().await,
+            without,
+            "another value in the same millisecond"
+        );
+        store.remove(&alice, &sent.key).await.unwrap();
+        assert_eq!(line().await, without, "deleted since");
+
+        let explicit = Delivery {
+            follows_key_at: None,
+            ..delivery.clone()
+        };
+        assert_eq!(
+            line_to_send(&store, &sent, &explicit, 5).await,
+            with_hint,
+            "a notify of the owner's own follows no key: sent as asked"
         );
     }
 

@@ -79,7 +79,12 @@ fn atsigns_on_two_servers_share_keys_over_pol(store: Store) {
         "B made @bob's signing key: {signing_key}"
     );
 
-    // The cache answers until bypassed.
+    // The cache answers until bypassed. Meanwhile @bob blocks @alice, so that the autoNotify
+    // of her new value cannot refresh his copy first (it is retried until he unblocks her).
+    assert_eq!(
+        bob.reply_to("config:block:add:@alice", at_bob),
+        "data:success"
+    );
     assert!(alice
         .reply_to("update:ttr:-1:@bob:phone@alice 456", at_alice)
         .starts_with("data:"));
@@ -89,6 +94,10 @@ fn atsigns_on_two_servers_share_keys_over_pol(store: Store) {
         "data:456"
     );
     assert_eq!(bob.reply_to("lookup:phone@alice", at_bob), "data:456");
+    assert_eq!(
+        bob.reply_to("config:block:remove:@alice", at_bob),
+        "data:success"
+    );
 
     // Public keys: no pol, cached for a day.
     assert_eq!(bob.reply_to("plookup:location@alice", at_bob), "data:paris");

@@ -167,6 +167,7 @@ fn delivery_of(cmd: &Notify) -> Delivery {
         ccd: cmd.meta.ccd.filter(|_| cache_hint),
         pub_key_cs: cmd.meta.pub_key_cs.clone(),
         latest: latest_n(cmd),
+        follows_key_at: None,
         attempts: 0,
     }
 }
@@ -328,6 +329,7 @@ pub async fn auto_notify(
         ttr: metadata.and_then(|m| m.ttr),
         ccd: metadata.and_then(|m| m.ccd),
         pub_key_cs: metadata.and_then(|m| m.pub_key_cs.clone()),
+        follows_key_at: metadata.map(|m| m.updated_at.unwrap_or(now)),
         ..Delivery::default()
     };
     let expires = now.saturating_add(notifications::DEFAULT_TTLN_MS);
