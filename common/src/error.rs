@@ -240,7 +240,8 @@ impl fmt::Display for ErrorCode {
 pub struct AtError {
     code: ErrorCode,
     detail: Option<String>,
-    keeps_open: bool,
+    /// Whether the connection closes after it, when not as the code says.
+    closes: Option<bool>,
     set_by_handler: bool,
 }
 
@@ -250,7 +251,7 @@ impl AtError {
         AtError {
             code,
             detail: None,
-            keeps_open: false,
+            closes: None,
             set_by_handler: false,
         }
     }
@@ -277,7 +278,16 @@ impl AtError {
     /// `AtEnrollmentException`, AT0011, is answered and the client goes on).
     pub fn keeping_open(self) -> AtError {
         AtError {
-            keeps_open: true,
+            closes: Some(false),
+            ..self
+        }
+    }
+
+    /// The same error, and the connection closes after it whatever its code (an APKAM
+    /// connection whose enrollment is gone: the reference answers, then closes).
+    pub fn closing(self) -> AtError {
+        AtError {
+            closes: Some(true),
             ..self
         }
     }
@@ -317,9 +327,9 @@ impl AtError {
     }
 
     /// Whether the connection closes after this error: as its code says
-    /// ([`ErrorCode::closes_connection`]), unless it keeps the connection open.
+    /// ([`ErrorCode::closes_connection`]), unless the error says otherwise.
     pub fn closes_connection(&self) -> bool {
-        !self.keeps_open && self.code.closes_connection()
+        self.closes.unwrap_or(self.code.closes_connection())
     }
 }
 

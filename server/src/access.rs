@@ -18,9 +18,11 @@
 //! of its `pol` connection ([`admit_peer`]).
 
 use at_common::error::{AtError, ErrorCode};
-use at_common::verb::{Command, EnrollOp};
+use at_common::key::AtKey;
+use at_common::verb::{Command, EnrollOp, MessageType, Namespaces, NotifyScope};
 use at_common::AtSign;
 
+use crate::reserved;
 use crate::store::Store;
 
 /// How the owner proved itself on a connection (the reference's `authType`).
@@ -117,6 +119,7 @@ pub fn decide(asker: &Asker, command: &Command) -> Result<View, AtError> {
         | Command::NotifyRemove(_)
         | Command::NotifyStatus(_)
         | Command::NotifyAll(_)
+        | Command::Otp(_)
         | Command::Batch(_) => owner,
     };
     match allowed {
@@ -178,6 +181,173 @@ pub async fn admit_peer(store: &Store, me: &AtSign, who: &AtSign) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+/// What an APKAM enrollment lets its device do (docs/authentication.md#namespace-access): the
+/// namespaces it was approved for, each `r` or `rw`, while it is approved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The enrollment's id.
+    pub enrollment: String,
+    /// Whether it is approved now; a denied, revoked or pending enrollment grants nothing.
+    pub approved: bool,
+    pub namespaces: Namespaces,
+}
+
+/// How a command uses a key, as the reference classes its verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// `llookup`, `lookup`, `notify:fetch|status|list`: `r` or `rw`.
+    Read,
+    /// `update`, `delete`, `notify`, `notify:all`, `notify:remove`: `rw`.
+    Write,
+    /// `monitor`: `r` or `rw`, and of `__manage` too (the enrollment notices).
+    Monitor,
+    /// `otp` and `enroll`: only `__manage`, `r` or `rw`.
+    Manage,
+}
+
+impl Grant {
+    /// Whether this enrollment may use `key` (its wire form, lower-cased) as `used`. Reserved
+    /// keys ([`reserved::is_reserved`]) are everyone's. Otherwise the key's namespace picks the
+    /// first enrolled namespace it is or ends with (`phone.buzz.wavi` is in `wavi` and in
+    /// `buzz.wavi`), else `*`; a key without a namespace only `*`. `__manage` serves only
+    /// `otp`, `enroll` and `monitor`.
+    pub fn permits(&self, key: &str, used: Use) -> bool {
+        if reserved::is_reserved(key) {
+            return true;
+        }
+        if !self.approved {
+            return false;
+        }
+        let name = AtKey::parse(key).ok().map(|k| k.name);
+        let access = self.access_for(name.as_deref());
+        match access {
+            Some((namespace, access)) if namespace == reserved::MANAGE_NAMESPACE => {
+                matches!(used, Use::Manage | Use::Monitor) && matches!(access, "r" | "rw")
+            }
+            Some((_, access)) => match used {
+                Use::Read | Use::Monitor => matches!(access, "r" | "rw"),
+                Use::Write => access == "rw",
+                Use::Manage => false,
+            },
+            None => false,
+        }
+    }
+
+    /// Whether this enrollment may use the `__manage` namespace (`otp`, `enroll`, notices).
+    pub fn manages(&self) -> bool {
+        self.approved
+            && matches!(
+                self.namespaces.get(reserved::MANAGE_NAMESPACE),
+                Some("r" | "rw")
+            )
+    }
+
+    /// Whether `scan` shows this enrollment `key` (a key `scan` would show the owner): all of
+    /// them with `*`; else public keys, and keys whose namespace (after the last `.`) is one
+    /// of its namespaces, or `__manage`.
+    pub fn lists(&self, key: &str) -> bool {
+        if self.namespaces.get("*").is_some() || key.starts_with("public:") {
+            return true;
+        }
+        let name = key.rsplit_once('@').map_or(key, |(name, _)| name);
+        match name.rsplit_once('.') {
+            Some((_, namespace)) => {
+                namespace == reserved::MANAGE_NAMESPACE || self.namespaces.get(namespace).is_some()
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `sync` sends this enrollment the commit entry of `key`: unless the key has a
+    /// namespace the enrollment has not, and the enrollment has neither `*` nor `__manage`.
+    pub fn syncs(&self, key: &str) -> bool {
+        let ns = &self.namespaces;
+        if ns.is_empty() || ns.get("*").is_some() || ns.get(reserved::MANAGE_NAMESPACE).is_some() {
+            return true;
+        }
+        let name = key.rsplit_once('@').map_or(key, |(name, _)| name);
+        match name.rsplit_once('.') {
+            Some((_, namespace)) if !namespace.is_empty() => ns.get(namespace).is_some(),
+            _ => true,
+        }
+    }
+
+    /// The enrolled namespace (and its access) that covers a key named `name`.
+    fn access_for(&self, name: Option<&str>) -> Option<(&str, &str)> {
+        let enrolled = &self.namespaces.0;
+        let namespace = name.and_then(|n| n.rsplit_once('.')).map(|(_, ns)| ns);
+        let covering = enrolled
+            .iter()
+            .find(|(ns, _)| Some(ns.as_str()) == namespace);
+        let covering = covering.or_else(|| {
+            let name = name?;
+            enrolled.iter().find(|(ns, _)| {
+                name.strip_suffix(ns.as_str())
+                    .is_some_and(|k| k.ends_with('.'))
+            })
+        });
+        let covering = covering.or_else(|| enrolled.iter().find(|(ns, _)| ns == "*"));
+        covering
+            .map(|(ns, access)| (ns.as_str(), access.as_str()))
+            .filter(|(_, access)| !access.is_empty())
+    }
+}
+
+/// Whether the device of `grant` may run `command` on `me`'s data: the reference's AT0009
+/// `Connection with enrollment ID <id> is not authorized to <verb> key: <key>` otherwise, for
+/// the verbs whose key is in the command (update, delete, llookup of a non-public key, lookup,
+/// notify, notify:all). The notify verbs that name a stored notification ask
+/// [`Grant::permits`] once they have read it; scan, sync, notify:list and monitor leave out
+/// what it does not permit.
+pub fn authorize(grant: &Grant, me: &AtSign, command: &Command) -> Result<(), AtError> {
+    let (verb, key, used) = match command {
+        Command::Update(c) => ("update", c.key.to_string(), Use::Write),
+        Command::UpdateMeta(c) => ("update", c.key.to_string(), Use::Write),
+        Command::UpdateJson(c) => ("update", c.at_key.to_lowercase(), Use::Write),
+        Command::Delete(c) => ("delete", c.key.to_string(), Use::Write),
+        Command::Llookup(c) if c.key.kind != at_common::key::KeyKind::Public => {
+            ("llookup", c.key.to_string(), Use::Read)
+        }
+        Command::Lookup(c) => ("lookup", format!("{me}:{}{}", c.key, c.owner), Use::Read),
+        Command::Notify(c) => ("notify", notified_key(me, c), Use::Write),
+        Command::NotifyAll(c) => {
+            let owner = c.owner.as_ref().unwrap_or(me);
+            ("notify", format!("{}{owner}", c.key), Use::Write)
+        }
+        _ => return Ok(()),
+    };
+    if grant.permits(&key, used) {
+        return Ok(());
+    }
+    Err(not_authorized(grant, verb, &key))
+}
+
+/// The reference's refusal of a key to an enrollment (`verb`: `update`, `fetch notify`, …).
+pub fn not_authorized(grant: &Grant, verb: &str, key: &str) -> AtError {
+    AtError::with_detail(
+        ErrorCode::Unauthorized,
+        format!(
+            "Connection with enrollment ID {} is not authorized to {verb} key: {key}",
+            grant.enrollment
+        ),
+    )
+}
+
+/// The key a `notify` is checked by, as the reference builds it: `<to>:<key>` for a text,
+/// `<key>@me` for a public key, `<to>:<key>@me` otherwise.
+fn notified_key(me: &AtSign, c: &at_common::verb::Notify) -> String {
+    let owner = c.owner.as_ref().unwrap_or(me);
+    let to = match &c.scope {
+        Some(NotifyScope::To(to)) => format!("{to}:"),
+        Some(NotifyScope::Public) => return format!("public:{}{owner}", c.key),
+        None => String::new(),
+    };
+    if c.message_type == Some(MessageType::Text) {
+        return format!("{to}{}", c.key);
+    }
+    format!("{to}{}{owner}", c.key)
 }
 
 #[cfg(test)]
@@ -243,6 +413,7 @@ mod tests {
         ("notify:fetch:123", Some(NEEDS_AUTH), Some(NEEDS_AUTH)),
         ("notify:remove:123", Some(NEEDS_AUTH), Some(NEEDS_AUTH)),
         ("batch:[]", Some(NEEDS_AUTH), Some(NEEDS_AUTH)),
+        ("otp:get", Some(NEEDS_AUTH), Some(NEEDS_AUTH)),
         (r#"enroll:request:{"appName":"a"}"#, None, None),
         (
             "enroll:list",
@@ -291,7 +462,165 @@ mod tests {
         named.sort_unstable();
         named.dedup();
         // One per variant of `Command` (`Command::verb`).
-        assert_eq!(named.len(), 27, "{named:?}");
+        assert_eq!(named.len(), 28, "{named:?}");
+    }
+
+    fn grant(namespaces: &[(&str, &str)], approved: bool) -> Grant {
+        let mut ns = Namespaces::default();
+        for (name, access) in namespaces {
+            ns.set(name, access);
+        }
+        Grant {
+            enrollment: "e1".into(),
+            approved,
+            namespaces: ns,
+        }
+    }
+
+    /// The namespace rules: (enrolled namespaces, command, allowed). Refusals are AT0009 with
+    /// the reference's text naming the verb and the key as checked.
+    #[test]
+    fn an_enrollment_uses_only_its_namespaces_as_its_access_allows() {
+        let wavi_rw: &[(&str, &str)] = &[("wavi", "rw")];
+        let wavi_r: &[(&str, &str)] = &[("wavi", "r")];
+        let dotted: &[(&str, &str)] = &[("at_contact.buzz", "rw")];
+        let all: &[(&str, &str)] = &[("wavi", "rw"), ("__manage", "rw"), ("*", "rw")];
+        type Enrolled<'a> = &'a [(&'a str, &'a str)];
+        let table: &[(Enrolled, &str, Option<&str>)] = &[
+            (wavi_rw, "update:phone.wavi@alice 1", None),
+            (wavi_rw, "update:@bob:phone.wavi@alice 1", None),
+            (wavi_rw, "update:public:phone.wavi@alice 1", None),
+            (wavi_rw, "llookup:phone.wavi@alice", None),
+            (wavi_rw, "delete:phone.wavi@alice", None),
+            (wavi_rw, "lookup:phone.wavi@bob", None),
+            (wavi_rw, "notify:update:@bob:phone.wavi@alice:1", None),
+            (
+                wavi_rw,
+                "notify:all:update:@bob,@carol:phone.wavi@alice",
+                None,
+            ),
+            (
+                wavi_rw,
+                "update:phone.buzz@alice 1",
+                Some("update key: phone.buzz@alice"),
+            ),
+            (
+                wavi_rw,
+                "llookup:phone@alice",
+                Some("llookup key: phone@alice"),
+            ),
+            (
+                wavi_rw,
+                "lookup:phone.buzz@bob",
+                Some("lookup key: @alice:phone.buzz@bob"),
+            ),
+            (
+                wavi_rw,
+                "notify:update:messageType:text:@bob:hello",
+                Some("notify key: @bob:hello"),
+            ),
+            // A public key is anyone's to read; llookup does not ask.
+            (wavi_rw, "llookup:public:phone.buzz@alice", None),
+            // Reserved keys are every login's.
+            (wavi_rw, "llookup:@bob:shared_key@alice", None),
+            (wavi_rw, "update:public:publickey@alice k", None),
+            (wavi_rw, "llookup:shared_key.bob@alice", None),
+            // r reads, rw writes.
+            (wavi_r, "llookup:phone.wavi@alice", None),
+            (
+                wavi_r,
+                "update:phone.wavi@alice 1",
+                Some("update key: phone.wavi@alice"),
+            ),
+            (
+                wavi_r,
+                "delete:phone.wavi@alice",
+                Some("delete key: phone.wavi@alice"),
+            ),
+            // A dotted namespace covers the keys whose name ends with it.
+            (
+                dotted,
+                "update:atconnections.bob.at_contact.buzz@alice 1",
+                None,
+            ),
+            (
+                dotted,
+                "update:phone.buzz@alice 1",
+                Some("update key: phone.buzz@alice"),
+            ),
+            // * covers keys with no namespace of their own; __manage never serves data verbs.
+            (all, "llookup:phone@alice", None),
+            (all, "update:phone.buzz@alice 1", None),
+            (
+                all,
+                "llookup:e2.new.enrollments.__manage@alice",
+                Some("llookup key: e2.new.enrollments.__manage@alice"),
+            ),
+            // What names no key is not asked.
+            (wavi_r, "scan", None),
+            (wavi_r, "sync:from:-1:limit:10", None),
+            (wavi_r, "stats", None),
+        ];
+        let me = AtSign::parse("@alice").unwrap();
+        for (namespaces, line, refused) in table {
+            let got = authorize(&grant(namespaces, true), &me, &cmd(line));
+            match refused {
+                None => assert_eq!(got, Ok(()), "{line} with {namespaces:?}"),
+                Some(what) => {
+                    let error = got.unwrap_err();
+                    assert_eq!(error.code(), ErrorCode::Unauthorized, "{line}");
+                    assert_eq!(
+                        error.message(),
+                        format!("Connection with enrollment ID e1 is not authorized to {what}"),
+                        "{line} with {namespaces:?}"
+                    );
+                    assert!(!error.closes_connection());
+                }
+            }
+        }
+        // Not approved (revoked, denied, pending): nothing but reserved keys.
+        let revoked = grant(all, false);
+        assert!(authorize(&revoked, &me, &cmd("llookup:phone.wavi@alice")).is_err());
+        assert_eq!(
+            authorize(&revoked, &me, &cmd("llookup:@bob:shared_key@alice")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn manage_serves_otp_enroll_and_monitor_only() {
+        let manager = grant(&[("__manage", "r")], true);
+        let notice = "e2.new.enrollments.__manage@alice";
+        assert!(manager.permits(notice, Use::Manage));
+        assert!(manager.permits(notice, Use::Monitor));
+        assert!(!manager.permits(notice, Use::Read));
+        assert!(manager.manages());
+        assert!(!grant(&[("wavi", "rw")], true).manages());
+        assert!(!grant(&[("__manage", "rw")], false).manages());
+    }
+
+    #[test]
+    fn scan_and_sync_leave_out_other_namespaces() {
+        let wavi = grant(&[("wavi", "r")], true);
+        for (key, listed) in [
+            ("phone.wavi@alice", true),
+            ("@bob:phone.wavi@alice", true),
+            ("public:phone.buzz@alice", true),
+            ("phone.buzz@alice", false),
+            ("phone@alice", false),
+            ("e1.new.enrollments.__manage@alice", true),
+        ] {
+            assert_eq!(wavi.lists(key), listed, "scan {key}");
+        }
+        assert!(grant(&[("*", "r")], true).lists("phone@alice"));
+        for (key, synced) in [
+            ("phone.wavi@alice", true),
+            ("phone.buzz@alice", false),
+            ("phone@alice", true),
+        ] {
+            assert_eq!(wavi.syncs(key), synced, "sync {key}");
+        }
+        assert!(grant(&[("__manage", "r")], true).syncs("phone.buzz@alice"));
     }
 
     #[test]

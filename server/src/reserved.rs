@@ -99,3 +99,49 @@ pub fn always_synced(key: &str) -> bool {
             .strip_prefix("public:")
             .is_some_and(|rest| !rest.split('@').next().unwrap_or(rest).contains('.'))
 }
+
+/// The reference's reserved keys (at_commons `KeyType.reservedKey`), which every authenticated
+/// connection may use whatever its enrollment's namespaces: `privatekey:` keys of the server
+/// (`at_pkam_publickey`, `at_secret`, …), `configkey`, internal `_` keys, and of an atSign
+/// `private:blocklist`, `public:signing_publickey`, `@x:signing_privatekey`, `@x:shared_key`,
+/// `public:publickey` and `shared_key.<other>`. `key` is the wire form, lower-cased.
+pub fn is_reserved(key: &str) -> bool {
+    const SERVER_PRIVATE: [&str; 10] = [
+        "at_pkam_publickey",
+        "at_pkam_privatekey",
+        "privatekey",
+        "self_encryption_key",
+        "at_secret",
+        "at_secret_deleted",
+        "signing_keypair_generated",
+        "commitlogcompactionstats",
+        "accesslogcompactionstats",
+        "notificationcompactionstats",
+    ];
+    if let Some(name) = key.strip_prefix("privatekey:") {
+        return SERVER_PRIVATE.contains(&name);
+    }
+    if key == "configkey" || (key.starts_with('_') && !key.contains('@')) {
+        return true;
+    }
+    let Some((before, _owner)) = key.rsplit_once('@') else {
+        return false;
+    };
+    match before.split_once(':') {
+        Some(("private", name)) => name == "blocklist",
+        Some(("public", name)) => name == "signing_publickey" || name == "publickey",
+        Some((with, name)) if with.starts_with('@') => {
+            name == "signing_privatekey" || name == "shared_key"
+        }
+        Some(_) => false,
+        None => before
+            .strip_prefix("shared_key.")
+            .is_some_and(|other| !other.is_empty() && !other.contains('.')),
+    }
+}
+
+/// `private:<name>.__otp@me`: an OTP (its lower-cased text as `name`) or, as `spp`, the
+/// semi-permanent passcode.
+pub fn otp(name: &str, me: &AtSign) -> String {
+    format!("private:{name}.__otp{me}")
+}

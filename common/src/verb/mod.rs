@@ -90,6 +90,7 @@ mod notify_fetch;
 mod notify_list;
 mod notify_remove;
 mod notify_status;
+mod otp;
 mod pkam;
 mod plookup;
 mod scan;
@@ -117,6 +118,7 @@ pub use notify_fetch::NotifyFetch;
 pub use notify_list::NotifyList;
 pub use notify_remove::NotifyRemove;
 pub use notify_status::NotifyStatus;
+pub use otp::{Otp, OtpOp, MAX_PASSCODE_CHARS};
 pub use pkam::{HashingAlgo, Pkam, SigningAlgo};
 pub use plookup::Plookup;
 pub use scan::Scan;
@@ -159,6 +161,7 @@ pub enum Command {
     Noop(Noop),
     Batch(Batch),
     Enroll(Enroll),
+    Otp(Otp),
     /// `@exit`: close the connection without a reply.
     Exit,
 }
@@ -212,6 +215,8 @@ impl Command {
             Command::Pkam(c) => id(c.enrollment_id.as_deref()),
             // Enrollment ids are in the JSON parameters: `EnrollParams::from_json` bounds them.
             Command::Enroll(_)
+            // A passcode is bounded by its grammar.
+            | Command::Otp(_)
             // A batch's commands are parsed, and bounded, one by one when they run.
             | Command::Batch(_)
             // Only atSigns (bounded when parsed), numbers, regexes and secrets.
@@ -316,6 +321,9 @@ impl Command {
         if let Some(rest) = l.strip_prefix("enroll:") {
             return Enroll::parse(rest).map(Command::Enroll);
         }
+        if let Some(rest) = l.strip_prefix("otp:") {
+            return Otp::parse(rest).map(Command::Otp);
+        }
         Err(AtError::syntax("invalid command"))
     }
 
@@ -348,6 +356,7 @@ impl Command {
             Command::Noop(_) => "noop",
             Command::Batch(_) => "batch",
             Command::Enroll(_) => "enroll",
+            Command::Otp(_) => "otp",
             Command::Exit => "@exit",
         }
     }
@@ -383,6 +392,7 @@ impl fmt::Display for Command {
             Command::Noop(c) => c.fmt(f),
             Command::Batch(c) => c.fmt(f),
             Command::Enroll(c) => c.fmt(f),
+            Command::Otp(c) => c.fmt(f),
             Command::Exit => f.write_str("@exit"),
         }
     }

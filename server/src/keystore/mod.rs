@@ -25,7 +25,7 @@ use at_common::reply::Reply;
 use at_common::verb::{Command, Operation};
 use at_common::AtSign;
 
-use crate::access::{self, View};
+use crate::access::{self, Asker, View};
 use crate::notifications::Monitors;
 use crate::peer::Peers;
 use crate::router::NotificationRouter;
@@ -65,6 +65,9 @@ pub struct Run {
     /// What [`access::decide`] allowed the command to see: the owner's view, a peer's, or the
     /// public one.
     pub view: View,
+    /// Who asks: an owner's APKAM enrollment, if it logged in with one, is read before the
+    /// command runs ([`access::Grant`]); `enroll` also needs how the owner logged in.
+    pub asker: Asker,
     /// Inbound connections open on the node now (`stats` id 1).
     pub inbound: usize,
 }
@@ -271,6 +274,16 @@ async fn dispatch(
         router,
     };
     let now = now_ms();
+    // A device logged in with an APKAM enrollment: read what it may do now (an enrollment
+    // gone or expired ends the connection), and refuse a key outside its namespaces.
+    let grant = match (&run.view, run.asker.enrollment()) {
+        (View::Owner, Some(id)) => Some(verbs::grant(store, me, id, now).await?),
+        _ => None,
+    };
+    let grant = grant.as_ref();
+    if let Some(grant) = grant {
+        access::authorize(grant, me, &run.command)?;
+    }
     match &run.command {
         Command::Update(c) => {
             let reply = verbs::update(store, me, c, now).await;
@@ -292,7 +305,7 @@ async fn dispatch(
         Command::Scan(c) => match &run.view {
             View::Owner => match &c.for_atsign {
                 Some(other) if other != me => verbs::scan_remote(peers, me, other, c).await,
-                _ => verbs::scan_owner(store, me, c, now).await,
+                _ => verbs::scan_owner(store, me, c, grant, now).await,
             },
             View::Peer(peer) => verbs::scan_peer(store, me, peer, c, now).await,
             View::Public => verbs::scan_public(store, me, c, now).await,
@@ -311,7 +324,7 @@ async fn dispatch(
             };
             verbs::stats(store, me, c, context).await
         }
-        Command::Sync(c) => verbs::sync(store, me, c).await,
+        Command::Sync(c) => verbs::sync(store, me, c, grant).await,
         Command::Config(c) => verbs::config(store, me, c).await,
         Command::UpdateJson(c) => stats_after(
             this,
@@ -319,7 +332,7 @@ async fn dispatch(
             verbs::update_json(store, me, c, now).await,
         ),
         Command::Plookup(c) => verbs::plookup(store, peers, monitors, me, c, now).await,
-        Command::Batch(c) => batch(services, this, me, c, run.inbound).await,
+        Command::Batch(c) => batch(services, this, me, c, run).await,
         // APKAM enrollments, screened by the connection first (a request gets here from a
         // cram owner, to be approved at once); refused inside a batch (above).
         Command::Enroll(c) => verbs::enroll(store, me, c, run.view == View::Owner, now).await,
@@ -330,14 +343,15 @@ async fn dispatch(
             View::Public => not_routed(),
         },
         Command::NotifyList(c) => match &run.view {
-            View::Owner => verbs::notify_list(store, me, None, c, now).await,
-            View::Peer(peer) => verbs::notify_list(store, me, Some(peer), c, now).await,
+            View::Owner => verbs::notify_list(store, me, None, c, grant, now).await,
+            View::Peer(peer) => verbs::notify_list(store, me, Some(peer), c, None, now).await,
             View::Public => not_routed(),
         },
-        Command::NotifyStatus(c) => verbs::notify_status(store, me, c, now).await,
+        Command::NotifyStatus(c) => verbs::notify_status(store, me, c, grant, now).await,
         Command::NotifyAll(c) => verbs::notify_all(&outbox, me, c, now).await,
-        Command::NotifyFetch(c) => verbs::notify_fetch(store, me, c, now).await,
-        Command::NotifyRemove(c) => verbs::notify_remove(store, me, c).await,
+        Command::NotifyFetch(c) => verbs::notify_fetch(store, me, c, grant, now).await,
+        Command::NotifyRemove(c) => verbs::notify_remove(store, me, c, grant).await,
+        Command::Otp(c) => verbs::otp(store, me, c, grant, now).await,
         // The connection answers these itself; they never reach a key store.
         Command::From(_)
         | Command::Pol
@@ -380,14 +394,15 @@ async fn written(
 }
 
 /// Each command of a batch goes through [`dispatch`], as if sent alone by the owner (only the
-/// owner may send a batch, and the owner may run every verb).
+/// owner may send a batch), with the enrollment the owner logged in with.
 async fn batch(
     services: &Services,
     this: &Addr<KeyStore>,
     me: &AtSign,
     cmd: &at_common::verb::Batch,
-    inbound: usize,
+    run: &Run,
 ) -> Result<Reply, AtError> {
+    let (inbound, asker) = (run.inbound, &run.asker);
     let one = |command| -> verbs::Answer<'_> {
         Box::pin(async move {
             // enroll needs the connection's checks (how it logged in, its enrollment, request
@@ -399,6 +414,7 @@ async fn batch(
             let run = Run {
                 command,
                 view: View::Owner,
+                asker: asker.clone(),
                 inbound,
             };
             dispatch(services, this, me, &run).await
@@ -561,6 +577,10 @@ pub(super) mod tests {
         Run {
             command: Command::parse(line).unwrap(),
             view: View::Owner,
+            asker: Asker::Owner {
+                via: crate::access::OwnerAuth::Cram,
+                enrollment: None,
+            },
             inbound: 1,
         }
     }

@@ -22,6 +22,7 @@ mod lookup_remote;
 mod noop;
 mod notify;
 mod notify_list;
+mod otp;
 mod plookup;
 mod scan;
 mod scan_remote;
@@ -33,7 +34,7 @@ mod update_json;
 pub use batch::{batch, Answer};
 pub use config::config;
 pub use delete::delete;
-pub use enroll::{apkam_key, enroll, screen, settle, ApkamKey, Settled};
+pub use enroll::{apkam_key, enroll, grant, screen, settle, ApkamKey, Settled};
 pub use info::info;
 pub use llookup::llookup;
 pub use lookup::{lookup_owner, lookup_peer, lookup_public};
@@ -43,6 +44,7 @@ pub use notify::{
     auto_notify, notify, notify_all, notify_remove, notify_status, receive, Change, Outbox,
 };
 pub use notify_list::{notify_fetch, notify_list};
+pub use otp::{otp, redeem};
 pub use plookup::plookup;
 pub use scan::{scan_owner, scan_peer, scan_public};
 pub use scan_remote::scan_remote;

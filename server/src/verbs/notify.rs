@@ -29,6 +29,7 @@ use at_common::AtSign;
 
 use actix::Addr;
 
+use crate::access::{not_authorized, Grant, Use};
 use crate::notifications::{self, Delivery, Monitors, Notification, NotificationMetadata, Status};
 use crate::remote::cache;
 use crate::router::{self, NotificationRouter};
@@ -377,14 +378,18 @@ pub async fn notify_status(
     store: &Store,
     me: &AtSign,
     cmd: &NotifyStatus,
+    grant: Option<&Grant>,
     now: EpochMillis,
 ) -> Result<Reply, AtError> {
     for log in [NotificationLog::Sent, NotificationLog::Received] {
         if let Some(row) = store.get_notification(me, log, &cmd.id).await? {
+            let (notification, status) = notifications::read(&row)?;
+            if let Some(grant) = grant.filter(|g| !g.permits(&notification.key, Use::Read)) {
+                return Err(not_authorized(grant, "fetch notify", &notification.key));
+            }
             if row.expires_ms <= now {
                 return Ok(Reply::Data("expired".into()));
             }
-            let (_, status) = notifications::read(&row)?;
             let word = match status {
                 Status::Delivered => "delivered",
                 Status::Queued => "queued",
@@ -396,12 +401,24 @@ pub async fn notify_status(
     Ok(Reply::Null)
 }
 
-/// `notify:remove:<id>`: forgets it, sent or received.
+/// `notify:remove:<id>`: forgets it, sent or received; a device only what its enrollment
+/// may write.
 pub async fn notify_remove(
     store: &Store,
     me: &AtSign,
     cmd: &NotifyRemove,
+    grant: Option<&Grant>,
 ) -> Result<Reply, AtError> {
+    for log in NotificationLog::BOTH {
+        if let Some(grant) = grant {
+            if let Some(row) = store.get_notification(me, log, &cmd.id).await? {
+                let (notification, _) = notifications::read(&row)?;
+                if !grant.permits(&notification.key, Use::Write) {
+                    return Err(not_authorized(grant, "remove notify", &notification.key));
+                }
+            }
+        }
+    }
     for log in NotificationLog::BOTH {
         store.remove_notification(me, log, &cmd.id).await?;
     }

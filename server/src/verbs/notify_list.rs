@@ -16,6 +16,7 @@ use at_common::reply::Reply;
 use at_common::verb::{NotifyFetch, NotifyList};
 use at_common::AtSign;
 
+use crate::access::{not_authorized, Grant, Use};
 use crate::notifications::{self, Status};
 use crate::store::{NotificationLog, Store};
 
@@ -27,6 +28,7 @@ pub async fn notify_list(
     me: &AtSign,
     peer: Option<&AtSign>,
     cmd: &NotifyList,
+    grant: Option<&Grant>,
     now: EpochMillis,
 ) -> Result<Reply, AtError> {
     let filter = match &cmd.regex {
@@ -61,7 +63,8 @@ pub async fn notify_list(
             let in_dates =
                 from.is_none_or(|from| at >= from) && until.is_none_or(|until| at < until);
             let for_peer = peer.is_none_or(|peer| notification.to == *peer);
-            if in_dates && for_peer && notification.matches(filter.as_ref()) {
+            let permitted = grant.is_none_or(|g| g.permits(&notification.key, Use::Read));
+            if in_dates && for_peer && permitted && notification.matches(filter.as_ref()) {
                 listed.push(notification.json());
             }
         }
@@ -78,6 +81,7 @@ pub async fn notify_fetch(
     store: &Store,
     me: &AtSign,
     cmd: &NotifyFetch,
+    grant: Option<&Grant>,
     now: EpochMillis,
 ) -> Result<Reply, AtError> {
     for (log, kind) in [
@@ -89,6 +93,9 @@ pub async fn notify_fetch(
         };
         let stored = notifications::read_stored(&row)?;
         let n = &stored.notification;
+        if let Some(grant) = grant.filter(|g| !g.permits(&n.key, Use::Read)) {
+            return Err(not_authorized(grant, "fetch notify", &n.key));
+        }
         let status = match stored.status {
             _ if row.expires_ms <= now => "expired",
             Status::Delivered => "delivered",
@@ -244,9 +251,16 @@ mod tests {
         };
         let unexpired = |(id, _): &(String, i64)| id != "n0400";
 
-        let whole = notify_list(&store, &alice, None, &list("notify:list").unwrap(), 10)
-            .await
-            .unwrap();
+        let whole = notify_list(
+            &store,
+            &alice,
+            None,
+            &list("notify:list").unwrap(),
+            None,
+            10,
+        )
+        .await
+        .unwrap();
         let want: Vec<String> = all
             .iter()
             .filter(|n| unexpired(n))
@@ -259,6 +273,7 @@ mod tests {
             &alice,
             None,
             &list("notify:list:2024-10-25:2024-10-25").unwrap(),
+            None,
             10,
         )
         .await
@@ -276,6 +291,7 @@ mod tests {
             &alice,
             None,
             &list("notify:list:0000-01-01:2024-10-23").unwrap(),
+            None,
             10,
         )
         .await

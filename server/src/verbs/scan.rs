@@ -19,6 +19,7 @@ use at_common::AtSign;
 use regex::{Regex, RegexBuilder};
 
 use super::is_active;
+use crate::access::Grant;
 use crate::store::Store;
 
 /// Compiled-size cap for client regexes (the `regex` crate matches in linear time; this bounds
@@ -27,16 +28,21 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// `scan[:showhidden:<b>][ <regex>]` on an owner connection: every key except `private:`,
 /// `privatekey:`, `public:_…` and `_…`; `showhidden:true` brings back `public:__…` and `_…`.
-/// `cmd.for_atsign` is the caller's to route ([`super::scan_remote`]); it is ignored here.
+/// `cmd.for_atsign` is the caller's to route ([`super::scan_remote`]); it is ignored here. A
+/// device logged in with an enrollment sees only what [`Grant::lists`].
 pub async fn scan_owner(
     store: &Store,
     me: &AtSign,
     cmd: &Scan,
+    grant: Option<&Grant>,
     now_ms: EpochMillis,
 ) -> Result<Reply, AtError> {
     let show_hidden = cmd.show_hidden == Some(true);
     let visible = |key: &str| {
         if key.starts_with("private:") || key.starts_with("privatekey:") {
+            return false;
+        }
+        if grant.is_some_and(|grant| !grant.lists(key)) {
             return false;
         }
         if key.starts_with("public:_") {
@@ -157,7 +163,10 @@ mod tests {
         let Command::Scan(cmd) = command(line) else {
             panic!("not a scan")
         };
-        wire(&f.me, scan_owner(&f.store, &f.me, &cmd, NOW + 100).await)
+        wire(
+            &f.me,
+            scan_owner(&f.store, &f.me, &cmd, None, NOW + 100).await,
+        )
     }
 
     async fn public(f: &Fixture, line: &str) -> String {

@@ -24,6 +24,7 @@ use regex::Regex;
 
 use super::llookup::json_string;
 use super::scan::compile;
+use crate::access::Grant;
 use crate::store::{CommitEntry, CommitOp, Store};
 
 /// Most entries in one reply (`sync.pageLimit` 25, and the commit log's default page).
@@ -32,7 +33,12 @@ pub const SYNC_PAGE_LIMIT: usize = 25;
 pub const SYNC_BUFFER_BYTES: usize = 5 * 1024 * 1024;
 
 /// `sync:from:<n>:limit:<m>[:<regex>]`.
-pub async fn sync(store: &Store, me: &AtSign, cmd: &Sync) -> Result<Reply, AtError> {
+pub async fn sync(
+    store: &Store,
+    me: &AtSign,
+    cmd: &Sync,
+    grant: Option<&Grant>,
+) -> Result<Reply, AtError> {
     let regex = cmd.regex.as_deref().map(compile).transpose()?;
     let mut after = u64::try_from(cmd.from_commit).ok();
     let mut entries: Vec<String> = Vec::new();
@@ -42,7 +48,9 @@ pub async fn sync(store: &Store, me: &AtSign, cmd: &Sync) -> Result<Reply, AtErr
         let Some(last) = page.last() else { break };
         after = Some(last.commit_id);
         for entry in &page {
-            if !wanted(&entry.key, regex.as_ref()) {
+            if !wanted(&entry.key, regex.as_ref())
+                || grant.is_some_and(|grant| !grant.syncs(&entry.key))
+            {
                 continue;
             }
             let Some(json) = render(store, me, entry).await? else {
@@ -104,7 +112,7 @@ mod tests {
 
     async fn run(f: &Fixture, line: &str) -> String {
         let result = match command(line) {
-            Command::Sync(cmd) => sync(&f.store, &f.me, &cmd).await,
+            Command::Sync(cmd) => sync(&f.store, &f.me, &cmd, None).await,
             Command::Update(cmd) => update(&f.store, &f.me, &cmd, NOW).await,
             Command::Delete(cmd) => delete(&f.store, &f.me, &cmd).await,
             other => panic!("unexpected {other:?}"),

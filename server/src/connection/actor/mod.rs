@@ -343,6 +343,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 let run = Run {
                     command,
                     view,
+                    asker: self.state.asker(),
                     inbound: self.limits.admission.open(),
                 };
                 let keystore = self.keystore(ctx);
@@ -371,6 +372,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         let run = Run {
             command,
             view,
+            asker: self.state.asker(),
             inbound: self.limits.admission.open(),
         };
         let keystore = self.keystore(ctx);

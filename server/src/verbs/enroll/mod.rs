@@ -70,7 +70,7 @@ use at_common::AtSign;
 use crate::store::Store;
 use operations::{change, fetch, list, request};
 use params::checked_params;
-pub use record::{apkam_key, ApkamKey};
+pub use record::{apkam_key, grant, ApkamKey};
 pub use session::{screen, settle, Settled};
 
 /// How long the connection that revoked its own enrollment (with `force`) stays open.

@@ -7,6 +7,7 @@ use at_common::verb::{json_string, EnrollmentStatus, Namespaces};
 use at_common::AtSign;
 use serde::Deserialize;
 
+use crate::access::Grant;
 use crate::lifetime::is_active;
 use crate::reserved;
 use crate::store::{Mutation, Record, Store, StoreError};
@@ -152,4 +153,37 @@ pub async fn apkam_key(
         status: status_at(&enrollment, &record, now),
         public_key: enrollment.apkam_public_key,
     }))
+}
+
+/// What enrollment `id` of `me` lets its device do now ([`Grant`]), read before each command
+/// of a connection that logged in with it, as the reference does. An enrollment that is gone
+/// or expired ends the connection: `error:AT0028:The enrollment id: <id> is expired. Closing
+/// the connection`, then closed. One denied or revoked is still read (it grants nothing; a
+/// revoke closes its connections itself).
+pub async fn grant(
+    store: &Store,
+    me: &AtSign,
+    id: &str,
+    now: EpochMillis,
+) -> Result<Grant, AtError> {
+    let key = reserved::enrollment(id, me);
+    let ended = || {
+        AtError::set_by_handler(
+            at_common::error::ErrorCode::TooManyRequests,
+            format!("The enrollment id: {id} is expired. Closing the connection"),
+        )
+        .closing()
+    };
+    let Some(record) = store.get(me, &key).await? else {
+        return Err(ended());
+    };
+    let enrollment = Enrollment::parse(&key, &record)?;
+    match status_at(&enrollment, &record, now) {
+        EnrollmentStatus::Expired => Err(ended()),
+        status => Ok(Grant {
+            enrollment: id.to_string(),
+            approved: status == EnrollmentStatus::Approved,
+            namespaces: enrollment.namespaces,
+        }),
+    }
 }
