@@ -128,25 +128,30 @@ pub fn decide(asker: &Asker, command: &Command) -> Result<View, AtError> {
     }
 }
 
-/// Whether `asker` may have an `enroll:request` (whose parameters are good) approved at once:
-/// only an owner who logged in with the CRAM secret (onboarding). Anyone else would need a
-/// valid OTP, and this server issues none; an owner by pkam would make a pending enrollment
-/// for approvers, which is not served.
-pub fn enroll_request(asker: &Asker) -> Result<(), AtError> {
+/// What an `enroll:request` (whose parameters are good) becomes, by who asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    /// An owner who logged in with the CRAM secret (onboarding): approved at once, with
+    /// `__manage` and `*`.
+    Approved,
+    /// An owner who logged in with pkam (a device asking for another): pending approval.
+    Pending,
+    /// Anyone else (a new device): pending if it brings a valid passcode, else refused.
+    WithPasscode,
+}
+
+/// What `asker`'s `enroll:request` becomes.
+pub fn enroll_request(asker: &Asker) -> Requested {
     match asker {
         Asker::Owner {
             via: OwnerAuth::Cram,
             ..
-        } => Ok(()),
+        } => Requested::Approved,
         Asker::Owner {
             via: OwnerAuth::Pkam,
             ..
-        } => Err(AtError::syntax("invalid command")),
-        Asker::Anyone | Asker::Peer(_) => Err(AtError::with_detail(
-            ErrorCode::InternalServerException,
-            "invalid otp. Cannot process enroll request",
-        )
-        .keeping_open()),
+        } => Requested::Pending,
+        Asker::Anyone | Asker::Peer(_) => Requested::WithPasscode,
     }
 }
 
@@ -242,6 +247,28 @@ impl Grant {
                 self.namespaces.get(reserved::MANAGE_NAMESPACE),
                 Some("r" | "rw")
             )
+    }
+
+    /// Whether this enrollment may approve, deny or revoke another's `namespace` asked with
+    /// `access`: the enrolled namespace covering it (itself or a parent: `buzz.wavi` is in
+    /// `wavi`; else `*`) must be `rw`, or `r` for an `r` request; `__manage` with either.
+    pub fn approves(&self, namespace: &str, access: &str) -> bool {
+        if !self.approved {
+            return false;
+        }
+        let enrolled = &self.namespaces.0;
+        let dotted = format!(".{namespace}");
+        let covering = enrolled
+            .iter()
+            .find(|(ns, _)| dotted.ends_with(&format!(".{ns}")))
+            .or_else(|| enrolled.iter().find(|(ns, _)| ns == "*"));
+        match covering {
+            Some((ns, held)) if ns == reserved::MANAGE_NAMESPACE => {
+                matches!(held.as_str(), "r" | "rw")
+            }
+            Some((_, held)) => held == "rw" || (held == "r" && access == "r"),
+            None => false,
+        }
     }
 
     /// Whether `scan` shows this enrollment `key` (a key `scan` would show the owner): all of
@@ -624,25 +651,16 @@ mod tests {
     }
 
     #[test]
-    fn only_a_cram_owner_has_a_request_approved_at_once() {
-        let cram = Asker::Owner {
-            via: OwnerAuth::Cram,
+    fn a_request_is_approved_for_a_cram_owner_pending_for_pkam_and_needs_a_passcode_otherwise() {
+        let (cram, pkam) = (OwnerAuth::Cram, OwnerAuth::Pkam);
+        let owner = |via| Asker::Owner {
+            via,
             enrollment: None,
         };
-        let pkam = Asker::Owner {
-            via: OwnerAuth::Pkam,
-            enrollment: None,
-        };
-        assert_eq!(enroll_request(&cram), Ok(()));
-        assert_eq!(
-            enroll_request(&pkam).unwrap_err().message(),
-            "invalid command"
-        );
-        for stranger in [Asker::Anyone, Asker::Peer(bob())] {
-            let refusal = enroll_request(&stranger).unwrap_err();
-            assert_eq!(refusal.code(), ErrorCode::InternalServerException);
-            assert!(!refusal.closes_connection());
-        }
+        assert_eq!(enroll_request(&owner(cram)), Requested::Approved);
+        assert_eq!(enroll_request(&owner(pkam)), Requested::Pending);
+        assert_eq!(enroll_request(&Asker::Anyone), Requested::WithPasscode);
+        assert_eq!(enroll_request(&Asker::Peer(bob())), Requested::WithPasscode);
     }
 
     #[test]

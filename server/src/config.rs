@@ -153,6 +153,9 @@ pub struct ServerConfig {
     /// The longest wait between two attempts to deliver a notification to another atServer
     /// (the wait doubles from 0.5 s up to this).
     pub notification_retry_max_millis: u64,
+    /// The first wait before a wrong enrollment passcode is refused; later ones grow as
+    /// Fibonacci up to 55 times this (the reference's 1 s to 55 s).
+    pub enroll_passcode_wait_millis: u64,
     /// HTTP address of `/healthz`, `/readyz` and `/metrics` (port `0` picks one, printed as
     /// `metrics on <addr>`); empty turns it off.
     pub metrics_listen: String,
@@ -222,6 +225,7 @@ impl Default for ServerConfig {
             outbound_max_limit: 200,
             peer_timeout_millis: 5_000,
             notification_retry_max_millis: 30_000,
+            enroll_passcode_wait_millis: 1_000,
             metrics_listen: String::new(),
             readiness_grace_millis: 15_000,
             shutdown_pause_millis: 0,

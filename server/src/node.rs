@@ -25,6 +25,7 @@ use crate::peer::{InProcess, PeerSettings, Peers};
 use crate::remote::LinkObserver;
 use crate::router::NotificationRouter;
 use crate::store::Store;
+use crate::verbs::PasscodePenalty;
 
 /// How much an in-process connection buffers each way before the writer waits.
 const IN_PROCESS_BUFFER: usize = 64 * 1024;
@@ -64,6 +65,9 @@ impl Node {
             router,
             quota: config.notification_quota(),
             pace: Arc::new(NotifyPace::new(config.notify_pace())),
+            penalty: Arc::new(PasscodePenalty::new(Duration::from_millis(
+                config.enroll_passcode_wait_millis,
+            ))),
             suspensions: Default::default(),
         };
         let hosts = Hosts::new(

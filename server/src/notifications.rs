@@ -220,6 +220,33 @@ impl Notification {
     }
 }
 
+/// What one monitor connection asked to see.
+#[derive(Debug, Clone, Default)]
+pub struct MonitorView {
+    /// The regex of `monitor <regex>`.
+    pub filter: Option<regex::Regex>,
+    /// `monitor:selfNotifications`: also the atServer's own notices (enrollment requests, key
+    /// changes of others).
+    pub self_notifications: bool,
+    /// The enrollment a device logged in with: only what it may monitor
+    /// ([`crate::access::Use::Monitor`]). The stats notification goes to every monitor.
+    pub grant: Option<crate::access::Grant>,
+}
+
+impl MonitorView {
+    /// Whether this monitor is shown `notification` (`to_self`: one of the atServer's own).
+    pub fn sees(&self, notification: &Notification, to_self: bool) -> bool {
+        let permitted = notification.id == STATS_ID
+            || self
+                .grant
+                .as_ref()
+                .is_none_or(|grant| grant.permits(&notification.key, crate::access::Use::Monitor));
+        (self.self_notifications || !to_self)
+            && permitted
+            && notification.matches(self.filter.as_ref())
+    }
+}
+
 /// The id of a monitor line (`notification: {"id":"<id>",…`); `None` for the stats
 /// notification, which is shown every time.
 pub fn id_of(line: &[u8]) -> Option<&str> {
@@ -441,16 +468,15 @@ impl Monitors {
         self.lock().remove(atsign);
     }
 
-    /// Stored, unexpired notifications `atsign` received after `after_ms`, as monitor lines;
-    /// the atServer's own notices only with `self_notifications`. Read [`LOG_PAGE`] rows at
+    /// Stored, unexpired notifications `atsign` received after `after_ms` that `view` sees, as
+    /// monitor lines. Read [`LOG_PAGE`] rows at
     /// a time as the stream is consumed, so a replay costs one page of memory, not the log.
     /// A store error ends the stream (logged; a reconnect replays again).
     pub fn replay(
         &self,
         atsign: &AtSign,
         after_ms: EpochMillis,
-        filter: Option<regex::Regex>,
-        self_notifications: bool,
+        view: MonitorView,
         now_ms: EpochMillis,
     ) -> impl futures_util::Stream<Item = Bytes> + 'static {
         let (store, atsign) = (self.store.clone(), atsign.clone());
@@ -472,10 +498,7 @@ impl Monitors {
                 .iter()
                 .filter(|row| row.expires_ms > now_ms)
                 .filter_map(|row| read_stored(row).ok())
-                .filter(|stored| {
-                    (self_notifications || !stored.to_self)
-                        && stored.notification.matches(filter.as_ref())
-                })
+                .filter(|stored| view.sees(&stored.notification, stored.to_self))
                 .map(|stored| stored.notification.monitor_line())
                 .collect();
             futures_util::stream::iter(lines)
@@ -552,7 +575,11 @@ mod tests {
                 .unwrap();
         }
         let monitors = Monitors::start(store);
-        let lines: Vec<Bytes> = monitors.replay(&alice, 0, None, true, 1).collect().await;
+        let view = MonitorView {
+            self_notifications: true,
+            ..MonitorView::default()
+        };
+        let lines: Vec<Bytes> = monitors.replay(&alice, 0, view, 1).collect().await;
         let ids: Vec<String> = lines
             .iter()
             .map(|line| id_of(line).unwrap().to_string())

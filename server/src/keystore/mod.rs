@@ -12,7 +12,7 @@
 
 mod monitors;
 
-pub use monitors::{Subscribe, Subscription, STATS_PERIOD};
+pub use monitors::{Subscribe, Subscribed, Subscription, STATS_PERIOD};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -245,6 +245,8 @@ pub struct Services {
     pub quota: crate::notifications::Quota,
     /// How fast other atSigns can make this node's atSigns receive notifications.
     pub pace: std::sync::Arc<crate::pace::NotifyPace>,
+    /// How long a wrong enrollment passcode waits before it is refused.
+    pub penalty: std::sync::Arc<verbs::PasscodePenalty>,
     /// Which atSigns are suspended: their connections are refused.
     pub suspensions: crate::suspension::Suspensions,
 }
@@ -335,7 +337,15 @@ async fn dispatch(
         Command::Batch(c) => batch(services, this, me, c, run).await,
         // APKAM enrollments, screened by the connection first (a request gets here from a
         // cram owner, to be approved at once); refused inside a batch (above).
-        Command::Enroll(c) => verbs::enroll(store, me, c, run.view == View::Owner, now).await,
+        Command::Enroll(c) => {
+            let asking = verbs::Asking {
+                asker: &run.asker,
+                grant,
+                monitors,
+                penalty: &services.penalty,
+            };
+            verbs::enroll(store, me, c, &asking, now).await
+        }
         // Notifications: the owner's to send; another server's (pol) received from it.
         Command::Notify(c) => match &run.view {
             View::Owner => verbs::notify(&outbox, me, c, now).await,
@@ -568,6 +578,7 @@ pub(super) mod tests {
             pace: std::sync::Arc::new(crate::pace::NotifyPace::new(
                 crate::config::ServerConfig::default().notify_pace(),
             )),
+            penalty: Default::default(),
             suspensions: Default::default(),
         };
         Hosts::new(services, idle, vec![actix::Arbiter::current()])

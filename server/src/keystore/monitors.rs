@@ -15,7 +15,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::KeyStore;
-use crate::notifications::{HandOut, Notification, MONITOR_QUEUE};
+use at_common::error::AtError;
+
+use crate::notifications::{HandOut, MonitorView, Notification, MONITOR_QUEUE};
 
 /// At most one stats notification per atSign per this long: a burst of writes ends in one
 /// carrying the last commit id (what a client syncs to), not one each (a publish each on Redis).
@@ -25,13 +27,23 @@ pub const STATS_EVERY: std::time::Duration = std::time::Duration::from_millis(25
 /// statsNotificationJobTimeInterval).
 pub const STATS_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// A monitor connection of the atSign subscribes: its lines arrive on the receiver.
+/// A monitor connection of the atSign subscribes: its lines arrive on the receiver. A device
+/// logged in with an enrollment (`enrollment`) is read what it may monitor first, and given it
+/// back for its replay (an enrollment gone or expired: the error that ends its connection).
 #[derive(Message)]
-#[rtype(result = "(u64, mpsc::Receiver<Bytes>)")]
+#[rtype(result = "Result<Subscribed, AtError>")]
 pub struct Subscribe {
     pub filter: Option<regex::Regex>,
     /// `monitor:selfNotifications`: also the atServer's own notices.
     pub self_notifications: bool,
+    pub enrollment: Option<String>,
+}
+
+/// A monitor's subscription: its id, its lines, and what it sees.
+pub struct Subscribed {
+    pub id: u64,
+    pub lines: mpsc::Receiver<Bytes>,
+    pub view: MonitorView,
 }
 
 /// The monitor subscribed as this id is gone.
@@ -62,8 +74,7 @@ impl Drop for Subscription {
 /// One monitor connection's subscription.
 struct Subscriber {
     id: u64,
-    filter: Option<regex::Regex>,
-    self_notifications: bool,
+    view: MonitorView,
     lines: mpsc::Sender<Bytes>,
 }
 
@@ -94,8 +105,7 @@ impl KeyStore {
         let line = notification.monitor_line();
         let me = &self.me;
         self.monitors.subscribers.retain(|subscriber| {
-            let wanted = subscriber.self_notifications || !to_self;
-            if !wanted || !notification.matches(subscriber.filter.as_ref()) {
+            if !subscriber.view.sees(notification, to_self) {
                 return true;
             }
             match subscriber.lines.try_send(line.clone()) {
@@ -160,20 +170,40 @@ impl KeyStore {
 }
 
 impl Handler<Subscribe> for KeyStore {
-    type Result = MessageResult<Subscribe>;
+    type Result = ResponseActFuture<Self, Result<Subscribed, AtError>>;
 
-    fn handle(&mut self, subscribe: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
-        let (lines, receiver) = mpsc::channel(MONITOR_QUEUE);
-        let id = self.monitors.next_id;
-        self.monitors.next_id += 1;
-        self.watch(ctx);
-        self.monitors.subscribers.push(Subscriber {
-            id,
-            filter: subscribe.filter,
-            self_notifications: subscribe.self_notifications,
-            lines,
-        });
-        MessageResult((id, receiver))
+    fn handle(&mut self, subscribe: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        let (store, me) = (self.services.store.clone(), self.me.clone());
+        let grant = async move {
+            match &subscribe.enrollment {
+                Some(id) => crate::verbs::grant(&store, &me, id, now_ms())
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+            .map(|grant| MonitorView {
+                filter: subscribe.filter,
+                self_notifications: subscribe.self_notifications,
+                grant,
+            })
+        };
+        Box::pin(grant.into_actor(self).map(|view, act, ctx| {
+            let view = view?;
+            let (lines, receiver) = mpsc::channel(MONITOR_QUEUE);
+            let id = act.monitors.next_id;
+            act.monitors.next_id += 1;
+            act.watch(ctx);
+            act.monitors.subscribers.push(Subscriber {
+                id,
+                view: view.clone(),
+                lines,
+            });
+            Ok(Subscribed {
+                id,
+                lines: receiver,
+                view,
+            })
+        }))
     }
 }
 
@@ -236,12 +266,14 @@ mod tests {
         let hosts = super::super::tests::hosts(&dir, Duration::from_secs(60)).await;
         let alice = AtSign::parse("@alice").unwrap();
         let keystore = hosts.get(&alice);
-        let (_, mut lines) = keystore
+        let Subscribed { mut lines, .. } = keystore
             .send(Subscribe {
                 filter: None,
                 self_notifications: false,
+                enrollment: None,
             })
             .await
+            .unwrap()
             .unwrap();
         for commit_id in 0..100 {
             keystore.do_send(StatsChanged {

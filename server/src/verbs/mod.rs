@@ -34,7 +34,9 @@ mod update_json;
 pub use batch::{batch, Answer};
 pub use config::config;
 pub use delete::delete;
-pub use enroll::{apkam_key, enroll, grant, screen, settle, ApkamKey, Settled};
+pub use enroll::{
+    apkam_key, enroll, grant, screen, settle, ApkamKey, Asking, PasscodePenalty, Settled,
+};
 pub use info::info;
 pub use llookup::llookup;
 pub use lookup::{lookup_owner, lookup_peer, lookup_public};

@@ -129,7 +129,8 @@ impl Node {
         let port = free_port();
         let settings = format!(
             "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{0}/directory\"\npublic_host = \"127.0.0.1\"\n\
-             listen = \"127.0.0.1:0\"\nport_range_start = {port}\nport_range_len = 1\nbuffer_limit = {limit}\n",
+             listen = \"127.0.0.1:0\"\nport_range_start = {port}\nport_range_len = 1\nbuffer_limit = {limit}\n\
+             enroll_passcode_wait_millis = 10\n",
             dir.path().display()
         );
         write_config(dir.path(), &settings, &backend);

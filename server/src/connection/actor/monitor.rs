@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Connection;
-use crate::keystore::{Subscribe, Subscription};
+use crate::keystore::{Subscribe, Subscribed, Subscription};
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     /// `monitor`: from now on this connection streams the owner's received notifications
@@ -38,8 +38,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         // Subscribed (with the atSign's key store) before the replay: what arrives meanwhile
         // waits in the channel. Later commands wait for the subscription.
         let subscribe = Subscribe {
-            filter: filter.clone(),
+            filter,
             self_notifications: monitor.self_notifications,
+            enrollment: self.state.asker().enrollment().map(str::to_string),
         };
         let keystore = self.keystore(ctx);
         ctx.wait(
@@ -47,13 +48,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 .send(subscribe)
                 .into_actor(self)
                 .map(move |subscribed, act, ctx| match subscribed {
-                    Ok((id, lines)) => {
+                    Ok(Ok(Subscribed { id, lines, view })) => {
                         act.subscription = Some(Subscription {
                             keystore: act.keystore.clone(),
                             id,
                         });
-                        act.stream_monitor(monitor, filter, lines, ctx);
+                        act.stream_monitor(monitor.epoch_millis, view, lines, ctx);
                     }
+                    Ok(Err(refused)) => act.reply(Err(refused), ctx),
                     Err(_) => act.reply(Err(ErrorCode::InternalServerException.into()), ctx),
                 }),
         );
@@ -65,17 +67,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     /// client is behind: the monitor's queue fills instead.
     fn stream_monitor(
         &mut self,
-        monitor: at_common::verb::Monitor,
-        filter: Option<regex::Regex>,
+        replay_after: Option<at_common::metadata::EpochMillis>,
+        view: crate::notifications::MonitorView,
         lines: tokio::sync::mpsc::Receiver<Bytes>,
         ctx: &mut Context<Self>,
     ) {
-        let with_self = monitor.self_notifications;
         let shown = std::rc::Rc::new(std::cell::RefCell::new(std::collections::HashSet::new()));
-        let replayed = match monitor.epoch_millis {
+        let replayed = match replay_after {
             Some(after) => self
                 .monitors
-                .replay(&self.me, after, filter, with_self, now_ms())
+                .replay(&self.me, after, view, now_ms())
                 .boxed(),
             None => futures_util::stream::empty().boxed(),
         };

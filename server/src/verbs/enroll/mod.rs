@@ -56,6 +56,7 @@
 
 mod operations;
 mod params;
+mod penalty;
 mod record;
 mod session;
 
@@ -67,9 +68,13 @@ use at_common::reply::Reply;
 use at_common::verb::{Enroll, EnrollOp};
 use at_common::AtSign;
 
+use super::otp;
+use crate::access::{self, Asker, Grant, Requested};
+use crate::notifications::Monitors;
 use crate::store::Store;
-use operations::{change, fetch, list, request};
+use operations::{change, delete, fetch, list, pending, request};
 use params::checked_params;
+pub use penalty::PasscodePenalty;
 pub use record::{apkam_key, grant, ApkamKey};
 pub use session::{screen, settle, Settled};
 
@@ -97,34 +102,55 @@ fn refuse(message: impl Into<String>) -> AtError {
     enrollment_exception(message)
 }
 
-/// `enroll:<op>` in the key store of `me`. `owner`: the connection is the owner's; only a
-/// cram owner's `request` is let through by [`screen`].
+/// Who asks an `enroll` in the key store, and what the key store lends it.
+pub struct Asking<'a> {
+    pub asker: &'a Asker,
+    /// What the enrollment the owner logged in with allows now, if it logged in with one.
+    pub grant: Option<&'a Grant>,
+    /// Where the notice of a pending request goes.
+    pub monitors: &'a Monitors,
+    pub penalty: &'a PasscodePenalty,
+}
+
+/// `enroll:<op>` in the key store of `me`, asked as [`Asking`] says: a `request` is approved at
+/// once for a cram owner, pending for a pkam owner, and pending for anyone else who brings a
+/// valid passcode; the other operations are the owner's, limited by its enrollment.
 pub async fn enroll(
     store: &Store,
     me: &AtSign,
     cmd: &Enroll,
-    owner: bool,
+    asking: &Asking<'_>,
     now: EpochMillis,
 ) -> Result<Reply, AtError> {
-    if !owner {
+    let owner = matches!(asking.asker, Asker::Owner { .. });
+    if !owner && cmd.operation != EnrollOp::Request {
         // The connection answers these before they get here; refused the same way if not.
-        return Err(match cmd.operation {
-            EnrollOp::Request => refuse("invalid otp. Cannot process enroll request"),
-            op => AtError::with_detail(
-                ErrorCode::Unauthenticated,
-                format!("Cannot {op} enrollment without authentication"),
-            ),
-        });
+        return Err(AtError::with_detail(
+            ErrorCode::Unauthenticated,
+            format!("Cannot {} enrollment without authentication", cmd.operation),
+        ));
     }
     let params = checked_params(cmd)?;
     match cmd.operation {
-        EnrollOp::Request => request(store, me, &params, now).await,
+        EnrollOp::Request => match access::enroll_request(asking.asker) {
+            Requested::Approved => request(store, me, &params, now).await,
+            Requested::Pending => pending(store, asking.monitors, me, &params, now).await,
+            Requested::WithPasscode => {
+                if !otp::redeem(store, me, params.otp.as_deref(), now).await? {
+                    let wait = asking.penalty.wrong(me, std::time::Instant::now());
+                    tokio::time::sleep(wait).await;
+                    return Err(refuse("invalid otp. Cannot process enroll request"));
+                }
+                asking.penalty.right(me, std::time::Instant::now());
+                pending(store, asking.monitors, me, &params, now).await
+            }
+        },
         EnrollOp::Approve | EnrollOp::Deny | EnrollOp::Revoke | EnrollOp::Unrevoke => {
-            change(store, me, cmd.operation, &params, now).await
+            change(store, me, cmd.operation, &params, asking.grant, now).await
         }
-        EnrollOp::List => list(store, me, &params, now).await,
+        EnrollOp::Delete => delete(store, me, &params, now).await,
+        EnrollOp::List => list(store, me, &params, asking.grant, now).await,
         EnrollOp::Fetch => fetch(store, me, &params, now).await,
-        EnrollOp::Delete => Err(AtError::syntax("invalid command")),
     }
 }
 
@@ -147,11 +173,32 @@ mod tests {
         }
     }
 
+    fn cram() -> Asker {
+        Asker::Owner {
+            via: OwnerAuth::Cram,
+            enrollment: None,
+        }
+    }
+
+    /// `line` asked by `asker` (logged in with `grant`), no wait after a wrong passcode.
+    async fn ask(f: &Fixture, asker: &Asker, grant: Option<&Grant>, line: &str) -> String {
+        let monitors = Monitors::start(f.store.clone());
+        let penalty = PasscodePenalty::new(Duration::ZERO);
+        let asking = Asking {
+            asker,
+            grant,
+            monitors: &monitors,
+            penalty: &penalty,
+        };
+        let result = enroll(&f.store, &f.me, &enroll_cmd(line), &asking, NOW).await;
+        match asker {
+            Asker::Owner { .. } => wire(&f.me, result),
+            _ => stranger_wire(Some(result)),
+        }
+    }
+
     async fn run(f: &Fixture, line: &str) -> String {
-        wire(
-            &f.me,
-            enroll(&f.store, &f.me, &enroll_cmd(line), true, NOW).await,
-        )
+        ask(f, &cram(), None, line).await
     }
 
     const REQUEST: &str = r#"enroll:request:{"appName":"wavi","deviceName":"pixel","namespaces":{"wavi":"rw"},"encryptedDefaultEncryptionPrivateKey":"ENC_PRIV","encryptedDefaultSelfEncryptionKey":"ENC_SELF","apkamPublicKey":"MIIBkey"}"#;
@@ -244,11 +291,32 @@ mod tests {
         }
         // Refused parameters are AT0011s that keep the connection open; JSON that does not
         // parse is an AT0011 that closes.
-        let kept = enroll(&f.store, &f.me, &enroll_cmd(r#"enroll:deny:{}"#), true, NOW).await;
+        let monitors = Monitors::start(f.store.clone());
+        let penalty = PasscodePenalty::default();
+        let asking = Asking {
+            asker: &cram(),
+            grant: None,
+            monitors: &monitors,
+            penalty: &penalty,
+        };
+        let kept = enroll(
+            &f.store,
+            &f.me,
+            &enroll_cmd(r#"enroll:deny:{}"#),
+            &asking,
+            NOW,
+        )
+        .await;
         assert!(kept.is_err_and(|e| !e.closes_connection()));
-        let bad = enroll(&f.store, &f.me, &enroll_cmd("enroll:list:{bad"), true, NOW)
-            .await
-            .unwrap_err();
+        let bad = enroll(
+            &f.store,
+            &f.me,
+            &enroll_cmd("enroll:list:{bad"),
+            &asking,
+            NOW,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(bad.code(), ErrorCode::InternalServerException);
         assert!(bad.closes_connection());
         assert!(bad.message().starts_with("FormatException: "), "{bad:?}");
@@ -402,17 +470,173 @@ mod tests {
         );
     }
 
+    const PENDING: &str = r#"enroll:request:{"appName":"buzz","deviceName":"phone","namespaces":{"buzz":"rw"},"otp":"OTP":"apkamPublicKey":"MIIBother","encryptedAPKAMSymmetricKey":"SYM"}"#;
+
+    /// The owner's `otp:get` or `otp:put`; what it answered.
+    async fn passcode(f: &Fixture, line: &str) -> String {
+        let Command::Otp(cmd) = command(line) else {
+            unreachable!("{line}")
+        };
+        match crate::verbs::otp(&f.store, &f.me, &cmd, None, NOW)
+            .await
+            .unwrap()
+        {
+            Reply::Data(answer) => answer,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A new device's request with `otp` (in place of `OTP`); the reply.
+    async fn request_with(f: &Fixture, otp: &str) -> String {
+        let line = PENDING.replace(r#""otp":"OTP":"#, &format!(r#""otp":"{otp}","#));
+        ask(f, &Asker::Anyone, None, &line).await
+    }
+
+    fn pending_id(reply: &str) -> String {
+        reply
+            .strip_prefix(r#"data:{"enrollmentId":""#)
+            .and_then(|r| r.split_once("\",\"status\":\"pending\"}\n@"))
+            .map(|(id, _)| id)
+            .unwrap_or_else(|| panic!("{reply}"))
+            .to_string()
+    }
+
     #[tokio::test]
-    async fn delete_is_not_served_and_strangers_are_refused() {
+    async fn a_new_device_with_a_passcode_makes_a_pending_request_with_a_notice_for_approvers() {
         let f = fixture().await;
         assert_eq!(
-            run(&f, r#"enroll:delete:{"enrollmentId":"1"}"#).await,
-            "error:AT0003-Invalid syntax : invalid command\n@alice@"
+            request_with(&f, "NOSUCH1").await,
+            "error:AT0011-Exception: invalid otp. Cannot process enroll request\n@"
         );
-        let stranger = enroll(&f.store, &f.me, &enroll_cmd("enroll:list"), false, NOW).await;
-        assert_eq!(stranger.unwrap_err().code(), ErrorCode::Unauthenticated);
-        let request = enroll(&f.store, &f.me, &enroll_cmd(REQUEST), false, NOW).await;
-        assert!(request.is_err_and(|e| !e.closes_connection()));
+        let otp = passcode(&f, "otp:get").await;
+        let id = pending_id(&request_with(&f, &otp).await);
+        let key = format!("{id}.new.enrollments.__manage@alice");
+        let record = f.store.get(&f.me, &key).await.unwrap().unwrap();
+        assert_eq!(
+            record.value.unwrap(),
+            r#"{"sessionId":"","appName":"buzz","deviceName":"phone","namespaces":{"buzz":"rw"},"apkamPublicKey":"MIIBother","requestType":"newEnrollment","approval":{"state":"pending"},"encryptedAPKAMSymmetricKey":"SYM","apkamKeysExpiryInMillis":0}"#
+        );
+        assert_eq!(record.metadata.expires_at, Some(NOW + 48 * 3600 * 1000));
+        // The OTP is spent; the same app and device cannot ask twice while one is pending.
+        assert_eq!(
+            request_with(&f, &otp).await,
+            "error:AT0011-Exception: invalid otp. Cannot process enroll request\n@"
+        );
+        passcode(&f, "otp:put:ABC123").await;
+        assert_eq!(
+            request_with(&f, "abc123").await,
+            format!("error:AT0011-Exception: Another enrollment with id {id} exists with the app name: buzz and device name: phone in pending state\n@")
+        );
+        // The notice: a self notification an approver's monitor replays.
+        let monitors = Monitors::start(f.store.clone());
+        let view = crate::notifications::MonitorView {
+            self_notifications: true,
+            ..Default::default()
+        };
+        let lines: Vec<_> =
+            futures_util::StreamExt::collect(monitors.replay(&f.me, 0, view, NOW)).await;
+        let notice = String::from_utf8(lines[0].to_vec()).unwrap();
+        assert!(
+            notice.contains(&format!(
+                r#""from":"@alice","to":"@alice","key":"{key}","value":"{{\"encryptedApkamSymmetricKey\":\"SYM\",\"encryptedAPKAMSymmetricKey\":\"SYM\",\"appName\":\"buzz\",\"deviceName\":\"phone\",\"namespace\":{{\"buzz\":\"rw\"}}}}","operation":"update""#
+            )),
+            "{notice}"
+        );
+        // A monitor that does not ask for self notifications does not see it.
+        let plain = crate::notifications::MonitorView::default();
+        let none: Vec<_> =
+            futures_util::StreamExt::collect(monitors.replay(&f.me, 0, plain, NOW)).await;
+        assert!(none.is_empty());
+    }
+
+    fn device(namespaces: &[(&str, &str)]) -> Grant {
+        let mut ns = at_common::verb::Namespaces::default();
+        for (name, access) in namespaces {
+            ns.set(name, access);
+        }
+        Grant {
+            enrollment: "dev".into(),
+            approved: true,
+            namespaces: ns,
+        }
+    }
+
+    #[tokio::test]
+    async fn approvers_need_manage_and_the_namespaces_asked_for() {
+        let f = fixture().await;
+        let pkam = Asker::Owner {
+            via: OwnerAuth::Pkam,
+            enrollment: Some("dev".into()),
+        };
+        passcode(&f, "otp:put:ABC123").await;
+        let id = pending_id(&request_with(&f, "ABC123").await);
+        let approve = format!(
+            r#"enroll:approve:{{"enrollmentId":"{id}","encryptedDefaultEncryptionPrivateKey":"P","encryptedDefaultSelfEncryptionKey":"S"}}"#
+        );
+        let wavi = device(&[("wavi", "rw"), ("__manage", "rw")]);
+        assert_eq!(
+            ask(&f, &pkam, Some(&wavi), &approve).await,
+            format!("error:AT0011-Internal server exception : Failed to approve enrollment id: {id}. Client is not authorized for namespaces in the enrollment request\n@alice@")
+        );
+        let unmanaged = device(&[("buzz", "rw")]);
+        assert_eq!(
+            ask(&f, &pkam, Some(&unmanaged), &approve).await,
+            format!("error:AT0011-Internal server exception : Failed to approve enrollment id: {id}. The approving enrollment does not have access to \"__manage\" namespace\n@alice@")
+        );
+        // A device without __manage lists only itself.
+        assert_eq!(
+            ask(&f, &pkam, Some(&unmanaged), "enroll:list").await,
+            "data:{}\n@alice@"
+        );
+        // The first namespace covering `buzz` decides: `r` does not approve `rw`, `*` does.
+        let reader = device(&[("buzz", "r"), ("__manage", "r"), ("*", "rw")]);
+        assert!(ask(&f, &pkam, Some(&reader), &approve)
+            .await
+            .contains("Client is not authorized for namespaces"));
+        let manager = device(&[("__manage", "r"), ("*", "rw")]);
+        assert_eq!(
+            ask(&f, &pkam, Some(&manager), &approve).await,
+            format!("data:{{\"status\":\"approved\",\"enrollmentId\":\"{id}\"}}\n@alice@")
+        );
+        // A pkam owner's own request is pending too.
+        let again = r#"enroll:request:{"appName":"wavi","deviceName":"tab","namespaces":{"wavi":"r"},"apkamPublicKey":"k","encryptedAPKAMSymmetricKey":"s"}"#;
+        let reply = ask(&f, &pkam, Some(&manager), again).await;
+        assert!(reply.contains(r#""status":"pending"}"#), "{reply}");
+    }
+
+    #[tokio::test]
+    async fn only_denied_or_revoked_enrollments_are_deleted() {
+        let f = fixture().await;
+        let id = enrolled(&f).await;
+        let delete = format!(r#"enroll:delete:{{"enrollmentId":"{id}"}}"#);
+        assert_eq!(
+            run(&f, &delete).await,
+            format!("error:AT0011-Internal server exception : Failed to delete enrollment id: {id} | Cause: Cannot delete approved enrollments. Only denied and revoked enrollments can be deleted\n@alice@")
+        );
+        run(&f, &format!(r#"enroll:revoke:{{"enrollmentId":"{id}"}}"#)).await;
+        assert_eq!(
+            run(&f, &delete).await,
+            format!("data:{{\"enrollmentId\":\"{id}\",\"status\":\"deleted\"}}\n@alice@")
+        );
+        assert_eq!(
+            run(&f, &delete).await,
+            format!("error:AT0028:enrollment_id: {id} is expired or invalid\n@alice@")
+        );
+    }
+
+    #[tokio::test]
+    async fn strangers_are_refused_everything_but_a_request() {
+        let f = fixture().await;
+        let stranger = ask(&f, &Asker::Anyone, None, "enroll:list").await;
+        assert_eq!(
+            stranger,
+            "error:AT0401-Exception: Cannot list enrollment without authentication\n@"
+        );
+        let request = ask(&f, &Asker::Anyone, None, REQUEST).await;
+        assert_eq!(
+            request,
+            "error:AT0011-Exception: invalid otp. Cannot process enroll request\n@"
+        );
         assert!(f.store.keys(&f.me, "").await.unwrap().is_empty());
     }
 
@@ -426,24 +650,11 @@ mod tests {
     }
 
     #[test]
-    fn screen_lets_only_a_cram_owner_request_through() {
+    fn screen_checks_a_requests_parameters_and_limit_before_the_key_store() {
         let request = enroll_cmd(REQUEST);
-        let cram = Asker::Owner {
-            via: OwnerAuth::Cram,
-            enrollment: None,
-        };
+        let cram = cram();
         assert!(screen(&request, &cram, || true).is_none());
-        assert_eq!(
-            stranger_wire(screen(&request, &Asker::Anyone, || true)),
-            "error:AT0011-Exception: invalid otp. Cannot process enroll request\n@"
-        );
-        let with_otp = enroll_cmd(
-            r#"enroll:request:{"appName":"a","deviceName":"d","namespaces":{"wavi":"rw"},"otp":"123456","apkamPublicKey":"k","encryptedAPKAMSymmetricKey":"s"}"#,
-        );
-        assert_eq!(
-            stranger_wire(screen(&with_otp, &Asker::Anyone, || true)),
-            "error:AT0011-Exception: invalid otp. Cannot process enroll request\n@"
-        );
+        assert!(screen(&request, &Asker::Anyone, || true).is_none());
         let otp_without_key = enroll_cmd(
             r#"enroll:request:{"appName":"a","deviceName":"d","otp":"123456","apkamPublicKey":"k"}"#,
         );
@@ -455,12 +666,6 @@ mod tests {
             stranger_wire(screen(&request, &cram, || false)),
             "error:AT0011-Exception: Enrollment requests have exceeded the limit within the specified time frame\n@"
         );
-        let pkam = Asker::Owner {
-            via: OwnerAuth::Pkam,
-            enrollment: None,
-        };
-        let refused = screen(&request, &pkam, || true).unwrap().unwrap_err();
-        assert_eq!(refused, AtError::syntax("invalid command"));
         // Other operations go on to the key store.
         assert!(screen(&enroll_cmd("enroll:list"), &cram, || panic!("not asked")).is_none());
     }

@@ -5,15 +5,24 @@ use at_common::error::{AtError, ErrorCode};
 use at_common::limits::{instant_after, time_out_of_range};
 use at_common::metadata::EpochMillis;
 use at_common::reply::Reply;
-use at_common::verb::{json_string, EnrollOp, EnrollParams, EnrollmentStatus};
+use at_common::verb::{
+    json_string, EnrollOp, EnrollParams, EnrollmentStatus, MessageType, Namespaces, Operation,
+};
 use at_common::AtSign;
 
 use super::record::{
     new_enrollment, optional, put_uncommitted, status_at, written, Approval, Enrollment,
 };
 use super::{enrollment_exception, expired_or_invalid, refuse, Step};
+use crate::access::Grant;
+use crate::notifications::{self, Monitors, Notification};
 use crate::reserved::{self, PKAM_PUBLIC_KEY};
 use crate::store::{CommitOp, Mutation, Store, StoreError};
+
+/// How long a request waits for an approver (the reference's `enrollmentExpiryInHours`, 48).
+pub const PENDING_FOR_MS: i64 = 48 * 60 * 60 * 1000;
+/// How long the notice of a request is kept for monitors that come later.
+const NOTICE_FOR_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Every enrollment of `me`, by key, with its status now.
 pub(super) async fn all(
@@ -46,18 +55,7 @@ pub(super) async fn request(
     let app_name = params.app_name.clone().unwrap_or_default();
     let device_name = params.device_name.clone().unwrap_or_default();
     let apkam_public_key = params.apkam_public_key.clone().unwrap_or_default();
-    for (key, other, status) in all(store, me, now).await? {
-        let live = matches!(
-            status,
-            EnrollmentStatus::Approved | EnrollmentStatus::Pending
-        );
-        if live && other.app_name == app_name && other.device_name == device_name {
-            let id = key.split('.').next().unwrap_or_default();
-            return Err(refuse(format!(
-                "Another enrollment with id {id} exists with the app name: {app_name} and device name: {device_name} in {status} state"
-            )));
-        }
-    }
+    refuse_duplicate(store, me, &app_name, &device_name, now).await?;
     let id = uuid::Uuid::new_v4().to_string();
     let mut namespaces = params.namespaces.clone().unwrap_or_default();
     namespaces.set(reserved::MANAGE_NAMESPACE, "rw");
@@ -93,6 +91,109 @@ pub(super) async fn request(
     )))
 }
 
+/// Refuses a request for an app and device that already have a pending or approved
+/// enrollment, in the reference's words.
+async fn refuse_duplicate(
+    store: &Store,
+    me: &AtSign,
+    app_name: &str,
+    device_name: &str,
+    now: EpochMillis,
+) -> Step<()> {
+    for (key, other, status) in all(store, me, now).await? {
+        let live = matches!(
+            status,
+            EnrollmentStatus::Approved | EnrollmentStatus::Pending
+        );
+        if live && other.app_name == app_name && other.device_name == device_name {
+            let id = key.split('.').next().unwrap_or_default();
+            return Err(refuse(format!(
+                "Another enrollment with id {id} exists with the app name: {app_name} and device name: {device_name} in {status} state"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A request that waits for an approver (from a new device with a passcode, or from a device
+/// logged in with pkam): kept [`PENDING_FOR_MS`], and announced to the approvers' monitors
+/// ([`notice`]).
+pub(super) async fn pending(
+    store: &Store,
+    monitors: &Monitors,
+    me: &AtSign,
+    params: &EnrollParams,
+    now: EpochMillis,
+) -> Step<Reply> {
+    let app_name = params.app_name.clone().unwrap_or_default();
+    let device_name = params.device_name.clone().unwrap_or_default();
+    refuse_duplicate(store, me, &app_name, &device_name, now).await?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let enrollment = Enrollment {
+        session_id: String::new(),
+        app_name,
+        device_name,
+        namespaces: params.namespaces.clone().unwrap_or_default(),
+        apkam_public_key: params.apkam_public_key.clone().unwrap_or_default(),
+        request_type: new_enrollment(),
+        approval: Approval {
+            state: EnrollmentStatus::Pending,
+        },
+        encrypted_apkam_symmetric_key: params.encrypted_apkam_symmetric_key.clone(),
+        apkam_keys_expiry_in_millis: params.apkam_keys_expiry_in_millis.unwrap_or(0),
+    };
+    let key = reserved::enrollment(&id, me);
+    let mut record = written(None, enrollment.to_json(), me, now);
+    record.metadata.ttl = Some(PENDING_FOR_MS);
+    record.metadata.expires_at = Some(now.saturating_add(PENDING_FOR_MS));
+    store.put_uncommitted(me, &key, &record).await?;
+    notice(store, monitors, me, &key, params, now).await?;
+    tracing::info!(atsign = %me, enrollment = %id, "enrollment request pending approval");
+    Ok(Reply::Data(format!(
+        r#"{{"enrollmentId":{},"status":"pending"}}"#,
+        json_string(&id)
+    )))
+}
+
+/// The notice of a pending request to the atSign's approvers: a self notification (24 h)
+/// whose key is the enrollment's and whose value carries what an approver shows and needs,
+/// for `monitor:selfNotifications` connections that may manage enrollments, on every node.
+async fn notice(
+    store: &Store,
+    monitors: &Monitors,
+    me: &AtSign,
+    key: &str,
+    params: &EnrollParams,
+    now: EpochMillis,
+) -> Step<()> {
+    let symmetric = optional(params.encrypted_apkam_symmetric_key.as_deref());
+    let namespaces = params
+        .namespaces
+        .as_ref()
+        .map_or_else(|| "null".to_string(), |ns| ns.to_json());
+    let value = format!(
+        r#"{{"encryptedApkamSymmetricKey":{symmetric},"encryptedAPKAMSymmetricKey":{symmetric},"appName":{},"deviceName":{},"namespace":{namespaces}}}"#,
+        optional(params.app_name.as_deref()),
+        optional(params.device_name.as_deref()),
+    );
+    let notification = Notification {
+        id: uuid::Uuid::new_v4().to_string(),
+        from: me.clone(),
+        to: me.clone(),
+        key: key.to_string(),
+        value: Some(value),
+        operation: Operation::Update,
+        epoch_millis: now,
+        message_type: MessageType::Key,
+        is_encrypted: false,
+        metadata: None,
+    };
+    let expires = now.saturating_add(NOTICE_FOR_MS);
+    notifications::store_to_self(store, me, &notification, expires).await?;
+    monitors.publish_to_self(me, &notification).await;
+    Ok(())
+}
+
 /// The encrypted default keys the approving client sent, kept for the enrolled app.
 pub(super) async fn store_encryption_keys(
     store: &Store,
@@ -124,9 +225,11 @@ pub(super) async fn change(
     me: &AtSign,
     op: EnrollOp,
     params: &EnrollParams,
+    approver: Option<&Grant>,
     now: EpochMillis,
 ) -> Step<Reply> {
     let id = params.enrollment_id.clone().unwrap_or_default();
+    let approver = approver.cloned();
     let key = reserved::enrollment(&id, me);
     let target = match op {
         EnrollOp::Approve | EnrollOp::Unrevoke => EnrollmentStatus::Approved,
@@ -146,6 +249,14 @@ pub(super) async fn change(
                 return Err(expired_or_invalid(&id_));
             }
             if let Some(reason) = refused_transition(op, status) {
+                return Err(enrollment_exception(format!(
+                    "Failed to {op} enrollment id: {id_}. {reason}"
+                )));
+            }
+            if let Some(reason) = approver
+                .as_ref()
+                .and_then(|a| refused_approver(a, &enrollment.namespaces))
+            {
                 return Err(enrollment_exception(format!(
                     "Failed to {op} enrollment id: {id_}. {reason}"
                 )));
@@ -181,6 +292,24 @@ pub(super) async fn change(
         r#"{{"status":"{target}","enrollmentId":{}}}"#,
         json_string(&id)
     )))
+}
+
+/// Why a device logged in with `approver` may not act on an enrollment for `namespaces`, if
+/// it may not: it must hold `__manage`, and cover each namespace with `rw` (or `r` for one
+/// asked as `r`), as the reference checks.
+fn refused_approver(approver: &Grant, namespaces: &Namespaces) -> Option<&'static str> {
+    if approver
+        .namespaces
+        .get(reserved::MANAGE_NAMESPACE)
+        .is_none()
+    {
+        return Some(r#"The approving enrollment does not have access to "__manage" namespace"#);
+    }
+    let covered = namespaces
+        .0
+        .iter()
+        .all(|(namespace, access)| approver.approves(namespace, access));
+    (!covered).then_some("Client is not authorized for namespaces in the enrollment request")
 }
 
 /// Why `op` may not change an enrollment in `status`, if it may not.
@@ -241,21 +370,30 @@ pub(super) async fn approved(
     Ok(())
 }
 
-/// `enroll:list`: every enrollment whose status passes the filter (all when there is none).
+/// `enroll:list`: every enrollment whose status passes the filter (all when there is none); a
+/// device whose enrollment does not hold `__manage` lists only its own (unfiltered, unless
+/// expired), as the reference does.
 pub(super) async fn list(
     store: &Store,
     me: &AtSign,
     params: &EnrollParams,
+    lister: Option<&Grant>,
     now: EpochMillis,
 ) -> Step<Reply> {
     let filter = params
         .enrollment_status_filter
         .clone()
         .unwrap_or_else(|| EnrollmentStatus::ALL.to_vec());
+    let only = lister
+        .filter(|grant| grant.namespaces.get(reserved::MANAGE_NAMESPACE).is_none())
+        .map(|grant| reserved::enrollment(&grant.enrollment, me));
     let entries: Vec<String> = all(store, me, now)
         .await?
         .into_iter()
-        .filter(|(_, _, status)| filter.contains(status))
+        .filter(|(key, _, status)| match &only {
+            Some(own) => key == own && *status != EnrollmentStatus::Expired,
+            None => filter.contains(status),
+        })
         .map(|(key, enrollment, status)| {
             format!("{}:{}", json_string(&key), enrollment.summary(status))
         })
@@ -281,4 +419,43 @@ pub(super) async fn fetch(
     let enrollment = Enrollment::parse(&key, &record)?;
     let status = status_at(&enrollment, &record, now);
     Ok(Reply::Data(enrollment.summary(status)))
+}
+
+/// `enroll:delete`: removes a denied or revoked enrollment's record (and the keys kept for
+/// it); `{"enrollmentId":"<id>","status":"deleted"}`.
+pub(super) async fn delete(
+    store: &Store,
+    me: &AtSign,
+    params: &EnrollParams,
+    now: EpochMillis,
+) -> Step<Reply> {
+    let id = params.enrollment_id.clone().unwrap_or_default();
+    let key = reserved::enrollment(&id, me);
+    let (id_, key_) = (id.clone(), key.clone());
+    store
+        .modify(me, &key, move |existing| {
+            let Some(record) = existing else {
+                return Err(expired_or_invalid(&id_));
+            };
+            let status = status_at(&Enrollment::parse(&key_, record)?, record, now);
+            match status {
+                EnrollmentStatus::Expired => Err(expired_or_invalid(&id_)),
+                EnrollmentStatus::Denied | EnrollmentStatus::Revoked => {
+                    Ok(Mutation::Remove { commit: false })
+                }
+                other => Err(enrollment_exception(format!(
+                    "Failed to delete enrollment id: {id_} | Cause: Cannot delete {other} enrollments. Only denied and revoked enrollments can be deleted"
+                ))),
+            }
+        })
+        .await?;
+    for name in ["default_enc_private_key", "default_self_enc_key"] {
+        store
+            .remove_uncommitted(me, &reserved::enrollment_secret(&id, name, me))
+            .await?;
+    }
+    Ok(Reply::Data(format!(
+        r#"{{"enrollmentId":{},"status":"deleted"}}"#,
+        json_string(&id)
+    )))
 }

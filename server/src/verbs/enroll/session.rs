@@ -38,7 +38,7 @@ pub(super) fn screen_step(
                     "Enrollment requests have exceeded the limit within the specified time frame",
                 ));
             }
-            access::enroll_request(who)
+            Ok(())
         }
         EnrollOp::Revoke => {
             let params = checked_params(cmd)?;
