@@ -387,6 +387,26 @@ pub const MONITOR_QUEUE: usize = 1024;
 pub struct Monitors {
     store: Store,
     here: Arc<Mutex<HashMap<AtSign, Recipient<HandOut>>>>,
+    /// The key stores of this node with connections open, for what concerns the atSign's
+    /// sessions (a revoked enrollment, [`Monitors::end_enrollment`]).
+    sessions: Arc<Mutex<HashMap<AtSign, Recipient<EnrollmentEnded>>>>,
+}
+
+/// APKAM enrollment (id) of the atSign was revoked: the key store tells its connections.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct EnrollmentEnded(pub String);
+
+/// What nodes tell each other of an atSign: a notification for its monitors, or the end of one
+/// of its enrollments. A node that does not know a kind logs it and goes on.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Bus {
+    Notification(Box<Published>),
+    #[serde(rename_all = "camelCase")]
+    EnrollmentEnded {
+        ended_enrollment: String,
+    },
 }
 
 /// A notification for the monitors of the atSign whose key store gets it.
@@ -436,13 +456,19 @@ impl Monitors {
         let monitors = Monitors {
             store: store.clone(),
             here: Arc::default(),
+            sessions: Arc::default(),
         };
         if let Some(mut published) = store.watch_notifications() {
             let local = monitors.clone();
             tokio::spawn(async move {
                 while let Some((atsign, payload)) = published.recv().await {
-                    match serde_json::from_slice::<Published>(&payload) {
-                        Ok(p) => local.hand_out(&atsign, &p.notification, p.to_self),
+                    match serde_json::from_slice::<Bus>(&payload) {
+                        Ok(Bus::Notification(p)) => {
+                            local.hand_out(&atsign, &p.notification, p.to_self)
+                        }
+                        Ok(Bus::EnrollmentEnded { ended_enrollment }) => {
+                            local.tell_sessions(&atsign, ended_enrollment)
+                        }
                         Err(error) => {
                             tracing::warn!(%atsign, %error, "an unreadable published notification")
                         }
@@ -451,6 +477,45 @@ impl Monitors {
             });
         }
         monitors
+    }
+
+    /// From now on what concerns `atsign`'s sessions on this node goes to `keystore` (it has
+    /// connections open).
+    pub fn attend(&self, atsign: &AtSign, keystore: Recipient<EnrollmentEnded>) {
+        self.sessions().insert(atsign.clone(), keystore);
+    }
+
+    /// `atsign` has no connections on this node any more.
+    pub fn leave(&self, atsign: &AtSign) {
+        self.sessions().remove(atsign);
+    }
+
+    /// `atsign`'s enrollment `id` was revoked: the connections logged in with it close, on
+    /// every node (through the store when it is shared).
+    pub async fn end_enrollment(&self, atsign: &AtSign, id: &str) {
+        let bus = Bus::EnrollmentEnded {
+            ended_enrollment: id.to_string(),
+        };
+        let payload = serde_json::to_vec(&bus).expect("strings serialise");
+        match self.store.publish_notification(atsign, &payload).await {
+            Ok(true) => {}
+            Ok(false) => self.tell_sessions(atsign, id.to_string()),
+            Err(error) => {
+                // Other nodes still refuse its every command: the enrollment is read each time.
+                tracing::warn!(%atsign, %error, "could not publish a revoked enrollment; closing its connections here only");
+                self.tell_sessions(atsign, id.to_string());
+            }
+        }
+    }
+
+    fn tell_sessions(&self, atsign: &AtSign, id: String) {
+        if let Some(keystore) = self.sessions().get(atsign).cloned() {
+            keystore.do_send(EnrollmentEnded(id));
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<AtSign, Recipient<EnrollmentEnded>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AtSign, Recipient<HandOut>>> {

@@ -26,6 +26,7 @@ use at_common::verb::{Command, Operation};
 use at_common::AtSign;
 
 use crate::access::{self, Asker, View};
+use crate::notifications::EnrollmentEnded;
 use crate::notifications::Monitors;
 use crate::peer::Peers;
 use crate::router::NotificationRouter;
@@ -84,12 +85,12 @@ pub struct EnsureSigningKeys;
 pub struct Stop;
 
 /// A connection to this atSign opened (`id`, unique on the node): the key store runs while any
-/// is open, and tells each of them when the atSign is deprovisioned ([`Deprovisioned`]).
+/// is open, and tells each of them what concerns them all ([`Told`]).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Attach {
     pub id: u64,
-    pub deprovisioned: Recipient<Deprovisioned>,
+    pub connection: Recipient<Told>,
 }
 
 /// The connection [`Attach`]ed as this id closed.
@@ -97,11 +98,16 @@ pub struct Attach {
 #[rtype(result = "()")]
 pub struct Detach(pub u64);
 
-/// To a connection: its atSign was deprovisioned and its key store stopped for good; what it
-/// is still asked gets errors, and nothing is written for the removed atSign.
-#[derive(Message)]
+/// What a key store tells each of its atSign's connections.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
 #[rtype(result = "()")]
-pub struct Deprovisioned;
+pub enum Told {
+    /// The atSign was deprovisioned and its key store stopped for good; what the connection is
+    /// still asked gets errors, and nothing is written for the removed atSign.
+    Deprovisioned,
+    /// APKAM enrollment (id) was revoked, on this node or another: its connections close.
+    EnrollmentEnded(String),
+}
 
 /// One hosted atSign's key store: runs its commands, and owns what this node holds of the
 /// atSign while it is in use: the count of its open connections and its monitors.
@@ -112,7 +118,7 @@ pub struct KeyStore {
     last_used: Instant,
     /// This node's connections to the atSign that are open now: while there is one, the key
     /// store does not stop for being idle (a quiet connection's next command finds it).
-    connections: HashMap<u64, Recipient<Deprovisioned>>,
+    connections: HashMap<u64, Recipient<Told>>,
     /// The atSign's monitor connections on this node ([`monitors`]).
     monitors: monitors::Local,
 }
@@ -146,6 +152,9 @@ impl Actor for KeyStore {
     fn stopped(&mut self, _: &mut Context<Self>) {
         if self.monitors.is_watched() {
             self.services.monitors.forget(&self.me);
+        }
+        if !self.connections.is_empty() {
+            self.services.monitors.leave(&self.me);
         }
     }
 }
@@ -195,8 +204,14 @@ impl Handler<EnsureSigningKeys> for KeyStore {
 impl Handler<Attach> for KeyStore {
     type Result = ();
 
-    fn handle(&mut self, attach: Attach, _: &mut Context<Self>) {
-        self.connections.insert(attach.id, attach.deprovisioned);
+    /// With its first connection the key store follows what every node says of the atSign's
+    /// sessions ([`Monitors::attend`]).
+    fn handle(&mut self, attach: Attach, ctx: &mut Context<Self>) {
+        if self.connections.is_empty() {
+            let here: Recipient<EnrollmentEnded> = ctx.address().recipient();
+            self.services.monitors.attend(&self.me, here);
+        }
+        self.connections.insert(attach.id, attach.connection);
     }
 }
 
@@ -205,7 +220,21 @@ impl Handler<Detach> for KeyStore {
 
     fn handle(&mut self, Detach(id): Detach, _: &mut Context<Self>) {
         self.connections.remove(&id);
+        if self.connections.is_empty() {
+            self.services.monitors.leave(&self.me);
+        }
         self.last_used = Instant::now();
+    }
+}
+
+impl Handler<EnrollmentEnded> for KeyStore {
+    type Result = ();
+
+    /// A revoked enrollment: every connection is told; those logged in with it close.
+    fn handle(&mut self, ended: EnrollmentEnded, _: &mut Context<Self>) {
+        for connection in self.connections.values() {
+            connection.do_send(Told::EnrollmentEnded(ended.0.clone()));
+        }
     }
 }
 
@@ -215,7 +244,7 @@ impl Handler<Stop> for KeyStore {
     /// Deprovisioned: its connections are told, then it stops.
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         for connection in self.connections.values() {
-            connection.do_send(Deprovisioned);
+            connection.do_send(Told::Deprovisioned);
         }
         ctx.stop();
     }
@@ -629,7 +658,7 @@ pub(super) mod tests {
         );
     }
 
-    /// A stand-in connection that counts the [`Deprovisioned`] it is told.
+    /// A stand-in connection that counts the [`Told::Deprovisioned`] it is told.
     #[derive(Default)]
     struct DeprovisionedCount(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
@@ -637,11 +666,13 @@ pub(super) mod tests {
         type Context = Context<Self>;
     }
 
-    impl Handler<Deprovisioned> for DeprovisionedCount {
+    impl Handler<Told> for DeprovisionedCount {
         type Result = ();
 
-        fn handle(&mut self, _: Deprovisioned, _: &mut Context<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        fn handle(&mut self, told: Told, _: &mut Context<Self>) {
+            if told == Told::Deprovisioned {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
         }
     }
 
@@ -654,8 +685,8 @@ pub(super) mod tests {
         let told = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for id in [1, 2] {
             let connection = DeprovisionedCount(std::sync::Arc::clone(&told)).start();
-            let deprovisioned = connection.recipient();
-            store.send(Attach { id, deprovisioned }).await.unwrap();
+            let connection = connection.recipient();
+            store.send(Attach { id, connection }).await.unwrap();
         }
         hosts.evict(&alice);
         actix_rt::time::sleep(Duration::from_millis(200)).await;
@@ -670,14 +701,8 @@ pub(super) mod tests {
         let alice = AtSign::parse("@alice").unwrap();
         let store = hosts.get(&alice);
         let connection = DeprovisionedCount::default().start();
-        let deprovisioned = connection.clone().recipient();
-        store
-            .send(Attach {
-                id: 7,
-                deprovisioned,
-            })
-            .await
-            .unwrap();
+        let connection = connection.clone().recipient();
+        store.send(Attach { id: 7, connection }).await.unwrap();
         actix_rt::time::sleep(Duration::from_millis(600)).await;
         assert!(store.connected(), "stopped with a connection open");
         store.send(Detach(7)).await.unwrap();

@@ -36,8 +36,8 @@ use super::authenticate;
 use super::throttle::{is_failed_proof, AuthThrottle, Source};
 use crate::access;
 use crate::keystore::{
-    AdmitPeer, Attach, Deprovisioned, Detach, EnsureSigningKeys, GetAuthMaterial, Hosts, KeyStore,
-    Run, Subscription,
+    AdmitPeer, Attach, Detach, EnsureSigningKeys, GetAuthMaterial, Hosts, KeyStore, Run,
+    Subscription, Told,
 };
 use crate::metrics::metrics;
 use crate::notifications::Monitors;
@@ -94,6 +94,8 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     id: u64,
     /// The atSign was deprovisioned while this connection was open.
     deprovisioned: bool,
+    /// It revoked its own enrollment with `force`: it closes 10 s later, not when told.
+    revoked_itself: bool,
     monitors: Monitors,
     /// Checks `pol` claims with the claimant's server.
     peers: Peers,
@@ -153,6 +155,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 hosts,
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 deprovisioned: false,
+                revoked_itself: false,
                 monitors,
                 peers,
                 suspensions,
@@ -185,10 +188,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     }
 
     fn attach(&self, ctx: &mut Context<Self>) {
-        let deprovisioned: Recipient<Deprovisioned> = ctx.address().recipient();
+        let connection: Recipient<Told> = ctx.address().recipient();
         self.keystore.do_send(Attach {
             id: self.id,
-            deprovisioned,
+            connection,
         });
     }
 
@@ -386,7 +389,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                     let settled = authenticate::settle_enroll(&mut act.state, &enroll, result);
                     act.reply(settled.result, ctx);
                     if let Some(delay) = settled.close_after {
+                        act.revoked_itself = true;
                         ctx.run_later(delay, |act, ctx| act.close(ctx));
+                    }
+                    // A revoked enrollment's connections close, on every node.
+                    if let Some(ended) = settled.revoked {
+                        let (monitors, me) = (act.monitors.clone(), act.me.clone());
+                        ctx.spawn(
+                            async move { monitors.end_enrollment(&me, &ended).await }
+                                .into_actor(act),
+                        );
                     }
                 }),
         );
@@ -666,11 +678,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<String, 
     }
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Handler<Deprovisioned> for Connection<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Handler<Told> for Connection<IO> {
     type Result = ();
 
-    fn handle(&mut self, _: Deprovisioned, _: &mut Context<Self>) {
-        self.deprovisioned = true;
+    fn handle(&mut self, told: Told, ctx: &mut Context<Self>) {
+        match told {
+            Told::Deprovisioned => self.deprovisioned = true,
+            // Closed as the reference closes a revoked device's connections: without a word.
+            // The connection that revoked itself (`force`) closes on its own clock instead.
+            Told::EnrollmentEnded(id) => {
+                if self.state.asker().enrollment() == Some(id.as_str()) && !self.revoked_itself {
+                    tracing::info!(atsign = %self.me, enrollment = %id, "closing a revoked enrollment's connection");
+                    self.close(ctx);
+                }
+            }
+        }
     }
 }
 

@@ -285,13 +285,49 @@ pub(super) async fn change(
         Ok(_) => {}
         Err(error) => return Err(error.into()),
     }
-    if op == EnrollOp::Approve {
-        approved(store, me, &id, &key, params, now).await?;
+    match op {
+        EnrollOp::Approve => approved(store, me, &id, &key, params, now).await?,
+        EnrollOp::Revoke => legacy_key_with(store, me, &id, &key, false, now).await?,
+        EnrollOp::Unrevoke => legacy_key_with(store, me, &id, &key, true, now).await?,
+        _ => {}
     }
     Ok(Reply::Data(format!(
         r#"{{"status":"{target}","enrollmentId":{}}}"#,
         json_string(&id)
     )))
+}
+
+/// The legacy pkam key (`privatekey:at_pkam_publickey`) follows the enrollment whose key it is
+/// (the first device's: onboarding writes both): revoked, it is put aside under
+/// `<id>.legacy_pkam_publickey.__manage@me`, so the revoked device cannot log in the legacy way
+/// either; unrevoked (`restore`), it is put back.
+async fn legacy_key_with(
+    store: &Store,
+    me: &AtSign,
+    id: &str,
+    key: &str,
+    restore: bool,
+    now: EpochMillis,
+) -> Step<()> {
+    let aside = reserved::enrollment_secret(id, "legacy_pkam_publickey", me);
+    if restore {
+        if let Some(kept) = store.get(me, &aside).await?.and_then(|r| r.value) {
+            put_uncommitted(store, me, PKAM_PUBLIC_KEY, kept, now).await?;
+            store.remove_uncommitted(me, &aside).await?;
+        }
+        return Ok(());
+    }
+    let Some(record) = store.get(me, key).await? else {
+        return Ok(());
+    };
+    let enrollment = Enrollment::parse(key, &record)?;
+    let legacy = store.get(me, PKAM_PUBLIC_KEY).await?.and_then(|r| r.value);
+    if legacy.as_deref() == Some(enrollment.apkam_public_key.as_str()) {
+        put_uncommitted(store, me, &aside, enrollment.apkam_public_key, now).await?;
+        store.remove_uncommitted(me, PKAM_PUBLIC_KEY).await?;
+        tracing::info!(atsign = %me, enrollment = %id, "legacy pkam key put aside with its revoked enrollment");
+    }
+    Ok(())
 }
 
 /// Why a device logged in with `approver` may not act on an enrollment for `namespaces`, if
@@ -449,7 +485,11 @@ pub(super) async fn delete(
             }
         })
         .await?;
-    for name in ["default_enc_private_key", "default_self_enc_key"] {
+    for name in [
+        "default_enc_private_key",
+        "default_self_enc_key",
+        "legacy_pkam_publickey",
+    ] {
         store
             .remove_uncommitted(me, &reserved::enrollment_secret(&id, name, me))
             .await?;

@@ -56,6 +56,8 @@ pub struct Settled {
     pub enrollment_id: Option<String>,
     /// Close the connection after this long (it revoked its own enrollment with `force`).
     pub close_after: Option<Duration>,
+    /// The enrollment this command revoked: its connections are to close.
+    pub revoked: Option<String>,
 }
 
 /// What the connection does with the key store's `result` for `cmd` from `who`.
@@ -74,6 +76,7 @@ pub fn settle(cmd: &Enroll, who: &Asker, result: Result<Reply, AtError>) -> Sett
         result,
         enrollment_id: None,
         close_after: None,
+        revoked: None,
     };
     let Some(Answered {
         enrollment_id: Some(id),
@@ -82,6 +85,9 @@ pub fn settle(cmd: &Enroll, who: &Asker, result: Result<Reply, AtError>) -> Sett
     else {
         return settled;
     };
+    if cmd.operation == EnrollOp::Revoke && status == EnrollmentStatus::Revoked.as_str() {
+        settled.revoked = Some(id.clone());
+    }
     match cmd.operation {
         EnrollOp::Request if status == EnrollmentStatus::Approved.as_str() => {
             settled.enrollment_id = Some(id);
