@@ -120,6 +120,7 @@ pub fn decide(asker: &Asker, command: &Command) -> Result<View, AtError> {
         | Command::NotifyStatus(_)
         | Command::NotifyAll(_)
         | Command::Otp(_)
+        | Command::Keys(_)
         | Command::Batch(_) => owner,
     };
     match allowed {
@@ -441,6 +442,7 @@ mod tests {
         ("notify:remove:123", Some(NEEDS_AUTH), Some(NEEDS_AUTH)),
         ("batch:[]", Some(NEEDS_AUTH), Some(NEEDS_AUTH)),
         ("otp:get", Some(NEEDS_AUTH), Some(NEEDS_AUTH)),
+        ("keys:get:self", Some(NEEDS_AUTH), Some(NEEDS_AUTH)),
         (r#"enroll:request:{"appName":"a"}"#, None, None),
         (
             "enroll:list",
@@ -489,7 +491,7 @@ mod tests {
         named.sort_unstable();
         named.dedup();
         // One per variant of `Command` (`Command::verb`).
-        assert_eq!(named.len(), 28, "{named:?}");
+        assert_eq!(named.len(), 29, "{named:?}");
     }
 
     fn grant(namespaces: &[(&str, &str)], approved: bool) -> Grant {

@@ -80,6 +80,7 @@ mod delete;
 mod enroll;
 mod from;
 mod info;
+mod keys;
 mod llookup;
 mod lookup;
 mod monitor;
@@ -108,6 +109,7 @@ pub use delete::Delete;
 pub use enroll::{json_string, Enroll, EnrollOp, EnrollParams, EnrollmentStatus, Namespaces};
 pub use from::{ClientConfig, From};
 pub use info::Info;
+pub use keys::{KeyVisibility, Keys, KeysOp};
 pub use llookup::Llookup;
 pub use lookup::Lookup;
 pub use monitor::Monitor;
@@ -162,6 +164,7 @@ pub enum Command {
     Batch(Batch),
     Enroll(Enroll),
     Otp(Otp),
+    Keys(Keys),
     /// `@exit`: close the connection without a reply.
     Exit,
 }
@@ -215,8 +218,9 @@ impl Command {
             Command::Pkam(c) => id(c.enrollment_id.as_deref()),
             // Enrollment ids are in the JSON parameters: `EnrollParams::from_json` bounds them.
             Command::Enroll(_)
-            // A passcode is bounded by its grammar.
+            // A passcode is bounded by its grammar; a `keys` key name is checked when used.
             | Command::Otp(_)
+            | Command::Keys(_)
             // A batch's commands are parsed, and bounded, one by one when they run.
             | Command::Batch(_)
             // Only atSigns (bounded when parsed), numbers, regexes and secrets.
@@ -324,6 +328,9 @@ impl Command {
         if let Some(rest) = l.strip_prefix("otp:") {
             return Otp::parse(rest).map(Command::Otp);
         }
+        if let Some(rest) = l.strip_prefix("keys:") {
+            return Keys::parse(rest).map(Command::Keys);
+        }
         Err(AtError::syntax("invalid command"))
     }
 
@@ -357,6 +364,7 @@ impl Command {
             Command::Batch(_) => "batch",
             Command::Enroll(_) => "enroll",
             Command::Otp(_) => "otp",
+            Command::Keys(_) => "keys",
             Command::Exit => "@exit",
         }
     }
@@ -393,6 +401,7 @@ impl fmt::Display for Command {
             Command::Batch(c) => c.fmt(f),
             Command::Enroll(c) => c.fmt(f),
             Command::Otp(c) => c.fmt(f),
+            Command::Keys(c) => c.fmt(f),
             Command::Exit => f.write_str("@exit"),
         }
     }

@@ -391,6 +391,7 @@ async fn dispatch(
         Command::NotifyFetch(c) => verbs::notify_fetch(store, me, c, grant, now).await,
         Command::NotifyRemove(c) => verbs::notify_remove(store, me, c, grant).await,
         Command::Otp(c) => verbs::otp(store, me, c, grant, now).await,
+        Command::Keys(c) => verbs::keys(store, me, c, grant, now).await,
         // The connection answers these itself; they never reach a key store.
         Command::From(_)
         | Command::Pol

@@ -16,6 +16,7 @@ mod config;
 mod delete;
 mod enroll;
 mod info;
+mod keys;
 mod llookup;
 mod lookup;
 mod lookup_remote;
@@ -38,6 +39,7 @@ pub use enroll::{
     apkam_key, enroll, grant, screen, settle, ApkamKey, Asking, PasscodePenalty, Settled,
 };
 pub use info::info;
+pub use keys::keys;
 pub use llookup::llookup;
 pub use lookup::{lookup_owner, lookup_peer, lookup_public};
 pub use lookup_remote::lookup_remote;
