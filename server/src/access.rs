@@ -6,16 +6,18 @@
 //! |--------------------------|----------------------------------------------------------------|
 //! | anyone (not proven)      | `from cram pkam pol info noop exit`, `scan lookup` (public view), `enroll:request` |
 //! | another atSign's server (`pol`) | the same, with the peer's view of `scan lookup`, and `notify notify:list` |
-//! | the owner (cram or pkam) | everything                                                     |
+//! | the owner (cram or pkam) | everything; a device logged in with an APKAM enrollment only within its namespaces |
 //!
 //! Everything else is refused with AT0401, which keeps the connection open: the reference's
 //! `Command cannot be executed without auth`, or for `enroll` operations other than `request`
 //! its enroll handler's `Cannot <op> enrollment without authentication`.
 //!
-//! Who asks also decides within a few verbs, each in a function here: an `enroll:request` by
-//! anyone but a cram-authenticated owner ([`enroll_request`]), revoking the enrollment a
-//! connection acts as ([`revoke`]), and a blocked atSign, refused at `from` and at every request
-//! of its `pol` connection ([`admit_peer`]).
+//! Who asks also decides within a few verbs, each in a function here: what an `enroll:request`
+//! becomes ([`enroll_request`]), revoking the enrollment a connection acts as ([`revoke`]), a
+//! blocked atSign, refused at `from` and at every request of its `pol` connection
+//! ([`admit_peer`]), and what a device's enrollment lets it touch ([`Grant`], [`authorize`];
+//! docs/authentication.md#namespace-access), which the key store reads before each of its
+//! commands.
 
 use at_common::error::{AtError, ErrorCode};
 use at_common::key::AtKey;

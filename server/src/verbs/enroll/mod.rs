@@ -5,13 +5,15 @@
 //!
 //! Three parts, because only the connection knows who is asking ([`session`]):
 //! - [`screen`] runs on the connection before the key store is asked: the checks the reference
-//!   makes before it touches its key store for `request` (parameters, the per-connection request
-//!   limit, then who asks: [`crate::access::enroll_request`]) and the refusal to `revoke` the
-//!   connection's own enrollment without `force`. Only a cram owner's `request` gets through.
-//! - [`enroll`] runs in the key store ([`operations`]): the auto-approved `request` of a cram
-//!   owner (onboarding), `approve`, `deny`, `revoke`, `unrevoke`, `list` and `fetch`.
+//!   makes before it touches its key store for `request` (parameters, then the per-connection
+//!   request limit) and the refusal to `revoke` the connection's own enrollment without `force`.
+//! - [`enroll`] runs in the key store ([`operations`]): `request` (approved at once for a cram
+//!   owner; pending for a pkam owner, or for anyone with a valid passcode: [`super::otp`],
+//!   [`penalty`]), `approve`, `deny`, `revoke`, `unrevoke` (limited by the approver's own
+//!   enrollment), `delete`, `list` and `fetch`.
 //! - [`settle`] runs on the connection with the key store's answer: a `request` makes the
-//!   connection that enrollment, and `revoke:force` of its own enrollment closes it in 10 s.
+//!   connection that enrollment, `revoke:force` of its own enrollment closes it in 10 s, and a
+//!   revoke closes the revoked enrollment's connections on every node.
 //!
 //! The parameters each operation needs are checked in [`params`]; the record, its status and
 //! the keys written for it are [`record`], where [`apkam_key`] reads what `pkam` checks.
@@ -45,14 +47,10 @@
 //! `Enroll parameters not provided`; parameters that are not JSON are AT0011 and close the
 //! connection, as the reference's unexpected `FormatException` does.
 //!
-//! # Not served
-//! Pending enrollments: an unauthenticated `request` needs an OTP, and this server hands out
-//! none (`otp` is not served), so it is always refused as an invalid OTP; a `request` on a
-//! pkam-authenticated connection (pending in the reference, with a notification to approvers)
-//! is refused as `invalid command`, and so is `delete`. Approvals are not limited by the
-//! approver's own enrollment namespaces, connections of a revoked enrollment other than the
-//! revoking one stay open, and the key store is not told the connection's session id, so the
-//! record's `sessionId` is empty.
+//! A pending request answers `data:{"enrollmentId":"<id>","status":"pending"}` and is announced
+//! to approvers (docs/authentication.md#pending-requests-and-approval).
+//!
+//! The session id of the requesting connection is not kept (the record's `sessionId` is empty).
 
 mod operations;
 mod params;
