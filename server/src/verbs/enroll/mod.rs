@@ -339,7 +339,7 @@ mod tests {
         );
         assert_eq!(
             run(&f, r#"enroll:fetch:{"enrollmentId":"x1"}"#).await,
-            "error:AT0015-key not found : An Enrollment with Id: x1 does not exist or has expired.\n@alice@"
+            "error:AT0015-key not found : x1.new.enrollments.__manage@alice does not exist in keystore\n@alice@"
         );
     }
 
@@ -412,7 +412,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(public.value.unwrap(), r#"{"apkamPublicKey":"MIIBother"}"#);
-        assert_eq!(f.store.last_commit_id(&f.me).await.unwrap(), Some(0));
+        assert_eq!(
+            f.store.last_commit_id(&f.me).await.unwrap(),
+            None,
+            "a device's key does not sync to clients"
+        );
         let private = f
             .store
             .get(&f.me, "p1.default_enc_private_key.__manage@alice")
@@ -618,7 +622,7 @@ mod tests {
         );
         assert_eq!(
             run(&f, &delete).await,
-            format!("error:AT0028:enrollment_id: {id} is expired or invalid\n@alice@")
+            format!("error:AT0015-key not found : {id}.new.enrollments.__manage@alice does not exist in keystore\n@alice@")
         );
     }
 

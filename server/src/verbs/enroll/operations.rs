@@ -17,7 +17,7 @@ use super::{enrollment_exception, expired_or_invalid, refuse, Step};
 use crate::access::Grant;
 use crate::notifications::{self, Monitors, Notification};
 use crate::reserved::{self, PKAM_PUBLIC_KEY};
-use crate::store::{CommitOp, Mutation, Store, StoreError};
+use crate::store::{Mutation, Store, StoreError};
 
 /// How long a request waits for an approver (the reference's `enrollmentExpiryInHours`, 48).
 pub const PENDING_FOR_MS: i64 = 48 * 60 * 60 * 1000;
@@ -367,7 +367,7 @@ pub(super) fn refused_transition(op: EnrollOp, status: EnrollmentStatus) -> Opti
 }
 
 /// What approval publishes: the APKAM key under `public:<app>.<device>.pkam.__pkams.__public_keys`
-/// (committed, as any public key) and the encrypted default keys of the approving client.
+/// and the encrypted default keys of the approving client, none of them committed.
 pub(super) async fn approved(
     store: &Store,
     me: &AtSign,
@@ -389,19 +389,8 @@ pub(super) async fn approved(
         r#"{{"apkamPublicKey":{}}}"#,
         json_string(&enrollment.apkam_public_key)
     );
-    let me_ = me.clone();
-    store
-        .modify(me, &public, move |existing| {
-            let op = match existing {
-                Some(_) => CommitOp::UpdateAll,
-                None => CommitOp::Update,
-            };
-            Ok(Mutation::put(
-                written(existing, value.clone(), &me_, now),
-                op,
-            ))
-        })
-        .await?;
+    // Not committed, as the reference: a device's key must not sync to clients.
+    put_uncommitted(store, me, &public, value, now).await?;
     store_encryption_keys(store, me, id, params, now).await?;
     Ok(())
 }
@@ -447,18 +436,25 @@ pub(super) async fn fetch(
     let id = params.enrollment_id.as_deref().unwrap_or("null");
     let key = reserved::enrollment(id, me);
     let Some(record) = store.get(me, &key).await? else {
-        return Err(AtError::with_detail(
-            ErrorCode::KeyNotFound,
-            format!("An Enrollment with Id: {id} does not exist or has expired."),
-        ));
+        return Err(no_such_record(&key));
     };
     let enrollment = Enrollment::parse(&key, &record)?;
     let status = status_at(&enrollment, &record, now);
     Ok(Reply::Data(enrollment.summary(status)))
 }
 
+/// The reference's miss of an enrollment record that is not there at all (`fetch`, `delete`):
+/// its key store's `KeyNotFoundException`.
+fn no_such_record(key: &str) -> AtError {
+    AtError::with_detail(
+        ErrorCode::KeyNotFound,
+        format!("{key} does not exist in keystore"),
+    )
+}
+
 /// `enroll:delete`: removes a denied or revoked enrollment's record (and the keys kept for
-/// it); `{"enrollmentId":"<id>","status":"deleted"}`.
+/// it); `{"enrollmentId":"<id>","status":"deleted"}`. One that is not there is AT0015, one past
+/// its time AT0028, as the reference answers.
 pub(super) async fn delete(
     store: &Store,
     me: &AtSign,
@@ -471,7 +467,7 @@ pub(super) async fn delete(
     store
         .modify(me, &key, move |existing| {
             let Some(record) = existing else {
-                return Err(expired_or_invalid(&id_));
+                return Err(no_such_record(&key_));
             };
             let status = status_at(&Enrollment::parse(&key_, record)?, record, now);
             match status {
