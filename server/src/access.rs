@@ -276,7 +276,7 @@ impl Grant {
 
     /// Whether `scan` shows this enrollment `key` (a key `scan` would show the owner): all of
     /// them with `*`; else public keys, and keys whose namespace (after the last `.`) is one
-    /// of its namespaces, or `__manage`.
+    /// of its namespaces, never `__manage` (other devices' enrollments are not its to see).
     pub fn lists(&self, key: &str) -> bool {
         if self.namespaces.get("*").is_some() || key.starts_with("public:") {
             return true;
@@ -284,7 +284,7 @@ impl Grant {
         let name = key.rsplit_once('@').map_or(key, |(name, _)| name);
         match name.rsplit_once('.') {
             Some((_, namespace)) => {
-                namespace == reserved::MANAGE_NAMESPACE || self.namespaces.get(namespace).is_some()
+                namespace != reserved::MANAGE_NAMESPACE && self.namespaces.get(namespace).is_some()
             }
             None => false,
         }
@@ -639,7 +639,7 @@ mod tests {
             ("public:phone.buzz@alice", true),
             ("phone.buzz@alice", false),
             ("phone@alice", false),
-            ("e1.new.enrollments.__manage@alice", true),
+            ("e1.new.enrollments.__manage@alice", false),
         ] {
             assert_eq!(wavi.lists(key), listed, "scan {key}");
         }

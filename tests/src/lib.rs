@@ -12,10 +12,13 @@
 //! - [`scenes`]: @alice and @bob on one node, on two nodes sharing Redis, or on two servers.
 //! - [`http`]: a raw HTTP/1.1 client for the HTTP endpoints (status API, metrics), with deadlines.
 //! - [`strace`]: `strace` attached to a running binary, its trace read back in order.
+//! - [`apkam`]: a device's `pkam` signature made with `ring` from a test key, and a monitor read
+//!   notification by notification (APKAM device flows).
 //!
 //! Blocking std sockets on purpose: a test reads like the transcript it checks, and no test
 //! runtime can hide an ordering bug of the server's. Every read has a deadline.
 
+pub mod apkam;
 pub mod balancer;
 pub mod bench;
 pub mod client;

@@ -229,51 +229,7 @@ pub const PKAM_PRIVATE: &str = include_str!("../../../common/testdata/auth/rsa_p
 /// RSA PKCS#1 v1.5 SHA-256 of `challenge` with the test key (made by openssl), base64: what
 /// an SDK's pkam sends, computed here with ring rather than with the server's code.
 pub fn pkam_signature(challenge: &str) -> String {
-    let der = std_base64_decode(PKAM_PRIVATE.trim());
-    let key = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
-    let mut signature = vec![0; key.public().modulus_len()];
-    key.sign(
-        &ring::signature::RSA_PKCS1_SHA256,
-        &ring::rand::SystemRandom::new(),
-        challenge.as_bytes(),
-        &mut signature,
-    )
-    .unwrap();
-    std_base64_encode(&signature)
-}
-
-pub const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-pub fn std_base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-pub fn std_base64_decode(text: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let (mut n, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|c| *c != b'=') {
-        n = (n << 6) | B64.iter().position(|b| *b == c).unwrap() as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((n >> bits) as u8);
-        }
-    }
-    out
+    at_tests::apkam::pkam_signature(PKAM_PRIVATE, challenge)
 }
 
 pub fn cram_in(node: &Node) -> Client {
