@@ -1,12 +1,12 @@
-//! APKAM devices on a cluster: two `at-server` nodes on one real `redis-server`, the first
-//! device on node A and the second on node B (docs/authentication.md#pending-requests-and-approval,
+//! APKAM devices on a cluster: three `at-server` nodes on one real `redis-server`, the first
+//! device on node A and the second on nodes B and C (docs/authentication.md#pending-requests-and-approval,
 //! docs/authentication.md#revocation):
 //!
 //! - the second device's request, made on B, reaches the first device's
 //!   `monitor:selfNotifications` on A as the reference's notice;
-//! - approved on A, the second device logs in on B;
-//! - revoked on A, its connections on B (its monitor too) are closed within seconds, and its
-//!   pkam on B is refused (AT0027).
+//! - approved on A, the second device logs in on B and watches on C;
+//! - revoked on A, its connections on B and C (its monitor too) are closed within seconds, and
+//!   its pkam is refused (AT0027).
 //!
 //! Signatures are made here with `ring`: the first device's with the test key in
 //! `common/testdata/auth`, the second's with the pair in `server/tests/testdata` (its README
@@ -90,10 +90,10 @@ fn monitor(node: &Node, host: &str, id: &str, private: &str, command: &str) -> M
 fn a_request_on_one_node_is_announced_on_another_and_revoking_there_closes_it() {
     let redis = RedisServer::start();
     let dir = TempDir::new("devices-cluster");
-    let nodes: Vec<Node> = (0..2)
+    let nodes: Vec<Node> = (0..3)
         .map(|n| Node::start(dir.path(), n, Some(&redis)))
         .collect();
-    let (a, b) = (&nodes[0], &nodes[1]);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let (host, secret) = a.provision("@alice");
 
     // The first device onboards on A and watches for requests there.
@@ -140,7 +140,7 @@ fn a_request_on_one_node_is_announced_on_another_and_revoking_there_closes_it() 
         &format!("error:AT0026:enrollment_id: {id2} is pending\n@"),
     );
 
-    // Approved on A: the second device logs in on B, and watches there.
+    // Approved on A: the second device logs in on B, and watches on C.
     first.ask(
         &(format!(
             r#"enroll:approve:{{"enrollmentId":"{id2}","encryptedDefaultEncryptionPrivateKey":"P2","encryptedDefaultSelfEncryptionKey":"S2"}}"#
@@ -157,16 +157,16 @@ fn a_request_on_one_node_is_announced_on_another_and_revoking_there_closes_it() 
             .is_some_and(|id| id.parse::<u64>().is_ok()),
         "{commit:?}"
     );
-    let mut watching = monitor(b, &host, &id2, SECOND_PRIVATE, "monitor");
+    let mut watching = monitor(c, &host, &id2, SECOND_PRIVATE, "monitor");
 
-    // Revoked on A: closed on B within seconds, and refused there.
+    // Revoked on A: closed on B and C within seconds, and refused there.
     first.ask(
         &(format!(r#"enroll:revoke:{{"enrollmentId":"{id2}"}}"#) + "\n"),
         &format!("data:{{\"status\":\"revoked\",\"enrollmentId\":\"{id2}\"}}\n@alice@"),
     );
     second.expect_closed(CLOSED_WITHIN);
     watching.expect_closed(CLOSED_WITHIN);
-    let mut again = connect(b, &host);
+    let mut again = connect(c, &host);
     pkam(
         &mut again,
         &id2,
