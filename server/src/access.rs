@@ -21,6 +21,7 @@
 
 use at_common::error::{AtError, ErrorCode};
 use at_common::key::AtKey;
+use at_common::metadata::EpochMillis;
 use at_common::verb::{Command, EnrollOp, MessageType, Namespaces, NotifyScope};
 use at_common::AtSign;
 
@@ -200,6 +201,9 @@ pub struct Grant {
     /// Whether it is approved now; a denied, revoked or pending enrollment grants nothing.
     pub approved: bool,
     pub namespaces: Namespaces,
+    /// When it expires (`apkamKeysExpiryInMillis`), if it does: what holds on to a grant (a
+    /// monitor) stops there.
+    pub expires_at: Option<EpochMillis>,
 }
 
 /// How a command uses a key, as the reference classes its verbs.
@@ -216,6 +220,21 @@ pub enum Use {
 }
 
 impl Grant {
+    /// An approved grant of `namespaces` to enrollment `id`, for tests.
+    #[cfg(test)]
+    pub fn approved(id: &str, namespaces: &[(&str, &str)]) -> Grant {
+        let mut enrolled = Namespaces::default();
+        for (name, access) in namespaces {
+            enrolled.set(name, access);
+        }
+        Grant {
+            enrollment: id.into(),
+            approved: true,
+            namespaces: enrolled,
+            expires_at: None,
+        }
+    }
+
     /// Whether this enrollment may use `key` (its wire form, lower-cased) as `used`. Reserved
     /// keys ([`reserved::is_reserved`]) are everyone's. Otherwise the key's namespace picks the
     /// first enrolled namespace it is or ends with (`phone.buzz.wavi` is in `wavi` and in
@@ -497,14 +516,9 @@ mod tests {
     }
 
     fn grant(namespaces: &[(&str, &str)], approved: bool) -> Grant {
-        let mut ns = Namespaces::default();
-        for (name, access) in namespaces {
-            ns.set(name, access);
-        }
         Grant {
-            enrollment: "e1".into(),
             approved,
-            namespaces: ns,
+            ..Grant::approved("e1", namespaces)
         }
     }
 

@@ -234,6 +234,15 @@ pub struct MonitorView {
 }
 
 impl MonitorView {
+    /// Whether the device's enrollment this monitor was opened with has expired by `now`: the
+    /// monitor ends (its connection closes), as a command of that device would end it.
+    pub fn expired(&self, now: EpochMillis) -> bool {
+        self.grant
+            .as_ref()
+            .and_then(|grant| grant.expires_at)
+            .is_some_and(|at| at <= now)
+    }
+
     /// Whether this monitor is shown `notification` (`to_self`: one of the atServer's own).
     pub fn sees(&self, notification: &Notification, to_self: bool) -> bool {
         let permitted = notification.id == STATS_ID

@@ -614,7 +614,7 @@ pub(super) mod tests {
         Hosts::new(services, idle, vec![actix::Arbiter::current()])
     }
 
-    fn run(line: &str) -> Run {
+    pub(super) fn run(line: &str) -> Run {
         Run {
             command: Command::parse(line).unwrap(),
             view: View::Owner,

@@ -103,8 +103,12 @@ impl KeyStore {
     /// routing notifications here.
     fn hand_out(&mut self, notification: &Notification, to_self: bool, ctx: &mut Context<Self>) {
         let line = notification.monitor_line();
-        let me = &self.me;
+        let (me, now) = (&self.me, now_ms());
         self.monitors.subscribers.retain(|subscriber| {
+            if subscriber.view.expired(now) {
+                tracing::info!(atsign = %me, "a monitor's enrollment expired; dropping it");
+                return false;
+            }
             if !subscriber.view.sees(notification, to_self) {
                 return true;
             }
@@ -300,5 +304,75 @@ mod tests {
         // Nothing else: the 98 in between were folded into the last.
         let more = tokio::time::timeout(STATS_EVERY * 3, lines.recv()).await;
         assert!(more.is_err(), "{more:?}");
+    }
+
+    /// A device's monitor holds its enrollment's grant: once the enrollment's keys expire
+    /// (`apkamKeysExpiryInMillis`), the next hand-out drops the monitor (its connection closes),
+    /// as the device's next command would end its connection.
+    #[actix_rt::test]
+    async fn a_devices_monitor_ends_when_its_enrollment_expires() {
+        use crate::access::{Asker, OwnerAuth};
+        use at_common::reply::Reply;
+        let dir = TempDir::new("monitor-expiry");
+        let hosts = super::super::tests::hosts(&dir, Duration::from_secs(60)).await;
+        let alice = AtSign::parse("@alice").unwrap();
+        let keystore = hosts.get(&alice);
+        let data = |reply: Result<Reply, AtError>| match reply {
+            Ok(Reply::Data(json)) => json,
+            other => panic!("{other:?}"),
+        };
+        // A pkam owner's request is pending; approved, its keys live 300 ms.
+        let mut request = super::super::tests::run(
+            r#"enroll:request:{"appName":"buzz","deviceName":"d","namespaces":{"buzz":"r"},"apkamPublicKey":"k","apkamKeysExpiryInMillis":300}"#,
+        );
+        request.asker = Asker::Owner {
+            via: OwnerAuth::Pkam,
+            enrollment: None,
+        };
+        let pending = data(keystore.send(request).await.unwrap());
+        let id = pending
+            .strip_prefix(r#"{"enrollmentId":""#)
+            .and_then(|rest| rest.strip_suffix(r#"","status":"pending"}"#))
+            .unwrap()
+            .to_string();
+        let approve = format!(
+            r#"enroll:approve:{{"enrollmentId":"{id}","encryptedDefaultEncryptionPrivateKey":"p","encryptedDefaultSelfEncryptionKey":"s"}}"#
+        );
+        data(
+            keystore
+                .send(super::super::tests::run(&approve))
+                .await
+                .unwrap(),
+        );
+        let Subscribed {
+            mut lines, view, ..
+        } = keystore
+            .send(Subscribe {
+                filter: None,
+                self_notifications: false,
+                enrollment: Some(id),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(view
+            .grant
+            .is_some_and(|g| g.approved && g.expires_at.is_some()));
+        keystore.do_send(StatsChanged {
+            commit_id: 1,
+            operation: Operation::Update,
+        });
+        let first = tokio::time::timeout(Duration::from_secs(5), lines.recv()).await;
+        assert!(
+            matches!(first, Ok(Some(_))),
+            "served while approved: {first:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        keystore.do_send(StatsChanged {
+            commit_id: 2,
+            operation: Operation::Update,
+        });
+        let after = tokio::time::timeout(Duration::from_secs(5), lines.recv()).await;
+        assert!(matches!(after, Ok(None)), "dropped once expired: {after:?}");
     }
 }

@@ -204,18 +204,10 @@ fn served(key: &str, grant: &Grant, me: &AtSign) -> bool {
 mod tests {
     use super::*;
     use crate::verbs::testing::{command, fixture, Fixture, NOW};
-    use at_common::verb::{Command, Namespaces};
+    use at_common::verb::Command;
 
     fn grant(id: &str, namespaces: &[(&str, &str)]) -> Grant {
-        let mut ns = Namespaces::default();
-        for (name, access) in namespaces {
-            ns.set(name, access);
-        }
-        Grant {
-            enrollment: id.into(),
-            approved: true,
-            namespaces: ns,
-        }
+        Grant::approved(id, namespaces)
     }
 
     async fn run(f: &Fixture, grant: Option<&Grant>, line: &str) -> Result<Reply, AtError> {

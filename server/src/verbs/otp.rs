@@ -166,7 +166,7 @@ async fn keep(
 mod tests {
     use super::*;
     use crate::verbs::testing::{command, fixture, NOW};
-    use at_common::verb::{Command, Namespaces};
+    use at_common::verb::Command;
 
     fn cmd(line: &str) -> Otp {
         match command(line) {
@@ -235,13 +235,7 @@ mod tests {
         }
         assert!(!redeem(&f.store, &f.me, Some("ABC124"), NOW).await.unwrap());
 
-        let mut namespaces = Namespaces::default();
-        namespaces.set("wavi", "rw");
-        let device = Grant {
-            enrollment: "e1".into(),
-            approved: true,
-            namespaces,
-        };
+        let device = Grant::approved("e1", &[("wavi", "rw")]);
         let refused = otp(&f.store, &f.me, &put, Some(&device), NOW)
             .await
             .unwrap_err();

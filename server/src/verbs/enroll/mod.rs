@@ -552,15 +552,7 @@ mod tests {
     }
 
     fn device(namespaces: &[(&str, &str)]) -> Grant {
-        let mut ns = at_common::verb::Namespaces::default();
-        for (name, access) in namespaces {
-            ns.set(name, access);
-        }
-        Grant {
-            enrollment: "dev".into(),
-            approved: true,
-            namespaces: ns,
-        }
+        Grant::approved("dev", namespaces)
     }
 
     #[tokio::test]

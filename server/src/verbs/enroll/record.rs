@@ -184,6 +184,7 @@ pub async fn grant(
             enrollment: id.to_string(),
             approved: status == EnrollmentStatus::Approved,
             namespaces: enrollment.namespaces,
+            expires_at: record.metadata.expires_at,
         }),
     }
 }
