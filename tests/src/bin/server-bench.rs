@@ -70,6 +70,8 @@ OPTIONS (defaults in brackets):
                          nodes on one redis-server, one atSign per connection, connections
                          spread over the nodes; empty for none [1,2,3]
   --client-threads T     tokio worker threads of this client (redis-benchmark uses 1) [1]
+  --enrolled             each connection enrolls after cram (APKAM, approved at once), so every
+                         command pays the enrollment check of a device's connection
   --help                 this text
 
 Every phase is bounded by time; child processes are stopped at the end.";
@@ -122,6 +124,9 @@ struct Options {
     memory: Vec<usize>,
     provision_budget: u64,
     client_threads: usize,
+    /// Each connection, after cram, enrolls (an APKAM enrollment approved at once), so its
+    /// commands go through the per-command enrollment check a device's do.
+    enrolled: bool,
 }
 
 impl Default for Options {
@@ -132,6 +137,7 @@ impl Default for Options {
             connections: 50,
             keys: 1000,
             redis_requests: 200_000,
+            enrolled: false,
             layouts: vec![Layout::One, Layout::Spread],
             redis_nodes: vec![1, 2, 3],
             memory: vec![1000, 10_000],
@@ -161,6 +167,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
                 options.provision_budget = number_arg(&flag, args.next(), 1, 3600)?
             }
             "--client-threads" => options.client_threads = number_arg(&flag, args.next(), 1, 64)?,
+            "--enrolled" => options.enrolled = true,
             "--layouts" => {
                 let list = args.next().ok_or("--layouts needs a value")?;
                 options.layouts = list
@@ -666,9 +673,13 @@ async fn throughput(
         let p = &provisioned[atsign];
         let (name, secret) = (p.name.clone(), p.secret.clone());
         let share = options.connections / n + usize::from(atsign < options.connections % n);
+        let enrolled = options.enrolled;
         handshakes.spawn(async move {
             let stream = connect(&route.connector, route.addr, &route.name).await?;
-            let stream = authenticate(stream, &name, &secret).await?;
+            let mut stream = authenticate(stream, &name, &secret).await?;
+            if enrolled {
+                enroll(&mut stream, &name, i).await?;
+            }
             Ok::<_, String>(Conn {
                 stream,
                 atsign,
@@ -942,6 +953,22 @@ async fn authenticate(mut stream: Stream, name: &str, secret: &str) -> Result<St
     )
     .await?;
     Ok(stream)
+}
+
+/// An `enroll:request` on the cram connection (approved at once): from now on the connection
+/// is that enrollment, with `*:rw`.
+async fn enroll(stream: &mut Stream, name: &str, device: usize) -> Result<(), String> {
+    let mut buf = Vec::with_capacity(256);
+    let request = format!(
+        r#"enroll:request:{{"appName":"bench","deviceName":"d{device}","namespaces":{{"bench":"rw"}},"apkamPublicKey":"k"}}"#
+    ) + "\n";
+    send(stream, request.as_bytes()).await?;
+    read_until_suffix(stream, &mut buf, format!("\n@{name}@").as_bytes()).await?;
+    let reply = String::from_utf8_lossy(&buf);
+    if !reply.contains(r#""status":"approved""#) {
+        return Err(format!("enroll:request answered {reply:?}"));
+    }
+    Ok(())
 }
 
 async fn send(stream: &mut Stream, request: &[u8]) -> Result<(), String> {
