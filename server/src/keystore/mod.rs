@@ -5,11 +5,12 @@
 //! reply).
 //!
 //! It owns what this node holds of the atSign while it is in use: its open connections
-//! ([`Attach`]; a deprovisioned atSign's are told, [`Deprovisioned`]) and its monitors
-//! ([`monitors`]). It stops itself after `idle` without messages once no connection is open;
+//! ([`Attach`]; they are told what concerns them all, [`Told`]), its monitors ([`monitors`])
+//! and what its devices' enrollments allow ([`grants`]). It stops itself after `idle` without messages once no connection is open;
 //! [`Hosts`] starts it again on the next use, which is also how a failed key store is
 //! restarted.
 
+mod grants;
 mod monitors;
 
 pub use monitors::{Subscribe, Subscribed, Subscription, STATS_PERIOD};
@@ -26,13 +27,13 @@ use at_common::verb::{Command, Operation};
 use at_common::AtSign;
 
 use crate::access::{self, Asker, View};
-use crate::notifications::EnrollmentEnded;
-use crate::notifications::Monitors;
+use crate::notifications::{EnrollmentEnded, Monitors};
 use crate::peer::Peers;
 use crate::router::NotificationRouter;
 use crate::store::{AtSignStatus, Store};
 use crate::verbs;
 use crate::verbs::Change;
+use grants::Grants;
 
 /// What `cram` and `pkam` check a proof against.
 #[derive(Debug, Clone, Default)]
@@ -121,6 +122,8 @@ pub struct KeyStore {
     connections: HashMap<u64, Recipient<Told>>,
     /// The atSign's monitor connections on this node ([`monitors`]).
     monitors: monitors::Local,
+    /// What its devices' enrollments allow, as last read ([`grants`]).
+    grants: Arc<Grants>,
 }
 
 impl KeyStore {
@@ -132,6 +135,7 @@ impl KeyStore {
             last_used: Instant::now(),
             connections: HashMap::new(),
             monitors: monitors::Local::default(),
+            grants: Arc::default(),
         }
     }
 }
@@ -232,6 +236,7 @@ impl Handler<EnrollmentEnded> for KeyStore {
 
     /// A revoked enrollment: every connection is told; those logged in with it close.
     fn handle(&mut self, ended: EnrollmentEnded, _: &mut Context<Self>) {
+        self.grants.forget(&ended.0);
         for connection in self.connections.values() {
             connection.do_send(Told::EnrollmentEnded(ended.0.clone()));
         }
@@ -259,7 +264,8 @@ impl Handler<Run> for KeyStore {
     fn handle(&mut self, run: Run, ctx: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
         let (services, me, this) = (self.services.clone(), self.me.clone(), ctx.address());
-        Box::pin(async move { dispatch(&services, &this, &me, &run).await })
+        let grants = Arc::clone(&self.grants);
+        Box::pin(async move { dispatch(&services, (&this, &grants), &me, &run).await })
     }
 }
 
@@ -283,12 +289,14 @@ pub struct Services {
 /// The one place a verb meets its handler: an exhaustive match, so a new verb is a compile
 /// error until it is routed. Who is asking (owner, another atSign's server, anyone) picks the
 /// view of lookup and scan; another atSign's server is asked again whether it is blocked.
+/// `keystore`: the key store running it, and its devices' grants.
 async fn dispatch(
     services: &Services,
-    this: &Addr<KeyStore>,
+    keystore: (&Addr<KeyStore>, &Grants),
     me: &AtSign,
     run: &Run,
 ) -> Result<Reply, AtError> {
+    let (this, grants) = keystore;
     let Services {
         store,
         monitors,
@@ -308,7 +316,7 @@ async fn dispatch(
     // A device logged in with an APKAM enrollment: read what it may do now (an enrollment
     // gone or expired ends the connection), and refuse a key outside its namespaces.
     let grant = match (&run.view, run.asker.enrollment()) {
-        (View::Owner, Some(id)) => Some(verbs::grant(store, me, id, now).await?),
+        (View::Owner, Some(id)) => Some(grants.of(store, me, id, now).await?),
         _ => None,
     };
     let grant = grant.as_ref();
@@ -363,7 +371,7 @@ async fn dispatch(
             verbs::update_json(store, me, c, now).await,
         ),
         Command::Plookup(c) => verbs::plookup(store, peers, monitors, me, c, now).await,
-        Command::Batch(c) => batch(services, this, me, c, run).await,
+        Command::Batch(c) => batch(services, keystore, me, c, run).await,
         // APKAM enrollments, screened by the connection first (a request gets here from a
         // cram owner, to be approved at once); refused inside a batch (above).
         Command::Enroll(c) => {
@@ -373,7 +381,10 @@ async fn dispatch(
                 monitors,
                 penalty: &services.penalty,
             };
-            verbs::enroll(store, me, c, &asking, now).await
+            let reply = verbs::enroll(store, me, c, &asking, now).await;
+            // An enrollment may have changed: its devices' next commands read it again.
+            grants.forget_all();
+            reply
         }
         // Notifications: the owner's to send; another server's (pol) received from it.
         Command::Notify(c) => match &run.view {
@@ -437,7 +448,7 @@ async fn written(
 /// owner may send a batch), with the enrollment the owner logged in with.
 async fn batch(
     services: &Services,
-    this: &Addr<KeyStore>,
+    keystore: (&Addr<KeyStore>, &Grants),
     me: &AtSign,
     cmd: &at_common::verb::Batch,
     run: &Run,
@@ -457,7 +468,7 @@ async fn batch(
                 asker: asker.clone(),
                 inbound,
             };
-            dispatch(services, this, me, &run).await
+            dispatch(services, keystore, me, &run).await
         })
     };
     verbs::batch(cmd, one).await
