@@ -242,7 +242,10 @@ impl Grant {
     /// `otp`, `enroll` and `monitor`.
     pub fn permits(&self, key: &str, used: Use) -> bool {
         if reserved::is_reserved(key) {
-            return true;
+            // Ours: the atSign's identity (its keys, its pkam key, its block list) is written
+            // only by a device that manages the atSign, or a limited device could make itself
+            // an unlimited one (its key as the legacy pkam key).
+            return used != Use::Write || !reserved::is_identity(key) || self.manages_rw();
         }
         if !self.approved {
             return false;
@@ -260,6 +263,11 @@ impl Grant {
             },
             None => false,
         }
+    }
+
+    /// Whether this enrollment holds `__manage` with `rw`, as the first device's does.
+    fn manages_rw(&self) -> bool {
+        self.approved && self.namespaces.get(reserved::MANAGE_NAMESPACE) == Some("rw")
     }
 
     /// Whether this enrollment may use the `__manage` namespace (`otp`, `enroll`, notices).
@@ -566,10 +574,29 @@ mod tests {
             ),
             // A public key is anyone's to read; llookup does not ask.
             (wavi_rw, "llookup:public:phone.buzz@alice", None),
-            // Reserved keys are every login's.
+            // Reserved keys are every login's to read, and shared keys to write.
             (wavi_rw, "llookup:@bob:shared_key@alice", None),
-            (wavi_rw, "update:public:publickey@alice k", None),
+            (wavi_rw, "update:@bob:shared_key@alice k", None),
             (wavi_rw, "llookup:shared_key.bob@alice", None),
+            (wavi_rw, "llookup:public:publickey@alice", None),
+            // The atSign's identity only a managing device writes (ours).
+            (
+                wavi_rw,
+                "update:public:publickey@alice k",
+                Some("update key: public:publickey@alice"),
+            ),
+            (
+                wavi_rw,
+                "update:privatekey:at_pkam_publickey k",
+                Some("update key: privatekey:at_pkam_publickey"),
+            ),
+            (
+                wavi_rw,
+                "delete:privatekey:at_secret",
+                Some("delete key: privatekey:at_secret"),
+            ),
+            (all, "update:public:publickey@alice k", None),
+            (all, "update:privatekey:at_pkam_publickey k", None),
             // r reads, rw writes.
             (wavi_r, "llookup:phone.wavi@alice", None),
             (

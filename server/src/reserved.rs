@@ -145,3 +145,15 @@ pub fn is_reserved(key: &str) -> bool {
 pub fn otp(name: &str, me: &AtSign) -> String {
     format!("private:{name}.__otp{me}")
 }
+
+/// The reserved keys that make up the atSign's identity rather than what it shares: the
+/// server's `privatekey:` keys (the pkam key, the CRAM secret), the encryption and signing
+/// keys, and the block list. [`is_reserved`] keys other than these are the shared keys.
+pub fn is_identity(key: &str) -> bool {
+    is_reserved(key)
+        && (key.starts_with("privatekey:")
+            || key.starts_with("public:publickey@")
+            || key.starts_with("public:signing_publickey@")
+            || key.starts_with("private:blocklist@")
+            || key.contains(":signing_privatekey@"))
+}

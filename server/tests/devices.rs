@@ -271,6 +271,14 @@ fn a_second_device_enrolls_with_an_otp_is_approved_limited_and_revoked(backend: 
         "notify:update:@bob:x.wavi@alice:v\n",
         &refused("notify", "@bob:x.wavi@alice"),
     );
+    // Nor may it make its key the legacy pkam key (which would log it in without limits).
+    second.ask(
+        &format!(
+            "update:privatekey:at_pkam_publickey {}\n",
+            SECOND_PUBLIC.trim()
+        ),
+        &refused("update", "privatekey:at_pkam_publickey"),
+    );
     still_open(&mut second, "@alice@");
     first.ask("llookup:phone.wavi@alice\n", "data:9\n@alice@");
     first.ask(
