@@ -313,16 +313,8 @@ async fn dispatch(
         router,
     };
     let now = now_ms();
-    // A device logged in with an APKAM enrollment: read what it may do now (an enrollment
-    // gone or expired ends the connection), and refuse a key outside its namespaces.
-    let grant = match (&run.view, run.asker.enrollment()) {
-        (View::Owner, Some(id)) => Some(grants.of(store, me, id, now).await?),
-        _ => None,
-    };
+    let grant = device_grant(grants, store, me, run, now).await?;
     let grant = grant.as_ref();
-    if let Some(grant) = grant {
-        access::authorize(grant, me, &run.command)?;
-    }
     match &run.command {
         Command::Update(c) => {
             let reply = verbs::update(store, me, c, now).await;
@@ -374,18 +366,7 @@ async fn dispatch(
         Command::Batch(c) => batch(services, keystore, me, c, run).await,
         // APKAM enrollments, screened by the connection first (a request gets here from a
         // cram owner, to be approved at once); refused inside a batch (above).
-        Command::Enroll(c) => {
-            let asking = verbs::Asking {
-                asker: &run.asker,
-                grant,
-                monitors,
-                penalty: &services.penalty,
-            };
-            let reply = verbs::enroll(store, me, c, &asking, now).await;
-            // An enrollment may have changed: its devices' next commands read it again.
-            grants.forget_all();
-            reply
-        }
+        Command::Enroll(c) => enroll(services, grants, me, c, (&run.asker, grant), now).await,
         // Notifications: the owner's to send; another server's (pol) received from it.
         Command::Notify(c) => match &run.view {
             View::Owner => verbs::notify(&outbox, me, c, now).await,
@@ -413,6 +394,44 @@ async fn dispatch(
         | Command::Monitor(_)
         | Command::Exit => not_routed(),
     }
+}
+
+/// For a device logged in with an APKAM enrollment: what it may do now (an enrollment gone or
+/// expired ends the connection), with `run`'s key outside its namespaces refused.
+async fn device_grant(
+    grants: &Grants,
+    store: &Store,
+    me: &AtSign,
+    run: &Run,
+    now: i64,
+) -> Result<Option<access::Grant>, AtError> {
+    let (View::Owner, Some(id)) = (&run.view, run.asker.enrollment()) else {
+        return Ok(None);
+    };
+    let grant = grants.of(store, me, id, now).await?;
+    access::authorize(&grant, me, &run.command)?;
+    Ok(Some(grant))
+}
+
+/// `enroll`, asked by `asker` (logged in with `grant`'s enrollment, if any); an enrollment may
+/// have changed, so the devices' next commands read theirs again.
+async fn enroll(
+    services: &Services,
+    grants: &Grants,
+    me: &AtSign,
+    cmd: &at_common::verb::Enroll,
+    (asker, grant): (&Asker, Option<&access::Grant>),
+    now: i64,
+) -> Result<Reply, AtError> {
+    let asking = verbs::Asking {
+        asker,
+        grant,
+        monitors: &services.monitors,
+        penalty: &services.penalty,
+    };
+    let reply = verbs::enroll(&services.store, me, cmd, &asking, now).await;
+    grants.forget_all();
+    reply
 }
 
 /// What a command gets that [`access::decide`] did not let through to here, or that the
