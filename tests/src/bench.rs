@@ -345,6 +345,35 @@ pub fn redis_benchmark_rate(text: &str, test: &str) -> Option<f64> {
         .next_back()
 }
 
+/// A bench binary's `main`: its options parsed from the command line (`Ok(None)`: `--help`,
+/// which prints `usage`), then `run`. Errors go to standard error as `<name>: <message>`; the
+/// exit code is 2 for options that do not parse, 1 for a run that failed.
+pub fn main<O>(
+    name: &str,
+    usage: &str,
+    parse: impl FnOnce(std::iter::Skip<std::env::Args>) -> Result<Option<O>, String>,
+    run: impl FnOnce(&O) -> Result<(), String>,
+) -> std::process::ExitCode {
+    let options = match parse(std::env::args().skip(1)) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{usage}");
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("{name}: {message}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{name}: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -156,24 +156,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("directory-bench: {message}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&options) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("directory-bench: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    at_tests::bench::main("directory-bench", USAGE, parse_args, run)
 }
 
 /// One directory measurement.
