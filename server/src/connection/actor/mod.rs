@@ -44,6 +44,10 @@ use crate::notifications::Monitors;
 use crate::peer::Peers;
 use crate::suspension::Suspensions;
 
+/// A connection's read buffer to begin with (FramedRead's default is 8 KiB); it grows for a
+/// longer request.
+const READ_BUFFER_START: usize = 512;
+
 /// The next connection's id among its key store's connections.
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -142,7 +146,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             let (read, write) = tokio::io::split(io);
             let backlog = Backlog::default();
             let codec = LineCodec::with_budget(limits.buffer_limit, limits.buffer_budget.clone());
-            let requests = FramedRead::new(read, codec);
+            // Requests are short and connections mostly idle (a device's monitor for days):
+            // start the read buffer small rather than at FramedRead's 8 KiB; a longer line
+            // grows it.
+            let requests = FramedRead::with_capacity(read, codec, READ_BUFFER_START);
             ctx.add_stream(backlog.gate(requests));
             let writer = FramedWrite::new(
                 backlog.count(write),
