@@ -10,9 +10,7 @@ use at_common::verb::{
 };
 use at_common::AtSign;
 
-use super::record::{
-    new_enrollment, optional, put_uncommitted, status_at, written, Approval, Enrollment,
-};
+use super::record::{optional, put_uncommitted, status_at, written, Enrollment};
 use super::{enrollment_exception, expired_or_invalid, refuse, Step};
 use crate::access::Grant;
 use crate::notifications::{self, Monitors, Notification};
@@ -52,30 +50,16 @@ pub(super) async fn request(
     params: &EnrollParams,
     now: EpochMillis,
 ) -> Step<Reply> {
-    let app_name = params.app_name.clone().unwrap_or_default();
-    let device_name = params.device_name.clone().unwrap_or_default();
-    let apkam_public_key = params.apkam_public_key.clone().unwrap_or_default();
-    refuse_duplicate(store, me, &app_name, &device_name, now).await?;
+    let mut enrollment = Enrollment::requested(params, EnrollmentStatus::Approved);
+    refuse_duplicate(store, me, &enrollment, now).await?;
     let id = uuid::Uuid::new_v4().to_string();
-    let mut namespaces = params.namespaces.clone().unwrap_or_default();
-    namespaces.set(reserved::MANAGE_NAMESPACE, "rw");
-    namespaces.set("*", "rw");
-    let enrollment = Enrollment {
-        session_id: String::new(),
-        app_name,
-        device_name,
-        namespaces,
-        apkam_public_key: apkam_public_key.clone(),
-        request_type: new_enrollment(),
-        approval: Approval {
-            state: EnrollmentStatus::Approved,
-        },
-        encrypted_apkam_symmetric_key: None,
-        apkam_keys_expiry_in_millis: params.apkam_keys_expiry_in_millis.unwrap_or(0),
-    };
+    enrollment.namespaces.set(reserved::MANAGE_NAMESPACE, "rw");
+    enrollment.namespaces.set("*", "rw");
+    enrollment.encrypted_apkam_symmetric_key = None;
     store_encryption_keys(store, me, &id, params, now).await?;
     // Clients that still use legacy pkam sign with the same key.
-    put_uncommitted(store, me, PKAM_PUBLIC_KEY, apkam_public_key, now).await?;
+    let key = enrollment.apkam_public_key.clone();
+    put_uncommitted(store, me, PKAM_PUBLIC_KEY, key, now).await?;
     put_uncommitted(
         store,
         me,
@@ -85,10 +69,15 @@ pub(super) async fn request(
     )
     .await?;
     tracing::info!(atsign = %me, enrollment = %id, "enrollment approved on a cram connection");
-    Ok(Reply::Data(format!(
-        r#"{{"enrollmentId":{},"status":"approved"}}"#,
-        json_string(&id)
-    )))
+    Ok(requested(&id, EnrollmentStatus::Approved))
+}
+
+/// What a `request` answers: `{"enrollmentId":"<id>","status":"approved|pending"}`.
+fn requested(id: &str, status: EnrollmentStatus) -> Reply {
+    Reply::Data(format!(
+        r#"{{"enrollmentId":{},"status":"{status}"}}"#,
+        json_string(id)
+    ))
 }
 
 /// Refuses a request for an app and device that already have a pending or approved
@@ -96,16 +85,16 @@ pub(super) async fn request(
 async fn refuse_duplicate(
     store: &Store,
     me: &AtSign,
-    app_name: &str,
-    device_name: &str,
+    asked: &Enrollment,
     now: EpochMillis,
 ) -> Step<()> {
+    let (app_name, device_name) = (&asked.app_name, &asked.device_name);
     for (key, other, status) in all(store, me, now).await? {
         let live = matches!(
             status,
             EnrollmentStatus::Approved | EnrollmentStatus::Pending
         );
-        if live && other.app_name == app_name && other.device_name == device_name {
+        if live && other.app_name == *app_name && other.device_name == *device_name {
             let id = key.split('.').next().unwrap_or_default();
             return Err(refuse(format!(
                 "Another enrollment with id {id} exists with the app name: {app_name} and device name: {device_name} in {status} state"
@@ -125,23 +114,9 @@ pub(super) async fn pending(
     params: &EnrollParams,
     now: EpochMillis,
 ) -> Step<Reply> {
-    let app_name = params.app_name.clone().unwrap_or_default();
-    let device_name = params.device_name.clone().unwrap_or_default();
-    refuse_duplicate(store, me, &app_name, &device_name, now).await?;
+    let enrollment = Enrollment::requested(params, EnrollmentStatus::Pending);
+    refuse_duplicate(store, me, &enrollment, now).await?;
     let id = uuid::Uuid::new_v4().to_string();
-    let enrollment = Enrollment {
-        session_id: String::new(),
-        app_name,
-        device_name,
-        namespaces: params.namespaces.clone().unwrap_or_default(),
-        apkam_public_key: params.apkam_public_key.clone().unwrap_or_default(),
-        request_type: new_enrollment(),
-        approval: Approval {
-            state: EnrollmentStatus::Pending,
-        },
-        encrypted_apkam_symmetric_key: params.encrypted_apkam_symmetric_key.clone(),
-        apkam_keys_expiry_in_millis: params.apkam_keys_expiry_in_millis.unwrap_or(0),
-    };
     let key = reserved::enrollment(&id, me);
     let mut record = written(None, enrollment.to_json(), me, now);
     record.metadata.ttl = Some(PENDING_FOR_MS);
@@ -149,10 +124,7 @@ pub(super) async fn pending(
     store.put_uncommitted(me, &key, &record).await?;
     notice(store, monitors, me, &key, params, now).await?;
     tracing::info!(atsign = %me, enrollment = %id, "enrollment request pending approval");
-    Ok(Reply::Data(format!(
-        r#"{{"enrollmentId":{},"status":"pending"}}"#,
-        json_string(&id)
-    )))
+    Ok(requested(&id, EnrollmentStatus::Pending))
 }
 
 /// The notice of a pending request to the atSign's approvers: a self notification (24 h)

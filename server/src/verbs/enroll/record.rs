@@ -3,7 +3,7 @@
 
 use at_common::error::AtError;
 use at_common::metadata::{EpochMillis, Metadata};
-use at_common::verb::{json_string, EnrollmentStatus, Namespaces};
+use at_common::verb::{json_string, EnrollParams, EnrollmentStatus, Namespaces};
 use at_common::AtSign;
 use serde::Deserialize;
 
@@ -37,11 +37,27 @@ pub(super) struct Approval {
     pub(super) state: EnrollmentStatus,
 }
 
-pub(super) fn new_enrollment() -> String {
+fn new_enrollment() -> String {
     "newEnrollment".to_string()
 }
 
 impl Enrollment {
+    /// A new enrollment as `params` ask for it (their namespaces, key and symmetric key), in
+    /// `state`.
+    pub(super) fn requested(params: &EnrollParams, state: EnrollmentStatus) -> Enrollment {
+        Enrollment {
+            session_id: String::new(),
+            app_name: params.app_name.clone().unwrap_or_default(),
+            device_name: params.device_name.clone().unwrap_or_default(),
+            namespaces: params.namespaces.clone().unwrap_or_default(),
+            apkam_public_key: params.apkam_public_key.clone().unwrap_or_default(),
+            request_type: new_enrollment(),
+            approval: Approval { state },
+            encrypted_apkam_symmetric_key: params.encrypted_apkam_symmetric_key.clone(),
+            apkam_keys_expiry_in_millis: params.apkam_keys_expiry_in_millis.unwrap_or(0),
+        }
+    }
+
     pub(super) fn to_json(&self) -> String {
         format!(
             r#"{{"sessionId":{},"appName":{},"deviceName":{},"namespaces":{},"apkamPublicKey":{},"requestType":{},"approval":{{"state":"{}"}},"encryptedAPKAMSymmetricKey":{},"apkamKeysExpiryInMillis":{}}}"#,
