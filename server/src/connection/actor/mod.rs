@@ -350,19 +350,34 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 let Some(view) = self.allowed(&command, ctx) else {
                     return;
                 };
-                let run = Run {
-                    command,
-                    view,
-                    asker: self.state.asker(),
-                    inbound: self.limits.admission.open(),
-                };
-                let keystore = self.keystore(ctx);
-                ctx.wait(keystore.send(run).into_actor(self).map(|result, act, ctx| {
-                    let result =
-                        result.unwrap_or_else(|_| Err(ErrorCode::InternalServerException.into()));
-                    act.reply(result, ctx);
-                }));
+                let answer = self.run(command, view, ctx);
+                ctx.wait(
+                    answer
+                        .into_actor(self)
+                        .map(|result, act, ctx| act.reply(result, ctx)),
+                );
             }
+        }
+    }
+
+    /// `command` run by the atSign's key store with `view`, as this connection asks it; a key
+    /// store that cannot be reached is an internal error.
+    fn run(
+        &mut self,
+        command: Command,
+        view: access::View,
+        ctx: &mut Context<Self>,
+    ) -> impl std::future::Future<Output = Result<Reply, AtError>> + 'static {
+        let run = Run {
+            command,
+            view,
+            asker: self.state.asker(),
+            inbound: self.limits.admission.open(),
+        };
+        let sent = self.keystore(ctx).send(run);
+        async move {
+            sent.await
+                .unwrap_or_else(|_| Err(ErrorCode::InternalServerException.into()))
         }
     }
 
@@ -379,36 +394,22 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             return self.reply(answer, ctx);
         }
         let enroll = enroll.clone();
-        let run = Run {
-            command,
-            view,
-            asker: self.state.asker(),
-            inbound: self.limits.admission.open(),
-        };
-        let keystore = self.keystore(ctx);
-        ctx.wait(
-            keystore
-                .send(run)
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    let result =
-                        result.unwrap_or_else(|_| Err(ErrorCode::InternalServerException.into()));
-                    let settled = authenticate::settle_enroll(&mut act.state, &enroll, result);
-                    act.reply(settled.result, ctx);
-                    if let Some(delay) = settled.close_after {
-                        act.revoked_itself = true;
-                        ctx.run_later(delay, |act, ctx| act.close(ctx));
-                    }
-                    // A revoked enrollment's connections close, on every node.
-                    if let Some(ended) = settled.revoked {
-                        let (monitors, me) = (act.monitors.clone(), act.me.clone());
-                        ctx.spawn(
-                            async move { monitors.end_enrollment(&me, &ended).await }
-                                .into_actor(act),
-                        );
-                    }
-                }),
-        );
+        let answer = self.run(command, view, ctx);
+        ctx.wait(answer.into_actor(self).map(move |result, act, ctx| {
+            let settled = authenticate::settle_enroll(&mut act.state, &enroll, result);
+            act.reply(settled.result, ctx);
+            if let Some(delay) = settled.close_after {
+                act.revoked_itself = true;
+                ctx.run_later(delay, |act, ctx| act.close(ctx));
+            }
+            // A revoked enrollment's connections close, on every node.
+            if let Some(ended) = settled.revoked {
+                let (monitors, me) = (act.monitors.clone(), act.me.clone());
+                ctx.spawn(
+                    async move { monitors.end_enrollment(&me, &ended).await }.into_actor(act),
+                );
+            }
+        }));
     }
 
     /// `cram`/`pkam`: checked against what the key store holds, unless the atSign's budget of
