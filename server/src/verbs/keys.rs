@@ -29,7 +29,7 @@ use at_common::AtSign;
 
 use crate::access::Grant;
 use crate::reserved;
-use crate::store::{Mutation, Record, Store};
+use crate::store::Store;
 
 /// `keys:<op>` for `me`'s owner logged in with `grant`'s enrollment (`None`: without one).
 pub async fn keys(
@@ -110,22 +110,7 @@ async fn put(
         json_string(&grant.enrollment),
         optional(&cmd.encryption_key_name),
     );
-    let me_ = me.clone();
-    store
-        .modify(me, &key, move |existing| {
-            Ok(Mutation::Put {
-                record: Record {
-                    value: Some(value.clone()),
-                    metadata: at_common::metadata::Metadata::rewritten(
-                        existing.map(|r| r.metadata.clone()),
-                        &me_,
-                        now,
-                    ),
-                },
-                op: None,
-            })
-        })
-        .await?;
+    super::put_uncommitted(store, me, &key, value, now).await?;
     Ok(Reply::Data("-1".into()))
 }
 
@@ -203,6 +188,7 @@ fn served(key: &str, grant: &Grant, me: &AtSign) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Record;
     use crate::verbs::testing::{command, fixture, Fixture, NOW};
     use at_common::verb::Command;
 

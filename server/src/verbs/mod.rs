@@ -59,10 +59,11 @@ pub use update_json::update_json;
 
 use at_common::error::{AtError, ErrorCode};
 use at_common::key::{AtKey, KeyKind};
+use at_common::metadata::{EpochMillis, Metadata};
 use at_common::AtSign;
 
 pub(crate) use crate::lifetime::{active_or_expire, get_active, is_active};
-use crate::store::StoreError;
+use crate::store::{Mutation, Record, Store, StoreError};
 
 /// The only place a store failure becomes a protocol error: AT0002, which closes the
 /// connection (docs/protocol.md#which-errors-close). The cause is logged, never sent.
@@ -74,6 +75,40 @@ impl From<StoreError> for AtError {
         tracing::error!(%error, "store failed");
         AtError::with_detail(ErrorCode::DataStore, "Internal server error")
     }
+}
+
+/// `value` as a key the server writes (enrollments, a device's keys): created when first written, updated now; its times
+/// and their instants kept.
+pub(crate) fn written(
+    existing: Option<&Record>,
+    value: String,
+    me: &AtSign,
+    now: EpochMillis,
+) -> Record {
+    Record {
+        value: Some(value),
+        metadata: Metadata::rewritten(existing.map(|r| r.metadata.clone()), me, now),
+    }
+}
+
+/// Stores `value` under `key` with no commit entry (the reference's `skipCommit`).
+pub(crate) async fn put_uncommitted(
+    store: &Store,
+    me: &AtSign,
+    key: &str,
+    value: String,
+    now: EpochMillis,
+) -> Result<(), StoreError> {
+    let me_ = me.clone();
+    store
+        .modify(me, key, move |existing| {
+            Ok(Mutation::Put {
+                record: written(existing, value.clone(), &me_, now),
+                op: None,
+            })
+        })
+        .await
+        .map(|_| ())
 }
 
 /// The key a verb of `me`'s owner stores or deletes: the canonical wire form of `key`, with

@@ -158,11 +158,11 @@ mod tests {
 
     use crate::access::OwnerAuth;
 
-    use super::record::written;
     use super::*;
     use crate::access::Asker;
     use crate::reserved;
     use crate::verbs::testing::{command, fixture, wire, Fixture, NOW};
+    use crate::verbs::written;
 
     fn enroll_cmd(line: &str) -> Enroll {
         match command(line) {

@@ -10,12 +10,13 @@ use at_common::verb::{
 };
 use at_common::AtSign;
 
-use super::record::{optional, put_uncommitted, status_at, written, Enrollment};
+use super::record::{optional, status_at, Enrollment};
 use super::{enrollment_exception, expired_or_invalid, refuse, Step};
 use crate::access::Grant;
 use crate::notifications::{self, Monitors, Notification};
 use crate::reserved::{self, PKAM_PUBLIC_KEY};
 use crate::store::{Mutation, Store, StoreError};
+use crate::verbs::{put_uncommitted, written};
 
 /// How long a request waits for an approver (the reference's `enrollmentExpiryInHours`, 48).
 pub const PENDING_FOR_MS: i64 = 48 * 60 * 60 * 1000;

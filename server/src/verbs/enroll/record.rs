@@ -2,7 +2,7 @@
 //! and the keys the server writes for it; and what `pkam` checks ([`apkam_key`]).
 
 use at_common::error::AtError;
-use at_common::metadata::{EpochMillis, Metadata};
+use at_common::metadata::EpochMillis;
 use at_common::verb::{json_string, EnrollParams, EnrollmentStatus, Namespaces};
 use at_common::AtSign;
 use serde::Deserialize;
@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::access::Grant;
 use crate::lifetime::is_active;
 use crate::reserved;
-use crate::store::{Mutation, Record, Store, StoreError};
+use crate::store::{Record, Store, StoreError};
 
 /// One enrollment as stored: the reference's `EnrollDataStoreValue`, in its JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -108,40 +108,6 @@ pub(super) fn status_at(
     } else {
         EnrollmentStatus::Expired
     }
-}
-
-/// `value` as a key the server writes: created when first written, updated now; its times
-/// and their instants kept.
-pub(super) fn written(
-    existing: Option<&Record>,
-    value: String,
-    me: &AtSign,
-    now: EpochMillis,
-) -> Record {
-    Record {
-        value: Some(value),
-        metadata: Metadata::rewritten(existing.map(|r| r.metadata.clone()), me, now),
-    }
-}
-
-/// Stores `value` under `key` with no commit entry (the reference's `skipCommit`).
-pub(super) async fn put_uncommitted(
-    store: &Store,
-    me: &AtSign,
-    key: &str,
-    value: String,
-    now: EpochMillis,
-) -> Result<(), StoreError> {
-    let me_ = me.clone();
-    store
-        .modify(me, key, move |existing| {
-            Ok(Mutation::Put {
-                record: written(existing, value.clone(), &me_, now),
-                op: None,
-            })
-        })
-        .await
-        .map(|_| ())
 }
 
 /// What `pkam:enrollmentId:<id>:…` is checked against.
