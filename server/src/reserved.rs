@@ -52,8 +52,21 @@ pub fn enrollment(id: &str, me: &AtSign) -> String {
     format!("{id}.new.enrollments.{MANAGE_NAMESPACE}{me}")
 }
 
-/// One of the secrets an enrollment request carries (`name`: `default_enc_private_key`,
-/// `default_self_enc_key`), kept for the approver.
+/// The encrypted default encryption private key an approver leaves an enrollment
+/// ([`enrollment_secret`]).
+pub const DEFAULT_ENC_PRIVATE_KEY: &str = "default_enc_private_key";
+/// The encrypted default self-encryption key an approver leaves an enrollment.
+pub const DEFAULT_SELF_ENC_KEY: &str = "default_self_enc_key";
+/// Where the legacy pkam key waits while the enrollment whose key it is stays revoked.
+pub const LEGACY_PKAM_KEY_ASIDE: &str = "legacy_pkam_publickey";
+/// Every key kept beside an enrollment's record, under [`enrollment_secret`].
+pub const ENROLLMENT_SECRETS: [&str; 3] = [
+    DEFAULT_ENC_PRIVATE_KEY,
+    DEFAULT_SELF_ENC_KEY,
+    LEGACY_PKAM_KEY_ASIDE,
+];
+
+/// One of the keys kept beside enrollment `id`'s record (`name`: [`ENROLLMENT_SECRETS`]).
 pub fn enrollment_secret(id: &str, name: &str, me: &AtSign) -> String {
     format!("{id}.{name}.{MANAGE_NAMESPACE}{me}")
 }
@@ -140,10 +153,18 @@ pub fn is_reserved(key: &str) -> bool {
     }
 }
 
-/// `private:<name>.__otp@me`: an OTP (its lower-cased text as `name`) or, as `spp`, the
+/// The `name` of the semi-permanent passcode among [`otp`] keys.
+pub const SPP: &str = "spp";
+
+/// `private:<name>.__otp@me`: an OTP (its lower-cased text as `name`) or, as [`SPP`], the
 /// semi-permanent passcode.
 pub fn otp(name: &str, me: &AtSign) -> String {
     format!("private:{name}.__otp{me}")
+}
+
+/// The reference's older form of an [`otp`] key, `private:<name>@me`, still read.
+pub fn legacy_otp(name: &str, me: &AtSign) -> String {
+    format!("private:{name}{me}")
 }
 
 /// The reserved keys that make up the atSign's identity rather than what it shares: the

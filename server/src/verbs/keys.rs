@@ -154,8 +154,8 @@ async fn list(
         }
     }
     let left = match visibility {
-        KeyVisibility::Private => Some("default_enc_private_key"),
-        KeyVisibility::SelfKey => Some("default_self_enc_key"),
+        KeyVisibility::Private => Some(reserved::DEFAULT_ENC_PRIVATE_KEY),
+        KeyVisibility::SelfKey => Some(reserved::DEFAULT_SELF_ENC_KEY),
         KeyVisibility::Public => None,
     };
     if let Some(left) = left {

@@ -61,7 +61,7 @@ pub async fn otp(
                 return Err(invalid_request("otp:put requires a passcode"));
             };
             let ttl = cmd.ttl.map(|ttl| i64::try_from(ttl).unwrap_or(i64::MAX));
-            keep(store, me, &reserved::otp("spp", me), spp, ttl, now).await?;
+            keep(store, me, &reserved::otp(reserved::SPP, me), spp, ttl, now).await?;
             Ok(Reply::Data("ok".to_string()))
         }
     }
@@ -80,7 +80,10 @@ pub async fn redeem(
         return Ok(false);
     };
     let lower = passcode.to_lowercase();
-    for key in [reserved::otp("spp", me), format!("private:spp{me}")] {
+    for key in [
+        reserved::otp(reserved::SPP, me),
+        reserved::legacy_otp(reserved::SPP, me),
+    ] {
         if let Some(record) = store.get(me, &key).await? {
             let same = record.value.as_deref().map(str::to_lowercase) == Some(lower.clone());
             if same && is_active(&record.metadata, now) {
@@ -89,7 +92,7 @@ pub async fn redeem(
             break;
         }
     }
-    for key in [reserved::otp(&lower, me), format!("private:{lower}{me}")] {
+    for key in [reserved::otp(&lower, me), reserved::legacy_otp(&lower, me)] {
         // Taken in one step of the store, so two requests cannot spend one OTP twice.
         let taken = std::sync::Arc::new(std::sync::Mutex::new(None));
         let seen = taken.clone();

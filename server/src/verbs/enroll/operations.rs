@@ -177,11 +177,11 @@ pub(super) async fn store_encryption_keys(
 ) -> Result<(), StoreError> {
     for (name, value) in [
         (
-            "default_enc_private_key",
+            reserved::DEFAULT_ENC_PRIVATE_KEY,
             &params.encrypted_default_encryption_private_key,
         ),
         (
-            "default_self_enc_key",
+            reserved::DEFAULT_SELF_ENC_KEY,
             &params.encrypted_default_self_encryption_key,
         ),
     ] {
@@ -282,7 +282,7 @@ async fn legacy_key_with(
     restore: bool,
     now: EpochMillis,
 ) -> Step<()> {
-    let aside = reserved::enrollment_secret(id, "legacy_pkam_publickey", me);
+    let aside = reserved::enrollment_secret(id, reserved::LEGACY_PKAM_KEY_ASIDE, me);
     if restore {
         if let Some(kept) = store.get(me, &aside).await?.and_then(|r| r.value) {
             put_uncommitted(store, me, PKAM_PUBLIC_KEY, kept, now).await?;
@@ -454,11 +454,7 @@ pub(super) async fn delete(
             }
         })
         .await?;
-    for name in [
-        "default_enc_private_key",
-        "default_self_enc_key",
-        "legacy_pkam_publickey",
-    ] {
+    for name in reserved::ENROLLMENT_SECRETS {
         store
             .remove_uncommitted(me, &reserved::enrollment_secret(&id, name, me))
             .await?;
