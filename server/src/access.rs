@@ -213,10 +213,9 @@ pub enum Use {
     Read,
     /// `update`, `delete`, `notify`, `notify:all`, `notify:remove`: `rw`.
     Write,
-    /// `monitor`: `r` or `rw`, and of `__manage` too (the enrollment notices).
+    /// `monitor`: `r` or `rw`, and of `__manage` too (the enrollment notices). `otp` and
+    /// `enroll`, the other verbs `__manage` serves, ask [`Grant::manages`].
     Monitor,
-    /// `otp` and `enroll`: only `__manage`, `r` or `rw`.
-    Manage,
 }
 
 impl Grant {
@@ -238,8 +237,8 @@ impl Grant {
     /// Whether this enrollment may use `key` (its wire form, lower-cased) as `used`. Reserved
     /// keys ([`reserved::is_reserved`]) are everyone's. Otherwise the key's namespace picks the
     /// first enrolled namespace it is or ends with (`phone.buzz.wavi` is in `wavi` and in
-    /// `buzz.wavi`), else `*`; a key without a namespace only `*`. `__manage` serves only
-    /// `otp`, `enroll` and `monitor`.
+    /// `buzz.wavi`), else `*`; a key without a namespace only `*`. Of the verbs that ask here,
+    /// `__manage` serves only `monitor` (`otp` and `enroll` ask [`Grant::manages`]).
     pub fn permits(&self, key: &str, used: Use) -> bool {
         if reserved::is_reserved(key) {
             // Ours: the atSign's identity (its keys, its pkam key, its block list) is written
@@ -254,12 +253,11 @@ impl Grant {
         let access = self.access_for(name.as_deref());
         match access {
             Some((namespace, access)) if namespace == reserved::MANAGE_NAMESPACE => {
-                matches!(used, Use::Manage | Use::Monitor) && matches!(access, "r" | "rw")
+                used == Use::Monitor && matches!(access, "r" | "rw")
             }
             Some((_, access)) => match used {
                 Use::Read | Use::Monitor => matches!(access, "r" | "rw"),
                 Use::Write => access == "rw",
-                Use::Manage => false,
             },
             None => false,
         }
@@ -663,7 +661,6 @@ mod tests {
     fn manage_serves_otp_enroll_and_monitor_only() {
         let manager = grant(&[("__manage", "r")], true);
         let notice = "e2.new.enrollments.__manage@alice";
-        assert!(manager.permits(notice, Use::Manage));
         assert!(manager.permits(notice, Use::Monitor));
         assert!(!manager.permits(notice, Use::Read));
         assert!(manager.manages());

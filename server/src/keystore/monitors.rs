@@ -178,11 +178,10 @@ impl Handler<Subscribe> for KeyStore {
 
     fn handle(&mut self, subscribe: Subscribe, _: &mut Context<Self>) -> Self::Result {
         let (store, me) = (self.services.store.clone(), self.me.clone());
+        let grants = std::sync::Arc::clone(&self.grants);
         let grant = async move {
             match &subscribe.enrollment {
-                Some(id) => crate::verbs::grant(&store, &me, id, now_ms())
-                    .await
-                    .map(Some),
+                Some(id) => grants.of(&store, &me, id, now_ms()).await.map(Some),
                 None => Ok(None),
             }
             .map(|grant| MonitorView {
