@@ -32,8 +32,8 @@ const MAX_REQUEST: usize = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase")]
 pub enum Request {
-    /// atSigns as typed; all are checked before any is provisioned, and the first failure
-    /// stops the rest (bulk provisioning sends one atSign per request).
+    /// atSigns as typed, at most [`provision::BATCH_MAX`]; each is provisioned or fails on
+    /// its own, with a result each (`--from-file` sends a longer list in batches).
     Provision {
         atsigns: Vec<String>,
     },
@@ -120,31 +120,7 @@ async fn run(
     };
     let parse = |text: &str| AtSign::parse(text).map_err(|e| format!("{text:?}: {e}"));
     match request {
-        Request::Provision { atsigns } => {
-            let atsigns = atsigns
-                .iter()
-                .map(|text| parse(text))
-                .collect::<Result<Vec<_>, _>>()?;
-            let directory = directory().await?;
-            for atsign in atsigns {
-                let done = provision::provision(config, store, &directory, &atsign)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                out.text.push_str(&format!(
-                    "provisioned {} at {}\ncram secret: {}\n",
-                    done.atsign, done.address, done.cram_secret
-                ));
-                out.json.push(serde_json::json!({
-                    "atSign": done.atsign.as_str(),
-                    "address": done.address.to_string(),
-                    "cramSecret": done.cram_secret,
-                }));
-                changes.push(Change::Added {
-                    atsign: done.atsign,
-                    port: done.port,
-                });
-            }
-        }
+        Request::Provision { atsigns } => provision(config, store, &atsigns, out, changes).await?,
         Request::Deprovision { atsign } => {
             let atsign = parse(&atsign)?;
             provision::deprovision(store, &directory().await?, &atsign)
@@ -199,6 +175,79 @@ async fn run(
         }
     }
     Ok(())
+}
+
+/// `provision`: one result per atSign, in the order asked. Text: the successes' address and
+/// secret, and `<atSign>: not provisioned: <why>` for each failure; JSON: `{"atSign",
+/// "address","cramSecret"}` or `{"atSign","error"}`. The request fails when any atSign did,
+/// with that atSign's reason when it was the only one asked.
+async fn provision(
+    config: &ServerConfig,
+    store: &Store,
+    asked: &[String],
+    out: &mut Out,
+    changes: &mut Vec<Change>,
+) -> Result<(), String> {
+    if asked.len() > provision::BATCH_MAX {
+        return Err(format!(
+            "at most {} atSigns per request ({} asked)",
+            provision::BATCH_MAX,
+            asked.len()
+        ));
+    }
+    let parsed: Vec<Result<AtSign, String>> = asked
+        .iter()
+        .map(|text| AtSign::parse(text).map_err(|e| format!("{text:?}: {e}")))
+        .collect();
+    let valid: Vec<AtSign> = parsed.iter().flatten().cloned().collect();
+    let directory = at_directory::store::open(&config.directory_store, &config.directory_data_dir)
+        .await
+        .map_err(|e| format!("directory: {e}"))?;
+    let mut done = provision::provision_many(config, store, &directory, &valid)
+        .await
+        .into_iter();
+    let mut failures = Vec::new();
+    for (text, parsed) in asked.iter().zip(parsed) {
+        let result = parsed.and_then(|_| {
+            done.next()
+                .expect("one result per valid atSign")
+                .map_err(|e| e.to_string())
+        });
+        match result {
+            Ok(done) => {
+                out.text.push_str(&format!(
+                    "provisioned {} at {}\ncram secret: {}\n",
+                    done.atsign, done.address, done.cram_secret
+                ));
+                out.json.push(serde_json::json!({
+                    "atSign": done.atsign.as_str(),
+                    "address": done.address.to_string(),
+                    "cramSecret": done.cram_secret,
+                }));
+                changes.push(Change::Added {
+                    atsign: done.atsign,
+                    port: done.port,
+                });
+            }
+            Err(error) => {
+                if asked.len() > 1 {
+                    out.text
+                        .push_str(&format!("{text}: not provisioned: {error}\n"));
+                }
+                out.json
+                    .push(serde_json::json!({"atSign": text, "error": error}));
+                failures.push(error);
+            }
+        }
+    }
+    match (failures.len(), asked.len()) {
+        (0, _) => Ok(()),
+        (_, 1) => Err(failures.remove(0)),
+        (failed, all) => Err(format!(
+            "provisioned {} of {all}; {failed} failed",
+            all - failed
+        )),
+    }
 }
 
 /// `suspend` (`suspended`) or `resume` one atSign.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use at_server::admin::{self, Request};
 use at_server::config::ServerConfig;
+use at_server::provision;
 use at_server::store;
 use clap::{Parser, Subcommand};
 
@@ -226,8 +227,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `provision --from-file`: one request per atSign, so one failure does not stop the rest
-/// and a terminal shows progress; a result line per atSign on standard output.
+/// `provision --from-file`: the list sent in batches of [`provision::BATCH_MAX`] (each atSign
+/// provisioned or failing on its own), a result per atSign on standard output and, on a
+/// terminal, progress per batch.
 async fn provision_from_file(
     admin: &admin::Admin,
     file: &std::path::Path,
@@ -246,39 +248,59 @@ async fn provision_from_file(
         .collect();
     let progress = std::io::stderr().is_terminal();
     let mut failed = 0;
-    for (n, atsign) in atsigns.iter().enumerate() {
+    let mut sent = 0;
+    for batch in atsigns.chunks(provision::BATCH_MAX) {
         if progress {
-            eprint!("\r\x1b[Kprovisioning {}/{}: {atsign}", n + 1, atsigns.len());
+            eprint!(
+                "\r\x1b[Kprovisioning {}–{} of {}",
+                sent + 1,
+                sent + batch.len(),
+                atsigns.len()
+            );
         }
+        sent += batch.len();
         let request = Request::Provision {
-            atsigns: vec![atsign.to_string()],
+            atsigns: batch.iter().map(|a| a.to_string()).collect(),
         };
-        let (line, error) = match admin.ask(&request).await {
-            Ok(response) => match response.error {
-                None if json => {
-                    let result = response.json.map(|mut results| results[0].take());
-                    (result.unwrap_or_default().to_string() + "\n", None)
-                }
-                None => (response.output, None),
-                Some(error) => (String::new(), Some(error)),
-            },
-            Err(error) => (String::new(), Some(error)),
+        let response = admin.ask(&request).await;
+        let results = match &response {
+            Ok(admin::Response {
+                json: Some(serde_json::Value::Array(results)),
+                ..
+            }) => results.clone(),
+            // The whole batch failed (the node or its directory could not be reached).
+            Ok(admin::Response { error, .. }) => {
+                let error = error.clone().unwrap_or_else(|| "no results".into());
+                batch
+                    .iter()
+                    .map(|a| serde_json::json!({"atSign": a, "error": error}))
+                    .collect()
+            }
+            Err(error) => batch
+                .iter()
+                .map(|a| serde_json::json!({"atSign": a, "error": error}))
+                .collect(),
         };
-        let line = match error {
-            None => line,
-            Some(error) => {
-                failed += 1;
-                match json {
-                    true => format!(
-                        "{}\n",
-                        serde_json::json!({"atSign": atsign, "error": error})
-                    ),
-                    false => format!("{atsign}: not provisioned: {error}\n"),
-                }
+        failed += results.iter().filter(|r| r.get("error").is_some()).count();
+        let lines = match json {
+            true => results.iter().map(|r| format!("{r}\n")).collect(),
+            false => {
+                let answered = response.as_ref().ok().filter(|r| r.json.is_some());
+                let output = answered.map_or("", |r| r.output.as_str());
+                // The node's text names each failure of a batch of several; a batch of one,
+                // or a batch that failed whole, says why only in its error.
+                let unnamed = results
+                    .iter()
+                    .filter(|_| batch.len() == 1 || answered.is_none())
+                    .filter_map(|r| Some((r["atSign"].as_str()?, r["error"].as_str()?)))
+                    .map(|(atsign, error)| format!("{atsign}: not provisioned: {error}\n"));
+                std::iter::once(output.to_string())
+                    .chain(unnamed)
+                    .collect::<String>()
             }
         };
         let mut out = std::io::stdout().lock();
-        out.write_all(line.as_bytes())
+        out.write_all(lines.as_bytes())
             .and_then(|()| out.flush())
             .map_err(|e| format!("writing the results: {e}"))?;
     }
@@ -368,6 +390,11 @@ async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
     };
     match response.error {
         None => Ok(output),
-        Some(error) => Err(format!("{output}{error}")),
+        Some(error) => {
+            // What was done before or beside the failure (a batch's other atSigns, with their
+            // secrets) is a result like any other: standard output.
+            print!("{output}");
+            Err(error)
+        }
     }
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 
 use at_common::metadata::now_ms;
 use at_common::{Address, AtSign};
+use futures_util::StreamExt;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::config::ServerConfig;
@@ -30,8 +31,25 @@ pub enum ProvisionError {
     Store(#[from] StoreError),
     #[error("directory: {0}")]
     Directory(#[from] at_directory::store::StoreError),
+    /// A store or directory failure shared by every atSign of a batch, as text.
+    #[error("{0}")]
+    Failed(String),
     #[error("no randomness available")]
     Random,
+}
+
+impl ProvisionError {
+    /// The same failure, for each atSign of a batch it stopped (store and directory errors
+    /// are not `Clone`; their text is what each result reports).
+    fn again(&self) -> ProvisionError {
+        match self {
+            ProvisionError::Exists(a) => ProvisionError::Exists(a.clone()),
+            ProvisionError::Missing(a) => ProvisionError::Missing(a.clone()),
+            ProvisionError::PortsExhausted(n) => ProvisionError::PortsExhausted(*n),
+            ProvisionError::Random => ProvisionError::Random,
+            other => ProvisionError::Failed(other.to_string()),
+        }
+    }
 }
 
 /// What `provision` made, to hand to the atSign's owner.
@@ -44,6 +62,14 @@ pub struct Provisioned {
     pub port: Option<u16>,
 }
 
+/// The most atSigns one request provisions: a batch's results are held in memory and sent
+/// back in one answer (about 250 bytes each). `--from-file` sends a longer list in batches.
+pub const BATCH_MAX: usize = 1000;
+
+/// How many of a batch's creates are in flight at once: enough for the embedded store's writer
+/// to make them durable in a few group commits (one fsync each), or to fill a Redis pipeline.
+const IN_FLIGHT: usize = 256;
+
 /// Creates `atsign` on this node (teapot) and registers it in the directory.
 pub async fn provision(
     config: &ServerConfig,
@@ -51,30 +77,90 @@ pub async fn provision(
     directory: &at_directory::store::Store,
     atsign: &AtSign,
 ) -> Result<Provisioned, ProvisionError> {
-    if store.get_atsign(atsign).await?.is_some() {
-        return Err(ProvisionError::Exists(atsign.clone()));
+    let done = provision_many(config, store, directory, std::slice::from_ref(atsign)).await;
+    done.into_iter().next().expect("one result per atSign")
+}
+
+/// Provisions each of `atsigns` (at most [`BATCH_MAX`] are expected) as [`provision`] does,
+/// with one result each, in order: one failing does not stop the others. The costs are paid
+/// once per batch: the port range's free ports found in one pass, the creates written
+/// concurrently (sharing fsyncs), the directory entries registered in one write. An atSign
+/// created whose directory entry then cannot be written is removed again, so provisioning it
+/// can simply be retried.
+pub async fn provision_many(
+    config: &ServerConfig,
+    store: &Store,
+    directory: &at_directory::store::Store,
+    atsigns: &[AtSign],
+) -> Vec<Result<Provisioned, ProvisionError>> {
+    let mut ports = match FreePorts::of(config, store).await {
+        Ok(ports) => ports,
+        Err(e) => return atsigns.iter().map(|_| Err(e.again())).collect(),
+    };
+    // Whether each is here already, asked before its port is taken (concurrently: one Redis
+    // round trip is the cost of the whole batch's reads).
+    let hosted: Vec<Result<bool, StoreError>> = futures_util::stream::iter(atsigns)
+        .map(|atsign| async move { Ok(store.get_atsign(atsign).await?.is_some()) })
+        .buffered(IN_FLIGHT)
+        .collect()
+        .await;
+    let mut seen = std::collections::HashSet::new();
+    let made: Vec<Result<AtSignInfo, ProvisionError>> = atsigns
+        .iter()
+        .zip(hosted)
+        .map(|(atsign, hosted)| {
+            // Named twice in the batch: the second is the one already provisioned.
+            if hosted? || !seen.insert(atsign) {
+                return Err(ProvisionError::Exists(atsign.clone()));
+            }
+            Ok(AtSignInfo {
+                status: AtSignStatus::New,
+                created_ms: now_ms(),
+                sni_label: uuid::Uuid::new_v4().to_string(),
+                cram_secret: Some(cram_secret()?),
+                port: ports.take()?,
+                suspended: false,
+            })
+        })
+        .collect();
+    let mut results: Vec<Result<Provisioned, ProvisionError>> =
+        futures_util::stream::iter(atsigns.iter().zip(made))
+            .map(|(atsign, info)| async move {
+                let info = info?;
+                store
+                    .create_atsign(atsign, &info)
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::AtSignExists(a) => ProvisionError::Exists(a),
+                        e => e.into(),
+                    })?;
+                Ok(Provisioned {
+                    atsign: atsign.clone(),
+                    address: address_of(config, &info),
+                    port: info.port,
+                    cram_secret: info.cram_secret.unwrap_or_default(),
+                })
+            })
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await;
+    let entries: Vec<(AtSign, Address)> = results
+        .iter()
+        .flatten()
+        .map(|done| (done.atsign.clone(), done.address.clone()))
+        .collect();
+    if let Err(e) = directory.put_many(&entries).await {
+        let error = ProvisionError::Directory(e);
+        for result in results.iter_mut().filter(|r| r.is_ok()) {
+            if let Ok(done) = result {
+                if let Err(undo) = store.remove_atsign(&done.atsign).await {
+                    tracing::error!(atsign = %done.atsign, %undo, "provisioned but not registered in the directory, and could not be removed");
+                }
+            }
+            *result = Err(error.again());
+        }
     }
-    let port = match config.port_range_start {
-        0 => None,
-        start => Some(free_port(store, start, config.port_range_len).await?),
-    };
-    let info = AtSignInfo {
-        status: AtSignStatus::New,
-        created_ms: now_ms(),
-        sni_label: uuid::Uuid::new_v4().to_string(),
-        cram_secret: Some(cram_secret()?),
-        port,
-        suspended: false,
-    };
-    let address = address_of(config, &info);
-    store.create_atsign(atsign, &info).await?;
-    directory.put(atsign, &address).await?;
-    Ok(Provisioned {
-        atsign: atsign.clone(),
-        cram_secret: info.cram_secret.unwrap_or_default(),
-        address,
-        port,
-    })
+    results
 }
 
 /// Removes `atsign` and all its data from this node, and from the directory.
@@ -158,19 +244,49 @@ pub fn address_of(config: &ServerConfig, info: &AtSignInfo) -> Address {
     Address::parse(&text).unwrap_or_else(|e| panic!("provisioned address {text:?}: {e}"))
 }
 
-/// The lowest port of the range no hosted atSign holds.
-async fn free_port(store: &Store, start: u16, len: u16) -> Result<u16, ProvisionError> {
-    let mut taken = BTreeSet::new();
-    let hosted = store.list_atsigns().await?;
-    for atsign in &hosted {
-        if let Some(port) = store.get_atsign(atsign).await?.and_then(|i| i.port) {
-            taken.insert(port);
+/// The ports of the node's range that no hosted atSign holds, handed out lowest first; none
+/// at all when the node has no range (atSigns reached by SNI name only).
+struct FreePorts {
+    free: std::collections::btree_set::IntoIter<u16>,
+    hosted: usize,
+    range: bool,
+}
+
+impl FreePorts {
+    /// Reads every hosted atSign's port once (only when the node has a port range).
+    async fn of(config: &ServerConfig, store: &Store) -> Result<FreePorts, ProvisionError> {
+        let (start, len) = (config.port_range_start, config.port_range_len);
+        if start == 0 {
+            return Ok(FreePorts {
+                free: BTreeSet::new().into_iter(),
+                hosted: 0,
+                range: false,
+            });
+        }
+        let mut free: BTreeSet<u16> = (0..len).filter_map(|i| start.checked_add(i)).collect();
+        let hosted = store.list_atsigns().await?;
+        for atsign in &hosted {
+            if let Some(port) = store.get_atsign(atsign).await?.and_then(|i| i.port) {
+                free.remove(&port);
+            }
+        }
+        Ok(FreePorts {
+            free: free.into_iter(),
+            hosted: hosted.len(),
+            range: true,
+        })
+    }
+
+    /// The next free port, `None` without a range.
+    fn take(&mut self) -> Result<Option<u16>, ProvisionError> {
+        match self.range {
+            false => Ok(None),
+            true => match self.free.next() {
+                Some(port) => Ok(Some(port)),
+                None => Err(ProvisionError::PortsExhausted(self.hosted)),
+            },
         }
     }
-    (0..len)
-        .map(|i| start + i)
-        .find(|port| !taken.contains(port))
-        .ok_or(ProvisionError::PortsExhausted(hosted.len()))
 }
 
 /// 64 random bytes as 128 lowercase hex digits.

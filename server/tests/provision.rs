@@ -135,7 +135,56 @@ fn bad_atsigns_are_refused_before_anything_is_written(backend: Backend) {
     assert_eq!(node.ok(&["list"]), "");
 }
 
+/// One `provision` of several atSigns: each gets its own result in the order asked, a failure
+/// (bad name, already here, no port left) does not stop the others, and only the successes
+/// are in the directory and the list.
+fn a_batch_gives_each_atsign_its_own_result(backend: Backend) {
+    let node = Node::new(backend, "port_range_start = 25000\nport_range_len = 3\n");
+    node.ok(&["provision", "@bob"]);
+    let out = node.run(&[
+        "provision",
+        "@alice",
+        "@bob",
+        "not valid!!",
+        "@carol",
+        "@dave",
+        "@alice",
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        "at-server: provisioned 2 of 6; 4 failed"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with("cram secret: "))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "provisioned @alice at 127.0.0.1:25001",
+            "@bob: not provisioned: @bob is already provisioned on this node",
+            "not valid!!: not provisioned: \"not valid!!\": an atSign may not contain ' '",
+            "provisioned @carol at 127.0.0.1:25002",
+            "@dave: not provisioned: every port of the range is taken (1 atSigns)",
+            "@alice: not provisioned: @alice is already provisioned on this node",
+        ],
+        "{stdout}"
+    );
+    assert_eq!(
+        node.ok(&["list"]),
+        "@alice teapot 127.0.0.1:25001\n@bob teapot 127.0.0.1:25000\n@carol teapot 127.0.0.1:25002\n"
+    );
+    assert_eq!(
+        node.directory_entry("carol"),
+        Some(Address::parse("127.0.0.1:25002").unwrap())
+    );
+    assert_eq!(node.directory_entry("dave"), None);
+}
+
 both_backends! {
+    a_batch_gives_each_atsign_its_own_result,
     provision_gives_each_atsign_a_port_a_secret_and_a_directory_entry,
     provisioning_twice_or_past_the_port_range_is_refused,
     deprovision_removes_the_atsign_its_entry_and_frees_its_port,

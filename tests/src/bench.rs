@@ -374,6 +374,82 @@ pub fn main<O>(
     }
 }
 
+/// One atSign `at-server provision --from-file --json` made: its address and CRAM secret.
+pub struct Provisioned {
+    /// Without the `@`.
+    pub name: String,
+    pub address: String,
+    pub secret: String,
+}
+
+/// Provisions `@<name>` for each of `names` with one `at-server provision --from-file --json`
+/// (the node not serving, or serving: the CLI finds it either way); the list is written to
+/// `<dir>/provision.txt`. Fails on any atSign not provisioned.
+pub fn provision_batch(
+    server: &Path,
+    config: &str,
+    dir: &Path,
+    names: &[String],
+) -> Result<Vec<Provisioned>, String> {
+    let list = dir.join("provision.txt");
+    let text: String = names.iter().map(|name| format!("@{name}\n")).collect();
+    std::fs::write(&list, text).map_err(|e| format!("writing {}: {e}", list.display()))?;
+    let list = list.display().to_string();
+    let out = crate::process::run(
+        server,
+        &[
+            "--config",
+            config,
+            "provision",
+            "--from-file",
+            &list,
+            "--json",
+        ],
+        &[("AT_SERVER_LOG", "warn")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "provision --from-file failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let results: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).map_err(|e| format!("{line:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    if results.len() != names.len() {
+        return Err(format!(
+            "provision --from-file: {} results for {} atSigns",
+            results.len(),
+            names.len()
+        ));
+    }
+    names
+        .iter()
+        .zip(results)
+        .map(|(name, result)| {
+            let field = |key: &str| {
+                result[key]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("provision --json: @{name} without {key}: {result}"))
+            };
+            if result["atSign"] != format!("@{name}").as_str() {
+                return Err(format!(
+                    "provision --json: {result} where @{name} was expected"
+                ));
+            }
+            Ok(Provisioned {
+                name: name.clone(),
+                address: field("address")?,
+                secret: field("cramSecret")?,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -289,6 +289,13 @@ impl Backend for Embedded {
         Ok(())
     }
 
+    async fn put_many(&self, entries: &[(AtSign, Address)]) -> Result<(), StoreError> {
+        if !entries.is_empty() {
+            self.write_locked(|_| Some(entries.iter().map(|(a, b)| put_record(a, b)).collect()))?;
+        }
+        Ok(())
+    }
+
     async fn remove(&self, atsign: &AtSign) -> Result<bool, StoreError> {
         Ok(self.write_locked(|view| {
             view.entries

@@ -30,6 +30,15 @@ pub trait Backend: Send + Sync {
     async fn get(&self, atsign: &AtSign) -> Result<Option<Address>, StoreError>;
     /// Registers (or moves) `atsign`; durable once this returns.
     async fn put(&self, atsign: &AtSign, address: &Address) -> Result<(), StoreError>;
+    /// Registers every one of `entries`, durable once this returns; a backend writes them
+    /// together (one append and one fsync, one pipeline) where it can. Not atomic: on an
+    /// error, some may be registered.
+    async fn put_many(&self, entries: &[(AtSign, Address)]) -> Result<(), StoreError> {
+        for (atsign, address) in entries {
+            self.put(atsign, address).await?;
+        }
+        Ok(())
+    }
     /// Forgets `atsign`; `false` if it was not registered.
     async fn remove(&self, atsign: &AtSign) -> Result<bool, StoreError>;
     /// Every registration, sorted by atSign.
@@ -51,6 +60,10 @@ impl Store {
 
     pub async fn put(&self, atsign: &AtSign, address: &Address) -> Result<(), StoreError> {
         self.0.put(atsign, address).await
+    }
+
+    pub async fn put_many(&self, entries: &[(AtSign, Address)]) -> Result<(), StoreError> {
+        self.0.put_many(entries).await
     }
 
     pub async fn remove(&self, atsign: &AtSign) -> Result<bool, StoreError> {
@@ -144,5 +157,23 @@ pub(crate) mod conformance {
             store.list().await.unwrap(),
             vec![(sign("bob🛠"), addr("b.example:2"))]
         );
+
+        // A batch registers each of its entries, moving those already there.
+        let batch: Vec<_> = (0..3)
+            .map(|i| {
+                (
+                    sign(&format!("batch{i}")),
+                    addr(&format!("h{i}.example:{}", i + 1)),
+                )
+            })
+            .chain([(sign("bob🛠"), addr("b.example:4"))])
+            .collect();
+        store.put_many(&batch).await.unwrap();
+        store.put_many(&[]).await.unwrap();
+        let mut all = store.list().await.unwrap();
+        all.sort();
+        let mut expected = batch.clone();
+        expected.sort();
+        assert_eq!(all, expected);
     }
 }

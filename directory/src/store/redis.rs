@@ -117,6 +117,18 @@ impl Backend for RedisBackend {
         Ok(())
     }
 
+    async fn put_many(&self, entries: &[(AtSign, Address)]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (atsign, address) in entries {
+            pipe.set(self.key(atsign), address.to_string()).ignore();
+        }
+        let () = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
     async fn remove(&self, atsign: &AtSign) -> Result<bool, StoreError> {
         let removed: u64 = self.conn.clone().del(self.key(atsign)).await?;
         Ok(removed > 0)

@@ -281,55 +281,32 @@ impl Node {
         })
     }
 
-    /// `@cb00000` … in one `provision --json` per 100 atSigns, before the node serves.
+    /// `@cb00000` … in one `provision --from-file`, before the node serves.
     fn provision(&self, server: &Path, count: usize) -> Result<Vec<Tenant>, String> {
         let names: Vec<String> = (0..count).map(|i| format!("cb{i:05}")).collect();
-        let mut tenants = Vec::with_capacity(count);
-        for chunk in names.chunks(100) {
-            let mut args = vec![
-                "--config".to_string(),
-                self.config.clone(),
-                "provision".into(),
-                "--json".into(),
-            ];
-            args.extend(chunk.iter().map(|name| format!("@{name}")));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let out = process::run(server, &args, &[("AT_SERVER_LOG", "warn")]);
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            if !out.status.success() {
-                return Err(format!(
-                    "provision failed ({}): {stdout}{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let listed: serde_json::Value = serde_json::from_str(&stdout)
-                .map_err(|e| format!("provision --json printed {stdout:?}: {e}"))?;
-            for name in chunk {
-                let atsign = format!("@{name}");
-                let entry = listed
-                    .as_array()
-                    .and_then(|all| all.iter().find(|e| e["atSign"] == atsign.as_str()))
-                    .ok_or_else(|| format!("provision --json: no {atsign} in {stdout:?}"))?;
-                let field = |key: &str| {
-                    entry[key]
-                        .as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| format!("provision --json: {atsign} without {key}"))
-                };
-                let address = field("address")?;
-                let host = address
+        let began = Instant::now();
+        let done = at_tests::bench::provision_batch(server, &self.config, self.dir.path(), &names)?;
+        println!(
+            "provisioned {count} atSigns in {:.2} s ({:.0}/s)",
+            began.elapsed().as_secs_f64(),
+            count as f64 / began.elapsed().as_secs_f64()
+        );
+        done.into_iter()
+            .map(|p| {
+                let host = p
+                    .address
                     .rsplit_once(':')
                     .map(|(host, _)| host.to_string())
-                    .ok_or_else(|| format!("{atsign}: address {address:?} without a port"))?;
-                tenants.push(Tenant {
-                    name: name.clone(),
+                    .ok_or_else(|| {
+                        format!("@{}: address {:?} without a port", p.name, p.address)
+                    })?;
+                Ok(Tenant {
+                    name: p.name,
                     host,
-                    secret: field("cramSecret")?,
-                });
-            }
-        }
-        Ok(tenants)
+                    secret: p.secret,
+                })
+            })
+            .collect()
     }
 
     fn serve(&self, server: &Path) -> Running {

@@ -18,12 +18,10 @@
 //!      `data:v<j>\n@<atsign>@`;
 //! 3. prints operations/second, the ratio to redis-benchmark's SET (for update) and GET (for
 //!    llookup) rates, and p50/p99 latency;
-//! 4. memory: provisions N atSigns (one `provision` process each) on a node routed by SNI only
-//!    (no port range, so no per-atSign listener exists), starts `serve`, waits for it to settle,
-//!    and reads `VmRSS` from `/proc/<pid>/status`; the same for a node with 1 atSign; reports
-//!    `(rss_N - rss_1) / (N - 1)` bytes per idle atSign. When provisioning N would take longer
-//!    than `--provision-budget`, a smaller N is measured and the figure at N extrapolated (and
-//!    said so).
+//! 4. memory: provisions N atSigns (one `provision --from-file`, timed: atSigns per second) on
+//!    a node routed by SNI only (no port range, so no per-atSign listener exists), starts
+//!    `serve`, waits for it to settle, and reads `VmRSS` from `/proc/<pid>/status`; the same for
+//!    a node with 1 atSign; reports `(rss_N - rss_1) / (N - 1)` bytes per idle atSign.
 //!
 //! Build `at-server` in the same target directory first; it is found next to this binary:
 //! `cargo build --release -p at-server -p at-tests && cargo run --release -p at-tests --bin server-bench`
@@ -64,8 +62,6 @@ OPTIONS (defaults in brackets):
                          per connection); empty for none [one,spread]
   --memory LIST          comma-separated atSign counts for the idle-memory test; empty for
                          none [1000,10000]
-  --provision-budget S   longest time to spend provisioning for one memory figure; beyond it
-                         a smaller count is measured and extrapolated [180]
   --redis-nodes LIST     comma-separated node counts for the Redis layouts: that many at-server
                          nodes on one redis-server, one atSign per connection, connections
                          spread over the nodes; empty for none [1,2,3]
@@ -84,8 +80,6 @@ const MAX_MEMORY_ATSIGNS: usize = 100_000;
 const MAX_NODES: usize = 16;
 /// Longest wait for one answer, one handshake, or one redis-benchmark run.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-/// The count measured instead when provisioning the asked-for count would exceed the budget.
-const MEMORY_FALLBACK: usize = 2000;
 /// How long a freshly started server is left alone before its RSS is read.
 const SETTLE: Duration = Duration::from_secs(3);
 
@@ -122,7 +116,6 @@ struct Options {
     /// Node counts of the Redis layouts ([`Layout::Cluster`]).
     redis_nodes: Vec<usize>,
     memory: Vec<usize>,
-    provision_budget: u64,
     client_threads: usize,
     /// Each connection, after cram, enrolls (an APKAM enrollment approved at once), so its
     /// commands go through the per-command enrollment check a device's do.
@@ -141,7 +134,6 @@ impl Default for Options {
             layouts: vec![Layout::One, Layout::Spread],
             redis_nodes: vec![1, 2, 3],
             memory: vec![1000, 10_000],
-            provision_budget: 180,
             client_threads: 1,
         }
     }
@@ -162,9 +154,6 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--keys" => options.keys = number_arg(&flag, args.next(), 1, MAX_KEYS)?,
             "--redis-requests" => {
                 options.redis_requests = number_arg(&flag, args.next(), 1000, MAX_REDIS_REQUESTS)?
-            }
-            "--provision-budget" => {
-                options.provision_budget = number_arg(&flag, args.next(), 1, 3600)?
             }
             "--client-threads" => options.client_threads = number_arg(&flag, args.next(), 1, 64)?,
             "--enrolled" => options.enrolled = true,
@@ -325,7 +314,7 @@ fn run(options: &Options) -> Result<(), String> {
     }
     let mut memory = Vec::new();
     for &count in &options.memory {
-        memory.push(measure_memory(&server, count, options)?);
+        memory.push(measure_memory(&server, count)?);
     }
     if !memory.is_empty() {
         print_memory(&memory);
@@ -384,36 +373,18 @@ impl Node {
         })
     }
 
-    fn provision(&self, server: &Path, name: &str) -> Result<Provisioned, String> {
-        let atsign = format!("@{name}");
-        let out = process::run(
-            server,
-            &["--config", &self.config, "provision", &atsign],
-            &[("AT_SERVER_LOG", "warn")],
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            return Err(format!(
-                "provision {atsign} failed ({}): {stdout}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let mut lines = stdout.lines();
-        let address = lines
-            .next()
-            .and_then(|l| l.strip_prefix(&format!("provisioned {atsign} at ")))
-            .ok_or_else(|| format!("provision {atsign}: unexpected output {stdout:?}"))?;
-        let secret = lines
-            .next()
-            .and_then(|l| l.strip_prefix("cram secret: "))
-            .ok_or_else(|| format!("provision {atsign}: no cram secret in {stdout:?}"))?;
-        Ok(Provisioned {
-            name: name.to_string(),
-            addr: address.parse().ok(),
-            host: address.rsplit_once(':').map(|(host, _)| host.to_string()),
-            secret: secret.trim().to_string(),
-        })
+    /// Provisions `@<name>` for each of `names`, in one `provision --from-file`.
+    fn provision(&self, server: &Path, names: &[String]) -> Result<Vec<Provisioned>, String> {
+        let done = at_tests::bench::provision_batch(server, &self.config, self.dir.path(), names)?;
+        Ok(done
+            .into_iter()
+            .map(|p| Provisioned {
+                addr: p.address.parse().ok(),
+                host: p.address.rsplit_once(':').map(|(host, _)| host.to_string()),
+                name: p.name,
+                secret: p.secret,
+            })
+            .collect())
     }
 
     fn serve(&self, server: &Path) -> Running {
@@ -588,10 +559,7 @@ fn provision_all(
     layout: Layout,
 ) -> Result<Vec<Provisioned>, String> {
     let began = Instant::now();
-    let provisioned = names
-        .iter()
-        .map(|name| node.provision(server, name))
-        .collect::<Result<Vec<_>, _>>()?;
+    let provisioned = node.provision(server, names)?;
     println!(
         "{}: provisioned {} atSign(s) in {:.1} s",
         layout.name(),
@@ -1220,8 +1188,7 @@ fn print_table(options: &Options, baselines: &[Baseline], results: &[Measured], 
 // Idle memory.
 
 struct Memory {
-    asked: usize,
-    measured: usize,
+    count: usize,
     rss_1: u64,
     rss_n: u64,
     provision_secs: f64,
@@ -1229,17 +1196,15 @@ struct Memory {
 
 impl Memory {
     fn per_atsign(&self) -> f64 {
-        (self.rss_n as f64 - self.rss_1 as f64) / (self.measured - 1) as f64
+        (self.rss_n as f64 - self.rss_1 as f64) / (self.count - 1) as f64
     }
 }
 
-/// Provisions `count` atSigns on an SNI-only node; serves; reads its RSS.
+/// Provisions `names` on an SNI-only node; serves; reads its RSS.
 fn idle_rss(server: &Path, names: &[String]) -> Result<(u64, f64), String> {
     let node = Node::new("server-bench-mem", None, None)?;
     let began = Instant::now();
-    for name in names {
-        node.provision(server, name)?;
-    }
+    node.provision(server, names)?;
     let provision_secs = began.elapsed().as_secs_f64();
     let running = node.serve(server);
     std::thread::sleep(SETTLE);
@@ -1251,41 +1216,20 @@ fn idle_rss(server: &Path, names: &[String]) -> Result<(u64, f64), String> {
     ))
 }
 
-fn measure_memory(server: &Path, asked: usize, options: &Options) -> Result<Memory, String> {
-    // Time a sample of provisions to see whether `asked` fits the budget.
-    let sample = asked.min(50);
-    let probe = Node::new("server-bench-probe", None, None)?;
-    let began = Instant::now();
-    for i in 0..sample {
-        probe.provision(server, &format!("probe{i:05}"))?;
-    }
-    let per = began.elapsed().as_secs_f64() / sample as f64;
-    drop(probe);
-    let projected = per * asked as f64;
-    let measured = if projected > options.provision_budget as f64 && asked > MEMORY_FALLBACK {
-        println!(
-            "memory: provisioning {asked} atSigns would take ~{projected:.0} s ({:.0} ms each), \
-             over the {} s budget: measuring {MEMORY_FALLBACK} and extrapolating",
-            per * 1000.0,
-            options.provision_budget
-        );
-        MEMORY_FALLBACK
-    } else {
-        asked
-    };
-    let names: Vec<String> = (0..measured).map(|i| format!("idle{i:05}")).collect();
+fn measure_memory(server: &Path, count: usize) -> Result<Memory, String> {
+    let names: Vec<String> = (0..count).map(|i| format!("idle{i:06}")).collect();
     let (rss_1, _) = idle_rss(server, &names[..1])?;
     let (rss_n, provision_secs) = idle_rss(server, &names)?;
     let memory = Memory {
-        asked,
-        measured,
+        count,
         rss_1,
         rss_n,
         provision_secs,
     };
     println!(
-        "memory: {measured} atSigns provisioned in {provision_secs:.1} s; VmRSS idle: 1 atSign {} KiB, \
-         {measured} atSigns {} KiB: {:.0} bytes per idle atSign",
+        "memory: {count} atSigns provisioned in {provision_secs:.1} s ({:.0}/s); VmRSS idle: \
+         1 atSign {} KiB, {count} atSigns {} KiB: {:.0} bytes per idle atSign",
+        count as f64 / provision_secs,
         rss_1 / 1024,
         rss_n / 1024,
         memory.per_atsign()
@@ -1296,34 +1240,24 @@ fn measure_memory(server: &Path, asked: usize, options: &Options) -> Result<Memo
 fn print_memory(memory: &[Memory]) {
     println!();
     println!(
-        "| idle atSigns | VmRSS, 1 atSign | VmRSS, N atSigns | bytes per idle atSign | note |"
+        "| idle atSigns | provisioned per second | VmRSS, 1 atSign | VmRSS, N atSigns | bytes per idle atSign |"
     );
-    println!("|---:|---:|---:|---:|---|");
+    println!("|---:|---:|---:|---:|---:|");
     let mut target_met = true;
     for m in memory {
         let per = m.per_atsign();
-        target_met &= per < 2048.0;
-        let note = if m.measured == m.asked {
-            format!("provisioning took {:.0} s", m.provision_secs)
-        } else {
-            format!(
-                "measured with {} (provisioning took {:.0} s); at {}: ~{} KiB extrapolated",
-                m.measured,
-                m.provision_secs,
-                m.asked,
-                (m.rss_1 as f64 + per * (m.asked - 1) as f64) as u64 / 1024
-            )
-        };
+        target_met &= per < 1024.0;
         println!(
-            "| {} | {} KiB | {} KiB | {per:.0} | {note} |",
-            m.asked,
+            "| {} | {:.0} | {} KiB | {} KiB | {per:.0} |",
+            m.count,
+            m.count as f64 / m.provision_secs,
             m.rss_1 / 1024,
             m.rss_n / 1024,
         );
     }
     println!();
     println!(
-        "target (< 2 KiB per idle atSign): {}",
+        "target (< 1 KiB per idle atSign): {}",
         if target_met { "met" } else { "NOT met" }
     );
 }
