@@ -10,6 +10,8 @@
 //! - an atSign's owner connections are bounded per atSign (`inbound_max_limit`): a full pool
 //!   of connections in use refuses the next owner (AT0012), one idle 5 s gives way, and the
 //!   other atSign is not affected;
+//! - a node whose limit is held by one atSign's connections still admits another atSign's
+//!   owner: the largest pool's idlest member (idle 5 s) gives way to it;
 //! - an unauthenticated connection is closed after `inbound_idle_time_millis`; an
 //!   authenticated one is not.
 
@@ -62,6 +64,29 @@ impl Scene {
     }
 }
 
+impl Scene {
+    /// The `n`th atSign's owner connects and proves itself, and is refused for `why` (AT0012)
+    /// and closed.
+    fn refused_after_proof(&self, n: u16, why: &str) {
+        let atsign = ["@alice", "@bob"][usize::from(n)];
+        let mut client = self.connect(n, [127, 0, 0, 1]);
+        client.expect(b"@");
+        client.send(format!("from:{atsign}\n").as_bytes());
+        let challenge = client.read_until(b"\n@");
+        let challenge = challenge
+            .strip_prefix("data:")
+            .and_then(|c| c.strip_suffix("\n@"))
+            .expect("a challenge")
+            .to_string();
+        let digest = at_tests::client::cram_digest(&self.secrets[usize::from(n)], &challenge);
+        client.send(format!("cram:{digest}\n").as_bytes());
+        client.expect(
+            format!("error:AT0012-Inbound connection limit exceeded : {why}\n{atsign}@").as_bytes(),
+        );
+        client.expect_closed(Duration::from_secs(5));
+    }
+}
+
 fn refused(client: &mut Client) {
     client.expect(LIMIT_LINE.as_bytes());
     client.expect_closed(Duration::from_secs(5));
@@ -108,22 +133,7 @@ fn an_atsigns_owner_connections_are_bounded_per_atsign_and_idle_ones_give_way() 
     let mut first = scene.owner(0, [127, 0, 0, 1]);
     let mut second = scene.owner(0, [127, 0, 0, 1]);
     // Both just used: the third owner connection is refused after its proof.
-    let mut third = scene.connect(0, [127, 0, 0, 1]);
-    third.expect(b"@");
-    third.send(b"from:@alice\n");
-    let challenge = third.read_until(b"\n@");
-    let challenge = challenge
-        .strip_prefix("data:")
-        .and_then(|c| c.strip_suffix("\n@"))
-        .expect("a challenge")
-        .to_string();
-    let digest = at_tests::client::cram_digest(&scene.secrets[0], &challenge);
-    third.send(format!("cram:{digest}\n").as_bytes());
-    third.expect(
-        b"error:AT0012-Inbound connection limit exceeded : \
-          an atSign's connections are all in use\n@alice@",
-    );
-    third.expect_closed(Duration::from_secs(5));
+    scene.refused_after_proof(0, "an atSign's connections are all in use");
     // @bob's owner pool is his own.
     let mut bob = scene.owner(1, [127, 0, 0, 1]);
     bob.ask("noop:0\n", "data:ok\n@bob@");
@@ -134,6 +144,29 @@ fn an_atsigns_owner_connections_are_bounded_per_atsign_and_idle_ones_give_way() 
     fourth.ask("noop:0\n", "data:ok\n@alice@");
     first.expect_closed(Duration::from_secs(5));
     second.ask("noop:0\n", "data:ok\n@alice@");
+}
+
+/// The node's limit (4 here; one place kept for connections proving themselves) is held by
+/// @alice's connections: @bob, under his own limit, still connects; his proof is refused while
+/// all of hers are in use, and once one has been idle 5 s it gives way to him.
+#[test]
+fn a_full_node_admits_an_atsign_under_its_own_limit_once_the_largest_pool_has_an_idle_member() {
+    let scene = Scene::start(
+        "limits-node",
+        "max_connections = 4\nunauthenticated_max_limit = 1\ninbound_max_limit = 10\n",
+    );
+    let mut alices: Vec<Client> = (0..3).map(|_| scene.owner(0, [127, 0, 0, 1])).collect();
+    scene.refused_after_proof(1, "the node's connections are all in use");
+    std::thread::sleep(Duration::from_secs(6));
+    for alice in &mut alices[1..] {
+        alice.ask("noop:0\n", "data:ok\n@alice@");
+    }
+    let mut bob = scene.owner(1, [127, 0, 0, 1]);
+    bob.ask("noop:0\n", "data:ok\n@bob@");
+    alices[0].expect_closed(Duration::from_secs(5));
+    for alice in &mut alices[1..] {
+        alice.ask("noop:0\n", "data:ok\n@alice@");
+    }
 }
 
 #[test]

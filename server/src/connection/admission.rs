@@ -18,7 +18,13 @@
 //! longest, if that one has been idle at least [`REAP_AFTER`] (the reference's lower idle
 //! limit as its pool fills); otherwise the newcomer is refused with AT0012. And the node as a
 //! whole holds at most `max_connections` (0: derived from the process's file-descriptor
-//! limit, [`derived_max_connections`]).
+//! limit, [`derived_max_connections`]), of which the authenticated pools together hold all
+//! but [`unauthenticated_reserve`]: so there is always room for a newcomer to connect and
+//! prove itself. When the authenticated pools fill the node, a newcomer who has proved itself
+//! (to an atSign under its own limit) takes the place of the idlest member (idle at least
+//! [`REAP_AFTER`]) of the largest pool: the tenant holding the most gives way first, so no
+//! tenant's connections can lock the others out of a full node, and nobody without
+//! credentials can make anyone give way.
 //!
 //! In-process connections (this node's own peer links) are not members: those links are
 //! bounded by `outbound_max_limit`.
@@ -41,6 +47,13 @@ pub const REAP_AFTER: Duration = Duration::from_secs(5);
 /// File descriptors kept back from connections when the node's limit is derived: the store,
 /// logs, listeners, peer links and the directory.
 pub const RESERVED_DESCRIPTORS: u64 = 512;
+
+/// Room the authenticated pools leave for connections still proving themselves: the
+/// unauthenticated pool's size, at most 256 (so that, on a node whose limit follows its
+/// file-descriptor limit, the rest serves its tenants).
+pub fn unauthenticated_reserve(limits: &AdmissionLimits) -> usize {
+    limits.unauthenticated.min(256)
+}
 
 /// The limits, from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +236,17 @@ impl Admission {
     }
 }
 
+/// The member of `pool` other than `except` idle the longest, if idle at least [`REAP_AFTER`].
+fn idlest(state: &State, pool: &Pool, except: u64, now: Instant) -> Option<u64> {
+    state
+        .members
+        .iter()
+        .filter(|(id, m)| m.pool == *pool && **id != except)
+        .max_by_key(|(_, m)| m.idle(now))
+        .filter(|(_, m)| m.idle(now) >= REAP_AFTER)
+        .map(|(id, _)| *id)
+}
+
 fn count(state: &State, pool: &Pool) -> usize {
     state.counts.get(pool).copied().unwrap_or(0)
 }
@@ -314,16 +338,26 @@ impl Ticket {
             }
         }
         if count(&state, &pool) >= limit {
-            let idlest = state
-                .members
-                .iter()
-                .filter(|(id, m)| m.pool == pool && **id != self.id)
-                .max_by_key(|(_, m)| m.idle(now))
-                .filter(|(_, m)| m.idle(now) >= REAP_AFTER)
-                .map(|(id, _)| *id);
-            match idlest {
+            match idlest(&state, &pool, self.id, now) {
                 Some(id) => evict(&mut state, id),
                 None => return Err(refused("an atSign's connections are all in use")),
+            }
+        }
+        let authenticated = state.members.len() - count(&state, &Pool::Unauthenticated);
+        let room = limits
+            .max_connections
+            .saturating_sub(unauthenticated_reserve(limits))
+            .max(1);
+        if current == Pool::Unauthenticated && authenticated >= room {
+            let largest = state
+                .counts
+                .iter()
+                .filter(|(p, _)| **p != Pool::Unauthenticated)
+                .max_by_key(|(_, n)| **n)
+                .map(|(p, _)| p.clone());
+            match largest.and_then(|largest| idlest(&state, &largest, self.id, now)) {
+                Some(id) => evict(&mut state, id),
+                None => return Err(refused("the node's connections are all in use")),
             }
         }
         let Some(member) = state.members.remove(&self.id) else {
@@ -473,7 +507,7 @@ mod tests {
     fn the_node_limit_holds_across_pools() {
         let admission = Admission::new(AdmissionLimits {
             max_connections: 3,
-            unauthenticated: 3,
+            unauthenticated: 1,
             ..limits()
         });
         let alice = sign("@alice");
@@ -491,5 +525,45 @@ mod tests {
         assert_eq!(admission.open(), 3);
         drop(owners);
         assert_eq!(admission.open(), 1);
+    }
+
+    /// The authenticated pools fill the node (all but the unauthenticated reserve): a newcomer
+    /// still connects, and once it proves itself to an atSign under its own limit, the largest
+    /// pool's idlest member gives way, if one is idle; while all are in use it is refused.
+    #[test]
+    fn a_full_node_makes_room_for_a_proven_newcomer_from_its_largest_pool() {
+        let admission = Admission::new(AdmissionLimits {
+            max_connections: 5,
+            unauthenticated: 2,
+            per_atsign: 3,
+            ..limits()
+        });
+        let (alice, bob, carol) = (sign("@alice"), sign("@bob"), sign("@carol"));
+        let owner = |n: u8, of: &AtSign| {
+            let t = admission.enter(source(n)).unwrap();
+            t.owner_of(of).unwrap();
+            t.touch();
+            t
+        };
+        let alices = [owner(1, &alice), owner(2, &alice)];
+        let _bob = owner(3, &bob);
+        // Five places, two kept for newcomers: the node's authenticated room is full.
+        let newcomer = admission.enter(source(4)).unwrap();
+        let refused = newcomer.owner_of(&carol).err().unwrap();
+        assert_eq!(refused.code(), ErrorCode::InboundConnectionLimit);
+        // @alice holds the most; her idlest gives way once idle long enough, not @bob's.
+        admission
+            .lock()
+            .members
+            .get_mut(&alices[0].id)
+            .unwrap()
+            .since -= REAP_AFTER * 2;
+        admission.lock().members.get_mut(&_bob.id).unwrap().since -= REAP_AFTER * 4;
+        let newcomer = admission.enter(source(5)).unwrap();
+        newcomer.owner_of(&carol).unwrap();
+        let state = admission.lock();
+        assert!(!state.members.contains_key(&alices[0].id));
+        assert!(state.members.contains_key(&_bob.id));
+        assert_eq!(count(&state, &Pool::Owner(carol.clone())), 1);
     }
 }

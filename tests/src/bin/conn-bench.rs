@@ -54,9 +54,14 @@ USAGE: conn-bench [OPTIONS]
 
 OPTIONS (defaults in brackets):
   --devices N          device connections, device i for atSign i % M [2000]
-  --atsigns M          atSigns provisioned; each also has one sender connection [20]
-  --fanout-repeats K   measured notifications, one atSign's monitors each (atSign k % M),
-                       after one unmeasured per atSign [50]
+  --atsigns M          atSigns provisioned [20]
+  --senders S          of those, how many (the first S) keep the connection that enrolled
+                       open as their sender, for the fan-out; the others close it [all]
+  --fanout-repeats K   measured notifications, one atSign's monitors each (atSign k % S),
+                       after one unmeasured per sender [50]
+  --default-limits     serve with the node's default connection limits (the node's limit
+                       derived from its file-descriptor limit, 200 per atSign) instead of
+                       limits raised to hold every connection
   --concurrency C      device connections being set up at once [64]
   --idle S             seconds the connected devices are left idle before VmRSS is read [5]
   --seconds S          bound on each phase (enrolling, setting up, fan-out), seconds [120]
@@ -89,7 +94,10 @@ const PRIVATE_KEY: &str = include_str!("../../../common/testdata/auth/rsa_privat
 struct Options {
     devices: usize,
     atsigns: usize,
+    /// 0: every atSign keeps its sender.
+    senders: usize,
     fanout_repeats: usize,
+    default_limits: bool,
     concurrency: usize,
     idle: u64,
     seconds: u64,
@@ -101,7 +109,9 @@ impl Default for Options {
         Options {
             devices: 2000,
             atsigns: 20,
+            senders: 0,
             fanout_repeats: 50,
+            default_limits: false,
             concurrency: 64,
             idle: 5,
             seconds: 120,
@@ -119,6 +129,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--help" | "-h" => return Ok(None),
             "--devices" => options.devices = number_arg(&flag, args.next(), 1, MAX_DEVICES)?,
             "--atsigns" => options.atsigns = number_arg(&flag, args.next(), 1, MAX_ATSIGNS)?,
+            "--senders" => options.senders = number_arg(&flag, args.next(), 1, MAX_ATSIGNS)?,
+            "--default-limits" => options.default_limits = true,
             "--fanout-repeats" => {
                 options.fanout_repeats = number_arg(&flag, args.next(), 0, MAX_REPEATS)?
             }
@@ -136,6 +148,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--atsigns {} is more than --devices {}: every atSign needs a device",
             options.atsigns, options.devices
         ));
+    }
+    if options.senders == 0 || options.senders > options.atsigns {
+        options.senders = options.atsigns;
     }
     Ok(Some(options))
 }
@@ -175,7 +190,7 @@ fn devices_per_atsign(options: &Options) -> usize {
 
 fn run(options: &Options) -> Result<(), String> {
     let (soft, hard) = raise_nofile()?;
-    let connections = (options.devices + options.atsigns) as u64;
+    let connections = (options.devices + options.senders) as u64;
     if connections + CLIENT_RESERVED_FDS > soft {
         return Err(format!(
             "{connections} connections need {} file descriptors here, but the limit is {soft} \
@@ -255,24 +270,28 @@ impl Node {
     fn new(options: &Options) -> Result<Node, String> {
         let dir = TempDir::new("conn-bench");
         let per_atsign = devices_per_atsign(options);
-        let config = format!(
+        let mut config = format!(
             "data_dir = \"{0}/server\"\n\
              directory_data_dir = \"{0}/directory\"\n\
              listen = \"127.0.0.1:0\"\n\
              public_port = 6464\n\
-             sni_domain = \"atsign.test\"\n\
-             max_connections = {1}\n\
-             inbound_max_limit = {2}\n\
-             unauthenticated_max_limit = {3}\n\
-             unauthenticated_per_source_limit = {3}\n",
+             sni_domain = \"atsign.test\"\n",
             dir.path().display(),
-            // Every device and sender, and a margin.
-            options.devices + options.atsigns + 64,
-            // An atSign's devices, its sender, and a margin.
-            per_atsign + 1 + 8,
-            // Everything being set up at once, all from 127.0.0.1.
-            (options.concurrency + 64).max(1000),
         );
+        if !options.default_limits {
+            config.push_str(&format!(
+                "max_connections = {}\n\
+                 inbound_max_limit = {}\n\
+                 unauthenticated_max_limit = {2}\n\
+                 unauthenticated_per_source_limit = {2}\n",
+                // Every device and sender, and a margin.
+                options.devices + options.senders + 64,
+                // An atSign's devices, its sender, and a margin.
+                per_atsign + 1 + 8,
+                // Everything being set up at once, all from 127.0.0.1.
+                (options.concurrency + 64).max(1000),
+            ));
+        }
         let file = dir.path().join("server.toml");
         std::fs::write(&file, config).map_err(|e| format!("writing {}: {e}", file.display()))?;
         Ok(Node {
@@ -454,7 +473,7 @@ impl Figures {
             Some(Ok(n)) => println!(
                 "connections: the node counts {n} owner connections (list --usage): {} devices \
                  and {} senders",
-                self.idle_connections, options.atsigns
+                self.idle_connections, options.senders
             ),
             Some(Err(e)) => println!("connections: list --usage failed: {e}"),
             None => {}
@@ -583,6 +602,9 @@ async fn bench(
     let began = Instant::now();
     let mut senders = enroll_all(target, &tenants, options).await?;
     figures.enroll_secs = began.elapsed().as_secs_f64();
+    let enrollments: Vec<String> = senders.iter().map(|s| s.enrollment.clone()).collect();
+    // Only the first `--senders` keep their connection.
+    senders.truncate(options.senders);
     println!(
         "conn-bench: {} atSigns logged in with cram and enrolled (approved at once) in {:.2} s",
         tenants.len(),
@@ -598,13 +620,13 @@ async fn bench(
     let targets = Arc::new(
         tenants
             .iter()
-            .zip(&senders)
-            .map(|(tenant, sender)| DeviceTarget {
+            .zip(&enrollments)
+            .map(|(tenant, enrollment)| DeviceTarget {
                 addr: target.addr,
                 connector: target.connector.clone(),
                 name: tenant.name.clone(),
                 host: tenant.host.clone(),
-                enrollment: sender.enrollment.clone(),
+                enrollment: enrollment.clone(),
             })
             .collect::<Vec<_>>(),
     );
@@ -1074,7 +1096,7 @@ async fn fan_out(
             .map_or(0, |d| d.as_millis())
     );
     let mut warm = Vec::new();
-    for (a, tenant) in tenants.iter().enumerate() {
+    for (a, tenant) in tenants.iter().enumerate().take(senders.len()) {
         let id = format!("{run}-w{a}");
         let text = format!("warmup{a}");
         match notify(
@@ -1106,7 +1128,7 @@ async fn fan_out(
             ));
             break;
         }
-        let a = k % tenants.len();
+        let a = k % senders.len();
         let id = format!("{run}-k{k}");
         let text = format!("fanout{k}");
         let name = &tenants[a].name;
