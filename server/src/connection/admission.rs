@@ -49,10 +49,11 @@ pub const REAP_AFTER: Duration = Duration::from_secs(5);
 pub const RESERVED_DESCRIPTORS: u64 = 512;
 
 /// Room the authenticated pools leave for connections still proving themselves: the
-/// unauthenticated pool's size, at most 256 (so that, on a node whose limit follows its
-/// file-descriptor limit, the rest serves its tenants).
+/// unauthenticated pool's size, but at most a sixteenth of the node (at least one) and 256, so
+/// that nearly all of it serves its tenants.
 pub fn unauthenticated_reserve(limits: &AdmissionLimits) -> usize {
-    limits.unauthenticated.min(256)
+    let share = (limits.max_connections / 16).max(1);
+    limits.unauthenticated.min(share).min(256)
 }
 
 /// The limits, from the configuration.
@@ -533,7 +534,7 @@ mod tests {
     #[test]
     fn a_full_node_makes_room_for_a_proven_newcomer_from_its_largest_pool() {
         let admission = Admission::new(AdmissionLimits {
-            max_connections: 5,
+            max_connections: 4,
             unauthenticated: 2,
             per_atsign: 3,
             ..limits()
@@ -547,7 +548,7 @@ mod tests {
         };
         let alices = [owner(1, &alice), owner(2, &alice)];
         let _bob = owner(3, &bob);
-        // Five places, two kept for newcomers: the node's authenticated room is full.
+        // Four places, one kept for newcomers: the node's authenticated room is full.
         let newcomer = admission.enter(source(4)).unwrap();
         let refused = newcomer.owner_of(&carol).err().unwrap();
         assert_eq!(refused.code(), ErrorCode::InboundConnectionLimit);

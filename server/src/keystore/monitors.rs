@@ -12,7 +12,7 @@ use actix::prelude::*;
 use at_common::metadata::now_ms;
 use at_common::verb::Operation;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures_channel::mpsc;
 
 use super::KeyStore;
 use at_common::error::AtError;
@@ -104,7 +104,7 @@ impl KeyStore {
     fn hand_out(&mut self, notification: &Notification, to_self: bool, ctx: &mut Context<Self>) {
         let line = notification.monitor_line();
         let (me, now) = (&self.me, now_ms());
-        self.monitors.subscribers.retain(|subscriber| {
+        self.monitors.subscribers.retain_mut(|subscriber| {
             if subscriber.view.expired(now) {
                 tracing::info!(atsign = %me, "a monitor's enrollment expired; dropping it");
                 return false;
@@ -114,11 +114,11 @@ impl KeyStore {
             }
             match subscriber.lines.try_send(line.clone()) {
                 Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(full) if full.is_full() => {
                     tracing::info!(atsign = %me, "a monitor fell too far behind; dropping it");
                     false
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Err(_) => false,
             }
         });
         self.unwatch_if_none(ctx);
@@ -260,6 +260,7 @@ mod tests {
 
     use at_common::AtSign;
     use at_tests::TempDir;
+    use futures_util::StreamExt;
 
     use super::*;
 
@@ -284,7 +285,7 @@ mod tests {
                 operation: Operation::Update,
             });
         }
-        let first = tokio::time::timeout(Duration::from_secs(5), lines.recv())
+        let first = tokio::time::timeout(Duration::from_secs(5), lines.next())
             .await
             .unwrap()
             .unwrap();
@@ -292,7 +293,7 @@ mod tests {
             String::from_utf8_lossy(&first).contains("\"value\":\"0\""),
             "{first:?}"
         );
-        let last = tokio::time::timeout(Duration::from_secs(5), lines.recv())
+        let last = tokio::time::timeout(Duration::from_secs(5), lines.next())
             .await
             .unwrap()
             .unwrap();
@@ -301,7 +302,7 @@ mod tests {
             "{last:?}"
         );
         // Nothing else: the 98 in between were folded into the last.
-        let more = tokio::time::timeout(STATS_EVERY * 3, lines.recv()).await;
+        let more = tokio::time::timeout(STATS_EVERY * 3, lines.next()).await;
         assert!(more.is_err(), "{more:?}");
     }
 
@@ -361,7 +362,7 @@ mod tests {
             commit_id: 1,
             operation: Operation::Update,
         });
-        let first = tokio::time::timeout(Duration::from_secs(5), lines.recv()).await;
+        let first = tokio::time::timeout(Duration::from_secs(5), lines.next()).await;
         assert!(
             matches!(first, Ok(Some(_))),
             "served while approved: {first:?}"
@@ -371,7 +372,7 @@ mod tests {
             commit_id: 2,
             operation: Operation::Update,
         });
-        let after = tokio::time::timeout(Duration::from_secs(5), lines.recv()).await;
+        let after = tokio::time::timeout(Duration::from_secs(5), lines.next()).await;
         assert!(matches!(after, Ok(None)), "dropped once expired: {after:?}");
     }
 }

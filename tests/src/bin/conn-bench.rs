@@ -76,6 +76,8 @@ const MAX_ATSIGNS: usize = 10_000;
 const MAX_REPEATS: usize = 100_000;
 const MAX_CONCURRENCY: usize = 1000;
 const MAX_SECONDS: u64 = 3600;
+/// atSigns enrolling at once.
+const ENROLL_CONCURRENCY: usize = 8;
 /// Longest wait for one answer, one handshake, or one notification's deliveries.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the freshly started server (and its atSigns' key stores) is left alone before
@@ -284,8 +286,9 @@ impl Node {
                  inbound_max_limit = {}\n\
                  unauthenticated_max_limit = {2}\n\
                  unauthenticated_per_source_limit = {2}\n",
-                // Every device and sender, and a margin.
-                options.devices + options.senders + 64,
+                // Every device and sender, and a margin, beside the sixteenth of the node
+                // kept for connections still proving themselves.
+                (options.devices + options.senders + 64) * 16 / 15 + 1,
                 // An atSign's devices, its sender, and a margin.
                 per_atsign + 1 + 8,
                 // Everything being set up at once, all from 127.0.0.1.
@@ -790,7 +793,9 @@ async fn enroll_all(
     options: &Options,
 ) -> Result<Vec<Sender>, String> {
     let deadline = Instant::now() + Duration::from_secs(options.seconds);
-    let permits = Arc::new(Semaphore::new(options.concurrency));
+    // Few at once: an atSign's first login makes its signing keys (RSA key generation, tens
+    // of milliseconds of CPU each), and many at once would each wait past the reply timeout.
+    let permits = Arc::new(Semaphore::new(options.concurrency.min(ENROLL_CONCURRENCY)));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, tenant) in tenants.iter().enumerate() {
         let (addr, connector) = (target.addr, target.connector.clone());

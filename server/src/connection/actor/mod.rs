@@ -13,6 +13,7 @@
 //! that an in-process one has no client certificate to check.
 
 mod monitor;
+mod read_buffer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -148,9 +149,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             let codec = LineCodec::with_budget(limits.buffer_limit, limits.buffer_budget.clone());
             // Requests are short and connections mostly idle (a device's monitor for days):
             // start the read buffer small rather than at FramedRead's 8 KiB; a longer line
-            // grows it.
+            // grows it, and it is given back while the connection waits.
             let requests = FramedRead::with_capacity(read, codec, READ_BUFFER_START);
-            ctx.add_stream(backlog.gate(requests));
+            ctx.add_stream(backlog.gate(read_buffer::Releasing(requests)));
             let writer = FramedWrite::new(
                 backlog.count(write),
                 LineCodec::new(limits.buffer_limit),

@@ -69,7 +69,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         &mut self,
         replay_after: Option<at_common::metadata::EpochMillis>,
         view: crate::notifications::MonitorView,
-        lines: tokio::sync::mpsc::Receiver<Bytes>,
+        lines: futures_channel::mpsc::Receiver<Bytes>,
         ctx: &mut Context<Self>,
     ) {
         let shown = std::rc::Rc::new(std::cell::RefCell::new(std::collections::HashSet::new()));
@@ -89,7 +89,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         });
         let live = futures_util::stream::unfold((lines, shown), |(mut lines, shown)| async move {
             loop {
-                let line = lines.recv().await?;
+                let line = lines.next().await?;
                 let again = crate::notifications::id_of(&line)
                     .is_some_and(|id| shown.borrow().contains(id));
                 if !again {
