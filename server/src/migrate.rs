@@ -137,4 +137,78 @@ mod tests {
         let missing = migrate(&shared, &returned, &[conformance::sign("nobody")]).await;
         assert!(missing.unwrap_err().contains("@nobody does not exist"));
     }
+
+    /// Stores written before MessagePack hold records as JSON beside new ones: `migrate`
+    /// copies both, each way, and writes every record in the stored form.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_in_both_forms_migrate_both_ways() {
+        use crate::store::embedded::Embedded;
+        use crate::store::encoding::{encode_record_json, MSGPACK_MARKER};
+        use ::redis::AsyncCommands;
+
+        let redis = RedisServer::start();
+        let (dir, back) = (
+            TempDir::new("migrate-legacy"),
+            TempDir::new("migrate-legacy-back"),
+        );
+        let backend = Embedded::open(dir.path()).unwrap();
+        let raw = backend.raw_records();
+        let embedded = Store::new(backend);
+        let alice = conformance::sign("alice");
+        conformance::populate(&embedded, &alice).await;
+        for (key, record) in conformance::legacy_records(&alice) {
+            raw.put(&alice, &key, &encode_record_json(&record).unwrap());
+        }
+        let original = embedded.export_atsign(&alice).await.unwrap().unwrap();
+        assert_eq!(original.records.len(), 6, "3 new, 3 legacy");
+
+        let shared = open_target(&redis.url(), StoreConfig::default())
+            .await
+            .unwrap();
+        migrate(&embedded, &shared, &[]).await.unwrap();
+        assert_eq!(
+            shared.export_atsign(&alice).await.unwrap().as_ref(),
+            Some(&original)
+        );
+        let mut conn = ::redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let stored: Vec<(String, Vec<u8>)> =
+            conn.hgetall("atserver:{@alice}:records").await.unwrap();
+        assert_eq!(stored.len(), 6);
+        for (key, bytes) in &stored {
+            assert_eq!(bytes[0], MSGPACK_MARKER, "{key}");
+        }
+
+        // From a Redis holding legacy records (for @bob) back to an embedded store.
+        let bob = conformance::sign("bob");
+        conformance::populate(&shared, &bob).await;
+        for (key, record) in conformance::legacy_records(&bob) {
+            let () = conn
+                .hset(
+                    "atserver:{@bob}:records",
+                    key,
+                    encode_record_json(&record).unwrap(),
+                )
+                .await
+                .unwrap();
+        }
+        let bobs = shared.export_atsign(&bob).await.unwrap().unwrap();
+        assert_eq!(bobs.records.len(), 6, "3 new, 3 legacy");
+        let backend = Embedded::open(back.path()).unwrap();
+        let raw_back = backend.raw_records();
+        let returned = Store::new(backend);
+        migrate(&shared, &returned, std::slice::from_ref(&bob))
+            .await
+            .unwrap();
+        assert_eq!(
+            returned.export_atsign(&bob).await.unwrap(),
+            Some(bobs.clone())
+        );
+        for (key, _) in &bobs.records {
+            assert_eq!(raw_back.get(&bob, key).unwrap()[0], MSGPACK_MARKER, "{key}");
+        }
+    }
 }

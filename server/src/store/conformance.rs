@@ -245,6 +245,65 @@ pub async fn populate(store: &Store, a: &AtSign) {
     }
 }
 
+/// Records as a store written before MessagePack holds them, to be written raw in the legacy
+/// JSON form ([`super::encoding::encode_record_json`]): a value, metadata only, and text
+/// beyond ASCII. Their keys are not those of [`populate`].
+pub fn legacy_records(a: &AtSign) -> Vec<(String, Record)> {
+    let name = a.as_str();
+    let metadata_only = Record {
+        value: None,
+        metadata: Metadata {
+            created_by: Some(a.clone()),
+            ttr: Some(-1),
+            ccd: Some(true),
+            ..Metadata::default()
+        },
+    };
+    vec![
+        (format!("old{name}"), record("1", 0)),
+        (format!("public:old-meta{name}"), metadata_only),
+        (format!("@bob:old{name}"), record("é🛠 not ascii", 7)),
+    ]
+}
+
+/// A store holding `a` (created) with [`legacy_records`] written raw, before anything read
+/// them: it serves them, lists and exports them, and a read-modify-write of the first decides
+/// on the legacy record and writes the new one (the caller checks the stored bytes).
+pub async fn serves_legacy_records(store: &Store, a: &AtSign) {
+    let mut legacy = legacy_records(a);
+    for (key, record) in &legacy {
+        assert_eq!(
+            store.get(a, key).await.unwrap().as_ref(),
+            Some(record),
+            "{key}"
+        );
+    }
+    legacy.sort_by(|x, y| x.0.cmp(&y.0));
+    let keys: Vec<String> = legacy.iter().map(|(key, _)| key.clone()).collect();
+    assert_eq!(store.keys(a, "").await.unwrap(), keys);
+    let dump = store.export_atsign(a).await.unwrap().expect("provisioned");
+    assert_eq!(dump.records, legacy);
+
+    let (key, old) = legacy_records(a).swap_remove(0);
+    let seen = old.clone();
+    store
+        .modify(a, &key, move |current| {
+            let mut next = current.cloned().ok_or_else(|| {
+                at_common::error::AtError::new(at_common::error::ErrorCode::KeyNotFound)
+            })?;
+            assert_eq!(next, seen, "the change is decided on the legacy record");
+            next.value = Some("2".into());
+            next.metadata.version = Some(1);
+            Ok(Mutation::put(next, CommitOp::Update))
+        })
+        .await
+        .unwrap();
+    let written = store.get(a, &key).await.unwrap().expect("written");
+    assert_eq!(written.value.as_deref(), Some("2"));
+    assert_eq!(written.metadata.version, Some(1));
+    assert_eq!(written.metadata.created_at, old.metadata.created_at);
+}
+
 pub async fn export_import_round_trip(store: &Store) {
     let a = sign("dump");
     populate(store, &a).await;

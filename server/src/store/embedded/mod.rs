@@ -7,7 +7,7 @@
 //!
 //! | keyspace        | key                            | value                               |
 //! |-----------------|--------------------------------|-------------------------------------|
-//! | `records`       | `atsign \0 key`                | JSON `{"v": value, "m": metadata}`  |
+//! | `records`       | `atsign \0 key`                | the record ([`super::encoding`])    |
 //! | `commits`       | `atsign \0 commit_id (BE u64)` | op code, op time (BE i64), key      |
 //! | `commit_index`  | `atsign \0 key`                | the key's (only) commit id          |
 //! | `next_commit`   | `atsign`                       | the id the next commit gets         |
@@ -171,7 +171,41 @@ impl HeldLeases {
     }
 }
 
+/// The stored bytes of records, read and written around the writer thread: for tests that
+/// need a record as an older version of the server wrote it (legacy JSON).
+#[cfg(test)]
+pub(crate) struct RawRecords(Arc<Shared>);
+
+#[cfg(test)]
+impl RawRecords {
+    /// Writes `bytes` as the stored record of `key`, durable and visible to readers. Only
+    /// while nothing else writes, and before the store has read or written the key (its
+    /// writer remembers the keys it has seen).
+    pub(crate) fn put(&self, atsign: &AtSign, key: &str, bytes: &[u8]) {
+        self.0
+            .records
+            .insert(row(atsign, key.as_bytes()), bytes)
+            .expect("raw insert");
+        self.0.persist_and_publish().expect("persist");
+    }
+
+    /// The stored bytes of `key`, as written so far.
+    pub(crate) fn get(&self, atsign: &AtSign, key: &str) -> Option<Vec<u8>> {
+        self.0
+            .records
+            .get(row(atsign, key.as_bytes()))
+            .expect("raw read")
+            .map(|bytes| bytes.to_vec())
+    }
+}
+
 impl Embedded {
+    /// See [`RawRecords`].
+    #[cfg(test)]
+    pub(crate) fn raw_records(&self) -> RawRecords {
+        RawRecords(Arc::clone(&self.shared))
+    }
+
     /// Opens (or creates) `<dir>/store/`, creating `dir`. Blocking: after a crash fjall replays
     /// its journal here. [`StoreError::Locked`] if another process has it open.
     pub fn open(dir: &Path) -> Result<Embedded, StoreError> {
@@ -292,6 +326,40 @@ mod tests {
         let store = open(dir.path());
         (dir, store)
     });
+
+    /// A store written before MessagePack holds records as JSON: they are served, and a
+    /// write of one stores it in the new form; both read back after a restart.
+    #[tokio::test]
+    async fn records_stored_as_json_are_served_and_rewritten_in_messagepack() {
+        use crate::store::encoding::{encode_record_json, MSGPACK_MARKER};
+        let dir = TempDir::new("store-legacy-json");
+        let backend = Embedded::open(dir.path()).unwrap();
+        let raw = backend.raw_records();
+        let store = Store::new(backend);
+        let alice = conformance::sign("alice");
+        store
+            .create_atsign(&alice, &conformance::info("alice"))
+            .await
+            .unwrap();
+        let legacy = conformance::legacy_records(&alice);
+        for (key, record) in &legacy {
+            raw.put(&alice, key, &encode_record_json(record).unwrap());
+        }
+        conformance::serves_legacy_records(&store, &alice).await;
+        let first = |bytes: Option<Vec<u8>>| bytes.expect("stored")[0];
+        assert_eq!(first(raw.get(&alice, &legacy[0].0)), MSGPACK_MARKER);
+        for (key, _) in &legacy[1..] {
+            assert_eq!(first(raw.get(&alice, key)), b'{', "{key} left as it was");
+        }
+        let rewritten = store.get(&alice, &legacy[0].0).await.unwrap();
+        drop((raw, store));
+
+        let store = open(dir.path());
+        assert_eq!(store.get(&alice, &legacy[0].0).await.unwrap(), rewritten);
+        for (key, record) in &legacy[1..] {
+            assert_eq!(store.get(&alice, key).await.unwrap().as_ref(), Some(record));
+        }
+    }
 
     /// A panic in one write's decision fails that write only; the store keeps serving.
     #[tokio::test]

@@ -444,6 +444,48 @@ mod tests {
         assert_eq!(mine.0, bob);
     }
 
+    /// A Redis written before MessagePack holds records as JSON: they are served (also by a
+    /// node that never saw them), and a write of one stores it in the new form.
+    #[tokio::test]
+    async fn records_stored_as_json_are_served_and_rewritten_in_messagepack() {
+        use crate::store::encoding::{encode_record_json, MSGPACK_MARKER};
+        let redis = RedisServer::start();
+        let store = Store::new(RedisStore::connect(&redis.url(), "p:").await.unwrap());
+        let alice = conformance::sign("alice");
+        store
+            .create_atsign(&alice, &conformance::info("alice"))
+            .await
+            .unwrap();
+        let mut conn = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let records = "p:atserver:{@alice}:records";
+        let legacy = conformance::legacy_records(&alice);
+        for (key, record) in &legacy {
+            let () = conn
+                .hset(records, key, encode_record_json(record).unwrap())
+                .await
+                .unwrap();
+        }
+        conformance::serves_legacy_records(&store, &alice).await;
+        let stored: Vec<(String, Vec<u8>)> = conn.hgetall(records).await.unwrap();
+        let stored: std::collections::HashMap<String, Vec<u8>> = stored.into_iter().collect();
+        assert_eq!(stored[&legacy[0].0][0], MSGPACK_MARKER);
+        for (key, _) in &legacy[1..] {
+            assert_eq!(stored[key][0], b'{', "{key} left as it was");
+        }
+        let other = Store::new(RedisStore::connect(&redis.url(), "p:").await.unwrap());
+        for (key, record) in &legacy[1..] {
+            assert_eq!(other.get(&alice, key).await.unwrap().as_ref(), Some(record));
+        }
+        assert_eq!(
+            other.get(&alice, &legacy[0].0).await.unwrap(),
+            store.get(&alice, &legacy[0].0).await.unwrap()
+        );
+    }
+
     #[tokio::test]
     async fn keys_carry_the_atsign_hash_tag_and_the_prefix() {
         let redis = RedisServer::start();
