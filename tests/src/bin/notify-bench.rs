@@ -12,6 +12,11 @@
 //!    `data:<id>`); the monitor stamps each `notification:` line. A warm-up batch (which also
 //!    opens the pol link) is not measured. Every id must arrive exactly once.
 //!
+//! The atServers run twice each way: A's link to B pipelined (the default: B announces it in
+//! `info`) and one request at a time (A with `peer_pipelining = false`, as to a reference
+//! server). B paces no sender (`peer_notifications_per_second = 0`): what is measured is the
+//! path, not that policy.
+//!
 //! Each system runs twice: one message at a time (the next sent once the last arrived: latency
 //! without load) and flooded by `--in-flight` senders (the next sent once the last was
 //! accepted: the most it takes; latency then includes the queue that builds up).
@@ -216,15 +221,21 @@ fn redis_round_trips(count: usize, pace: Pace) -> Result<Figures, String> {
     figures(&stamps)
 }
 
-fn at_server_notifications(count: usize, pace: Pace, warmup: usize) -> Result<Figures, String> {
+fn at_server_notifications(
+    count: usize,
+    pace: Pace,
+    warmup: usize,
+    pipelining: bool,
+) -> Result<Figures, String> {
     let in_flight = pace.senders();
     let (arrived_tx, arrived_rx) = std::sync::mpsc::channel();
     let mut arrivals = (pace == Pace::OneAtATime).then_some(arrived_rx);
     let dir = TempDir::new("notify-bench");
     let cluster = Cluster::start(dir.path());
     let ca = cluster.ca();
-    let (mut a, alice_secret) = cluster.server("a", "@alice", "");
-    let (mut b, bob_secret) = cluster.server("b", "@bob", "");
+    let (mut a, alice_secret) =
+        cluster.server("a", "@alice", &format!("peer_pipelining = {pipelining}"));
+    let (mut b, bob_secret) = cluster.server("b", "@bob", "peer_notifications_per_second = 0");
     a.start();
     b.start();
     let mut monitor = b.connect(&ca);
@@ -343,15 +354,16 @@ fn main() -> ExitCode {
             }
         };
         print("Redis PUBLISH -> SUBSCRIBE", &redis, None);
-        match at_server_notifications(count, pace, warmup) {
-            Ok(figures) => print(
-                "notify @alice (A) -> @bob monitor (B)",
-                &figures,
-                Some(&redis),
-            ),
-            Err(error) => {
-                eprintln!("atServers: {error}");
-                return ExitCode::FAILURE;
+        for (name, pipelining) in [
+            ("notify A -> B monitor, pipelined", true),
+            ("notify A -> B monitor, one by one", false),
+        ] {
+            match at_server_notifications(count, pace, warmup, pipelining) {
+                Ok(figures) => print(name, &figures, Some(&redis)),
+                Err(error) => {
+                    eprintln!("atServers ({name}): {error}");
+                    return ExitCode::FAILURE;
+                }
             }
         }
         match redis_round_trips(count, pace) {
