@@ -13,6 +13,8 @@
 //! too long, not text, neither `data:` nor `error:`, or one no request awaits — means the
 //! replies can no longer be matched: every request in flight fails with that error, and the
 //! pipe is closed for good (the link opens another).
+//!
+//! Both tasks run on the link's arbiter (the connection, TLS or in-process, is not `Send`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
