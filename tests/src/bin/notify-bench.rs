@@ -250,22 +250,36 @@ fn at_server_notifications(
     let listener_stamps = Arc::clone(&stamps);
     let listener = std::thread::spawn(move || -> Result<(), String> {
         let mut seen: HashMap<usize, ()> = HashMap::new();
+        let mut progress = Instant::now();
         while seen.len() < total {
-            let line = monitor
+            // The stats notification comes every 15 s: without a new message for 30 s, one
+            // was lost.
+            if progress.elapsed() > Duration::from_secs(30) {
+                return Err(format!(
+                    "monitor: {} of {total} seen, then nothing",
+                    seen.len()
+                ));
+            }
+            // One line, or several that came together.
+            let chunk = monitor
                 .try_read_until(b"\n", Duration::from_secs(30))
                 .map_err(|e| format!("monitor, {} of {total} seen: {e}", seen.len()))?;
-            let Some(rest) = line.strip_prefix("notification: {\"id\":\"bench-") else {
-                continue; // the stats notification
-            };
-            let n: usize = rest[..rest.find('"').ok_or("id")?]
-                .parse()
-                .map_err(|_| format!("id in {line}"))?;
-            if seen.insert(n, ()).is_some() {
-                return Err(format!("bench-{n} arrived twice"));
-            }
-            if n >= warmup {
-                listener_stamps.lock().unwrap().arrived[n - warmup] = Some(Instant::now());
-                let _ = arrived_tx.send(n - warmup);
+            let at = Instant::now();
+            for line in chunk.lines() {
+                let Some(rest) = line.strip_prefix("notification: {\"id\":\"bench-") else {
+                    continue; // the stats notification
+                };
+                let n: usize = rest[..rest.find('"').ok_or("id")?]
+                    .parse()
+                    .map_err(|_| format!("id in {line}"))?;
+                if seen.insert(n, ()).is_some() {
+                    return Err(format!("bench-{n} arrived twice"));
+                }
+                progress = at;
+                if n >= warmup {
+                    listener_stamps.lock().unwrap().arrived[n - warmup] = Some(at);
+                    let _ = arrived_tx.send(n - warmup);
+                }
             }
         }
         Ok(())
