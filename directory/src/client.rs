@@ -9,7 +9,7 @@
 use at_common::status;
 use at_common::{Address, AtSign};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -145,8 +145,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
         self.stream.flush().await.map_err(closed)
     }
 
+    /// Says goodbye and closes TLS; the answer is already known, so failures don't matter.
+    pub async fn close(mut self, goodbye: &[u8]) {
+        let _ = self.stream.write_all(goodbye).await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// The conversation split in two, for requests written while earlier ones wait for their
+    /// replies (pipelining): the stream's writing half, and the reading half as a conversation
+    /// that only reads ([`Conversation::read_line`]), with what was already read and the prompt.
+    pub fn split(self) -> (WriteHalf<S>, Conversation<ReadHalf<S>>) {
+        let (read, write) = tokio::io::split(self.stream);
+        let replies = Conversation {
+            stream: read,
+            buffer: self.buffer,
+            searched: self.searched,
+            max_reply: self.max_reply,
+            prompt: self.prompt,
+        };
+        (write, replies)
+    }
+}
+
+/// Reading replies needs only the reading side.
+impl<S: AsyncRead + Unpin> Conversation<S> {
     /// The next reply line, prompts dropped.
-    async fn read_line(&mut self) -> Result<String, Failure> {
+    pub async fn read_line(&mut self) -> Result<String, Failure> {
         loop {
             if let Some(end) = self.newline() {
                 let raw: Vec<u8> = self.buffer.drain(..=end).collect();
@@ -205,11 +229,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
         }
         self.buffer.extend_from_slice(&chunk[..n]);
         Ok(())
-    }
-
-    /// Says goodbye and closes TLS; the answer is already known, so failures don't matter.
-    pub async fn close(mut self, goodbye: &[u8]) {
-        let _ = self.stream.write_all(goodbye).await;
-        let _ = self.stream.shutdown().await;
     }
 }

@@ -150,6 +150,10 @@ pub struct ServerConfig {
     /// The longest wait for one step of a conversation with another atServer or the directory
     /// (connect, handshake, one reply).
     pub peer_timeout_millis: u64,
+    /// Whether this node's pol links pipeline to another atServer that announces it can
+    /// (`"features":["pipelining"]` in its `info`): several requests in flight, replies in
+    /// order. `false`: one request at a time to every server, as to the reference's.
+    pub peer_pipelining: bool,
     /// The longest wait between two attempts to deliver a notification to another atServer
     /// (the wait doubles from 0.5 s up to this).
     pub notification_retry_max_millis: u64,
@@ -224,6 +228,7 @@ impl Default for ServerConfig {
             outbound_idle_time_millis: 600_000,
             outbound_max_limit: 200,
             peer_timeout_millis: 5_000,
+            peer_pipelining: true,
             notification_retry_max_millis: 30_000,
             enroll_passcode_wait_millis: 1_000,
             metrics_listen: String::new(),
@@ -446,6 +451,7 @@ impl ServerConfig {
             timeout: Duration::from_millis(self.peer_timeout_millis),
             idle: Duration::from_millis(self.outbound_idle_time_millis),
             max_links: self.outbound_max_limit,
+            pipelining: self.peer_pipelining,
         })
     }
 

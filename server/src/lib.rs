@@ -54,4 +54,5 @@ pub mod router;
 pub mod signing;
 pub mod store;
 pub mod suspension;
+pub mod turn;
 pub mod verbs;

@@ -5,7 +5,10 @@
 //! server, so a test can count delivery attempts or watch links open and close.
 //!
 //! Every connection runs on a thread of its own with a 30 s read timeout; the listener stops
-//! accepting when the peer is dropped.
+//! accepting when the peer is dropped. Requests are answered one after the other; just before
+//! writing each reply the fake looks whether the next request has already arrived, which it
+//! counts ([`FakePeer::overlapping`]): a client that waits for each reply never makes it count,
+//! one that pipelines (given replies slow enough, [`Answer::After`]) does.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,6 +24,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub enum Answer {
     /// Writes these bytes (a reply and its prompt).
     Reply(String),
+    /// Writes these bytes after this long.
+    After(Duration, String),
     /// Writes nothing.
     Silence,
     /// Closes the connection.
@@ -41,6 +46,9 @@ pub struct FakePeer {
     accepted: Arc<AtomicUsize>,
     /// Connections the other side closed.
     closed_by_client: Arc<AtomicUsize>,
+    /// Requests that arrived before the reply to the previous one on their connection was
+    /// written.
+    overlapping: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -89,6 +97,7 @@ pub fn welcoming(atsign: &str, rest: impl Fn(&str) -> Answer + Send + Sync + 'st
             }
             match rest(line) {
                 Answer::Reply(reply) => Answer::Reply(format!("{reply}\n{claimed}@")),
+                Answer::After(wait, reply) => Answer::After(wait, format!("{reply}\n{claimed}@")),
                 other => other,
             }
         })
@@ -106,6 +115,7 @@ impl FakePeer {
             received: Arc::default(),
             accepted: Arc::default(),
             closed_by_client: Arc::default(),
+            overlapping: Arc::default(),
             stop: Arc::default(),
         };
         let (received, accepted, closed, stop) = (
@@ -114,6 +124,7 @@ impl FakePeer {
             peer.closed_by_client.clone(),
             peer.stop.clone(),
         );
+        let overlapping = peer.overlapping.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -121,8 +132,9 @@ impl FakePeer {
                         accepted.fetch_add(1, Ordering::SeqCst);
                         let (tls, session) = (tls.clone(), script());
                         let (received, closed) = (received.clone(), closed.clone());
+                        let overlapping = overlapping.clone();
                         std::thread::spawn(move || {
-                            if serve(tcp, tls, session, &received) {
+                            if serve(tcp, tls, session, &received, &overlapping) {
                                 closed.fetch_add(1, Ordering::SeqCst);
                             }
                         });
@@ -160,6 +172,12 @@ impl FakePeer {
         self.accepted.load(Ordering::SeqCst)
     }
 
+    /// Requests that arrived, over all connections, while the reply to the one before them on
+    /// the same connection was not written yet: 0 for a client with one request in flight.
+    pub fn overlapping(&self) -> usize {
+        self.overlapping.load(Ordering::SeqCst)
+    }
+
     /// Connections the other side (the real server) closed.
     pub fn closed_by_client(&self) -> usize {
         self.closed_by_client.load(Ordering::SeqCst)
@@ -178,6 +196,7 @@ fn serve(
     tls: Arc<rustls::ServerConfig>,
     mut script: Session,
     received: &Mutex<Vec<(Instant, String)>>,
+    overlapping: &AtomicUsize,
 ) -> bool {
     let _ = tcp.set_nonblocking(false);
     tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -206,18 +225,41 @@ fn serve(
             .lock()
             .unwrap()
             .push((Instant::now(), line.clone()));
-        match script(&line) {
-            Answer::Reply(reply) => {
-                if stream.write_all(reply.as_bytes()).is_err() || stream.flush().is_err() {
-                    return true;
-                }
+        let reply = match script(&line) {
+            Answer::Reply(reply) => Some(reply),
+            Answer::After(wait, reply) => {
+                std::thread::sleep(wait);
+                Some(reply)
             }
-            Answer::Silence => {}
+            Answer::Silence => None,
             Answer::Close => {
                 stream.conn.send_close_notify();
                 let _ = stream.flush();
                 return false;
             }
+        };
+        if let Some(reply) = reply {
+            if arrived_meanwhile(&mut stream, &mut buffer) {
+                overlapping.fetch_add(1, Ordering::SeqCst);
+            }
+            if stream.write_all(reply.as_bytes()).is_err() || stream.flush().is_err() {
+                return true;
+            }
         }
     }
+}
+
+/// Whether more of the request stream is already here (read into `buffer`), without waiting.
+fn arrived_meanwhile(
+    stream: &mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>,
+    buffer: &mut Vec<u8>,
+) -> bool {
+    if stream.sock.set_nonblocking(true).is_ok() {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut chunk) {
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+        let _ = stream.sock.set_nonblocking(false);
+    }
+    !buffer.is_empty()
 }

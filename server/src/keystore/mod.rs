@@ -72,6 +72,9 @@ pub struct Run {
     pub asker: Asker,
     /// Inbound connections open on the node now (`stats` id 1).
     pub inbound: usize,
+    /// On a pipelined peer connection, the command's place in the order of what others see
+    /// (a received notification's monitor line, its cached key): [`crate::turn`].
+    pub turn: Option<crate::turn::Turn>,
 }
 
 /// Makes the atSign's signing key pair if it has none yet ([`crate::signing`]): asked when
@@ -370,7 +373,7 @@ async fn dispatch(
         // Notifications: the owner's to send; another server's (pol) received from it.
         Command::Notify(c) => match &run.view {
             View::Owner => verbs::notify(&outbox, me, c, now).await,
-            View::Peer(peer) => receive(services, me, peer, c).await,
+            View::Peer(peer) => receive(services, me, peer, c, run.turn.as_ref()).await,
             View::Public => not_routed(),
         },
         Command::NotifyList(c) => match &run.view {
@@ -486,6 +489,7 @@ async fn batch(
                 view: View::Owner,
                 asker: asker.clone(),
                 inbound,
+                turn: None,
             };
             dispatch(services, keystore, me, &run).await
         })
@@ -501,6 +505,7 @@ async fn receive(
     me: &AtSign,
     peer: &AtSign,
     cmd: &at_common::verb::Notify,
+    turn: Option<&crate::turn::Turn>,
 ) -> Result<Reply, AtError> {
     let wait = services.pace.reserve(peer, std::time::Instant::now());
     if !wait.is_zero() {
@@ -512,7 +517,7 @@ async fn receive(
         quota,
         ..
     } = services;
-    verbs::receive(store, monitors, *quota, me, peer, cmd, now_ms()).await
+    verbs::receive(store, monitors, *quota, (me, peer), cmd, turn, now_ms()).await
 }
 
 /// After a write that made commit entry `data:<id>`: the stats notification to the owner's
@@ -653,6 +658,7 @@ pub(super) mod tests {
                 enrollment: None,
             },
             inbound: 1,
+            turn: None,
         }
     }
 

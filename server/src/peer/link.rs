@@ -11,13 +11,24 @@
 //! The connection is TLS to a server elsewhere, or in-process to an atSign hosted on this
 //! cluster ([`super::InProcess`]); the conversation over it is the same.
 //!
-//! Requests are answered one at a time, in order ([`AtomicResponse`]): the protocol has one
-//! request in flight per connection. A link whose connection broke drops it and reconnects on
-//! the next request; a request on a reused connection that finds it closed (the other side's
-//! idle timeout), or refused as blocked (AT0013: the other atSign's owner blocked this one
-//! since the link was made, and the other side closes), is retried once on a fresh one, whose
-//! handshake then gives the answer a new link would get.
+//! Requests are answered in order. To the reference's servers one request is in flight per
+//! connection: the reference reads several lines arriving together as one command. A pol link
+//! to a server that announces pipelining (`"features":["pipelining"]` in its `info:brief`,
+//! asked once after `pol` and remembered per server, [`Peers::pipelining_of`]) writes each
+//! request as it comes instead, up to [`super::pipe::MAX_IN_FLIGHT`] unanswered, and matches
+//! the replies to them in order ([`super::pipe`]): one notification no longer waits for the
+//! previous one's round trip and durable write on the other side. A server whose `info` is an
+//! error, or names no such feature, and every link when `peer_pipelining = false`, gets one
+//! request at a time. Anonymous links (public lookups) never pipeline.
+//!
+//! A link whose connection broke drops it and reconnects on the next request; a request on a
+//! reused connection that finds it closed (the other side's idle timeout), or refused as
+//! blocked (AT0013: the other atSign's owner blocked this one since the link was made, and the
+//! other side closes), is retried once on a fresh one, whose handshake then gives the answer a
+//! new link would get. On a pipelined connection "reused" means one this request did not open:
+//! each request that failed with it is retried once, on the connection open by then.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -27,9 +38,11 @@ use at_common::AtSign;
 use at_directory::client::{self, Conversation, Failure};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::pipe::Pipe;
 use super::{PeerError, Peers, MAX_REPLY};
 use crate::signing;
 use crate::store::{Mutation, Record};
+use crate::turn::{Turn, Turns};
 
 /// How long the signature answering a challenge stays readable (the reference's 60 s).
 const PROOF_TTL_MS: i64 = 60_000;
@@ -67,8 +80,21 @@ pub struct PeerLink {
     other: AtSign,
     mode: Mode,
     peers: Peers,
-    conversation: Option<Stream>,
+    /// The connection, once open: a request holds the lock for its whole exchange on a
+    /// one-at-a-time connection, and only to find (or open) a pipelined one.
+    connection: Arc<tokio::sync::Mutex<Option<Open>>>,
+    /// The order requests arrived in, which is the order they are written in: each waits for
+    /// the ones before it to be written (or, one at a time, to have the connection).
+    order: Turns,
     last_used: Instant,
+}
+
+/// An open connection of a link.
+enum Open {
+    /// One request at a time.
+    One(Stream),
+    /// To a server that pipelines.
+    Pipelined(Pipe),
 }
 
 impl PeerLink {
@@ -78,7 +104,8 @@ impl PeerLink {
             other,
             mode,
             peers,
-            conversation: None,
+            connection: Arc::default(),
+            order: Turns::default(),
             last_used: Instant::now(),
         }
     }
@@ -108,52 +135,95 @@ impl Handler<Close> for PeerLink {
 }
 
 impl Handler<Ask> for PeerLink {
-    type Result = AtomicResponse<Self, Result<String, PeerError>>;
+    type Result = ResponseActFuture<Self, Result<String, PeerError>>;
 
+    /// Requests run concurrently here; the connection decides how many are in flight.
     fn handle(&mut self, Ask(line): Ask, _: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
-        let reused = self.conversation.take();
-        let (peers, me, other, mode) = (
-            self.peers.clone(),
-            self.me.clone(),
-            self.other.clone(),
-            self.mode,
-        );
-        let exchange = async move {
-            let was_reused = reused.is_some();
-            let mut conversation = match reused {
-                Some(conversation) => conversation,
-                None => match open(&peers, &me, &other, mode).await {
-                    Ok(conversation) => conversation,
-                    Err(error) => return (None, Err(error)),
-                },
-            };
-            let server = server_of(&other);
-            let answer = peers.bounded(&server, conversation.ask(&line)).await;
-            let blocked = matches!(&answer, Ok(reply) if reply.starts_with(BLOCKED));
-            match answer {
-                Ok(reply) if !(blocked && was_reused) => (Some(conversation), Ok(reply)),
-                Err(error) if !was_reused => (None, Err(error)),
-                _ => {
-                    tracing::debug!(%me, %other, blocked, "peer link closed under us; reconnecting");
-                    let mut fresh = match open(&peers, &me, &other, mode).await {
-                        Ok(conversation) => conversation,
-                        Err(error) => return (None, Err(error)),
-                    };
-                    match peers.bounded(&server, fresh.ask(&line)).await {
-                        Ok(reply) => (Some(fresh), Ok(reply)),
-                        Err(error) => (None, Err(error)),
-                    }
-                }
-            }
+        let link = Link {
+            peers: self.peers.clone(),
+            me: self.me.clone(),
+            other: self.other.clone(),
+            mode: self.mode,
+            connection: Arc::clone(&self.connection),
         };
-        AtomicResponse::new(Box::pin(exchange.into_actor(self).map(
-            |(conversation, result), act, _| {
-                act.conversation = conversation;
-                act.last_used = Instant::now();
-                result
-            },
-        )))
+        let turn = self.order.next();
+        Box::pin(
+            async move { link.ask(line, turn).await }
+                .into_actor(self)
+                .map(|result, act, _| {
+                    act.last_used = Instant::now();
+                    result
+                }),
+        )
+    }
+}
+
+/// What a request needs of its link.
+struct Link {
+    peers: Peers,
+    me: AtSign,
+    other: AtSign,
+    mode: Mode,
+    connection: Arc<tokio::sync::Mutex<Option<Open>>>,
+}
+
+impl Link {
+    /// `line`'s reply: on the open connection, or on a new one; once more on a new one when a
+    /// reused connection failed it (or answered it blocked). Sent after the requests whose
+    /// `turn` came before.
+    async fn ask(&self, line: String, turn: Turn) -> Result<String, PeerError> {
+        let (peers, me, other) = (&self.peers, &self.me, &self.other);
+        let server = server_of(other);
+        let mut retried = false;
+        let mut turn = Some(turn);
+        loop {
+            if let Some(turn) = &turn {
+                turn.wait().await;
+            }
+            let mut connection = self.connection.lock().await;
+            if matches!(&*connection, Some(Open::Pipelined(pipe)) if pipe.is_closed()) {
+                *connection = None;
+            }
+            let fresh = connection.is_none();
+            if fresh {
+                *connection = Some(open(peers, me, other, self.mode).await?);
+            }
+            let (answer, pipe) = match connection.as_mut() {
+                Some(Open::One(conversation)) => {
+                    // Holding the connection: the next request waits for it, in order.
+                    drop(turn.take());
+                    let answer = peers.bounded(&server, conversation.ask(&line)).await;
+                    let blocked = matches!(&answer, Ok(reply) if reply.starts_with(BLOCKED));
+                    if answer.is_err() || blocked {
+                        *connection = None;
+                    }
+                    (answer, None)
+                }
+                Some(Open::Pipelined(pipe)) => {
+                    let pipe = pipe.clone();
+                    drop(connection);
+                    let sent = pipe.send(line.clone()).await;
+                    drop(turn.take());
+                    let answer = match sent {
+                        Ok(sent) => sent.reply().await,
+                        Err(error) => Err(error),
+                    };
+                    (answer, Some(pipe))
+                }
+                None => unreachable!("opened above"),
+            };
+            let blocked = matches!(&answer, Ok(reply) if reply.starts_with(BLOCKED));
+            if fresh || retried || (answer.is_ok() && !blocked) {
+                return answer;
+            }
+            if let (Some(pipe), true) = (pipe, blocked) {
+                // The other side closes after it: what follows on this connection is lost.
+                pipe.close(PeerError::Unreachable(format!("{server} is unreachable")));
+            }
+            tracing::debug!(%me, %other, blocked, "peer link closed under us; reconnecting");
+            retried = true;
+        }
     }
 }
 
@@ -164,7 +234,7 @@ fn server_of(other: &AtSign) -> String {
 
 /// A new connection to `other`'s server (in-process when it is hosted on this cluster),
 /// handshaken for `mode`.
-async fn open(peers: &Peers, me: &AtSign, other: &AtSign, mode: Mode) -> Result<Stream, PeerError> {
+async fn open(peers: &Peers, me: &AtSign, other: &AtSign, mode: Mode) -> Result<Open, PeerError> {
     let server = server_of(other);
     let io: Box<dyn Io> = match peers.in_process(other).await? {
         Some(io) => Box::new(io),
@@ -187,8 +257,47 @@ async fn open(peers: &Peers, me: &AtSign, other: &AtSign, mode: Mode) -> Result<
             return Err(error);
         }
     }
-    tracing::debug!(%me, %other, ?mode, "peer link open");
-    Ok(conversation)
+    let pipelined = mode == Mode::Pol
+        && peers.settings().pipelining
+        && pipelines(peers, &mut conversation, other).await?;
+    tracing::debug!(%me, %other, ?mode, pipelined, "peer link open");
+    Ok(match pipelined {
+        true => Open::Pipelined(Pipe::start(conversation, peers, server)),
+        false => Open::One(conversation),
+    })
+}
+
+/// Whether `other`'s server pipelines: as remembered, or as its `info:brief` says now (then
+/// remembered). An error (a server without `info`), or no `pipelining` among its `features`
+/// (the reference's), is no.
+async fn pipelines(
+    peers: &Peers,
+    conversation: &mut Stream,
+    other: &AtSign,
+) -> Result<bool, PeerError> {
+    if let Some(known) = peers.pipelining_of(other) {
+        return Ok(known);
+    }
+    let reply = peers
+        .bounded(&server_of(other), conversation.ask("info:brief"))
+        .await?;
+    let pipelines = announces_pipelining(&reply);
+    peers.remember_pipelining(other, pipelines);
+    Ok(pipelines)
+}
+
+/// Whether an `info` reply names `pipelining` among its `features`.
+fn announces_pipelining(reply: &str) -> bool {
+    let Some(json) = reply.strip_prefix("data:") else {
+        return false;
+    };
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .and_then(|info| {
+            let features = info.get("features")?.as_array()?;
+            Some(features.iter().any(|feature| feature == "pipelining"))
+        })
+        .unwrap_or(false)
 }
 
 /// The first request of every new link (the reference's): `other`'s encryption public key,
@@ -279,6 +388,24 @@ fn read_proof<'a>(reply: &'a str, me: &AtSign) -> Option<(&'a str, &'a str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_info_naming_the_feature_announces_pipelining() {
+        assert!(announces_pipelining(
+            r#"data:{"version":"0.1.0","uptimeAsMillis":5,"features":["pipelining"]}"#
+        ));
+        assert!(announces_pipelining(
+            r#"data:{"features":["x","pipelining"]}"#
+        ));
+        // The reference's.
+        assert!(!announces_pipelining(
+            r#"data:{"version":"3.0.52","uptimeAsMillis":5,"apkam_metadata":{}}"#
+        ));
+        assert!(!announces_pipelining(r#"data:{"features":[]}"#));
+        assert!(!announces_pipelining(r#"data:{"features":"pipelining"}"#));
+        assert!(!announces_pipelining("error:AT0003-Invalid syntax"));
+        assert!(!announces_pipelining("data:pipelining"));
+    }
 
     #[test]
     fn the_proof_names_the_session_and_the_challenge() {

@@ -15,12 +15,17 @@
 //!   and every reply by [`MAX_REPLY`] bytes: a peer that is silent, slow or floods costs a
 //!   bounded wait and buffer, then an error on the one request that needed it.
 //!
+//! - Whether another server pipelines (its `info:brief` announces `"features":["pipelining"]`)
+//!   is asked by the first pol link to it and remembered here for [`PIPELINING_KNOWN_FOR`], so
+//!   the links that follow do not ask again ([`link`] says what pipelining changes).
+//!
 //! Errors, as the requesting client sees them: the directory has no such atSign, or its
 //! server cannot be reached → AT0007; the handshake is refused → AT0008; the peer answers
 //! nonsense or too much → AT0008 too (the peer is at fault, not the request). Their texts
 //! name no address and no TLS detail; those are logged.
 
 pub mod link;
+mod pipe;
 pub mod pol;
 
 use std::collections::HashMap;
@@ -40,6 +45,14 @@ use link::{Ask, Mode, PeerLink};
 /// limit is 10 MB per line); anything beyond is refused, not buffered.
 pub const MAX_REPLY: usize = 10 * 1024 * 1024;
 
+/// How long what another server said of pipelining is taken for granted: a server upgraded or
+/// replaced in between is asked again after this.
+pub const PIPELINING_KNOWN_FOR: Duration = Duration::from_secs(600);
+
+/// The most servers whose pipelining is remembered (a few dozen bytes each); beyond, what is
+/// out of date goes first, then everything.
+const PIPELINING_REMEMBERED: usize = 65_536;
+
 /// What peers need from the node's configuration.
 #[derive(Clone)]
 pub struct PeerSettings {
@@ -53,6 +66,8 @@ pub struct PeerSettings {
     pub idle: Duration,
     /// Links open at once.
     pub max_links: usize,
+    /// Whether pol links may pipeline to a server that announces it ([`link`]).
+    pub pipelining: bool,
 }
 
 /// What the node does with what a new link learns (set when the node starts,
@@ -89,6 +104,7 @@ impl PeerSettings {
             timeout: Duration::from_secs(2),
             idle: Duration::from_secs(60),
             max_links: 4,
+            pipelining: true,
         }
     }
 }
@@ -150,6 +166,8 @@ struct Inner {
     /// a pol link proves its atSign with.
     store: Store,
     links: Mutex<HashMap<LinkKey, (Addr<PeerLink>, Instant)>>,
+    /// Per other atSign: whether its server announced pipelining, and when it said so.
+    pipelining: Mutex<HashMap<AtSign, (bool, Instant)>>,
     in_process: OnceLock<Arc<dyn InProcess>>,
     observer: OnceLock<Arc<dyn Observer>>,
 }
@@ -164,6 +182,7 @@ impl Peers {
             settings,
             store,
             links: Mutex::default(),
+            pipelining: Mutex::default(),
             in_process: OnceLock::new(),
             observer: OnceLock::new(),
         }))
@@ -245,6 +264,27 @@ impl Peers {
         }
     }
 
+    /// Whether `other`'s server pipelines, if it said so less than [`PIPELINING_KNOWN_FOR`] ago.
+    pub(crate) fn pipelining_of(&self, other: &AtSign) -> Option<bool> {
+        let known = self.0.pipelining.lock().unwrap_or_else(|e| e.into_inner());
+        known
+            .get(other)
+            .filter(|(_, when)| when.elapsed() < PIPELINING_KNOWN_FOR)
+            .map(|(pipelines, _)| *pipelines)
+    }
+
+    /// Remembers whether `other`'s server pipelines.
+    pub(crate) fn remember_pipelining(&self, other: &AtSign, pipelines: bool) {
+        let mut known = self.0.pipelining.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= PIPELINING_REMEMBERED && !known.contains_key(other) {
+            known.retain(|_, (_, when)| when.elapsed() < PIPELINING_KNOWN_FOR);
+            if known.len() >= PIPELINING_REMEMBERED {
+                known.clear();
+            }
+        }
+        known.insert(other.clone(), (pipelines, Instant::now()));
+    }
+
     /// Open links now.
     pub fn open_links(&self) -> usize {
         let links = self.0.links.lock().unwrap_or_else(|e| e.into_inner());
@@ -312,15 +352,27 @@ impl Peers {
         let timeout = self.0.settings.timeout;
         match tokio::time::timeout(timeout, step).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(Failure::Protocol(why))) => Err(PeerError::Protocol(format!("{what}: {why}"))),
-            Ok(Err(Failure::Unreachable(why))) => {
-                tracing::info!(what, %why, "a peer step failed");
-                Err(PeerError::Unreachable(format!("{what} is unreachable")))
-            }
-            Err(_) => Err(PeerError::Unreachable(format!(
-                "{what} did not answer within {} ms",
-                timeout.as_millis()
-            ))),
+            Ok(Err(failure)) => Err(self.failed(what, failure)),
+            Err(_) => Err(self.silent(what)),
         }
+    }
+
+    /// What a failed step with `what` is told as.
+    pub(crate) fn failed(&self, what: &str, failure: Failure) -> PeerError {
+        match failure {
+            Failure::Protocol(why) => PeerError::Protocol(format!("{what}: {why}")),
+            Failure::Unreachable(why) => {
+                tracing::info!(what, %why, "a peer step failed");
+                PeerError::Unreachable(format!("{what} is unreachable"))
+            }
+        }
+    }
+
+    /// What a step with `what` that passed the timeout is told as.
+    pub(crate) fn silent(&self, what: &str) -> PeerError {
+        PeerError::Unreachable(format!(
+            "{what} did not answer within {} ms",
+            self.0.settings.timeout.as_millis()
+        ))
     }
 }

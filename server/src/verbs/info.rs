@@ -1,9 +1,15 @@
-//! `info` and `info:brief` (docs/protocol.md#info): the server's version and uptime, for anyone.
+//! `info` and `info:brief` (docs/protocol.md#info): the server's version, uptime and
+//! features, for anyone.
 //!
 //! # Format
-//! `data:{"version":"<crate version>","uptimeAsWords":"1 hours 35 minutes 29 seconds"}`;
-//! `info:brief` → `data:{"version":"<crate version>","uptimeAsMillis":5729000}`.
+//! `data:{"version":"<crate version>","uptimeAsWords":"1 hours 35 minutes 29 seconds","features":["pipelining"]}`;
+//! `info:brief` → `data:{"version":"<crate version>","uptimeAsMillis":5729000,"features":["pipelining"]}`.
 //! (The APKAM `apkam_metadata` field arrives with enrollments.)
+//!
+//! `features` is ours, not the reference's (clients ignore fields they do not know):
+//! `pipelining` tells another atServer that a pol connection to this one may carry several
+//! commands before their replies ([`FEATURES`]). A peer whose `info` does not say so (the
+//! reference) is sent one command at a time (`crate::peer::link`).
 
 use std::time::Duration;
 
@@ -15,12 +21,16 @@ use super::llookup::json_string;
 /// The version `info` reports: this crate's.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// What `info` announces beyond the reference: this server answers several commands in flight
+/// on one authenticated peer connection, in order.
+pub const FEATURES: &str = r#"["pipelining"]"#;
+
 /// `info[:brief]`, given how long the server has been up.
 pub fn info(cmd: &Info, uptime: Duration) -> Reply {
     let version = json_string(VERSION);
     if cmd.brief {
         Reply::Data(format!(
-            "{{\"version\":{version},\"uptimeAsMillis\":{}}}",
+            "{{\"version\":{version},\"uptimeAsMillis\":{},\"features\":{FEATURES}}}",
             uptime.as_millis()
         ))
     } else {
@@ -32,7 +42,7 @@ pub fn info(cmd: &Info, uptime: Duration) -> Reply {
             secs % 60
         );
         Reply::Data(format!(
-            "{{\"version\":{version},\"uptimeAsWords\":{}}}",
+            "{{\"version\":{version},\"uptimeAsWords\":{},\"features\":{FEATURES}}}",
             json_string(&words)
         ))
     }
@@ -48,7 +58,7 @@ mod tests {
         assert_eq!(
             info(&Info { brief: false }, uptime),
             Reply::Data(format!(
-                "{{\"version\":\"{VERSION}\",\"uptimeAsWords\":\"1 hours 35 minutes 29 seconds\"}}"
+                "{{\"version\":\"{VERSION}\",\"uptimeAsWords\":\"1 hours 35 minutes 29 seconds\",\"features\":[\"pipelining\"]}}"
             ))
         );
     }
@@ -59,7 +69,7 @@ mod tests {
         assert_eq!(
             info(&Info { brief: true }, uptime),
             Reply::Data(format!(
-                "{{\"version\":\"{VERSION}\",\"uptimeAsMillis\":5729400}}"
+                "{{\"version\":\"{VERSION}\",\"uptimeAsMillis\":5729400,\"features\":[\"pipelining\"]}}"
             ))
         );
     }

@@ -34,6 +34,7 @@ use crate::notifications::{self, Delivery, Monitors, Notification, NotificationM
 use crate::remote::cache;
 use crate::router::{self, NotificationRouter};
 use crate::store::{NotificationLog, Store};
+use crate::turn::Turn;
 
 /// Where a notification goes and through what.
 pub struct Outbox<'a> {
@@ -80,14 +81,16 @@ pub async fn notify(
 /// `notify:…` from @peer's server (pol): a notification for `me`, from @peer. Stored as
 /// received (once per id: a resent one is acknowledged, not shown again; the log kept within
 /// `quota`), handed to `me`'s monitors, and its key cached or uncached as the sender's
-/// `ttr`/`ccd` say. Answered `data:success`, which the sender takes as delivered.
+/// `ttr`/`ccd` say. Answered `data:success`, which the sender takes as delivered. On a
+/// pipelined connection the monitor line and the cached key wait for `turn` (the durable write
+/// does not), so they happen in the order the notifications arrived.
 pub async fn receive(
     store: &Store,
     monitors: &Monitors,
     quota: notifications::Quota,
-    me: &AtSign,
-    peer: &AtSign,
+    (me, peer): (&AtSign, &AtSign),
     cmd: &Notify,
+    turn: Option<&Turn>,
     now: EpochMillis,
 ) -> Result<Reply, AtError> {
     if !matches!(&cmd.scope, Some(NotifyScope::To(to)) if to == me) {
@@ -112,6 +115,13 @@ pub async fn receive(
             expires,
         )
         .await?;
+    }
+    // Stored (concurrently with the connection's other notifications); what others see of it
+    // follows the order they arrived in.
+    if let Some(turn) = turn {
+        turn.wait().await;
+    }
+    if !known {
         monitors.publish(me, &notification).await;
         // Others fill this log: now and then (and in every maintenance round) its quota is
         // kept, the oldest going first.

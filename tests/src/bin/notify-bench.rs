@@ -12,6 +12,11 @@
 //!    `data:<id>`); the monitor stamps each `notification:` line. A warm-up batch (which also
 //!    opens the pol link) is not measured. Every id must arrive exactly once.
 //!
+//! The atServers run twice each way: A's link to B pipelined (the default: B announces it in
+//! `info`) and one request at a time (A with `peer_pipelining = false`, as to a reference
+//! server). B paces no sender (`peer_notifications_per_second = 0`): what is measured is the
+//! path, not that policy.
+//!
 //! Each system runs twice: one message at a time (the next sent once the last arrived: latency
 //! without load) and flooded by `--in-flight` senders (the next sent once the last was
 //! accepted: the most it takes; latency then includes the queue that builds up).
@@ -216,15 +221,21 @@ fn redis_round_trips(count: usize, pace: Pace) -> Result<Figures, String> {
     figures(&stamps)
 }
 
-fn at_server_notifications(count: usize, pace: Pace, warmup: usize) -> Result<Figures, String> {
+fn at_server_notifications(
+    count: usize,
+    pace: Pace,
+    warmup: usize,
+    pipelining: bool,
+) -> Result<Figures, String> {
     let in_flight = pace.senders();
     let (arrived_tx, arrived_rx) = std::sync::mpsc::channel();
     let mut arrivals = (pace == Pace::OneAtATime).then_some(arrived_rx);
     let dir = TempDir::new("notify-bench");
     let cluster = Cluster::start(dir.path());
     let ca = cluster.ca();
-    let (mut a, alice_secret) = cluster.server("a", "@alice", "");
-    let (mut b, bob_secret) = cluster.server("b", "@bob", "");
+    let (mut a, alice_secret) =
+        cluster.server("a", "@alice", &format!("peer_pipelining = {pipelining}"));
+    let (mut b, bob_secret) = cluster.server("b", "@bob", "peer_notifications_per_second = 0");
     a.start();
     b.start();
     let mut monitor = b.connect(&ca);
@@ -239,22 +250,36 @@ fn at_server_notifications(count: usize, pace: Pace, warmup: usize) -> Result<Fi
     let listener_stamps = Arc::clone(&stamps);
     let listener = std::thread::spawn(move || -> Result<(), String> {
         let mut seen: HashMap<usize, ()> = HashMap::new();
+        let mut progress = Instant::now();
         while seen.len() < total {
-            let line = monitor
+            // The stats notification comes every 15 s: without a new message for 30 s, one
+            // was lost.
+            if progress.elapsed() > Duration::from_secs(30) {
+                return Err(format!(
+                    "monitor: {} of {total} seen, then nothing",
+                    seen.len()
+                ));
+            }
+            // One line, or several that came together.
+            let chunk = monitor
                 .try_read_until(b"\n", Duration::from_secs(30))
                 .map_err(|e| format!("monitor, {} of {total} seen: {e}", seen.len()))?;
-            let Some(rest) = line.strip_prefix("notification: {\"id\":\"bench-") else {
-                continue; // the stats notification
-            };
-            let n: usize = rest[..rest.find('"').ok_or("id")?]
-                .parse()
-                .map_err(|_| format!("id in {line}"))?;
-            if seen.insert(n, ()).is_some() {
-                return Err(format!("bench-{n} arrived twice"));
-            }
-            if n >= warmup {
-                listener_stamps.lock().unwrap().arrived[n - warmup] = Some(Instant::now());
-                let _ = arrived_tx.send(n - warmup);
+            let at = Instant::now();
+            for line in chunk.lines() {
+                let Some(rest) = line.strip_prefix("notification: {\"id\":\"bench-") else {
+                    continue; // the stats notification
+                };
+                let n: usize = rest[..rest.find('"').ok_or("id")?]
+                    .parse()
+                    .map_err(|_| format!("id in {line}"))?;
+                if seen.insert(n, ()).is_some() {
+                    return Err(format!("bench-{n} arrived twice"));
+                }
+                progress = at;
+                if n >= warmup {
+                    listener_stamps.lock().unwrap().arrived[n - warmup] = Some(at);
+                    let _ = arrived_tx.send(n - warmup);
+                }
             }
         }
         Ok(())
@@ -343,15 +368,16 @@ fn main() -> ExitCode {
             }
         };
         print("Redis PUBLISH -> SUBSCRIBE", &redis, None);
-        match at_server_notifications(count, pace, warmup) {
-            Ok(figures) => print(
-                "notify @alice (A) -> @bob monitor (B)",
-                &figures,
-                Some(&redis),
-            ),
-            Err(error) => {
-                eprintln!("atServers: {error}");
-                return ExitCode::FAILURE;
+        for (name, pipelining) in [
+            ("notify A -> B monitor, pipelined", true),
+            ("notify A -> B monitor, one by one", false),
+        ] {
+            match at_server_notifications(count, pace, warmup, pipelining) {
+                Ok(figures) => print(name, &figures, Some(&redis)),
+                Err(error) => {
+                    eprintln!("atServers ({name}): {error}");
+                    return ExitCode::FAILURE;
+                }
             }
         }
         match redis_round_trips(count, pace) {

@@ -3,8 +3,10 @@
 //! Reads request lines, parses them, checks them against the session state, runs the
 //! authentication verbs itself and everything else through the atSign's [`KeyStore`], and
 //! writes each reply with its prompt in one write. One command is in flight at a time
-//! (`ctx.wait`), so replies leave in request order. Errors the reference keeps the connection
-//! open for leave it open; AT0005 (overlong line) and the other closing codes close it.
+//! (`ctx.wait`), so replies leave in request order; on a connection of another atSign's
+//! server (after `pol`) several may be, replies still in order ([`pipeline`]). Errors the
+//! reference keeps the connection open for leave it open; AT0005 (overlong line) and the other
+//! closing codes close it.
 //! `from` by an atSign the owner blocked is refused first (AT0013, closes); failed proofs are
 //! slowed down and bounded as [`AuthThrottle`] decides.
 //!
@@ -13,6 +15,7 @@
 //! that an in-process one has no client certificate to check.
 
 mod monitor;
+mod pipeline;
 mod read_buffer;
 
 use std::sync::Arc;
@@ -127,6 +130,8 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     counted: Option<&'static str>,
     /// The command being answered: its verb and when its line arrived (for the metrics).
     current: Option<(&'static str, Instant)>,
+    /// A peer's commands in flight together ([`pipeline`]).
+    pipeline: pipeline::Pipeline,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
@@ -180,6 +185,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 origin,
                 counted: None,
                 current: None,
+                pipeline: Default::default(),
             }
         })
     }
@@ -374,6 +380,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             view,
             asker: self.state.asker(),
             inbound: self.limits.admission.open(),
+            turn: None,
         };
         let sent = self.keystore(ctx).send(run);
         async move {
@@ -658,32 +665,35 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<String, 
                 match Command::parse(&line) {
                     Ok(command) => {
                         tracing::debug!(atsign = %self.me, verb = command.verb(), "command");
-                        self.handle_command(command, ctx);
+                        self.dispatch(command, ctx);
                     }
                     Err(error) => {
-                        self.current = Some(("invalid", Instant::now()));
-                        self.reply(Err(error), ctx)
+                        let arrived = Instant::now();
+                        self.after_in_flight(ctx, move |act, ctx| {
+                            act.current = Some(("invalid", arrived));
+                            act.reply(Err(error), ctx)
+                        });
                     }
                 }
             }
             Err(error) => match error.to_at_error() {
                 // The codec has given up on this stream: answer, then close.
-                Some(at_error) => {
-                    let bytes = Reply::Error(at_error).render(&self.state.prompt(), self.style);
-                    self.send(bytes, ctx);
-                    self.close(ctx);
-                }
+                Some(at_error) => self.after_in_flight(ctx, move |act, ctx| {
+                    let bytes = Reply::Error(at_error).render(&act.state.prompt(), act.style);
+                    act.send(bytes, ctx);
+                    act.close(ctx);
+                }),
                 // A read error: most often a TCP FIN without TLS close_notify (what a client's
                 // `shutdown(SHUT_WR)` sends). Commands already read have been answered (a
                 // command in flight holds back stream events); flush those replies, then close.
-                None => self.close(ctx),
+                None => self.after_in_flight(ctx, |act, ctx| act.close(ctx)),
             },
         }
     }
 
     /// The input ended (the peer half-closed, or the codec gave up): flush, then close.
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        self.close(ctx);
+        self.after_in_flight(ctx, |act, ctx| act.close(ctx));
     }
 }
 
@@ -722,7 +732,7 @@ struct Drain;
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Drain> for Connection<IO> {
     fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
         tracing::debug!(atsign = %self.me, "closing for shutdown");
-        self.close(ctx);
+        self.after_in_flight(ctx, |act, ctx| act.close(ctx));
     }
 
     /// The node's shutdown signal went away with it: nothing to do.
@@ -737,10 +747,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Suspended> for 
     fn handle(&mut self, _: Suspended, ctx: &mut Context<Self>) {
         if !self.closing && self.suspensions.is_suspended(&self.me) {
             tracing::debug!(atsign = %self.me, "closing: the atSign was suspended");
-            let bytes =
-                Reply::Error(Suspensions::error(&self.me)).render(&self.state.prompt(), self.style);
-            self.send(bytes, ctx);
-            self.close(ctx);
+            self.after_in_flight(ctx, |act, ctx| {
+                let bytes = Reply::Error(Suspensions::error(&act.me))
+                    .render(&act.state.prompt(), act.style);
+                act.send(bytes, ctx);
+                act.close(ctx);
+            });
         }
     }
 
