@@ -1230,7 +1230,22 @@ mod tests {
             (300, 3, 7, 5)
         );
         assert_eq!(devices_per_atsign(&o), 100);
-        assert_eq!(parse_args(args("")).unwrap().unwrap(), Options::default());
+        // Every atSign keeps its sender unless told otherwise.
+        assert_eq!(
+            parse_args(args("")).unwrap().unwrap(),
+            Options {
+                senders: 20,
+                ..Options::default()
+            }
+        );
+        let o = parse_args(args("--atsigns 30 --senders 4 --default-limits"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((o.senders, o.default_limits), (4, true));
+        let o = parse_args(args("--atsigns 3 --senders 10"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.senders, 3);
         assert!(parse_args(args("--help")).unwrap().is_none());
         assert!(parse_args(args("--devices 0")).is_err());
         assert!(parse_args(args("--devices 10 --atsigns 11")).is_err());
