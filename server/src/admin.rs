@@ -113,17 +113,11 @@ async fn run(
     out: &mut Out,
     changes: &mut Vec<Change>,
 ) -> Result<(), String> {
-    let directory = || async {
-        at_directory::store::open(&config.directory_store, &config.directory_data_dir)
-            .await
-            .map_err(|e| format!("directory: {e}"))
-    };
-    let parse = |text: &str| AtSign::parse(text).map_err(|e| format!("{text:?}: {e}"));
     match request {
         Request::Provision { atsigns } => provision(config, store, &atsigns, out, changes).await?,
         Request::Deprovision { atsign } => {
             let atsign = parse(&atsign)?;
-            provision::deprovision(store, &directory().await?, &atsign)
+            provision::deprovision(store, &directory(config).await?, &atsign)
                 .await
                 .map_err(|e| e.to_string())?;
             out.text.push_str(&format!("deprovisioned {atsign}\n"));
@@ -195,15 +189,9 @@ async fn provision(
             asked.len()
         ));
     }
-    let parsed: Vec<Result<AtSign, String>> = asked
-        .iter()
-        .map(|text| AtSign::parse(text).map_err(|e| format!("{text:?}: {e}")))
-        .collect();
+    let parsed: Vec<Result<AtSign, String>> = asked.iter().map(|text| parse(text)).collect();
     let valid: Vec<AtSign> = parsed.iter().flatten().cloned().collect();
-    let directory = at_directory::store::open(&config.directory_store, &config.directory_data_dir)
-        .await
-        .map_err(|e| format!("directory: {e}"))?;
-    let mut done = provision::provision_many(config, store, &directory, &valid)
+    let mut done = provision::provision_many(config, store, &directory(config).await?, &valid)
         .await
         .into_iter();
     let mut failures = Vec::new();
@@ -248,6 +236,18 @@ async fn provision(
             all - failed
         )),
     }
+}
+
+/// An atSign as the operator typed it, or why it is not one.
+fn parse(text: &str) -> Result<AtSign, String> {
+    AtSign::parse(text).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// The directory the node registers its atSigns in.
+async fn directory(config: &ServerConfig) -> Result<at_directory::store::Store, String> {
+    at_directory::store::open(&config.directory_store, &config.directory_data_dir)
+        .await
+        .map_err(|e| format!("directory: {e}"))
 }
 
 /// `suspend` (`suspended`) or `resume` one atSign.
