@@ -269,17 +269,16 @@ async fn provision_from_file(
                 ..
             }) => results.clone(),
             // The whole batch failed (the node or its directory could not be reached).
-            Ok(admin::Response { error, .. }) => {
-                let error = error.clone().unwrap_or_else(|| "no results".into());
+            whole => {
+                let error = match whole {
+                    Ok(answer) => answer.error.clone().unwrap_or_else(|| "no results".into()),
+                    Err(error) => error.clone(),
+                };
                 batch
                     .iter()
                     .map(|a| serde_json::json!({"atSign": a, "error": error}))
                     .collect()
             }
-            Err(error) => batch
-                .iter()
-                .map(|a| serde_json::json!({"atSign": a, "error": error}))
-                .collect(),
         };
         failed += results.iter().filter(|r| r.get("error").is_some()).count();
         let lines = match json {
