@@ -444,6 +444,15 @@ mod tests {
         assert_eq!(mine.0, bob);
     }
 
+    /// A connection of the test's own to `redis`, to read and write keys behind the store.
+    async fn raw_connection(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
     /// A Redis written before MessagePack holds records as JSON: they are served (also by a
     /// node that never saw them), and a write of one stores it in the new form.
     #[tokio::test]
@@ -456,11 +465,7 @@ mod tests {
             .create_atsign(&alice, &conformance::info("alice"))
             .await
             .unwrap();
-        let mut conn = redis::Client::open(redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut conn = raw_connection(&redis).await;
         let records = "p:atserver:{@alice}:records";
         let legacy = conformance::legacy_records(&alice);
         for (key, record) in &legacy {
@@ -505,11 +510,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let mut conn = redis::Client::open(redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let mut conn = raw_connection(&redis).await;
         let mut names: Vec<String> = conn.keys("*").await.unwrap();
         names.sort();
         assert_eq!(
