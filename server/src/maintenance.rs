@@ -256,7 +256,7 @@ impl Maintenance {
         }
         let quota = self.settings.quota;
         match crate::notifications::enforce_quota(&self.store, atsign, quota).await {
-            Ok(removed) => report.notifications_expired += removed,
+            Ok(kept) => report.notifications_expired += kept.removed,
             Err(error) => {
                 tracing::warn!(%atsign, %error, "maintenance: cannot keep the notification quota");
                 report.errors += 1;

@@ -19,7 +19,7 @@ use crate::connection::actor::{Connection, Limits, Origin};
 use crate::connection::admission::Admission;
 use crate::connection::throttle::AuthThrottle;
 use crate::keystore::{Hosts, Services};
-use crate::notifications::Monitors;
+use crate::notifications::{Monitors, QuotaKeeper};
 use crate::pace::NotifyPace;
 use crate::peer::{InProcess, PeerSettings, Peers};
 use crate::remote::LinkObserver;
@@ -63,7 +63,7 @@ impl Node {
             monitors,
             peers: peers.clone(),
             router,
-            quota: config.notification_quota(),
+            quota: Arc::new(QuotaKeeper::new(config.notification_quota())),
             pace: Arc::new(NotifyPace::new(config.notify_pace())),
             penalty: Arc::new(PasscodePenalty::new(Duration::from_millis(
                 config.enroll_passcode_wait_millis,

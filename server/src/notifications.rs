@@ -265,7 +265,8 @@ pub fn id_of(line: &[u8]) -> Option<&str> {
     (id != STATS_ID).then_some(id)
 }
 
-/// Stores `notification` in `atsign`'s `log` with `status`, kept until `expires_ms`.
+/// Stores `notification` in `atsign`'s `log` with `status`, kept until `expires_ms`; says how
+/// many bytes its row holds.
 pub async fn store(
     store: &Store,
     atsign: &AtSign,
@@ -273,7 +274,7 @@ pub async fn store(
     notification: &Notification,
     status: Status,
     expires_ms: EpochMillis,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let stored = Stored {
         notification: notification.clone(),
         status,
@@ -305,23 +306,26 @@ pub async fn store_to_self(
         expires_ms,
     )
     .await
+    .map(drop)
 }
 
-/// Stores `stored` in `atsign`'s `log`, kept until `expires_ms`, replacing the row with its id.
+/// Stores `stored` in `atsign`'s `log`, kept until `expires_ms`, replacing the row with its id;
+/// says how many bytes the row holds.
 pub async fn put(
     store: &Store,
     atsign: &AtSign,
     log: NotificationLog,
     stored: &Stored,
     expires_ms: EpochMillis,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let row = NotificationRow {
         id: stored.notification.id.clone(),
         at_ms: stored.notification.epoch_millis,
         expires_ms,
         body: serde_json::to_vec(stored)?,
     };
-    store.put_notification(atsign, log, &row).await
+    store.put_notification(atsign, log, &row).await?;
+    Ok(row.body.len())
 }
 
 /// How much of what others send an atSign keeps ([`enforce_quota`]).
@@ -336,41 +340,163 @@ pub struct Quota {
     pub cached_keys: usize,
 }
 
-/// One received notification in this many checks the quota at once ([`enforce_quota`]); the
-/// maintenance rounds check every atSign. So a log can overshoot its quota by about this many
-/// notifications, briefly, and no more.
-pub const QUOTA_CHECK_ONE_IN: u128 = 64;
+/// What [`enforce_quota`] did: how many notifications went, and what the log holds after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kept {
+    pub removed: usize,
+    pub count: usize,
+    pub bytes: usize,
+}
+
+/// How many of the oldest notifications over a quota are removed at once: their writes share
+/// the store's group commits.
+const REMOVALS_IN_FLIGHT: usize = 64;
 
 /// Keeps `atsign`'s received log within `quota`: the oldest notifications go first (what
-/// other atSigns fill cannot grow without bound). Returns how many went.
+/// other atSigns fill cannot grow without bound).
 pub async fn enforce_quota(
     store: &Store,
     atsign: &AtSign,
     quota: Quota,
-) -> Result<usize, StoreError> {
+) -> Result<Kept, StoreError> {
+    use futures_util::{StreamExt, TryStreamExt};
     let rows = store
         .notifications(atsign, NotificationLog::Received, None, usize::MAX)
         .await?;
     let mut count = rows.len();
     let mut bytes: usize = rows.iter().map(|row| row.body.len()).sum();
-    let mut removed = 0;
+    let mut over = Vec::new();
     for row in &rows {
         if count <= quota.count && bytes <= quota.bytes {
             break;
         }
-        if store
-            .remove_notification(atsign, NotificationLog::Received, &row.id)
-            .await?
-        {
-            removed += 1;
-        }
+        over.push(row.id.as_str());
         count -= 1;
         bytes = bytes.saturating_sub(row.body.len());
     }
+    let removed = futures_util::stream::iter(over)
+        .map(|id| store.remove_notification(atsign, NotificationLog::Received, id))
+        .buffer_unordered(REMOVALS_IN_FLIGHT)
+        .try_fold(
+            0,
+            |removed, gone| async move { Ok(removed + usize::from(gone)) },
+        )
+        .await?;
     if removed > 0 {
         tracing::info!(%atsign, removed, "received notifications over the quota; the oldest went");
     }
-    Ok(removed)
+    Ok(Kept {
+        removed,
+        count,
+        bytes,
+    })
+}
+
+/// Keeps received logs within their quota as notifications arrive, without reading a log
+/// each time: it tallies what this node stored in each log since it last read it, and reads
+/// it again ([`enforce_quota`], in a task of its own, never holding up a delivery) when the
+/// tally passes the quota by a sixteenth, or after a quarter of the quota's count arrived here
+/// (what other nodes sharing the store, or the atServer's own notices, added meanwhile).
+/// So a log overshoots its quota by about a sixteenth on one node; with several nodes sharing
+/// a store, by up to a quarter per node until the next read here or maintenance round (which
+/// keeps every atSign's quota exactly).
+pub struct QuotaKeeper {
+    quota: Quota,
+    tallies: Mutex<HashMap<AtSign, Tally>>,
+}
+
+/// What this node knows of one received log.
+#[derive(Default)]
+struct Tally {
+    /// What the log held when last read, plus what was stored here since.
+    count: usize,
+    bytes: usize,
+    /// Stored here since the last read began.
+    since_read: usize,
+    since_read_bytes: usize,
+    /// A read is under way.
+    reading: bool,
+}
+
+impl Tally {
+    /// Whether the log must be read (and trimmed) now.
+    fn due(&self, quota: Quota) -> bool {
+        self.count > quota.count.saturating_add(quota.count / 16)
+            || self.bytes > quota.bytes.saturating_add(quota.bytes / 16)
+            || self.since_read > (quota.count / 4).max(1)
+    }
+
+    /// A read begins: what arrives from now on is counted on top of what it finds.
+    fn begin_read(&mut self) {
+        self.reading = true;
+        self.since_read = 0;
+        self.since_read_bytes = 0;
+    }
+}
+
+impl QuotaKeeper {
+    pub fn new(quota: Quota) -> QuotaKeeper {
+        QuotaKeeper {
+            quota,
+            tallies: Mutex::default(),
+        }
+    }
+
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    fn tallies(&self) -> std::sync::MutexGuard<'_, HashMap<AtSign, Tally>> {
+        self.tallies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A notification of `bytes` was stored in `atsign`'s received log: reads the log in the
+    /// background and removes what is over the quota when that is due. Must be called on an
+    /// actix arbiter.
+    pub fn stored(self: &Arc<Self>, store: &Store, atsign: &AtSign, bytes: usize) {
+        {
+            let mut tallies = self.tallies();
+            let first = !tallies.contains_key(atsign);
+            let tally = tallies.entry(atsign.clone()).or_default();
+            tally.count = tally.count.saturating_add(1);
+            tally.bytes = tally.bytes.saturating_add(bytes);
+            tally.since_read = tally.since_read.saturating_add(1);
+            tally.since_read_bytes = tally.since_read_bytes.saturating_add(bytes);
+            if tally.reading || !(first || tally.due(self.quota)) {
+                return;
+            }
+            tally.begin_read();
+        }
+        let (keeper, store, atsign) = (Arc::clone(self), store.clone(), atsign.clone());
+        actix::spawn(async move { keeper.read(&store, &atsign).await });
+    }
+
+    /// Reads and trims `atsign`'s log until what arrived meanwhile leaves it within bounds.
+    async fn read(&self, store: &Store, atsign: &AtSign) {
+        loop {
+            let kept = enforce_quota(store, atsign, self.quota).await;
+            let mut tallies = self.tallies();
+            let Some(tally) = tallies.get_mut(atsign) else {
+                return;
+            };
+            match kept {
+                Ok(kept) => {
+                    tally.count = kept.count.saturating_add(tally.since_read);
+                    tally.bytes = kept.bytes.saturating_add(tally.since_read_bytes);
+                }
+                Err(error) => {
+                    tracing::warn!(%atsign, %error, "cannot keep the received notifications' quota");
+                    tally.reading = false;
+                    return;
+                }
+            }
+            if !tally.due(self.quota) {
+                tally.reading = false;
+                return;
+            }
+            tally.begin_read();
+        }
+    }
 }
 
 /// A stored row read back: the notification and its status.
@@ -663,6 +789,64 @@ mod tests {
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(sorted, want, "each once");
+    }
+
+    /// With no maintenance round, a log others fill stays within its quota and a sixteenth as
+    /// notifications arrive, the oldest going first; the log is not read on each one.
+    #[actix_rt::test]
+    async fn the_quota_keeper_trims_a_received_log_as_it_fills() {
+        let dir = TempDir::new("quota-keeper");
+        let store = crate::store::open(&Default::default(), dir.path())
+            .await
+            .unwrap();
+        let alice = AtSign::parse("@alice").unwrap();
+        let bob = AtSign::parse("@bob").unwrap();
+        let quota = Quota {
+            count: 64,
+            bytes: usize::MAX,
+            cached_keys: 0,
+        };
+        let keeper = Arc::new(QuotaKeeper::new(quota));
+        for n in 0..1_000 {
+            let mut notification = Notification::stats(&bob, 0, Operation::Update, 1_000 + n);
+            notification.id = format!("n{n:04}");
+            let bytes = super::store(
+                &store,
+                &alice,
+                NotificationLog::Received,
+                &notification,
+                Status::Delivered,
+                i64::MAX,
+            )
+            .await
+            .unwrap();
+            keeper.stored(&store, &alice, bytes);
+            // What the log holds, as the keeper's reads in the background leave it.
+            tokio::task::yield_now().await;
+        }
+        let kept = || async {
+            store
+                .notifications(&alice, NotificationLog::Received, None, usize::MAX)
+                .await
+                .unwrap()
+        };
+        let mut rows = kept().await;
+        for _ in 0..100 {
+            if rows.len() <= quota.count + quota.count / 16 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            rows = kept().await;
+        }
+        assert!(
+            rows.len() <= quota.count + quota.count / 16,
+            "{}",
+            rows.len()
+        );
+        assert!(rows.len() >= quota.count, "{}", rows.len());
+        assert_eq!(rows.last().map(|row| row.id.as_str()), Some("n0999"));
+        let oldest = rows[0].id.as_str();
+        assert!(oldest >= "n0930", "the oldest went first: {oldest}");
     }
 
     #[test]

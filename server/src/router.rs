@@ -484,7 +484,9 @@ async fn expire_undelivered(
     };
     match notifications::read_stored(&row) {
         Ok(stored) if stored.status != Status::Delivered => {
-            notifications::put(store, from, NotificationLog::Sent, &stored, now).await
+            notifications::put(store, from, NotificationLog::Sent, &stored, now)
+                .await
+                .map(drop)
         }
         _ => Ok(()),
     }

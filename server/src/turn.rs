@@ -8,42 +8,38 @@
 //! commands' own work before `wait` runs concurrently; what follows it runs one at a time, in
 //! order.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 /// Hands out consecutive turns; cheap to clone.
-#[derive(Clone)]
-pub struct Turns(Arc<Inner>);
+#[derive(Clone, Default)]
+pub struct Turns(Arc<Mutex<State>>);
 
-struct Inner {
-    /// The next turn to hand out, and the turns over that are not yet contiguous.
-    state: Mutex<State>,
-    /// Every turn below this one is over.
-    over: watch::Sender<u64>,
-}
-
+/// Each waiting turn has a waker of its own, woken when every turn before it is over: a turn
+/// ending wakes only those it lets go, so thousands of turns waiting (a burst queued on one
+/// peer link) cost a map entry each, not a wake-up each whenever any turn ends.
 #[derive(Default)]
 struct State {
+    /// The next turn to hand out.
     next: u64,
+    /// Every turn below this one is over.
     over_below: u64,
+    /// The turns over that are not yet contiguous with `over_below`.
     over: BTreeSet<u64>,
-}
-
-impl Default for Turns {
-    fn default() -> Turns {
-        Turns(Arc::new(Inner {
-            state: Mutex::default(),
-            over: watch::Sender::new(0),
-        }))
-    }
+    /// The turns waiting, by number.
+    waiting: BTreeMap<u64, Vec<oneshot::Sender<()>>>,
 }
 
 impl Turns {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The turn after the last one handed out.
     pub fn next(&self) -> Turn {
-        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state();
         let number = state.next;
         state.next += 1;
         Turn {
@@ -53,15 +49,19 @@ impl Turns {
     }
 
     fn over(&self, number: u64) {
-        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.over.insert(number);
-        let before = state.over_below;
-        while state.over.first() == Some(&state.over_below) {
-            state.over.pop_first();
-            state.over_below += 1;
-        }
-        if state.over_below != before {
-            self.0.over.send_replace(state.over_below);
+        let released = {
+            let mut state = self.state();
+            state.over.insert(number);
+            while state.over.first() == Some(&state.over_below) {
+                state.over.pop_first();
+                state.over_below += 1;
+            }
+            let first_waiting = state.over_below.saturating_add(1);
+            let later = state.waiting.split_off(&first_waiting);
+            std::mem::replace(&mut state.waiting, later)
+        };
+        for waker in released.into_values().flatten() {
+            let _ = waker.send(());
         }
     }
 }
@@ -75,8 +75,17 @@ pub struct Turn {
 impl Turn {
     /// Returns once every earlier turn is over.
     pub async fn wait(&self) {
-        let mut over = self.turns.0.over.subscribe();
-        let _ = over.wait_for(|below| *below >= self.number).await;
+        let woken = {
+            let mut state = self.turns.state();
+            if state.over_below >= self.number {
+                return;
+            }
+            let (waker, woken) = oneshot::channel();
+            state.waiting.entry(self.number).or_default().push(waker);
+            woken
+        };
+        // The sender goes only once sent: the map holds it until then.
+        let _ = woken.await;
     }
 }
 

@@ -280,7 +280,7 @@ pub struct Services {
     pub peers: Peers,
     pub router: Addr<NotificationRouter>,
     /// What an atSign keeps of what others send it.
-    pub quota: crate::notifications::Quota,
+    pub quota: Arc<crate::notifications::QuotaKeeper>,
     /// How fast other atSigns can make this node's atSigns receive notifications.
     pub pace: std::sync::Arc<crate::pace::NotifyPace>,
     /// How long a wrong enrollment passcode waits before it is refused.
@@ -517,7 +517,7 @@ async fn receive(
         quota,
         ..
     } = services;
-    verbs::receive(store, monitors, *quota, (me, peer), cmd, turn, now_ms()).await
+    verbs::receive(store, monitors, quota, (me, peer), cmd, turn, now_ms()).await
 }
 
 /// After a write that made commit entry `data:<id>`: the stats notification to the owner's
@@ -639,7 +639,9 @@ pub(super) mod tests {
             router: NotificationRouter::new(store.clone(), peers.clone(), idle).start(),
             peers,
             store,
-            quota: crate::config::ServerConfig::default().notification_quota(),
+            quota: std::sync::Arc::new(crate::notifications::QuotaKeeper::new(
+                crate::config::ServerConfig::default().notification_quota(),
+            )),
             pace: std::sync::Arc::new(crate::pace::NotifyPace::new(
                 crate::config::ServerConfig::default().notify_pace(),
             )),

@@ -28,6 +28,8 @@
 //! new link would get. On a pipelined connection "reused" means one this request did not open:
 //! each request that failed with it is retried once, on the connection open by then.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,7 +88,9 @@ pub struct PeerLink {
     /// The order requests arrived in, which is the order they are written in: each waits for
     /// the ones before it to be written (or, one at a time, to have the connection).
     order: Turns,
-    last_used: Instant,
+    /// When a request last started or ended: shared with the requests, which run as tasks of
+    /// their own on this link's thread.
+    last_used: Rc<Cell<Instant>>,
 }
 
 /// An open connection of a link.
@@ -106,7 +110,7 @@ impl PeerLink {
             peers,
             connection: Arc::default(),
             order: Turns::default(),
-            last_used: Instant::now(),
+            last_used: Rc::new(Cell::new(Instant::now())),
         }
     }
 }
@@ -118,7 +122,7 @@ impl Actor for PeerLink {
         let idle = self.peers.settings().idle;
         let check = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
         ctx.run_interval(check, move |act, ctx| {
-            if act.last_used.elapsed() >= idle {
+            if act.last_used.get().elapsed() >= idle {
                 tracing::debug!(me = %act.me, other = %act.other, "closing an idle peer link");
                 ctx.stop();
             }
@@ -135,11 +139,14 @@ impl Handler<Close> for PeerLink {
 }
 
 impl Handler<Ask> for PeerLink {
-    type Result = ResponseActFuture<Self, Result<String, PeerError>>;
+    type Result = ResponseFuture<Result<String, PeerError>>;
 
-    /// Requests run concurrently here; the connection decides how many are in flight.
+    /// Requests run concurrently here; the connection decides how many are in flight. Each
+    /// runs as a task of its own, not as a future of this actor: actix polls every future of
+    /// an actor's context each time it wakes, so a burst of thousands queued on one link cost
+    /// thousands of polls per reply (most of a flooded node's CPU).
     fn handle(&mut self, Ask(line): Ask, _: &mut Context<Self>) -> Self::Result {
-        self.last_used = Instant::now();
+        self.last_used.set(Instant::now());
         let link = Link {
             peers: self.peers.clone(),
             me: self.me.clone(),
@@ -148,14 +155,12 @@ impl Handler<Ask> for PeerLink {
             connection: Arc::clone(&self.connection),
         };
         let turn = self.order.next();
-        Box::pin(
-            async move { link.ask(line, turn).await }
-                .into_actor(self)
-                .map(|result, act, _| {
-                    act.last_used = Instant::now();
-                    result
-                }),
-        )
+        let last_used = Rc::clone(&self.last_used);
+        Box::pin(async move {
+            let result = link.ask(line, turn).await;
+            last_used.set(Instant::now());
+            result
+        })
     }
 }
 

@@ -87,7 +87,7 @@ pub async fn notify(
 pub async fn receive(
     store: &Store,
     monitors: &Monitors,
-    quota: notifications::Quota,
+    quota: &std::sync::Arc<notifications::QuotaKeeper>,
     (me, peer): (&AtSign, &AtSign),
     cmd: &Notify,
     turn: Option<&Turn>,
@@ -106,7 +106,7 @@ pub async fn receive(
         .await?
         .is_some();
     if !known {
-        notifications::store(
+        let bytes = notifications::store(
             store,
             me,
             NotificationLog::Received,
@@ -115,6 +115,8 @@ pub async fn receive(
             expires,
         )
         .await?;
+        // Others fill this log: it is kept within its quota, the oldest going first.
+        quota.stored(store, me, bytes);
     }
     // Stored (concurrently with the connection's other notifications); what others see of it
     // follows the order they arrived in.
@@ -123,14 +125,6 @@ pub async fn receive(
     }
     if !known {
         monitors.publish(me, &notification).await;
-        // Others fill this log: now and then (and in every maintenance round) its quota is
-        // kept, the oldest going first.
-        if uuid::Uuid::new_v4()
-            .as_u128()
-            .is_multiple_of(notifications::QUOTA_CHECK_ONE_IN)
-        {
-            notifications::enforce_quota(store, me, quota).await?;
-        }
     }
     if cmd.message_type != Some(MessageType::Text) {
         let cached_key = format!("cached:{}", notification.key).to_lowercase();
@@ -139,7 +133,7 @@ pub async fn receive(
         if cmd.operation == Some(Operation::Delete) {
             cache::drop_if_cascading(store, me, &cached_key).await?;
         } else if cmd.meta.ttr.is_some_and(|ttr| ttr != 0)
-            && cache::room_for(store, me, &cached_key, quota.cached_keys).await?
+            && cache::room_for(store, me, &cached_key, quota.quota().cached_keys).await?
         {
             cache::keep_notified(
                 store,
