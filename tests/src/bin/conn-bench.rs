@@ -423,6 +423,10 @@ struct Figures {
     notify_answer: Option<Spread>,
     /// Deliveries of an earlier notification after its wait had ended, or of an unknown id.
     late: usize,
+    /// CPU seconds during the fan-out phase (warm-up included), server and client: what one
+    /// delivery costs each, whatever the latency the machine's load makes of it.
+    fanout_cpu_server: f64,
+    fanout_cpu_client: f64,
     fanout_error: Option<String>,
 }
 
@@ -495,6 +499,12 @@ impl Figures {
             Spread::text(self.fanout_last),
             Spread::text(self.notify_answer),
             self.late,
+        );
+        let deliveries = self.delivered.max(1) as f64;
+        println!(
+            "fan-out CPU per measured monitor delivery (the warm-up's CPU counted too, so a little high): at-server {:.1} us, client {:.1} us",
+            1e6 * self.fanout_cpu_server / deliveries,
+            1e6 * self.fanout_cpu_client / deliveries,
         );
         if let Some(e) = &self.fanout_error {
             println!("fan-out stopped early: {e}");
@@ -712,6 +722,10 @@ async fn bench(
     figures.server_connections = Some(server_connections(server, node).await);
 
     // Fan-out.
+    let cpu_from = (
+        cpu_seconds(pid).unwrap_or(0.0),
+        cpu_seconds(std::process::id()).unwrap_or(0.0),
+    );
     fan_out(
         &tenants,
         &mut senders,
@@ -721,6 +735,8 @@ async fn bench(
         options,
     )
     .await;
+    figures.fanout_cpu_server = cpu_seconds(pid).unwrap_or(0.0) - cpu_from.0;
+    figures.fanout_cpu_client = cpu_seconds(std::process::id()).unwrap_or(0.0) - cpu_from.1;
 
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
