@@ -49,6 +49,9 @@
 #   LOCAL_CLUSTER_ATSIGN_PORTS       100    how many per-atSign ports
 #   LOCAL_CLUSTER_SNI_DOMAIN         ""     see above
 #   LOCAL_CLUSTER_LOG                info   AT_SERVER_LOG / AT_DIRECTORY_LOG filter
+#   LOCAL_CLUSTER_NODE_SETTINGS      ""     top-level TOML lines added to every node's config
+#                                           (e.g. "max_connections = 30000"); this run only,
+#                                           not saved
 #   LOCAL_CLUSTER_START_TIMEOUT      60     seconds each process gets to become ready
 #   LOCAL_CLUSTER_STOP_TIMEOUT       30     seconds each process gets after SIGTERM
 #   AT_SERVER_BIN, AT_DIRECTORY_BIN         binaries; default target/release/* (CARGO_TARGET_DIR
@@ -289,6 +292,7 @@ directory = "$(directory_addr)"
 directory_ca_file = $ca
 data_dir = $(toml_string "$DIR/node$n")
 peer_ca_files = [$ca]
+${LOCAL_CLUSTER_NODE_SETTINGS:-}
 
 [tls]
 # This node's certificate is issued from the cluster CA at each start.

@@ -10,6 +10,8 @@
 //! - [`fake_peer`]: a scripted fake atServer over TLS that records what it is sent.
 //! - [`servers`]: independent atServers that reach each other (cluster CA, one directory).
 //! - [`scenes`]: @alice and @bob on one node, on two nodes sharing Redis, or on two servers.
+//! - [`local_cluster`]: `deploy/local-cluster.sh`'s Redis, directory and three nodes, on ports of
+//!   their own.
 //! - [`http`]: a raw HTTP/1.1 client for the HTTP endpoints (status API, metrics), with deadlines.
 //! - [`strace`]: `strace` attached to a running binary, its trace read back in order.
 //! - [`apkam`]: a device's `pkam` signature made with `ring` from a test key, and a monitor read
@@ -24,6 +26,7 @@ pub mod bench;
 pub mod client;
 pub mod fake_peer;
 pub mod http;
+pub mod local_cluster;
 pub mod process;
 pub mod proxy;
 pub mod redis;

@@ -15,170 +15,37 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use at_tests::client::Client;
 use at_tests::http::request;
+use at_tests::local_cluster::{node_ip, text, LocalCluster};
 use at_tests::process::{run, workspace_binary};
-use at_tests::TempDir;
 use support::{update, PROPAGATION};
 
-/// Node `n`'s loopback address (as the script assigns them).
-fn node_ip(n: u16) -> String {
-    format!("127.0.0.{n}")
+/// What the tests ask of a cluster beyond what [`LocalCluster`] does.
+trait Checks {
+    fn provision(&self, n: u16, atsign: &str) -> (String, String);
+    fn owner(&self, addr: SocketAddr, name: &str, atsign: &str, secret: &str) -> Client;
+    fn assert_ready(&self);
+    fn assert_status_all_ready(&self);
+    fn down_and_check(&self, ports: &[SocketAddr]);
+    fn pids(&self) -> Vec<(String, u32)>;
 }
 
-/// `count` consecutive ports, from `first` on, that each of `ips` can bind right now.
-fn bindable(first: u16, count: u16, ips: &[String]) -> bool {
-    (0..count).all(|i| {
-        first.checked_add(i).is_some_and(|port| {
-            ips.iter()
-                .all(|ip| TcpListener::bind((ip.as_str(), port)).is_ok())
-        })
-    })
-}
-
-/// Ports each cluster gets: 4 for the directory and nodes, 4 HTTP, Redis, 4 for atSigns.
-const BLOCK: u16 = 16;
-
-/// The first of [`BLOCK`] consecutive loopback ports free on all three nodes' addresses, and
-/// never handed out before in this process (the tests run in parallel). Taken below the
-/// kernel's ephemeral range, from a random start, as [`at_tests::free_port`] takes its ports.
-fn free_block() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const FIRST: u32 = 20_000;
-    const BLOCKS: u32 = (32_768 - FIRST) / BLOCK as u32;
-    static NEXT: std::sync::OnceLock<AtomicU32> = std::sync::OnceLock::new();
-    let next = NEXT.get_or_init(|| AtomicU32::new(u32::from(at_tests::free_port())));
-    let ips: Vec<String> = (1..=3).map(node_ip).collect();
-    for _ in 0..BLOCKS {
-        let block = next.fetch_add(1, Ordering::Relaxed) % BLOCKS;
-        let first = (FIRST + block * u32::from(BLOCK)) as u16;
-        if bindable(first, BLOCK, &ips) {
-            return first;
-        }
-    }
-    panic!("no {BLOCK} consecutive free loopback ports");
-}
-
-/// A cluster made by the script in a temp dir; `down` when dropped, even after a failure.
-struct LocalCluster {
-    dir: TempDir,
-    env: Vec<(String, String)>,
-    base: u16,
-    metrics: u16,
-}
-
-impl LocalCluster {
-    /// Runs `up` with ports of its own (and `extra` environment) and asserts it succeeded.
-    fn up(label: &str, extra: &[(&str, &str)]) -> LocalCluster {
-        let redis = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status();
-        assert!(
-            redis.is_ok_and(|status| status.success()),
-            "redis-server is not installed (apt-get install redis-server)"
-        );
-        // Directory on 127.0.0.1:base, node n on 127.0.0.n:base+n; their HTTP ports on
-        // 127.0.0.1 from base+4; Redis on base+8; the atSigns' ports from base+9.
-        let base = free_block();
-        let (metrics, redis_port, atsigns) = (base + 4, base + 8, base + 9);
-        let mut env: Vec<(String, String)> = [
-            (
-                "AT_SERVER_BIN",
-                workspace_binary("at-server").display().to_string(),
-            ),
-            (
-                "AT_DIRECTORY_BIN",
-                workspace_binary("at-directory").display().to_string(),
-            ),
-            ("LOCAL_CLUSTER_BASE_PORT", base.to_string()),
-            ("LOCAL_CLUSTER_METRICS_BASE_PORT", metrics.to_string()),
-            ("LOCAL_CLUSTER_REDIS_PORT", redis_port.to_string()),
-            ("LOCAL_CLUSTER_ATSIGN_PORT", atsigns.to_string()),
-            ("LOCAL_CLUSTER_ATSIGN_PORTS", "4".to_string()),
-            ("LOCAL_CLUSTER_LOG", "warn".to_string()),
-            ("LOCAL_CLUSTER_START_TIMEOUT", "30".to_string()),
-            ("LOCAL_CLUSTER_STOP_TIMEOUT", "25".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let cluster = LocalCluster {
-            dir: TempDir::new(label),
-            env,
-            base,
-            metrics,
-        };
-        let started = Instant::now();
-        let out = cluster.script("up");
-        assert!(
-            out.status.success(),
-            "up failed: {}\n{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        eprintln!("{label}: up in {:?}", started.elapsed());
-        cluster
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// `bash deploy/local-cluster.sh <command> <dir>`, from the repository root.
-    fn script(&self, command: &str) -> Output {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        Command::new("bash")
-            .arg(root.join("deploy/local-cluster.sh"))
-            .arg(command)
-            .arg(self.path())
-            .current_dir(&root)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run deploy/local-cluster.sh")
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.path().join("ca/ca.pem")
-    }
-
-    fn directory(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.base))
-    }
-
-    /// Node `n`'s shared (SNI) port.
-    fn node(&self, n: u16) -> SocketAddr {
-        format!("{}:{}", node_ip(n), self.base + n).parse().unwrap()
-    }
-
-    /// The HTTP port of the directory (0) or of node `n`.
-    fn metrics(&self, n: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.metrics + n))
-    }
-
+impl Checks for LocalCluster {
     /// The pids the script recorded, by component.
     fn pids(&self) -> Vec<(String, u32)> {
         ["redis", "directory", "node1", "node2", "node3"]
             .iter()
-            .map(|name| {
-                let file = self.path().join(format!("run/{name}.pid"));
-                let pid = std::fs::read_to_string(&file)
-                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-                (name.to_string(), pid.trim().parse().expect("pid"))
-            })
+            .map(|name| (name.to_string(), self.pid(name).unwrap()))
             .collect()
     }
 
     /// `at-server --config <dir>/node<n>.toml provision <atsign>`: (address, CRAM secret).
     fn provision(&self, n: u16, atsign: &str) -> (String, String) {
-        let config = self.path().join(format!("node{n}.toml"));
+        let config = self.node_config(n);
         let out = run(
             &workspace_binary("at-server"),
             &[
@@ -273,13 +140,6 @@ impl LocalCluster {
     }
 }
 
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        // After a failed assertion too: no process outlives the test.
-        let _ = self.script("down");
-    }
-}
-
 /// Whether `pid` runs (a zombie waiting for its parent to reap it does not).
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -291,14 +151,10 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[test]
 fn the_local_cluster_serves_an_atsign_on_every_node_and_stops_cleanly() {
     let started = Instant::now();
-    let cluster = LocalCluster::up("local-cluster", &[]);
+    let cluster = LocalCluster::up("local-cluster", 4, &[]).unwrap();
     cluster.assert_ready();
     cluster.assert_status_all_ready();
 
@@ -346,8 +202,10 @@ fn the_local_cluster_serves_an_atsign_on_every_node_and_stops_cleanly() {
 fn with_an_sni_domain_the_directory_hands_out_names_every_node_routes() {
     let cluster = LocalCluster::up(
         "local-cluster-sni",
+        4,
         &[("LOCAL_CLUSTER_SNI_DOMAIN", support::DOMAIN)],
-    );
+    )
+    .unwrap();
     cluster.assert_ready();
 
     // Provisioned through node 2: `<uuid>.<domain>:<node 1's shared port>`.
@@ -359,7 +217,7 @@ fn with_an_sni_domain_the_directory_hands_out_names_every_node_routes() {
     );
     assert_eq!(
         port,
-        cluster.base.saturating_add(1).to_string(),
+        cluster.base().saturating_add(1).to_string(),
         "{address}"
     );
     let mut lookup = Client::tls(cluster.directory(), &cluster.ca());

@@ -1,6 +1,7 @@
 //! `conn-bench`: capacity at tenant scale. N devices over M atSigns each hold a TLS connection
-//! to ONE atServer node (embedded store), authenticated with APKAM (`pkam:enrollmentId:`) and
-//! monitoring; what it costs to get them there, to keep them, and to reach them.
+//! to ONE atServer node (embedded store), or to one of three on one Redis (`--nodes 3`,
+//! `deploy/local-cluster.sh`), authenticated with APKAM (`pkam:enrollmentId:`) and monitoring;
+//! what it costs to get them there, to keep them, and to reach them.
 //!
 //! What it does, in one session on one machine (loopback only):
 //! 1. provisions M atSigns with `at-server provision --json` into a fresh data directory, and
@@ -40,6 +41,7 @@ use at_tests::bench::{
     connect_tls_from, connector, cpu_seconds, cram_login, fmt_latency, load_average, number_arg,
     read_until, read_until_suffix, rss_bytes, write_within, Stream,
 };
+use at_tests::local_cluster::LocalCluster;
 use at_tests::process::{self, Running};
 use at_tests::TempDir;
 use tokio::io::AsyncReadExt;
@@ -47,8 +49,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsConnector;
 
 const USAGE: &str = "\
-conn-bench: N devices over M atSigns connected to one atServer node (TLS, pkam with an APKAM
-enrollment, monitor): setup rate, idle memory per connection, notification fan-out latency
+conn-bench: N devices over M atSigns connected to one atServer node, or to three on one Redis
+(TLS, pkam with an APKAM enrollment, monitor): setup rate, idle memory per connection,
+notification fan-out latency
 
 USAGE: conn-bench [OPTIONS]
 
@@ -66,9 +69,13 @@ OPTIONS (defaults in brackets):
   --idle S             seconds the connected devices are left idle before VmRSS is read [5]
   --seconds S          bound on each phase (enrolling, setting up, fan-out), seconds [120]
   --client-threads T   tokio worker threads of this client [1]
+  --nodes K            1: one node on its own (embedded store); 3: three nodes on one Redis
+                       (deploy/local-cluster.sh, SNI-routed), device i on node i % 3, the
+                       senders on node 1, memory and CPU summed over the nodes; at most 100
+                       atSigns (every node binds a port per atSign) [1]
   --help               this text
 
-Loopback only; the at-server process is killed at the end. A connection that fails is
+Loopback only; the at-server processes are stopped at the end. A connection that fails is
 counted (refused with AT0012, or failed at another step), never fatal.";
 
 const MAX_DEVICES: usize = 100_000;
@@ -76,6 +83,8 @@ const MAX_ATSIGNS: usize = 10_000;
 const MAX_REPEATS: usize = 100_000;
 const MAX_CONCURRENCY: usize = 1000;
 const MAX_SECONDS: u64 = 3600;
+/// atSigns on three nodes: each node binds a port per atSign on its own address.
+const MAX_ATSIGNS_ON_THREE: usize = 100;
 /// atSigns enrolling at once.
 const ENROLL_CONCURRENCY: usize = 8;
 /// Longest wait for one answer, one handshake, or one notification's deliveries.
@@ -104,6 +113,8 @@ struct Options {
     idle: u64,
     seconds: u64,
     client_threads: usize,
+    /// 1, or 3 on one Redis.
+    nodes: usize,
 }
 
 impl Default for Options {
@@ -118,6 +129,7 @@ impl Default for Options {
             idle: 5,
             seconds: 120,
             client_threads: 1,
+            nodes: 1,
         }
     }
 }
@@ -142,6 +154,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
             "--idle" => options.idle = number_arg(&flag, args.next(), 0, MAX_SECONDS)?,
             "--seconds" => options.seconds = number_arg(&flag, args.next(), 1, MAX_SECONDS)?,
             "--client-threads" => options.client_threads = number_arg(&flag, args.next(), 1, 64)?,
+            "--nodes" => {
+                options.nodes = number_arg(&flag, args.next(), 1, 3)?;
+                if options.nodes == 2 {
+                    return Err("--nodes is 1 or 3".into());
+                }
+            }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
@@ -149,6 +167,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
         return Err(format!(
             "--atsigns {} is more than --devices {}: every atSign needs a device",
             options.atsigns, options.devices
+        ));
+    }
+    if options.nodes == 3 && options.atsigns > MAX_ATSIGNS_ON_THREE {
+        return Err(format!(
+            "--nodes 3 takes at most {MAX_ATSIGNS_ON_THREE} atSigns (every node binds a port per atSign)"
         ));
     }
     if options.senders == 0 || options.senders > options.atsigns {
@@ -218,15 +241,14 @@ fn run(options: &Options) -> Result<(), String> {
         options.client_threads,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
-    let node = Node::new(options)?;
     let began = Instant::now();
-    let tenants = node.provision(&server, options.atsigns)?;
+    let (nodes, tenants) = Nodes::start(&server, options)?;
     println!(
-        "conn-bench: provisioned {} atSigns in {:.1} s",
+        "conn-bench: {} node(s) serving {} atSigns, provisioned in {:.1} s",
+        options.nodes,
         tenants.len(),
         began.elapsed().as_secs_f64()
     );
-    let running = node.serve(&server);
     let runtime = if options.client_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -239,19 +261,165 @@ fn run(options: &Options) -> Result<(), String> {
     }
     .map_err(|e| format!("tokio runtime: {e}"))?;
     let target = Target {
-        addr: running.addr,
-        connector: connector(&node.ca())?,
+        addrs: nodes.addrs(),
+        connector: connector(&nodes.ca())?,
     };
-    let outcome = runtime.block_on(bench(&target, tenants, &running, (&server, &node), options));
+    let outcome = runtime.block_on(bench(&target, tenants, (&server, &nodes), options));
     runtime.shutdown_timeout(Duration::from_secs(2));
-    running.stop();
+    nodes.stop();
     let figures = outcome?;
     figures.print(options);
     Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
-// The node.
+// The nodes.
+
+/// The nodes under test.
+enum Nodes {
+    /// One node on its own data directory (embedded store).
+    One { node: Node, running: Running },
+    /// Three nodes on one Redis, SNI-routed on each node's shared port.
+    Three(LocalCluster),
+}
+
+impl Nodes {
+    /// Starts the nodes and provisions `--atsigns` atSigns on them.
+    fn start(server: &Path, options: &Options) -> Result<(Nodes, Vec<Tenant>), String> {
+        let names: Vec<String> = (0..options.atsigns).map(|i| format!("cb{i:05}")).collect();
+        if options.nodes == 1 {
+            let node = Node::new(options)?;
+            let tenants = provision(server, &node.config, node.dir.path(), &names)?;
+            let running = node.serve(server);
+            return Ok((Nodes::One { node, running }, tenants));
+        }
+        let ports = u16::try_from(options.atsigns).map_err(|_| "too many atSigns")?;
+        let cluster = LocalCluster::up(
+            "conn-bench",
+            ports,
+            &[
+                ("LOCAL_CLUSTER_SNI_DOMAIN", SNI_DOMAIN),
+                ("LOCAL_CLUSTER_NODE_SETTINGS", &limits(options)),
+                ("LOCAL_CLUSTER_NO_BUILD", "1"),
+            ],
+        )?;
+        let config = cluster.node_config(1).display().to_string();
+        let tenants = provision(server, &config, cluster.path(), &names)?;
+        // The other nodes follow provisioning through Redis.
+        std::thread::sleep(SETTLE);
+        Ok((Nodes::Three(cluster), tenants))
+    }
+
+    /// Where devices connect: device i to the `i % len`th; the senders to the first.
+    fn addrs(&self) -> Vec<SocketAddr> {
+        match self {
+            Nodes::One { running, .. } => vec![running.addr],
+            Nodes::Three(cluster) => (1..=3).map(|n| cluster.node(n)).collect(),
+        }
+    }
+
+    fn ca(&self) -> PathBuf {
+        match self {
+            Nodes::One { node, .. } => node.ca(),
+            Nodes::Three(cluster) => cluster.ca(),
+        }
+    }
+
+    fn pids(&self) -> Result<Vec<u32>, String> {
+        match self {
+            Nodes::One { running, .. } => Ok(vec![running.pid()]),
+            Nodes::Three(cluster) => (1..=3).map(|n| cluster.pid(&format!("node{n}"))).collect(),
+        }
+    }
+
+    /// Each node's configuration file.
+    fn configs(&self) -> Vec<String> {
+        match self {
+            Nodes::One { node, .. } => vec![node.config.clone()],
+            Nodes::Three(cluster) => (1..=3)
+                .map(|n| cluster.node_config(n).display().to_string())
+                .collect(),
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Nodes::One { running, .. } => running.stop(),
+            Nodes::Three(cluster) => drop(cluster),
+        }
+    }
+
+    /// The nodes' `VmRSS`, summed.
+    fn rss(&self) -> Result<u64, String> {
+        self.pids()?
+            .into_iter()
+            .map(|pid| rss_bytes(pid).ok_or_else(|| format!("could not read VmRSS of {pid}")))
+            .sum()
+    }
+
+    /// The nodes' CPU seconds, summed.
+    fn cpu_seconds(&self) -> f64 {
+        self.pids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|pid| cpu_seconds(pid).unwrap_or(0.0))
+            .sum()
+    }
+}
+
+/// The SNI domain the nodes route.
+const SNI_DOMAIN: &str = "atsign.test";
+
+/// The connection limits of every node (none without `--default-limits`: the defaults).
+fn limits(options: &Options) -> String {
+    if options.default_limits {
+        return String::new();
+    }
+    format!(
+        "max_connections = {}\n\
+         inbound_max_limit = {}\n\
+         unauthenticated_max_limit = {2}\n\
+         unauthenticated_per_source_limit = {2}\n",
+        // Every device and sender, and a margin, beside the sixteenth of the node
+        // kept for connections still proving themselves.
+        (options.devices + options.senders + 64) * 16 / 15 + 1,
+        // An atSign's devices, its sender, and a margin.
+        devices_per_atsign(options) + 1 + 8,
+        // Everything being set up at once, all from 127.0.0.1.
+        (options.concurrency + 64).max(1000),
+    )
+}
+
+/// `@cb00000` … in one `provision --from-file` through the node of `config`.
+fn provision(
+    server: &Path,
+    config: &str,
+    dir: &Path,
+    names: &[String],
+) -> Result<Vec<Tenant>, String> {
+    let began = Instant::now();
+    let done = at_tests::bench::provision_batch(server, config, dir, names)?;
+    println!(
+        "provisioned {} atSigns in {:.2} s ({:.0}/s)",
+        names.len(),
+        began.elapsed().as_secs_f64(),
+        names.len() as f64 / began.elapsed().as_secs_f64()
+    );
+    done.into_iter()
+        .map(|p| {
+            let host = p
+                .address
+                .rsplit_once(':')
+                .map(|(host, _)| host.to_string())
+                .ok_or_else(|| format!("@{}: address {:?} without a port", p.name, p.address))?;
+            Ok(Tenant {
+                name: p.name,
+                host,
+                secret: p.secret,
+            })
+        })
+        .collect()
+}
 
 /// The node's data directory and config file.
 struct Node {
@@ -271,7 +439,6 @@ impl Node {
     /// connection the bench opens.
     fn new(options: &Options) -> Result<Node, String> {
         let dir = TempDir::new("conn-bench");
-        let per_atsign = devices_per_atsign(options);
         let mut config = format!(
             "data_dir = \"{0}/server\"\n\
              directory_data_dir = \"{0}/directory\"\n\
@@ -280,55 +447,13 @@ impl Node {
              sni_domain = \"atsign.test\"\n",
             dir.path().display(),
         );
-        if !options.default_limits {
-            config.push_str(&format!(
-                "max_connections = {}\n\
-                 inbound_max_limit = {}\n\
-                 unauthenticated_max_limit = {2}\n\
-                 unauthenticated_per_source_limit = {2}\n",
-                // Every device and sender, and a margin, beside the sixteenth of the node
-                // kept for connections still proving themselves.
-                (options.devices + options.senders + 64) * 16 / 15 + 1,
-                // An atSign's devices, its sender, and a margin.
-                per_atsign + 1 + 8,
-                // Everything being set up at once, all from 127.0.0.1.
-                (options.concurrency + 64).max(1000),
-            ));
-        }
+        config.push_str(&limits(options));
         let file = dir.path().join("server.toml");
         std::fs::write(&file, config).map_err(|e| format!("writing {}: {e}", file.display()))?;
         Ok(Node {
             config: file.display().to_string(),
             dir,
         })
-    }
-
-    /// `@cb00000` … in one `provision --from-file`, before the node serves.
-    fn provision(&self, server: &Path, count: usize) -> Result<Vec<Tenant>, String> {
-        let names: Vec<String> = (0..count).map(|i| format!("cb{i:05}")).collect();
-        let began = Instant::now();
-        let done = at_tests::bench::provision_batch(server, &self.config, self.dir.path(), &names)?;
-        println!(
-            "provisioned {count} atSigns in {:.2} s ({:.0}/s)",
-            began.elapsed().as_secs_f64(),
-            count as f64 / began.elapsed().as_secs_f64()
-        );
-        done.into_iter()
-            .map(|p| {
-                let host = p
-                    .address
-                    .rsplit_once(':')
-                    .map(|(host, _)| host.to_string())
-                    .ok_or_else(|| {
-                        format!("@{}: address {:?} without a port", p.name, p.address)
-                    })?;
-                Ok(Tenant {
-                    name: p.name,
-                    host,
-                    secret: p.secret,
-                })
-            })
-            .collect()
     }
 
     fn serve(&self, server: &Path) -> Running {
@@ -347,7 +472,8 @@ impl Node {
 
 /// Where every connection goes and whom it trusts (the SNI name picks the atSign).
 struct Target {
-    addr: SocketAddr,
+    /// Each node's shared port.
+    addrs: Vec<SocketAddr>,
     connector: TlsConnector,
 }
 
@@ -604,11 +730,9 @@ struct Sender {
 async fn bench(
     target: &Target,
     tenants: Vec<Tenant>,
-    running: &Running,
-    (server, node): (&Path, &Node),
+    (server, nodes): (&Path, &Nodes),
     options: &Options,
 ) -> Result<Figures, String> {
-    let pid = running.pid();
     let mut figures = Figures::default();
 
     // Enrollments: one per atSign, its connection kept as the sender.
@@ -624,7 +748,7 @@ async fn bench(
         figures.enroll_secs
     );
     tokio::time::sleep(SETTLE).await;
-    figures.rss_before = rss_bytes(pid).ok_or("could not read the server's VmRSS")?;
+    figures.rss_before = nodes.rss()?;
 
     // Setup: every device, `concurrency` at a time, within the phase bound.
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -635,7 +759,6 @@ async fn bench(
             .iter()
             .zip(&enrollments)
             .map(|(tenant, enrollment)| DeviceTarget {
-                addr: target.addr,
                 connector: target.connector.clone(),
                 name: tenant.name.clone(),
                 host: tenant.host.clone(),
@@ -644,7 +767,7 @@ async fn bench(
             .collect::<Vec<_>>(),
     );
     let cpu_from = (
-        cpu_seconds(pid).unwrap_or(0.0),
+        nodes.cpu_seconds(),
         cpu_seconds(std::process::id()).unwrap_or(0.0),
     );
     let phase_start = Instant::now();
@@ -652,8 +775,9 @@ async fn bench(
     let mut tasks = tokio::task::JoinSet::new();
     for device in 0..options.devices {
         let atsign = device % tenants.len();
+        let node = target.addrs[device % target.addrs.len()];
         tasks.spawn(run_device(
-            atsign,
+            (atsign, node),
             Arc::clone(&targets),
             Arc::clone(&permits),
             deadline,
@@ -706,7 +830,7 @@ async fn bench(
             .or_insert((0, String::new()))
             .0 += options.devices - reported;
     }
-    figures.setup_cpu_server = cpu_seconds(pid).unwrap_or(0.0) - cpu_from.0;
+    figures.setup_cpu_server = nodes.cpu_seconds() - cpu_from.0;
     figures.setup_cpu_client = cpu_seconds(std::process::id()).unwrap_or(0.0) - cpu_from.1;
     figures.set_up = setup_times.len();
     figures.setup_secs = last_done
@@ -717,13 +841,13 @@ async fn bench(
     // Idle: the connections sit; then the server's memory.
     let idle_until = Instant::now() + Duration::from_secs(options.idle);
     drain_until(&mut events, idle_until, &mut live, &mut figures).await;
-    figures.rss_after = rss_bytes(pid).ok_or("could not read the server's VmRSS")?;
+    figures.rss_after = nodes.rss()?;
     figures.idle_connections = live.iter().sum();
-    figures.server_connections = Some(server_connections(server, node).await);
+    figures.server_connections = Some(server_connections(server, &nodes.configs()).await);
 
     // Fan-out.
     let cpu_from = (
-        cpu_seconds(pid).unwrap_or(0.0),
+        nodes.cpu_seconds(),
         cpu_seconds(std::process::id()).unwrap_or(0.0),
     );
     fan_out(
@@ -735,7 +859,7 @@ async fn bench(
         options,
     )
     .await;
-    figures.fanout_cpu_server = cpu_seconds(pid).unwrap_or(0.0) - cpu_from.0;
+    figures.fanout_cpu_server = nodes.cpu_seconds() - cpu_from.0;
     figures.fanout_cpu_client = cpu_seconds(std::process::id()).unwrap_or(0.0) - cpu_from.1;
 
     let _ = stop_tx.send(true);
@@ -773,8 +897,17 @@ async fn drain_until(
 
 /// The owner connections the serving node counts over all its atSigns (`list --usage --json`,
 /// answered by the node through its admin socket).
-async fn server_connections(server: &Path, node: &Node) -> Result<usize, String> {
-    let (server, config) = (server.to_path_buf(), node.config.clone());
+/// The owner connections the nodes count, summed (each counts its own).
+async fn server_connections(server: &Path, configs: &[String]) -> Result<usize, String> {
+    let mut total = 0;
+    for config in configs {
+        total += node_connections(server, config).await?;
+    }
+    Ok(total)
+}
+
+async fn node_connections(server: &Path, config: &str) -> Result<usize, String> {
+    let (server, config) = (server.to_path_buf(), config.to_string());
     let out = tokio::task::spawn_blocking(move || {
         let args = ["--config", &config, "list", "--usage", "--json"];
         process::run(&server, &args, &[("AT_SERVER_LOG", "warn")])
@@ -814,7 +947,7 @@ async fn enroll_all(
     let permits = Arc::new(Semaphore::new(options.concurrency.min(ENROLL_CONCURRENCY)));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, tenant) in tenants.iter().enumerate() {
-        let (addr, connector) = (target.addr, target.connector.clone());
+        let (addr, connector) = (target.addrs[0], target.connector.clone());
         let (name, host, secret) = (
             tenant.name.clone(),
             tenant.host.clone(),
@@ -891,7 +1024,6 @@ async fn enroll(
 
 /// What a device of one atSign needs to log in.
 struct DeviceTarget {
-    addr: SocketAddr,
     connector: TlsConnector,
     name: String,
     host: String,
@@ -901,7 +1033,7 @@ struct DeviceTarget {
 /// One device: set up (one of `permits`, bounded by `deadline`), reported; then its monitor
 /// until `stop`.
 async fn run_device(
-    atsign: usize,
+    (atsign, node): (usize, SocketAddr),
     targets: Arc<Vec<DeviceTarget>>,
     permits: Arc<Semaphore>,
     deadline: Instant,
@@ -912,7 +1044,7 @@ async fn run_device(
         return;
     };
     let began = Instant::now();
-    let outcome = tokio::time::timeout_at(deadline.into(), set_up(&targets[atsign]))
+    let outcome = tokio::time::timeout_at(deadline.into(), set_up(&targets[atsign], node))
         .await
         .unwrap_or_else(|_| Err("not set up within the phase bound".into()));
     let done = Instant::now();
@@ -942,12 +1074,12 @@ async fn run_device(
 
 /// TLS handshake, the `@` prompt, `from`, `pkam:enrollmentId:`, `monitor` (subscribed once
 /// the `noop:0` after it is answered); the stream and what came after `data:ok`.
-async fn set_up(target: &DeviceTarget) -> Result<(Stream, Vec<u8>), String> {
+async fn set_up(target: &DeviceTarget, node: SocketAddr) -> Result<(Stream, Vec<u8>), String> {
     let mut stream = connect_tls_from(
         &target.connector,
         None,
         None,
-        target.addr,
+        node,
         &target.host,
         REPLY_TIMEOUT,
     )
@@ -1268,6 +1400,13 @@ mod tests {
         assert!(parse_args(args("--concurrency 1001")).is_err());
         assert!(parse_args(args("--seconds")).is_err());
         assert!(parse_args(args("--bogus")).is_err());
+        // One node, or three on one Redis binding a port per atSign each.
+        let o = parse_args(args("--nodes 3 --atsigns 100 --devices 100"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.nodes, 3);
+        assert!(parse_args(args("--nodes 2")).is_err());
+        assert!(parse_args(args("--nodes 3 --atsigns 101 --devices 200")).is_err());
     }
 
     #[test]
