@@ -70,11 +70,15 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        // Ready when every node says so and sees every replica as one (a node learns the
+        // roles `--cluster create` assigned by gossip, a moment later).
         for node in &cluster.nodes {
-            while !cluster_state_ok(node.port) {
+            while !cluster_state_ok(node.port)
+                || sees_replicas(node.port) < cluster.nodes.len() - MASTERS
+            {
                 assert!(
                     Instant::now() < deadline,
-                    "node on port {} never said cluster_state:ok",
+                    "node on port {} never said cluster_state:ok with every replica known",
                     node.port
                 );
                 std::thread::sleep(Duration::from_millis(50));
@@ -99,6 +103,96 @@ impl RedisCluster {
             urls.join(", ")
         )
     }
+}
+
+impl RedisCluster {
+    /// Moves the slot of `key` (a key or a sharded channel name) to another master, with its
+    /// keys, as `redis-cli --cluster reshard` moves slots; returns the master's port it left.
+    /// Redis then ends the sharded subscriptions of that slot on the old master.
+    pub fn move_slot_of(&self, key: &str) -> u16 {
+        let any = self.nodes[0].port;
+        let slot: u16 = cli(any, &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .expect("a slot number");
+        let nodes = cli(any, &["cluster", "nodes"]);
+        let masters: Vec<(String, u16, bool)> = nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // Masters serving slots (a replica may still look like a master without).
+                if !fields.get(2)?.contains("master") || fields.len() <= 8 {
+                    return None;
+                }
+                let port = fields[1]
+                    .split('@')
+                    .next()?
+                    .rsplit_once(':')?
+                    .1
+                    .parse()
+                    .ok()?;
+                let owns = fields[8..].iter().any(|range| {
+                    let (first, last) = range.split_once('-').unwrap_or((range, range));
+                    matches!((first.parse::<u16>(), last.parse::<u16>()),
+                        (Ok(first), Ok(last)) if (first..=last).contains(&slot))
+                });
+                Some((fields[0].to_string(), port, owns))
+            })
+            .collect();
+        let (from_id, from) = masters
+            .iter()
+            .find(|m| m.2)
+            .map(|m| (m.0.clone(), m.1))
+            .expect("an owner");
+        let (to_id, to) = masters
+            .iter()
+            .find(|m| !m.2)
+            .map(|m| (m.0.clone(), m.1))
+            .expect("another master");
+        let slot = slot.to_string();
+        cli(to, &["cluster", "setslot", &slot, "importing", &from_id]);
+        cli(from, &["cluster", "setslot", &slot, "migrating", &to_id]);
+        loop {
+            let keys = cli(from, &["cluster", "getkeysinslot", &slot, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let to_port = to.to_string();
+            let mut migrate = vec!["migrate", "127.0.0.1", &to_port, "", "0", "5000", "keys"];
+            migrate.extend(keys);
+            cli(from, &migrate);
+        }
+        for (_, port, _) in &masters {
+            cli(*port, &["cluster", "setslot", &slot, "node", &to_id]);
+        }
+        from
+    }
+
+    /// Closes every pub/sub connection of every node (`CLIENT KILL TYPE pubsub`), as a
+    /// restart or a network cut would.
+    pub fn kill_subscribers(&self) {
+        for node in &self.nodes {
+            cli(node.port, &["client", "kill", "type", "pubsub"]);
+        }
+    }
+}
+
+/// `redis-cli -p <port> <args>`'s output (raw); panics if it cannot run or fails.
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["--raw", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-cli must be installed (apt-get install -y redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let refused = text.starts_with("ERR") || text.starts_with("(error)");
+    assert!(
+        out.status.success() && !refused,
+        "redis-cli {args:?}: {text}"
+    );
+    text
 }
 
 /// Starts one cluster node in `dir` on free client and bus ports (retried if one was taken).
@@ -136,6 +230,18 @@ fn start_node(dir: &Path, deadline: Instant) -> Node {
         let _ = child.wait();
         assert!(Instant::now() < deadline, "a cluster node did not start");
     }
+}
+
+/// How many replicas the node on `port` knows of (`CLUSTER NODES`).
+fn sees_replicas(port: u16) -> usize {
+    cli(port, &["cluster", "nodes"])
+        .lines()
+        .filter(|line| {
+            line.split_whitespace()
+                .nth(2)
+                .is_some_and(|f| f.contains("slave"))
+        })
+        .count()
 }
 
 /// Whether the node on `port` answers `CLUSTER INFO` with `cluster_state:ok`.

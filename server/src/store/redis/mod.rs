@@ -526,6 +526,42 @@ mod tests {
         );
     }
 
+    /// Waits (bounded) until a notification `a` publishes reaches `on_b`, publishing again
+    /// while it does not: a subscription being made again misses what is sent meanwhile.
+    async fn heard(a: &Store, on_b: &mut tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>, id: &str) {
+        let bob = conformance::sign("bob");
+        let body = format!("{{\"id\":\"{id}\"}}").into_bytes();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            a.publish_notification(&bob, &body).await.unwrap();
+            let wait = std::time::Duration::from_millis(200);
+            while let Ok(Some(got)) = tokio::time::timeout(wait, on_b.recv()).await {
+                if got.1 == body {
+                    return;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "{id} never arrived");
+        }
+    }
+
+    /// A node keeps hearing the other when the channel's slot moves to another master (Redis
+    /// ends the sharded subscription there) and when its subscription's connection is cut.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_on_a_redis_cluster_resubscribes_when_the_channels_slot_moves_or_its_connection_drops(
+    ) {
+        let cluster = RedisCluster::start();
+        let a = on_cluster(&cluster, "t:").await;
+        let b = on_cluster(&cluster, "t:").await;
+        let mut on_b = b.watch_notifications().expect("Redis is shared");
+        heard(&a, &mut on_b, "before").await;
+        cluster.move_slot_of("t:atserver:notifications");
+        heard(&a, &mut on_b, "after the slot moved").await;
+        cluster.move_slot_of("t:atserver:notifications");
+        heard(&a, &mut on_b, "after it moved again").await;
+        cluster.kill_subscribers();
+        heard(&a, &mut on_b, "after the connection was cut").await;
+    }
+
     /// A connection of the test's own to `redis`, to read and write keys behind the store.
     async fn raw_connection(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
         redis::Client::open(redis.url())
