@@ -21,6 +21,8 @@ const START_WITHIN: Duration = Duration::from_secs(30);
 /// A running Redis Cluster on loopback.
 pub struct RedisCluster {
     nodes: Vec<Node>,
+    /// What clients (and replicas, `masterauth`) must `AUTH` with, if anything.
+    password: Option<String>,
     dir: TempDir,
 }
 
@@ -35,19 +37,32 @@ impl RedisCluster {
     /// them into one cluster and waits until every node says `cluster_state:ok`. Panics, with
     /// what `redis-cli` said, if that takes longer than 30 s.
     pub fn start() -> RedisCluster {
+        RedisCluster::start_with(None)
+    }
+
+    /// [`RedisCluster::start`], every node requiring `password` (`requirepass`, and
+    /// `masterauth` for its replica); [`RedisCluster::urls`] do not carry it.
+    pub fn start_with_password(password: &str) -> RedisCluster {
+        RedisCluster::start_with(Some(password))
+    }
+
+    fn start_with(password: Option<&str>) -> RedisCluster {
         let dir = TempDir::new("redis-cluster");
         let deadline = Instant::now() + START_WITHIN;
         let mut cluster = RedisCluster {
             nodes: Vec::new(),
+            password: password.map(str::to_string),
             dir,
         };
         // One at a time into `cluster`, so a failed start still kills those already running.
         for n in 0..MASTERS * (1 + REPLICAS_PER_MASTER) {
             let node_dir = cluster.dir.path().join(format!("node{n}"));
             std::fs::create_dir_all(&node_dir).expect("a node directory");
-            cluster.nodes.push(start_node(&node_dir, deadline));
+            cluster
+                .nodes
+                .push(start_node(&node_dir, deadline, password));
         }
-        let mut create = Command::new("redis-cli");
+        let mut create = redis_cli(password);
         create.arg("--cluster").arg("create");
         create.args(
             cluster
@@ -73,8 +88,8 @@ impl RedisCluster {
         // Ready when every node says so and sees every replica as one (a node learns the
         // roles `--cluster create` assigned by gossip, a moment later).
         for node in &cluster.nodes {
-            while !cluster_state_ok(node.port)
-                || sees_replicas(node.port) < cluster.nodes.len() - MASTERS
+            while !cluster_state_ok(node.port, password)
+                || sees_replicas(node.port, password) < cluster.nodes.len() - MASTERS
             {
                 assert!(
                     Instant::now() < deadline,
@@ -111,11 +126,11 @@ impl RedisCluster {
     /// Redis then ends the sharded subscriptions of that slot on the old master.
     pub fn move_slot_of(&self, key: &str) -> u16 {
         let any = self.nodes[0].port;
-        let slot: u16 = cli(any, &["cluster", "keyslot", key])
+        let slot: u16 = cli(any, self.password.as_deref(), &["cluster", "keyslot", key])
             .trim()
             .parse()
             .expect("a slot number");
-        let nodes = cli(any, &["cluster", "nodes"]);
+        let nodes = cli(any, self.password.as_deref(), &["cluster", "nodes"]);
         let masters: Vec<(String, u16, bool)> = nodes
             .lines()
             .filter_map(|line| {
@@ -150,21 +165,41 @@ impl RedisCluster {
             .map(|m| (m.0.clone(), m.1))
             .expect("another master");
         let slot = slot.to_string();
-        cli(to, &["cluster", "setslot", &slot, "importing", &from_id]);
-        cli(from, &["cluster", "setslot", &slot, "migrating", &to_id]);
+        cli(
+            to,
+            self.password.as_deref(),
+            &["cluster", "setslot", &slot, "importing", &from_id],
+        );
+        cli(
+            from,
+            self.password.as_deref(),
+            &["cluster", "setslot", &slot, "migrating", &to_id],
+        );
         loop {
-            let keys = cli(from, &["cluster", "getkeysinslot", &slot, "100"]);
+            let keys = cli(
+                from,
+                self.password.as_deref(),
+                &["cluster", "getkeysinslot", &slot, "100"],
+            );
             let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
             if keys.is_empty() {
                 break;
             }
             let to_port = to.to_string();
-            let mut migrate = vec!["migrate", "127.0.0.1", &to_port, "", "0", "5000", "keys"];
+            let mut migrate = vec!["migrate", "127.0.0.1", &to_port, "", "0", "5000"];
+            if let Some(password) = &self.password {
+                migrate.extend(["auth", password]);
+            }
+            migrate.push("keys");
             migrate.extend(keys);
-            cli(from, &migrate);
+            cli(from, self.password.as_deref(), &migrate);
         }
         for (_, port, _) in &masters {
-            cli(*port, &["cluster", "setslot", &slot, "node", &to_id]);
+            cli(
+                *port,
+                self.password.as_deref(),
+                &["cluster", "setslot", &slot, "node", &to_id],
+            );
         }
         from
     }
@@ -173,14 +208,28 @@ impl RedisCluster {
     /// restart or a network cut would.
     pub fn kill_subscribers(&self) {
         for node in &self.nodes {
-            cli(node.port, &["client", "kill", "type", "pubsub"]);
+            cli(
+                node.port,
+                self.password.as_deref(),
+                &["client", "kill", "type", "pubsub"],
+            );
         }
     }
 }
 
+/// `redis-cli`, authenticating with `password` if any (through the environment, so it is not
+/// in the arguments and `redis-cli` does not warn).
+fn redis_cli(password: Option<&str>) -> Command {
+    let mut cli = Command::new("redis-cli");
+    if let Some(password) = password {
+        cli.env("REDISCLI_AUTH", password);
+    }
+    cli
+}
+
 /// `redis-cli -p <port> <args>`'s output (raw); panics if it cannot run or fails.
-fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
+fn cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let out = redis_cli(password)
         .args(["--raw", "-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
@@ -196,7 +245,7 @@ fn cli(port: u16, args: &[&str]) -> String {
 }
 
 /// Starts one cluster node in `dir` on free client and bus ports (retried if one was taken).
-fn start_node(dir: &Path, deadline: Instant) -> Node {
+fn start_node(dir: &Path, deadline: Instant, password: Option<&str>) -> Node {
     loop {
         let (port, bus) = (crate::free_port(), crate::free_port());
         let mut child = Command::new("redis-server")
@@ -211,6 +260,9 @@ fn start_node(dir: &Path, deadline: Instant) -> Node {
             // Short, so a later failover test does not wait long for a replica's promotion.
             .args(["--cluster-node-timeout", "2000"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(password.map_or_else(Vec::new, |password| {
+                vec!["--requirepass", password, "--masterauth", password]
+            }))
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())
@@ -221,7 +273,7 @@ fn start_node(dir: &Path, deadline: Instant) -> Node {
             if let Ok(Some(_)) = child.try_wait() {
                 break; // a port was taken: try others
             }
-            if crate::redis::ping(port, None) {
+            if crate::redis::ping(port, password) {
                 return Node { child, port };
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -233,8 +285,8 @@ fn start_node(dir: &Path, deadline: Instant) -> Node {
 }
 
 /// How many replicas the node on `port` knows of (`CLUSTER NODES`).
-fn sees_replicas(port: u16) -> usize {
-    cli(port, &["cluster", "nodes"])
+fn sees_replicas(port: u16, password: Option<&str>) -> usize {
+    cli(port, password, &["cluster", "nodes"])
         .lines()
         .filter(|line| {
             line.split_whitespace()
@@ -245,8 +297,8 @@ fn sees_replicas(port: u16) -> usize {
 }
 
 /// Whether the node on `port` answers `CLUSTER INFO` with `cluster_state:ok`.
-fn cluster_state_ok(port: u16) -> bool {
-    Command::new("redis-cli")
+fn cluster_state_ok(port: u16, password: Option<&str>) -> bool {
+    redis_cli(password)
         .args([
             "-h",
             "127.0.0.1",

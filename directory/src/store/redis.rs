@@ -237,6 +237,31 @@ mod tests {
         );
     }
 
+    /// `store.redis_password_file` applies to every node of a cluster (and to the nodes the
+    /// client learns of from the seeds), as to one Redis.
+    #[actix_rt::test]
+    async fn a_redis_cluster_takes_its_password_from_the_file() {
+        use at_common::config::{Backend as BackendKind, Secret, StoreConfig};
+        let cluster = at_tests::redis_cluster::RedisCluster::start_with_password("p@ss:w/rd#1");
+        let dir = at_tests::TempDir::new("directory-redis-cluster-password");
+        let file = dir.path().join("password");
+        std::fs::write(&file, "p@ss:w/rd#1\n").unwrap();
+        let config = StoreConfig {
+            backend: BackendKind::Redis,
+            redis_cluster: cluster.urls().into_iter().map(Secret::new).collect(),
+            redis_password_file: Some(file),
+            ..StoreConfig::default()
+        };
+        assert!(config.validate().is_ok());
+        let store = crate::store::open(&config, dir.path()).await.unwrap();
+        conformance::run(&store).await;
+        let without = StoreConfig {
+            redis_password_file: None,
+            ..config
+        };
+        assert!(crate::store::open(&without, dir.path()).await.is_err());
+    }
+
     #[actix_rt::test]
     async fn keys_are_laid_out_as_the_reference_root_lays_them_out() {
         let redis = RedisServer::start();
