@@ -14,11 +14,29 @@ use crate::redis_client::RedisClient;
 
 /// Loads a binary's whole configuration in layers, later winning: the type's defaults (its
 /// `#[serde(default)]`), the TOML `file`, environment variables `<env_prefix>__<FIELD>`
-/// (nested fields joined with `__`, e.g. `AT_DIRECTORY__STORE__REDIS_URL`), then `overrides`
-/// (dotted keys from command-line flags, e.g. `("store.backend", "redis")`).
+/// (nested fields joined with `__`, e.g. `AT_DIRECTORY__STORE__REDIS_URL`; the lists of
+/// [`LIST_VARIABLES`] comma-separated), then `overrides` (dotted keys from command-line
+/// flags, e.g. `("store.backend", "redis")`).
 /// Validation is the caller's, once, on the result.
 pub fn load_layered<T: DeserializeOwned>(
     env_prefix: &str,
+    file: Option<&Path>,
+    overrides: &[(&str, String)],
+) -> Result<T, String> {
+    load_with_environment(env_prefix, None, file, overrides)
+}
+
+/// The options that environment variables give as comma-separated lists
+/// (`AT_SERVER__STORE__REDIS_CLUSTER=redis://h1:6379,redis://h2:6379`): a [`StoreConfig`]'s
+/// `redis_cluster`, wherever a binary embeds one (`store`, and the atServer's
+/// `directory_store`). Named one by one: a separator for every variable would split values
+/// that hold commas (`log.level = "warn,at_server=debug"`).
+pub const LIST_VARIABLES: &[&str] = &["store.redis_cluster", "directory_store.redis_cluster"];
+
+/// [`load_layered`] with the environment `environment` instead of the process's, if given.
+fn load_with_environment<T: DeserializeOwned>(
+    env_prefix: &str,
+    environment: Option<config::Map<String, String>>,
     file: Option<&Path>,
     overrides: &[(&str, String)],
 ) -> Result<T, String> {
@@ -26,11 +44,15 @@ pub fn load_layered<T: DeserializeOwned>(
     if let Some(file) = file {
         builder = builder.add_source(config::File::from(file).required(true));
     }
-    builder = builder.add_source(
-        config::Environment::with_prefix(env_prefix)
-            .separator("__")
-            .try_parsing(true),
-    );
+    let mut variables = config::Environment::with_prefix(env_prefix)
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",")
+        .source(environment);
+    for key in LIST_VARIABLES {
+        variables = variables.with_list_parse_key(key);
+    }
+    builder = builder.add_source(variables);
     for (key, value) in overrides {
         builder = builder
             .set_override(*key, value.clone())
@@ -456,6 +478,39 @@ mod tests {
             ..StoreConfig::default()
         };
         assert!(nothing.validate().unwrap_err().contains("redis_cluster"));
+    }
+
+    #[test]
+    fn cluster_seeds_come_from_one_comma_separated_variable() {
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default)]
+        struct Binary {
+            store: StoreConfig,
+            log: LogConfig,
+        }
+        let environment = [
+            ("AT_TEST__STORE__BACKEND", "redis"),
+            (
+                "AT_TEST__STORE__REDIS_CLUSTER",
+                "redis://h1:6379,redis://h2:6379",
+            ),
+            // Other values keep their commas.
+            ("AT_TEST__LOG__LEVEL", "warn,at_server=debug"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let loaded: Binary =
+            load_with_environment("AT_TEST", Some(environment), None, &[]).unwrap();
+        let seeds: Vec<&str> = loaded
+            .store
+            .redis_cluster
+            .iter()
+            .map(Secret::expose)
+            .collect();
+        assert_eq!(seeds, ["redis://h1:6379", "redis://h2:6379"]);
+        assert_eq!(loaded.log.level, "warn,at_server=debug");
+        assert!(loaded.store.validate().is_ok());
     }
 
     #[test]
