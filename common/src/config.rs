@@ -10,13 +10,33 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::redis_client::RedisClient;
+
 /// Loads a binary's whole configuration in layers, later winning: the type's defaults (its
 /// `#[serde(default)]`), the TOML `file`, environment variables `<env_prefix>__<FIELD>`
-/// (nested fields joined with `__`, e.g. `AT_DIRECTORY__STORE__REDIS_URL`), then `overrides`
-/// (dotted keys from command-line flags, e.g. `("store.backend", "redis")`).
+/// (nested fields joined with `__`, e.g. `AT_DIRECTORY__STORE__REDIS_URL`; the lists of
+/// [`LIST_VARIABLES`] comma-separated), then `overrides` (dotted keys from command-line
+/// flags, e.g. `("store.backend", "redis")`).
 /// Validation is the caller's, once, on the result.
 pub fn load_layered<T: DeserializeOwned>(
     env_prefix: &str,
+    file: Option<&Path>,
+    overrides: &[(&str, String)],
+) -> Result<T, String> {
+    load_with_environment(env_prefix, None, file, overrides)
+}
+
+/// The options that environment variables give as comma-separated lists
+/// (`AT_SERVER__STORE__REDIS_CLUSTER=redis://h1:6379,redis://h2:6379`): a [`StoreConfig`]'s
+/// `redis_cluster`, wherever a binary embeds one (`store`, and the atServer's
+/// `directory_store`). Named one by one: a separator for every variable would split values
+/// that hold commas (`log.level = "warn,at_server=debug"`).
+pub const LIST_VARIABLES: &[&str] = &["store.redis_cluster", "directory_store.redis_cluster"];
+
+/// [`load_layered`] with the environment `environment` instead of the process's, if given.
+fn load_with_environment<T: DeserializeOwned>(
+    env_prefix: &str,
+    environment: Option<config::Map<String, String>>,
     file: Option<&Path>,
     overrides: &[(&str, String)],
 ) -> Result<T, String> {
@@ -24,11 +44,15 @@ pub fn load_layered<T: DeserializeOwned>(
     if let Some(file) = file {
         builder = builder.add_source(config::File::from(file).required(true));
     }
-    builder = builder.add_source(
-        config::Environment::with_prefix(env_prefix)
-            .separator("__")
-            .try_parsing(true),
-    );
+    let mut variables = config::Environment::with_prefix(env_prefix)
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",")
+        .source(environment);
+    for key in LIST_VARIABLES {
+        variables = variables.with_list_parse_key(key);
+    }
+    builder = builder.add_source(variables);
     for (key, value) in overrides {
         builder = builder
             .set_override(*key, value.clone())
@@ -201,8 +225,13 @@ fn log_panics() {
 pub struct StoreConfig {
     /// `embedded` (default) or `redis`.
     pub backend: Backend,
-    /// Redis URL, `redis://[:password@]host:port[/db]`; required when `backend = "redis"`.
+    /// Redis URL, `redis://[:password@]host:port[/db]`; with `backend = "redis"`, this or
+    /// `redis_cluster`.
     pub redis_url: Option<Secret>,
+    /// A Redis Cluster instead of one Redis: the URLs of some of its nodes
+    /// (`["redis://h1:6379", "redis://h2:6379"]`, all `redis://` or all `rediss://`, one
+    /// password), from which the rest of the cluster is learnt. Not with `redis_url`.
+    pub redis_cluster: Vec<Secret>,
     /// Prefix put before every Redis key, so one Redis can hold several deployments.
     pub key_prefix: String,
     /// For a `rediss://` URL (Redis over TLS): the CA certificates (PEM) the Redis server's
@@ -221,20 +250,26 @@ pub struct StoreConfig {
 impl StoreConfig {
     /// Checks the combination of fields once, after loading.
     pub fn validate(&self) -> Result<(), String> {
-        if self.backend == Backend::Redis && self.redis_url.is_none() {
-            return Err("store.backend is redis but store.redis_url is not set".into());
+        let urls = self.redis_urls();
+        if self.redis_url.is_some() && !self.redis_cluster.is_empty() {
+            return Err("set store.redis_url or store.redis_cluster, not both".into());
+        }
+        if self.backend == Backend::Redis && urls.is_empty() {
+            return Err(
+                "store.backend is redis but neither store.redis_url nor store.redis_cluster is set"
+                    .into(),
+            );
+        }
+        if urls.iter().any(|url| is_tls_url(url)) && !urls.iter().all(|url| is_tls_url(url)) {
+            return Err("store.redis_cluster mixes rediss:// and redis:// URLs".into());
         }
         let tls_files = self.redis_ca_file.is_some()
             || self.redis_client_cert_file.is_some()
             || self.redis_client_key_file.is_some();
-        if tls_files
-            && !self
-                .redis_url
-                .as_ref()
-                .is_some_and(|url| is_tls_url(url.expose()))
-        {
+        if tls_files && !urls.first().is_some_and(|url| is_tls_url(url)) {
             return Err(
-                "store.redis_ca_file and store.redis_client_*_file need a rediss:// redis_url"
+                "store.redis_ca_file and store.redis_client_*_file need rediss:// URLs \
+                 (store.redis_url or store.redis_cluster)"
                     .into(),
             );
         }
@@ -243,54 +278,93 @@ impl StoreConfig {
                 "store.redis_client_cert_file and store.redis_client_key_file go together".into(),
             );
         }
-        if self.redis_password_file.is_some() && self.redis_url.is_none() {
-            return Err("store.redis_password_file needs a store.redis_url".into());
+        if self.redis_password_file.is_some() && urls.is_empty() {
+            return Err(
+                "store.redis_password_file needs a store.redis_url or store.redis_cluster".into(),
+            );
         }
         Ok(())
     }
 
-    /// The client of `redis_url`: over TLS for `rediss://`, with the password, CA and client
-    /// certificate files read now (so a missing file fails at start, not at the first
-    /// reconnect). Nothing is connected yet.
-    pub fn redis_client(&self) -> redis::RedisResult<redis::Client> {
+    /// The configured Redis URLs: `redis_url`, or the seeds of `redis_cluster`.
+    fn redis_urls(&self) -> Vec<&str> {
+        self.redis_url
+            .iter()
+            .chain(&self.redis_cluster)
+            .map(Secret::expose)
+            .collect()
+    }
+
+    /// The client of `redis_url` or `redis_cluster`: over TLS for `rediss://`, with the
+    /// password, CA and client certificate files read now (so a missing file fails at start,
+    /// not at the first reconnect). Nothing is connected yet.
+    pub fn redis_client(&self) -> redis::RedisResult<RedisClient> {
         use redis::IntoConnectionInfo;
-        let url = self.redis_url.as_ref().map_or("", |url| url.expose());
         let read = |path: &PathBuf| {
             std::fs::read(path).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("reading {}: {e}", path.display()))
             })
         };
-        let mut info = url.into_connection_info()?;
-        if let Some(path) = &self.redis_password_file {
-            let password = String::from_utf8(read(path)?).map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: the password is not UTF-8", path.display()),
-                )
-            })?;
-            let password = password.strip_suffix('\n').unwrap_or(&password);
-            let password = password.strip_suffix('\r').unwrap_or(password);
-            let settings = info.redis_settings().clone().set_password(password);
-            info = info.set_redis_settings(settings);
-        }
-        if !is_tls_url(url) {
-            return redis::Client::open(info);
-        }
-        let client_tls = match (&self.redis_client_cert_file, &self.redis_client_key_file) {
-            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                client_cert: read(cert)?,
-                client_key: read(key)?,
+        let password = match &self.redis_password_file {
+            Some(path) => {
+                let password = String::from_utf8(read(path)?).map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{}: the password is not UTF-8", path.display()),
+                    )
+                })?;
+                let password = password.strip_suffix('\n').unwrap_or(&password);
+                Some(password.strip_suffix('\r').unwrap_or(password).to_string())
+            }
+            None => None,
+        };
+        let with_password = |url: &str| -> redis::RedisResult<redis::ConnectionInfo> {
+            let info = url.into_connection_info()?;
+            Ok(match &password {
+                Some(password) => {
+                    let settings = info.redis_settings().clone().set_password(password);
+                    info.set_redis_settings(settings)
+                }
+                None => info,
+            })
+        };
+        let urls = self.redis_urls();
+        let tls = match urls.first() {
+            Some(url) if is_tls_url(url) => Some(redis::TlsCertificates {
+                client_tls: match (&self.redis_client_cert_file, &self.redis_client_key_file) {
+                    (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                        client_cert: read(cert)?,
+                        client_key: read(key)?,
+                    }),
+                    _ => None,
+                },
+                root_cert: self.redis_ca_file.as_ref().map(read).transpose()?,
             }),
             _ => None,
         };
-        let root_cert = self.redis_ca_file.as_ref().map(read).transpose()?;
-        redis::Client::build_with_tls(
-            info,
-            redis::TlsCertificates {
-                client_tls,
-                root_cert,
-            },
-        )
+        if self.redis_cluster.is_empty() {
+            let info = with_password(urls.first().copied().unwrap_or(""))?;
+            return Ok(RedisClient::Single(match tls {
+                Some(certificates) => redis::Client::build_with_tls(info, certificates)?,
+                None => redis::Client::open(info)?,
+            }));
+        }
+        let seeds = urls
+            .iter()
+            .map(|url| with_password(url))
+            .collect::<redis::RedisResult<Vec<_>>>()?;
+        let cluster = |protocol: redis::ProtocolVersion| {
+            let mut builder =
+                redis::cluster::ClusterClientBuilder::new(seeds.clone()).use_protocol(protocol);
+            if let Some(certificates) = tls.clone() {
+                builder = builder.certs(certificates);
+            }
+            builder.build()
+        };
+        Ok(RedisClient::Cluster {
+            commands: cluster(redis::ProtocolVersion::RESP2)?,
+            pushes: cluster(redis::ProtocolVersion::RESP3)?,
+        })
     }
 }
 
@@ -364,6 +438,79 @@ mod tests {
             ..tls
         };
         assert!(half.validate().unwrap_err().contains("go together"));
+    }
+
+    #[test]
+    fn a_redis_cluster_is_named_by_its_seeds_instead_of_a_url() {
+        let seeds = |urls: &[&str]| urls.iter().map(|u| Secret::new(*u)).collect::<Vec<_>>();
+        let cluster = StoreConfig {
+            backend: Backend::Redis,
+            redis_cluster: seeds(&["redis://h1:6379", "redis://h2:6379"]),
+            ..StoreConfig::default()
+        };
+        assert!(cluster.validate().is_ok());
+        assert!(cluster.redis_client().unwrap().is_cluster());
+        let both = StoreConfig {
+            redis_url: Some(Secret::new("redis://h1:6379")),
+            ..cluster.clone()
+        };
+        assert!(both.validate().unwrap_err().contains("not both"));
+        let mixed = StoreConfig {
+            redis_cluster: seeds(&["rediss://h1:6379", "redis://h2:6379"]),
+            ..cluster.clone()
+        };
+        assert!(mixed.validate().unwrap_err().contains("mixes"));
+        // TLS files and a password file apply to a cluster's seeds as to one URL.
+        let tls = StoreConfig {
+            redis_cluster: seeds(&["rediss://h1:6379", "rediss://h2:6379"]),
+            redis_ca_file: Some("ca.pem".into()),
+            redis_password_file: Some("password".into()),
+            ..cluster.clone()
+        };
+        assert!(tls.validate().is_ok());
+        let plain_with_ca = StoreConfig {
+            redis_ca_file: Some("ca.pem".into()),
+            ..cluster
+        };
+        assert!(plain_with_ca.validate().unwrap_err().contains("rediss://"));
+        let nothing = StoreConfig {
+            backend: Backend::Redis,
+            ..StoreConfig::default()
+        };
+        assert!(nothing.validate().unwrap_err().contains("redis_cluster"));
+    }
+
+    #[test]
+    fn cluster_seeds_come_from_one_comma_separated_variable() {
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(default)]
+        struct Binary {
+            store: StoreConfig,
+            log: LogConfig,
+        }
+        let environment = [
+            ("AT_TEST__STORE__BACKEND", "redis"),
+            (
+                "AT_TEST__STORE__REDIS_CLUSTER",
+                "redis://h1:6379,redis://h2:6379",
+            ),
+            // Other values keep their commas.
+            ("AT_TEST__LOG__LEVEL", "warn,at_server=debug"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let loaded: Binary =
+            load_with_environment("AT_TEST", Some(environment), None, &[]).unwrap();
+        let seeds: Vec<&str> = loaded
+            .store
+            .redis_cluster
+            .iter()
+            .map(Secret::expose)
+            .collect();
+        assert_eq!(seeds, ["redis://h1:6379", "redis://h2:6379"]);
+        assert_eq!(loaded.log.level, "warn,at_server=debug");
+        assert!(loaded.store.validate().is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`reply`]: `Reply` and `Prompt`, the only place a response is rendered to bytes.
 //! - [`codec`]: `LineCodec`, bytes to lines with the buffer limit; no protocol policy.
 //! - [`config`]: configuration pieces shared by the binaries (TLS, storage backend).
+//! - [`redis_client`]: one Redis or a Redis Cluster behind one client and connection type.
 //! - [`status`]: `AtStatus`, the atSign lifecycle (notFound → teapot → activated) and its HTTP codes.
 //! - [`tls`]: turning a [`config::TlsConfig`] into a rustls acceptor, self-signed when no certificate is given.
 
@@ -27,6 +28,7 @@ pub mod error;
 pub mod key;
 pub mod limits;
 pub mod metadata;
+pub mod redis_client;
 pub mod reply;
 pub mod status;
 pub mod tls;

@@ -2,6 +2,7 @@
 //!
 //! - [`process`]: start one of our binaries, learn its port from its `listening on` line, stop it.
 //! - [`redis`]: a real `redis-server` on a free loopback port, gone when dropped.
+//! - [`redis_cluster`]: a real Redis Cluster (three masters, three replicas) on loopback.
 //! - [`proxy`]: a loopback TCP proxy a test can cut (one client losing its server).
 //! - [`balancer`]: a loopback "Service" sending new connections to the nodes its `/readyz`
 //!   polls find ready, with a Kubernetes-like lag (rolling updates).
@@ -30,6 +31,7 @@ pub mod local_cluster;
 pub mod process;
 pub mod proxy;
 pub mod redis;
+pub mod redis_cluster;
 pub mod scenes;
 pub mod servers;
 pub mod strace;

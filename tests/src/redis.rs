@@ -230,7 +230,8 @@ fn spawn(
     None
 }
 
-fn ping(port: u16, password: Option<&str>) -> bool {
+/// Whether a Redis on `port` answers `PING` (after `AUTH` with `password`).
+pub(crate) fn ping(port: u16, password: Option<&str>) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };

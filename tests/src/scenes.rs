@@ -4,6 +4,7 @@
 //! - [`Scene::one_node`]: one `at-server` hosting both (embedded store), one `at-directory`;
 //! - [`Scene::two_nodes_on_one_redis`]: two nodes sharing one `redis-server`, both atSigns on
 //!   it, routed by SNI; @alice's connections go to node 0, @bob's to node 1;
+//!   [`Scene::two_nodes_on_one_redis_cluster`]: the same on a Redis Cluster;
 //! - [`Scene::two_servers`]: two independent servers (their own embedded stores, one cluster
 //!   CA, pol and mutual TLS between them): [`AliceAndBob`];
 //! - [`Scene::two_servers_each_on_its_own_redis`]: the same, each server on a Redis of its own.
@@ -20,7 +21,8 @@ use std::time::{Duration, Instant};
 use crate::client::Client;
 use crate::process::{run, workspace_binary, Running};
 use crate::redis::RedisServer;
-use crate::servers::{directory, provisioned, AliceAndBob, Cluster, Store};
+use crate::redis_cluster::RedisCluster;
+use crate::servers::{directory_with_env, provisioned, AliceAndBob, Cluster, Store};
 use crate::TempDir;
 
 /// The prompt of @alice's owner connections.
@@ -76,8 +78,8 @@ impl Door {
 
 /// @alice and @bob in one topology, with an owner connection each.
 pub struct Scene {
-    /// Which topology: `one_node`, `two_nodes_on_one_redis`, `two_servers` or
-    /// `two_servers_each_on_its_own_redis`.
+    /// Which topology: `one_node`, `two_nodes_on_one_redis`, `two_nodes_on_one_redis_cluster`,
+    /// `two_servers` or `two_servers_each_on_its_own_redis`.
     pub topology: &'static str,
     /// @alice's owner connection (prompt [`AT_ALICE`]).
     pub alice: Client,
@@ -118,13 +120,39 @@ impl Scene {
     /// that Redis; @alice and @bob provisioned through node 0; @alice's connections go to
     /// node 0, @bob's to node 1.
     pub fn two_nodes_on_one_redis() -> Scene {
-        let dir = TempDir::new("scene-redis");
         let redis = RedisServer::start();
+        let store = format!("backend = \"redis\"\nredis_url = \"{}\"\n", redis.url());
+        Scene::two_nodes_sharing("two_nodes_on_one_redis", &store, Box::new(redis))
+    }
+
+    /// [`Scene::two_nodes_on_one_redis`] on a Redis Cluster (three masters, three replicas)
+    /// instead: the nodes and the directory configured with `redis_cluster`.
+    pub fn two_nodes_on_one_redis_cluster() -> Scene {
+        let cluster = RedisCluster::start();
+        let store = cluster
+            .store_section()
+            .trim_start_matches("[store]\n")
+            .to_string();
+        Scene::two_nodes_sharing("two_nodes_on_one_redis_cluster", &store, Box::new(cluster))
+    }
+
+    /// Two nodes and the directory on the Redis `store` names (the lines of a `[store]`
+    /// section), which `redis` keeps running.
+    fn two_nodes_sharing(topology: &'static str, store: &str, redis: Box<dyn Any>) -> Scene {
+        let dir = TempDir::new("scene-redis");
+        let directory_config = dir.path().join("directory.toml");
+        std::fs::write(&directory_config, format!("[store]\n{store}")).unwrap();
+        let directory_config = directory_config.display().to_string();
         let directory_data = dir.path().join("directory-process");
-        let directory = directory(&directory_data, Some(&redis.url()), false);
+        let directory = directory_with_env(
+            &directory_data,
+            None,
+            false,
+            &[("AT_DIRECTORY_CONFIG", &directory_config)],
+        );
         let directory_ca = directory_data.join("tls/ca.pem");
         let nodes: Vec<(Running, PathBuf, PathBuf)> = (0..2)
-            .map(|n| redis_node(dir.path(), n, &redis, directory.addr, &directory_ca))
+            .map(|n| redis_node(dir.path(), n, store, directory.addr, &directory_ca))
             .collect();
         let provision = |atsign: &str| -> (String, String) {
             let config = nodes[0].1.display().to_string();
@@ -157,8 +185,8 @@ impl Scene {
             .map(|(node, _, _)| Box::new(node) as Box<dyn Any>)
             .collect();
         running.push(Box::new(directory));
-        running.push(Box::new(redis));
-        Scene::new("two_nodes_on_one_redis", doors, running, dir)
+        running.push(redis);
+        Scene::new(topology, doors, running, dir)
     }
 
     /// Two independent servers, @alice on A and @bob on B: [`AliceAndBob`].
@@ -242,11 +270,12 @@ impl Scene {
     }
 }
 
-/// Starts node `n` of a Redis scene under `dir`; its process, configuration file and TLS CA.
+/// Starts node `n` of a Redis scene under `dir`, its store and the directory's on the Redis
+/// `store` names (the lines of a `[store]` section); its process, configuration file and TLS CA.
 fn redis_node(
     dir: &Path,
     n: usize,
-    redis: &RedisServer,
+    store: &str,
     directory: SocketAddr,
     directory_ca: &Path,
 ) -> (Running, PathBuf, PathBuf) {
@@ -259,12 +288,10 @@ fn redis_node(
             "data_dir = {:?}\ndirectory_data_dir = {:?}\nlisten = \"127.0.0.1:0\"\n\
              public_port = 6464\nsni_domain = \"atsign.test\"\ndirectory = \"{directory}\"\n\
              directory_ca_file = {:?}\n{OPTIONS}\n\
-             [store]\nbackend = \"redis\"\nredis_url = \"{url}\"\n\
-             [directory_store]\nbackend = \"redis\"\nredis_url = \"{url}\"\n",
+             [store]\n{store}[directory_store]\n{store}",
             data.display().to_string(),
             dir.join("directory").display().to_string(),
             directory_ca.display().to_string(),
-            url = redis.url(),
         ),
     )
     .unwrap();

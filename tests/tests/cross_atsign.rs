@@ -1,8 +1,8 @@
 //! What @bob's and @alice's clients see of each other is the same whether the two atSigns are
-//! on one node, on two nodes sharing one Redis, or on two servers talking over a pol link
-//! (on their embedded stores, or each on a Redis of its own) (`at_tests::scenes`): every
-//! scenario below runs in all four and asserts the same exact bytes, those of the two-server
-//! (reference) topology.
+//! on one node, on two nodes sharing one Redis (or one Redis Cluster), or on two servers
+//! talking over a pol link (on their embedded stores, or each on a Redis of its own)
+//! (`at_tests::scenes`): every scenario below runs in all five and asserts the same exact
+//! bytes, those of the two-server (reference) topology.
 //!
 //! - a block list refuses @bob's lookups, scans and notifications, on a new link and on one
 //!   already open, until the block is removed;
@@ -103,6 +103,14 @@ fn atsigns_on_one_node_look_as_on_two_servers() {
 #[test]
 fn atsigns_on_two_nodes_on_one_redis_look_as_on_two_servers() {
     run_all(Scene::two_nodes_on_one_redis());
+}
+
+/// The same two nodes on a Redis Cluster: one atSign's keys on one master, the registry and
+/// channels on others; notifications and provisioning travel between the nodes over sharded
+/// pub/sub.
+#[test]
+fn atsigns_on_two_nodes_on_one_redis_cluster_look_as_on_two_servers() {
+    run_all(Scene::two_nodes_on_one_redis_cluster());
 }
 
 #[test]

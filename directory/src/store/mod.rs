@@ -1,9 +1,10 @@
 //! `Store`: where registrations (atSign → `host:port`) are kept, behind one small trait.
 //!
 //! Two backends: [`embedded`] (an append-only log on local disk, the default; survives a
-//! restart and is shared with the admin commands of the same machine) and [`redis`] (one Redis
-//! shared by every directory replica, laid out as the reference root lays it out). Callers hold
-//! a [`Store`] and never name a backend; [`open`] is the only place that chooses one.
+//! restart and is shared with the admin commands of the same machine) and [`redis`] (one
+//! Redis or a Redis Cluster shared by every directory replica, laid out as the reference root
+//! lays it out). Callers hold a [`Store`] and never name a backend; [`open`] is the only place
+//! that chooses one.
 
 pub mod embedded;
 pub mod redis;

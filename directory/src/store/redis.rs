@@ -1,36 +1,42 @@
-//! The Redis backend: one Redis shared by every directory replica.
+//! The Redis backend: one Redis, or a Redis Cluster, shared by every directory replica.
 //!
 //! # Format
 //! The reference root's layout, so an existing root's Redis can be served as it is: key = the
 //! atSign without `@`, lower-cased (`alice`), value = `host:port`. An optional key prefix lets
 //! one Redis hold several deployments. The connection is multiplexed (concurrent lookups share
 //! it and are pipelined) and re-established by itself after Redis restarts.
+//!
+//! On a cluster every key is its own slot (the reference layout has no hash tags), so every
+//! command names one key, but for `MGET` (which the client splits by slot), a batch of writes
+//! is one pipeline per slot, and listing scans every master.
 
+use at_common::redis_client::{RedisClient, RedisConnection};
 use at_common::{Address, AtSign};
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::{Backend, StoreError};
 
 /// Registrations in Redis.
 pub struct RedisBackend {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: String,
 }
 
 impl RedisBackend {
     /// Connects to `url` (without TLS files: see [`RedisBackend::connect_client`]).
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisBackend, StoreError> {
-        Self::connect_client(redis::Client::open(url)?, prefix).await
+        Self::connect_client(RedisClient::Single(redis::Client::open(url)?), prefix).await
     }
 
     /// Connects with `client` (`StoreConfig::redis_client`, which carries the TLS settings);
     /// fails now rather than at the first lookup if Redis is unreachable.
     pub async fn connect_client(
-        client: redis::Client,
+        client: RedisClient,
         prefix: &str,
     ) -> Result<RedisBackend, StoreError> {
-        let mut conn = ConnectionManager::new(client).await?;
+        let mut conn = client
+            .connect(Default::default(), Default::default())
+            .await?;
         // A Redis that wants a password we lack answers NOAUTH only to a command: find out now.
         let () = redis::cmd("PING")
             .query_async(&mut conn)
@@ -118,14 +124,25 @@ impl Backend for RedisBackend {
     }
 
     async fn put_many(&self, entries: &[(AtSign, Address)]) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
+        // One pipeline per slot on a cluster (a pipeline goes to one node); one in all on one Redis.
+        let mut pipes: std::collections::HashMap<_, redis::Pipeline> = Default::default();
         for (atsign, address) in entries {
-            pipe.set(self.key(atsign), address.to_string()).ignore();
+            let key = self.key(atsign);
+            let slot = match self.conn {
+                RedisConnection::Cluster(_) => Some(redis::cluster_routing::Slot::for_key(&key)),
+                RedisConnection::Single(_) => None,
+            };
+            pipes
+                .entry(slot)
+                .or_default()
+                .set(key, address.to_string())
+                .ignore();
         }
-        let () = pipe.query_async(&mut self.conn.clone()).await?;
+        let sent = pipes.values().map(|pipe| {
+            let mut conn = self.conn.clone();
+            async move { pipe.query_async::<()>(&mut conn).await }
+        });
+        futures_util::future::try_join_all(sent).await?;
         Ok(())
     }
 
@@ -137,23 +154,7 @@ impl Backend for RedisBackend {
     async fn list(&self) -> Result<Vec<(AtSign, Address)>, StoreError> {
         let mut conn = self.conn.clone();
         let pattern = format!("{}*", glob_escape(&self.prefix));
-        let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let mut keys = conn.scan_match(&pattern).await?;
         keys.sort();
         keys.dedup();
         let mut all = Vec::with_capacity(keys.len());
@@ -198,6 +199,85 @@ mod tests {
         let redis = RedisServer::start();
         let store = Store::new(RedisBackend::connect(&redis.url(), "").await.unwrap());
         conformance::run(&store).await;
+    }
+
+    /// `store.redis_cluster`: the same suite on a real three-master cluster, and a batch
+    /// spread over every master comes back whole from `list` (a `SCAN` of each master).
+    #[actix_rt::test]
+    async fn a_redis_cluster_passes_the_conformance_suite() {
+        use at_common::config::{Backend as BackendKind, Secret, StoreConfig};
+        let cluster = at_tests::redis_cluster::RedisCluster::start();
+        let dir = at_tests::TempDir::new("directory-redis-cluster");
+        let config = StoreConfig {
+            backend: BackendKind::Redis,
+            redis_cluster: cluster.urls().into_iter().map(Secret::new).collect(),
+            key_prefix: "dir:".into(),
+            ..StoreConfig::default()
+        };
+        assert!(config.validate().is_ok());
+        let store = crate::store::open(&config, dir.path()).await.unwrap();
+        conformance::run(&store).await;
+        let batch: Vec<_> = (0..200)
+            .map(|i| {
+                (
+                    AtSign::parse(&format!("spread{i}")).unwrap(),
+                    Address::parse(&format!("h{i}.example:{}", i + 1)).unwrap(),
+                )
+            })
+            .collect();
+        store.put_many(&batch).await.unwrap();
+        let listed = store.list().await.unwrap();
+        for entry in &batch {
+            assert!(listed.contains(entry), "{entry:?} not listed");
+        }
+        assert_eq!(
+            listed.len(),
+            batch.len() + 4,
+            "the suite's four, and the batch"
+        );
+    }
+
+    /// `store.redis_password_file` applies to every node of a cluster (and to the nodes the
+    /// client learns of from the seeds), as to one Redis; and, as for one Redis, a refused
+    /// password is not waited out while an unreachable cluster is.
+    #[actix_rt::test]
+    async fn a_redis_cluster_takes_its_password_from_the_file() {
+        use at_common::config::{Backend as BackendKind, Secret, StoreConfig};
+        let cluster = at_tests::redis_cluster::RedisCluster::start_with_password("p@ss:w/rd#1");
+        let dir = at_tests::TempDir::new("directory-redis-cluster-password");
+        let file = dir.path().join("password");
+        std::fs::write(&file, "p@ss:w/rd#1\n").unwrap();
+        let config = StoreConfig {
+            backend: BackendKind::Redis,
+            redis_cluster: cluster.urls().into_iter().map(Secret::new).collect(),
+            redis_password_file: Some(file),
+            ..StoreConfig::default()
+        };
+        assert!(config.validate().is_ok());
+        let store = crate::store::open(&config, dir.path()).await.unwrap();
+        conformance::run(&store).await;
+        // Refused for want of a password: not worth waiting for (`serve` stops, saying so;
+        // the cluster client hands the node's NOAUTH over as it is).
+        let without = StoreConfig {
+            redis_password_file: None,
+            ..config.clone()
+        };
+        match crate::store::open(&without, dir.path()).await {
+            Err(StoreError::Redis(error)) => assert!(!may_pass(&error), "{error}"),
+            other => panic!("{:?}", other.err()),
+        }
+        // A cluster none of whose seeds answers yet is worth waiting for.
+        let nobody = StoreConfig {
+            redis_cluster: vec![Secret::new(format!(
+                "redis://127.0.0.1:{}",
+                at_tests::free_port()
+            ))],
+            ..config
+        };
+        match crate::store::open(&nobody, dir.path()).await {
+            Err(StoreError::Redis(error)) => assert!(may_pass(&error), "{error}"),
+            other => panic!("{:?}", other.err()),
+        }
     }
 
     #[actix_rt::test]

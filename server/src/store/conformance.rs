@@ -56,9 +56,42 @@ fn ids(entries: &[CommitEntry]) -> Vec<(u64, &str, &str)> {
 /// One test per case of this suite, each on a fresh, empty store: `$open` is an expression
 /// (evaluated in an async test) giving what must live as long as the store, and the store.
 /// Used inside a backend's test module: `conformance::cases!({ … (guard, store) });`.
+///
+/// `cases!(in_one_test name, shared = setup, |case| open)` makes instead one test `name` that
+/// evaluates `setup` once (a Redis Cluster, slow to start) and runs every case in turn on
+/// the store `open` gives for it (`case` is the case's name, e.g. for a key prefix that
+/// keeps the cases apart).
 macro_rules! cases {
-    ($open:expr) => {
-        $crate::store::conformance::cases!(@each $open;
+    (@names [in_one_test $test:ident, $shared:ident = $setup:expr, |$name:ident| $open:expr];
+        $($case:ident),+) => {
+        /// The backend conformance suite ([`crate::store::conformance`]), every case in turn.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let $shared = $setup;
+            $({
+                let $name = stringify!($case);
+                let store = $open;
+                $crate::store::conformance::$case(&store).await;
+            })+
+        }
+    };
+    (@names [$open:expr]; $($case:ident),+) => {
+        /// The backend conformance suite ([`crate::store::conformance`]), one test per case.
+        mod conformance_suite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (_alive, store) = $open;
+                    $crate::store::conformance::$case(&store).await;
+                }
+            )+
+        }
+    };
+    // Last: it would match the arms above too.
+    ($($how:tt)+) => {
+        $crate::store::conformance::cases!(@names [$($how)+];
             records,
             commit_ids,
             uncommitted_key_classes,
@@ -73,20 +106,6 @@ macro_rules! cases {
             notification_logs,
             export_import_round_trip,
             leases);
-    };
-    (@each $open:expr; $($case:ident),+) => {
-        /// The backend conformance suite ([`crate::store::conformance`]), one test per case.
-        mod conformance_suite {
-            #[allow(unused_imports)]
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let (_alive, store) = $open;
-                    $crate::store::conformance::$case(&store).await;
-                }
-            )+
-        }
     };
 }
 pub(crate) use cases;

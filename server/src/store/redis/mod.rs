@@ -1,4 +1,5 @@
-//! The Redis backend: every node of a cluster on one Redis, so any node can serve any atSign.
+//! The Redis backend: every node of a cluster on one Redis, or on one Redis Cluster
+//! (`store.redis_cluster`), so any node can serve any atSign.
 //!
 //! # Layout
 //! Every key of one atSign carries the hash tag `{@alice}`, so all of them live in one slot
@@ -22,6 +23,15 @@
 //! (the atSign as payload), so every node serves what any node provisioned; notifications
 //! for monitor connections on `<p>atserver:notifications` (`atSign \0 body`), so they reach
 //! the recipient's monitors on every node.
+//!
+//! # On a Redis Cluster
+//! The same keys. Every command, script and transaction names keys of one slot: one
+//! atSign's (its hash tag), or one of the two keys that span atSigns (`atsigns`, `labels`),
+//! which no command combines with any other key (a new atSign's entry and its label are two
+//! writes, as on one Redis). Both channels are sharded (`SPUBLISH`/`SSUBSCRIBE`), each living
+//! in the slot of its name: one master and its replicas carry all its messages, the rest of
+//! the cluster none. A node resubscribes when its subscription's connection drops or the
+//! slot's master changes ([`pubsub`]).
 //!
 //! None of these names can be an atSign (they hold `:`), so the directory's registrations
 //! (`alice` → `host:port`) may share the Redis.
@@ -60,8 +70,8 @@ mod scripts;
 use std::collections::HashMap;
 
 use at_common::metadata::{now_ms, EpochMillis};
+use at_common::redis_client::{RedisClient, RedisConnection};
 use at_common::AtSign;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::encoding::{decode_record, encode_record};
@@ -85,8 +95,8 @@ const DROP_BATCH: usize = 1000;
 
 /// The store in Redis.
 pub struct RedisStore {
-    client: redis::Client,
-    conn: ConnectionManager,
+    client: RedisClient,
+    conn: RedisConnection,
     known: Known,
     prefix: String,
     modify: redis::Script,
@@ -138,18 +148,18 @@ impl Known {
 impl RedisStore {
     /// Connects to `url` (without TLS files: see [`RedisStore::connect_client`]).
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
-        Self::connect_client(redis::Client::open(url)?, prefix).await
+        Self::connect_client(RedisClient::Single(redis::Client::open(url)?), prefix).await
     }
 
     /// Connects with `client` (`StoreConfig::redis_client`, which carries the TLS settings);
     /// fails now rather than at the first command if Redis is unreachable. The connection is
     /// multiplexed and re-established by itself after Redis restarts.
     pub async fn connect_client(
-        client: redis::Client,
+        client: RedisClient,
         prefix: &str,
     ) -> Result<RedisStore, StoreError> {
         // Bounded everywhere: a Redis that is down or silent costs a client AT0002, not a hang.
-        let config = redis::aio::ConnectionManagerConfig::new()
+        let single = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             // Few, quick reconnection attempts: while Redis is down a command fails within
@@ -157,7 +167,10 @@ impl RedisStore {
             // tries again.
             .set_number_of_retries(2)
             .set_max_delay(std::time::Duration::from_millis(500));
-        let mut conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+        let cluster = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT);
+        let mut conn = client.connect(single, cluster).await?;
         // A Redis that wants a password we lack answers NOAUTH only to a command: find out now.
         let () = redis::cmd("PING")
             .query_async(&mut conn)
@@ -290,6 +303,7 @@ mod tests {
     use super::*;
     use crate::store::{conformance, Store};
     use at_tests::redis::RedisServer;
+    use at_tests::redis_cluster::RedisCluster;
 
     conformance::cases!({
         let redis = RedisServer::start();
@@ -419,6 +433,11 @@ mod tests {
         let redis = RedisServer::start();
         let a = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
         let b = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
+        published_notifications_reach_every_node(&a, &b).await;
+    }
+
+    /// `a` publishes a notification; `b` and `a` itself hear it.
+    async fn published_notifications_reach_every_node(a: &Store, b: &Store) {
         let mut on_a = a.watch_notifications().expect("Redis is shared");
         let mut on_b = b.watch_notifications().expect("Redis is shared");
         let bob = conformance::sign("bob");
@@ -442,6 +461,105 @@ mod tests {
             .expect("arrives")
             .expect("open");
         assert_eq!(mine.0, bob);
+    }
+
+    /// What one node provisions, another hears of (after the resync its subscription starts
+    /// with), and serves.
+    async fn provisioning_changes_reach_every_node(a: &Store, b: &Store) {
+        let mut on_b = b.watch_atsigns().expect("Redis is shared");
+        let wait = std::time::Duration::from_secs(10);
+        let first = tokio::time::timeout(wait, on_b.recv())
+            .await
+            .expect("subscribed");
+        assert!(matches!(first, Some(AtSignsEvent::Resync)), "{first:?}");
+        let carol = conformance::sign("carol");
+        a.create_atsign(&carol, &conformance::info("carol"))
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let event = tokio::time::timeout_at(deadline.into(), on_b.recv())
+                .await
+                .expect("the change arrives");
+            if matches!(&event, Some(AtSignsEvent::Changed(atsign)) if *atsign == carol) {
+                break;
+            }
+        }
+        assert_eq!(b.list_atsigns().await.unwrap(), vec![carol.clone()]);
+        assert_eq!(b.atsign_by_label("carol").await.unwrap(), Some(carol));
+    }
+
+    /// A store on `cluster` whose keys all start with `prefix`.
+    async fn on_cluster(cluster: &RedisCluster, prefix: &str) -> Store {
+        use at_common::config::{Backend as BackendKind, Secret, StoreConfig};
+        let config = StoreConfig {
+            backend: BackendKind::Redis,
+            redis_cluster: cluster.urls().into_iter().map(Secret::new).collect(),
+            ..StoreConfig::default()
+        };
+        let client = config.redis_client().unwrap();
+        Store::new(RedisStore::connect_client(client, prefix).await.unwrap())
+    }
+
+    // The suite on a real Redis Cluster (three masters, three replicas), started once: a
+    // case's keys spread over every master, so a multi-slot command would fail here.
+    conformance::cases!(in_one_test a_redis_cluster_passes_the_conformance_suite,
+        cluster = RedisCluster::start(),
+        |case| on_cluster(&cluster, &format!("{case}:")).await);
+
+    /// What spans atSigns on a cluster: sharded pub/sub between two nodes (notifications and
+    /// provisioning changes), the registry and label index, leases, and the size of the data.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_on_a_redis_cluster_hear_each_other_and_share_atsigns() {
+        let cluster = RedisCluster::start();
+        let a = on_cluster(&cluster, "t:").await;
+        let b = on_cluster(&cluster, "t:").await;
+        published_notifications_reach_every_node(&a, &b).await;
+        provisioning_changes_reach_every_node(&a, &b).await;
+        let alice = conformance::sign("alice");
+        let long = std::time::Duration::from_secs(30);
+        assert!(a.take_lease(&alice, "delivery:n-1", long).await.unwrap());
+        assert!(!b.take_lease(&alice, "delivery:n-1", long).await.unwrap());
+        assert!(
+            a.storage_size().await.unwrap() > 0,
+            "summed over the masters"
+        );
+    }
+
+    /// Waits (bounded) until a notification `a` publishes reaches `on_b`, publishing again
+    /// while it does not: a subscription being made again misses what is sent meanwhile.
+    async fn heard(a: &Store, on_b: &mut tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>, id: &str) {
+        let bob = conformance::sign("bob");
+        let body = format!("{{\"id\":\"{id}\"}}").into_bytes();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            a.publish_notification(&bob, &body).await.unwrap();
+            let wait = std::time::Duration::from_millis(200);
+            while let Ok(Some(got)) = tokio::time::timeout(wait, on_b.recv()).await {
+                if got.1 == body {
+                    return;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "{id} never arrived");
+        }
+    }
+
+    /// A node keeps hearing the other when the channel's slot moves to another master (Redis
+    /// ends the sharded subscription there) and when its subscription's connection is cut.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_on_a_redis_cluster_resubscribes_when_the_channels_slot_moves_or_its_connection_drops(
+    ) {
+        let cluster = RedisCluster::start();
+        let a = on_cluster(&cluster, "t:").await;
+        let b = on_cluster(&cluster, "t:").await;
+        let mut on_b = b.watch_notifications().expect("Redis is shared");
+        heard(&a, &mut on_b, "before").await;
+        cluster.move_slot_of("t:atserver:notifications");
+        heard(&a, &mut on_b, "after the slot moved").await;
+        cluster.move_slot_of("t:atserver:notifications");
+        heard(&a, &mut on_b, "after it moved again").await;
+        cluster.kill_subscribers();
+        heard(&a, &mut on_b, "after the connection was cut").await;
     }
 
     /// A connection of the test's own to `redis`, to read and write keys behind the store.

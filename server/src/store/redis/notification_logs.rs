@@ -97,10 +97,9 @@ impl NotificationLogs for RedisStore {
         let mut message = atsign.as_str().as_bytes().to_vec();
         message.push(0);
         message.extend_from_slice(payload);
-        let _: i64 = self
-            .conn
+        self.conn
             .clone()
-            .publish(self.notifications_channel(), message)
+            .publish(&self.notifications_channel(), &message)
             .await?;
         Ok(true)
     }
