@@ -405,6 +405,10 @@ pub struct QuotaKeeper {
     tallies: Mutex<HashMap<AtSign, Tally>>,
 }
 
+/// The most logs a node tallies (about 100 bytes each); past it the tallies not being read
+/// are dropped, so atSigns deprovisioned or long quiet do not hold memory for good.
+const TALLIES_MAX: usize = 100_000;
+
 /// What this node knows of one received log.
 #[derive(Default)]
 struct Tally {
@@ -456,6 +460,10 @@ impl QuotaKeeper {
     pub fn stored(self: &Arc<Self>, store: &Store, atsign: &AtSign, bytes: usize) {
         {
             let mut tallies = self.tallies();
+            if tallies.len() >= TALLIES_MAX && !tallies.contains_key(atsign) {
+                // Estimates only: forgotten, each log is read again on its next notification.
+                tallies.retain(|_, tally| tally.reading);
+            }
             let first = !tallies.contains_key(atsign);
             let tally = tallies.entry(atsign.clone()).or_default();
             tally.count = tally.count.saturating_add(1);
