@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::redis_client::RedisClient;
+use crate::redis_client::{RedisClient, WaitReplicas};
 
 /// Loads a binary's whole configuration in layers, later winning: the type's defaults (its
 /// `#[serde(default)]`), the TOML `file`, environment variables `<env_prefix>__<FIELD>`
@@ -220,7 +220,7 @@ fn log_panics() {
 }
 
 /// Where the data lives.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `embedded` (default) or `redis`.
@@ -245,6 +245,38 @@ pub struct StoreConfig {
     /// password in `redis_url`: a mounted Secret keeps it out of the URL, the environment and
     /// the process's arguments. Read at start; a new password needs a restart.
     pub redis_password_file: Option<PathBuf>,
+    /// How many replicas must hold an acknowledged write (Redis `WAIT`): 0 (default)
+    /// acknowledges a write once its master has it, as Redis replicates asynchronously; a
+    /// master that fails before passing it on loses it. At most [`MAX_WAIT_REPLICAS`].
+    pub redis_wait_replicas: u32,
+    /// How long a write waits for those replicas, in milliseconds (1 to
+    /// [`MAX_WAIT_TIMEOUT_MS`]); past it the write fails (AT0002), though its master has it.
+    pub redis_wait_timeout_ms: u64,
+}
+
+/// Bounds of `store.redis_wait_replicas` and `store.redis_wait_timeout_ms`: a write must
+/// fail within the Redis response timeout (5 s), never wait it out.
+pub const MAX_WAIT_REPLICAS: u32 = 16;
+pub const MAX_WAIT_TIMEOUT_MS: u64 = 4_000;
+/// `store.redis_wait_timeout_ms` when unset: replication on a working network takes well
+/// under a millisecond; a second is a replica in trouble.
+pub const DEFAULT_WAIT_TIMEOUT_MS: u64 = 1_000;
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            backend: Backend::default(),
+            redis_url: None,
+            redis_cluster: Vec::new(),
+            key_prefix: String::new(),
+            redis_ca_file: None,
+            redis_client_cert_file: None,
+            redis_client_key_file: None,
+            redis_password_file: None,
+            redis_wait_replicas: 0,
+            redis_wait_timeout_ms: DEFAULT_WAIT_TIMEOUT_MS,
+        }
+    }
 }
 
 impl StoreConfig {
@@ -283,7 +315,30 @@ impl StoreConfig {
                 "store.redis_password_file needs a store.redis_url or store.redis_cluster".into(),
             );
         }
+        if self.redis_wait_replicas > 0 && urls.is_empty() {
+            return Err(
+                "store.redis_wait_replicas needs a store.redis_url or store.redis_cluster".into(),
+            );
+        }
+        if self.redis_wait_replicas > MAX_WAIT_REPLICAS {
+            return Err(format!(
+                "store.redis_wait_replicas is at most {MAX_WAIT_REPLICAS}"
+            ));
+        }
+        if !(1..=MAX_WAIT_TIMEOUT_MS).contains(&self.redis_wait_timeout_ms) {
+            return Err(format!(
+                "store.redis_wait_timeout_ms is 1 to {MAX_WAIT_TIMEOUT_MS}"
+            ));
+        }
         Ok(())
+    }
+
+    /// What an acknowledged write waits for (`redis_wait_replicas`), if anything.
+    pub fn redis_wait(&self) -> Option<WaitReplicas> {
+        (self.redis_wait_replicas > 0).then(|| WaitReplicas {
+            replicas: self.redis_wait_replicas,
+            timeout: std::time::Duration::from_millis(self.redis_wait_timeout_ms),
+        })
     }
 
     /// The configured Redis URLs: `redis_url`, or the seeds of `redis_cluster`.
@@ -354,8 +409,9 @@ impl StoreConfig {
             .map(|url| with_password(url))
             .collect::<redis::RedisResult<Vec<_>>>()?;
         let cluster = |protocol: redis::ProtocolVersion| {
-            let mut builder =
-                redis::cluster::ClusterClientBuilder::new(seeds.clone()).use_protocol(protocol);
+            let mut builder = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                .use_protocol(protocol)
+                .overall_response_timeout(Some(crate::redis_client::CLUSTER_REQUEST_TIMEOUT));
             if let Some(certificates) = tls.clone() {
                 builder = builder.certs(certificates);
             }
@@ -511,6 +567,35 @@ mod tests {
         assert_eq!(seeds, ["redis://h1:6379", "redis://h2:6379"]);
         assert_eq!(loaded.log.level, "warn,at_server=debug");
         assert!(loaded.store.validate().is_ok());
+    }
+
+    #[test]
+    fn waiting_for_replicas_is_bounded_and_needs_redis() {
+        let on_redis = |replicas, timeout_ms| StoreConfig {
+            backend: Backend::Redis,
+            redis_url: Some(Secret::new("redis://db:6379")),
+            redis_wait_replicas: replicas,
+            redis_wait_timeout_ms: timeout_ms,
+            ..StoreConfig::default()
+        };
+        assert_eq!(on_redis(0, DEFAULT_WAIT_TIMEOUT_MS).redis_wait(), None);
+        let one = on_redis(1, 250);
+        assert!(one.validate().is_ok());
+        assert_eq!(
+            one.redis_wait(),
+            Some(WaitReplicas {
+                replicas: 1,
+                timeout: std::time::Duration::from_millis(250)
+            })
+        );
+        for refused in [on_redis(17, 250), on_redis(1, 0), on_redis(1, 4001)] {
+            assert!(refused.validate().is_err(), "{refused:?}");
+        }
+        let embedded = StoreConfig {
+            redis_wait_replicas: 1,
+            ..StoreConfig::default()
+        };
+        assert!(embedded.validate().unwrap_err().contains("redis_wait"));
     }
 
     #[test]

@@ -14,6 +14,19 @@ use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
+/// The longest one request to a cluster may take, its retries and redirections included
+/// (the crate's retries alone back off for minutes): through a failover, a command either
+/// finds the promoted replica within it or fails (AT0002 to a client), never waits on.
+pub const CLUSTER_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How many replicas must hold a write before it is acknowledged, and how long to wait for
+/// them (`store.redis_wait_replicas`, `store.redis_wait_timeout_ms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitReplicas {
+    pub replicas: u32,
+    pub timeout: std::time::Duration,
+}
+
 /// Where the Redis store lives; nothing is connected yet.
 // Made once per store at start and cloned only for subscriptions: its size costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -74,6 +87,80 @@ impl RedisConnection {
             .arg(message)
             .query_async(self)
             .await
+    }
+
+    /// Runs `write`, the commands of one write (one slot's keys; a transaction if it is
+    /// atomic), and hands back each command's reply (ignored or not; inside a transaction,
+    /// what each command answered). With `wait`, `WAIT` follows in the same round trip on
+    /// the same connection, so it counts the replicas holding this write (and what this
+    /// connection wrote before): fewer than asked for within its timeout is an error, though
+    /// the master keeps the write. Were `WAIT` sent apart, a reconnection in between (a
+    /// failover) would put it on a fresh connection with nothing to wait for.
+    ///
+    /// `WAIT` blocks the connection it is sent on: give waited writes a connection of their
+    /// own, or every command behind one waits with it.
+    pub async fn write(
+        &mut self,
+        write: &Pipeline,
+        wait: Option<WaitReplicas>,
+    ) -> RedisResult<Vec<Value>> {
+        let transaction = write.is_transaction();
+        let mut pipe = redis::pipe();
+        if transaction {
+            pipe.cmd("MULTI");
+        }
+        for cmd in write.cmd_iter() {
+            pipe.add_command(cmd.clone());
+        }
+        if transaction {
+            pipe.cmd("EXEC");
+        }
+        if let Some(wait) = wait {
+            let timeout_ms = u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX);
+            pipe.cmd("WAIT").arg(wait.replicas).arg(timeout_ms.max(1));
+        }
+        let mut replies: Vec<Value> = pipe.query_async(self).await?;
+        if let Some(wait) = wait {
+            let reached = match replies.pop() {
+                Some(Value::Int(n)) => n,
+                other => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::UnexpectedReturnType,
+                        "WAIT answered",
+                        format!("{other:?}"),
+                    )))
+                }
+            };
+            if reached < i64::from(wait.replicas) {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "a write reached fewer replicas than store.redis_wait_replicas asks",
+                    format!(
+                        "{reached} of {} within {:?}",
+                        wait.replicas, wait.timeout
+                    ),
+                )));
+            }
+        }
+        if !transaction {
+            return Ok(replies);
+        }
+        // MULTI's OK, a QUEUED per command, then EXEC's replies.
+        match replies.pop() {
+            Some(Value::Array(inside)) => {
+                for reply in &inside {
+                    if let Value::ServerError(error) = reply {
+                        return Err(error.clone().into());
+                    }
+                }
+                Ok(inside)
+            }
+            other => Err(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "EXEC answered",
+                format!("{other:?}"),
+            ))),
+        }
     }
 
     /// Every key matching the glob `pattern`, unsorted and possibly repeated, read with

@@ -28,8 +28,12 @@ pub struct RedisCluster {
 
 /// One `redis-server` of the cluster.
 struct Node {
-    child: Child,
+    /// `None` once killed ([`RedisCluster::kill`]) and not restarted.
+    child: Option<Child>,
     port: u16,
+    /// Its cluster bus port and its directory (`nodes.conf`), to start it again as itself.
+    bus: u16,
+    dir: std::path::PathBuf,
 }
 
 impl RedisCluster {
@@ -94,6 +98,19 @@ impl RedisCluster {
                 assert!(
                     Instant::now() < deadline,
                     "node on port {} never said cluster_state:ok with every replica known",
+                    node.port
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // And every replica copying its master (a write that waits for one must find it).
+        for node in &cluster.nodes {
+            while online_replicas(node.port, password) < REPLICAS_PER_MASTER
+                && is_master(node.port, password)
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the replica of the master on port {} never came online",
                     node.port
                 );
                 std::thread::sleep(Duration::from_millis(50));
@@ -248,40 +265,60 @@ fn cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
 fn start_node(dir: &Path, deadline: Instant, password: Option<&str>) -> Node {
     loop {
         let (port, bus) = (crate::free_port(), crate::free_port());
-        let mut child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--cluster-enabled",
-                "yes",
-                "--cluster-port",
-                &bus.to_string(),
-            ])
-            .args(["--cluster-config-file", "nodes.conf"])
-            // Short, so a later failover test does not wait long for a replica's promotion.
-            .args(["--cluster-node-timeout", "2000"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(password.map_or_else(Vec::new, |password| {
-                vec!["--requirepass", password, "--masterauth", password]
-            }))
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install -y redis-server)");
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // a port was taken: try others
-            }
-            if crate::redis::ping(port, password) {
-                return Node { child, port };
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(node) = start_node_on(dir, port, bus, deadline, password) {
+            return node;
         }
-        let _ = child.kill();
-        let _ = child.wait();
         assert!(Instant::now() < deadline, "a cluster node did not start");
     }
+}
+
+/// Starts one cluster node in `dir` on `port` and `bus`: `None` if it exited (a port was
+/// taken) or did not answer by `deadline`.
+fn start_node_on(
+    dir: &Path,
+    port: u16,
+    bus: u16,
+    deadline: Instant,
+    password: Option<&str>,
+) -> Option<Node> {
+    let mut child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            &bus.to_string(),
+        ])
+        .args(["--cluster-config-file", "nodes.conf"])
+        // Short, so a failover test does not wait long for a replica's promotion.
+        .args(["--cluster-node-timeout", "2000"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(password.map_or_else(Vec::new, |password| {
+            vec!["--requirepass", password, "--masterauth", password]
+        }))
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (apt-get install -y redis-server)");
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        if crate::redis::ping(port, password) {
+            return Some(Node {
+                child: Some(child),
+                port,
+                bus,
+                dir: dir.to_path_buf(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 /// How many replicas the node on `port` knows of (`CLUSTER NODES`).
@@ -294,6 +331,18 @@ fn sees_replicas(port: u16, password: Option<&str>) -> usize {
                 .is_some_and(|f| f.contains("slave"))
         })
         .count()
+}
+
+/// How many replicas of the node on `port` are online (`INFO replication`).
+fn online_replicas(port: u16, password: Option<&str>) -> usize {
+    cli(port, password, &["info", "replication"])
+        .lines()
+        .filter(|line| line.starts_with("slave") && line.contains("state=online"))
+        .count()
+}
+
+fn is_master(port: u16, password: Option<&str>) -> bool {
+    cli(port, password, &["info", "replication"]).contains("role:master")
 }
 
 /// Whether the node on `port` answers `CLUSTER INFO` with `cluster_state:ok`.
@@ -315,8 +364,185 @@ fn cluster_state_ok(port: u16, password: Option<&str>) -> bool {
 impl Drop for RedisCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            let _ = node.child.kill();
-            let _ = node.child.wait();
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
+}
+
+/// Failures, for failover tests: which node serves what, and stopping, killing and
+/// restarting one.
+impl RedisCluster {
+    /// The port of the master serving the slot of `key` (a key or a sharded channel name).
+    pub fn master_of(&self, key: &str) -> u16 {
+        self.try_master_of(key).expect("a master serves every slot")
+    }
+
+    /// [`RedisCluster::master_of`], if a master that has not failed serves it.
+    fn try_master_of(&self, key: &str) -> Option<u16> {
+        let slot = self.slot_of(key);
+        self.masters()
+            .into_iter()
+            .find(|m| m.slots.iter().any(|range| range.contains(&slot)))
+            .map(|m| m.port)
+    }
+
+    /// The ports of the replicas of the master on `master`, as the cluster sees them now.
+    pub fn replicas_of(&self, master: u16) -> Vec<u16> {
+        let id = self
+            .masters()
+            .into_iter()
+            .find(|m| m.port == master)
+            .map(|m| m.id)
+            .expect("a master");
+        self.cluster_nodes()
+            .iter()
+            .filter(|fields| fields.get(2).is_some_and(|f| f.contains("slave")))
+            .filter(|fields| fields.get(3) == Some(&id))
+            .filter_map(|fields| node_port(&fields[1]))
+            .collect()
+    }
+
+    /// Stops the node on `port` (`SIGSTOP`) without closing its connections: a replica
+    /// that falls behind, a master that hangs. [`RedisCluster::resume`] undoes it.
+    pub fn pause(&self, port: u16) {
+        self.signal(port, "-STOP");
+    }
+
+    pub fn resume(&self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    /// Closes the replication links of the master on `port` (`CLIENT KILL TYPE replica`):
+    /// with its replicas paused, it then writes what no replica will ever receive.
+    pub fn cut_replication(&self, master: u16) {
+        cli(
+            master,
+            self.password.as_deref(),
+            &["client", "kill", "type", "replica"],
+        );
+    }
+
+    /// `kill -9` of the node on `port`: what its clients had not been sent is lost.
+    pub fn kill(&mut self, port: u16) {
+        let node = self.node(port);
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the node killed on `port` again, as itself (its `nodes.conf`), on the same
+    /// ports; with no persistence it comes back empty, and rejoins as a replica of the
+    /// master that took its slots (which it then copies). Waits until it answers.
+    pub fn restart(&mut self, port: u16) {
+        let password = self.password.clone();
+        let node = self.node(port);
+        assert!(node.child.is_none(), "node {port} is running");
+        let deadline = Instant::now() + START_WITHIN;
+        let started = start_node_on(&node.dir, port, node.bus, deadline, password.as_deref())
+            .unwrap_or_else(|| panic!("node {port} did not start again"));
+        node.child = started.child;
+    }
+
+    /// Waits until every running node says `cluster_state:ok` and the master of `key`'s slot
+    /// answers as one; panics after `within`. Returns that master's port.
+    pub fn wait_until_serving(&self, key: &str, within: Duration) -> u16 {
+        let deadline = Instant::now() + within;
+        loop {
+            let running = self.nodes.iter().filter(|n| n.child.is_some());
+            let ok = running
+                .clone()
+                .all(|n| cluster_state_ok(n.port, self.password.as_deref()));
+            if let Some(master) = self.try_master_of(key).filter(|_| ok) {
+                if self.nodes.iter().any(|n| n.port == master && n.child.is_some()) {
+                    return master;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not serve {key} again within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn node(&mut self, port: u16) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("no node on {port}"))
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        let node = self.nodes.iter().find(|n| n.port == port).expect("a node");
+        let pid = node.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    fn slot_of(&self, key: &str) -> u16 {
+        cli(self.any_port(), self.password.as_deref(), &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .expect("a slot number")
+    }
+
+    /// A running node to ask.
+    fn any_port(&self) -> u16 {
+        self.nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .map(|n| n.port)
+            .expect("a running node")
+    }
+
+    /// `CLUSTER NODES`, as a running node sees it: one line's fields per node.
+    fn cluster_nodes(&self) -> Vec<Vec<String>> {
+        cli(self.any_port(), self.password.as_deref(), &["cluster", "nodes"])
+            .lines()
+            .map(|line| line.split_whitespace().map(str::to_string).collect())
+            .collect()
+    }
+
+    /// The masters serving slots (a node that failed or has none is left out).
+    fn masters(&self) -> Vec<Master> {
+        self.cluster_nodes()
+            .into_iter()
+            .filter(|fields| fields.len() > 8)
+            .filter(|fields| fields[2].contains("master") && !fields[2].contains("fail"))
+            .filter_map(|fields| {
+                let slots = fields[8..]
+                    .iter()
+                    .filter(|range| !range.starts_with('['))
+                    .filter_map(|range| {
+                        let (first, last) = range.split_once('-').unwrap_or((range, range));
+                        Some(first.parse().ok()?..=last.parse().ok()?)
+                    })
+                    .collect();
+                Some(Master {
+                    port: node_port(&fields[1])?,
+                    id: fields[0].clone(),
+                    slots,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A master, from `CLUSTER NODES`.
+struct Master {
+    id: String,
+    port: u16,
+    slots: Vec<std::ops::RangeInclusive<u16>>,
+}
+
+/// The client port of a `CLUSTER NODES` address, `host:port@bus[,hostname]`.
+fn node_port(address: &str) -> Option<u16> {
+    address.split('@').next()?.rsplit_once(':')?.1.parse().ok()
 }

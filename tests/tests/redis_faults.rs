@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use at_tests::client::Client;
 use at_tests::process::{run, workspace_binary, Running};
 use at_tests::redis::RedisServer;
+use at_tests::redis_cluster::RedisCluster;
 use at_tests::TempDir;
 
 /// Longest any single reply may take, outage or not: past it the server hung.
@@ -27,8 +28,117 @@ const RECOVERY: Duration = Duration::from_secs(20);
 struct Seen {
     /// (key, value) of every acknowledged write.
     acked: Vec<(String, String)>,
+    /// When each of `acked` was acknowledged.
+    acked_at: Vec<Instant>,
     /// Replies that were AT0002.
     datastore_errors: usize,
+    /// The longest any reply took.
+    slowest: Duration,
+    /// Why connecting failed otherwise, and how often.
+    refused: std::collections::BTreeMap<String, usize>,
+}
+
+/// Between the test and [`write_steadily`]'s thread.
+#[derive(Default)]
+struct Progress {
+    /// Set by the test: the writer stops.
+    stop: AtomicBool,
+    /// Writes acknowledged so far.
+    acked: std::sync::atomic::AtomicUsize,
+}
+
+impl Progress {
+    /// Waits until `more` writes are acknowledged after this call (panics past [`RECOVERY`]).
+    fn wait_for_acks(&self, more: usize) {
+        let target = self.acked.load(Ordering::SeqCst) + more;
+        let deadline = Instant::now() + RECOVERY;
+        while self.acked.load(Ordering::SeqCst) < target {
+            assert!(Instant::now() < deadline, "no write acknowledged in {RECOVERY:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The writer: one `update` of @alice's at a time (values `size` bytes long) until `stop`,
+/// reconnecting whenever the server closes on AT0002; panics on any other reply, or none
+/// within [`REPLY_BOUND`].
+fn write_steadily(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    secret: &str,
+    progress: &Arc<Progress>,
+    size: usize,
+) -> std::thread::JoinHandle<Seen> {
+    let (progress, ca, secret) = (Arc::clone(progress), ca.to_path_buf(), secret.to_string());
+    std::thread::spawn(move || {
+        let mut seen = Seen::default();
+        let mut client: Option<Client> = None;
+        // Bounded: at most this many writes whatever the timing.
+        for i in 0..50_000 {
+            if progress.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Some(open) = client.as_mut() else {
+                match connect(addr, &ca, &secret) {
+                    Ok(c) => client = Some(c),
+                    Err(e) => {
+                        if e.starts_with("error:AT0002") {
+                            seen.datastore_errors += 1;
+                        } else {
+                            *seen.refused.entry(e).or_default() += 1;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+                continue;
+            };
+            let (key, value) = (format!("k{i}@alice"), format!("{i:0size$}"));
+            open.send(format!("update:{key} {value}\n").as_bytes());
+            let sent = Instant::now();
+            let reply = open
+                .try_read_until(b"@alice@", REPLY_BOUND)
+                .unwrap_or_else(|e| panic!("update {key}: no reply in {REPLY_BOUND:?}: {e}"));
+            seen.slowest = seen.slowest.max(sent.elapsed());
+            if reply.starts_with("data:") {
+                seen.acked.push((key, value));
+                seen.acked_at.push(Instant::now());
+                progress.acked.fetch_add(1, Ordering::SeqCst);
+            } else if reply.starts_with("error:AT0002-") {
+                seen.datastore_errors += 1;
+                client = None;
+            } else {
+                panic!("update {key}: {reply:?}");
+            }
+        }
+        seen
+    })
+}
+
+/// Which of `acked` a new owner connection does not read back as written.
+fn missing(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    secret: &str,
+    acked: &[(String, String)],
+) -> Vec<String> {
+    let deadline = Instant::now() + RECOVERY;
+    let mut client = loop {
+        match connect(addr, ca, secret) {
+            Ok(client) => break client,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "not recovered: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    acked
+        .iter()
+        .filter(|(key, value)| {
+            client.send(format!("llookup:{key}\n").as_bytes());
+            client.read_until(b"@alice@") != format!("data:{value}\n@alice@")
+        })
+        .map(|(key, _)| key.clone())
+        .collect()
 }
 
 /// One owner connection, or why not (refused, closed, AT0002 while authenticating).
@@ -78,6 +188,12 @@ fn serve(config: &str) -> Running {
 /// The configuration of a node on `redis` with its files under `dir`, and @alice provisioned
 /// there: the configuration file, @alice's address and her CRAM secret.
 fn provision_node(redis: &RedisServer, dir: &TempDir) -> (String, std::net::SocketAddr, String) {
+    let store = format!("[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n", redis.url());
+    provision_node_on(&store, dir)
+}
+
+/// [`provision_node`] on the Redis that `store` (a `[store]` section) names.
+fn provision_node_on(store: &str, dir: &TempDir) -> (String, std::net::SocketAddr, String) {
     let port = at_tests::free_port();
     let config = dir.path().join("server.toml");
     std::fs::write(
@@ -85,10 +201,8 @@ fn provision_node(redis: &RedisServer, dir: &TempDir) -> (String, std::net::Sock
         format!(
             "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{0}/directory\"\n\
              public_host = \"127.0.0.1\"\nlisten = \"127.0.0.1:0\"\n\
-             port_range_start = {port}\nport_range_len = 1\n\
-             [store]\nbackend = \"redis\"\nredis_url = \"{1}\"\n",
+             port_range_start = {port}\nport_range_len = 1\n{store}",
             dir.path().display(),
-            redis.url()
         ),
     )
     .unwrap();
@@ -165,48 +279,8 @@ fn acknowledged_writes_survive_a_redis_crash_and_the_node_recovers_by_itself() {
     let dir = TempDir::new("redis-faults");
     let (_server, addr, ca, secret) = start_node(&redis, &dir);
 
-    // The writer: one write at a time, reconnecting whenever the server closes on AT0002.
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (stop, ca, secret) = (Arc::clone(&stop), ca.clone(), secret.clone());
-        std::thread::spawn(move || {
-            let mut seen = Seen::default();
-            let mut client: Option<Client> = None;
-            // Bounded: at most this many writes whatever the timing.
-            for i in 0..20_000 {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Some(open) = client.as_mut() else {
-                    match connect(addr, &ca, &secret) {
-                        Ok(c) => client = Some(c),
-                        Err(e) => {
-                            if e.starts_with("error:AT0002") {
-                                seen.datastore_errors += 1;
-                            }
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                    }
-                    continue;
-                };
-                let (key, value) = (format!("k{i}@alice"), format!("v{i}"));
-                open.send(format!("update:{key} {value}\n").as_bytes());
-                let reply = open
-                    .try_read_until(b"@alice@", REPLY_BOUND)
-                    .unwrap_or_else(|e| panic!("update {key}: no reply in {REPLY_BOUND:?}: {e}"));
-                if reply.starts_with("data:") {
-                    seen.acked.push((key, value));
-                } else if reply.starts_with("error:AT0002-") {
-                    seen.datastore_errors += 1;
-                    client = None;
-                } else {
-                    panic!("update {key}: {reply:?}");
-                }
-            }
-            seen
-        })
-    };
-
+    let progress = Arc::new(Progress::default());
+    let writer = write_steadily(addr, &ca, &secret, &progress, 10);
     std::thread::sleep(Duration::from_millis(1500));
     redis.kill();
     // Longer than the node's Redis connect and response timeouts, so requests fail rather
@@ -215,7 +289,7 @@ fn acknowledged_writes_survive_a_redis_crash_and_the_node_recovers_by_itself() {
     redis.restart();
     // Writes go on until the node has recovered and acknowledged more.
     std::thread::sleep(Duration::from_millis(3000));
-    stop.store(true, Ordering::SeqCst);
+    progress.stop.store(true, Ordering::SeqCst);
     let seen = writer.join().expect("writer");
     eprintln!(
         "{} writes acknowledged, {} AT0002 during the outage",
@@ -228,28 +302,14 @@ fn acknowledged_writes_survive_a_redis_crash_and_the_node_recovers_by_itself() {
         seen.acked.len()
     );
 
-    // Recovered by itself: a new connection authenticates, reads everything and writes.
-    let deadline = Instant::now() + RECOVERY;
-    let mut client = loop {
-        match connect(addr, &ca, &secret) {
-            Ok(client) => break client,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "not recovered: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    };
     assert!(
         seen.acked.len() > 10,
         "{} writes acknowledged",
         seen.acked.len()
     );
-    for (key, value) in &seen.acked {
-        client.ask(
-            &format!("llookup:{key}\n"),
-            &format!("data:{value}\n@alice@"),
-        );
-    }
+    // Recovered by itself: a new connection authenticates, reads everything and writes.
+    assert_eq!(missing(addr, &ca, &secret, &seen.acked), Vec::<String>::new());
+    let mut client = connect(addr, &ca, &secret).expect("serves");
     client.send(b"update:after@alice ok\n");
     let reply = client.read_until(b"@alice@");
     assert!(reply.starts_with("data:"), "{reply}");
@@ -295,4 +355,139 @@ fn while_redis_is_down_each_command_fails_with_at0002_within_about_a_second_and_
         client.expect_closed(Duration::from_secs(5));
         assert!(took < ABOUT_A_SECOND, "{command}: answered after {took:?}");
     }
+}
+
+/// What happened to a node's writes across a failover of the master of @alice's slot.
+struct Failover {
+    seen: Seen,
+    /// The acknowledged writes a new connection does not read back.
+    lost: Vec<String>,
+    /// When the replica was stopped (its master's replication cut just after), and when
+    /// the master was killed.
+    paused_at: Instant,
+    killed_at: Instant,
+}
+
+/// A node on a Redis Cluster (three masters, three replicas) with `redis_wait_replicas =
+/// wait`, written to steadily, while the master of @alice's slot fails in the worst way: its
+/// replica first falls behind (stopped, its replication link cut, so the master's later
+/// writes reach no replica), then the master is `kill -9`ed, the replica resumes and is
+/// promoted, and the old master is started again (it rejoins as the new master's replica).
+fn failover_under_writes(wait: u32) -> Failover {
+    let mut cluster = RedisCluster::start();
+    let dir = TempDir::new("redis-failover");
+    let store = format!(
+        "{}redis_wait_replicas = {wait}\nredis_wait_timeout_ms = 300\n",
+        cluster.store_section()
+    );
+    let (config, addr, secret) = provision_node_on(&store, &dir);
+    let _server = serve(&config);
+    let ca = dir.path().join("server/tls/ca.pem");
+    let progress = Arc::new(Progress::default());
+    let writer = write_steadily(addr, &ca, &secret, &progress, 10);
+
+    std::thread::sleep(Duration::from_millis(1000));
+    let slot = "{@alice}";
+    let master = cluster.master_of(slot);
+    let replica = cluster.replicas_of(master)[0];
+    let paused_at = Instant::now();
+    cluster.pause(replica);
+    cluster.cut_replication(master);
+    std::thread::sleep(Duration::from_millis(1000));
+    cluster.kill(master);
+    let killed_at = Instant::now();
+    cluster.resume(replica);
+    let promoted = cluster.wait_until_serving(slot, Duration::from_secs(30));
+    assert_eq!(promoted, replica, "the replica took over");
+    eprintln!("replica promoted {:?} after the kill", killed_at.elapsed());
+    cluster.restart(master);
+    // Writes go on until the old master copies the new one and more were acknowledged.
+    let deadline = Instant::now() + RECOVERY;
+    while !cluster.replicas_of(promoted).contains(&master) {
+        assert!(Instant::now() < deadline, "the old master never rejoined");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("old master rejoined {:?} after the kill", killed_at.elapsed());
+    progress.wait_for_acks(20);
+    progress.stop.store(true, Ordering::SeqCst);
+    let seen = writer.join().expect("writer");
+    let lost = missing(addr, &ca, &secret, &seen.acked);
+    Failover {
+        seen,
+        lost,
+        paused_at,
+        killed_at,
+    }
+}
+
+impl Failover {
+    /// Acknowledged writes in `[from, to)`.
+    fn acked_between(&self, from: Instant, to: Instant) -> usize {
+        self.seen
+            .acked_at
+            .iter()
+            .filter(|&&at| from <= at && at < to)
+            .count()
+    }
+
+    /// From the kill to the first write acknowledged after it: how long the node could not
+    /// write @alice's data.
+    fn window(&self) -> Option<Duration> {
+        let first = self.seen.acked_at.iter().find(|&&at| at > self.killed_at)?;
+        Some(*first - self.killed_at)
+    }
+
+    fn report(&self, wait: u32) {
+        eprintln!(
+            "redis_wait_replicas = {wait}: {} writes acknowledged ({} while the replica was \
+             cut off), {} AT0002, connections refused {:?}, {} lost; no write acknowledged \
+             for {:?} after the kill; slowest reply {:?}",
+            self.seen.acked.len(),
+            self.acked_between(self.paused_at, self.killed_at),
+            self.seen.datastore_errors,
+            self.seen.refused,
+            self.lost.len(),
+            self.window(),
+            self.seen.slowest,
+        );
+    }
+}
+
+/// With `store.redis_wait_replicas = 1` an acknowledged write is on a replica: a master's
+/// `kill -9` loses none, even one whose replica had fallen behind (its writes then fail,
+/// AT0002, rather than being acknowledged); the node carries on by itself, no reply waits
+/// longer than a bound, and nothing but AT0002 is answered.
+#[test]
+fn waiting_for_a_replica_no_acknowledged_write_is_lost_when_a_cluster_master_is_killed() {
+    let failover = failover_under_writes(1);
+    failover.report(1);
+    assert_eq!(failover.lost, Vec::<String>::new(), "acknowledged, then lost");
+    assert_eq!(
+        failover.acked_between(
+            failover.paused_at + Duration::from_millis(500),
+            failover.killed_at
+        ),
+        0,
+        "acknowledged while no replica could have it"
+    );
+    assert!(failover.seen.datastore_errors > 0, "the failover was seen");
+    assert!(failover.window().is_some(), "writes resumed after the failover");
+}
+
+/// Without waiting (the default), what a master acknowledged but had not passed on to its
+/// replica is lost when it is killed: here, everything written while the replica was cut
+/// off. What the README says an acknowledged write is worth on a cluster.
+#[test]
+fn without_waiting_a_killed_cluster_master_loses_what_its_replica_had_not_received() {
+    let failover = failover_under_writes(0);
+    failover.report(0);
+    let lagging = failover.acked_between(failover.paused_at, failover.killed_at);
+    assert!(lagging > 0, "writes went on while the replica was cut off");
+    assert!(!failover.lost.is_empty(), "the cut-off writes were lost");
+    assert!(
+        failover.lost.len() <= lagging,
+        "only what the replica missed: {} lost, {lagging} written meanwhile",
+        failover.lost.len()
+    );
+    assert!(failover.window().is_some(), "writes resumed after the failover");
 }

@@ -936,7 +936,9 @@ pub async fn open(config: &StoreConfig, data_dir: &Path) -> Result<Store, StoreE
         }
         BackendKind::Redis => {
             let client = config.redis_client()?;
-            let backend = redis::RedisStore::connect_client(client, &config.key_prefix).await?;
+            let backend =
+                redis::RedisStore::connect_client(client, &config.key_prefix, config.redis_wait())
+                    .await?;
             Ok(Store::new(backend))
         }
     }

@@ -70,7 +70,7 @@ mod scripts;
 use std::collections::HashMap;
 
 use at_common::metadata::{now_ms, EpochMillis};
-use at_common::redis_client::{RedisClient, RedisConnection};
+use at_common::redis_client::{RedisClient, RedisConnection, WaitReplicas};
 use at_common::AtSign;
 use redis::AsyncCommands;
 
@@ -97,6 +97,11 @@ const DROP_BATCH: usize = 1000;
 pub struct RedisStore {
     client: RedisClient,
     conn: RedisConnection,
+    /// Where acknowledged writes go ([`RedisStore::write`]): `conn` itself, or with `wait`
+    /// a connection of their own, so a `WAIT` held up by a slow replica holds up no read.
+    writes: RedisConnection,
+    /// What an acknowledged write waits for (`store.redis_wait_replicas`), if anything.
+    wait: Option<WaitReplicas>,
     known: Known,
     prefix: String,
     modify: redis::Script,
@@ -148,15 +153,17 @@ impl Known {
 impl RedisStore {
     /// Connects to `url` (without TLS files: see [`RedisStore::connect_client`]).
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
-        Self::connect_client(RedisClient::Single(redis::Client::open(url)?), prefix).await
+        Self::connect_client(RedisClient::Single(redis::Client::open(url)?), prefix, None).await
     }
 
     /// Connects with `client` (`StoreConfig::redis_client`, which carries the TLS settings);
     /// fails now rather than at the first command if Redis is unreachable. The connection is
-    /// multiplexed and re-established by itself after Redis restarts.
+    /// multiplexed and re-established by itself after Redis restarts. With `wait`, every
+    /// acknowledged write waits for that many replicas ([`RedisStore::write`]).
     pub async fn connect_client(
         client: RedisClient,
         prefix: &str,
+        wait: Option<WaitReplicas>,
     ) -> Result<RedisStore, StoreError> {
         // Bounded everywhere: a Redis that is down or silent costs a client AT0002, not a hang.
         let single = redis::aio::ConnectionManagerConfig::new()
@@ -170,21 +177,57 @@ impl RedisStore {
         let cluster = redis::cluster::ClusterConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(RESPONSE_TIMEOUT);
-        let mut conn = client.connect(single, cluster).await?;
+        let mut conn = client.connect(single.clone(), cluster.clone()).await?;
         // A Redis that wants a password we lack answers NOAUTH only to a command: find out now.
         let () = redis::cmd("PING")
             .query_async(&mut conn)
             .await
             .map(|_: String| ())?;
+        let writes = match wait {
+            Some(_) => client.connect(single, cluster).await?,
+            None => conn.clone(),
+        };
         Ok(RedisStore {
             client,
             conn,
+            writes,
+            wait,
             known: Known::default(),
             prefix: prefix.to_string(),
             modify: redis::Script::new(MODIFY),
             drop_commits: redis::Script::new(DROP_COMMITS),
             set_info: redis::Script::new(SET_INFO),
         })
+    }
+
+    /// Runs `write` as an acknowledged write: on [`RedisStore::writes`], waiting for
+    /// replicas if `store.redis_wait_replicas` asks (else an error, AT0002 to the client);
+    /// each command's reply.
+    async fn write(&self, write: &redis::Pipeline) -> Result<Vec<redis::Value>, StoreError> {
+        Ok(self.writes.clone().write(write, self.wait).await?)
+    }
+
+    /// [`RedisStore::write`] of one script's `invocation`, loading the script where Redis
+    /// does not know it yet (a new or a promoted master, or one restarted); its reply.
+    async fn write_script(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<redis::Value, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(invocation);
+        let replies = match self.write(&pipe).await {
+            Err(StoreError::Redis(error))
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                let _: String = invocation.load_async(&mut self.writes.clone()).await?;
+                self.write(&pipe).await?
+            }
+            other => other?,
+        };
+        replies
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Corrupt("a script with no reply".into()))
     }
 
     /// Adds `row` to a transaction: its place in the order and its content, replacing its id's.
@@ -498,7 +541,7 @@ mod tests {
             ..StoreConfig::default()
         };
         let client = config.redis_client().unwrap();
-        Store::new(RedisStore::connect_client(client, prefix).await.unwrap())
+        Store::new(RedisStore::connect_client(client, prefix, None).await.unwrap())
     }
 
     // The suite on a real Redis Cluster (three masters, three replicas), started once: a

@@ -14,7 +14,7 @@ impl NotificationLogs for RedisStore {
         let mut pipe = redis::pipe();
         pipe.atomic();
         self.add_notification(&mut pipe, atsign, log, row);
-        let () = pipe.query_async(&mut self.conn.clone()).await?;
+        self.write(&pipe).await?;
         Ok(())
     }
 
@@ -80,13 +80,10 @@ impl NotificationLogs for RedisStore {
         id: &str,
     ) -> Result<bool, StoreError> {
         let (order, rows) = self.notification_keys(atsign, log);
-        let (_, removed): (i64, i64) = redis::pipe()
-            .atomic()
-            .zrem(order, id)
-            .hdel(rows, id)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(removed > 0)
+        let mut pipe = redis::pipe();
+        pipe.atomic().zrem(order, id).hdel(rows, id);
+        let replies = self.write(&pipe).await?;
+        Ok(matches!(replies.get(1), Some(redis::Value::Int(removed)) if *removed > 0))
     }
 
     async fn publish_notification(

@@ -6,16 +6,7 @@ use super::*;
 #[async_trait::async_trait]
 impl Provisioning for RedisStore {
     async fn create_atsign(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError> {
-        let created: bool = self
-            .conn
-            .clone()
-            .hset_nx(
-                self.atsigns_key(),
-                atsign.as_str(),
-                serde_json::to_string(info)?,
-            )
-            .await?;
-        if !created {
+        if !self.hset_nx_info(atsign, &serde_json::to_string(info)?).await? {
             return Err(StoreError::AtSignExists(atsign.clone()));
         }
         self.index_and_announce(atsign, &info.sni_label).await
@@ -34,32 +25,35 @@ impl Provisioning for RedisStore {
     }
 
     async fn set_atsign_info(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError> {
-        let replaced: i64 = self
-            .set_info
-            .key(self.atsigns_key())
+        let mut invocation = self.set_info.key(self.atsigns_key());
+        invocation
             .arg(atsign.as_str())
-            .arg(serde_json::to_string(info)?)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        if replaced != 1 {
+            .arg(serde_json::to_string(info)?);
+        let replaced = self.write_script(&invocation).await?;
+        if replaced != redis::Value::Int(1) {
             return Err(StoreError::NoSuchAtSign(atsign.clone()));
         }
         self.index_and_announce(atsign, &info.sni_label).await
     }
 
     async fn remove_atsign(&self, atsign: &AtSign) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        let existing: Option<String> = conn.hget(self.atsigns_key(), atsign.as_str()).await?;
+        let existing: Option<String> = self
+            .conn
+            .clone()
+            .hget(self.atsigns_key(), atsign.as_str())
+            .await?;
         let existed = existing.is_some();
         if let Some(info) = existing.and_then(|json| serde_json::from_str::<AtSignInfo>(&json).ok())
         {
-            let () = conn.hdel(self.labels_key(), &info.sni_label).await?;
+            self.write(redis::pipe().hdel(self.labels_key(), &info.sni_label))
+                .await?;
         }
         // Data first, the entry last: if this stops half-way the atSign is still listed, and
         // removing it again finishes the job.
-        let () = conn.del(self.all_keys(atsign)).await?;
+        self.write(redis::pipe().del(self.all_keys(atsign))).await?;
         self.known.forget_atsign(atsign);
-        let () = conn.hdel(self.atsigns_key(), atsign.as_str()).await?;
+        self.write(redis::pipe().hdel(self.atsigns_key(), atsign.as_str()))
+            .await?;
         self.publish_change(atsign).await;
         Ok(existed)
     }
@@ -76,8 +70,12 @@ impl Provisioning for RedisStore {
 
     async fn import_atsign(&self, dump: &AtSignDump) -> Result<(), StoreError> {
         let atsign = &dump.atsign;
-        let mut conn = self.conn.clone();
-        if conn.hexists(self.atsigns_key(), atsign.as_str()).await? {
+        let exists: bool = self
+            .conn
+            .clone()
+            .hexists(self.atsigns_key(), atsign.as_str())
+            .await?;
+        if exists {
             return Err(StoreError::AtSignExists(atsign.clone()));
         }
         // The data in one transaction, the provisioning entry last: an import cut short
@@ -111,13 +109,12 @@ impl Provisioning for RedisStore {
         for (log, row) in &dump.notifications {
             self.add_notification(&mut data, atsign, *log, row);
         }
-        let () = data.query_async(&mut conn).await?;
+        self.write(&data).await?;
         self.known.forget_atsign(atsign);
-        let info = serde_json::to_string(&dump.info)?;
-        let created: bool = conn
-            .hset_nx(self.atsigns_key(), atsign.as_str(), info)
-            .await?;
-        if !created {
+        if !self
+            .hset_nx_info(atsign, &serde_json::to_string(&dump.info)?)
+            .await?
+        {
             return Err(StoreError::AtSignExists(atsign.clone()));
         }
         self.index_and_announce(atsign, &dump.info.sni_label).await
@@ -150,5 +147,15 @@ impl Provisioning for RedisStore {
             },
         ));
         Some(receiver)
+    }
+}
+
+impl RedisStore {
+    /// Writes `atsign`'s provisioning record unless there is one; whether it did.
+    async fn hset_nx_info(&self, atsign: &AtSign, info: &str) -> Result<bool, StoreError> {
+        let replies = self
+            .write(redis::pipe().hset_nx(self.atsigns_key(), atsign.as_str(), info))
+            .await?;
+        Ok(replies.first() == Some(&redis::Value::Int(1)))
     }
 }

@@ -12,10 +12,7 @@ impl RedisStore {
         atsign: &AtSign,
         label: &str,
     ) -> Result<(), StoreError> {
-        let () = self
-            .conn
-            .clone()
-            .hset(self.labels_key(), label, atsign.as_str())
+        self.write(redis::pipe().hset(self.labels_key(), label, atsign.as_str()))
             .await?;
         self.publish_change(atsign).await;
         Ok(())

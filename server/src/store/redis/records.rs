@@ -60,7 +60,10 @@ impl Records for RedisStore {
                 .arg(if op.is_some() { "1" } else { "0" })
                 .arg(op.map_or("", op_code))
                 .arg(now_ms());
-            let outcome: Vec<redis::Value> = invocation.invoke_async(&mut conn).await?;
+            let outcome = match self.write_script(&invocation).await? {
+                redis::Value::Array(outcome) => outcome,
+                other => vec![other],
+            };
             match outcome.as_slice() {
                 // Another writer got there first: decide again on what it left.
                 [redis::Value::Int(0), actual] => {
