@@ -135,10 +135,7 @@ impl RedisConnection {
                 return Err(redis::RedisError::from((
                     redis::ErrorKind::Io,
                     "a write reached fewer replicas than store.redis_wait_replicas asks",
-                    format!(
-                        "{reached} of {} within {:?}",
-                        wait.replicas, wait.timeout
-                    ),
+                    format!("{reached} of {} within {:?}", wait.replicas, wait.timeout),
                 )));
             }
         }

@@ -293,6 +293,9 @@ fn start_node_on(
         // Short, so a failover test does not wait long for a replica's promotion.
         .args(["--cluster-node-timeout", "2000"])
         .args(["--save", "", "--appendonly", "no"])
+        // A replica (re)joining is copied at once, not after Redis's default 5 s wait for
+        // others to share the copy.
+        .args(["--repl-diskless-sync-delay", "0"])
         .args(password.map_or_else(Vec::new, |password| {
             vec!["--requirepass", password, "--masterauth", password]
         }))
@@ -457,7 +460,11 @@ impl RedisCluster {
                 .clone()
                 .all(|n| cluster_state_ok(n.port, self.password.as_deref()));
             if let Some(master) = self.try_master_of(key).filter(|_| ok) {
-                if self.nodes.iter().any(|n| n.port == master && n.child.is_some()) {
+                if self
+                    .nodes
+                    .iter()
+                    .any(|n| n.port == master && n.child.is_some())
+                {
                     return master;
                 }
             }
@@ -487,10 +494,14 @@ impl RedisCluster {
     }
 
     fn slot_of(&self, key: &str) -> u16 {
-        cli(self.any_port(), self.password.as_deref(), &["cluster", "keyslot", key])
-            .trim()
-            .parse()
-            .expect("a slot number")
+        cli(
+            self.any_port(),
+            self.password.as_deref(),
+            &["cluster", "keyslot", key],
+        )
+        .trim()
+        .parse()
+        .expect("a slot number")
     }
 
     /// A running node to ask.
@@ -504,10 +515,14 @@ impl RedisCluster {
 
     /// `CLUSTER NODES`, as a running node sees it: one line's fields per node.
     fn cluster_nodes(&self) -> Vec<Vec<String>> {
-        cli(self.any_port(), self.password.as_deref(), &["cluster", "nodes"])
-            .lines()
-            .map(|line| line.split_whitespace().map(str::to_string).collect())
-            .collect()
+        cli(
+            self.any_port(),
+            self.password.as_deref(),
+            &["cluster", "nodes"],
+        )
+        .lines()
+        .map(|line| line.split_whitespace().map(str::to_string).collect())
+        .collect()
     }
 
     /// The masters serving slots (a node that failed or has none is left out).

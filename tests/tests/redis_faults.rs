@@ -32,6 +32,8 @@ struct Seen {
     acked_at: Vec<Instant>,
     /// Replies that were AT0002.
     datastore_errors: usize,
+    /// When each failed write was sent, and how long its AT0002 took.
+    failed: Vec<(Instant, Duration)>,
     /// The longest any reply took.
     slowest: Duration,
     /// Why connecting failed otherwise, and how often.
@@ -53,7 +55,10 @@ impl Progress {
         let target = self.acked.load(Ordering::SeqCst) + more;
         let deadline = Instant::now() + RECOVERY;
         while self.acked.load(Ordering::SeqCst) < target {
-            assert!(Instant::now() < deadline, "no write acknowledged in {RECOVERY:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no write acknowledged in {RECOVERY:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -105,6 +110,7 @@ fn write_steadily(
                 progress.acked.fetch_add(1, Ordering::SeqCst);
             } else if reply.starts_with("error:AT0002-") {
                 seen.datastore_errors += 1;
+                seen.failed.push((sent, sent.elapsed()));
                 client = None;
             } else {
                 panic!("update {key}: {reply:?}");
@@ -188,7 +194,10 @@ fn serve(config: &str) -> Running {
 /// The configuration of a node on `redis` with its files under `dir`, and @alice provisioned
 /// there: the configuration file, @alice's address and her CRAM secret.
 fn provision_node(redis: &RedisServer, dir: &TempDir) -> (String, std::net::SocketAddr, String) {
-    let store = format!("[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n", redis.url());
+    let store = format!(
+        "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
+        redis.url()
+    );
     provision_node_on(&store, dir)
 }
 
@@ -308,7 +317,10 @@ fn acknowledged_writes_survive_a_redis_crash_and_the_node_recovers_by_itself() {
         seen.acked.len()
     );
     // Recovered by itself: a new connection authenticates, reads everything and writes.
-    assert_eq!(missing(addr, &ca, &secret, &seen.acked), Vec::<String>::new());
+    assert_eq!(
+        missing(addr, &ca, &secret, &seen.acked),
+        Vec::<String>::new()
+    );
     let mut client = connect(addr, &ca, &secret).expect("serves");
     client.send(b"update:after@alice ok\n");
     let reply = client.read_until(b"@alice@");
@@ -407,7 +419,10 @@ fn failover_under_writes(wait: u32) -> Failover {
         assert!(Instant::now() < deadline, "the old master never rejoined");
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("old master rejoined {:?} after the kill", killed_at.elapsed());
+    eprintln!(
+        "old master rejoined {:?} after the kill",
+        killed_at.elapsed()
+    );
     progress.wait_for_acks(20);
     progress.stop.store(true, Ordering::SeqCst);
     let seen = writer.join().expect("writer");
@@ -450,6 +465,16 @@ impl Failover {
             self.window(),
             self.seen.slowest,
         );
+        let since_kill: Vec<String> = self
+            .seen
+            .failed
+            .iter()
+            .map(|(sent, took)| {
+                let sent = sent.saturating_duration_since(self.killed_at).as_millis();
+                format!("{sent} ms +{} ms", took.as_millis())
+            })
+            .collect();
+        eprintln!("AT0002 (sent after the kill, took): {since_kill:?}");
     }
 }
 
@@ -461,7 +486,11 @@ impl Failover {
 fn waiting_for_a_replica_no_acknowledged_write_is_lost_when_a_cluster_master_is_killed() {
     let failover = failover_under_writes(1);
     failover.report(1);
-    assert_eq!(failover.lost, Vec::<String>::new(), "acknowledged, then lost");
+    assert_eq!(
+        failover.lost,
+        Vec::<String>::new(),
+        "acknowledged, then lost"
+    );
     assert_eq!(
         failover.acked_between(
             failover.paused_at + Duration::from_millis(500),
@@ -471,7 +500,10 @@ fn waiting_for_a_replica_no_acknowledged_write_is_lost_when_a_cluster_master_is_
         "acknowledged while no replica could have it"
     );
     assert!(failover.seen.datastore_errors > 0, "the failover was seen");
-    assert!(failover.window().is_some(), "writes resumed after the failover");
+    assert!(
+        failover.window().is_some(),
+        "writes resumed after the failover"
+    );
 }
 
 /// Without waiting (the default), what a master acknowledged but had not passed on to its
@@ -489,5 +521,8 @@ fn without_waiting_a_killed_cluster_master_loses_what_its_replica_had_not_receiv
         "only what the replica missed: {} lost, {lagging} written meanwhile",
         failover.lost.len()
     );
-    assert!(failover.window().is_some(), "writes resumed after the failover");
+    assert!(
+        failover.window().is_some(),
+        "writes resumed after the failover"
+    );
 }

@@ -83,7 +83,12 @@ pub async fn open(config: &StoreConfig, data_dir: &Path) -> Result<Store, StoreE
         BackendKind::Redis => {
             let client = config.redis_client()?;
             Ok(Store::new(
-                redis::RedisBackend::connect_client(client, &config.key_prefix).await?,
+                redis::RedisBackend::connect_client(
+                    client,
+                    &config.key_prefix,
+                    config.redis_wait(),
+                )
+                .await?,
             ))
         }
     }

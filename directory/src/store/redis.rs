@@ -10,7 +10,7 @@
 //! command names one key, but for `MGET` (which the client splits by slot), a batch of writes
 //! is one pipeline per slot, and listing scans every master.
 
-use at_common::redis_client::{RedisClient, RedisConnection};
+use at_common::redis_client::{RedisClient, RedisConnection, WaitReplicas};
 use at_common::{Address, AtSign};
 use redis::AsyncCommands;
 
@@ -19,20 +19,27 @@ use super::{Backend, StoreError};
 /// Registrations in Redis.
 pub struct RedisBackend {
     conn: RedisConnection,
+    /// Where registrations are written: `conn`, or with `wait` a connection of their own, so
+    /// a `WAIT` held up by a slow replica holds up no lookup.
+    writes: RedisConnection,
+    /// What a registration waits for (`store.redis_wait_replicas`), if anything.
+    wait: Option<WaitReplicas>,
     prefix: String,
 }
 
 impl RedisBackend {
     /// Connects to `url` (without TLS files: see [`RedisBackend::connect_client`]).
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisBackend, StoreError> {
-        Self::connect_client(RedisClient::Single(redis::Client::open(url)?), prefix).await
+        Self::connect_client(RedisClient::Single(redis::Client::open(url)?), prefix, None).await
     }
 
     /// Connects with `client` (`StoreConfig::redis_client`, which carries the TLS settings);
-    /// fails now rather than at the first lookup if Redis is unreachable.
+    /// fails now rather than at the first lookup if Redis is unreachable. With `wait`, a
+    /// registration is acknowledged once that many replicas hold it.
     pub async fn connect_client(
         client: RedisClient,
         prefix: &str,
+        wait: Option<WaitReplicas>,
     ) -> Result<RedisBackend, StoreError> {
         let mut conn = client
             .connect(Default::default(), Default::default())
@@ -42,8 +49,18 @@ impl RedisBackend {
             .query_async(&mut conn)
             .await
             .map(|_: String| ())?;
+        let writes = match wait {
+            Some(_) => {
+                client
+                    .connect(Default::default(), Default::default())
+                    .await?
+            }
+            None => conn.clone(),
+        };
         Ok(RedisBackend {
             conn,
+            writes,
+            wait,
             prefix: prefix.to_string(),
         })
     }
@@ -115,11 +132,9 @@ impl Backend for RedisBackend {
     }
 
     async fn put(&self, atsign: &AtSign, address: &Address) -> Result<(), StoreError> {
-        let () = self
-            .conn
-            .clone()
-            .set(self.key(atsign), address.to_string())
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.set(self.key(atsign), address.to_string());
+        self.writes.clone().write(&pipe, self.wait).await?;
         Ok(())
     }
 
@@ -139,16 +154,18 @@ impl Backend for RedisBackend {
                 .ignore();
         }
         let sent = pipes.values().map(|pipe| {
-            let mut conn = self.conn.clone();
-            async move { pipe.query_async::<()>(&mut conn).await }
+            let mut conn = self.writes.clone();
+            async move { conn.write(pipe, self.wait).await }
         });
         futures_util::future::try_join_all(sent).await?;
         Ok(())
     }
 
     async fn remove(&self, atsign: &AtSign) -> Result<bool, StoreError> {
-        let removed: u64 = self.conn.clone().del(self.key(atsign)).await?;
-        Ok(removed > 0)
+        let mut pipe = redis::pipe();
+        pipe.del(self.key(atsign));
+        let replies = self.writes.clone().write(&pipe, self.wait).await?;
+        Ok(matches!(replies.first(), Some(redis::Value::Int(n)) if *n > 0))
     }
 
     async fn list(&self) -> Result<Vec<(AtSign, Address)>, StoreError> {
@@ -201,8 +218,10 @@ mod tests {
         conformance::run(&store).await;
     }
 
-    /// `store.redis_cluster`: the same suite on a real three-master cluster, and a batch
-    /// spread over every master comes back whole from `list` (a `SCAN` of each master).
+    /// `store.redis_cluster`: the same suite on a real three-master cluster, every write
+    /// waiting for a replica (`store.redis_wait_replicas`), and a batch spread over every
+    /// master comes back whole from `list` (a `SCAN` of each master). With the replica of a
+    /// registration's master stopped, registering fails instead of being acknowledged.
     #[actix_rt::test]
     async fn a_redis_cluster_passes_the_conformance_suite() {
         use at_common::config::{Backend as BackendKind, Secret, StoreConfig};
@@ -212,6 +231,8 @@ mod tests {
             backend: BackendKind::Redis,
             redis_cluster: cluster.urls().into_iter().map(Secret::new).collect(),
             key_prefix: "dir:".into(),
+            redis_wait_replicas: 1,
+            redis_wait_timeout_ms: 300,
             ..StoreConfig::default()
         };
         assert!(config.validate().is_ok());
@@ -235,6 +256,17 @@ mod tests {
             batch.len() + 4,
             "the suite's four, and the batch"
         );
+        let alice = AtSign::parse("alice").unwrap();
+        let replica = cluster.replicas_of(cluster.master_of("dir:alice"))[0];
+        cluster.pause(replica);
+        let address = Address::parse("stopped.example:1").unwrap();
+        let refused = store.put(&alice, &address).await;
+        cluster.resume(replica);
+        assert!(refused.is_err(), "acknowledged with no replica to hold it");
+        store
+            .put(&alice, &address)
+            .await
+            .expect("the replica is back");
     }
 
     /// `store.redis_password_file` applies to every node of a cluster (and to the nodes the

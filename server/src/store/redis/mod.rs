@@ -532,6 +532,62 @@ mod tests {
         assert_eq!(b.atsign_by_label("carol").await.unwrap(), Some(carol));
     }
 
+    /// With `store.redis_wait_replicas`, a write is acknowledged once a replica holds it:
+    /// while the replica of its master is stopped it fails within the wait's timeout (the
+    /// master keeps it), reads answer meanwhile, and once the replica is back writes are
+    /// acknowledged again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_waiting_for_a_stopped_replica_fails_within_its_timeout_and_reads_go_on() {
+        use std::time::{Duration, Instant};
+        let cluster = RedisCluster::start();
+        let client = at_common::config::StoreConfig {
+            backend: at_common::config::Backend::Redis,
+            redis_cluster: cluster
+                .urls()
+                .into_iter()
+                .map(at_common::config::Secret::new)
+                .collect(),
+            ..Default::default()
+        }
+        .redis_client()
+        .unwrap();
+        let timeout = Duration::from_millis(300);
+        let wait = WaitReplicas {
+            replicas: 1,
+            timeout,
+        };
+        let store = Store::new(
+            RedisStore::connect_client(client, "w:", Some(wait))
+                .await
+                .unwrap(),
+        );
+        let alice = conformance::sign("alice");
+        let record = conformance::record("1", 0);
+        let put = |key: &'static str| {
+            let (store, alice, record) = (store.clone(), alice.clone(), record.clone());
+            async move { store.put(&alice, key, &record, CommitOp::Update).await }
+        };
+        put("before@alice").await.expect("a replica holds it");
+
+        let replica = cluster.replicas_of(cluster.master_of("{@alice}"))[0];
+        cluster.pause(replica);
+        let started = Instant::now();
+        let waiting = tokio::spawn(put("during@alice"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let read = store.get(&alice, "before@alice").await.unwrap();
+        assert_eq!(read, Some(record.clone()));
+        assert!(started.elapsed() < timeout, "the read waited for the write");
+        let refused = waiting.await.unwrap();
+        let took = started.elapsed();
+        assert!(refused.is_err(), "acknowledged without a replica");
+        assert!(
+            (timeout..Duration::from_secs(3)).contains(&took),
+            "failed after {took:?}"
+        );
+        cluster.resume(replica);
+        put("after@alice").await.expect("the replica is back");
+    }
+
     /// A store on `cluster` whose keys all start with `prefix`.
     async fn on_cluster(cluster: &RedisCluster, prefix: &str) -> Store {
         use at_common::config::{Backend as BackendKind, Secret, StoreConfig};
@@ -541,7 +597,11 @@ mod tests {
             ..StoreConfig::default()
         };
         let client = config.redis_client().unwrap();
-        Store::new(RedisStore::connect_client(client, prefix, None).await.unwrap())
+        Store::new(
+            RedisStore::connect_client(client, prefix, None)
+                .await
+                .unwrap(),
+        )
     }
 
     // The suite on a real Redis Cluster (three masters, three replicas), started once: a

@@ -6,7 +6,10 @@ use super::*;
 #[async_trait::async_trait]
 impl Provisioning for RedisStore {
     async fn create_atsign(&self, atsign: &AtSign, info: &AtSignInfo) -> Result<(), StoreError> {
-        if !self.hset_nx_info(atsign, &serde_json::to_string(info)?).await? {
+        if !self
+            .hset_nx_info(atsign, &serde_json::to_string(info)?)
+            .await?
+        {
             return Err(StoreError::AtSignExists(atsign.clone()));
         }
         self.index_and_announce(atsign, &info.sni_label).await
