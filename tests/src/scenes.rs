@@ -87,6 +87,8 @@ pub struct Scene {
     /// @bob's owner connection (prompt [`AT_BOB`]).
     pub bob: Client,
     doors: [Door; 2],
+    /// The directory's address and CA, where it shares the nodes' Redis (or Redis Cluster).
+    shared_directory: Option<(SocketAddr, PathBuf)>,
     /// Processes (and what owns them), stopped when dropped, before `_dir` is removed.
     _running: Vec<Box<dyn Any>>,
     _dir: TempDir,
@@ -199,13 +201,16 @@ impl Scene {
             }
         };
         let doors = [door("@alice", &nodes[0]), door("@bob", &nodes[1])];
+        let shared_directory = Some((directory.addr, directory_ca.clone()));
         let mut running: Vec<Box<dyn Any>> = nodes
             .into_iter()
             .map(|(node, _, _)| Box::new(node) as Box<dyn Any>)
             .collect();
         running.push(Box::new(directory));
         running.push(redis);
-        Scene::new(topology, doors, running, dir)
+        let mut scene = Scene::new(topology, doors, running, dir);
+        scene.shared_directory = shared_directory;
+        scene
     }
 
     /// Two independent servers, @alice on A and @bob on B: [`AliceAndBob`].
@@ -246,6 +251,7 @@ impl Scene {
             alice,
             bob,
             doors,
+            shared_directory: None,
             _running: vec![Box::new(a), Box::new(b), Box::new(cluster)],
             _dir: dir,
         }
@@ -262,9 +268,22 @@ impl Scene {
             alice: doors[0].owner(),
             bob: doors[1].owner(),
             doors,
+            shared_directory: None,
             _running: running,
             _dir: dir,
         }
+    }
+
+    /// A connection to the directory, past its `@` prompt, in the topologies whose directory
+    /// keeps its entries in the nodes' Redis (or Redis Cluster); panics in the others.
+    pub fn shared_directory(&self) -> Client {
+        let (addr, ca) = self
+            .shared_directory
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no directory on a shared Redis", self.topology));
+        let mut client = Client::tls(*addr, ca);
+        client.expect(b"@");
+        client
     }
 
     /// Another owner connection of `atsign` (`@alice` or `@bob`), CRAM-authenticated, to the

@@ -126,6 +126,12 @@ fn two_nodes_and_the_directory_serve_atsigns_from_a_redis_cluster_over_tls() {
         scene.bob.reply_to("plookup:phone@alice", AT_BOB),
         "data:+1 555"
     );
+    // The directory reads the entries provisioning wrote into the cluster.
+    let mut directory = scene.shared_directory();
+    directory.send(b"alice\n");
+    let found = directory.read_until(b"\r\n@");
+    assert!(found.ends_with(".atsign.test:6464\r\n@"), "{found:?}");
+    directory.ask("nobody\n", "null\r\n@");
 }
 
 /// What @alice's and @bob's clients see of their data: the commit logs (keys, values,
