@@ -95,9 +95,11 @@ SCENARIOS = {
             "extraEnv": [{"name": "AT_SERVER__KEYSTORE_IDLE_SECS", "value": "60"}],
         },
     },
-    # An external Redis whose URL is in a Secret of yours.
+    # An external Redis whose URL is in a Secret of yours, its password in another, read as a
+    # file.
     "external-secret": {
-        "redis": {"mode": "external", "existingSecret": "my-redis", "existingSecretKey": "url"},
+        "redis": {"mode": "external", "existingSecret": "my-redis", "existingSecretKey": "url",
+                  "passwordSecret": "my-redis-password"},
     },
     # Your Redis Cluster by seed URLs (rediss://, its CA), its password from a Secret of yours
     # as a file.

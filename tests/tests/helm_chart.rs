@@ -20,11 +20,12 @@ use std::time::Duration;
 
 use at_tests::TempDir;
 
-/// The value sets `helm_check.py` renders: the defaults; an external Redis by URL and by Secret;
-/// an external Redis Cluster by seed URLs (TLS, password Secret) and by Secret; cert-manager
-/// with the cluster CA and with a public (ACME) issuer; ServiceMonitor and Grafana dashboard; six
-/// fixed replicas; one replica; resources of one's own; a Redis password given, and from a
-/// Secret; GitOps (existing Secrets, rendered twice the same).
+/// The value sets `helm_check.py` renders: the defaults; an external Redis by URL and by Secret
+/// (with its password from a Secret as a file); an external Redis Cluster by seed URLs (TLS,
+/// password Secret) and by Secret; cert-manager with the cluster CA and with a public (ACME)
+/// issuer; ServiceMonitor and Grafana dashboard; six fixed replicas; one replica; resources of
+/// one's own; a Redis password given, and from a Secret; GitOps (existing Secrets, rendered
+/// twice the same).
 const SCENARIOS: [&str; 14] = [
     "default",
     "external-url",
