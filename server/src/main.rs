@@ -29,6 +29,16 @@ struct Cli {
     /// embedded store: `redis://[:password@]host:port[/db]`.
     #[arg(long, global = true, env = "AT_SERVER_REDIS_URL")]
     redis: Option<String>,
+    /// Keep them in a Redis Cluster instead: the URLs of some of its nodes, comma-separated
+    /// (`redis://h1:6379,redis://h2:6379`; `store.redis_cluster`).
+    #[arg(
+        long,
+        global = true,
+        env = "AT_SERVER_REDIS_CLUSTER",
+        value_name = "URLS",
+        conflicts_with = "redis"
+    )]
+    redis_cluster: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -104,8 +114,7 @@ enum Command {
     /// Copy atSigns (all when none are named) with all their data from this node's store to
     /// another store: `--to redis://host:6379`, `--to <data dir of an embedded store>` or
     /// `--to-redis-cluster redis://h1:6379,redis://h2:6379`. The source is this node's
-    /// `store` (`--config`, `--redis`, or `AT_SERVER__STORE__REDIS_CLUSTER=redis://h1:6379,…`
-    /// for a Redis Cluster). Run with the node stopped.
+    /// `store` (`--config`, `--redis`, `--redis-cluster`). Run with the node stopped.
     Migrate {
         /// The target store: a `redis://`/`rediss://` URL (one Redis) or an embedded store's
         /// data directory.
@@ -161,6 +170,10 @@ fn main() -> ExitCode {
     if let Some(url) = &cli.redis {
         overrides.push(("store.backend", "redis".to_string()));
         overrides.push(("store.redis_url", url.clone()));
+    }
+    if let Some(seeds) = &cli.redis_cluster {
+        overrides.push(("store.backend", "redis".to_string()));
+        overrides.push(("store.redis_cluster", seeds.clone()));
     }
     if matches!(cli.command, Command::Dev { .. } | Command::CaCreate { .. }) {
         at_common::config::LogConfig::default().init("AT_SERVER_LOG", DEFAULT_LOG);

@@ -15,7 +15,7 @@
 //! - two nodes and the directory on it serve @alice and @bob to each other;
 //! - `at-server migrate` copies atSigns from a node's embedded store into it
 //!   (`--to-redis-cluster`, with `--to-redis-ca-file` and a client certificate) and back
-//!   (the cluster as the source, from `AT_SERVER__STORE__*`), and a node on each side serves
+//!   (the cluster as the node's store, `--redis-cluster`), and a node on each side serves
 //!   every key, commit entry and notification as the first node did;
 //! - without its CA a node refuses to start on it.
 
@@ -246,12 +246,10 @@ fn migrate_copies_atsigns_into_a_redis_cluster_over_tls_and_back_unchanged() {
     assert_eq!(seen(&mut alice, &mut bob, sent), before);
     node.stop();
 
-    // Back, the cluster named by the environment as a node's `store` is, into a new data
-    // directory; a node there serves them as they were too.
+    // Back, the cluster named as the node's store (`--redis-cluster`, its TLS files from the
+    // environment), into a new data directory; a node there serves them as they were too.
     let back = dir.path().join("back");
     let store_files = [
-        ("AT_SERVER__STORE__BACKEND", "redis".to_string()),
-        ("AT_SERVER__STORE__REDIS_CLUSTER", seeds.clone()),
         ("AT_SERVER__STORE__REDIS_CA_FILE", path(&files.ca)),
         (
             "AT_SERVER__STORE__REDIS_CLIENT_CERT_FILE",
@@ -265,7 +263,15 @@ fn migrate_copies_atsigns_into_a_redis_cluster_over_tls_and_back_unchanged() {
     let envs: Vec<(&str, &str)> = store_files.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let out = run(
         &workspace_binary("at-server"),
-        &["--config", &path(&config), "migrate", "--to", &path(&back)],
+        &[
+            "--config",
+            &path(&config),
+            "--redis-cluster",
+            &seeds,
+            "migrate",
+            "--to",
+            &path(&back),
+        ],
         &envs,
     );
     assert!(out.status.success(), "{out:?}");
