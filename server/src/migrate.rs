@@ -65,7 +65,7 @@ pub async fn open_target(target: Target, redis: StoreConfig) -> Result<Store, St
             ..redis
         },
         Target::RedisCluster(seeds) => {
-            // Not the URLs in the messages: they may hold a password.
+            // The message names no URL: one may hold a password.
             if seeds.is_empty() || seeds.iter().any(|url| url.expose().trim().is_empty()) {
                 return Err("--to-redis-cluster: an empty URL".into());
             }
@@ -115,16 +115,15 @@ async fn refuse_cluster_node(config: &StoreConfig) -> Result<(), String> {
         .await
         .ok()
         .flatten();
-    let cluster_node =
-        info.is_some_and(|info| info.lines().any(|l| l.trim() == "cluster_enabled:1"));
-    match cluster_node {
-        true => Err(
+    if info.is_some_and(|info| info.lines().any(|l| l.trim() == "cluster_enabled:1")) {
+        return Err(
             "the Redis named by one URL is a node of a Redis Cluster: name the cluster \
-                     (--to-redis-cluster, store.redis_cluster)"
+             (--redis-cluster or store.redis_cluster for the node's store, \
+             --to-redis-cluster for the target)"
                 .into(),
-        ),
-        false => Ok(()),
+        );
     }
+    Ok(())
 }
 
 /// Copies `atsigns` (every atSign of `from` when empty) into `to`. One line of output per
