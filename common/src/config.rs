@@ -16,7 +16,7 @@ use crate::redis_client::{RedisClient, WaitReplicas};
 /// `#[serde(default)]`), the TOML `file`, environment variables `<env_prefix>__<FIELD>`
 /// (nested fields joined with `__`, e.g. `AT_DIRECTORY__STORE__REDIS_URL`; the lists of
 /// [`LIST_VARIABLES`] comma-separated), then `overrides` (dotted keys from command-line
-/// flags, e.g. `("store.backend", "redis")`).
+/// flags, e.g. `("store.backend", "redis")`; those of [`LIST_VARIABLES`] comma-separated too).
 /// Validation is the caller's, once, on the result.
 pub fn load_layered<T: DeserializeOwned>(
     env_prefix: &str,
@@ -54,9 +54,11 @@ fn load_with_environment<T: DeserializeOwned>(
     }
     builder = builder.add_source(variables);
     for (key, value) in overrides {
-        builder = builder
-            .set_override(*key, value.clone())
-            .map_err(|e| e.to_string())?;
+        builder = match LIST_VARIABLES.contains(key) {
+            true => builder.set_override(*key, value.split(',').collect::<Vec<_>>()),
+            false => builder.set_override(*key, value.clone()),
+        }
+        .map_err(|e| e.to_string())?;
     }
     builder
         .build()
@@ -567,6 +569,31 @@ mod tests {
         assert_eq!(seeds, ["redis://h1:6379", "redis://h2:6379"]);
         assert_eq!(loaded.log.level, "warn,at_server=debug");
         assert!(loaded.store.validate().is_ok());
+
+        // A command-line flag's value is split the same way, and wins over the environment.
+        let environment = [(
+            "AT_TEST__STORE__REDIS_CLUSTER".to_string(),
+            "redis://h1:6379".to_string(),
+        )]
+        .into_iter()
+        .collect();
+        let overrides = [
+            (
+                "store.redis_cluster",
+                "redis://h3:6379,redis://h4:6379".into(),
+            ),
+            ("log.level", "warn,at_server=debug".into()),
+        ];
+        let loaded: Binary =
+            load_with_environment("AT_TEST", Some(environment), None, &overrides).unwrap();
+        let seeds: Vec<&str> = loaded
+            .store
+            .redis_cluster
+            .iter()
+            .map(Secret::expose)
+            .collect();
+        assert_eq!(seeds, ["redis://h3:6379", "redis://h4:6379"]);
+        assert_eq!(loaded.log.level, "warn,at_server=debug");
     }
 
     #[test]

@@ -29,6 +29,16 @@ struct Cli {
     /// embedded store: `redis://[:password@]host:port[/db]`.
     #[arg(long, global = true, env = "AT_SERVER_REDIS_URL")]
     redis: Option<String>,
+    /// Keep them in a Redis Cluster instead: the URLs of some of its nodes, comma-separated
+    /// (`redis://h1:6379,redis://h2:6379`; `store.redis_cluster`).
+    #[arg(
+        long,
+        global = true,
+        env = "AT_SERVER_REDIS_CLUSTER",
+        value_name = "URLS",
+        conflicts_with = "redis"
+    )]
+    redis_cluster: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,17 +112,27 @@ enum Command {
         out: PathBuf,
     },
     /// Copy atSigns (all when none are named) with all their data from this node's store to
-    /// another store: `--to redis://host:6379` or `--to <data dir of an embedded store>`.
-    /// Run with the node stopped.
+    /// another store: `--to redis://host:6379`, `--to <data dir of an embedded store>` or
+    /// `--to-redis-cluster redis://h1:6379,redis://h2:6379`. The source is this node's
+    /// `store` (`--config`, `--redis`, `--redis-cluster`). Run with the node stopped.
     Migrate {
-        /// The target store: a `redis://` URL or an embedded store's data directory.
-        #[arg(long)]
-        to: String,
-        /// Key prefix in a Redis target (its `store.key_prefix`).
+        /// The target store: a `redis://`/`rediss://` URL (one Redis) or an embedded store's
+        /// data directory.
+        #[arg(
+            long,
+            required_unless_present = "to_redis_cluster",
+            conflicts_with = "to_redis_cluster"
+        )]
+        to: Option<String>,
+        /// The target is a Redis Cluster: the URLs of some of its nodes, comma-separated or
+        /// the option repeated, all `redis://` or all `rediss://` (its `store.redis_cluster`).
+        #[arg(long, value_delimiter = ',', value_name = "URLS")]
+        to_redis_cluster: Vec<String>,
+        /// Key prefix in a Redis or Redis Cluster target (its `store.key_prefix`).
         #[arg(long, default_value = "")]
         to_key_prefix: String,
-        /// For a `rediss://` target: the CA certificates (PEM) its certificate chains to
-        /// (default: the system's roots).
+        /// For a `rediss://` target (or cluster): the CA certificates (PEM) its certificates
+        /// chain to (default: the system's roots).
         #[arg(long)]
         to_redis_ca_file: Option<PathBuf>,
         /// For a Redis target that asks for a client certificate: ours (PEM) and its key.
@@ -150,6 +170,10 @@ fn main() -> ExitCode {
     if let Some(url) = &cli.redis {
         overrides.push(("store.backend", "redis".to_string()));
         overrides.push(("store.redis_url", url.clone()));
+    }
+    if let Some(seeds) = &cli.redis_cluster {
+        overrides.push(("store.backend", "redis".to_string()));
+        overrides.push(("store.redis_cluster", seeds.clone()));
     }
     if matches!(cli.command, Command::Dev { .. } | Command::CaCreate { .. }) {
         at_common::config::LogConfig::default().init("AT_SERVER_LOG", DEFAULT_LOG);
@@ -337,6 +361,7 @@ async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
         }
         Command::Migrate {
             to,
+            to_redis_cluster,
             to_key_prefix,
             to_redis_ca_file,
             to_redis_client_cert_file,
@@ -348,9 +373,18 @@ async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
                 .iter()
                 .map(|a| at_common::AtSign::parse(a).map_err(|e| format!("{a:?}: {e}")))
                 .collect::<Result<Vec<_>, _>>()?;
-            let from = store::open(&config.store, &config.data_dir)
+            let from = at_server::migrate::open(&config.store, &config.data_dir)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("the migration source: {e}"))?;
+            let target = match to {
+                Some(to) => at_server::migrate::Target::named(&to),
+                None => at_server::migrate::Target::RedisCluster(
+                    to_redis_cluster
+                        .into_iter()
+                        .map(at_common::config::Secret::new)
+                        .collect(),
+                ),
+            };
             let redis = at_common::config::StoreConfig {
                 key_prefix: to_key_prefix,
                 redis_ca_file: to_redis_ca_file,
@@ -359,7 +393,7 @@ async fn run(command: Command, config: ServerConfig) -> Result<String, String> {
                 redis_password_file: to_redis_password_file,
                 ..Default::default()
             };
-            let target = at_server::migrate::open_target(&to, redis)
+            let target = at_server::migrate::open_target(target, redis)
                 .await
                 // Not the URL in the message: it may hold a password.
                 .map_err(|e| format!("the migration target: {e}"))?;

@@ -40,6 +40,8 @@ IMAGE_USER = None
 METRICS = {}
 # Where the rendered scenarios (and the generated CA's files) are written.
 OUT = None
+# The keys the binaries read from the environment as comma-separated lists.
+LIST_VARIABLES = set()
 # The values of the scenario being checked (with REQUIRED), and its rendered templates.
 VALUES = {}
 RENDERED = {}
@@ -93,9 +95,26 @@ SCENARIOS = {
             "extraEnv": [{"name": "AT_SERVER__KEYSTORE_IDLE_SECS", "value": "60"}],
         },
     },
-    # An external Redis whose URL is in a Secret of yours.
+    # An external Redis whose URL is in a Secret of yours, its password in another, read as a
+    # file.
     "external-secret": {
-        "redis": {"mode": "external", "existingSecret": "my-redis", "existingSecretKey": "url"},
+        "redis": {"mode": "external", "existingSecret": "my-redis", "existingSecretKey": "url",
+                  "passwordSecret": "my-redis-password"},
+    },
+    # Your Redis Cluster by seed URLs (rediss://, its CA), its password from a Secret of yours
+    # as a file.
+    "redis-cluster": {
+        "redis": {"mode": "cluster",
+                  "cluster": {"urls": ["rediss://redis-0.example:6379",
+                                       "rediss://redis-1.example:6379",
+                                       "rediss://10.0.0.7:6380"]},
+                  "passwordSecret": "cluster-pass", "passwordSecretKey": "pw",
+                  "tls": {"caSecret": "redis-ca"}},
+    },
+    # Your Redis Cluster, its seed URLs in a Secret of yours.
+    "redis-cluster-secret": {
+        "redis": {"mode": "cluster", "cluster": {"existingSecret": "my-cluster",
+                                                 "existingSecretKey": "seeds"}},
     },
     # cert-manager: the cluster CA (a self-signed Issuer's) issues the serving certificates
     # through a CA Issuer; the directory public on a LoadBalancer, with external-dns.
@@ -183,8 +202,24 @@ NOTHING = {}
 # but NOTHING).
 REFUSED = [
     (NOTHING, "sniDomain"),
-    ({"redis": {"mode": "cluster"}}, "mode"),
+    ({"redis": {"mode": "sentinel"}}, "mode"),
     ({"redis": {"mode": "external"}}, "externalUrl"),
+    ({"redis": {"mode": "cluster"}}, "redis.cluster.urls"),
+    ({"redis": {"mode": "cluster", "cluster": {"urls": []}}}, "redis.cluster.urls"),
+    ({"redis": {"cluster": {"urls": ["redis://h1:6379"]}}}, "set redis.mode to cluster"),
+    ({"redis": {"mode": "external", "externalUrl": "redis://db:6379",
+                "cluster": {"existingSecret": "seeds"}}}, "set redis.mode to cluster"),
+    ({"redis": {"mode": "cluster", "cluster": {"urls": ["redis://h1:6379"],
+                                               "existingSecret": "seeds"}}}, "not both"),
+    ({"redis": {"mode": "cluster", "cluster": {"urls": ["rediss://h1:6379", "redis://h2:6379"]}}},
+     "mixes"),
+    ({"redis": {"mode": "cluster", "cluster": {"urls": ["redis://h1:6379"]},
+                "tls": {"caSecret": "x"}}}, "rediss:// redis.cluster.urls"),
+    # Joined by commas into one variable: a comma or space would make more or other URLs.
+    ({"redis": {"mode": "cluster", "cluster": {"urls": ["redis://h1:6379,redis://evil:1"]}}},
+     "urls"),
+    ({"redis": {"mode": "cluster", "cluster": {"urls": ["h1:6379"]}}}, "urls"),
+    ({"redis": {"passwordSecret": "x"}}, "redis.passwordSecret"),
     ({"server": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}, "minReplicas"),
     ({"server": {"settings": {"listen": "0.0.0.0:1"}}}, "listen"),
     ({"server": {"sniDomain": "bad domain"}}, "sniDomain"),
@@ -575,33 +610,62 @@ def check_no_secret_in_argv(what, k):
        f"({'known' if password else 'none known'}) or a reference to it")
 
 
+def list_variables(root):
+    """The configuration keys the binaries read as comma-separated lists from the environment
+    (LIST_VARIABLES in common/src/config.rs)."""
+    source = open(os.path.join(root, "common", "src", "config.rs"), encoding="utf-8").read()
+    body = re.search(r"pub const LIST_VARIABLES: &\[&str\] = &\[([^\]]*)\];", source).group(1)
+    return set(re.findall(r'"([^"]+)"', body))
+
+
 def check_redis_access(what, k, server, directory, server_toml, directory_toml):
     """How the directory and the nodes reach Redis. The chart's: its URL (no password) in the
     configuration and, with a password, store.redis_password_file naming the password Secret
     mounted as a file, nothing about Redis in the environment. An external one: its URL (which
-    may hold a password) from a Secret through the environment, never in the configuration."""
+    may hold a password) from a Secret through the environment, never in the configuration. A
+    Redis Cluster: its seed URLs, comma-separated, the same way, in a variable the binaries read
+    as a list. External and cluster: the password, if in redis.passwordSecret, as a file."""
     redis = VALUES.get("redis", {})
-    external = redis.get("mode") == "external"
+    mode = redis.get("mode", "statefulset")
     auth = redis.get("auth", {}).get("enabled", True)
-    stores = (("server", server, "AT_SERVER__STORE__REDIS_URL", server_toml["store"]),
-              ("server", server, "AT_SERVER__DIRECTORY_STORE__REDIS_URL",
-               server_toml["directory_store"]),
-              ("directory", directory, "AT_DIRECTORY__STORE__REDIS_URL", directory_toml["store"]))
-    for name, deploy, var, store in stores:
+    name = "REDIS_CLUSTER" if mode == "cluster" else "REDIS_URL"
+    stores = (("server", server, "AT_SERVER__STORE", server_toml["store"]),
+              ("server", server, "AT_SERVER__DIRECTORY_STORE", server_toml["directory_store"]),
+              ("directory", directory, "AT_DIRECTORY__STORE", directory_toml["store"]))
+    for _, deploy, prefix, store in stores:
+        var = f"{prefix}__{name}"
         env = env_of(deploy)
         assert store["backend"] == "redis", store
         assert "REDIS_PASSWORD" not in env, env
         volumes = {v["name"]: v for v in deploy["spec"]["template"]["spec"]["volumes"]}
         mounts = {m["name"]: m["mountPath"] for m in container(deploy)["volumeMounts"]}
-        if external:
-            url = VALUES["redis"].get("existingSecret") or f"{FULL}-redis"
-            key = VALUES["redis"].get("existingSecretKey", "redis-url") if VALUES["redis"].get(
-                "existingSecret") else "redis-url"
-            assert env[var]["valueFrom"]["secretKeyRef"] == {"name": url, "key": key}, env[var]
-            assert "redis_url" not in store and "redis_password_file" not in store, store
-            assert "redis-auth" not in volumes, volumes
+        assert "redis_url" not in store or mode == "statefulset", store
+        assert "redis_cluster" not in store, store
+        if mode != "statefulset":
+            given = redis.get("cluster", {}) if mode == "cluster" else redis
+            default_key = "redis-cluster" if mode == "cluster" else "redis-url"
+            secret = given.get("existingSecret") or f"{FULL}-redis"
+            key = given.get("existingSecretKey", default_key) if given.get(
+                "existingSecret") else default_key
+            assert env[var]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": key}, env[var]
+            other = f"{prefix}__{'REDIS_URL' if mode == 'cluster' else 'REDIS_CLUSTER'}"
+            assert other not in env, env
+            if mode == "cluster":
+                # The variable is one the binaries split at commas (and no other is).
+                dotted = prefix.split("__", 1)[1].lower().replace("__", ".") + ".redis_cluster"
+                assert dotted in LIST_VARIABLES, (dotted, LIST_VARIABLES)
+            if redis.get("passwordSecret"):
+                assert store["redis_password_file"] == "/etc/atplatform/redis-auth/password"
+                assert mounts["redis-auth"] == "/etc/atplatform/redis-auth", mounts
+                secret = volumes["redis-auth"]["secret"]
+                assert (secret["secretName"], secret["items"][0]["key"]) == (
+                    redis["passwordSecret"], redis.get("passwordSecretKey", "password")), secret
+                assert secret["items"][0]["path"] == "password", secret
+            else:
+                assert "redis_password_file" not in store, store
+                assert "redis-auth" not in volumes, volumes
         else:
-            assert var not in env, env
+            assert f"{prefix}__REDIS_URL" not in env and f"{prefix}__REDIS_CLUSTER" not in env, env
             assert store["redis_url"] == f"redis://{FULL}-redis.{NAMESPACE}.svc:6379/0", store
             if auth:
                 ref = redis_password_file(k[("StatefulSet", f"{FULL}-redis")])
@@ -612,9 +676,14 @@ def check_redis_access(what, k, server, directory, server_toml, directory_toml):
                 assert secret["items"][0]["path"] == "password", secret
             else:
                 assert "redis_password_file" not in store and "redis-auth" not in volumes
-    how = ("its URL from a Secret in the environment" if external else
-           "its URL (no password) in the config, the password from the Secret as a file "
-           "(store.redis_password_file)" if auth else "its URL in the config, no password")
+    how = {"external": "its URL from a Secret in the environment",
+           "cluster": "the cluster's seed URLs from a Secret in the environment, one "
+                      "comma-separated variable the binaries read as a list"}.get(mode)
+    if how and redis.get("passwordSecret"):
+        how += ", the password from redis.passwordSecret as a file (store.redis_password_file)"
+    if not how:
+        how = ("its URL (no password) in the config, the password from the Secret as a file "
+               "(store.redis_password_file)" if auth else "its URL in the config, no password")
     ok(f"{what}: the directory and the nodes reach Redis by {how}")
 
 
@@ -970,6 +1039,39 @@ def scenario_external_secret(k, options):
           f"rendered")
 
 
+def scenario_redis_cluster(k, options):
+    what = "redis-cluster"
+    server, server_toml = common_checks(what, k, options)
+    secret = k[("Secret", f"{FULL}-redis")]["data"]
+    check(set(secret) == {"redis-cluster"}
+          and base64.b64decode(secret["redis-cluster"]).decode()
+          == "rediss://redis-0.example:6379,rediss://redis-1.example:6379,rediss://10.0.0.7:6380",
+          f"{what}: the seed URLs, comma-separated, are the chart's Redis Secret's only entry")
+    directory_toml = tomllib.loads(
+        k[("ConfigMap", f"{FULL}-directory")]["data"]["directory.toml"])
+    for toml in (server_toml["store"], server_toml["directory_store"], directory_toml["store"]):
+        assert toml == {"backend": "redis", "key_prefix": "",
+                        "redis_password_file": "/etc/atplatform/redis-auth/password",
+                        "redis_ca_file": "/etc/atplatform/redis-ca/ca.pem"}, toml
+    ok(f"{what}: every [store] names the password file and the Redis CA, not the seeds")
+    check(not any(kind in ("StatefulSet", "NetworkPolicy") for kind, _ in k),
+          f"{what}: no StatefulSet, no NetworkPolicy")
+    notes = k[("NOTES", "txt")]
+    check(f"the Secret {FULL}-redis (key redis-cluster)" in notes,
+          f"{what}: NOTES name the Secret of the seed URLs")
+
+
+def scenario_redis_cluster_secret(k, options):
+    what = "redis-cluster-secret"
+    server, server_toml = common_checks(what, k, options)
+    check(("Secret", f"{FULL}-redis") not in k
+          and not any(kind in ("StatefulSet", "NetworkPolicy") for kind, _ in k)
+          and "redis-auth" not in {v["name"] for v in
+                                   server["spec"]["template"]["spec"]["volumes"]},
+          f"{what}: your Secret holds the seed URLs: no Redis Secret, StatefulSet, "
+          f"NetworkPolicy or password file rendered")
+
+
 def scenario_cert_manager(k, options):
     what = "cert-manager"
     server, _ = common_checks(what, k, options)
@@ -1203,6 +1305,10 @@ def main():
     OUT = out
     path = os.path.join(root, "helm", "atplatform")
     options = known_options(root)
+    global LIST_VARIABLES
+    LIST_VARIABLES = list_variables(root)
+    check(LIST_VARIABLES >= {"store.redis_cluster", "directory_store.redis_cluster"},
+          f"common/src/config.rs reads {sorted(LIST_VARIABLES)} from the environment as lists")
     check_settings_schema(root, path)
     global IMAGE_USER
     dockerfile = open(os.path.join(root, "deploy", "Dockerfile"), encoding="utf-8").read()
@@ -1222,7 +1328,10 @@ def main():
           and "atdirectory_lookup_duration_seconds_bucket" in METRICS,
           f"{len(METRICS)} metric series names registered in the sources")
     checks = {"default": scenario_default, "external-url": scenario_external_url,
-              "external-secret": scenario_external_secret, "cert-manager": scenario_cert_manager,
+              "external-secret": scenario_external_secret,
+              "redis-cluster": scenario_redis_cluster,
+              "redis-cluster-secret": scenario_redis_cluster_secret,
+              "cert-manager": scenario_cert_manager,
               "cert-manager-public": scenario_cert_manager_public,
               "monitoring": scenario_monitoring, "six-replicas": scenario_six_replicas,
               "one-replica": scenario_one_replica, "resources": scenario_resources,

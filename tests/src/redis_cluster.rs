@@ -1,14 +1,16 @@
 //! A real Redis Cluster for a test: three masters and three replicas, each a `redis-server
 //! --cluster-enabled yes` on free loopback ports (client and bus), joined by `redis-cli
-//! --cluster create`; every process killed when dropped.
+//! --cluster create`; every process killed when dropped. [`RedisCluster::start_tls`] starts
+//! one spoken to only over TLS: clients, replication and the cluster bus.
 //!
 //! Started in a few seconds, so a test binary starts one and shares it between its cases
 //! (a key prefix per case keeps them apart) rather than one per case.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::redis::TlsFiles;
 use crate::TempDir;
 
 /// Masters, and replicas per master (`--cluster-replicas`).
@@ -21,9 +23,26 @@ const START_WITHIN: Duration = Duration::from_secs(30);
 /// A running Redis Cluster on loopback.
 pub struct RedisCluster {
     nodes: Vec<Node>,
+    /// How `redis-cli` (and any client) reaches its nodes.
+    access: Access,
+    dir: TempDir,
+}
+
+/// What a client of the cluster needs besides a node's port.
+struct Access {
     /// What clients (and replicas, `masterauth`) must `AUTH` with, if anything.
     password: Option<String>,
-    dir: TempDir,
+    /// Over TLS only: the CA the nodes' certificates chain to, and the client certificate and
+    /// key they require (the nodes also present these to each other).
+    tls: Option<ClientTls>,
+}
+
+struct ClientTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    /// The nodes' own certificate and key (for 127.0.0.1).
+    server: (PathBuf, PathBuf),
 }
 
 /// One `redis-server` of the cluster.
@@ -33,7 +52,7 @@ struct Node {
     port: u16,
     /// Its cluster bus port and its directory (`nodes.conf`), to start it again as itself.
     bus: u16,
-    dir: std::path::PathBuf,
+    dir: PathBuf,
 }
 
 impl RedisCluster {
@@ -41,21 +60,40 @@ impl RedisCluster {
     /// them into one cluster and waits until every node says `cluster_state:ok`. Panics, with
     /// what `redis-cli` said, if that takes longer than 30 s.
     pub fn start() -> RedisCluster {
-        RedisCluster::start_with(None)
+        RedisCluster::start_with(None, None)
     }
 
     /// [`RedisCluster::start`], every node requiring `password` (`requirepass`, and
     /// `masterauth` for its replica); [`RedisCluster::urls`] do not carry it.
     pub fn start_with_password(password: &str) -> RedisCluster {
-        RedisCluster::start_with(Some(password))
+        RedisCluster::start_with(Some(password), None)
     }
 
-    fn start_with(password: Option<&str>) -> RedisCluster {
+    /// [`RedisCluster::start`] with TLS only, as a managed cluster with encryption in transit:
+    /// no plain port (`--port 0`), clients, replicas (`tls-replication`) and the cluster bus
+    /// (`tls-cluster`) on TLS with the server certificate of `files`, and every connection
+    /// made to present a certificate of its CA (`tls-auth-clients yes`). [`RedisCluster::urls`]
+    /// are then `rediss://`. The nodes read `files` while they run: keep them until it is
+    /// dropped.
+    pub fn start_tls(files: &TlsFiles) -> RedisCluster {
+        RedisCluster::start_with(None, Some(files))
+    }
+
+    fn start_with(password: Option<&str>, tls: Option<&TlsFiles>) -> RedisCluster {
         let dir = TempDir::new("redis-cluster");
         let deadline = Instant::now() + START_WITHIN;
+        let access = Access {
+            password: password.map(str::to_string),
+            tls: tls.map(|files| ClientTls {
+                ca: files.ca.clone(),
+                cert: files.client.0.clone(),
+                key: files.client.1.clone(),
+                server: files.server.clone(),
+            }),
+        };
         let mut cluster = RedisCluster {
             nodes: Vec::new(),
-            password: password.map(str::to_string),
+            access,
             dir,
         };
         // One at a time into `cluster`, so a failed start still kills those already running.
@@ -64,9 +102,9 @@ impl RedisCluster {
             std::fs::create_dir_all(&node_dir).expect("a node directory");
             cluster
                 .nodes
-                .push(start_node(&node_dir, deadline, password));
+                .push(start_node(&node_dir, deadline, &cluster.access));
         }
-        let mut create = redis_cli(password);
+        let mut create = cluster.access.redis_cli();
         create.arg("--cluster").arg("create");
         create.args(
             cluster
@@ -92,8 +130,8 @@ impl RedisCluster {
         // Ready when every node says so and sees every replica as one (a node learns the
         // roles `--cluster create` assigned by gossip, a moment later).
         for node in &cluster.nodes {
-            while !cluster_state_ok(node.port, password)
-                || sees_replicas(node.port, password) < cluster.nodes.len() - MASTERS
+            while !cluster_state_ok(node.port, &cluster.access)
+                || sees_replicas(node.port, &cluster.access) < cluster.nodes.len() - MASTERS
             {
                 assert!(
                     Instant::now() < deadline,
@@ -105,8 +143,8 @@ impl RedisCluster {
         }
         // And every replica copying its master (a write that waits for one must find it).
         for node in &cluster.nodes {
-            while online_replicas(node.port, password) < REPLICAS_PER_MASTER
-                && is_master(node.port, password)
+            while online_replicas(node.port, &cluster.access) < REPLICAS_PER_MASTER
+                && is_master(node.port, &cluster.access)
             {
                 assert!(
                     Instant::now() < deadline,
@@ -119,21 +157,48 @@ impl RedisCluster {
         cluster
     }
 
-    /// One seed URL per node (`redis://127.0.0.1:<port>`), as `store.redis_cluster` lists them.
+    /// One seed URL per node (`redis://127.0.0.1:<port>`, `rediss://` over TLS), as
+    /// `store.redis_cluster` lists them.
     pub fn urls(&self) -> Vec<String> {
+        let scheme = match self.access.tls {
+            Some(_) => "rediss",
+            None => "redis",
+        };
         self.nodes
             .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .map(|n| format!("{scheme}://127.0.0.1:{}", n.port))
             .collect()
     }
 
-    /// The `[store]` lines of a configuration on this cluster (TOML).
+    /// The `[store]` lines of a configuration on this cluster (TOML); over TLS with the CA
+    /// and the client certificate.
     pub fn store_section(&self) -> String {
         let urls: Vec<String> = self.urls().iter().map(|u| format!("{u:?}")).collect();
-        format!(
+        let mut section = format!(
             "[store]\nbackend = \"redis\"\nredis_cluster = [{}]\n",
             urls.join(", ")
-        )
+        );
+        if let Some(tls) = &self.access.tls {
+            let path = |p: &Path| format!("{:?}", p.display().to_string());
+            section.push_str(&format!(
+                "redis_ca_file = {}\nredis_client_cert_file = {}\nredis_client_key_file = {}\n",
+                path(&tls.ca),
+                path(&tls.cert),
+                path(&tls.key)
+            ));
+        }
+        section
+    }
+
+    /// `redis-cli` on the node at `port` (over TLS, with the CA and client certificate, if
+    /// the cluster is): its raw output; panics if it fails.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        cli(port, &self.access, args)
+    }
+
+    /// The ports of its nodes, masters and replicas, in start order.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
     }
 }
 
@@ -143,11 +208,11 @@ impl RedisCluster {
     /// Redis then ends the sharded subscriptions of that slot on the old master.
     pub fn move_slot_of(&self, key: &str) -> u16 {
         let any = self.nodes[0].port;
-        let slot: u16 = cli(any, self.password.as_deref(), &["cluster", "keyslot", key])
+        let slot: u16 = cli(any, &self.access, &["cluster", "keyslot", key])
             .trim()
             .parse()
             .expect("a slot number");
-        let nodes = cli(any, self.password.as_deref(), &["cluster", "nodes"]);
+        let nodes = cli(any, &self.access, &["cluster", "nodes"]);
         let masters: Vec<(String, u16, bool)> = nodes
             .lines()
             .filter_map(|line| {
@@ -184,18 +249,18 @@ impl RedisCluster {
         let slot = slot.to_string();
         cli(
             to,
-            self.password.as_deref(),
+            &self.access,
             &["cluster", "setslot", &slot, "importing", &from_id],
         );
         cli(
             from,
-            self.password.as_deref(),
+            &self.access,
             &["cluster", "setslot", &slot, "migrating", &to_id],
         );
         loop {
             let keys = cli(
                 from,
-                self.password.as_deref(),
+                &self.access,
                 &["cluster", "getkeysinslot", &slot, "100"],
             );
             let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
@@ -204,17 +269,17 @@ impl RedisCluster {
             }
             let to_port = to.to_string();
             let mut migrate = vec!["migrate", "127.0.0.1", &to_port, "", "0", "5000"];
-            if let Some(password) = &self.password {
+            if let Some(password) = &self.access.password {
                 migrate.extend(["auth", password]);
             }
             migrate.push("keys");
             migrate.extend(keys);
-            cli(from, self.password.as_deref(), &migrate);
+            cli(from, &self.access, &migrate);
         }
         for (_, port, _) in &masters {
             cli(
                 *port,
-                self.password.as_deref(),
+                &self.access,
                 &["cluster", "setslot", &slot, "node", &to_id],
             );
         }
@@ -227,26 +292,38 @@ impl RedisCluster {
         for node in &self.nodes {
             cli(
                 node.port,
-                self.password.as_deref(),
+                &self.access,
                 &["client", "kill", "type", "pubsub"],
             );
         }
     }
 }
 
-/// `redis-cli`, authenticating with `password` if any (through the environment, so it is not
-/// in the arguments and `redis-cli` does not warn).
-fn redis_cli(password: Option<&str>) -> Command {
-    let mut cli = Command::new("redis-cli");
-    if let Some(password) = password {
-        cli.env("REDISCLI_AUTH", password);
+impl Access {
+    /// `redis-cli`, authenticating with the password if any (through the environment, so it
+    /// is not in the arguments and `redis-cli` does not warn), over TLS if the cluster is.
+    fn redis_cli(&self) -> Command {
+        let mut cli = Command::new("redis-cli");
+        if let Some(password) = &self.password {
+            cli.env("REDISCLI_AUTH", password);
+        }
+        if let Some(tls) = &self.tls {
+            cli.arg("--tls")
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.cert)
+                .arg("--key")
+                .arg(&tls.key);
+        }
+        cli
     }
-    cli
 }
 
 /// `redis-cli -p <port> <args>`'s output (raw); panics if it cannot run or fails.
-fn cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
-    let out = redis_cli(password)
+fn cli(port: u16, access: &Access, args: &[&str]) -> String {
+    let out = access
+        .redis_cli()
         .args(["--raw", "-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
@@ -262,10 +339,10 @@ fn cli(port: u16, password: Option<&str>, args: &[&str]) -> String {
 }
 
 /// Starts one cluster node in `dir` on free client and bus ports (retried if one was taken).
-fn start_node(dir: &Path, deadline: Instant, password: Option<&str>) -> Node {
+fn start_node(dir: &Path, deadline: Instant, access: &Access) -> Node {
     loop {
         let (port, bus) = (crate::free_port(), crate::free_port());
-        if let Some(node) = start_node_on(dir, port, bus, deadline, password) {
+        if let Some(node) = start_node_on(dir, port, bus, deadline, access) {
             return node;
         }
         assert!(Instant::now() < deadline, "a cluster node did not start");
@@ -279,10 +356,26 @@ fn start_node_on(
     port: u16,
     bus: u16,
     deadline: Instant,
-    password: Option<&str>,
+    access: &Access,
 ) -> Option<Node> {
-    let mut child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+    let password = access.password.as_deref();
+    let mut server = Command::new("redis-server");
+    server.args(["--bind", "127.0.0.1"]);
+    match &access.tls {
+        None => server.args(["--port", &port.to_string()]),
+        // The cluster then announces the TLS port, and its nodes reach each other on TLS.
+        Some(tls) => server
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(&tls.server.0)
+            .arg("--tls-key-file")
+            .arg(&tls.server.1)
+            .arg("--tls-ca-cert-file")
+            .arg(&tls.ca)
+            .args(["--tls-auth-clients", "yes"])
+            .args(["--tls-cluster", "yes", "--tls-replication", "yes"]),
+    };
+    let mut child = server
         .args([
             "--cluster-enabled",
             "yes",
@@ -309,7 +402,11 @@ fn start_node_on(
         if let Ok(Some(_)) = child.try_wait() {
             return None;
         }
-        if crate::redis::ping(port, password) {
+        let up = match access.tls {
+            None => crate::redis::ping(port, password),
+            Some(_) => pings_over_tls(port, access),
+        };
+        if up {
             return Some(Node {
                 child: Some(child),
                 port,
@@ -324,9 +421,21 @@ fn start_node_on(
     None
 }
 
+/// Whether the node on `port` answers `redis-cli --tls ping` (its TLS port up, its
+/// certificate and ours accepted).
+fn pings_over_tls(port: u16, access: &Access) -> bool {
+    access
+        .redis_cli()
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "ping"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"PONG"))
+}
+
 /// How many replicas the node on `port` knows of (`CLUSTER NODES`).
-fn sees_replicas(port: u16, password: Option<&str>) -> usize {
-    cli(port, password, &["cluster", "nodes"])
+fn sees_replicas(port: u16, access: &Access) -> usize {
+    cli(port, access, &["cluster", "nodes"])
         .lines()
         .filter(|line| {
             line.split_whitespace()
@@ -337,20 +446,21 @@ fn sees_replicas(port: u16, password: Option<&str>) -> usize {
 }
 
 /// How many replicas of the node on `port` are online (`INFO replication`).
-fn online_replicas(port: u16, password: Option<&str>) -> usize {
-    cli(port, password, &["info", "replication"])
+fn online_replicas(port: u16, access: &Access) -> usize {
+    cli(port, access, &["info", "replication"])
         .lines()
         .filter(|line| line.starts_with("slave") && line.contains("state=online"))
         .count()
 }
 
-fn is_master(port: u16, password: Option<&str>) -> bool {
-    cli(port, password, &["info", "replication"]).contains("role:master")
+fn is_master(port: u16, access: &Access) -> bool {
+    cli(port, access, &["info", "replication"]).contains("role:master")
 }
 
 /// Whether the node on `port` answers `CLUSTER INFO` with `cluster_state:ok`.
-fn cluster_state_ok(port: u16, password: Option<&str>) -> bool {
-    redis_cli(password)
+fn cluster_state_ok(port: u16, access: &Access) -> bool {
+    access
+        .redis_cli()
         .args([
             "-h",
             "127.0.0.1",
@@ -421,11 +531,7 @@ impl RedisCluster {
     /// Closes the replication links of the master on `port` (`CLIENT KILL TYPE replica`):
     /// with its replicas paused, it then writes what no replica will ever receive.
     pub fn cut_replication(&self, master: u16) {
-        cli(
-            master,
-            self.password.as_deref(),
-            &["client", "kill", "type", "replica"],
-        );
+        cli(master, &self.access, &["client", "kill", "type", "replica"]);
     }
 
     /// `kill -9` of the node on `port`: what its clients had not been sent is lost.
@@ -441,13 +547,15 @@ impl RedisCluster {
     /// ports; with no persistence it comes back empty, and rejoins as a replica of the
     /// master that took its slots (which it then copies). Waits until it answers.
     pub fn restart(&mut self, port: u16) {
-        let password = self.password.clone();
-        let node = self.node(port);
-        assert!(node.child.is_none(), "node {port} is running");
         let deadline = Instant::now() + START_WITHIN;
-        let started = start_node_on(&node.dir, port, node.bus, deadline, password.as_deref())
+        let (dir, bus) = {
+            let node = self.node(port);
+            assert!(node.child.is_none(), "node {port} is running");
+            (node.dir.clone(), node.bus)
+        };
+        let started = start_node_on(&dir, port, bus, deadline, &self.access)
             .unwrap_or_else(|| panic!("node {port} did not start again"));
-        node.child = started.child;
+        self.node(port).child = started.child;
     }
 
     /// Waits until every running node says `cluster_state:ok` and the master of `key`'s slot
@@ -458,7 +566,7 @@ impl RedisCluster {
             let running = self.nodes.iter().filter(|n| n.child.is_some());
             let ok = running
                 .clone()
-                .all(|n| cluster_state_ok(n.port, self.password.as_deref()));
+                .all(|n| cluster_state_ok(n.port, &self.access));
             if let Some(master) = self.try_master_of(key).filter(|_| ok) {
                 if self
                     .nodes
@@ -494,14 +602,10 @@ impl RedisCluster {
     }
 
     fn slot_of(&self, key: &str) -> u16 {
-        cli(
-            self.any_port(),
-            self.password.as_deref(),
-            &["cluster", "keyslot", key],
-        )
-        .trim()
-        .parse()
-        .expect("a slot number")
+        cli(self.any_port(), &self.access, &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .expect("a slot number")
     }
 
     /// A running node to ask.
@@ -515,14 +619,10 @@ impl RedisCluster {
 
     /// `CLUSTER NODES`, as a running node sees it: one line's fields per node.
     fn cluster_nodes(&self) -> Vec<Vec<String>> {
-        cli(
-            self.any_port(),
-            self.password.as_deref(),
-            &["cluster", "nodes"],
-        )
-        .lines()
-        .map(|line| line.split_whitespace().map(str::to_string).collect())
-        .collect()
+        cli(self.any_port(), &self.access, &["cluster", "nodes"])
+            .lines()
+            .map(|line| line.split_whitespace().map(str::to_string).collect())
+            .collect()
     }
 
     /// The masters serving slots (a node that failed or has none is left out).

@@ -4,7 +4,8 @@
 //! - [`Scene::one_node`]: one `at-server` hosting both (embedded store), one `at-directory`;
 //! - [`Scene::two_nodes_on_one_redis`]: two nodes sharing one `redis-server`, both atSigns on
 //!   it, routed by SNI; @alice's connections go to node 0, @bob's to node 1;
-//!   [`Scene::two_nodes_on_one_redis_cluster`]: the same on a Redis Cluster;
+//!   [`Scene::two_nodes_on_one_redis_cluster`]: the same on a Redis Cluster, and
+//!   [`Scene::two_nodes_on_one_redis_cluster_over_tls`] on one reached only over TLS;
 //! - [`Scene::two_servers`]: two independent servers (their own embedded stores, one cluster
 //!   CA, pol and mutual TLS between them): [`AliceAndBob`];
 //! - [`Scene::two_servers_each_on_its_own_redis`]: the same, each server on a Redis of its own.
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::Client;
 use crate::process::{run, workspace_binary, Running};
-use crate::redis::RedisServer;
+use crate::redis::{RedisServer, TlsFiles};
 use crate::redis_cluster::RedisCluster;
 use crate::servers::{directory_with_env, provisioned, AliceAndBob, Cluster, Store};
 use crate::TempDir;
@@ -78,14 +79,16 @@ impl Door {
 
 /// @alice and @bob in one topology, with an owner connection each.
 pub struct Scene {
-    /// Which topology: `one_node`, `two_nodes_on_one_redis`, `two_nodes_on_one_redis_cluster`,
-    /// `two_servers` or `two_servers_each_on_its_own_redis`.
+    /// Which topology: `one_node`, `two_nodes_on_one_redis`, `two_nodes_on_one_redis_cluster`
+    /// (`…_over_tls`), `two_servers` or `two_servers_each_on_its_own_redis`.
     pub topology: &'static str,
     /// @alice's owner connection (prompt [`AT_ALICE`]).
     pub alice: Client,
     /// @bob's owner connection (prompt [`AT_BOB`]).
     pub bob: Client,
     doors: [Door; 2],
+    /// The directory's address and CA, where it shares the nodes' Redis (or Redis Cluster).
+    shared_directory: Option<(SocketAddr, PathBuf)>,
     /// Processes (and what owns them), stopped when dropped, before `_dir` is removed.
     _running: Vec<Box<dyn Any>>,
     _dir: TempDir,
@@ -136,6 +139,24 @@ impl Scene {
         Scene::two_nodes_sharing("two_nodes_on_one_redis_cluster", &store, Box::new(cluster))
     }
 
+    /// [`Scene::two_nodes_on_one_redis_cluster`] on a cluster spoken to only over TLS
+    /// ([`RedisCluster::start_tls`]): `rediss://` seeds, its CA in `redis_ca_file` and the
+    /// client certificate its nodes require, for the nodes and the directory alike.
+    pub fn two_nodes_on_one_redis_cluster_over_tls() -> Scene {
+        let files = TempDir::new("redis-cluster-tls-files");
+        let cluster = RedisCluster::start_tls(&TlsFiles::make(files.path()));
+        let store = cluster
+            .store_section()
+            .trim_start_matches("[store]\n")
+            .to_string();
+        // The cluster is dropped (its processes killed) before its certificates' directory.
+        Scene::two_nodes_sharing(
+            "two_nodes_on_one_redis_cluster_over_tls",
+            &store,
+            Box::new((cluster, files)),
+        )
+    }
+
     /// Two nodes and the directory on the Redis `store` names (the lines of a `[store]`
     /// section), which `redis` keeps running.
     fn two_nodes_sharing(topology: &'static str, store: &str, redis: Box<dyn Any>) -> Scene {
@@ -180,13 +201,16 @@ impl Scene {
             }
         };
         let doors = [door("@alice", &nodes[0]), door("@bob", &nodes[1])];
+        let shared_directory = Some((directory.addr, directory_ca.clone()));
         let mut running: Vec<Box<dyn Any>> = nodes
             .into_iter()
             .map(|(node, _, _)| Box::new(node) as Box<dyn Any>)
             .collect();
         running.push(Box::new(directory));
         running.push(redis);
-        Scene::new(topology, doors, running, dir)
+        let mut scene = Scene::new(topology, doors, running, dir);
+        scene.shared_directory = shared_directory;
+        scene
     }
 
     /// Two independent servers, @alice on A and @bob on B: [`AliceAndBob`].
@@ -227,6 +251,7 @@ impl Scene {
             alice,
             bob,
             doors,
+            shared_directory: None,
             _running: vec![Box::new(a), Box::new(b), Box::new(cluster)],
             _dir: dir,
         }
@@ -243,9 +268,22 @@ impl Scene {
             alice: doors[0].owner(),
             bob: doors[1].owner(),
             doors,
+            shared_directory: None,
             _running: running,
             _dir: dir,
         }
+    }
+
+    /// A connection to the directory, past its `@` prompt, in the topologies whose directory
+    /// keeps its entries in the nodes' Redis (or Redis Cluster); panics in the others.
+    pub fn shared_directory(&self) -> Client {
+        let (addr, ca) = self
+            .shared_directory
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no directory on a shared Redis", self.topology));
+        let mut client = Client::tls(*addr, ca);
+        client.expect(b"@");
+        client
     }
 
     /// Another owner connection of `atsign` (`@alice` or `@bob`), CRAM-authenticated, to the

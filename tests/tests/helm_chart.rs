@@ -20,14 +20,18 @@ use std::time::Duration;
 
 use at_tests::TempDir;
 
-/// The value sets `helm_check.py` renders: the defaults; an external Redis by URL and by Secret;
-/// cert-manager with the cluster CA and with a public (ACME) issuer; ServiceMonitor and Grafana
-/// dashboard; six fixed replicas; one replica; resources of one's own; a Redis password given,
-/// and from a Secret; GitOps (existing Secrets, rendered twice the same).
-const SCENARIOS: [&str; 12] = [
+/// The value sets `helm_check.py` renders: the defaults; an external Redis by URL and by Secret
+/// (with its password from a Secret as a file); an external Redis Cluster by seed URLs (TLS,
+/// password Secret) and by Secret; cert-manager with the cluster CA and with a public (ACME)
+/// issuer; ServiceMonitor and Grafana dashboard; six fixed replicas; one replica; resources of
+/// one's own; a Redis password given, and from a Secret; GitOps (existing Secrets, rendered
+/// twice the same).
+const SCENARIOS: [&str; 14] = [
     "default",
     "external-url",
     "external-secret",
+    "redis-cluster",
+    "redis-cluster-secret",
     "cert-manager",
     "cert-manager-public",
     "monitoring",
@@ -131,9 +135,25 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
         "{stdout}"
     );
     assert!(
-        stdout.matches("ok refused ").count() >= 7,
+        stdout.matches("ok refused ").count() >= 40,
         "bad values not all refused:\n{stdout}"
     );
+    // A Redis Cluster: without seeds, with seeds but another mode, with URLs that would split
+    // into others once joined by commas, or mixing TLS and plain, it is refused.
+    for refusal in [
+        "redis.mode is cluster: set redis.cluster.urls (seed URLs) or redis.cluster.existingSecret",
+        "redis.cluster is for a Redis Cluster: set redis.mode to cluster",
+        "'redis://h1:6379,redis://evil:1' does not match pattern",
+        "redis.cluster.urls mixes rediss:// and redis:// URLs",
+        "redis.tls needs rediss:// redis.cluster.urls",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("ok refused ") && l.contains(refusal)),
+            "{refusal}: not refused:\n{stdout}"
+        );
+    }
 
     // Default values: Redis in a StatefulSet behind a NetworkPolicy, an HPA 2..10.
     let docs = manifests(out.path(), "default");
@@ -235,6 +255,67 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
     }
     let hpa = find(&docs, "HorizontalPodAutoscaler", "rel-atplatform-server");
     assert!(hpa.contains("minReplicas: 3\n  maxReplicas: 7"), "{hpa}");
+
+    // An external Redis Cluster: its seeds, comma-separated, from the chart's Secret into the
+    // one variable per store the binaries read as a list; the password and the CA as files.
+    let docs = manifests(out.path(), "redis-cluster");
+    let cluster_kinds = kinds(&docs);
+    assert!(
+        !cluster_kinds.contains(&"StatefulSet") && !cluster_kinds.contains(&"NetworkPolicy"),
+        "{cluster_kinds:?}"
+    );
+    let from_secret = |var: &str| {
+        format!(
+            "- name: {var}\n              valueFrom:\n                secretKeyRef:\n                  \
+             name: rel-atplatform-redis\n                  key: redis-cluster\n"
+        )
+    };
+    let server = find(&docs, "Deployment", "rel-atplatform-server");
+    for var in [
+        "AT_SERVER__STORE__REDIS_CLUSTER",
+        "AT_SERVER__DIRECTORY_STORE__REDIS_CLUSTER",
+    ] {
+        assert!(server.contains(&from_secret(var)), "{var}: {server}");
+    }
+    assert!(!server.contains("REDIS_URL"), "{server}");
+    let directory = find(&docs, "Deployment", "rel-atplatform-directory");
+    assert!(
+        directory.contains(&from_secret("AT_DIRECTORY__STORE__REDIS_CLUSTER")),
+        "{directory}"
+    );
+    // helm_check.py decodes the Secret: the seeds, comma-separated, its only entry.
+    assert!(
+        stdout.contains("ok redis-cluster: the seed URLs, comma-separated, are the chart's Redis Secret's only entry")
+            && stdout.contains("one comma-separated variable the binaries read as a list"),
+        "{stdout}"
+    );
+    let config = find(&docs, "ConfigMap", "rel-atplatform-server");
+    assert!(
+        config.contains(
+            "    redis_password_file = \"/etc/atplatform/redis-auth/password\"\n    \
+             redis_ca_file = \"/etc/atplatform/redis-ca/ca.pem\"\n"
+        ) && !config.contains("redis_cluster =")
+            && !config.contains("redis_url ="),
+        "{config}"
+    );
+    assert!(
+        server.contains("secretName: cluster-pass") && server.contains("- key: pw\n"),
+        "{server}"
+    );
+    // Seeds from a Secret of yours: its name and key, and no Secret of the chart's.
+    let docs = manifests(out.path(), "redis-cluster-secret");
+    let server = find(&docs, "Deployment", "rel-atplatform-server");
+    assert!(
+        server.contains("name: my-cluster\n                  key: seeds\n"),
+        "{server}"
+    );
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d.contains("\nkind: Secret\n")
+                && d.contains("\n  name: rel-atplatform-redis\n")),
+        "a Redis Secret of the chart's"
+    );
 
     // cert-manager: the CA and the serving certificates; no CA key in a serving pod.
     let docs = manifests(out.path(), "cert-manager");

@@ -212,10 +212,12 @@ self_signed_names = {{ include "atplatform.directoryTlsNames" .ctx }}
 {{- end }}
 {{- end -}}
 
-{{/* The Secret with the Redis URL and its key. */}}
+{{/* The Secret with the Redis URL (a cluster's seed URLs, comma-separated) and its key. */}}
 {{- define "atplatform.redisUrlSecretName" -}}
 {{- if and (eq .Values.redis.mode "external") .Values.redis.existingSecret -}}
 {{- .Values.redis.existingSecret -}}
+{{- else if and (eq .Values.redis.mode "cluster") .Values.redis.cluster.existingSecret -}}
+{{- .Values.redis.cluster.existingSecret -}}
 {{- else -}}
 {{- printf "%s-redis" (include "atplatform.fullname" .) -}}
 {{- end -}}
@@ -224,6 +226,8 @@ self_signed_names = {{ include "atplatform.directoryTlsNames" .ctx }}
 {{- define "atplatform.redisUrlSecretKey" -}}
 {{- if and (eq .Values.redis.mode "external") .Values.redis.existingSecret -}}
 {{- .Values.redis.existingSecretKey -}}
+{{- else if eq .Values.redis.mode "cluster" -}}
+{{- if .Values.redis.cluster.existingSecret }}{{ .Values.redis.cluster.existingSecretKey }}{{ else }}redis-cluster{{ end -}}
 {{- else -}}redis-url{{- end -}}
 {{- end -}}
 
@@ -336,9 +340,13 @@ about Redis is generated at render time (GitOps: every render is the same). */}}
 {{- if and (eq .Values.redis.mode "statefulset") .Values.redis.auth.enabled .Values.redis.auth.existingSecret -}}true{{- end -}}
 {{- end -}}
 
-{{/* The Secret and key holding the chart's Redis password. */}}
+{{/* The Secret and key holding the Redis password: the chart's Redis's, or (external and
+cluster modes) redis.passwordSecret. */}}
 {{- define "atplatform.redisPasswordRef" -}}
-{{- if include "atplatform.redisPasswordGiven" . -}}
+{{- if ne .Values.redis.mode "statefulset" -}}
+name: {{ .Values.redis.passwordSecret }}
+key: {{ .Values.redis.passwordSecretKey }}
+{{- else if include "atplatform.redisPasswordGiven" . -}}
 name: {{ .Values.redis.auth.existingSecret }}
 key: {{ .Values.redis.auth.existingSecretPasswordKey }}
 {{- else -}}
@@ -347,26 +355,28 @@ key: password
 {{- end -}}
 {{- end -}}
 
-{{/* Whether the directory and server pods read the chart's Redis password from a file
-(store.redis_password_file): the chart's Redis with a password. */}}
+{{/* Whether the directory and server pods read the Redis password from a file
+(store.redis_password_file): the chart's Redis with a password, or redis.passwordSecret. */}}
 {{- define "atplatform.redisPasswordFile" -}}
-{{- if and (eq .Values.redis.mode "statefulset") .Values.redis.auth.enabled -}}true{{- end -}}
+{{- if eq .Values.redis.mode "statefulset" -}}
+{{- if .Values.redis.auth.enabled -}}true{{- end -}}
+{{- else if .Values.redis.passwordSecret -}}true{{- end -}}
 {{- end -}}
 
-{{/* The [store] lines naming the Redis: for the chart's Redis its URL (no password in it) and
-the password file; for an external Redis nothing (its URL, which may hold a password, comes
-from a Secret through the environment); then the TLS files. */}}
+{{/* The [store] lines naming the Redis: for the chart's Redis its URL (no password in it);
+for an external Redis or Redis Cluster nothing (its URLs, which may hold a password, come from
+a Secret through the environment); then the password file and the TLS files. */}}
 {{- define "atplatform.redisStoreToml" -}}
 {{- if eq .Values.redis.mode "statefulset" }}
 redis_url = {{ printf "redis://%s.%s.svc:6379/0" (include "atplatform.redisName" .) .Release.Namespace | toJson }}
+{{- end }}
 {{- if include "atplatform.redisPasswordFile" . }}
 redis_password_file = "/etc/atplatform/redis-auth/password"
-{{- end }}
 {{- end }}
 {{- include "atplatform.redisTlsToml" . }}
 {{- end -}}
 
-{{/* The password Secret as a file, for pods of the chart's Redis's clients. */}}
+{{/* The password Secret as a file, for pods of the Redis's clients. */}}
 {{- define "atplatform.redisPasswordVolume" -}}
 {{- if include "atplatform.redisPasswordFile" . }}
 - name: redis-auth
@@ -388,14 +398,17 @@ redis_password_file = "/etc/atplatform/redis-auth/password"
 {{- end }}
 {{- end -}}
 
-{{/* External Redis: env entries giving each of `names` the Redis URL from its Secret (the URL
-may hold the password). Nothing for the chart's Redis, whose URL is in the configuration and
-its password in a file. Takes (dict "ctx" . "names" (list "AT_SERVER__STORE__REDIS_URL")). */}}
+{{/* External Redis or Redis Cluster: env entries giving each store of `stores` (variable
+prefixes) the Redis URL (`<prefix>__REDIS_URL`) or the cluster's seed URLs, comma-separated
+(`<prefix>__REDIS_CLUSTER`, which the binaries split), from its Secret (URLs may hold the
+password). Nothing for the chart's Redis, whose URL is in the configuration and its password in
+a file. Takes (dict "ctx" . "stores" (list "AT_SERVER__STORE")). */}}
 {{- define "atplatform.redisUrlEnv" -}}
 {{- $ctx := .ctx -}}
-{{- if eq $ctx.Values.redis.mode "external" }}
-{{- range .names }}
-- name: {{ . }}
+{{- if ne $ctx.Values.redis.mode "statefulset" }}
+{{- $suffix := ternary "REDIS_CLUSTER" "REDIS_URL" (eq $ctx.Values.redis.mode "cluster") }}
+{{- range .stores }}
+- name: {{ . }}__{{ $suffix }}
   valueFrom:
     secretKeyRef:
       name: {{ include "atplatform.redisUrlSecretName" $ctx }}
