@@ -105,6 +105,12 @@ impl RedisConnection {
         wait: Option<WaitReplicas>,
     ) -> RedisResult<Vec<Value>> {
         let transaction = write.is_transaction();
+        let commands: Vec<&Cmd> = write.cmd_iter().collect();
+        if let (None, false, [one]) = (wait, transaction, commands.as_slice()) {
+            // Alone, as a command: a cluster connection then also retries it when it meets
+            // keys split between two masters by a slot move (`TRYAGAIN`).
+            return Ok(vec![one.query_async(self).await?]);
+        }
         let mut pipe = redis::pipe();
         if transaction {
             pipe.cmd("MULTI");

@@ -109,7 +109,7 @@ SCENARIOS = {
                                        "rediss://redis-1.example:6379",
                                        "rediss://10.0.0.7:6380"]},
                   "passwordSecret": "cluster-pass", "passwordSecretKey": "pw",
-                  "tls": {"caSecret": "redis-ca"}},
+                  "tls": {"caSecret": "redis-ca"}, "waitReplicas": 1, "waitTimeoutMs": 500},
     },
     # Your Redis Cluster, its seed URLs in a Secret of yours.
     "redis-cluster-secret": {
@@ -220,6 +220,8 @@ REFUSED = [
      "urls"),
     ({"redis": {"mode": "cluster", "cluster": {"urls": ["h1:6379"]}}}, "urls"),
     ({"redis": {"passwordSecret": "x"}}, "redis.passwordSecret"),
+    ({"redis": {"waitReplicas": 17}}, "waitReplicas"),
+    ({"redis": {"waitTimeoutMs": 0}}, "waitTimeoutMs"),
     ({"server": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}, "minReplicas"),
     ({"server": {"settings": {"listen": "0.0.0.0:1"}}}, "listen"),
     ({"server": {"sniDomain": "bad domain"}}, "sniDomain"),
@@ -1052,8 +1054,10 @@ def scenario_redis_cluster(k, options):
     for toml in (server_toml["store"], server_toml["directory_store"], directory_toml["store"]):
         assert toml == {"backend": "redis", "key_prefix": "",
                         "redis_password_file": "/etc/atplatform/redis-auth/password",
-                        "redis_ca_file": "/etc/atplatform/redis-ca/ca.pem"}, toml
-    ok(f"{what}: every [store] names the password file and the Redis CA, not the seeds")
+                        "redis_ca_file": "/etc/atplatform/redis-ca/ca.pem",
+                        "redis_wait_replicas": 1, "redis_wait_timeout_ms": 500}, toml
+    ok(f"{what}: every [store] names the password file, the Redis CA and the replicas a write "
+       "waits for, not the seeds")
     check(not any(kind in ("StatefulSet", "NetworkPolicy") for kind, _ in k),
           f"{what}: no StatefulSet, no NetworkPolicy")
     notes = k[("NOTES", "txt")]

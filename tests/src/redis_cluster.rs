@@ -502,6 +502,11 @@ impl RedisCluster {
             .map(|m| m.port)
     }
 
+    /// The ports of the masters serving slots, as the cluster sees them now.
+    pub fn master_ports(&self) -> Vec<u16> {
+        self.masters().into_iter().map(|m| m.port).collect()
+    }
+
     /// The ports of the replicas of the master on `master`, as the cluster sees them now.
     pub fn replicas_of(&self, master: u16) -> Vec<u16> {
         let id = self
@@ -526,6 +531,42 @@ impl RedisCluster {
 
     pub fn resume(&self, port: u16) {
         self.signal(port, "-CONT");
+    }
+
+    /// Starts `redis-cli --cluster reshard`, moving every slot of the master on `from`, with
+    /// its keys, to the master on `to`, and returns it running: the caller serves meanwhile,
+    /// then waits for it ([`Resharding::finish`]).
+    pub fn reshard_all(&self, from: u16, to: u16) -> Resharding {
+        let masters = self.masters();
+        let id_of = |port: u16| {
+            masters
+                .iter()
+                .find(|m| m.port == port)
+                .map(|m| m.id.clone())
+                .unwrap_or_else(|| panic!("no master on {port}"))
+        };
+        let slots: usize = masters
+            .iter()
+            .find(|m| m.port == from)
+            .map(|m| m.slots.iter().map(|r| r.clone().count()).sum())
+            .expect("a master");
+        // Into a file: it prints a line per slot, more than a pipe holds unread.
+        let log = self.dir.path().join(format!("reshard-{from}-{to}.log"));
+        let out = std::fs::File::create(&log).expect("a log file");
+        let child = self
+            .access
+            .redis_cli()
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+            .args(["--cluster-from", &id_of(from)])
+            .args(["--cluster-to", &id_of(to)])
+            .args(["--cluster-slots", &slots.to_string()])
+            .arg("--cluster-yes")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("a log file"))
+            .stderr(out)
+            .spawn()
+            .expect("redis-cli must be installed (apt-get install -y redis-tools)");
+        Resharding { child, slots, log }
     }
 
     /// Closes the replication links of the master on `port` (`CLIENT KILL TYPE replica`):
@@ -647,6 +688,43 @@ impl RedisCluster {
                 })
             })
             .collect()
+    }
+}
+
+/// A `redis-cli --cluster reshard` under way ([`RedisCluster::reshard_all`]).
+pub struct Resharding {
+    child: Child,
+    /// How many slots it moves.
+    pub slots: usize,
+    /// What it printed.
+    log: PathBuf,
+}
+
+impl Resharding {
+    /// Waits for it to end (panics, with its output, if it failed or took over `within`).
+    pub fn finish(mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.child.try_wait().expect("redis-cli").is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("resharding took over {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let status = self.child.wait().expect("redis-cli");
+        let printed = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: String = printed
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(status.success(), "redis-cli --cluster reshard: {tail}");
+    }
+
+    /// Whether it is still moving slots.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("redis-cli").is_none()
     }
 }
 

@@ -293,7 +293,8 @@ fn helm_chart_lints_renders_and_validates_against_kubernetes_schemas() {
     assert!(
         config.contains(
             "    redis_password_file = \"/etc/atplatform/redis-auth/password\"\n    \
-             redis_ca_file = \"/etc/atplatform/redis-ca/ca.pem\"\n"
+             redis_ca_file = \"/etc/atplatform/redis-ca/ca.pem\"\n    \
+             redis_wait_replicas = 1\n    redis_wait_timeout_ms = 500\n"
         ) && !config.contains("redis_cluster =")
             && !config.contains("redis_url ="),
         "{config}"

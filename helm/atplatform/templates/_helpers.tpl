@@ -374,6 +374,10 @@ redis_url = {{ printf "redis://%s.%s.svc:6379/0" (include "atplatform.redisName"
 redis_password_file = "/etc/atplatform/redis-auth/password"
 {{- end }}
 {{- include "atplatform.redisTlsToml" . }}
+{{- if gt (int .Values.redis.waitReplicas) 0 }}
+redis_wait_replicas = {{ int .Values.redis.waitReplicas }}
+redis_wait_timeout_ms = {{ int .Values.redis.waitTimeoutMs }}
+{{- end }}
 {{- end -}}
 
 {{/* The password Secret as a file, for pods of the Redis's clients. */}}

@@ -40,6 +40,7 @@ use at_tests::bench::{
 };
 use at_tests::process::{self, Running};
 use at_tests::redis::RedisServer;
+use at_tests::redis_cluster::RedisCluster;
 use at_tests::TempDir;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -65,6 +66,9 @@ OPTIONS (defaults in brackets):
   --redis-nodes LIST     comma-separated node counts for the Redis layouts: that many at-server
                          nodes on one redis-server, one atSign per connection, connections
                          spread over the nodes; empty for none [1,2,3]
+  --redis-cluster-nodes LIST
+                         the same on a local Redis Cluster (three masters, three replicas),
+                         after the single-Redis layouts [none]
   --client-threads T     tokio worker threads of this client (redis-benchmark uses 1) [1]
   --enrolled             each connection enrolls after cram (APKAM, approved at once), so every
                          command pays the enrollment check of a device's connection
@@ -92,6 +96,8 @@ enum Layout {
     /// One atSign per connection, on this many nodes sharing one Redis (SNI routing), the
     /// connections spread over the nodes.
     Cluster(usize),
+    /// [`Layout::Cluster`] on a Redis Cluster of three masters and three replicas.
+    RedisCluster(usize),
 }
 
 impl Layout {
@@ -101,6 +107,9 @@ impl Layout {
             Layout::Spread => "one atSign per connection".into(),
             Layout::Cluster(1) => "Redis, 1 node, one atSign per connection".into(),
             Layout::Cluster(n) => format!("Redis, {n} nodes, one atSign per connection"),
+            Layout::RedisCluster(n) => {
+                format!("Redis Cluster (3 masters), {n} nodes, one atSign per connection")
+            }
         }
     }
 }
@@ -115,6 +124,8 @@ struct Options {
     layouts: Vec<Layout>,
     /// Node counts of the Redis layouts ([`Layout::Cluster`]).
     redis_nodes: Vec<usize>,
+    /// Node counts of the Redis Cluster layouts ([`Layout::RedisCluster`]).
+    redis_cluster_nodes: Vec<usize>,
     memory: Vec<usize>,
     client_threads: usize,
     /// Each connection, after cram, enrolls (an APKAM enrollment approved at once), so its
@@ -133,6 +144,7 @@ impl Default for Options {
             enrolled: false,
             layouts: vec![Layout::One, Layout::Spread],
             redis_nodes: vec![1, 2, 3],
+            redis_cluster_nodes: Vec::new(),
             memory: vec![1000, 10_000],
             client_threads: 1,
         }
@@ -177,6 +189,15 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
                     .map(str::trim)
                     .filter(|s| !s.is_empty())
                     .map(|n| number_arg("--redis-nodes", Some(n.to_string()), 1, MAX_NODES))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--redis-cluster-nodes" => {
+                let list = args.next().ok_or("--redis-cluster-nodes needs a value")?;
+                options.redis_cluster_nodes = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|n| number_arg("--redis-cluster-nodes", Some(n.to_string()), 1, MAX_NODES))
                     .collect::<Result<_, _>>()?;
             }
             "--memory" => {
@@ -286,6 +307,12 @@ fn run(options: &Options) -> Result<(), String> {
     let mut results = Vec::new();
     let layouts: Vec<Layout> = (options.layouts.iter().copied())
         .chain(options.redis_nodes.iter().map(|&n| Layout::Cluster(n)))
+        .chain(
+            options
+                .redis_cluster_nodes
+                .iter()
+                .map(|&n| Layout::RedisCluster(n)),
+        )
         .collect();
     if !layouts.is_empty() {
         let certificate = TempDir::new("server-bench-redis-tls");
@@ -346,8 +373,8 @@ struct Provisioned {
 
 impl Node {
     /// `port_range`: `Some(len)` for a port per atSign on 127.0.0.1; `None` for SNI routing only.
-    /// `redis`: the Redis store's URL, or `None` for the embedded store.
-    fn new(label: &str, port_range: Option<usize>, redis: Option<&str>) -> Result<Node, String> {
+    /// `store`: the `[store]` section of a Redis store, or `None` for the embedded store.
+    fn new(label: &str, port_range: Option<usize>, store: Option<&str>) -> Result<Node, String> {
         let dir = TempDir::new(label);
         let mut config = format!(
             "data_dir = \"{0}/server\"\ndirectory_data_dir = \"{0}/directory\"\nlisten = \"127.0.0.1:0\"\n",
@@ -360,10 +387,8 @@ impl Node {
             )),
             None => config.push_str("public_port = 6464\nsni_domain = \"atsign.test\"\n"),
         }
-        if let Some(url) = redis {
-            config.push_str(&format!(
-                "[store]\nbackend = \"redis\"\nredis_url = \"{url}\"\n"
-            ));
+        if let Some(store) = store {
+            config.push_str(store);
         }
         let file = dir.path().join("server.toml");
         std::fs::write(&file, config).map_err(|e| format!("writing {}: {e}", file.display()))?;
@@ -450,12 +475,12 @@ fn run_layout(
 ) -> Result<Vec<Measured>, String> {
     let names: Vec<String> = match layout {
         Layout::One => vec!["alice".to_string()],
-        Layout::Spread | Layout::Cluster(_) => (0..options.connections)
+        Layout::Spread | Layout::Cluster(_) | Layout::RedisCluster(_) => (0..options.connections)
             .map(|i| format!("bench{i:04}"))
             .collect(),
     };
-    if let Layout::Cluster(nodes) = layout {
-        return run_cluster(nodes, &names, server, runtime, options);
+    if let Layout::Cluster(_) | Layout::RedisCluster(_) = layout {
+        return run_cluster(layout, &names, server, runtime, options);
     }
     let node = Node::new("server-bench", Some(names.len()), None)?;
     let provisioned = provision_all(&node, server, &names, layout)?;
@@ -480,27 +505,59 @@ fn run_layout(
         routes,
         &provisioned,
         &servers,
-        None,
+        &[],
         options,
     ));
     running.stop();
     report(layout, outcome?)
 }
 
-/// `nodes` at-server processes on one fresh redis-server, SNI-routed; connection i goes to
-/// node i % nodes as its own atSign.
+/// A fresh Redis for a layout: one redis-server, or a Redis Cluster (three masters, three
+/// replicas), kept running while it is in scope.
+enum Backing {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Backing {
+    /// The `[store]` section of a node on it.
+    fn store_section(&self) -> String {
+        match self {
+            Backing::Single(redis) => format!(
+                "[store]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
+                redis.url()
+            ),
+            Backing::Cluster(cluster) => cluster.store_section(),
+        }
+    }
+
+    /// The ports of the Redis processes serving commands (a cluster's masters).
+    fn serving_ports(&self) -> Vec<u16> {
+        match self {
+            Backing::Single(redis) => vec![redis.port()],
+            Backing::Cluster(cluster) => cluster.master_ports(),
+        }
+    }
+}
+
+/// `layout`'s nodes (at-server processes) on a fresh Redis or Redis Cluster, SNI-routed;
+/// connection i goes to node i % nodes as its own atSign.
 fn run_cluster(
-    nodes: usize,
+    layout: Layout,
     names: &[String],
     server: &Path,
     runtime: &tokio::runtime::Runtime,
     options: &Options,
 ) -> Result<Vec<Measured>, String> {
-    let layout = Layout::Cluster(nodes);
-    let redis = RedisServer::start();
-    let memory_before = redis_info(redis.port(), "memory", "used_memory");
+    let (nodes, backing) = match layout {
+        Layout::RedisCluster(nodes) => (nodes, Backing::Cluster(RedisCluster::start())),
+        Layout::Cluster(nodes) => (nodes, Backing::Single(RedisServer::start())),
+        other => return Err(format!("{} is not on Redis", other.name())),
+    };
+    let redis_ports = backing.serving_ports();
+    let memory_before = redis_sum(&redis_ports, "memory", "used_memory");
     let cluster = (0..nodes)
-        .map(|_| Node::new("server-bench-cluster", None, Some(&redis.url())))
+        .map(|_| Node::new("server-bench-cluster", None, Some(&backing.store_section())))
         .collect::<Result<Vec<_>, _>>()?;
     // Provisioned through the first node's CLI, straight into Redis: every node serves them.
     let provisioned = provision_all(&cluster[0], server, names, layout)?;
@@ -529,7 +586,7 @@ fn run_cluster(
         routes,
         &provisioned,
         &pids,
-        Some(redis.port()),
+        &redis_ports,
         options,
     ));
     for node in running {
@@ -539,7 +596,7 @@ fn run_cluster(
     let stored = (names.len() * options.keys) as u64;
     if let (Some(before), Some(after)) = (
         memory_before,
-        redis_info(redis.port(), "memory", "used_memory"),
+        redis_sum(&redis_ports, "memory", "used_memory"),
     ) {
         println!(
             "{}: Redis used_memory grew {} bytes for {stored} stored keys: {:.0} bytes per key \
@@ -607,7 +664,7 @@ async fn throughput(
     routes: Vec<Route>,
     provisioned: &[Provisioned],
     servers: &[u32],
-    redis_port: Option<u16>,
+    redis_ports: &[u16],
     options: &Options,
 ) -> Result<Vec<Measured>, String> {
     let requests: Arc<Vec<Requests>> = Arc::new(
@@ -667,7 +724,7 @@ async fn throughput(
 
     let mut measured = Vec::new();
     for op in [Op::Update, Op::Llookup] {
-        let (back, m) = phase(layout, op, conns, &requests, servers, redis_port, options).await?;
+        let (back, m) = phase(layout, op, conns, &requests, servers, redis_ports, options).await?;
         conns = back;
         measured.push(m);
     }
@@ -709,7 +766,7 @@ async fn phase(
     conns: Vec<Conn>,
     requests: &Arc<Vec<Requests>>,
     servers: &[u32],
-    redis_port: Option<u16>,
+    redis_ports: &[u16],
     options: &Options,
 ) -> Result<(Vec<Conn>, Measured), String> {
     let start = Instant::now();
@@ -725,10 +782,10 @@ async fn phase(
         clients.spawn(async move { operations(op, conn, requests, window).await });
     }
     let measure_from = window.measure_from;
-    let pids = servers.to_vec();
+    let (pids, ports) = (servers.to_vec(), redis_ports.to_vec());
     let cpu_from = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from.into()).await;
-        (cpu_now(&pids), redis_port.and_then(redis_commands))
+        (cpu_now(&pids), redis_commands(&ports))
     });
     let mut latencies: Vec<u32> = Vec::new();
     let mut last_done = window.measure_from;
@@ -739,7 +796,7 @@ async fn phase(
         last_done = last_done.max(outcome.last_done);
         back.push(outcome.conn);
     }
-    let (cpu_to, commands_to) = (cpu_now(servers), redis_port.and_then(redis_commands));
+    let (cpu_to, commands_to) = (cpu_now(servers), redis_commands(redis_ports));
     let (cpu_from, commands_from) = cpu_from.await.map_err(|e| format!("CPU sampler: {e}"))?;
     if latencies.is_empty() {
         return Err(format!(
@@ -845,9 +902,20 @@ fn cpu_now(servers: &[u32]) -> Cpu {
     }
 }
 
-/// Redis's `total_commands_processed`.
-fn redis_commands(port: u16) -> Option<u64> {
-    redis_info(port, "stats", "total_commands_processed")
+/// Redis's `total_commands_processed`, summed over `ports` (`None` without Redis).
+fn redis_commands(ports: &[u16]) -> Option<u64> {
+    redis_sum(ports, "stats", "total_commands_processed")
+}
+
+/// [`redis_info`] summed over `ports` (`None` if there are none, or one does not answer).
+fn redis_sum(ports: &[u16], section: &str, field: &str) -> Option<u64> {
+    if ports.is_empty() {
+        return None;
+    }
+    ports
+        .iter()
+        .map(|&port| redis_info(port, section, field))
+        .sum()
 }
 
 /// One numeric field of `INFO <section>` (blocking; a few milliseconds on loopback).
@@ -1149,7 +1217,7 @@ fn print_table(options: &Options, baselines: &[Baseline], results: &[Measured], 
             Op::Llookup => (get, "GET"),
         };
         // The target is the embedded store's; the Redis layouts are reported beside it.
-        if !matches!(m.layout, Layout::Cluster(_)) {
+        if !matches!(m.layout, Layout::Cluster(_) | Layout::RedisCluster(_)) {
             target_met &= m.rate() >= baseline / 2.0;
         }
         let mut durable = match m.op {
@@ -1297,6 +1365,12 @@ mod tests {
         assert_eq!(o.redis_nodes, [1, 2, 3]);
         let o = parse_args(args("--redis-nodes 2,4")).unwrap().unwrap();
         assert_eq!(o.redis_nodes, [2, 4]);
+        assert!(o.redis_cluster_nodes.is_empty());
+        let o = parse_args(args("--redis-cluster-nodes 1"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.redis_cluster_nodes, [1]);
+        assert!(parse_args(args("--redis-cluster-nodes 17")).is_err());
         assert!(parse_args(args("--redis-nodes 0")).is_err());
         let o = parse_args(vec!["--memory".to_string(), String::new()])
             .unwrap()
