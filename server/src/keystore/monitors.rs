@@ -2,9 +2,17 @@
 //! with which filter, handing each notification out to them, and the stats notifications
 //! (paced after writes, and every [`STATS_PERIOD`] while a monitor is open).
 //!
-//! Notifications reach the key store from the node's [`Monitors`], which follows what every
-//! node publishes; a key store with monitors is registered there ([`Monitors::listen`]) while
-//! it has any, and keeps running while they are open (each is a connection, [`super::Attach`]).
+//! Notifications reach the key store from the node's [`Monitors`], which follows what any
+//! node publishes for the atSign while a key store is registered there: with monitors
+//! ([`Monitors::listen`]) or connections ([`Monitors::attend`]). A key store keeps running while
+//! its monitors are open (each is a connection, [`super::Attach`]).
+//!
+//! A monitor starts (its [`Subscribe`] is answered) only once the node hears the atSign's
+//! notifications ([`Monitors::ready`]): so a notification published after the monitor's
+//! connection got its next reply reaches it, whichever node publishes it. If the node cannot
+//! hear them within [`crate::notifications::FOLLOW_TIMEOUT`], the monitor is refused with
+//! AT0002 (the store did not answer in time), which closes its connection; its client
+//! reconnects and replays from the store.
 
 use std::time::Instant;
 
@@ -15,7 +23,7 @@ use bytes::Bytes;
 use futures_channel::mpsc;
 
 use super::KeyStore;
-use at_common::error::AtError;
+use at_common::error::{AtError, ErrorCode};
 
 use crate::notifications::{HandOut, MonitorView, Notification, MONITOR_QUEUE};
 
@@ -89,6 +97,8 @@ pub(super) struct Local {
     /// While there are monitors: the periodic stats notification's timer (and the node routes
     /// the atSign's notifications here). A key store without monitors runs no timer.
     watching: Option<SpawnHandle>,
+    /// Monitors subscribing, not answered yet: they keep the key store watching too.
+    starting: usize,
 }
 
 impl Local {
@@ -136,9 +146,9 @@ impl KeyStore {
         self.monitors.watching = Some(periodic);
     }
 
-    /// With the last monitor gone: neither.
+    /// With the last monitor gone (and none starting): neither.
     fn unwatch_if_none(&mut self, ctx: &mut Context<Self>) {
-        if !self.monitors.subscribers.is_empty() {
+        if !self.monitors.subscribers.is_empty() || self.monitors.starting > 0 {
             return;
         }
         if let Some(periodic) = self.monitors.watching.take() {
@@ -176,7 +186,9 @@ impl KeyStore {
 impl Handler<Subscribe> for KeyStore {
     type Result = ResponseActFuture<Self, Result<Subscribed, AtError>>;
 
-    fn handle(&mut self, subscribe: Subscribe, _: &mut Context<Self>) -> Self::Result {
+    /// Watched at once (the node starts following the atSign, if it did not yet), answered
+    /// once the node hears the atSign ([`Monitors::ready`]) and the enrollment, if any, is read.
+    fn handle(&mut self, subscribe: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         let (store, me) = (self.services.store.clone(), self.me.clone());
         let grants = std::sync::Arc::clone(&self.grants);
         let grant = async move {
@@ -190,12 +202,31 @@ impl Handler<Subscribe> for KeyStore {
                 grant,
             })
         };
-        Box::pin(grant.into_actor(self).map(|view, act, ctx| {
-            let view = view?;
+        let (monitors, me) = (self.services.monitors.clone(), self.me.clone());
+        let ready = async move { monitors.ready(&me).await };
+        self.monitors.starting += 1;
+        self.watch(ctx);
+        let started = futures_util::future::join(grant, ready);
+        Box::pin(started.into_actor(self).map(|(view, ready), act, ctx| {
+            act.monitors.starting -= 1;
+            let view = match (view, ready) {
+                (Ok(view), true) => view,
+                (Err(refused), _) => {
+                    act.unwatch_if_none(ctx);
+                    return Err(refused);
+                }
+                (Ok(_), false) => {
+                    tracing::warn!(atsign = %act.me, "cannot hear the atSign's notifications in time; refusing a monitor");
+                    act.unwatch_if_none(ctx);
+                    return Err(AtError::with_detail(
+                        ErrorCode::DataStore,
+                        "notifications cannot be followed now; try again",
+                    ));
+                }
+            };
             let (lines, receiver) = mpsc::channel(MONITOR_QUEUE);
             let id = act.monitors.next_id;
             act.monitors.next_id += 1;
-            act.watch(ctx);
             act.monitors.subscribers.push(Subscriber {
                 id,
                 view: view.clone(),
@@ -223,7 +254,18 @@ impl Handler<HandOut> for KeyStore {
     type Result = ();
 
     fn handle(&mut self, out: HandOut, ctx: &mut Context<Self>) {
-        self.hand_out(&out.notification, out.to_self, ctx);
+        match out {
+            HandOut::Notification {
+                notification,
+                to_self,
+            } => self.hand_out(&notification, to_self, ctx),
+            HandOut::Missed => {
+                // Dropping their queues closes their connections ([`MONITOR_QUEUE`] likewise).
+                tracing::info!(atsign = %self.me, monitors = self.monitors.subscribers.len(), "monitors missed notifications; dropping them so they replay");
+                self.monitors.subscribers.clear();
+                self.unwatch_if_none(ctx);
+            }
+        }
     }
 }
 
