@@ -7,9 +7,9 @@
 //!   shared (Redis: on the recipient's own channel, heard by every node that follows the
 //!   recipient, this one included) and handed on this node to the key store of its atSign,
 //!   which owns the atSign's monitor connections ([`crate::keystore`]); with the embedded
-//!   store it is handed over directly. A node follows an atSign while it holds connections or
-//!   monitors of it, and a monitor counts as started only once the node hears the atSign
-//!   ([`Monitors::ready`]).
+//!   store it is handed over directly. A node follows an atSign while it holds monitors of it
+//!   or connections logged in with one of its enrollments (which a revocation closes), and a
+//!   monitor counts as started only once the node hears the atSign ([`Monitors::ready`]).
 //!
 //! Every [`crate::keystore::STATS_PERIOD`], and after each write, monitors get the stats
 //! notification (`id` `-1`, the last commit id), the cue for clients to sync.
@@ -554,8 +554,8 @@ pub struct Monitors {
 struct Here {
     /// While it has monitors: their notifications.
     monitors: Option<Recipient<HandOut>>,
-    /// While it has connections open: what concerns its sessions (a revoked enrollment,
-    /// [`Monitors::end_enrollment`]).
+    /// While it has connections logged in with an enrollment: what concerns its sessions (a
+    /// revoked enrollment, [`Monitors::end_enrollment`]).
     sessions: Option<Recipient<EnrollmentEnded>>,
 }
 
@@ -666,12 +666,13 @@ impl Monitors {
     }
 
     /// From now on what concerns `atsign`'s sessions on this node goes to `keystore` (it has
-    /// connections open), and the node follows `atsign`.
+    /// connections logged in with an APKAM enrollment, which a revocation through any node
+    /// closes), and the node follows `atsign`.
     pub fn attend(&self, atsign: &AtSign, keystore: Recipient<EnrollmentEnded>) {
         self.update(atsign, |here| here.sessions = Some(keystore));
     }
 
-    /// `atsign` has no connections on this node any more.
+    /// `atsign` has no connections logged in with an enrollment on this node any more.
     pub fn leave(&self, atsign: &AtSign) {
         self.update(atsign, |here| here.sessions = None);
     }

@@ -11,8 +11,8 @@
 //! - the stats notification (`id` `-1`, the last commit id) after each of the owner's writes;
 //! - autoNotify: updating or deleting a key shared with @bob tells @bob;
 //! - a monitor on one node hears a notification sent through another;
-//! - a node subscribes to an atSign's notification channel only while it holds a connection
-//!   of that atSign.
+//! - a node subscribes to an atSign's notification channel only while it holds a monitor of
+//!   that atSign.
 
 mod support;
 
@@ -253,11 +253,13 @@ fn subscribers(redis: &RedisServer, channel: &str) -> usize {
         .unwrap_or_else(|| panic!("PUBSUB NUMSUB answered {text:?}"))
 }
 
-/// Redis sends a node only the notifications of atSigns it holds connections of: @bob's
-/// channel has node 1 as its one subscriber while @bob is connected there (node 0, holding
-/// @alice, is not one), and none once @bob's last connection there closes.
+/// Redis sends a node only the notifications of atSigns it holds monitors (or enrolled
+/// sessions) of: @bob's channel has node 1 as its one subscriber while @bob monitors there, from
+/// the moment `monitor` is answered; neither @bob's plain owner connection nor node 0's
+/// in-process link delivering @alice's notification to @bob makes a node subscribe; and once
+/// the monitor closes, nobody is.
 #[test]
-fn a_node_follows_an_atsigns_notifications_only_while_it_holds_a_connection_of_it() {
+fn a_node_follows_an_atsigns_notifications_only_while_it_holds_a_monitor_of_it() {
     let redis = RedisServer::start();
     let dir = TempDir::new("notification-channels");
     let nodes: Vec<Node> = (0..2)
@@ -268,30 +270,33 @@ fn a_node_follows_an_atsigns_notifications_only_while_it_holds_a_connection_of_i
         "atserver:{@alice}:notifications",
         "atserver:{@bob}:notifications",
     );
-    assert_eq!(subscribers(&redis, of_bob), 0);
     let mut alice = nodes[0].owner("@alice", &alice_host, &alice_secret);
     let mut bob = nodes[1].owner("@bob", &bob_host, &bob_secret);
-    let mut bob_again = nodes[1].owner("@bob", &bob_host, &bob_secret);
-    eventually(|| subscribers(&redis, of_bob) == 1);
-    assert_eq!(subscribers(&redis, of_alice), 1);
-    // Heard there: a notification sent through node 0 reaches @bob's monitor on node 1.
-    bob_again.send(b"monitor\nnoop:0\n");
-    assert_eq!(bob_again.next_line(), "data:ok\n");
-    alice.reply_to("notify:id:c1:update:@bob:phone@alice:v", "\n@alice@");
-    let line = bob_again.next_line();
-    assert!(line.starts_with("notification: {\"id\":\"c1\""), "{line}");
-    // One connection of two gone: still followed. Both gone: not any more.
-    drop(bob_again);
     bob.reply_to("noop:0", "\n@bob@");
+    // A subscription takes about a millisecond: none came in this long.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(subscribers(&redis, of_bob), 1);
-    drop(bob);
-    eventually(|| subscribers(&redis, of_bob) == 0);
+    assert_eq!(subscribers(&redis, of_bob), 0, "an owner connection alone");
+    assert_eq!(subscribers(&redis, of_alice), 0);
+    let mut monitor = nodes[1].owner("@bob", &bob_host, &bob_secret);
+    monitor.send(b"monitor\nnoop:0\n");
+    assert_eq!(monitor.next_line(), "data:ok\n");
     assert_eq!(
-        subscribers(&redis, of_alice),
+        subscribers(&redis, of_bob),
         1,
-        "@alice is still connected"
+        "subscribed once `monitor` is answered"
     );
-    drop(alice);
-    eventually(|| subscribers(&redis, of_alice) == 0);
+    alice.reply_to("notify:id:c1:update:@bob:phone@alice:v", "\n@alice@");
+    let line = monitor.next_line();
+    assert!(line.starts_with("notification: {\"id\":\"c1\""), "{line}");
+    eventually(|| alice.reply_to("notify:status:c1", "\n@alice@") == "data:delivered");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        subscribers(&redis, of_bob),
+        1,
+        "node 0's link to @bob is no reason"
+    );
+    drop(monitor);
+    eventually(|| subscribers(&redis, of_bob) == 0);
+    // @bob's owner connection is still open there.
+    bob.reply_to("noop:0", "\n@bob@");
 }

@@ -4,8 +4,9 @@
 //!
 //! Notifications reach the key store from the node's [`Monitors`], which follows what any
 //! node publishes for the atSign while a key store is registered there: with monitors
-//! ([`Monitors::listen`]) or connections ([`Monitors::attend`]). A key store keeps running while
-//! its monitors are open (each is a connection, [`super::Attach`]).
+//! ([`Monitors::listen`]) or connections logged in with an enrollment ([`Monitors::attend`]).
+//! A key store keeps running while its monitors are open (each is a connection,
+//! [`super::Attach`]).
 //!
 //! A monitor starts (its [`Subscribe`] is answered) only once the node hears the atSign's
 //! notifications ([`Monitors::ready`]): so a notification published after the monitor's

@@ -1,7 +1,7 @@
 //! What a shared store hands this node's monitors ([`crate::notifications::Monitors`]): the
 //! notifications published for the atSigns the node follows, through a bounded queue.
 //!
-//! - [`Follows`]: which atSigns the node follows now (it has connections or monitors of them),
+//! - [`Follows`]: which atSigns the node follows now (it has monitors or enrolled sessions of them),
 //!   and which of those the store confirmed it hears. Subscribing is asynchronous, so a monitor
 //!   waits for [`Follows::ready`] before it counts as started.
 //! - [`Inbox`] → [`Feed`]: the queue between the store's subscription and the monitors, bounded

@@ -22,13 +22,14 @@
 //! | channel                              | payload | who subscribes                        |
 //! |--------------------------------------|---------|---------------------------------------|
 //! | `<p>atserver:atsigns:changed`        | the atSign whose provisioning changed | every node |
-//! | `<p>atserver:{@alice}:notifications` | one message for @alice's monitors or sessions (JSON: a notification, or an ended enrollment) | the nodes holding @alice's connections or monitors |
+//! | `<p>atserver:{@alice}:notifications` | one message for @alice's monitors or sessions (JSON: a notification, or an ended enrollment) | the nodes holding @alice's monitors or enrolled sessions |
 //!
 //! Provisioning changes go to every node, so each serves what any node provisioned. A
 //! notification for monitor connections goes on its recipient's own channel, in the
 //! recipient's slot (its hash tag), so it reaches only the nodes that hold something of the
 //! recipient; the channel names the atSign, so the payload is the message alone. Each node
-//! subscribes to an atSign's channel while it has connections or monitors of it, all of them
+//! subscribes to an atSign's channel while it has monitors of it or connections logged in with
+//! one of its enrollments (which a revocation closes), all of them
 //! on one pub/sub connection ([`pubsub::follow_notifications`]).
 //!
 //! # On a Redis Cluster
@@ -447,6 +448,17 @@ mod tests {
         count
     }
 
+    /// `PUBSUB SHARDNUMSUB channel` on the one cluster node at `url`.
+    fn subscribers_on_node(url: &str, channel: &str) -> usize {
+        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let (_, count): (String, usize) = redis::cmd("PUBSUB")
+            .arg("SHARDNUMSUB")
+            .arg(channel)
+            .query(&mut conn)
+            .unwrap();
+        count
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn published_notifications_reach_the_nodes_on_one_redis_that_follow_their_atsign() {
         let redis = RedisServer::start();
@@ -696,6 +708,37 @@ mod tests {
         cluster.move_slot_of(&channel_of(&bob));
         heard(&a, &mut on_b, &bob, "after it moved again").await;
         assert!(follows.ready(&bob, WITHIN).await, "confirmed again");
+        // One master cuts its subscribers: the node connects again, and the connections it
+        // gave up on (to the other masters too) close; no channel has two subscriptions.
+        let bobs_master = cluster
+            .urls()
+            .into_iter()
+            .find(|url| subscribers_on_node(url, &channel_of(&bob)) == 1)
+            .expect("a node serves @bob's subscription");
+        let mut conn = redis::Client::open(bobs_master.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(killed, 1);
+        for atsign in &all {
+            heard(&a, &mut on_b, atsign, "after one master cut it").await;
+        }
+        for atsign in &all {
+            let deadline = std::time::Instant::now() + WITHIN;
+            while cluster.shard_subscribers(&channel_of(atsign)) != 1 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{atsign}: a stale subscription"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
         cluster.kill_subscribers();
         for atsign in &all {
             heard(&a, &mut on_b, atsign, "after the connection was cut").await;

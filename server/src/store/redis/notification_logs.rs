@@ -1,5 +1,5 @@
 //! The two notification logs of an atSign, and its channel, which brings its notifications
-//! to the nodes that follow it (those with its connections or monitors).
+//! to the nodes that follow it (those with its monitors or enrolled sessions).
 
 use super::pubsub::follow_notifications;
 use super::*;
