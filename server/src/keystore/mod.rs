@@ -655,6 +655,11 @@ pub(super) mod tests {
         let store = crate::store::open(&Default::default(), dir.path())
             .await
             .unwrap();
+        hosts_on(store, idle)
+    }
+
+    /// [`hosts`] over `store`.
+    pub(super) fn hosts_on(store: Store, idle: Duration) -> Hosts {
         let peers = Peers::offline(store.clone());
         let services = Services {
             monitors: Monitors::start(store.clone()),

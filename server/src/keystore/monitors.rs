@@ -349,6 +349,145 @@ mod tests {
         assert!(more.is_err(), "{more:?}");
     }
 
+    /// The notification logs of an embedded store, posing as a shared one whose subscriptions
+    /// Redis confirms only when the test does (through `follows`).
+    struct Unconfirmed {
+        logs: crate::store::Store,
+        follows: crate::store::feed::Follows,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::NotificationLogs for Unconfirmed {
+        async fn put_notification(
+            &self,
+            atsign: &AtSign,
+            log: crate::store::NotificationLog,
+            row: &crate::store::NotificationRow,
+        ) -> Result<(), crate::store::StoreError> {
+            self.logs.put_notification(atsign, log, row).await
+        }
+
+        async fn notifications(
+            &self,
+            atsign: &AtSign,
+            log: crate::store::NotificationLog,
+            after_ms: Option<at_common::metadata::EpochMillis>,
+            limit: usize,
+        ) -> Result<Vec<crate::store::NotificationRow>, crate::store::StoreError> {
+            self.logs.notifications(atsign, log, after_ms, limit).await
+        }
+
+        async fn get_notification(
+            &self,
+            atsign: &AtSign,
+            log: crate::store::NotificationLog,
+            id: &str,
+        ) -> Result<Option<crate::store::NotificationRow>, crate::store::StoreError> {
+            self.logs.get_notification(atsign, log, id).await
+        }
+
+        async fn remove_notification(
+            &self,
+            atsign: &AtSign,
+            log: crate::store::NotificationLog,
+            id: &str,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.logs.remove_notification(atsign, log, id).await
+        }
+
+        async fn publish_notification(
+            &self,
+            _: &AtSign,
+            _: &[u8],
+        ) -> Result<bool, crate::store::StoreError> {
+            Ok(true)
+        }
+
+        fn watch_notifications(&self) -> Option<crate::store::feed::NotificationWatch> {
+            let (_, feed) = crate::store::feed::feed();
+            Some(crate::store::feed::NotificationWatch {
+                feed,
+                follows: self.follows.clone(),
+            })
+        }
+    }
+
+    fn plain_monitor() -> Subscribe {
+        Subscribe {
+            filter: None,
+            self_notifications: false,
+            enrollment: None,
+        }
+    }
+
+    /// `monitor` is answered only once the node's subscription to the atSign is confirmed (so
+    /// nothing published after the answer can miss it); a second monitor at once; and a monitor
+    /// whose atSign cannot be followed in time is refused with AT0002, the atSign unfollowed.
+    #[actix_rt::test]
+    async fn a_monitor_is_answered_once_its_atsign_is_heard_and_refused_if_it_never_is() {
+        use crate::notifications::FOLLOW_TIMEOUT;
+        let dir = TempDir::new("monitor-follow");
+        let embedded = crate::store::open(&Default::default(), dir.path())
+            .await
+            .unwrap();
+        let follows = crate::store::feed::Follows::default();
+        let store = embedded.clone().with_notifications(Unconfirmed {
+            logs: embedded,
+            follows: follows.clone(),
+        });
+        let hosts = super::super::tests::hosts_on(store, Duration::from_secs(60));
+        let alice = AtSign::parse("@alice").unwrap();
+        let keystore = hosts.get(&alice);
+        let mut answer = Box::pin(keystore.send(plain_monitor()));
+        let early = tokio::time::timeout(Duration::from_millis(300), &mut answer).await;
+        assert!(
+            early.is_err(),
+            "answered before the subscription was confirmed"
+        );
+        assert!(follows.is_followed(&alice), "subscription asked for");
+        let (pending, _) = follows.pending(&Default::default());
+        assert_eq!(pending.len(), 1);
+        follows.confirm(&alice, pending[0].1);
+        let first = tokio::time::timeout(Duration::from_secs(5), answer)
+            .await
+            .expect("answered once confirmed")
+            .unwrap();
+        assert!(first.is_ok());
+        let second = tokio::time::timeout(Duration::from_secs(1), keystore.send(plain_monitor()))
+            .await
+            .expect("heard already: answered at once")
+            .unwrap();
+        assert!(second.is_ok());
+        // Never confirmed: refused after the bound, and no longer followed.
+        let bob = AtSign::parse("@bob").unwrap();
+        let started = std::time::Instant::now();
+        let refused = tokio::time::timeout(
+            FOLLOW_TIMEOUT + Duration::from_secs(5),
+            hosts.get(&bob).send(plain_monitor()),
+        )
+        .await
+        .expect("answered within the bound")
+        .unwrap();
+        assert!(started.elapsed() >= FOLLOW_TIMEOUT);
+        let code = refused.err().map(|e| e.code());
+        assert_eq!(code, Some(ErrorCode::DataStore));
+        assert!(!follows.is_followed(&bob));
+        assert!(follows.is_followed(&alice));
+    }
+
+    /// Told that notifications of its atSign were dropped on their way from Redis, the key
+    /// store ends its monitors (their clients replay from the store).
+    #[actix_rt::test]
+    async fn monitors_that_missed_a_notification_are_ended() {
+        let dir = TempDir::new("monitor-missed");
+        let hosts = super::super::tests::hosts(&dir, Duration::from_secs(60)).await;
+        let keystore = hosts.get(&AtSign::parse("@alice").unwrap());
+        let Subscribed { mut lines, .. } = keystore.send(plain_monitor()).await.unwrap().unwrap();
+        keystore.do_send(HandOut::Missed);
+        let next = tokio::time::timeout(Duration::from_secs(5), lines.next()).await;
+        assert!(matches!(next, Ok(None)), "ended: {next:?}");
+    }
+
     /// A device's monitor holds its enrollment's grant: once the enrollment's keys expire
     /// (`apkamKeysExpiryInMillis`), the next hand-out drops the monitor (its connection closes),
     /// as the device's next command would end its connection.
