@@ -332,6 +332,9 @@ impl Inbox {
 impl Feed {
     /// The next thing heard: first the atSigns that missed messages (once each), then the
     /// queued messages in order. `None` once every [`Inbox`] is gone and the queue is empty.
+    /// (A drop happens with the queue full, so it is seen at the next call; only a payload
+    /// larger than the whole byte bound, above the default `buffer_limit` of a client's line,
+    /// could be dropped with the queue empty, and is then reported with the next message.)
     pub async fn recv(&mut self) -> Option<Heard> {
         if self.any_missed.swap(false, Ordering::AcqRel) {
             let missed: Vec<AtSign> = {
