@@ -17,6 +17,7 @@
 //! | `atserver_store_operations_total` | counter | `backend`, `kind`: read, write |
 //! | `atserver_store_errors_total` | counter | `backend` |
 //! | `atserver_redis_resubscriptions_total` | counter | Redis subscriptions lost and made again |
+//! | `atserver_redis_notifications_dropped_total` | counter | published notifications dropped on arrival: the node read them too slowly ([`crate::store::feed`]) |
 
 use std::sync::OnceLock;
 
@@ -41,6 +42,7 @@ pub struct Metrics {
     pub store_operations: IntCounterVec,
     pub store_errors: IntCounterVec,
     pub redis_resubscriptions: IntCounter,
+    pub redis_notifications_dropped: IntCounter,
 }
 
 /// The one set of metrics of this process.
@@ -122,6 +124,14 @@ impl Metrics {
             redis_resubscriptions: register(
                 &registry,
                 IntCounter::new("atserver_redis_resubscriptions_total", "Redis subscriptions lost and made again.").expect("metric"),
+            ),
+            redis_notifications_dropped: register(
+                &registry,
+                IntCounter::new(
+                    "atserver_redis_notifications_dropped_total",
+                    "Notifications from Redis pub/sub dropped on arrival: this node read them too slowly (their monitors end and replay).",
+                )
+                .expect("metric"),
             ),
             registry,
         }

@@ -4,9 +4,12 @@
 //! - [`Notification`]: one notification, its stored form and its monitor line
 //!   (`notification: {json}\n`, the reference's key order).
 //! - [`Monitors`]: the bus. A notification is published through the store when the store is
-//!   shared (Redis: every node, this one included, hears it) and handed on this node to the
-//!   key store of its atSign, which owns the atSign's monitor connections
-//!   ([`crate::keystore`]); with the embedded store it is handed over directly.
+//!   shared (Redis: on the recipient's own channel, heard by every node that follows the
+//!   recipient, this one included) and handed on this node to the key store of its atSign,
+//!   which owns the atSign's monitor connections ([`crate::keystore`]); with the embedded
+//!   store it is handed over directly. A node follows an atSign while it holds monitors of it
+//!   or connections logged in with one of its enrollments (which a revocation closes), and a
+//!   monitor counts as started only once the node hears the atSign ([`Monitors::ready`]).
 //!
 //! Every [`crate::keystore::STATS_PERIOD`], and after each write, monitors get the stats
 //! notification (`id` `-1`, the last commit id), the cue for clients to sync.
@@ -24,6 +27,7 @@ use at_common::AtSign;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::store::feed::{Follows, Heard, NotificationWatch};
 use crate::store::{NotificationLog, NotificationRow, Store, StoreError};
 
 /// How long a notification is kept when the sender gives no `ttln` (the reference's code
@@ -527,16 +531,32 @@ pub fn read_stored(row: &NotificationRow) -> Result<Stored, StoreError> {
 /// each idle monitor (tens of thousands per node).
 pub const MONITOR_QUEUE: usize = 1024;
 
-/// How notifications reach monitor connections: published for every node (through the store
-/// when it is shared), and handed on this node to the key store of the atSign, which owns its
-/// monitors ([`crate::keystore`]) and is registered here while it has any. Cheap to clone.
+/// How long a monitor's start waits for the node to hear its atSign's notifications
+/// ([`Monitors::ready`]) before it is refused (AT0002: the store does not answer in time).
+pub const FOLLOW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How notifications reach monitor connections: published for the recipient's followers
+/// (through the store when it is shared), and handed on this node to the key store of the
+/// atSign, which owns its monitors ([`crate::keystore`]) and is registered here while it has
+/// any. Cheap to clone.
 #[derive(Clone)]
 pub struct Monitors {
     store: Store,
-    here: Arc<Mutex<HashMap<AtSign, Recipient<HandOut>>>>,
-    /// The key stores of this node with connections open, for what concerns the atSign's
-    /// sessions (a revoked enrollment, [`Monitors::end_enrollment`]).
-    sessions: Arc<Mutex<HashMap<AtSign, Recipient<EnrollmentEnded>>>>,
+    /// The key stores of this node with something of their atSign to hand messages to; the
+    /// node follows exactly these atSigns.
+    here: Arc<Mutex<HashMap<AtSign, Here>>>,
+    /// What the node follows; `None` when the store is not shared.
+    follows: Option<Follows>,
+}
+
+/// What one atSign's key store on this node takes from [`Monitors`].
+#[derive(Default)]
+struct Here {
+    /// While it has monitors: their notifications.
+    monitors: Option<Recipient<HandOut>>,
+    /// While it has connections logged in with an enrollment: what concerns its sessions (a
+    /// revoked enrollment, [`Monitors::end_enrollment`]).
+    sessions: Option<Recipient<EnrollmentEnded>>,
 }
 
 /// APKAM enrollment (id) of the atSign was revoked: the key store tells its connections.
@@ -554,13 +574,22 @@ struct Ended {
     ended_enrollment: String,
 }
 
-/// A notification for the monitors of the atSign whose key store gets it.
+/// What the node hands the key store of an atSign with monitors.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct HandOut {
-    pub notification: Notification,
-    /// The atServer's own notice: only for monitors that asked for `:selfNotifications`.
-    pub to_self: bool,
+// Nearly every one is a notification: boxing it would cost an allocation each, for nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum HandOut {
+    /// A notification for its monitors.
+    Notification {
+        notification: Notification,
+        /// The atServer's own notice: only for monitors that asked for `:selfNotifications`.
+        to_self: bool,
+    },
+    /// Some of its notifications were dropped before reaching them (the node read Redis too
+    /// slowly, [`crate::store::feed`]): its monitors end, so their clients reconnect and replay
+    /// what they missed from the store.
+    Missed,
 }
 
 /// How many stored notifications a monitor's replay or a `notify:list` reads at a time.
@@ -595,26 +624,26 @@ pub async fn log_page(
 }
 
 impl Monitors {
-    /// The monitors of a node over `store`; starts following notifications published by every
-    /// node when the store is shared. Must be called inside a tokio runtime.
+    /// The monitors of a node over `store`; when the store is shared, opens the node's
+    /// subscription to the atSigns it will follow. Must be called inside a tokio runtime.
     pub fn start(store: Store) -> Monitors {
+        let watch = store.watch_notifications();
         let monitors = Monitors {
-            store: store.clone(),
+            store,
             here: Arc::default(),
-            sessions: Arc::default(),
+            follows: watch.as_ref().map(|watch| watch.follows.clone()),
         };
-        if let Some(mut published) = store.watch_notifications() {
+        if let Some(NotificationWatch { mut feed, .. }) = watch {
             let local = monitors.clone();
             tokio::spawn(async move {
-                while let Some((atsign, payload)) = published.recv().await {
-                    match serde_json::from_slice::<Published>(&payload) {
-                        Ok(p) => local.hand_out(&atsign, &p.notification, p.to_self),
-                        Err(error) => match serde_json::from_slice::<Ended>(&payload) {
-                            Ok(ended) => local.tell_sessions(&atsign, ended.ended_enrollment),
-                            Err(_) => {
-                                tracing::warn!(%atsign, %error, "an unreadable published notification")
+                while let Some(heard) = feed.recv().await {
+                    match heard {
+                        Heard::Message(atsign, payload) => local.heard(&atsign, &payload),
+                        Heard::Missed(atsign) => {
+                            if let Some(keystore) = local.here(&atsign, |h| h.monitors.clone()) {
+                                keystore.do_send(HandOut::Missed);
                             }
-                        },
+                        }
                     }
                 }
             });
@@ -622,19 +651,77 @@ impl Monitors {
         monitors
     }
 
-    /// From now on what concerns `atsign`'s sessions on this node goes to `keystore` (it has
-    /// connections open).
-    pub fn attend(&self, atsign: &AtSign, keystore: Recipient<EnrollmentEnded>) {
-        self.sessions().insert(atsign.clone(), keystore);
+    /// One message published for `atsign`: a notification, or (read only when it is not one,
+    /// so that notifications, nearly all of the traffic, are parsed once) an ended enrollment.
+    fn heard(&self, atsign: &AtSign, payload: &[u8]) {
+        match serde_json::from_slice::<Published>(payload) {
+            Ok(p) => self.hand_out(atsign, &p.notification, p.to_self),
+            Err(error) => match serde_json::from_slice::<Ended>(payload) {
+                Ok(ended) => self.tell_sessions(atsign, ended.ended_enrollment),
+                Err(_) => {
+                    tracing::warn!(%atsign, %error, "an unreadable published notification")
+                }
+            },
+        }
     }
 
-    /// `atsign` has no connections on this node any more.
+    /// From now on what concerns `atsign`'s sessions on this node goes to `keystore` (it has
+    /// connections logged in with an APKAM enrollment, which a revocation through any node
+    /// closes), and the node follows `atsign`.
+    pub fn attend(&self, atsign: &AtSign, keystore: Recipient<EnrollmentEnded>) {
+        self.update(atsign, |here| here.sessions = Some(keystore));
+    }
+
+    /// `atsign` has no connections logged in with an enrollment on this node any more.
     pub fn leave(&self, atsign: &AtSign) {
-        self.sessions().remove(atsign);
+        self.update(atsign, |here| here.sessions = None);
+    }
+
+    /// From now on `atsign`'s notifications on this node go to `keystore` (its key store has
+    /// monitors), and the node follows `atsign`. A monitor waits for [`Monitors::ready`]
+    /// before it counts as started.
+    pub fn listen(&self, atsign: &AtSign, keystore: Recipient<HandOut>) {
+        self.update(atsign, |here| here.monitors = Some(keystore));
+    }
+
+    /// `atsign` has no monitors on this node any more.
+    pub fn forget(&self, atsign: &AtSign) {
+        self.update(atsign, |here| here.monitors = None);
+    }
+
+    /// Whether what any node publishes for `atsign` from now on reaches this node: at once
+    /// when the store is not shared; else once the store confirmed the node's subscription
+    /// to `atsign` (which [`Monitors::listen`] or [`Monitors::attend`] asked for), waiting
+    /// [`FOLLOW_TIMEOUT`] at most.
+    pub async fn ready(&self, atsign: &AtSign) -> bool {
+        match &self.follows {
+            Some(follows) => follows.ready(atsign, FOLLOW_TIMEOUT).await,
+            None => true,
+        }
+    }
+
+    /// Changes what `atsign`'s key store takes here; the node follows `atsign` exactly while
+    /// it takes anything. Under the map's lock, so that following keeps to the map's order.
+    fn update(&self, atsign: &AtSign, change: impl FnOnce(&mut Here)) {
+        let mut here = self.lock();
+        let entry = here.entry(atsign.clone()).or_default();
+        change(entry);
+        let wanted = entry.monitors.is_some() || entry.sessions.is_some();
+        if !wanted {
+            here.remove(atsign);
+        }
+        if let Some(follows) = &self.follows {
+            if wanted {
+                follows.follow(atsign);
+            } else {
+                follows.unfollow(atsign);
+            }
+        }
     }
 
     /// `atsign`'s enrollment `id` was revoked: the connections logged in with it close, on
-    /// every node (through the store when it is shared).
+    /// every node (through the store when it is shared: on `atsign`'s channel, which every
+    /// node with its connections follows).
     pub async fn end_enrollment(&self, atsign: &AtSign, id: &str) {
         let ended = Ended {
             ended_enrollment: id.to_string(),
@@ -652,28 +739,18 @@ impl Monitors {
     }
 
     fn tell_sessions(&self, atsign: &AtSign, id: String) {
-        if let Some(keystore) = self.sessions().get(atsign).cloned() {
+        if let Some(keystore) = self.here(atsign, |h| h.sessions.clone()) {
             keystore.do_send(EnrollmentEnded(id));
         }
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<AtSign, Recipient<EnrollmentEnded>>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AtSign, Recipient<HandOut>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AtSign, Here>> {
         self.here.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// From now on `atsign`'s notifications on this node go to `keystore` (its key store has
-    /// monitors).
-    pub fn listen(&self, atsign: &AtSign, keystore: Recipient<HandOut>) {
-        self.lock().insert(atsign.clone(), keystore);
-    }
-
-    /// `atsign` has no monitors on this node any more.
-    pub fn forget(&self, atsign: &AtSign) {
-        self.lock().remove(atsign);
+    /// What `atsign`'s key store takes here, read with `pick`.
+    fn here<T>(&self, atsign: &AtSign, pick: impl FnOnce(&Here) -> Option<T>) -> Option<T> {
+        self.lock().get(atsign).and_then(pick)
     }
 
     /// Stored, unexpired notifications `atsign` received after `after_ms` that `view` sees, as
@@ -731,7 +808,7 @@ impl Monitors {
         };
         let payload = serde_json::to_vec(&published).expect("strings and numbers serialise");
         match self.store.publish_notification(atsign, &payload).await {
-            // Every node, this one included, hands it out when it arrives.
+            // Every node following `atsign`, this one included, hands it out when it arrives.
             Ok(true) => {}
             Ok(false) => self.hand_out(atsign, notification, to_self),
             Err(error) => {
@@ -744,10 +821,10 @@ impl Monitors {
 
     /// Hands `notification` to the key store of `atsign`, if it has monitors on this node.
     fn hand_out(&self, atsign: &AtSign, notification: &Notification, to_self: bool) {
-        let Some(keystore) = self.lock().get(atsign).cloned() else {
+        let Some(keystore) = self.here(atsign, |h| h.monitors.clone()) else {
             return;
         };
-        keystore.do_send(HandOut {
+        keystore.do_send(HandOut::Notification {
             notification: notification.clone(),
             to_self,
         });

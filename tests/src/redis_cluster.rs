@@ -286,6 +286,22 @@ impl RedisCluster {
         from
     }
 
+    /// Subscribers of the sharded channel `channel` on the whole cluster: `PUBSUB
+    /// SHARDNUMSUB` summed over every node (each counts only its own connections).
+    pub fn shard_subscribers(&self, channel: &str) -> usize {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let out = cli(node.port, &self.access, &["pubsub", "shardnumsub", channel]);
+                // `--raw`: the channel's name, then its count, one per line.
+                out.lines()
+                    .nth(1)
+                    .and_then(|count| count.trim().parse::<usize>().ok())
+                    .unwrap_or_else(|| panic!("PUBSUB SHARDNUMSUB answered {out:?}"))
+            })
+            .sum()
+    }
+
     /// Closes every pub/sub connection of every node (`CLIENT KILL TYPE pubsub`), as a
     /// restart or a network cut would.
     pub fn kill_subscribers(&self) {

@@ -10,7 +10,9 @@
 //!   `notify:all`;
 //! - the stats notification (`id` `-1`, the last commit id) after each of the owner's writes;
 //! - autoNotify: updating or deleting a key shared with @bob tells @bob;
-//! - a monitor on one node hears a notification sent through another.
+//! - a monitor on one node hears a notification sent through another;
+//! - a node subscribes to an atSign's notification channel only while it holds a monitor of
+//!   that atSign.
 
 mod support;
 
@@ -234,4 +236,67 @@ fn a_monitor_on_one_node_hears_a_notification_sent_through_another() {
         "{line}"
     );
     eventually(|| alice.reply_to("notify:status:x1", "\n@alice@") == "data:delivered");
+}
+
+/// Subscribers of `channel` on `redis` (`PUBSUB NUMSUB`).
+fn subscribers(redis: &RedisServer, channel: &str) -> usize {
+    let out = std::process::Command::new("redis-cli")
+        .args(["--raw", "-p", &redis.port().to_string()])
+        .args(["pubsub", "numsub", channel])
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // `--raw`: the channel's name, then its count.
+    text.lines()
+        .nth(1)
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("PUBSUB NUMSUB answered {text:?}"))
+}
+
+/// Redis sends a node only the notifications of atSigns it holds monitors (or enrolled
+/// sessions) of: @bob's channel has node 1 as its one subscriber while @bob monitors there, from
+/// the moment `monitor` is answered; neither @bob's plain owner connection nor node 0's
+/// in-process link delivering @alice's notification to @bob makes a node subscribe; and once
+/// the monitor closes, nobody is.
+#[test]
+fn a_node_follows_an_atsigns_notifications_only_while_it_holds_a_monitor_of_it() {
+    let redis = RedisServer::start();
+    let dir = TempDir::new("notification-channels");
+    let nodes: Vec<Node> = (0..2)
+        .map(|n| Node::start(dir.path(), n, Some(&redis)))
+        .collect();
+    let ((alice_host, alice_secret), (bob_host, bob_secret)) = alice_and_bob(&nodes[0]);
+    let (of_alice, of_bob) = (
+        "atserver:{@alice}:notifications",
+        "atserver:{@bob}:notifications",
+    );
+    let mut alice = nodes[0].owner("@alice", &alice_host, &alice_secret);
+    let mut bob = nodes[1].owner("@bob", &bob_host, &bob_secret);
+    bob.reply_to("noop:0", "\n@bob@");
+    // A subscription takes about a millisecond: none came in this long.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(subscribers(&redis, of_bob), 0, "an owner connection alone");
+    assert_eq!(subscribers(&redis, of_alice), 0);
+    let mut monitor = nodes[1].owner("@bob", &bob_host, &bob_secret);
+    monitor.send(b"monitor\nnoop:0\n");
+    assert_eq!(monitor.next_line(), "data:ok\n");
+    assert_eq!(
+        subscribers(&redis, of_bob),
+        1,
+        "subscribed once `monitor` is answered"
+    );
+    alice.reply_to("notify:id:c1:update:@bob:phone@alice:v", "\n@alice@");
+    let line = monitor.next_line();
+    assert!(line.starts_with("notification: {\"id\":\"c1\""), "{line}");
+    eventually(|| alice.reply_to("notify:status:c1", "\n@alice@") == "data:delivered");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        subscribers(&redis, of_bob),
+        1,
+        "node 0's link to @bob is no reason"
+    );
+    drop(monitor);
+    eventually(|| subscribers(&redis, of_bob) == 0);
+    // @bob's owner connection is still open there.
+    bob.reply_to("noop:0", "\n@bob@");
 }

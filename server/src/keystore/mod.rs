@@ -102,6 +102,12 @@ pub struct Attach {
 #[rtype(result = "()")]
 pub struct Detach(pub u64);
 
+/// The connection [`Attach`]ed as this id is logged in with an APKAM enrollment: it is to be
+/// told if that enrollment is revoked, on this node or another ([`Monitors::attend`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Enrolled(pub u64);
+
 /// What a key store tells each of its atSign's connections.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
 #[rtype(result = "()")]
@@ -123,6 +129,9 @@ pub struct KeyStore {
     /// This node's connections to the atSign that are open now: while there is one, the key
     /// store does not stop for being idle (a quiet connection's next command finds it).
     connections: HashMap<u64, Recipient<Told>>,
+    /// Those of them logged in with an APKAM enrollment ([`Enrolled`]): while there is one,
+    /// the node follows what every node says of the atSign's sessions.
+    enrolled: std::collections::HashSet<u64>,
     /// The atSign's monitor connections on this node ([`monitors`]).
     monitors: monitors::Local,
     /// What its devices' enrollments allow, as last read ([`grants`]).
@@ -137,6 +146,7 @@ impl KeyStore {
             idle,
             last_used: Instant::now(),
             connections: HashMap::new(),
+            enrolled: std::collections::HashSet::new(),
             monitors: monitors::Local::default(),
             grants: Arc::default(),
         }
@@ -160,7 +170,7 @@ impl Actor for KeyStore {
         if self.monitors.is_watched() {
             self.services.monitors.forget(&self.me);
         }
-        if !self.connections.is_empty() {
+        if !self.enrolled.is_empty() {
             self.services.monitors.leave(&self.me);
         }
     }
@@ -211,14 +221,26 @@ impl Handler<EnsureSigningKeys> for KeyStore {
 impl Handler<Attach> for KeyStore {
     type Result = ();
 
-    /// With its first connection the key store follows what every node says of the atSign's
-    /// sessions ([`Monitors::attend`]).
-    fn handle(&mut self, attach: Attach, ctx: &mut Context<Self>) {
-        if self.connections.is_empty() {
+    fn handle(&mut self, attach: Attach, _: &mut Context<Self>) {
+        self.connections.insert(attach.id, attach.connection);
+    }
+}
+
+impl Handler<Enrolled> for KeyStore {
+    type Result = ();
+
+    /// With its first connection logged in with an enrollment the key store follows what every
+    /// node says of the atSign's sessions ([`Monitors::attend`]); other connections are never
+    /// told anything another node says.
+    fn handle(&mut self, Enrolled(id): Enrolled, ctx: &mut Context<Self>) {
+        if !self.connections.contains_key(&id) {
+            return;
+        }
+        if self.enrolled.is_empty() {
             let here: Recipient<EnrollmentEnded> = ctx.address().recipient();
             self.services.monitors.attend(&self.me, here);
         }
-        self.connections.insert(attach.id, attach.connection);
+        self.enrolled.insert(id);
     }
 }
 
@@ -227,7 +249,7 @@ impl Handler<Detach> for KeyStore {
 
     fn handle(&mut self, Detach(id): Detach, _: &mut Context<Self>) {
         self.connections.remove(&id);
-        if self.connections.is_empty() {
+        if self.enrolled.remove(&id) && self.enrolled.is_empty() {
             self.services.monitors.leave(&self.me);
         }
         self.last_used = Instant::now();
@@ -633,6 +655,11 @@ pub(super) mod tests {
         let store = crate::store::open(&Default::default(), dir.path())
             .await
             .unwrap();
+        hosts_on(store, idle)
+    }
+
+    /// [`hosts`] over `store`.
+    pub(super) fn hosts_on(store: Store, idle: Duration) -> Hosts {
         let peers = Peers::offline(store.clone());
         let services = Services {
             monitors: Monitors::start(store.clone()),

@@ -2,9 +2,18 @@
 //! with which filter, handing each notification out to them, and the stats notifications
 //! (paced after writes, and every [`STATS_PERIOD`] while a monitor is open).
 //!
-//! Notifications reach the key store from the node's [`Monitors`], which follows what every
-//! node publishes; a key store with monitors is registered there ([`Monitors::listen`]) while
-//! it has any, and keeps running while they are open (each is a connection, [`super::Attach`]).
+//! Notifications reach the key store from the node's [`Monitors`], which follows what any
+//! node publishes for the atSign while a key store is registered there: with monitors
+//! ([`Monitors::listen`]) or connections logged in with an enrollment ([`Monitors::attend`]).
+//! A key store keeps running while its monitors are open (each is a connection,
+//! [`super::Attach`]).
+//!
+//! A monitor starts (its [`Subscribe`] is answered) only once the node hears the atSign's
+//! notifications ([`Monitors::ready`]): so a notification published after the monitor's
+//! connection got its next reply reaches it, whichever node publishes it. If the node cannot
+//! hear them within [`crate::notifications::FOLLOW_TIMEOUT`], the monitor is refused with
+//! AT0002 (the store did not answer in time), which closes its connection; its client
+//! reconnects and replays from the store.
 
 use std::time::Instant;
 
@@ -15,7 +24,7 @@ use bytes::Bytes;
 use futures_channel::mpsc;
 
 use super::KeyStore;
-use at_common::error::AtError;
+use at_common::error::{AtError, ErrorCode};
 
 use crate::notifications::{HandOut, MonitorView, Notification, MONITOR_QUEUE};
 
@@ -89,6 +98,8 @@ pub(super) struct Local {
     /// While there are monitors: the periodic stats notification's timer (and the node routes
     /// the atSign's notifications here). A key store without monitors runs no timer.
     watching: Option<SpawnHandle>,
+    /// Monitors subscribing, not answered yet: they keep the key store watching too.
+    starting: usize,
 }
 
 impl Local {
@@ -136,9 +147,9 @@ impl KeyStore {
         self.monitors.watching = Some(periodic);
     }
 
-    /// With the last monitor gone: neither.
+    /// With the last monitor gone (and none starting): neither.
     fn unwatch_if_none(&mut self, ctx: &mut Context<Self>) {
-        if !self.monitors.subscribers.is_empty() {
+        if !self.monitors.subscribers.is_empty() || self.monitors.starting > 0 {
             return;
         }
         if let Some(periodic) = self.monitors.watching.take() {
@@ -176,7 +187,9 @@ impl KeyStore {
 impl Handler<Subscribe> for KeyStore {
     type Result = ResponseActFuture<Self, Result<Subscribed, AtError>>;
 
-    fn handle(&mut self, subscribe: Subscribe, _: &mut Context<Self>) -> Self::Result {
+    /// Watched at once (the node starts following the atSign, if it did not yet), answered
+    /// once the node hears the atSign ([`Monitors::ready`]) and the enrollment, if any, is read.
+    fn handle(&mut self, subscribe: Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         let (store, me) = (self.services.store.clone(), self.me.clone());
         let grants = std::sync::Arc::clone(&self.grants);
         let grant = async move {
@@ -190,12 +203,31 @@ impl Handler<Subscribe> for KeyStore {
                 grant,
             })
         };
-        Box::pin(grant.into_actor(self).map(|view, act, ctx| {
-            let view = view?;
+        let (monitors, me) = (self.services.monitors.clone(), self.me.clone());
+        let ready = async move { monitors.ready(&me).await };
+        self.monitors.starting += 1;
+        self.watch(ctx);
+        let started = futures_util::future::join(grant, ready);
+        Box::pin(started.into_actor(self).map(|(view, ready), act, ctx| {
+            act.monitors.starting -= 1;
+            let view = match (view, ready) {
+                (Ok(view), true) => view,
+                (Err(refused), _) => {
+                    act.unwatch_if_none(ctx);
+                    return Err(refused);
+                }
+                (Ok(_), false) => {
+                    tracing::warn!(atsign = %act.me, "cannot hear the atSign's notifications in time; refusing a monitor");
+                    act.unwatch_if_none(ctx);
+                    return Err(AtError::with_detail(
+                        ErrorCode::DataStore,
+                        "notifications cannot be followed now; try again",
+                    ));
+                }
+            };
             let (lines, receiver) = mpsc::channel(MONITOR_QUEUE);
             let id = act.monitors.next_id;
             act.monitors.next_id += 1;
-            act.watch(ctx);
             act.monitors.subscribers.push(Subscriber {
                 id,
                 view: view.clone(),
@@ -223,7 +255,18 @@ impl Handler<HandOut> for KeyStore {
     type Result = ();
 
     fn handle(&mut self, out: HandOut, ctx: &mut Context<Self>) {
-        self.hand_out(&out.notification, out.to_self, ctx);
+        match out {
+            HandOut::Notification {
+                notification,
+                to_self,
+            } => self.hand_out(&notification, to_self, ctx),
+            HandOut::Missed => {
+                // Dropping their queues closes their connections ([`MONITOR_QUEUE`] likewise).
+                tracing::info!(atsign = %self.me, monitors = self.monitors.subscribers.len(), "monitors missed notifications; dropping them so they replay");
+                self.monitors.subscribers.clear();
+                self.unwatch_if_none(ctx);
+            }
+        }
     }
 }
 
@@ -304,6 +347,145 @@ mod tests {
         // Nothing else: the 98 in between were folded into the last.
         let more = tokio::time::timeout(STATS_EVERY * 3, lines.next()).await;
         assert!(more.is_err(), "{more:?}");
+    }
+
+    /// The notification logs of an embedded store, posing as a shared one whose subscriptions
+    /// Redis confirms only when the test does (through `follows`).
+    struct Unconfirmed {
+        logs: crate::store::Store,
+        follows: crate::store::feed::Follows,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::NotificationLogs for Unconfirmed {
+        async fn put_notification(
+            &self,
+            atsign: &AtSign,
+            log: crate::store::NotificationLog,
+            row: &crate::store::NotificationRow,
+        ) -> Result<(), crate::store::StoreError> {
+            self.logs.put_notification(atsign, log, row).await
+        }
+
+        async fn notifications(
+            &self,
+            atsign: &AtSign,
+            log: crate::store::NotificationLog,
+            after_ms: Option<at_common::metadata::EpochMillis>,
+            limit: usize,
+        ) -> Result<Vec<crate::store::NotificationRow>, crate::store::StoreError> {
+            self.logs.notifications(atsign, log, after_ms, limit).await
+        }
+
+        async fn get_notification(
+            &self,
+            atsign: &AtSign,
+            log: crate::store::NotificationLog,
+            id: &str,
+        ) -> Result<Option<crate::store::NotificationRow>, crate::store::StoreError> {
+            self.logs.get_notification(atsign, log, id).await
+        }
+
+        async fn remove_notification(
+            &self,
+            atsign: &AtSign,
+            log: crate::store::NotificationLog,
+            id: &str,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.logs.remove_notification(atsign, log, id).await
+        }
+
+        async fn publish_notification(
+            &self,
+            _: &AtSign,
+            _: &[u8],
+        ) -> Result<bool, crate::store::StoreError> {
+            Ok(true)
+        }
+
+        fn watch_notifications(&self) -> Option<crate::store::feed::NotificationWatch> {
+            let (_, feed) = crate::store::feed::feed();
+            Some(crate::store::feed::NotificationWatch {
+                feed,
+                follows: self.follows.clone(),
+            })
+        }
+    }
+
+    fn plain_monitor() -> Subscribe {
+        Subscribe {
+            filter: None,
+            self_notifications: false,
+            enrollment: None,
+        }
+    }
+
+    /// `monitor` is answered only once the node's subscription to the atSign is confirmed (so
+    /// nothing published after the answer can miss it); a second monitor at once; and a monitor
+    /// whose atSign cannot be followed in time is refused with AT0002, the atSign unfollowed.
+    #[actix_rt::test]
+    async fn a_monitor_is_answered_once_its_atsign_is_heard_and_refused_if_it_never_is() {
+        use crate::notifications::FOLLOW_TIMEOUT;
+        let dir = TempDir::new("monitor-follow");
+        let embedded = crate::store::open(&Default::default(), dir.path())
+            .await
+            .unwrap();
+        let follows = crate::store::feed::Follows::default();
+        let store = embedded.clone().with_notifications(Unconfirmed {
+            logs: embedded,
+            follows: follows.clone(),
+        });
+        let hosts = super::super::tests::hosts_on(store, Duration::from_secs(60));
+        let alice = AtSign::parse("@alice").unwrap();
+        let keystore = hosts.get(&alice);
+        let mut answer = Box::pin(keystore.send(plain_monitor()));
+        let early = tokio::time::timeout(Duration::from_millis(300), &mut answer).await;
+        assert!(
+            early.is_err(),
+            "answered before the subscription was confirmed"
+        );
+        assert!(follows.is_followed(&alice), "subscription asked for");
+        let (pending, _) = follows.pending(&Default::default());
+        assert_eq!(pending.len(), 1);
+        follows.confirm(&alice, pending[0].1);
+        let first = tokio::time::timeout(Duration::from_secs(5), answer)
+            .await
+            .expect("answered once confirmed")
+            .unwrap();
+        assert!(first.is_ok());
+        let second = tokio::time::timeout(Duration::from_secs(1), keystore.send(plain_monitor()))
+            .await
+            .expect("heard already: answered at once")
+            .unwrap();
+        assert!(second.is_ok());
+        // Never confirmed: refused after the bound, and no longer followed.
+        let bob = AtSign::parse("@bob").unwrap();
+        let started = std::time::Instant::now();
+        let refused = tokio::time::timeout(
+            FOLLOW_TIMEOUT + Duration::from_secs(5),
+            hosts.get(&bob).send(plain_monitor()),
+        )
+        .await
+        .expect("answered within the bound")
+        .unwrap();
+        assert!(started.elapsed() >= FOLLOW_TIMEOUT);
+        let code = refused.err().map(|e| e.code());
+        assert_eq!(code, Some(ErrorCode::DataStore));
+        assert!(!follows.is_followed(&bob));
+        assert!(follows.is_followed(&alice));
+    }
+
+    /// Told that notifications of its atSign were dropped on their way from Redis, the key
+    /// store ends its monitors (their clients replay from the store).
+    #[actix_rt::test]
+    async fn monitors_that_missed_a_notification_are_ended() {
+        let dir = TempDir::new("monitor-missed");
+        let hosts = super::super::tests::hosts(&dir, Duration::from_secs(60)).await;
+        let keystore = hosts.get(&AtSign::parse("@alice").unwrap());
+        let Subscribed { mut lines, .. } = keystore.send(plain_monitor()).await.unwrap().unwrap();
+        keystore.do_send(HandOut::Missed);
+        let next = tokio::time::timeout(Duration::from_secs(5), lines.next()).await;
+        assert!(matches!(next, Ok(None)), "ended: {next:?}");
     }
 
     /// A device's monitor holds its enrollment's grant: once the enrollment's keys expire

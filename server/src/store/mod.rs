@@ -26,6 +26,7 @@
 
 pub mod embedded;
 pub mod encoding;
+pub mod feed;
 pub mod redis;
 
 #[cfg(test)]
@@ -350,7 +351,7 @@ pub trait NotificationLogs: Send + Sync {
         id: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Sends `payload` (a notification for `atsign`) to every node watching
+    /// Sends `payload` (a notification for `atsign`) to every node that follows `atsign`
     /// ([`NotificationLogs::watch_notifications`]), this one included; `false` when the store is not
     /// shared (embedded), so the caller delivers on this node alone.
     async fn publish_notification(
@@ -361,9 +362,10 @@ pub trait NotificationLogs: Send + Sync {
         Ok(false)
     }
 
-    /// What [`NotificationLogs::publish_notification`] sends, from every node; `None` when the store is
-    /// not shared. Must be called inside a tokio runtime.
-    fn watch_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>> {
+    /// What [`NotificationLogs::publish_notification`] sends, from every node, for the atSigns
+    /// the node follows ([`feed::Follows`]); `None` when the store is not shared. Must be
+    /// called inside a tokio runtime, once per node: it opens the node's subscription.
+    fn watch_notifications(&self) -> Option<feed::NotificationWatch> {
         None
     }
 }
@@ -888,7 +890,7 @@ impl Store {
     }
 
     /// See [`NotificationLogs::watch_notifications`].
-    pub fn watch_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>> {
+    pub fn watch_notifications(&self) -> Option<feed::NotificationWatch> {
         self.notifications.watch_notifications()
     }
 

@@ -40,7 +40,7 @@ use super::authenticate;
 use super::throttle::{is_failed_proof, AuthThrottle, Source};
 use crate::access;
 use crate::keystore::{
-    AdmitPeer, Attach, Detach, EnsureSigningKeys, GetAuthMaterial, Hosts, KeyStore, Run,
+    AdmitPeer, Attach, Detach, Enrolled, EnsureSigningKeys, GetAuthMaterial, Hosts, KeyStore, Run,
     Subscription, Told,
 };
 use crate::metrics::metrics;
@@ -104,6 +104,8 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     deprovisioned: bool,
     /// It revoked its own enrollment with `force`: it closes 10 s later, not when told.
     revoked_itself: bool,
+    /// Its key store knows it is logged in with an APKAM enrollment ([`Enrolled`]).
+    told_enrolled: bool,
     monitors: Monitors,
     /// Checks `pol` claims with the claimant's server.
     peers: Peers,
@@ -169,6 +171,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 deprovisioned: false,
                 revoked_itself: false,
+                told_enrolled: false,
                 monitors,
                 peers,
                 suspensions,
@@ -201,12 +204,24 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         self.keystore.clone()
     }
 
-    fn attach(&self, ctx: &mut Context<Self>) {
+    fn attach(&mut self, ctx: &mut Context<Self>) {
         let connection: Recipient<Told> = ctx.address().recipient();
         self.keystore.do_send(Attach {
             id: self.id,
             connection,
         });
+        self.told_enrolled = false;
+        self.tell_enrolled();
+    }
+
+    /// Once logged in with an APKAM enrollment, the connection tells its key store: only such
+    /// connections are closed when their enrollment is revoked through another node, so only
+    /// they make the node follow the atSign's channel ([`crate::notifications::Monitors::attend`]).
+    fn tell_enrolled(&mut self) {
+        if !self.told_enrolled && self.state.asker().enrollment().is_some() {
+            self.keystore.do_send(Enrolled(self.id));
+            self.told_enrolled = true;
+        }
     }
 
     /// What `command` may see on this connection ([`access::decide`]); `None` once its
@@ -245,6 +260,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         };
         self.send(bytes, ctx);
         self.recount();
+        self.tell_enrolled();
         if closes {
             self.close(ctx);
         }

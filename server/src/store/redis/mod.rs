@@ -19,19 +19,28 @@
 //! | `<p>atserver:{@alice}:notification_rows:<log>` | hash | id → `expires_ms:body`         |
 //! | `<p>atserver:{@alice}:lease:<name>` | string (PX) | held by one node until it expires or is dropped |
 //!
-//! Provisioning changes are also published on the channel `<p>atserver:atsigns:changed`
-//! (the atSign as payload), so every node serves what any node provisioned; notifications
-//! for monitor connections on `<p>atserver:notifications` (`atSign \0 body`), so they reach
-//! the recipient's monitors on every node.
+//! | channel                              | payload | who subscribes                        |
+//! |--------------------------------------|---------|---------------------------------------|
+//! | `<p>atserver:atsigns:changed`        | the atSign whose provisioning changed | every node |
+//! | `<p>atserver:{@alice}:notifications` | one message for @alice's monitors or sessions (JSON: a notification, or an ended enrollment) | the nodes holding @alice's monitors or enrolled sessions |
+//!
+//! Provisioning changes go to every node, so each serves what any node provisioned. A
+//! notification for monitor connections goes on its recipient's own channel, in the
+//! recipient's slot (its hash tag), so it reaches only the nodes that hold something of the
+//! recipient; the channel names the atSign, so the payload is the message alone. Each node
+//! subscribes to an atSign's channel while it has monitors of it or connections logged in with
+//! one of its enrollments (which a revocation closes), all of them
+//! on one pub/sub connection ([`pubsub::follow_notifications`]).
 //!
 //! # On a Redis Cluster
 //! The same keys. Every command, script and transaction names keys of one slot: one
 //! atSign's (its hash tag), or one of the two keys that span atSigns (`atsigns`, `labels`),
 //! which no command combines with any other key (a new atSign's entry and its label are two
-//! writes, as on one Redis). Both channels are sharded (`SPUBLISH`/`SSUBSCRIBE`), each living
-//! in the slot of its name: one master and its replicas carry all its messages, the rest of
-//! the cluster none. A node resubscribes when its subscription's connection drops or the
-//! slot's master changes ([`pubsub`]).
+//! writes, as on one Redis). Every channel is sharded (`SPUBLISH`/`SSUBSCRIBE`), living in the
+//! slot of its name: one master and its replicas carry all its messages, the rest of the
+//! cluster none; an atSign's notifications ride on the master of its own keys, so they spread
+//! over the cluster as the atSigns do. A node resubscribes when its subscription's connection
+//! drops or a channel's slot changes master ([`pubsub`]).
 //!
 //! None of these names can be an atSign (they hold `:`), so the directory's registrations
 //! (`alice` → `host:port`) may share the Redis.
@@ -471,39 +480,153 @@ mod tests {
         assert!(!again.changed);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_published_notification_reaches_every_watching_node() {
-        let redis = RedisServer::start();
-        let a = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
-        let b = Store::new(RedisStore::connect(&redis.url(), "").await.unwrap());
-        published_notifications_reach_every_node(&a, &b).await;
+    /// `PUBSUB NUMSUB channel` on the Redis at `url`: this Redis's subscribers of it.
+    fn subscribers_on(url: &str, channel: &str) -> usize {
+        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let (_, count): (String, usize) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query(&mut conn)
+            .unwrap();
+        count
     }
 
-    /// `a` publishes a notification; `b` and `a` itself hear it.
-    async fn published_notifications_reach_every_node(a: &Store, b: &Store) {
-        let mut on_a = a.watch_notifications().expect("Redis is shared");
-        let mut on_b = b.watch_notifications().expect("Redis is shared");
-        let bob = conformance::sign("bob");
-        // Subscriptions are asynchronous: publish until both have one (bounded).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let got = loop {
-            assert!(a
-                .publish_notification(&bob, b"{\"id\":\"1\"}")
-                .await
-                .unwrap());
-            let wait = std::time::Duration::from_millis(200);
-            if let Ok(Some(got)) = tokio::time::timeout(wait, on_b.recv()).await {
-                break got;
-            }
-            assert!(std::time::Instant::now() < deadline, "nothing arrived");
-        };
-        assert_eq!(got, (bob.clone(), b"{\"id\":\"1\"}".to_vec()));
-        // The publishing node hears its own, too (it may hold the recipient's monitors).
-        let mine = tokio::time::timeout(std::time::Duration::from_secs(5), on_a.recv())
+    /// `PUBSUB SHARDNUMSUB channel` on the one cluster node at `url`.
+    fn subscribers_on_node(url: &str, channel: &str) -> usize {
+        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let (_, count): (String, usize) = redis::cmd("PUBSUB")
+            .arg("SHARDNUMSUB")
+            .arg(channel)
+            .query(&mut conn)
+            .unwrap();
+        count
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn published_notifications_reach_the_nodes_on_one_redis_that_follow_their_atsign() {
+        let redis = RedisServer::start();
+        let a = Store::new(RedisStore::connect(&redis.url(), "t:").await.unwrap());
+        let b = Store::new(RedisStore::connect(&redis.url(), "t:").await.unwrap());
+        let url = redis.url();
+        notifications_reach_the_nodes_that_follow(&a, &b, |channel| subscribers_on(&url, channel))
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_one_redis_a_notification_published_once_following_is_ready_arrives_every_time() {
+        let redis = RedisServer::start();
+        let a = Store::new(RedisStore::connect(&redis.url(), "t:").await.unwrap());
+        let b = Store::new(RedisStore::connect(&redis.url(), "t:").await.unwrap());
+        ready_means_heard(&a, &b).await;
+    }
+
+    /// How long a test waits for what must come.
+    const WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+    /// How long a test listens for what must not come.
+    const QUIET: std::time::Duration = std::time::Duration::from_millis(300);
+
+    fn channel_of(atsign: &AtSign) -> String {
+        names::notification_channel("t:", atsign)
+    }
+
+    /// The next message on `feed` within `wait`; panics on a dropped one.
+    async fn next_message(
+        feed: &mut crate::store::feed::Feed,
+        wait: std::time::Duration,
+    ) -> Option<(AtSign, Vec<u8>)> {
+        use crate::store::feed::Heard;
+        match tokio::time::timeout(wait, feed.recv()).await {
+            Ok(Some(Heard::Message(atsign, payload))) => Some((atsign, payload)),
+            Ok(Some(Heard::Missed(atsign))) => panic!("dropped a message of {atsign}"),
+            Ok(None) => panic!("the feed ended"),
+            Err(_) => None,
+        }
+    }
+
+    /// Nodes hear what is published for the atSigns they follow, and Redis sends them nothing
+    /// else: `subscribers` (of a channel, as Redis counts them) shows each node subscribed to
+    /// exactly the channels of the atSigns it follows, and none once it unfollows.
+    async fn notifications_reach_the_nodes_that_follow(
+        a: &Store,
+        b: &Store,
+        subscribers: impl Fn(&str) -> usize,
+    ) {
+        use crate::store::feed::NotificationWatch;
+        let NotificationWatch {
+            feed: mut on_a,
+            follows: follows_a,
+        } = a.watch_notifications().expect("Redis is shared");
+        let NotificationWatch {
+            feed: mut on_b,
+            follows: follows_b,
+        } = b.watch_notifications().expect("Redis is shared");
+        let (bob, carol) = (conformance::sign("bob"), conformance::sign("carol"));
+        follows_a.follow(&bob);
+        follows_b.follow(&bob);
+        assert!(follows_a.ready(&bob, WITHIN).await);
+        assert!(follows_b.ready(&bob, WITHIN).await);
+        assert_eq!(subscribers(&channel_of(&bob)), 2);
+        assert_eq!(subscribers(&channel_of(&carol)), 0, "nobody follows @carol");
+        // Ready: heard from the first one, no retry. @carol's goes nowhere.
+        assert!(a
+            .publish_notification(&carol, b"{\"id\":\"c\"}")
             .await
-            .expect("arrives")
-            .expect("open");
-        assert_eq!(mine.0, bob);
+            .unwrap());
+        assert!(a
+            .publish_notification(&bob, b"{\"id\":\"1\"}")
+            .await
+            .unwrap());
+        let one = Some((bob.clone(), b"{\"id\":\"1\"}".to_vec()));
+        assert_eq!(next_message(&mut on_b, WITHIN).await, one);
+        // The publishing node hears its own, too (it may hold the recipient's monitors).
+        assert_eq!(next_message(&mut on_a, WITHIN).await, one);
+        assert_eq!(next_message(&mut on_b, QUIET).await, None);
+        // `b` stops following @bob: Redis stops sending it @bob's.
+        follows_b.unfollow(&bob);
+        let deadline = std::time::Instant::now() + WITHIN;
+        while subscribers(&channel_of(&bob)) != 1 {
+            assert!(std::time::Instant::now() < deadline, "b never unsubscribed");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(a
+            .publish_notification(&bob, b"{\"id\":\"2\"}")
+            .await
+            .unwrap());
+        assert_eq!(
+            next_message(&mut on_a, WITHIN).await,
+            Some((bob.clone(), b"{\"id\":\"2\"}".to_vec()))
+        );
+        assert_eq!(next_message(&mut on_b, QUIET).await, None);
+        follows_a.unfollow(&bob);
+        let deadline = std::time::Instant::now() + WITHIN;
+        while subscribers(&channel_of(&bob)) != 0 {
+            assert!(std::time::Instant::now() < deadline, "a never unsubscribed");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What a monitor's start relies on: once `ready` says a node follows an atSign, the first
+    /// notification published for it (by another node, at once) arrives, every time. A new
+    /// atSign each round, so each round waits for a new subscription.
+    async fn ready_means_heard(a: &Store, b: &Store) {
+        let watch = b.watch_notifications().expect("Redis is shared");
+        let (mut on_b, follows) = (watch.feed, watch.follows);
+        for n in 0..50 {
+            let who = conformance::sign(&format!("round{n}"));
+            follows.follow(&who);
+            assert!(follows.ready(&who, WITHIN).await, "round {n}: not ready");
+            let body = format!("{{\"id\":\"{n}\"}}").into_bytes();
+            assert!(a.publish_notification(&who, &body).await.unwrap());
+            assert_eq!(
+                next_message(&mut on_b, WITHIN).await,
+                Some((who.clone(), body)),
+                "round {n}"
+            );
+            // Every other one stays followed: the connection carries several at once.
+            if n % 2 == 0 {
+                follows.unfollow(&who);
+            }
+        }
     }
 
     /// What one node provisions, another hears of (after the resync its subscription starts
@@ -610,14 +733,19 @@ mod tests {
         cluster = RedisCluster::start(),
         |case| on_cluster(&cluster, &format!("{case}:")).await);
 
-    /// What spans atSigns on a cluster: sharded pub/sub between two nodes (notifications and
-    /// provisioning changes), the registry and label index, leases, and the size of the data.
+    /// What spans atSigns on a cluster: sharded pub/sub between two nodes (notifications, each
+    /// atSign's in its own slot and only to the nodes that follow it, and provisioning changes),
+    /// the registry and label index, leases, and the size of the data.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_nodes_on_a_redis_cluster_hear_each_other_and_share_atsigns() {
         let cluster = RedisCluster::start();
         let a = on_cluster(&cluster, "t:").await;
         let b = on_cluster(&cluster, "t:").await;
-        published_notifications_reach_every_node(&a, &b).await;
+        notifications_reach_the_nodes_that_follow(&a, &b, |channel| {
+            cluster.shard_subscribers(channel)
+        })
+        .await;
+        ready_means_heard(&a, &b).await;
         provisioning_changes_reach_every_node(&a, &b).await;
         let alice = conformance::sign("alice");
         let long = std::time::Duration::from_secs(30);
@@ -629,40 +757,135 @@ mod tests {
         );
     }
 
-    /// Waits (bounded) until a notification `a` publishes reaches `on_b`, publishing again
-    /// while it does not: a subscription being made again misses what is sent meanwhile.
-    async fn heard(a: &Store, on_b: &mut tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>, id: &str) {
-        let bob = conformance::sign("bob");
+    /// Waits (bounded) until a notification `a` publishes for `to` reaches `on_b`, publishing
+    /// again while it does not: a subscription being made again misses what is sent meanwhile.
+    async fn heard(a: &Store, on_b: &mut crate::store::feed::Feed, to: &AtSign, id: &str) {
         let body = format!("{{\"id\":\"{id}\"}}").into_bytes();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            a.publish_notification(&bob, &body).await.unwrap();
+            a.publish_notification(to, &body).await.unwrap();
             let wait = std::time::Duration::from_millis(200);
-            while let Ok(Some(got)) = tokio::time::timeout(wait, on_b.recv()).await {
-                if got.1 == body {
+            while let Some(got) = next_message(on_b, wait).await {
+                if got == (to.clone(), body.clone()) {
                     return;
                 }
             }
-            assert!(std::time::Instant::now() < deadline, "{id} never arrived");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} for {to} never arrived"
+            );
         }
     }
 
-    /// A node keeps hearing the other when the channel's slot moves to another master (Redis
-    /// ends the sharded subscription there) and when its subscription's connection is cut.
+    /// Atsigns whose channels spread over the slots of every master (eight of them).
+    fn spread() -> Vec<AtSign> {
+        (0..8)
+            .map(|n| conformance::sign(&format!("spread{n}")))
+            .collect()
+    }
+
+    /// A node keeps hearing the other, on every channel it follows, when one channel's slot
+    /// moves to another master (Redis ends the sharded subscription there) and when its
+    /// subscription's connections are cut.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_node_on_a_redis_cluster_resubscribes_when_the_channels_slot_moves_or_its_connection_drops(
     ) {
         let cluster = RedisCluster::start();
         let a = on_cluster(&cluster, "t:").await;
         let b = on_cluster(&cluster, "t:").await;
-        let mut on_b = b.watch_notifications().expect("Redis is shared");
-        heard(&a, &mut on_b, "before").await;
-        cluster.move_slot_of("t:atserver:notifications");
-        heard(&a, &mut on_b, "after the slot moved").await;
-        cluster.move_slot_of("t:atserver:notifications");
-        heard(&a, &mut on_b, "after it moved again").await;
+        let watch = b.watch_notifications().expect("Redis is shared");
+        let (mut on_b, follows) = (watch.feed, watch.follows);
+        let bob = conformance::sign("bob");
+        let all: Vec<AtSign> = std::iter::once(bob.clone()).chain(spread()).collect();
+        for atsign in &all {
+            follows.follow(atsign);
+        }
+        for atsign in &all {
+            assert!(follows.ready(atsign, WITHIN).await, "{atsign}");
+            heard(&a, &mut on_b, atsign, "before").await;
+        }
+        cluster.move_slot_of(&channel_of(&bob));
+        for atsign in &all {
+            heard(&a, &mut on_b, atsign, "after the slot moved").await;
+        }
+        cluster.move_slot_of(&channel_of(&bob));
+        heard(&a, &mut on_b, &bob, "after it moved again").await;
+        assert!(follows.ready(&bob, WITHIN).await, "confirmed again");
+        // One master cuts its subscribers: the node connects again, and the connections it
+        // gave up on (to the other masters too) close; no channel has two subscriptions.
+        let bobs_master = cluster
+            .urls()
+            .into_iter()
+            .find(|url| subscribers_on_node(url, &channel_of(&bob)) == 1)
+            .expect("a node serves @bob's subscription");
+        let mut conn = redis::Client::open(bobs_master.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(killed, 1);
+        for atsign in &all {
+            heard(&a, &mut on_b, atsign, "after one master cut it").await;
+        }
+        for atsign in &all {
+            let deadline = std::time::Instant::now() + WITHIN;
+            while cluster.shard_subscribers(&channel_of(atsign)) != 1 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{atsign}: a stale subscription"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
         cluster.kill_subscribers();
-        heard(&a, &mut on_b, "after the connection was cut").await;
+        for atsign in &all {
+            heard(&a, &mut on_b, atsign, "after the connection was cut").await;
+        }
+        // Still one subscription per channel: none made twice, none left behind.
+        for atsign in &all {
+            assert_eq!(
+                cluster.shard_subscribers(&channel_of(atsign)),
+                1,
+                "{atsign}"
+            );
+        }
+    }
+
+    /// On one Redis: the node's pub/sub connection cut, every followed channel is subscribed
+    /// again on the new one (and confirmed again).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_on_one_redis_resubscribes_every_followed_channel_when_its_connection_drops() {
+        let redis = RedisServer::start();
+        let a = Store::new(RedisStore::connect(&redis.url(), "t:").await.unwrap());
+        let b = Store::new(RedisStore::connect(&redis.url(), "t:").await.unwrap());
+        let watch = b.watch_notifications().expect("Redis is shared");
+        let (mut on_b, follows) = (watch.feed, watch.follows);
+        let all = spread();
+        for atsign in &all {
+            follows.follow(atsign);
+        }
+        for atsign in &all {
+            assert!(follows.ready(atsign, WITHIN).await, "{atsign}");
+        }
+        let mut conn = raw_connection(&redis).await;
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(killed, 1, "one pub/sub connection for every channel");
+        for atsign in &all {
+            heard(&a, &mut on_b, atsign, "after the connection was cut").await;
+            assert!(follows.ready(atsign, WITHIN).await, "{atsign}");
+            assert_eq!(subscribers_on(&redis.url(), &channel_of(atsign)), 1);
+        }
     }
 
     /// A connection of the test's own to `redis`, to read and write keys behind the store.

@@ -20,8 +20,10 @@ impl RedisStore {
         format!("{}atserver:labels", self.prefix)
     }
 
-    pub(super) fn notifications_channel(&self) -> String {
-        format!("{}atserver:notifications", self.prefix)
+    /// The channel of `atsign`'s notifications for monitors, in its own slot (sharded on a
+    /// cluster, so its messages reach only the nodes of that slot and those that follow it).
+    pub(super) fn notification_channel(&self, atsign: &AtSign) -> String {
+        notification_channel(&self.prefix, atsign)
     }
 
     pub(super) fn changes_channel(&self) -> String {
@@ -80,5 +82,53 @@ impl RedisStore {
             all.extend([order, rows]);
         }
         all
+    }
+}
+
+/// See [`RedisStore::notification_channel`]; also for the subscription task, which holds the
+/// prefix but not the store.
+pub(super) fn notification_channel(prefix: &str, atsign: &AtSign) -> String {
+    format!("{prefix}atserver:{{{}}}:notifications", atsign.as_str())
+}
+
+/// The atSign whose [`notification_channel`] `channel` is; `None` for any other name.
+pub(super) fn atsign_of_notification_channel(prefix: &str, channel: &[u8]) -> Option<AtSign> {
+    let rest = channel.strip_prefix(prefix.as_bytes())?;
+    let rest = rest.strip_prefix(b"atserver:{")?;
+    let name = rest.strip_suffix(b"}:notifications")?;
+    AtSign::parse(std::str::from_utf8(name).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_channel_names_its_atsign_and_nothing_else_does() {
+        let bob = AtSign::parse("@bob").unwrap();
+        let channel = notification_channel("p:", &bob);
+        assert_eq!(channel, "p:atserver:{@bob}:notifications");
+        assert_eq!(
+            atsign_of_notification_channel("p:", channel.as_bytes()),
+            Some(bob)
+        );
+        for other in [
+            "q:atserver:{@bob}:notifications",
+            "p:atserver:notifications",
+            "p:atserver:atsigns:changed",
+            "p:atserver:{@bob}:notifications:received",
+            "p:atserver:{bob@}:notifications",
+            "p:atserver:{}:notifications",
+        ] {
+            assert_eq!(
+                atsign_of_notification_channel("p:", other.as_bytes()),
+                None,
+                "{other}"
+            );
+        }
+        assert_eq!(
+            atsign_of_notification_channel("p:", b"p:atserver:{@\xff}:notifications"),
+            None
+        );
     }
 }

@@ -1,7 +1,9 @@
-//! The two notification logs of an atSign, and the channel that brings every notification
-//! to every node's monitors.
+//! The two notification logs of an atSign, and its channel, which brings its notifications
+//! to the nodes that follow it (those with its monitors or enrolled sessions).
 
+use super::pubsub::follow_notifications;
 use super::*;
+use crate::store::feed::{Follows, NotificationWatch};
 
 #[async_trait::async_trait]
 impl NotificationLogs for RedisStore {
@@ -91,41 +93,22 @@ impl NotificationLogs for RedisStore {
         atsign: &AtSign,
         payload: &[u8],
     ) -> Result<bool, StoreError> {
-        let mut message = atsign.as_str().as_bytes().to_vec();
-        message.push(0);
-        message.extend_from_slice(payload);
         self.conn
             .clone()
-            .publish(&self.notifications_channel(), &message)
+            .publish(&self.notification_channel(atsign), payload)
             .await?;
         Ok(true)
     }
 
-    fn watch_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<(AtSign, Vec<u8>)>> {
-        let (sender, receiver) = tokio::sync::mpsc::channel(4096);
-        tokio::spawn(subscribe(
+    fn watch_notifications(&self) -> Option<NotificationWatch> {
+        let (inbox, feed) = crate::store::feed::feed();
+        let follows = Follows::default();
+        tokio::spawn(follow_notifications(
             self.client.clone(),
-            self.notifications_channel(),
-            move |payload: Vec<u8>| {
-                let sender = sender.clone();
-                async move {
-                    let Some(nul) = payload.iter().position(|&b| b == 0) else {
-                        return !sender.is_closed();
-                    };
-                    let Ok(atsign) = std::str::from_utf8(&payload[..nul])
-                        .map_err(|_| ())
-                        .and_then(|name| AtSign::parse(name).map_err(|_| ()))
-                    else {
-                        return !sender.is_closed();
-                    };
-                    sender
-                        .send((atsign, payload[nul + 1..].to_vec()))
-                        .await
-                        .is_ok()
-                }
-            },
-            || async { true },
+            self.prefix.clone(),
+            follows.clone(),
+            inbox,
         ));
-        Some(receiver)
+        Some(NotificationWatch { feed, follows })
     }
 }
