@@ -1,5 +1,6 @@
-//! Several `at-server` nodes and one `at-directory` over one real `redis-server`, as the Helm
-//! chart runs them behind one shared SNI port: any node serves any atSign.
+//! Several `at-server` nodes and one `at-directory` over one real `redis-server` (or a real
+//! Redis Cluster), as the Helm chart runs them behind one shared SNI port: any node serves any
+//! atSign.
 //!
 //! - an atSign provisioned through a node is in the directory at once, at its SNI name;
 //! - an atSign provisioned through one node is served by the others at once, and one
@@ -18,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use at_tests::client::Client;
 use at_tests::redis::RedisServer;
+use at_tests::redis_cluster::RedisCluster;
 use at_tests::TempDir;
-use support::{directory, update, Node, PROPAGATION};
+use support::{directory, directory_on, store_lines, update, Node, PROPAGATION};
 
 #[test]
 fn nodes_on_one_redis_serve_every_atsign_with_one_commit_log() {
@@ -28,13 +30,34 @@ fn nodes_on_one_redis_serve_every_atsign_with_one_commit_log() {
     let nodes: Vec<Node> = (0..3)
         .map(|n| Node::start(dir.path(), n, Some(&redis)))
         .collect();
-
     let (directory, directory_ca) = directory(dir.path(), &redis);
+    serve_every_atsign_with_one_commit_log(&nodes, &directory, &directory_ca);
+}
 
+/// The same three nodes and directory on a Redis Cluster (three masters, three replicas):
+/// @alice's and @bob's keys, the registry, the labels and the channels in slots of their own.
+#[test]
+fn nodes_on_one_redis_cluster_serve_every_atsign_with_one_commit_log() {
+    let cluster = RedisCluster::start();
+    let store = store_lines(&cluster);
+    let dir = TempDir::new("cluster-on-redis-cluster");
+    let nodes: Vec<Node> = (0..3)
+        .map(|n| Node::start_on(dir.path(), n, &store))
+        .collect();
+    let (directory, directory_ca) = directory_on(dir.path(), &store);
+    serve_every_atsign_with_one_commit_log(&nodes, &directory, &directory_ca);
+}
+
+/// What the module says, on `nodes` (three) and `directory` sharing one store.
+fn serve_every_atsign_with_one_commit_log(
+    nodes: &[Node],
+    directory: &at_tests::process::Running,
+    directory_ca: &std::path::Path,
+) {
     // Provisioned through node 0 while all three serve: in the directory at once, at the
     // shared SNI port's name, and nodes 1 and 2 serve it too.
     let (host, secret) = nodes[0].provision("@alice");
-    let mut lookup = Client::tls(directory.addr, &directory_ca);
+    let mut lookup = Client::tls(directory.addr, directory_ca);
     lookup.expect(b"@");
     lookup.ask("alice\n", &format!("{host}:6464\r\n@"));
     let mut on_1 = nodes[1].owner("@alice", &host, &secret);
@@ -103,7 +126,7 @@ fn nodes_on_one_redis_serve_every_atsign_with_one_commit_log() {
     // Deprovisioned through node 2: gone from the directory, and no node serves it any more.
     nodes[2].admin(&["deprovision", "@alice"]);
     lookup.ask("alice\n", "null\r\n@");
-    for node in &nodes {
+    for node in nodes {
         let deadline = Instant::now() + PROPAGATION;
         while node.try_connect(&host).is_ok() {
             assert!(

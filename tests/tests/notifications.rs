@@ -223,12 +223,31 @@ fn a_monitor_on_one_node_hears_a_notification_sent_through_another() {
     let nodes: Vec<Node> = (0..2)
         .map(|n| Node::start(dir.path(), n, Some(&redis)))
         .collect();
-    let ((alice_host, alice_secret), (bob_host, bob_secret)) = alice_and_bob(&nodes[0]);
-    let mut monitor = nodes[1].owner("@bob", &bob_host, &bob_secret);
+    monitor_hears_through_another_node(&nodes[0], &nodes[0], &nodes[1]);
+}
+
+/// The same on three nodes on a Redis Cluster: @bob's monitor on node 2, @alice writing
+/// through node 0, provisioned through node 1.
+#[test]
+fn on_a_redis_cluster_a_monitor_on_one_node_hears_a_notification_sent_through_another() {
+    let cluster = at_tests::redis_cluster::RedisCluster::start();
+    let store = support::store_lines(&cluster);
+    let dir = TempDir::new("notifications-redis-cluster");
+    let nodes: Vec<Node> = (0..3)
+        .map(|n| Node::start_on(dir.path(), n, &store))
+        .collect();
+    monitor_hears_through_another_node(&nodes[1], &nodes[0], &nodes[2]);
+}
+
+/// @alice and @bob provisioned through `provisioner`; @bob's monitor on `receiver` hears what
+/// @alice notifies through `sender`.
+fn monitor_hears_through_another_node(provisioner: &Node, sender: &Node, receiver: &Node) {
+    let ((alice_host, alice_secret), (bob_host, bob_secret)) = alice_and_bob(provisioner);
+    let mut monitor = receiver.owner("@bob", &bob_host, &bob_secret);
     // Its answer to the noop proves `monitor` was handled: the monitor is subscribed.
     monitor.send(b"monitor\nnoop:0\n");
     assert_eq!(monitor.next_line(), "data:ok\n");
-    let mut alice = nodes[0].owner("@alice", &alice_host, &alice_secret);
+    let mut alice = sender.owner("@alice", &alice_host, &alice_secret);
     alice.reply_to("notify:id:x1:update:@bob:phone@alice:v", "\n@alice@");
     let line = monitor.next_line();
     assert!(

@@ -28,9 +28,21 @@ impl Node {
         Node::start_with(dir, n, redis, "")
     }
 
+    /// [`Node::start`] on the Redis (or Redis Cluster) that `store` names: the lines of a
+    /// `[store]` section without its header, e.g. from [`store_lines`].
+    pub fn start_on(dir: &Path, n: usize, store: &str) -> Node {
+        Node::start_configured(dir, n, Some(store), "")
+    }
+
     /// [`Node::start`] with `extra` top-level TOML; with `metrics_listen` in it, waits for the
     /// HTTP listener too ([`Node::metrics`]).
     pub fn start_with(dir: &Path, n: usize, redis: Option<&RedisServer>, extra: &str) -> Node {
+        let store =
+            redis.map(|redis| format!("backend = \"redis\"\nredis_url = \"{}\"\n", redis.url()));
+        Node::start_configured(dir, n, store.as_deref(), extra)
+    }
+
+    fn start_configured(dir: &Path, n: usize, store: Option<&str>, extra: &str) -> Node {
         let data = dir.join(format!("node{n}"));
         std::fs::create_dir_all(&data).unwrap();
         let config = data.join("server.toml");
@@ -43,10 +55,8 @@ impl Node {
                 dir.join("directory").display(),
                 // On Redis, the directory's registrations are there too (one directory
                 // process serves them: `directory`).
-                redis.map_or(String::new(), |redis| format!(
-                    "[store]\nbackend = \"redis\"\nredis_url = \"{0}\"\n\
-                     [directory_store]\nbackend = \"redis\"\nredis_url = \"{0}\"\n",
-                    redis.url()
+                store.map_or(String::new(), |store| format!(
+                    "[store]\n{store}[directory_store]\n{store}"
                 ))
             ),
         )
@@ -120,6 +130,31 @@ impl Node {
             }
         }
     }
+}
+
+/// The lines of a `[store]` section (without its header) on `cluster`.
+pub fn store_lines(cluster: &at_tests::redis_cluster::RedisCluster) -> String {
+    cluster
+        .store_section()
+        .trim_start_matches("[store]\n")
+        .to_string()
+}
+
+/// An `at-directory` serving the registrations in the Redis (or Redis Cluster) that `store`
+/// names ([`Node::start_on`]), with its CA under `dir`.
+pub fn directory_on(dir: &Path, store: &str) -> (Running, PathBuf) {
+    let data = dir.join("directory-process");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = data.join("directory.toml");
+    std::fs::write(&config, format!("[store]\n{store}")).unwrap();
+    let config = config.display().to_string();
+    let running = at_tests::servers::directory_with_env(
+        &data,
+        None,
+        false,
+        &[("AT_DIRECTORY_CONFIG", &config)],
+    );
+    (running, data.join("tls/ca.pem"))
 }
 
 /// An `at-directory` serving the registrations in `redis`, with its CA under `dir`.
