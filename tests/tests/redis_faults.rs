@@ -398,7 +398,11 @@ struct Failover {
 /// writes reach no replica), then the master is `kill -9`ed, the replica resumes and is
 /// promoted, and the old master is started again (it rejoins as the new master's replica).
 fn failover_under_writes(wait: u32) -> Failover {
-    let mut cluster = RedisCluster::start();
+    failover_on(RedisCluster::start(), wait)
+}
+
+/// [`failover_under_writes`] on `cluster`.
+fn failover_on(mut cluster: RedisCluster, wait: u32) -> Failover {
     let dir = TempDir::new("redis-failover");
     let store = format!(
         "{}redis_wait_replicas = {wait}\nredis_wait_timeout_ms = 300\n",
@@ -510,6 +514,26 @@ fn waiting_for_a_replica_no_acknowledged_write_is_lost_when_a_cluster_master_is_
         ),
         0,
         "acknowledged while no replica could have it"
+    );
+    assert!(failover.seen.datastore_errors > 0, "the failover was seen");
+    assert!(
+        failover.window().is_some(),
+        "writes resumed after the failover"
+    );
+}
+
+/// The same on a cluster spoken to only over TLS (clients, replication, bus): the node's
+/// reconnections to the promoted replica and to the restarted master are TLS handshakes.
+#[test]
+fn over_tls_waiting_for_a_replica_no_acknowledged_write_is_lost_when_a_cluster_master_is_killed() {
+    let files_dir = TempDir::new("redis-failover-tls");
+    let files = at_tests::redis::TlsFiles::make(files_dir.path());
+    let failover = failover_on(RedisCluster::start_tls(&files), 1);
+    failover.report(1);
+    assert_eq!(
+        failover.lost,
+        Vec::<String>::new(),
+        "acknowledged, then lost"
     );
     assert!(failover.seen.datastore_errors > 0, "the failover was seen");
     assert!(
