@@ -66,6 +66,46 @@ impl RedisClient {
     }
 }
 
+/// Where a store's acknowledged writes go, and what each waits for
+/// (`store.redis_wait_replicas`): [`RedisClient::writes`].
+#[derive(Clone)]
+pub struct Writes {
+    conn: RedisConnection,
+    wait: Option<WaitReplicas>,
+}
+
+impl Writes {
+    /// [`RedisConnection::write`] of `write` with this store's wait.
+    pub async fn write(&self, write: &Pipeline) -> RedisResult<Vec<Value>> {
+        self.conn.clone().write(write, self.wait).await
+    }
+
+    /// The connection writes go on (to load a script where a write will run it).
+    pub fn connection(&self) -> RedisConnection {
+        self.conn.clone()
+    }
+}
+
+impl RedisClient {
+    /// Where acknowledged writes go: `reads` itself when they wait for no replica; with
+    /// `wait`, a connection of their own (`single`, `cluster` as for
+    /// [`RedisClient::connect`]), because `WAIT` blocks the connection it is sent on and a
+    /// slow replica would otherwise hold up every read behind it.
+    pub async fn writes(
+        &self,
+        reads: &RedisConnection,
+        wait: Option<WaitReplicas>,
+        single: ConnectionManagerConfig,
+        cluster: ClusterConfig,
+    ) -> RedisResult<Writes> {
+        let conn = match wait {
+            Some(_) => self.connect(single, cluster).await?,
+            None => reads.clone(),
+        };
+        Ok(Writes { conn, wait })
+    }
+}
+
 /// A connection to one Redis or to a cluster: clone it freely (clones share the connection).
 #[derive(Clone)]
 pub enum RedisConnection {
@@ -97,8 +137,8 @@ impl RedisConnection {
     /// the master keeps the write. Were `WAIT` sent apart, a reconnection in between (a
     /// failover) would put it on a fresh connection with nothing to wait for.
     ///
-    /// `WAIT` blocks the connection it is sent on: give waited writes a connection of their
-    /// own, or every command behind one waits with it.
+    /// `WAIT` blocks the connection it is sent on: [`RedisClient::writes`] gives waited writes
+    /// a connection of their own.
     pub async fn write(
         &mut self,
         write: &Pipeline,
@@ -115,7 +155,7 @@ impl RedisConnection {
         if transaction {
             pipe.cmd("MULTI");
         }
-        for cmd in write.cmd_iter() {
+        for cmd in commands {
             pipe.add_command(cmd.clone());
         }
         if transaction {

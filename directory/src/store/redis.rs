@@ -10,7 +10,7 @@
 //! command names one key, but for `MGET` (which the client splits by slot), a batch of writes
 //! is one pipeline per slot, and listing scans every master.
 
-use at_common::redis_client::{RedisClient, RedisConnection, WaitReplicas};
+use at_common::redis_client::{RedisClient, RedisConnection, WaitReplicas, Writes};
 use at_common::{Address, AtSign};
 use redis::AsyncCommands;
 
@@ -19,11 +19,8 @@ use super::{Backend, StoreError};
 /// Registrations in Redis.
 pub struct RedisBackend {
     conn: RedisConnection,
-    /// Where registrations are written: `conn`, or with `wait` a connection of their own, so
-    /// a `WAIT` held up by a slow replica holds up no lookup.
-    writes: RedisConnection,
-    /// What a registration waits for (`store.redis_wait_replicas`), if anything.
-    wait: Option<WaitReplicas>,
+    /// Where registrations are written, and what each waits for.
+    writes: Writes,
     prefix: String,
 }
 
@@ -49,18 +46,12 @@ impl RedisBackend {
             .query_async(&mut conn)
             .await
             .map(|_: String| ())?;
-        let writes = match wait {
-            Some(_) => {
-                client
-                    .connect(Default::default(), Default::default())
-                    .await?
-            }
-            None => conn.clone(),
-        };
+        let writes = client
+            .writes(&conn, wait, Default::default(), Default::default())
+            .await?;
         Ok(RedisBackend {
             conn,
             writes,
-            wait,
             prefix: prefix.to_string(),
         })
     }
@@ -134,7 +125,7 @@ impl Backend for RedisBackend {
     async fn put(&self, atsign: &AtSign, address: &Address) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         pipe.set(self.key(atsign), address.to_string());
-        self.writes.clone().write(&pipe, self.wait).await?;
+        self.writes.write(&pipe).await?;
         Ok(())
     }
 
@@ -153,10 +144,7 @@ impl Backend for RedisBackend {
                 .set(key, address.to_string())
                 .ignore();
         }
-        let sent = pipes.values().map(|pipe| {
-            let mut conn = self.writes.clone();
-            async move { conn.write(pipe, self.wait).await }
-        });
+        let sent = pipes.values().map(|pipe| self.writes.write(pipe));
         futures_util::future::try_join_all(sent).await?;
         Ok(())
     }
@@ -164,7 +152,7 @@ impl Backend for RedisBackend {
     async fn remove(&self, atsign: &AtSign) -> Result<bool, StoreError> {
         let mut pipe = redis::pipe();
         pipe.del(self.key(atsign));
-        let replies = self.writes.clone().write(&pipe, self.wait).await?;
+        let replies = self.writes.write(&pipe).await?;
         Ok(matches!(replies.first(), Some(redis::Value::Int(n)) if *n > 0))
     }
 

@@ -79,7 +79,7 @@ mod scripts;
 use std::collections::HashMap;
 
 use at_common::metadata::{now_ms, EpochMillis};
-use at_common::redis_client::{RedisClient, RedisConnection, WaitReplicas};
+use at_common::redis_client::{RedisClient, RedisConnection, WaitReplicas, Writes};
 use at_common::AtSign;
 use redis::AsyncCommands;
 
@@ -106,11 +106,8 @@ const DROP_BATCH: usize = 1000;
 pub struct RedisStore {
     client: RedisClient,
     conn: RedisConnection,
-    /// Where acknowledged writes go ([`RedisStore::write`]): `conn` itself, or with `wait`
-    /// a connection of their own, so a `WAIT` held up by a slow replica holds up no read.
-    writes: RedisConnection,
-    /// What an acknowledged write waits for (`store.redis_wait_replicas`), if anything.
-    wait: Option<WaitReplicas>,
+    /// Where acknowledged writes go, and what they wait for ([`RedisStore::write`]).
+    writes: Writes,
     known: Known,
     prefix: String,
     modify: redis::Script,
@@ -192,15 +189,11 @@ impl RedisStore {
             .query_async(&mut conn)
             .await
             .map(|_: String| ())?;
-        let writes = match wait {
-            Some(_) => client.connect(single, cluster).await?,
-            None => conn.clone(),
-        };
+        let writes = client.writes(&conn, wait, single, cluster).await?;
         Ok(RedisStore {
             client,
             conn,
             writes,
-            wait,
             known: Known::default(),
             prefix: prefix.to_string(),
             modify: redis::Script::new(MODIFY),
@@ -213,7 +206,7 @@ impl RedisStore {
     /// replicas if `store.redis_wait_replicas` asks (else an error, AT0002 to the client);
     /// each command's reply.
     async fn write(&self, write: &redis::Pipeline) -> Result<Vec<redis::Value>, StoreError> {
-        Ok(self.writes.clone().write(write, self.wait).await?)
+        Ok(self.writes.write(write).await?)
     }
 
     /// [`RedisStore::write`] of one script's `invocation`, loading the script where Redis
@@ -228,7 +221,7 @@ impl RedisStore {
             Err(StoreError::Redis(error))
                 if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
-                let _: String = invocation.load_async(&mut self.writes.clone()).await?;
+                let _: String = invocation.load_async(&mut self.writes.connection()).await?;
                 self.write(&pipe).await?
             }
             other => other?,

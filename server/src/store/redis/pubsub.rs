@@ -221,38 +221,47 @@ enum Subscriber {
 impl Subscriber {
     /// Returns once Redis has confirmed every channel.
     async fn subscribe(&self, channels: Vec<String>) -> redis::RedisResult<()> {
-        use futures_util::{StreamExt, TryStreamExt};
         match self {
             Subscriber::Single(sink) => sink.clone().subscribe(channels).await,
             Subscriber::Sharded(conn) => {
-                futures_util::stream::iter(channels)
-                    .map(|channel| {
-                        let mut conn = conn.clone();
-                        async move { conn.ssubscribe(channel).await }
-                    })
-                    .buffer_unordered(CHANNELS_PER_COMMAND)
-                    .try_collect::<()>()
-                    .await
+                each_channel(conn, channels, |mut conn, channel| async move {
+                    conn.ssubscribe(channel).await
+                })
+                .await
             }
         }
     }
 
     async fn unsubscribe(&self, channels: Vec<String>) -> redis::RedisResult<()> {
-        use futures_util::{StreamExt, TryStreamExt};
         match self {
             Subscriber::Single(sink) => sink.clone().unsubscribe(channels).await,
             Subscriber::Sharded(conn) => {
-                futures_util::stream::iter(channels)
-                    .map(|channel| {
-                        let mut conn = conn.clone();
-                        async move { conn.sunsubscribe(channel).await }
-                    })
-                    .buffer_unordered(CHANNELS_PER_COMMAND)
-                    .try_collect::<()>()
-                    .await
+                each_channel(conn, channels, |mut conn, channel| async move {
+                    conn.sunsubscribe(channel).await
+                })
+                .await
             }
         }
     }
+}
+
+/// `command` on `conn` for each of `channels` (a sharded command names one channel, which
+/// routes it to that channel's master), [`CHANNELS_PER_COMMAND`] at a time.
+async fn each_channel<F, C>(
+    conn: &redis::cluster_async::ClusterConnection,
+    channels: Vec<String>,
+    command: F,
+) -> redis::RedisResult<()>
+where
+    F: Fn(redis::cluster_async::ClusterConnection, String) -> C,
+    C: std::future::Future<Output = redis::RedisResult<()>>,
+{
+    use futures_util::{StreamExt, TryStreamExt};
+    futures_util::stream::iter(channels)
+        .map(|channel| command(conn.clone(), channel))
+        .buffer_unordered(CHANNELS_PER_COMMAND)
+        .try_collect::<()>()
+        .await
 }
 
 /// Brings `subscriber`'s subscriptions (`subscribed`, as confirmed by Redis) to what `follows`
