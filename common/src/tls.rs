@@ -63,19 +63,21 @@ pub fn acceptor(
     config: &TlsConfig,
     data_dir: &Path,
 ) -> Result<Option<(TlsAcceptor, CertSource)>, TlsError> {
-    build_acceptor(config, data_dir, None)
+    Ok(server_config(config, data_dir, None)?
+        .map(|(server, source)| (TlsAcceptor::from(server), source)))
 }
 
-/// As [`acceptor`], also asking clients for a certificate, verified against the system roots
-/// and `client_ca_files` when one is given; clients without one (the SDKs) are served as
-/// usual. An atServer's listener: other servers identify themselves this way (mutual TLS);
-/// [`peer_names`] reads the names of a verified client certificate.
-pub fn acceptor_verifying_clients(
+/// The server configuration for a listener (or `None` when `tls.plain` is set) that also asks
+/// clients for a certificate, verified against the system roots and `client_ca_files` when one
+/// is given; clients without one (the SDKs) are served as usual. An atServer's listener: other
+/// servers identify themselves this way (mutual TLS); [`peer_names`] reads the names of a
+/// verified client certificate.
+pub fn server_config_verifying_clients(
     config: &TlsConfig,
     data_dir: &Path,
     client_ca_files: &[PathBuf],
-) -> Result<Option<(TlsAcceptor, CertSource)>, TlsError> {
-    build_acceptor(config, data_dir, Some(client_ca_files))
+) -> Result<Option<(Arc<rustls::ServerConfig>, CertSource)>, TlsError> {
+    server_config(config, data_dir, Some(client_ca_files))
 }
 
 /// The host names and IP addresses a (verified) certificate names: its DNS and IP subject
@@ -121,11 +123,11 @@ pub fn names_host(names: &[String], host: &str) -> bool {
     })
 }
 
-fn build_acceptor(
+fn server_config(
     config: &TlsConfig,
     data_dir: &Path,
     client_ca_files: Option<&[PathBuf]>,
-) -> Result<Option<(TlsAcceptor, CertSource)>, TlsError> {
+) -> Result<Option<(Arc<rustls::ServerConfig>, CertSource)>, TlsError> {
     if config.plain {
         return Ok(None);
     }
@@ -172,7 +174,7 @@ fn build_acceptor(
             .with_no_client_auth()
             .with_cert_resolver(certificate),
     };
-    Ok(Some((TlsAcceptor::from(Arc::new(server)), source)))
+    Ok(Some((Arc::new(server), source)))
 }
 
 /// How often, at most, a handshake checks whether the certificate files changed.

@@ -12,9 +12,9 @@ use actix_rt::Arbiter;
 use at_common::AtSign;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 
 use super::hosted::Hosted;
+use super::lean_tls;
 use crate::admin;
 use crate::connection::actor::{Connection, Limits, Origin};
 use crate::connection::admission::Ticket;
@@ -32,7 +32,8 @@ pub(super) enum Route {
 
 /// Everything a worker needs to serve a connection.
 pub(super) struct Shared {
-    pub tls: Option<TlsAcceptor>,
+    /// `None` when `tls.plain` is set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub hosts: Hosts,
     pub hosted: Hosted,
     pub limits: Arc<Limits>,
@@ -153,17 +154,15 @@ async fn begin(
         .enter(Source::of(Some(address)))
         .ok();
     match &shared.tls {
-        Some(acceptor) => {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    _ => return,
-                };
-            let server_name = tls.get_ref().1.server_name().map(str::to_string);
-            // Verified by the acceptor against the trusted CAs, when one was presented.
+        Some(config) => {
+            let handshake = lean_tls::accept(tcp, Arc::clone(config));
+            let tls = match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                Ok(Ok(tls)) => tls,
+                _ => return,
+            };
+            let server_name = tls.server_name().map(str::to_string);
+            // Verified in the handshake against the trusted CAs, when one was presented.
             let client_names = tls
-                .get_ref()
-                .1
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(at_common::tls::peer_names)

@@ -7,6 +7,7 @@
 
 mod accept;
 mod hosted;
+mod lean_tls;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -79,14 +80,14 @@ async fn start(
     draining: watch::Receiver<bool>,
 ) -> Result<Rc<Served>, ListenError> {
     let tls_config = served_names(config);
-    let tls = at_common::tls::acceptor_verifying_clients(
+    let tls = at_common::tls::server_config_verifying_clients(
         &tls_config,
         &config.data_dir,
         &config.peer_ca_files,
     )?
-    .map(|(acceptor, source)| {
+    .map(|(server, source)| {
         tracing::info!(?source, "TLS ready");
-        acceptor
+        server
     });
     let workers: Arc<Vec<Arbiter>> = Arc::new(
         (0..std::thread::available_parallelism().map_or(1, |n| n.get()))
