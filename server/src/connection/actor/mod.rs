@@ -17,6 +17,7 @@
 mod monitor;
 mod pipeline;
 mod read_buffer;
+mod replayed;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

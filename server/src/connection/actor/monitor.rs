@@ -11,6 +11,11 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::replayed::Replayed;
 use super::Connection;
 use crate::keystore::{Subscribe, Subscribed, Subscription};
 
@@ -72,7 +77,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         lines: futures_channel::mpsc::Receiver<Bytes>,
         ctx: &mut Context<Self>,
     ) {
-        let shown = std::rc::Rc::new(std::cell::RefCell::new(std::collections::HashSet::new()));
+        let shown = Rc::new(RefCell::new(Replayed::default()));
         let replayed = match replay_after {
             Some(after) => self
                 .monitors
@@ -80,19 +85,31 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 .boxed(),
             None => futures_util::stream::empty().boxed(),
         };
-        let noted = std::rc::Rc::clone(&shown);
+        let noted = Rc::clone(&shown);
         let replayed = replayed.map(move |line| {
-            noted
-                .borrow_mut()
-                .extend(crate::notifications::id_of(&line).map(str::to_string));
+            if let Some(id) = crate::notifications::id_of(&line) {
+                noted.borrow_mut().shown(id);
+            }
             MonitorLine(line)
         });
+        // Polled once the replay is over.
         let live = futures_util::stream::unfold((lines, shown), |(mut lines, shown)| async move {
             loop {
-                let line = lines.next().await?;
-                let again = crate::notifications::id_of(&line)
-                    .is_some_and(|id| shown.borrow().contains(id));
-                if !again {
+                let deadline = shown.borrow_mut().deadline(Instant::now());
+                let line = match deadline {
+                    Some(deadline) => {
+                        match tokio::time::timeout_at(deadline.into(), lines.next()).await {
+                            Ok(line) => line?,
+                            Err(_) => {
+                                shown.borrow_mut().forget();
+                                continue;
+                            }
+                        }
+                    }
+                    None => lines.next().await?,
+                };
+                let id = crate::notifications::id_of(&line);
+                if !shown.borrow_mut().again(id, Instant::now()) {
                     return Some((MonitorLine(line), (lines, shown)));
                 }
             }
