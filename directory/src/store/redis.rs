@@ -220,7 +220,8 @@ mod tests {
             redis_cluster: cluster.urls().into_iter().map(Secret::new).collect(),
             key_prefix: "dir:".into(),
             redis_wait_replicas: 1,
-            redis_wait_timeout_ms: 300,
+            // Long enough that a loaded machine's replica answers the writes that should pass.
+            redis_wait_timeout_ms: 2000,
             ..StoreConfig::default()
         };
         assert!(config.validate().is_ok());
