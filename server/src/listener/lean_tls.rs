@@ -86,12 +86,11 @@ enum Reached {
 
 /// TLS server handshake over `tcp` with `config`. The caller bounds it in time.
 pub async fn accept(tcp: TcpStream, config: Arc<rustls::ServerConfig>) -> io::Result<LeanTls> {
-    let (server_name, received) = client_hello(&tcp).await?;
     let mut stream = LeanTls {
         tcp,
         tls: UnbufferedServerConnection::new(config).map_err(invalid)?,
-        server_name,
-        incoming: received,
+        server_name: None,
+        incoming: Vec::new(),
         outgoing: Vec::new(),
         sent: 0,
         plaintext: Vec::new(),
@@ -99,40 +98,35 @@ pub async fn accept(tcp: TcpStream, config: Arc<rustls::ServerConfig>) -> io::Re
         peer_closed: false,
         closing: false,
     };
+    stream.server_name = stream.client_hello().await?;
     std::future::poll_fn(|cx| stream.poll_handshake(cx)).await?;
     Ok(stream)
 }
 
-/// Reads until a whole ClientHello has arrived: the server name it asks for, and every byte
-/// read (the unbuffered connection processes them again). rustls's `Acceptor` bounds what it
-/// takes (64 KiB for a handshake message) and rejects what is not TLS.
-async fn client_hello(tcp: &TcpStream) -> io::Result<(Option<String>, Vec<u8>)> {
-    let mut acceptor = Acceptor::default();
-    let mut received = Vec::new();
-    loop {
-        tcp.readable().await?;
-        let mut chunk = [0u8; 4096];
-        let n = match tcp.try_read(&mut chunk) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        received.extend_from_slice(&chunk[..n]);
-        let mut rest = &chunk[..n];
-        while !rest.is_empty() && acceptor.read_tls(&mut rest)? > 0 {}
-        match acceptor.accept() {
-            Ok(None) => continue,
-            Ok(Some(accepted)) => {
-                let name = accepted.client_hello().server_name().map(str::to_string);
-                return Ok((name, received));
+impl LeanTls {
+    /// Reads until a whole ClientHello has arrived, and says which server name it asks for.
+    /// What is read stays in `incoming`, for the unbuffered connection to process. rustls's
+    /// `Acceptor` bounds what it takes (64 KiB for a handshake message) and rejects what is
+    /// not TLS.
+    async fn client_hello(&mut self) -> io::Result<Option<String>> {
+        let mut acceptor = Acceptor::default();
+        loop {
+            let start = self.incoming.len();
+            if std::future::poll_fn(|cx| self.poll_receive(cx)).await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            Err((error, _alert)) => return Err(invalid(error)),
+            let mut rest = &self.incoming[start..];
+            while !rest.is_empty() && acceptor.read_tls(&mut rest)? > 0 {}
+            match acceptor.accept() {
+                Ok(None) => continue,
+                Ok(Some(accepted)) => {
+                    return Ok(accepted.client_hello().server_name().map(str::to_string))
+                }
+                Err((error, _alert)) => return Err(invalid(error)),
+            }
         }
     }
-}
 
-impl LeanTls {
     /// The server name (SNI) the client asked for.
     pub fn server_name(&self) -> Option<&str> {
         self.server_name.as_deref()
@@ -490,32 +484,28 @@ mod tests {
         );
     }
 
+    /// `writer` writes `line` and shuts its side; `reader` reads to its end, which must be
+    /// clean (close_notify, not an error), and gets `line`.
+    async fn ends_cleanly(
+        mut writer: impl AsyncWrite + Unpin,
+        mut reader: impl AsyncRead + Unpin,
+        line: &[u8],
+    ) {
+        writer.write_all(line).await.expect("write");
+        writer.shutdown().await.expect("shutdown");
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).await.expect("a clean end");
+        assert_eq!(got, line);
+    }
+
     #[actix_rt::test]
     async fn closing_either_side_is_a_clean_end_for_the_other() {
         let dir = at_tests::TempDir::new("lean-tls");
         let (listener, server, connector) = serving(dir.path()).await;
-
-        let (mut server_side, mut client) =
-            connect(&listener, &server, &connector, "localhost").await;
-        server_side.write_all(b"bye\n").await.expect("write");
-        server_side.shutdown().await.expect("shutdown");
-        let mut got = Vec::new();
-        client
-            .read_to_end(&mut got)
-            .await
-            .expect("a clean end (close_notify) for the client");
-        assert_eq!(got, b"bye\n");
-
-        let (mut server_side, mut client) =
-            connect(&listener, &server, &connector, "localhost").await;
-        client.write_all(b"last\n").await.expect("write");
-        client.shutdown().await.expect("shutdown");
-        let mut got = Vec::new();
-        server_side
-            .read_to_end(&mut got)
-            .await
-            .expect("a clean end for the server");
-        assert_eq!(got, b"last\n");
+        let (server_side, client) = connect(&listener, &server, &connector, "localhost").await;
+        ends_cleanly(server_side, client, b"bye\n").await;
+        let (server_side, client) = connect(&listener, &server, &connector, "localhost").await;
+        ends_cleanly(client, server_side, b"last\n").await;
     }
 
     #[actix_rt::test]

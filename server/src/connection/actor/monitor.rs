@@ -3,6 +3,10 @@
 //! one `notification: {json}` line each, and writes no prompts; other commands are still
 //! answered.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Instant;
+
 use actix::prelude::*;
 use at_common::error::{AtError, ErrorCode};
 use at_common::metadata::now_ms;
@@ -10,10 +14,6 @@ use at_common::verb::Command;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::time::Instant;
 
 use super::replayed::Replayed;
 use super::Connection;
