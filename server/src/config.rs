@@ -419,6 +419,8 @@ impl ServerConfig {
             unauthenticated: self.unauthenticated_max_limit,
             unauthenticated_per_source: self.unauthenticated_per_source_limit,
             per_atsign: self.inbound_max_limit,
+            idle_unauthenticated: self.idle_limit(false),
+            idle_authenticated: self.idle_limit(true),
             peers_per_atsign: self.peer_max_limit,
             per_peer: self.peer_per_atsign_limit,
         }

@@ -38,12 +38,12 @@ pub struct Node {
 
 impl Node {
     /// Starts the node's actors over `store` on the current actix system; key stores run on
-    /// `arbiters` (at least one). `draining` turns true when the node shuts down.
+    /// `arbiters` (at least one). The node's shutdown is its admission's
+    /// ([`Admission::drain`]).
     pub fn start(
         config: &ServerConfig,
         store: Store,
         peer_settings: PeerSettings,
-        draining: tokio::sync::watch::Receiver<bool>,
         arbiters: Vec<actix::ArbiterHandle>,
     ) -> Node {
         let monitors = Monitors::start(store.clone());
@@ -79,14 +79,13 @@ impl Node {
             started: std::time::Instant::now(),
             buffer_limit: config.buffer_limit,
             buffer_budget: at_common::codec::BufferBudget::new(config.buffer_budget),
-            idle_unauthenticated: config.idle_limit(false),
-            idle_authenticated: config.idle_limit(true),
             auth_throttle: Arc::new(AuthThrottle::new(config.throttle_limits())),
             peer_certificate_required: config.peer_client_certificate
                 == crate::config::ClientCertificate::Required,
-            draining,
             admission: Admission::new(config.admission_limits()),
         });
+        actix_rt::spawn(limits.admission.close_idle());
+        actix_rt::spawn(hosts.close_suspended());
         peers.serve_in_process(Arc::new(Local {
             hosts: hosts.clone(),
             limits: Arc::clone(&limits),

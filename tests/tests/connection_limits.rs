@@ -169,6 +169,27 @@ fn a_full_node_admits_an_atsign_under_its_own_limit_once_the_largest_pool_has_an
     }
 }
 
+/// An authenticated connection has its own, longer idle limit: one that keeps asking stays,
+/// one that goes quiet is closed once past it.
+#[test]
+fn an_authenticated_connection_is_closed_after_its_own_longer_idle_limit() {
+    let scene = Scene::start(
+        "limits-idle-owner",
+        "inbound_idle_time_millis = 300\nauthenticated_idle_time_millis = 1500\n",
+    );
+    let mut quiet = scene.owner(0, [127, 0, 0, 1]);
+    let mut busy = scene.owner(0, [127, 0, 0, 1]);
+    // Past the unauthenticated limit, within the authenticated one: both still answer.
+    std::thread::sleep(Duration::from_millis(700));
+    quiet.ask("noop:0\n", "data:ok\n@alice@");
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(400));
+        busy.ask("noop:0\n", "data:ok\n@alice@");
+    }
+    quiet.expect_closed(Duration::from_secs(5));
+    busy.ask("noop:0\n", "data:ok\n@alice@");
+}
+
 #[test]
 fn an_unauthenticated_connection_is_closed_when_idle_an_authenticated_one_is_not() {
     let scene = Scene::start("limits-idle", "inbound_idle_time_millis = 500\n");

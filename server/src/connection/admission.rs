@@ -26,8 +26,15 @@
 //! tenant's connections can lock the others out of a full node, and nobody without
 //! credentials can make anyone give way.
 //!
+//! The table is also where a connection's idleness is kept and acted on: one task per node
+//! ([`Admission::close_idle`]) tells each member idle past its pool's limit to close
+//! (`inbound_idle_time_millis` unauthenticated, `authenticated_idle_time_millis` otherwise),
+//! and [`Admission::drain`] tells every member to close when the node shuts down. A timer or
+//! a signal of its own in each of tens of thousands of idle connections would cost memory
+//! that the node's capacity is counted in.
+//!
 //! In-process connections (this node's own peer links) are not members: those links are
-//! bounded by `outbound_max_limit`.
+//! bounded by `outbound_max_limit`, and close when the link closes (its own idle limit).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,16 +74,28 @@ pub struct AdmissionLimits {
     pub unauthenticated_per_source: usize,
     /// Authenticated owner connections per atSign.
     pub per_atsign: usize,
+    /// How long an unauthenticated member may be idle before it is told to close.
+    pub idle_unauthenticated: Duration,
+    /// How long an authenticated member may be idle.
+    pub idle_authenticated: Duration,
     /// Peer (pol) connections per atSign.
     pub peers_per_atsign: usize,
     /// Of those, from one other atSign.
     pub per_peer: usize,
 }
 
-/// Tells a connection to close: another took its place.
-#[derive(Message)]
+/// Tells a member's connection to close.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
 #[rtype(result = "()")]
-pub struct Evict;
+pub enum Close {
+    /// Another connection took its place.
+    Evicted,
+    /// It was idle past its pool's limit when the node looked ([`Ticket::idle`] says whether
+    /// it still is: a request may have arrived since).
+    Idle,
+    /// The node shuts down: after the command in flight is answered.
+    Draining,
+}
 
 /// Where a member is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -94,14 +113,25 @@ struct Member {
     since: Instant,
     /// Milliseconds since `since` at the member's last request.
     active: Arc<AtomicU64>,
-    evict: Option<Recipient<Evict>>,
+    /// Where its connection is told to close ([`Ticket::attach`]).
+    close: Option<Recipient<Close>>,
+    /// `active` when it was last told it is idle: told once until a request arrives.
+    told_idle: Option<u64>,
 }
 
 impl Member {
     fn idle(&self, now: Instant) -> Duration {
-        let active = Duration::from_millis(self.active.load(Ordering::Relaxed));
-        now.saturating_duration_since(self.since + active)
+        idle_since(self.since, &self.active, now)
     }
+
+    fn authenticated(&self) -> bool {
+        self.pool != Pool::Unauthenticated
+    }
+}
+
+fn idle_since(since: Instant, active: &AtomicU64, now: Instant) -> Duration {
+    let active = Duration::from_millis(active.load(Ordering::Relaxed));
+    now.saturating_duration_since(since + active)
 }
 
 #[derive(Default)]
@@ -111,6 +141,8 @@ struct State {
     unauthenticated_by_source: HashMap<Source, usize>,
     peers_by_pair: HashMap<(AtSign, AtSign), usize>,
     next_id: u64,
+    /// The node shuts down: every member is told, and so is each one attached later.
+    draining: bool,
 }
 
 /// The node's connection budget; cheap to clone.
@@ -154,6 +186,68 @@ impl Admission {
 
     pub fn limits(&self) -> &AdmissionLimits {
         &self.0.limits
+    }
+
+    /// How long a member may be idle before it is told to close.
+    fn idle_limit(&self, authenticated: bool) -> Duration {
+        match authenticated {
+            true => self.0.limits.idle_authenticated,
+            false => self.0.limits.idle_unauthenticated,
+        }
+    }
+
+    /// How often [`Admission::close_idle`] looks: an eighth of the shorter limit, between
+    /// 10 ms and 1 s, so a connection is closed at most that late.
+    fn idle_period(&self) -> Duration {
+        let limits = &self.0.limits;
+        (limits.idle_unauthenticated.min(limits.idle_authenticated) / 8)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    /// Tells each member idle past its pool's limit to close, every [`Self::idle_period`], for
+    /// as long as the admission is in use (spawned once per node). A member is told once
+    /// until a request arrives; it checks again ([`Ticket::idle`]) when told, since a request
+    /// may have arrived meanwhile.
+    pub fn close_idle(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let admission = Arc::downgrade(&self.0);
+        let period = self.idle_period();
+        async move {
+            let mut every = actix_rt::time::interval(period);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(admission) = admission.upgrade() else {
+                    return;
+                };
+                Admission(admission).tell_idle(Instant::now());
+            }
+        }
+    }
+
+    fn tell_idle(&self, now: Instant) {
+        let mut state = self.lock();
+        for member in state.members.values_mut() {
+            let active = member.active.load(Ordering::Relaxed);
+            if member.told_idle == Some(active)
+                || member.idle(now) < self.idle_limit(member.authenticated())
+            {
+                continue;
+            }
+            if let Some(close) = &member.close {
+                close.do_send(Close::Idle);
+                member.told_idle = Some(active);
+            }
+        }
+    }
+
+    /// The node shuts down: tells every member to close once its command in flight is
+    /// answered, and each one that attaches from now on.
+    pub fn drain(&self) {
+        let mut state = self.lock();
+        state.draining = true;
+        for close in state.members.values().filter_map(|m| m.close.as_ref()) {
+            close.do_send(Close::Draining);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -223,7 +317,8 @@ impl Admission {
                 peer: None,
                 since: now,
                 active: Arc::clone(&active),
-                evict: None,
+                close: None,
+                told_idle: None,
             },
         );
         *state.counts.entry(Pool::Unauthenticated).or_default() += 1;
@@ -256,8 +351,8 @@ fn count(state: &State, pool: &Pool) -> usize {
 fn evict(state: &mut State, id: u64) {
     if let Some(member) = remove(state, id) {
         tracing::debug!(pool = ?member.pool, "evicting a connection to make room");
-        if let Some(evict) = member.evict {
-            evict.do_send(Evict);
+        if let Some(close) = member.close {
+            close.do_send(Close::Evicted);
         }
     }
 }
@@ -292,18 +387,36 @@ fn decrement<K: std::hash::Hash + Eq + Clone>(counts: &mut HashMap<K, usize>, ke
 }
 
 impl Ticket {
-    /// Where a closing connection is told to close.
-    pub fn attach(&self, evict: Recipient<Evict>) {
+    /// Where the connection is told to close ([`Close`]); told at once if the node is
+    /// draining already.
+    pub fn attach(&self, close: Recipient<Close>) {
         let mut state = self.admission.lock();
+        if state.draining {
+            close.do_send(Close::Draining);
+        }
         if let Some(member) = state.members.get_mut(&self.id) {
-            member.evict = Some(evict);
+            member.close = Some(close);
         }
     }
 
-    /// The connection was active (a request arrived).
+    /// The connection was active (a request arrived, or a reply that changes its limit left).
     pub fn touch(&self) {
         let millis = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.active.store(millis, Ordering::Relaxed);
+    }
+
+    /// How long the connection has been idle, and whether that is past its limit (the limit
+    /// of its pool now: an authenticated member's is longer).
+    pub fn idle(&self) -> (Duration, bool) {
+        let idle = idle_since(self.since, &self.active, Instant::now());
+        let authenticated = {
+            let state = self.admission.lock();
+            state
+                .members
+                .get(&self.id)
+                .is_some_and(Member::authenticated)
+        };
+        (idle, idle >= self.admission.idle_limit(authenticated))
     }
 
     /// The connection proved to be @`me`'s owner; AT0012 when @`me`'s owner pool is full of
@@ -422,6 +535,8 @@ mod tests {
             unauthenticated: 4,
             unauthenticated_per_source: 3,
             per_atsign: 2,
+            idle_unauthenticated: Duration::from_secs(30),
+            idle_authenticated: Duration::from_secs(3600),
             peers_per_atsign: 2,
             per_peer: 1,
         }
@@ -566,5 +681,71 @@ mod tests {
         assert!(!state.members.contains_key(&alices[0].id));
         assert!(state.members.contains_key(&_bob.id));
         assert_eq!(count(&state, &Pool::Owner(carol.clone())), 1);
+    }
+
+    /// Records what a member's connection is told.
+    struct Told(std::rc::Rc<std::cell::RefCell<Vec<Close>>>);
+
+    impl Actor for Told {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Close> for Told {
+        type Result = ();
+        fn handle(&mut self, close: Close, _: &mut Context<Self>) {
+            self.0.borrow_mut().push(close);
+        }
+    }
+
+    /// A member attached to a recorder, and what it is told.
+    fn attached(ticket: &Ticket) -> std::rc::Rc<std::cell::RefCell<Vec<Close>>> {
+        let told = std::rc::Rc::default();
+        ticket.attach(Told(std::rc::Rc::clone(&told)).start().recipient());
+        told
+    }
+
+    async fn settle() {
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    /// Past its pool's limit a member is told it is idle, once until it is active again;
+    /// an authenticated member has the longer limit.
+    #[actix_rt::test]
+    async fn an_idle_member_is_told_once_until_it_is_active_again() {
+        let admission = Admission::new(limits());
+        let anonymous = admission.enter(source(1)).unwrap();
+        let owner = admission.enter(source(2)).unwrap();
+        owner.owner_of(&sign("@alice")).unwrap();
+        let (told_anonymous, told_owner) = (attached(&anonymous), attached(&owner));
+        let later = Instant::now() + Duration::from_secs(31);
+        admission.tell_idle(later);
+        admission.tell_idle(later);
+        settle().await;
+        assert_eq!(*told_anonymous.borrow(), [Close::Idle]);
+        assert!(told_owner.borrow().is_empty());
+        assert!(anonymous.idle().0 < Duration::from_secs(1));
+        // Active again, then idle past the limit again.
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+        anonymous.touch();
+        assert!(!anonymous.idle().1);
+        admission.tell_idle(later + Duration::from_secs(31));
+        admission.tell_idle(later + Duration::from_secs(3600));
+        settle().await;
+        assert_eq!(*told_anonymous.borrow(), [Close::Idle, Close::Idle]);
+        assert_eq!(*told_owner.borrow(), [Close::Idle]);
+    }
+
+    /// Draining tells every member, and each one that attaches afterwards.
+    #[actix_rt::test]
+    async fn draining_tells_every_member_and_each_attached_later() {
+        let admission = Admission::new(limits());
+        let first = admission.enter(source(1)).unwrap();
+        let told_first = attached(&first);
+        let second = admission.enter(source(2)).unwrap();
+        admission.drain();
+        let told_second = attached(&second);
+        settle().await;
+        assert_eq!(*told_first.borrow(), [Close::Draining]);
+        assert_eq!(*told_second.borrow(), [Close::Draining]);
     }
 }

@@ -76,7 +76,9 @@ pub enum Proven {
 pub struct AuthState {
     session_id: String,
     proven: Proven,
-    challenge: Option<Challenge>,
+    /// Boxed: it lives only from `from` to the next proof, and every connection's state is
+    /// held for its life.
+    challenge: Option<Box<Challenge>>,
     /// How the owner proved itself; `None` unless [`Proven::Owner`] came by [`Self::prove_owner`].
     owner_auth: Option<OwnerAuth>,
     /// The APKAM enrollment the connection acts as, if any.
@@ -138,7 +140,7 @@ impl AuthState {
     /// Takes the pending challenge for a `pol`: one handed to another atSign than `me`. Spent
     /// whatever happens next; `None` when there is none or it expired.
     pub fn take_peer_challenge(&mut self, me: &AtSign, now: Instant) -> Option<Challenge> {
-        self.challenge.take().filter(|challenge| {
+        self.challenge.take().map(|c| *c).filter(|challenge| {
             &challenge.claimed != me
                 && now.saturating_duration_since(challenge.issued) <= CHALLENGE_TTL
         })
@@ -207,12 +209,12 @@ impl AuthState {
     /// `from:<claimed>`: hands out a new challenge (with the connection's session id),
     /// replacing any earlier one; what the connection has proven is kept.
     pub fn challenge(&mut self, claimed: AtSign, nonce: String, now: Instant) -> &Challenge {
-        self.challenge.insert(Challenge {
+        self.challenge.insert(Box::new(Challenge {
             session_id: self.session_id.clone(),
             nonce,
             claimed,
             issued: now,
-        })
+        }))
     }
 
     /// Whether a proof by `claimant` now would answer a live challenge.
@@ -227,7 +229,7 @@ impl AuthState {
     /// spent whatever happens next, so each challenge is tried once. `None` when there is
     /// none, it expired, or it was for another atSign: the proof fails.
     pub fn take_challenge(&mut self, claimant: &AtSign, now: Instant) -> Option<Challenge> {
-        self.challenge.take().filter(|challenge| {
+        self.challenge.take().map(|c| *c).filter(|challenge| {
             &challenge.claimed == claimant
                 && now.saturating_duration_since(challenge.issued) <= CHALLENGE_TTL
         })

@@ -117,7 +117,14 @@ pub enum Told {
     Deprovisioned,
     /// APKAM enrollment (id) was revoked, on this node or another: its connections close.
     EnrollmentEnded(String),
+    /// The atSign was suspended: each connection is told (AT0024) and closes.
+    Suspended,
 }
+
+/// The atSign was suspended ([`Hosts::close_suspended`]): the key store tells its connections.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Suspended;
 
 /// One hosted atSign's key store: runs its commands, and owns what this node holds of the
 /// atSign while it is in use: the count of its open connections and its monitors.
@@ -264,6 +271,16 @@ impl Handler<EnrollmentEnded> for KeyStore {
         self.grants.forget(&ended.0);
         for connection in self.connections.values() {
             connection.do_send(Told::EnrollmentEnded(ended.0.clone()));
+        }
+    }
+}
+
+impl Handler<Suspended> for KeyStore {
+    type Result = ();
+
+    fn handle(&mut self, _: Suspended, _: &mut Context<Self>) {
+        for connection in self.connections.values() {
+            connection.do_send(Told::Suspended);
         }
     }
 }
@@ -574,34 +591,39 @@ async fn activate(store: &Store, me: &AtSign) -> Result<(), AtError> {
 /// The registry of running key stores: atSign → `Addr<KeyStore>`, started on first use on one
 /// of the given arbiters (picked by the atSign, so key stores spread over the cores), started
 /// again when stopped (idle) or failed.
+///
+/// A handle: every connection keeps one, so a clone is one reference count, not a copy of the
+/// node's services (whose actor addresses each allocate when cloned).
 #[derive(Clone)]
-pub struct Hosts {
-    running: Arc<Mutex<HashMap<AtSign, Addr<KeyStore>>>>,
+pub struct Hosts(Arc<Registry>);
+
+struct Registry {
+    running: Mutex<HashMap<AtSign, Addr<KeyStore>>>,
     services: Services,
     idle: Duration,
-    arbiters: Arc<[actix::ArbiterHandle]>,
+    arbiters: Box<[actix::ArbiterHandle]>,
 }
 
 impl Hosts {
     /// `arbiters` must not be empty.
     pub fn new(services: Services, idle: Duration, arbiters: Vec<actix::ArbiterHandle>) -> Hosts {
         assert!(!arbiters.is_empty(), "key stores need an arbiter");
-        Hosts {
-            running: Arc::default(),
+        Hosts(Arc::new(Registry {
+            running: Mutex::default(),
             services,
             idle,
             arbiters: arbiters.into(),
-        }
+        }))
     }
 
     /// The key store of `atsign`, started if it is not running.
     pub fn get(&self, atsign: &AtSign) -> Addr<KeyStore> {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(addr) = running.get(atsign).filter(|a| a.connected()) {
             return addr.clone();
         }
-        let (me, services, idle) = (atsign.clone(), self.services.clone(), self.idle);
-        let arbiter = &self.arbiters[shard(atsign, self.arbiters.len())];
+        let (me, services, idle) = (atsign.clone(), self.0.services.clone(), self.0.idle);
+        let arbiter = &self.0.arbiters[shard(atsign, self.0.arbiters.len())];
         let addr = KeyStore::start_in_arbiter(arbiter, move |_| KeyStore::new(me, services, idle));
         running.insert(atsign.clone(), addr.clone());
         addr
@@ -610,7 +632,7 @@ impl Hosts {
     /// Stops `atsign`'s key store, if running (it was deprovisioned): connections still open
     /// for it get errors from now on instead of writing to an atSign that is gone.
     pub fn evict(&self, atsign: &AtSign) {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(addr) = running.remove(atsign) {
             addr.do_send(Stop);
         }
@@ -618,22 +640,47 @@ impl Hosts {
 
     /// This node's monitor connections.
     pub fn monitors(&self) -> &Monitors {
-        &self.services.monitors
+        &self.0.services.monitors
     }
 
     /// This node's links to other atServers.
     pub fn peers(&self) -> &Peers {
-        &self.services.peers
+        &self.0.services.peers
     }
 
     /// Which of this node's atSigns are suspended.
     pub fn suspensions(&self) -> &crate::suspension::Suspensions {
-        &self.services.suspensions
+        &self.0.services.suspensions
+    }
+
+    /// Each time an atSign becomes suspended, tells the key stores of the suspended atSigns
+    /// running here, which tell their connections ([`Told::Suspended`]); for as long as the
+    /// registry is in use (spawned once per node). One watcher per node, not one per
+    /// connection.
+    ///
+    /// No connection misses it: a connection attaches to its key store before its first
+    /// command, whose check sees a suspension made before it; one made after is told here
+    /// after the attach, in the key store's order.
+    pub fn close_suspended(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let mut newly = self.suspensions().watch();
+        let registry = Arc::downgrade(&self.0);
+        async move {
+            while newly.changed().await.is_ok() {
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                let suspensions = &registry.services.suspensions;
+                let running = registry.running.lock().unwrap_or_else(|e| e.into_inner());
+                for (_, keystore) in running.iter().filter(|(a, _)| suspensions.is_suspended(a)) {
+                    keystore.do_send(Suspended);
+                }
+            }
+        }
     }
 
     /// How many key stores are in memory now.
     pub fn running(&self) -> usize {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let running = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
         running.values().filter(|a| a.connected()).count()
     }
 }

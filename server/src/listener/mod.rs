@@ -52,10 +52,9 @@ pub enum ListenError {
 /// good (then the node exits non-zero, so Kubernetes or systemd restarts it rather than it
 /// answering AT0002 to everyone).
 pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> {
-    // Told to stop (readiness off) before it stops accepting (`draining`).
+    // Told to stop (readiness off) before it stops accepting and drains.
     let (stopping, stopping_rx) = watch::channel(false);
-    let (draining, draining_rx) = watch::channel(false);
-    let served = start(&config, &store, stopping_rx, draining_rx).await?;
+    let served = start(&config, &store, stopping_rx).await?;
     let failed = tokio::select! {
         signal = shutdown::signal() => {
             let pause = Duration::from_millis(config.shutdown_pause_millis);
@@ -65,7 +64,7 @@ pub async fn run(config: ServerConfig, store: Store) -> Result<(), ListenError> 
         why = store_failure(&store) => Some(why),
     };
     let _ = stopping.send(true);
-    drain(&config, &store, &served, &draining).await;
+    drain(&config, &store, &served).await;
     match failed {
         Some(why) => Err(ListenError::StoreFailed(why)),
         None => Ok(()),
@@ -77,7 +76,6 @@ async fn start(
     config: &ServerConfig,
     store: &Store,
     stopping: watch::Receiver<bool>,
-    draining: watch::Receiver<bool>,
 ) -> Result<Rc<Served>, ListenError> {
     let tls_config = served_names(config);
     let tls = at_common::tls::server_config_verifying_clients(
@@ -98,7 +96,6 @@ async fn start(
         config,
         store.clone(),
         config.peer_settings(&tls_config)?,
-        draining,
         workers.iter().map(Arbiter::handle).collect(),
     );
     let shared = Arc::new(Shared {
@@ -239,17 +236,12 @@ fn background(
 /// Stops accepting, lets each connection finish the command in flight and close, within the
 /// grace period; then writes the last access counts and removes the admin socket (the store
 /// is flushed and closed when dropped).
-async fn drain(
-    config: &ServerConfig,
-    store: &Store,
-    served: &Served,
-    draining: &watch::Sender<bool>,
-) {
+async fn drain(config: &ServerConfig, store: &Store, served: &Served) {
     let grace = Duration::from_millis(config.shutdown_grace_millis);
     let admission = &served.accepting.shared.limits.admission;
     tracing::info!(open = admission.open(), ?grace, "shutting down");
     served.stop_accepting();
-    let _ = draining.send(true);
+    admission.drain();
     shutdown::closed(|| admission.open(), grace).await;
     if let Err(error) = store.write_accesses().await {
         tracing::warn!(%error, "could not write the last access counts");

@@ -171,12 +171,10 @@ pub(crate) mod testing {
         /// A node over this store (key stores, router, in-process links; needs an actix
         /// system): atSigns hosted here are reached in-process, others are unreachable.
         pub fn node(&self) -> crate::node::Node {
-            let (_, draining) = tokio::sync::watch::channel(false);
             crate::node::Node::start(
                 &crate::config::ServerConfig::default(),
                 self.store.clone(),
                 crate::peer::PeerSettings::offline(),
-                draining,
                 vec![actix::Arbiter::current()],
             )
         }

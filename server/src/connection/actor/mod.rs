@@ -31,11 +31,10 @@ use at_common::reply::{ErrorStyle, Reply};
 use at_common::verb::Command;
 use at_common::AtSign;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, WriteHalf};
 use tokio_util::codec::FramedRead;
 
-use super::admission::{Admission, Evict, Ticket};
+use super::admission::{Admission, Close, Ticket};
 use super::auth_state::{AuthState, Proven};
 use super::authenticate;
 use super::throttle::{is_failed_proof, AuthThrottle, Source};
@@ -45,8 +44,6 @@ use crate::keystore::{
     Subscription, Told,
 };
 use crate::metrics::metrics;
-use crate::notifications::Monitors;
-use crate::peer::Peers;
 use crate::suspension::Suspensions;
 
 /// A connection's read buffer to begin with (FramedRead's default is 8 KiB); it grows for a
@@ -64,17 +61,12 @@ pub struct Limits {
     pub buffer_limit: usize,
     /// The node's bound on unfinished requests, shared by every connection.
     pub buffer_budget: at_common::codec::BufferBudget,
-    pub idle_unauthenticated: Duration,
-    pub idle_authenticated: Duration,
     /// Failed-proof limits, and the node's per-atSign failure windows (shared by every
     /// connection of the node).
     pub auth_throttle: Arc<AuthThrottle>,
     /// `from:@other` needs a client certificate naming @other's server.
     pub peer_certificate_required: bool,
-    /// Turns true when the node shuts down: each connection finishes the command in flight,
-    /// writes its reply and closes.
-    pub draining: tokio::sync::watch::Receiver<bool>,
-    /// The node's connection pools ([`Admission`]).
+    /// The node's connection pools, and their idle limits and shutdown ([`Admission`]).
     pub admission: Admission,
 }
 
@@ -107,11 +99,6 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     revoked_itself: bool,
     /// Its key store knows it is logged in with an APKAM enrollment ([`Enrolled`]).
     told_enrolled: bool,
-    monitors: Monitors,
-    /// Checks `pol` claims with the claimant's server.
-    peers: Peers,
-    /// Whether `me` is suspended: asked before each command.
-    suspensions: Suspensions,
     /// While this is a monitor connection: its place among the node's monitors.
     subscription: Option<Subscription>,
     state: AuthState,
@@ -120,7 +107,6 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     writer: FramedWrite<Bytes, Counted<WriteHalf<IO>>, LineCodec>,
     /// What the client has not read yet of what was written to it ([`Connection::send`]).
     backlog: Backlog,
-    idle: Option<SpawnHandle>,
     /// Set once the connection is being closed: later input is ignored while the last reply
     /// is flushed.
     closing: bool,
@@ -133,8 +119,8 @@ pub struct Connection<IO: AsyncWrite + Unpin + 'static> {
     counted: Option<&'static str>,
     /// The command being answered: its verb and when its line arrived (for the metrics).
     current: Option<(&'static str, Instant)>,
-    /// A peer's commands in flight together ([`pipeline`]).
-    pipeline: pipeline::Pipeline,
+    /// A peer's commands in flight together ([`pipeline`]); made on its first.
+    pipeline: Option<Box<pipeline::Pipeline>>,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
@@ -149,8 +135,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     ) -> Addr<Self> {
         let keystore = hosts.get(&me);
         let hosts = hosts.clone();
-        let (monitors, peers) = (hosts.monitors().clone(), hosts.peers().clone());
-        let suspensions = hosts.suspensions().clone();
         Connection::create(move |ctx| {
             let (read, write) = tokio::io::split(io);
             let backlog = Backlog::default();
@@ -173,23 +157,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 deprovisioned: false,
                 revoked_itself: false,
                 told_enrolled: false,
-                monitors,
-                peers,
-                suspensions,
                 subscription: None,
                 state: AuthState::fresh(),
                 style: ErrorStyle::Legacy,
                 limits,
                 writer,
                 backlog,
-                idle: None,
                 closing: false,
                 failures: 0,
                 ticket,
                 origin,
                 counted: None,
                 current: None,
-                pipeline: Default::default(),
+                pipeline: None,
             }
         })
     }
@@ -311,7 +291,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     fn handle_command(&mut self, command: Command, ctx: &mut Context<Self>) {
         let now = Instant::now();
         self.current = Some((command.verb(), now));
-        if self.suspensions.is_suspended(&self.me) {
+        if self.hosts.suspensions().is_suspended(&self.me) {
             return self.reply(Err(Suspensions::error(&self.me)), ctx);
         }
         match command {
@@ -327,7 +307,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 // Another atSign: the owner's block list is checked before anything else,
                 // then (when required) that the client's certificate names its server.
                 let admitted = self.keystore(ctx).send(AdmitPeer(from.atsign.clone()));
-                let peers = self.peers.clone();
+                let peers = self.hosts.peers().clone();
                 let names = match (&self.origin, self.limits.peer_certificate_required) {
                     (Origin::Network { client_names, .. }, true) => Some(client_names.clone()),
                     _ => None,
@@ -429,7 +409,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             }
             // A revoked enrollment's connections close, on every node.
             if let Some(ended) = settled.revoked {
-                let (monitors, me) = (act.monitors.clone(), act.me.clone());
+                let (monitors, me) = (act.hosts.monitors().clone(), act.me.clone());
                 ctx.spawn(
                     async move { monitors.end_enrollment(&me, &ended).await }.into_actor(act),
                 );
@@ -529,7 +509,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             );
             return self.reply(Err(error), ctx);
         };
-        let peers = self.peers.clone();
+        let peers = self.hosts.peers().clone();
         let check = async move {
             let claimant = &challenge.claimed;
             let verdict =
@@ -558,7 +538,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 }
             };
             act.reply(result, ctx);
-            act.touch(ctx);
+            act.touch();
         }));
     }
 
@@ -571,7 +551,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
                 self.failures = 0;
             }
             self.reply(result, ctx);
-            return self.touch(ctx);
+            return self.touch();
         }
         self.failures = self.failures.saturating_add(1);
         let penalty = self.limits.auth_throttle.penalty(self.failures);
@@ -594,28 +574,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         );
     }
 
-    /// How long this connection may stay idle: longer once the client has authenticated.
-    fn idle_limit(&self) -> Duration {
-        if self.state.is_owner() || self.state.peer().is_some() {
-            self.limits.idle_authenticated
-        } else {
-            self.limits.idle_unauthenticated
-        }
-    }
-
-    /// Re-arms the idle timeout, whose length depends on whether the client has authenticated.
-    fn touch(&mut self, ctx: &mut Context<Self>) {
+    /// The client was active: its idle time starts again (kept by [`Admission`], which tells
+    /// it to close when idle too long: [`Close::Idle`]). Also after a reply that authenticates
+    /// it, whose idle limit is then the longer one.
+    fn touch(&mut self) {
         if let Some(ticket) = &self.ticket {
             ticket.touch();
         }
-        if let Some(pending) = self.idle.take() {
-            ctx.cancel_future(pending);
-        }
-        let limit = self.idle_limit();
-        self.idle = Some(ctx.run_later(limit, |act, ctx| {
-            tracing::debug!(atsign = %act.me, "closing an idle connection");
-            act.close(ctx);
-        }));
     }
 
     /// Closes after what was written has been flushed: stopping the actor at once would drop
@@ -648,20 +613,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Actor for Connection<IO> {
         }
         self.send(Bytes::from_static(b"@"), ctx);
         self.recount();
-        self.touch(ctx);
-        // A `Drain` when the node drains, after the command in flight is answered.
-        let draining = at_directory::shutdown::drained(self.limits.draining.clone());
-        ctx.add_stream(draining.map(|()| Drain));
-        // A `Suspended` each time some atSign is newly suspended; the handler checks whether
-        // it is this one.
-        let newly = self.suspensions.watch();
-        ctx.add_stream(futures_util::stream::unfold(
-            newly,
-            |mut newly| async move {
-                newly.changed().await.ok()?;
-                Some((Suspended, newly))
-            },
-        ));
     }
 }
 
@@ -674,7 +625,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Result<String, 
         }
         match line {
             Ok(line) => {
-                self.touch(ctx);
+                self.touch();
                 metrics()
                     .bytes
                     .with_label_values(&["in"])
@@ -728,52 +679,45 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Handler<Told> for Connection<
                     self.close(ctx);
                 }
             }
+            // Told (AT0024) and closed, as its next command would be.
+            Told::Suspended => {
+                if !self.closing && self.hosts.suspensions().is_suspended(&self.me) {
+                    tracing::debug!(atsign = %self.me, "closing: the atSign was suspended");
+                    self.after_in_flight(ctx, |act, ctx| {
+                        let bytes = Reply::Error(Suspensions::error(&act.me))
+                            .render(&act.state.prompt(), act.style);
+                        act.send(bytes, ctx);
+                        act.close(ctx);
+                    });
+                }
+            }
         }
     }
 }
 
-impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Handler<Evict> for Connection<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Handler<Close> for Connection<IO> {
     type Result = ();
 
-    /// Another connection took this one's place (it was the oldest unauthenticated, or idle
-    /// in a full pool): closed without a word, as an idle connection is.
-    fn handle(&mut self, _: Evict, ctx: &mut Context<Self>) {
-        self.ticket = None;
-        self.close(ctx);
-    }
-}
-
-/// The node is shutting down.
-struct Drain;
-
-impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Drain> for Connection<IO> {
-    fn handle(&mut self, _: Drain, ctx: &mut Context<Self>) {
-        tracing::debug!(atsign = %self.me, "closing for shutdown");
-        self.after_in_flight(ctx, |act, ctx| act.close(ctx));
-    }
-
-    /// The node's shutdown signal went away with it: nothing to do.
-    fn finished(&mut self, _: &mut Context<Self>) {}
-}
-
-/// Some atSign was suspended: if it is this connection's, it is told (AT0024) and closed, as
-/// its next command would be.
-struct Suspended;
-
-impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> StreamHandler<Suspended> for Connection<IO> {
-    fn handle(&mut self, _: Suspended, ctx: &mut Context<Self>) {
-        if !self.closing && self.suspensions.is_suspended(&self.me) {
-            tracing::debug!(atsign = %self.me, "closing: the atSign was suspended");
-            self.after_in_flight(ctx, |act, ctx| {
-                let bytes = Reply::Error(Suspensions::error(&act.me))
-                    .render(&act.state.prompt(), act.style);
-                act.send(bytes, ctx);
-                act.close(ctx);
-            });
+    fn handle(&mut self, close: Close, ctx: &mut Context<Self>) {
+        match close {
+            // Another connection took this one's place (it was the oldest unauthenticated, or
+            // idle in a full pool): closed without a word, as an idle connection is.
+            Close::Evicted => {
+                self.ticket = None;
+                self.close(ctx);
+            }
+            Close::Idle => {
+                if let Some((idle, true)) = self.ticket.as_ref().map(Ticket::idle) {
+                    tracing::debug!(atsign = %self.me, ?idle, "closing an idle connection");
+                    self.close(ctx);
+                }
+            }
+            Close::Draining => {
+                tracing::debug!(atsign = %self.me, "closing for shutdown");
+                self.after_in_flight(ctx, |act, ctx| act.close(ctx));
+            }
         }
     }
-
-    fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> WriteHandler<CodecError> for Connection<IO> {

@@ -80,7 +80,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         let shown = Rc::new(RefCell::new(Replayed::default()));
         let replayed = match replay_after {
             Some(after) => self
-                .monitors
+                .hosts
+                .monitors()
                 .replay(&self.me, after, view, now_ms())
                 .boxed(),
             None => futures_util::stream::empty().boxed(),

@@ -101,10 +101,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         ctx: &mut Context<Self>,
         then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
     ) {
-        if self.pipeline.in_flight() == 0 {
+        let Some(pipeline) = self.pipeline.as_ref().filter(|p| p.in_flight() > 0) else {
             return then(self, ctx);
-        }
-        let pipeline = &self.pipeline;
+        };
         let all_in = Arc::clone(&pipeline.done).all_in(pipeline.next_reply, pipeline.next);
         ctx.wait(all_in.into_actor(self).map(move |(), act, ctx| {
             act.flush(ctx);
@@ -118,7 +117,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     /// command it is allowed.
     fn pipelinable(&self, command: &Command) -> Option<access::View> {
         self.state.peer()?;
-        if self.suspensions.is_suspended(&self.me) {
+        if self.hosts.suspensions().is_suspended(&self.me) {
             return None;
         }
         match command {
@@ -136,20 +135,22 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     }
 
     fn run_pipelined(&mut self, command: Command, view: access::View, ctx: &mut Context<Self>) {
-        let number = self.pipeline.next;
-        self.pipeline.next += 1;
-        self.pipeline
-            .started
-            .push_back((command.verb(), Instant::now()));
+        // Made on a peer connection's first pipelined command: most connections never need one.
+        let pipeline = self.pipeline.get_or_insert_with(Default::default);
+        let number = pipeline.next;
+        pipeline.next += 1;
+        pipeline.started.push_back((command.verb(), Instant::now()));
+        let turn = pipeline.turns.next();
+        let done = Arc::clone(&pipeline.done);
         let run = Run {
             command,
             view,
             asker: self.state.asker(),
             inbound: self.limits.admission.open(),
-            turn: Some(self.pipeline.turns.next()),
+            turn: Some(turn),
         };
         let sent = self.keystore(ctx).send(run);
-        let (done, connection) = (Arc::clone(&self.pipeline.done), ctx.address());
+        let connection = ctx.address();
         actix_rt::spawn(async move {
             let result = sent
                 .await
@@ -158,10 +159,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             done.finished.notify_one();
             connection.do_send(Flush);
         });
-        if self.pipeline.in_flight() >= MAX_IN_FLIGHT {
+        let Some(pipeline) = self.pipeline.as_ref() else {
+            return;
+        };
+        if pipeline.in_flight() >= MAX_IN_FLIGHT {
             // Read nothing more until the oldest is answered.
-            let oldest = self.pipeline.next_reply;
-            let answered = Arc::clone(&self.pipeline.done).all_in(oldest, oldest + 1);
+            let oldest = pipeline.next_reply;
+            let answered = Arc::clone(&pipeline.done).all_in(oldest, oldest + 1);
             ctx.wait(answered.into_actor(self).map(|(), act, ctx| act.flush(ctx)));
         }
     }
@@ -169,12 +173,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
     /// Writes the replies that are next in order; none after one that closes the connection.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         while !self.closing {
-            let number = self.pipeline.next_reply;
-            let Some(result) = self.pipeline.done.results().remove(&number) else {
+            let Some(pipeline) = self.pipeline.as_mut() else {
                 return;
             };
-            self.pipeline.next_reply += 1;
-            self.current = self.pipeline.started.pop_front();
+            let number = pipeline.next_reply;
+            let Some(result) = pipeline.done.results().remove(&number) else {
+                return;
+            };
+            pipeline.next_reply += 1;
+            self.current = pipeline.started.pop_front();
             self.reply(result, ctx);
         }
     }
