@@ -121,17 +121,13 @@ struct Member {
 
 impl Member {
     fn idle(&self, now: Instant) -> Duration {
-        idle_since(self.since, &self.active, now)
+        let active = Duration::from_millis(self.active.load(Ordering::Relaxed));
+        now.saturating_duration_since(self.since + active)
     }
 
     fn authenticated(&self) -> bool {
         self.pool != Pool::Unauthenticated
     }
-}
-
-fn idle_since(since: Instant, active: &AtomicU64, now: Instant) -> Duration {
-    let active = Duration::from_millis(active.load(Ordering::Relaxed));
-    now.saturating_duration_since(since + active)
 }
 
 #[derive(Default)]
@@ -188,12 +184,14 @@ impl Admission {
         &self.0.limits
     }
 
-    /// How long a member may be idle before it is told to close.
-    fn idle_limit(&self, authenticated: bool) -> Duration {
-        match authenticated {
+    /// How long `member` has been idle at `now`, and whether that is past its pool's limit.
+    fn idleness(&self, member: &Member, now: Instant) -> (Duration, bool) {
+        let limit = match member.authenticated() {
             true => self.0.limits.idle_authenticated,
             false => self.0.limits.idle_unauthenticated,
-        }
+        };
+        let idle = member.idle(now);
+        (idle, idle >= limit)
     }
 
     /// How often [`Admission::close_idle`] looks: an eighth of the shorter limit, between
@@ -228,9 +226,7 @@ impl Admission {
         let mut state = self.lock();
         for member in state.members.values_mut() {
             let active = member.active.load(Ordering::Relaxed);
-            if member.told_idle == Some(active)
-                || member.idle(now) < self.idle_limit(member.authenticated())
-            {
+            if member.told_idle == Some(active) || !self.idleness(member, now).1 {
                 continue;
             }
             if let Some(close) = &member.close {
@@ -406,17 +402,16 @@ impl Ticket {
     }
 
     /// How long the connection has been idle, and whether that is past its limit (the limit
-    /// of its pool now: an authenticated member's is longer).
+    /// of its pool now: an authenticated member's is longer). Not idle once it has left the
+    /// table (evicted: it is told so).
     pub fn idle(&self) -> (Duration, bool) {
-        let idle = idle_since(self.since, &self.active, Instant::now());
-        let authenticated = {
-            let state = self.admission.lock();
-            state
-                .members
-                .get(&self.id)
-                .is_some_and(Member::authenticated)
-        };
-        (idle, idle >= self.admission.idle_limit(authenticated))
+        let state = self.admission.lock();
+        state
+            .members
+            .get(&self.id)
+            .map_or((Duration::ZERO, false), |member| {
+                self.admission.idleness(member, Instant::now())
+            })
     }
 
     /// The connection proved to be @`me`'s owner; AT0012 when @`me`'s owner pool is full of

@@ -58,6 +58,12 @@ impl Challenge {
     pub fn text(&self) -> String {
         format!("{}{}:{}", self.session_id, self.claimed, self.nonce)
     }
+
+    /// Whether it can be answered `now` (within [`CHALLENGE_TTL`]) by an atSign that
+    /// `claimed_by` accepts as the one it was handed to.
+    fn answerable(&self, now: Instant, claimed_by: impl FnOnce(&AtSign) -> bool) -> bool {
+        claimed_by(&self.claimed) && now.saturating_duration_since(self.issued) <= CHALLENGE_TTL
+    }
 }
 
 /// What a connection has proven.
@@ -140,10 +146,7 @@ impl AuthState {
     /// Takes the pending challenge for a `pol`: one handed to another atSign than `me`. Spent
     /// whatever happens next; `None` when there is none or it expired.
     pub fn take_peer_challenge(&mut self, me: &AtSign, now: Instant) -> Option<Challenge> {
-        self.challenge.take().map(|c| *c).filter(|challenge| {
-            &challenge.claimed != me
-                && now.saturating_duration_since(challenge.issued) <= CHALLENGE_TTL
-        })
+        self.take_live(now, |claimed| claimed != me)
     }
 
     /// Whether this connection has proven to be the owner.
@@ -219,20 +222,27 @@ impl AuthState {
 
     /// Whether a proof by `claimant` now would answer a live challenge.
     pub fn has_challenge(&self, claimant: &AtSign, now: Instant) -> bool {
-        self.challenge.as_ref().is_some_and(|challenge| {
-            &challenge.claimed == claimant
-                && now.saturating_duration_since(challenge.issued) <= CHALLENGE_TTL
-        })
+        self.challenge
+            .as_ref()
+            .is_some_and(|challenge| challenge.answerable(now, |claimed| claimed == claimant))
     }
 
     /// Takes the pending challenge for a proof by `claimant` (the owner for cram/pkam). It is
     /// spent whatever happens next, so each challenge is tried once. `None` when there is
     /// none, it expired, or it was for another atSign: the proof fails.
     pub fn take_challenge(&mut self, claimant: &AtSign, now: Instant) -> Option<Challenge> {
-        self.challenge.take().map(|c| *c).filter(|challenge| {
-            &challenge.claimed == claimant
-                && now.saturating_duration_since(challenge.issued) <= CHALLENGE_TTL
-        })
+        self.take_live(now, |claimed| claimed == claimant)
+    }
+
+    /// Takes the pending challenge (spent whatever it is), if it is live and for whom
+    /// `claimed_by` accepts.
+    fn take_live(
+        &mut self,
+        now: Instant,
+        claimed_by: impl FnOnce(&AtSign) -> bool,
+    ) -> Option<Challenge> {
+        let challenge = *self.challenge.take()?;
+        challenge.answerable(now, claimed_by).then_some(challenge)
     }
 
     /// Records a successful proof.

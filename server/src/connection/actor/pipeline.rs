@@ -141,6 +141,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
         pipeline.next += 1;
         pipeline.started.push_back((command.verb(), Instant::now()));
         let turn = pipeline.turns.next();
+        // With the most in flight, nothing more is read until the oldest is answered.
+        let oldest_answered = (pipeline.in_flight() >= MAX_IN_FLIGHT).then(|| {
+            let oldest = pipeline.next_reply;
+            Arc::clone(&pipeline.done).all_in(oldest, oldest + 1)
+        });
         let done = Arc::clone(&pipeline.done);
         let run = Run {
             command,
@@ -159,13 +164,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + 'static> Connection<IO> {
             done.finished.notify_one();
             connection.do_send(Flush);
         });
-        let Some(pipeline) = self.pipeline.as_ref() else {
-            return;
-        };
-        if pipeline.in_flight() >= MAX_IN_FLIGHT {
-            // Read nothing more until the oldest is answered.
-            let oldest = pipeline.next_reply;
-            let answered = Arc::clone(&pipeline.done).all_in(oldest, oldest + 1);
+        if let Some(answered) = oldest_answered {
             ctx.wait(answered.into_actor(self).map(|(), act, ctx| act.flush(ctx)));
         }
     }
