@@ -8,6 +8,12 @@
 //! silent) makes it `errored` and it is tried again after a backoff that doubles up to
 //! `retry_max`, until it expires (its `ttln`) or [`MAX_ATTEMPTS`] attempts failed.
 //!
+//! A new notification is handed over while its `queued` write is being made durable
+//! ([`Fresh`]): the first attempt sends it at once and records the outcome only after that
+//! write. The sender's `data:<id>` still waits for it, so nothing acknowledged can be lost; a
+//! crash before the write lands can at worst deliver a notification whose `notify` was never
+//! answered.
+//!
 //! At start-up the router takes up what is still queued or errored in the sent logs of the
 //! hosted atSigns. On a cluster every node does so on its start; each attempt is made by the
 //! node holding the notification's delivery lease in the store ([`Store::take_lease`]), so two
@@ -19,6 +25,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use at_common::metadata::{now_ms, EpochMillis};
 use at_common::AtSign;
+use tokio::sync::oneshot;
 
 use crate::metrics::metrics;
 use crate::notifications::{self, Delivery, Notification, Status, Stored};
@@ -34,11 +41,23 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 const LEASE_TIMEOUTS: u32 = 6;
 
 /// Deliver the notification `id` of `from`'s sent log.
-#[derive(Message, Clone)]
+#[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deliver {
     pub from: AtSign,
     pub id: String,
+    /// A notification just queued, as it is being written; `None` to read it from the log.
+    pub fresh: Option<Fresh>,
+}
+
+/// A notification handed to the router by [`queue`] while its write to the sent log is in
+/// flight: the first attempt sends this, not what the log holds (the write may not be
+/// readable yet), and waits for `written` before recording anything.
+pub struct Fresh {
+    stored: Stored,
+    expires: EpochMillis,
+    /// Whether the write to the sent log succeeded.
+    written: oneshot::Receiver<bool>,
 }
 
 pub struct NotificationRouter {
@@ -88,6 +107,7 @@ impl Actor for NotificationRouter {
                         waiting.push(Deliver {
                             from: atsign.clone(),
                             id: row.id.clone(),
+                            fresh: None,
                         });
                     }
                 }
@@ -122,13 +142,13 @@ impl Handler<Deliver> for NotificationRouter {
 /// A notification's attempts are over (delivered, expired, given up or gone).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Settled(Deliver);
+struct Settled(AtSign, String);
 
 impl Handler<Settled> for NotificationRouter {
     type Result = ();
 
-    fn handle(&mut self, Settled(deliver): Settled, _: &mut Context<Self>) {
-        self.pending.remove(&(deliver.from, deliver.id));
+    fn handle(&mut self, Settled(from, id): Settled, _: &mut Context<Self>) {
+        self.pending.remove(&(from, id));
     }
 }
 
@@ -140,13 +160,18 @@ impl NotificationRouter {
     fn attempt(&mut self, deliver: Deliver, ctx: &mut Context<Self>) {
         let (store, peers, retry_max) = (self.store.clone(), self.peers.clone(), self.retry_max);
         let router = ctx.address();
+        let Deliver {
+            from,
+            id,
+            mut fresh,
+        } = deliver;
         actix::spawn(async move {
             while let Outcome::Retry(after) =
-                attempt(&store, &peers, &deliver.from, &deliver.id, retry_max).await
+                attempt(&store, &peers, (&from, &id, fresh.take()), retry_max).await
             {
                 tokio::time::sleep(after).await;
             }
-            router.do_send(Settled(deliver));
+            router.do_send(Settled(from, id));
         });
     }
 }
@@ -159,8 +184,7 @@ impl NotificationRouter {
 async fn attempt(
     store: &Store,
     peers: &Peers,
-    from: &AtSign,
-    id: &str,
+    (from, id, fresh): (&AtSign, &str, Option<Fresh>),
     retry_max: Duration,
 ) -> Outcome {
     let lease = lease_name(id);
@@ -173,7 +197,7 @@ async fn attempt(
             return Outcome::Retry(retry_max);
         }
     }
-    let outcome = attempt_held(store, peers, from, id, retry_max).await;
+    let outcome = attempt_held(store, peers, (from, id, fresh), retry_max).await;
     if let Err(error) = store.drop_lease(from, &lease).await {
         tracing::debug!(%from, id, %error, "dropping a delivery lease; it expires");
     }
@@ -184,29 +208,31 @@ async fn attempt(
 async fn attempt_held(
     store: &Store,
     peers: &Peers,
-    from: &AtSign,
-    id: &str,
+    (from, id, fresh): (&AtSign, &str, Option<Fresh>),
     retry_max: Duration,
 ) -> Outcome {
-    let row = match store
-        .get_notification(from, NotificationLog::Sent, id)
-        .await
-    {
-        Ok(Some(row)) => row,
-        Ok(None) => return Outcome::Done,
-        Err(error) => {
-            tracing::warn!(%from, id, %error, "reading a notification to deliver");
-            return Outcome::Retry(retry_max);
-        }
+    let (mut stored, expires_ms, written) = match fresh {
+        Some(fresh) => (fresh.stored, fresh.expires, Some(fresh.written)),
+        None => match store
+            .get_notification(from, NotificationLog::Sent, id)
+            .await
+        {
+            Ok(Some(row)) => match notifications::read_stored(&row) {
+                Ok(stored) => (stored, row.expires_ms, None),
+                Err(_) => return Outcome::Done,
+            },
+            Ok(None) => return Outcome::Done,
+            Err(error) => {
+                tracing::warn!(%from, id, %error, "reading a notification to deliver");
+                return Outcome::Retry(retry_max);
+            }
+        },
     };
     let now = now_ms();
-    let Ok(mut stored) = notifications::read_stored(&row) else {
-        return Outcome::Done;
-    };
     if stored.status == Status::Delivered {
         return Outcome::Done;
     }
-    if row.expires_ms <= now {
+    if expires_ms <= now {
         metrics()
             .notifications
             .with_label_values(&["expired"])
@@ -217,8 +243,15 @@ async fn attempt_held(
         return Outcome::Done;
     };
     let to = stored.notification.to.clone();
-    let line = line_to_send(store, &stored.notification, &delivery, row.expires_ms - now).await;
+    let line = line_to_send(store, &stored.notification, &delivery, expires_ms - now).await;
     let answer = peers.ask(from, &to, Mode::Pol, line).await;
+    // Sent while it was being queued: its outcome is recorded after the queued write, and
+    // not at all if that failed (the sender was told so).
+    if let Some(written) = written {
+        if written.await != Ok(true) {
+            return Outcome::Done;
+        }
+    }
     let delivered = matches!(&answer, Ok(reply) if reply == "data:success");
     let mut delivery = delivery;
     if delivered {
@@ -240,12 +273,12 @@ async fn attempt_held(
     let still_due = store
         .get_notification(from, NotificationLog::Sent, id)
         .await
-        .is_ok_and(|now_row| now_row.is_some_and(|r| r.expires_ms == row.expires_ms));
+        .is_ok_and(|now_row| now_row.is_some_and(|r| r.expires_ms == expires_ms));
     if !still_due {
         return Outcome::Done;
     }
     if let Err(error) =
-        notifications::put(store, from, NotificationLog::Sent, &stored, row.expires_ms).await
+        notifications::put(store, from, NotificationLog::Sent, &stored, expires_ms).await
     {
         tracing::warn!(%from, id, %error, "recording a delivery attempt");
     }
@@ -366,6 +399,7 @@ pub async fn queue(
     delivery: Delivery,
     expires: EpochMillis,
 ) -> Result<(), crate::store::StoreError> {
+    metrics().notifications.with_label_values(&["queued"]).inc();
     // A resent id whose first is still waiting is not replaced: the first goes, and the
     // recipient shows the first of an id (as it would if both had been sent).
     let waiting = store
@@ -373,21 +407,34 @@ pub async fn queue(
         .await?
         .and_then(|row| notifications::read_stored(&row).ok())
         .is_some_and(|stored| stored.status != Status::Delivered);
-    if !waiting {
-        let stored = Stored {
-            notification: notification.clone(),
-            status: Status::Queued,
-            delivery: Some(delivery),
-            to_self: false,
-        };
-        notifications::put(store, from, NotificationLog::Sent, &stored, expires).await?;
+    if waiting {
+        router.do_send(Deliver {
+            from: from.clone(),
+            id: notification.id.clone(),
+            fresh: None,
+        });
+        return Ok(());
     }
-    metrics().notifications.with_label_values(&["queued"]).inc();
+    let stored = Stored {
+        notification: notification.clone(),
+        status: Status::Queued,
+        delivery: Some(delivery),
+        to_self: false,
+    };
+    // Sent while the write is made durable; the caller's answer waits for the write.
+    let (written, fresh_written) = oneshot::channel();
     router.do_send(Deliver {
         from: from.clone(),
         id: notification.id.clone(),
+        fresh: Some(Fresh {
+            stored: stored.clone(),
+            expires,
+            written: fresh_written,
+        }),
     });
-    Ok(())
+    let put = notifications::put(store, from, NotificationLog::Sent, &stored, expires).await;
+    let _ = written.send(put.is_ok());
+    put.map(drop)
 }
 
 /// `strategy:latest`: of what `from` still has to deliver to `to` from `notifier`, only the
@@ -567,13 +614,13 @@ mod tests {
             .take_lease(&alice, "delivery:n-1", held)
             .await
             .unwrap());
-        let outcome = attempt(&this, &peers, &alice, "n-1", retry_max).await;
+        let outcome = attempt(&this, &peers, (&alice, "n-1", None), retry_max).await;
         assert!(matches!(outcome, Outcome::Retry(after) if after == retry_max));
         assert_eq!(state().await, (Status::Queued, 0), "not attempted");
 
         other.drop_lease(&alice, "delivery:n-1").await.unwrap();
         // Attempted now: the recipient's server cannot be found (offline peers), so errored.
-        let outcome = attempt(&this, &peers, &alice, "n-1", retry_max).await;
+        let outcome = attempt(&this, &peers, (&alice, "n-1", None), retry_max).await;
         assert!(matches!(outcome, Outcome::Retry(_)));
         assert_eq!(state().await, (Status::Errored, 1));
         assert!(
@@ -583,6 +630,73 @@ mod tests {
                 .unwrap(),
             "dropped after the attempt"
         );
+    }
+
+    /// A notification handed over while its queued write is in flight is attempted at once;
+    /// its outcome is recorded only once that write is in, and not at all if it failed (its
+    /// sender was told so, and nothing of it is in the log to record).
+    #[actix_rt::test]
+    async fn a_fresh_notification_is_recorded_only_after_its_queued_write() {
+        use crate::store::embedded::Embedded;
+        let dir = at_tests::TempDir::new("router-fresh");
+        let store = Store::new(Embedded::open(dir.path()).unwrap());
+        let peers = Peers::offline(store.clone());
+        let alice = AtSign::parse("@alice").unwrap();
+        let expires = now_ms() + 60_000;
+        let stored = Stored {
+            notification: notification(Some("v"), None),
+            status: Status::Queued,
+            delivery: Some(Delivery::default()),
+            to_self: false,
+        };
+        let fresh = |written| Fresh {
+            stored: stored.clone(),
+            expires,
+            written,
+        };
+        let row = || async {
+            store
+                .get_notification(&alice, NotificationLog::Sent, "n-1")
+                .await
+                .unwrap()
+                .map(|row| notifications::read_stored(&row).unwrap().status)
+        };
+
+        // The queued write failed: the attempt (unreachable recipient) records nothing and ends.
+        let (failed, written) = oneshot::channel();
+        failed.send(false).unwrap();
+        let outcome = attempt(
+            &store,
+            &peers,
+            (&alice, "n-1", Some(fresh(written))),
+            Duration::from_secs(7),
+        )
+        .await;
+        assert!(matches!(outcome, Outcome::Done));
+        assert_eq!(row().await, None, "nothing recorded");
+
+        // The queued write lands while the attempt runs: the failure is recorded after it.
+        let (landed, written) = oneshot::channel();
+        let attempting = actix_rt::spawn({
+            let (store, peers, alice) = (store.clone(), peers.clone(), alice.clone());
+            let fresh = fresh(written);
+            async move {
+                attempt(
+                    &store,
+                    &peers,
+                    (&alice, "n-1", Some(fresh)),
+                    Duration::from_secs(7),
+                )
+                .await
+            }
+        });
+        notifications::put(&store, &alice, NotificationLog::Sent, &stored, expires)
+            .await
+            .unwrap();
+        landed.send(true).unwrap();
+        let outcome = attempting.await.unwrap();
+        assert!(matches!(outcome, Outcome::Retry(_)));
+        assert_eq!(row().await, Some(Status::Errored));
     }
 
     /// An autoNotify of `@bob:phone@alice 123` retried after @alice wrote 456 (and @bob's

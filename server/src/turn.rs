@@ -6,9 +6,12 @@
 //! command gets a [`Turn`]: [`Turn::wait`] returns once every earlier turn is over, and a turn
 //! is over when it is dropped (its command done, or failed, whether or not it waited). The
 //! commands' own work before `wait` runs concurrently; what follows it runs one at a time, in
-//! order.
+//! order. A command whose ordered part ends before the rest of its work (a notification shown
+//! on the monitors while its durable write is still being made) ends its turn early
+//! ([`Turn::end`]), so later turns need not wait for that work.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -45,6 +48,7 @@ impl Turns {
         Turn {
             number,
             turns: self.clone(),
+            ended: AtomicBool::new(false),
         }
     }
 
@@ -66,10 +70,12 @@ impl Turns {
     }
 }
 
-/// One command's place in the order; over when dropped.
+/// One command's place in the order; over when ended or dropped.
 pub struct Turn {
     number: u64,
     turns: Turns,
+    /// Over already: a turn is over once ([`Turns::over`] must not hear of it twice).
+    ended: AtomicBool,
 }
 
 impl Turn {
@@ -87,11 +93,18 @@ impl Turn {
         // The sender goes only once sent: the map holds it until then.
         let _ = woken.await;
     }
+
+    /// Ends the turn now, before its command is done: the later turns go on.
+    pub fn end(&self) {
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            self.turns.over(self.number);
+        }
+    }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        self.turns.over(self.number);
+        self.end();
     }
 }
 
@@ -125,5 +138,29 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), fourth.wait())
             .await
             .expect("nothing before it");
+    }
+
+    #[tokio::test]
+    async fn a_turn_ended_early_lets_the_next_go_and_is_over_once() {
+        let turns = Turns::default();
+        let (first, second, third) = (turns.next(), turns.next(), turns.next());
+        first.end();
+        tokio::time::timeout(Duration::from_secs(1), second.wait())
+            .await
+            .expect("the first ended early");
+        // Dropped after ending: not over twice, so the order still holds for the third.
+        drop(first);
+        let third_waits = tokio::spawn(async move { third.wait().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!third_waits.is_finished(), "the second is not over");
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(1), third_waits)
+            .await
+            .expect("the third's wait ended")
+            .unwrap();
+        let fourth = turns.next();
+        tokio::time::timeout(Duration::from_secs(1), fourth.wait())
+            .await
+            .expect("every earlier turn over");
     }
 }

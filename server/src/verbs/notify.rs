@@ -81,9 +81,14 @@ pub async fn notify(
 /// `notify:…` from @peer's server (pol): a notification for `me`, from @peer. Stored as
 /// received (once per id: a resent one is acknowledged, not shown again; the log kept within
 /// `quota`), handed to `me`'s monitors, and its key cached or uncached as the sender's
-/// `ttr`/`ccd` say. Answered `data:success`, which the sender takes as delivered. On a
-/// pipelined connection the monitor line and the cached key wait for `turn` (the durable write
-/// does not), so they happen in the order the notifications arrived.
+/// `ttr`/`ccd` say. Answered `data:success`, which the sender takes as delivered, once it is
+/// durable.
+///
+/// The monitors do not wait for the durable write: they see it one group commit sooner, and a
+/// crash before the write lands loses nothing acknowledged (the sender, unanswered, sends it
+/// again, and a monitor may then see its id twice). On a pipelined connection the monitor
+/// line and the cached key wait for `turn`, so they happen in the order the notifications
+/// arrived; the turn ends as soon as they are done.
 pub async fn receive(
     store: &Store,
     monitors: &Monitors,
@@ -105,49 +110,75 @@ pub async fn receive(
         .get_notification(me, NotificationLog::Received, &notification.id)
         .await?
         .is_some();
-    if !known {
-        let bytes = notifications::store(
-            store,
-            me,
-            NotificationLog::Received,
-            &notification,
-            Status::Delivered,
-            expires,
-        )
-        .await?;
-        // Others fill this log: it is kept within its quota, the oldest going first.
-        quota.stored(store, me, bytes);
-    }
-    // Stored (concurrently with the connection's other notifications); what others see of it
-    // follows the order they arrived in.
-    if let Some(turn) = turn {
-        turn.wait().await;
-    }
-    if !known {
-        monitors.publish(me, &notification).await;
-    }
-    if cmd.message_type != Some(MessageType::Text) {
-        let cached_key = format!("cached:{}", notification.key).to_lowercase();
-        // The reference refuses (after storing the notification) a key it could not cache.
-        at_common::limits::check_key(&cached_key)?;
-        if cmd.operation == Some(Operation::Delete) {
-            cache::drop_if_cascading(store, me, &cached_key).await?;
-        } else if cmd.meta.ttr.is_some_and(|ttr| ttr != 0)
-            && cache::room_for(store, me, &cached_key, quota.quota().cached_keys).await?
-        {
-            cache::keep_notified(
+    let stored = async {
+        if !known {
+            let bytes = notifications::store(
                 store,
                 me,
-                &cached_key,
-                cmd.value.clone(),
-                &cmd.meta,
-                peer,
-                now,
+                NotificationLog::Received,
+                &notification,
+                Status::Delivered,
+                expires,
             )
             .await?;
+            // Others fill this log: it is kept within its quota, the oldest going first.
+            quota.stored(store, me, bytes);
         }
-    }
+        Ok::<(), AtError>(())
+    };
+    let shown = async {
+        if let Some(turn) = turn {
+            turn.wait().await;
+        }
+        if !known {
+            monitors.publish(me, &notification).await;
+        }
+        let cached = cache_as_told(store, quota, (me, peer), cmd, &notification, now).await;
+        if let Some(turn) = turn {
+            turn.end();
+        }
+        cached
+    };
+    let (stored, cached) = tokio::join!(stored, shown);
+    stored?;
+    cached?;
     Ok(Reply::Data("success".into()))
+}
+
+/// What a received key notification does to `me`'s cached copy of its key: a delete drops it
+/// (if its `ccd` says so), an update with `ttr` keeps the value sent (while the cache has
+/// room). Text messages cache nothing.
+async fn cache_as_told(
+    store: &Store,
+    quota: &notifications::QuotaKeeper,
+    (me, peer): (&AtSign, &AtSign),
+    cmd: &Notify,
+    notification: &Notification,
+    now: EpochMillis,
+) -> Result<(), AtError> {
+    if cmd.message_type == Some(MessageType::Text) {
+        return Ok(());
+    }
+    let cached_key = format!("cached:{}", notification.key).to_lowercase();
+    // The reference refuses (after storing the notification) a key it could not cache.
+    at_common::limits::check_key(&cached_key)?;
+    if cmd.operation == Some(Operation::Delete) {
+        cache::drop_if_cascading(store, me, &cached_key).await?;
+    } else if cmd.meta.ttr.is_some_and(|ttr| ttr != 0)
+        && cache::room_for(store, me, &cached_key, quota.quota().cached_keys).await?
+    {
+        cache::keep_notified(
+            store,
+            me,
+            &cached_key,
+            cmd.value.clone(),
+            &cmd.meta,
+            peer,
+            now,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// How long the notification is kept: its `ttln`, else the default; at most

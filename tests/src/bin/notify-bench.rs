@@ -41,10 +41,11 @@ const USAGE: &str = "\
 notify-bench: notifications/s and latency from @alice on one atServer to @bob's monitor on
 another, beside a Redis PUBLISH/SUBSCRIBE round trip
 
-USAGE: notify-bench [--count N] [--in-flight C] [--warmup W]
+USAGE: notify-bench [--count N] [--in-flight C] [--warmup W] [--only one|flood]
   --count N      measured messages per system [2000]
   --in-flight C  sending connections, one message in flight each [8]
-  --warmup W     unmeasured notifications first [200]";
+  --warmup W     unmeasured notifications first [200]
+  --only P       only one pacing: one at a time, or flooded [both]";
 
 /// Send and arrival times of the measured messages, by index.
 struct Stamps {
@@ -334,11 +335,19 @@ fn at_server_notifications(
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (mut count, mut in_flight, mut warmup) = (2000usize, 8usize, 200usize);
+    let mut only: Option<String> = None;
     while let Some(flag) = args.next() {
         let parsed = match flag.as_str() {
             "--count" => number_arg(&flag, args.next(), 1, 1_000_000).map(|v| count = v),
             "--in-flight" => number_arg(&flag, args.next(), 1, 256).map(|v| in_flight = v),
             "--warmup" => number_arg(&flag, args.next(), 1, 100_000).map(|v| warmup = v),
+            "--only" => match args.next().as_deref() {
+                Some(pace @ ("one" | "flood")) => {
+                    only = Some(pace.to_string());
+                    Ok(())
+                }
+                other => Err(format!("--only takes one or flood, not {other:?}")),
+            },
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -355,10 +364,13 @@ fn main() -> ExitCode {
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         load_average()
     );
-    for (label, pace) in [
-        ("one at a time", Pace::OneAtATime),
-        ("flood", Pace::Flood(in_flight)),
+    for (name, label, pace) in [
+        ("one", "one at a time", Pace::OneAtATime),
+        ("flood", "flood", Pace::Flood(in_flight)),
     ] {
+        if only.as_ref().is_some_and(|only| only != name) {
+            continue;
+        }
         println!("-- {label}");
         let redis = match redis_round_trips(count, pace) {
             Ok(figures) => figures,
