@@ -350,6 +350,9 @@ pub struct Kept {
     pub removed: usize,
     pub count: usize,
     pub bytes: usize,
+    /// No row kept is older than this (the time of the oldest row read, or of the last one
+    /// removed); `None` if the log was empty.
+    pub floor: Option<EpochMillis>,
 }
 
 /// How many of the oldest notifications over a quota are removed at once: their writes share
@@ -357,29 +360,110 @@ pub struct Kept {
 const REMOVALS_IN_FLIGHT: usize = 64;
 
 /// Keeps `atsign`'s received log within `quota`: the oldest notifications go first (what
-/// other atSigns fill cannot grow without bound).
+/// other atSigns fill cannot grow without bound). Reads the whole log.
 pub async fn enforce_quota(
     store: &Store,
     atsign: &AtSign,
     quota: Quota,
 ) -> Result<Kept, StoreError> {
-    use futures_util::{StreamExt, TryStreamExt};
+    enforce_quota_from(store, atsign, quota, None).await
+}
+
+/// [`enforce_quota`] on the rows from `floor` on: a log trimmed from its old end leaves the
+/// removed rows' tombstones there until the store compacts them, and a read from the start
+/// would step over every one of them.
+async fn enforce_quota_from(
+    store: &Store,
+    atsign: &AtSign,
+    quota: Quota,
+    floor: Option<EpochMillis>,
+) -> Result<Kept, StoreError> {
     let rows = store
-        .notifications(atsign, NotificationLog::Received, None, usize::MAX)
+        .notifications(atsign, NotificationLog::Received, after(floor), usize::MAX)
         .await?;
     let mut count = rows.len();
     let mut bytes: usize = rows.iter().map(|row| row.body.len()).sum();
-    let mut over = Vec::new();
+    let mut over = 0;
     for row in &rows {
         if count <= quota.count && bytes <= quota.bytes {
             break;
         }
-        over.push(row.id.as_str());
+        over += 1;
         count -= 1;
         bytes = bytes.saturating_sub(row.body.len());
     }
-    let removed = futures_util::stream::iter(over)
-        .map(|id| store.remove_notification(atsign, NotificationLog::Received, id))
+    let removed = remove_received(store, atsign, &rows[..over]).await?;
+    let floor = rows.get(over.saturating_sub(1)).map(|row| row.at_ms);
+    Ok(Kept {
+        removed,
+        count,
+        bytes,
+        floor,
+    })
+}
+
+/// What [`trim_oldest`] did.
+struct Trimmed {
+    removed: usize,
+    removed_bytes: usize,
+    floor: Option<EpochMillis>,
+    /// The log ran out before it was within the quota: the tally it was given is off.
+    short: bool,
+}
+
+/// Removes the oldest rows of `atsign`'s received log (from `floor` on) until a log of
+/// `count` rows and `bytes` bytes, as tallied, is within `quota`: reads only those rows.
+async fn trim_oldest(
+    store: &Store,
+    atsign: &AtSign,
+    quota: Quota,
+    floor: Option<EpochMillis>,
+    (mut count, mut bytes): (usize, usize),
+) -> Result<Trimmed, StoreError> {
+    // Over by bytes, how many rows go is not known before reading them: a page at a time.
+    let page = count.saturating_sub(quota.count).max(REMOVALS_IN_FLIGHT);
+    let rows = store
+        .notifications(atsign, NotificationLog::Received, after(floor), page)
+        .await?;
+    let mut over = 0;
+    let mut removed_bytes = 0usize;
+    for row in &rows {
+        if count <= quota.count && bytes <= quota.bytes {
+            break;
+        }
+        over += 1;
+        count = count.saturating_sub(1);
+        bytes = bytes.saturating_sub(row.body.len());
+        removed_bytes = removed_bytes.saturating_add(row.body.len());
+    }
+    let within = count <= quota.count && bytes <= quota.bytes;
+    let removed = remove_received(store, atsign, &rows[..over]).await?;
+    Ok(Trimmed {
+        removed,
+        removed_bytes,
+        floor: rows
+            .get(over.saturating_sub(1))
+            .map(|row| row.at_ms)
+            .or(floor),
+        // A full page not yet enough is not short: the next trim goes on from its end.
+        short: !within && rows.len() < page,
+    })
+}
+
+/// The `after_ms` of a read from `floor` on (rows at `floor` itself included).
+fn after(floor: Option<EpochMillis>) -> Option<EpochMillis> {
+    floor.map(|floor| floor.saturating_sub(1))
+}
+
+/// Removes `rows` from `atsign`'s received log; says how many were there to remove.
+async fn remove_received(
+    store: &Store,
+    atsign: &AtSign,
+    rows: &[NotificationRow],
+) -> Result<usize, StoreError> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let removed = futures_util::stream::iter(rows)
+        .map(|row| store.remove_notification(atsign, NotificationLog::Received, &row.id))
         .buffer_unordered(REMOVALS_IN_FLIGHT)
         .try_fold(
             0,
@@ -389,21 +473,22 @@ pub async fn enforce_quota(
     if removed > 0 {
         tracing::info!(%atsign, removed, "received notifications over the quota; the oldest went");
     }
-    Ok(Kept {
-        removed,
-        count,
-        bytes,
-    })
+    Ok(removed)
 }
 
 /// Keeps received logs within their quota as notifications arrive, without reading a log
-/// each time: it tallies what this node stored in each log since it last read it, and reads
-/// it again ([`enforce_quota`], in a task of its own, never holding up a delivery) when the
-/// tally passes the quota by a sixteenth, or after a quarter of the quota's count arrived here
-/// (what other nodes sharing the store, or the atServer's own notices, added meanwhile).
+/// each time: it tallies what each log holds (what its last read found, plus what this node
+/// stored since, less what it removed). When the tally passes the quota by a sixteenth it
+/// removes the oldest rows over it, reading only those; after a quarter of the quota (count
+/// or bytes) arrived here it reads the whole log again ([`enforce_quota`]), for what other nodes sharing
+/// the store, or the atServer's own notices, added meanwhile. Both run in a task of their
+/// own, never holding up a delivery, and read from the oldest row the last read left
+/// (`floor`), not over the tombstones of those removed before it.
+///
 /// So a log overshoots its quota by about a sixteenth on one node; with several nodes sharing
 /// a store, by up to a quarter per node until the next read here or maintenance round (which
-/// keeps every atSign's quota exactly).
+/// keeps every atSign's quota exactly, reading the whole log, rows stored by a node whose clock
+/// is behind this one's included).
 pub struct QuotaKeeper {
     quota: Quota,
     tallies: Mutex<HashMap<AtSign, Tally>>,
@@ -416,29 +501,60 @@ const TALLIES_MAX: usize = 100_000;
 /// What this node knows of one received log.
 #[derive(Default)]
 struct Tally {
-    /// What the log held when last read, plus what was stored here since.
+    /// What the log held when last read whole, plus what was stored here since, less what
+    /// was removed here since.
     count: usize,
     bytes: usize,
-    /// Stored here since the last read began.
+    /// Stored here since the last whole read began.
     since_read: usize,
     since_read_bytes: usize,
     /// A read is under way.
     reading: bool,
+    /// No row is older than this (as of the last read); `None` before the first.
+    floor: Option<EpochMillis>,
+    /// Never read whole yet, or the tally proved off: the next read is whole.
+    stale: bool,
+}
+
+/// What a read of a log found and did.
+enum Done {
+    Whole(Kept),
+    Oldest(Trimmed),
+}
+
+/// Which read a log needs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Read {
+    /// The whole log (from its floor): the tally is made again from what it holds.
+    Whole,
+    /// Only the oldest rows over the quota, by the tally.
+    Oldest,
 }
 
 impl Tally {
-    /// Whether the log must be read (and trimmed) now.
-    fn due(&self, quota: Quota) -> bool {
-        self.count > quota.count.saturating_add(quota.count / 16)
+    /// What read the log needs now, if any.
+    fn due(&self, quota: Quota) -> Option<Read> {
+        let arrived = self.since_read > (quota.count / 4).max(1)
+            || self.since_read_bytes > (quota.bytes / 4).max(1);
+        if self.stale || arrived {
+            Some(Read::Whole)
+        } else if self.count > quota.count.saturating_add(quota.count / 16)
             || self.bytes > quota.bytes.saturating_add(quota.bytes / 16)
-            || self.since_read > (quota.count / 4).max(1)
+        {
+            Some(Read::Oldest)
+        } else {
+            None
+        }
     }
 
-    /// A read begins: what arrives from now on is counted on top of what it finds.
-    fn begin_read(&mut self) {
+    /// A read begins: for a whole read, what arrives from now on is counted on top of what
+    /// it finds.
+    fn begin_read(&mut self, read: Read) {
         self.reading = true;
-        self.since_read = 0;
-        self.since_read_bytes = 0;
+        if read == Read::Whole {
+            self.since_read = 0;
+            self.since_read_bytes = 0;
+        }
     }
 }
 
@@ -462,51 +578,82 @@ impl QuotaKeeper {
     /// background and removes what is over the quota when that is due. Must be called on an
     /// actix arbiter.
     pub fn stored(self: &Arc<Self>, store: &Store, atsign: &AtSign, bytes: usize) {
-        {
+        let read = {
             let mut tallies = self.tallies();
             if tallies.len() >= TALLIES_MAX && !tallies.contains_key(atsign) {
                 // Estimates only: forgotten, each log is read again on its next notification.
                 tallies.retain(|_, tally| tally.reading);
             }
-            let first = !tallies.contains_key(atsign);
-            let tally = tallies.entry(atsign.clone()).or_default();
+            let tally = tallies.entry(atsign.clone()).or_insert_with(|| Tally {
+                stale: true,
+                ..Tally::default()
+            });
             tally.count = tally.count.saturating_add(1);
             tally.bytes = tally.bytes.saturating_add(bytes);
             tally.since_read = tally.since_read.saturating_add(1);
             tally.since_read_bytes = tally.since_read_bytes.saturating_add(bytes);
-            if tally.reading || !(first || tally.due(self.quota)) {
+            if tally.reading {
                 return;
             }
-            tally.begin_read();
-        }
+            let Some(read) = tally.due(self.quota) else {
+                return;
+            };
+            tally.begin_read(read);
+            read
+        };
         let (keeper, store, atsign) = (Arc::clone(self), store.clone(), atsign.clone());
-        actix::spawn(async move { keeper.read(&store, &atsign).await });
+        actix::spawn(async move { keeper.read(&store, &atsign, read).await });
     }
 
     /// Reads and trims `atsign`'s log until what arrived meanwhile leaves it within bounds.
-    async fn read(&self, store: &Store, atsign: &AtSign) {
+    async fn read(&self, store: &Store, atsign: &AtSign, mut read: Read) {
         loop {
-            let kept = enforce_quota(store, atsign, self.quota).await;
+            let (floor, tallied) = match self.tallies().get(atsign) {
+                Some(tally) => (tally.floor, (tally.count, tally.bytes)),
+                None => return,
+            };
+            let done = match read {
+                Read::Whole => enforce_quota_from(store, atsign, self.quota, floor)
+                    .await
+                    .map(Done::Whole),
+                Read::Oldest => trim_oldest(store, atsign, self.quota, floor, tallied)
+                    .await
+                    .map(Done::Oldest),
+            };
             let mut tallies = self.tallies();
             let Some(tally) = tallies.get_mut(atsign) else {
                 return;
             };
-            match kept {
-                Ok(kept) => {
+            match done {
+                Ok(Done::Whole(kept)) => {
                     tally.count = kept.count.saturating_add(tally.since_read);
                     tally.bytes = kept.bytes.saturating_add(tally.since_read_bytes);
+                    tally.floor = kept.floor.or(tally.floor);
+                    tally.stale = false;
+                }
+                Ok(Done::Oldest(trimmed)) => {
+                    tally.count = tally.count.saturating_sub(trimmed.removed);
+                    tally.bytes = tally.bytes.saturating_sub(trimmed.removed_bytes);
+                    tally.floor = trimmed.floor;
+                    tally.stale |= trimmed.short;
                 }
                 Err(error) => {
                     tracing::warn!(%atsign, %error, "cannot keep the received notifications' quota");
                     tally.reading = false;
+                    tally.stale = true;
                     return;
                 }
             }
-            if !tally.due(self.quota) {
-                tally.reading = false;
-                return;
+            match tally.due(self.quota) {
+                Some(next) => {
+                    tally.begin_read(next);
+                    read = next;
+                }
+                None => {
+                    tally.reading = false;
+                    return;
+                }
             }
-            tally.begin_read();
         }
     }
 }
@@ -932,6 +1079,72 @@ mod tests {
         assert_eq!(rows.last().map(|row| row.id.as_str()), Some("n0999"));
         let oldest = rows[0].id.as_str();
         assert!(oldest >= "n0930", "the oldest went first: {oldest}");
+    }
+
+    /// Over a quota of bytes, with a quarter of the notifications stored by another node
+    /// sharing the store (not tallied here): the oldest rows over it go as they arrive, and
+    /// the whole reads bring in what the other node added, so the log stays near its quota.
+    #[actix_rt::test]
+    async fn the_quota_keeper_keeps_a_byte_quota_with_another_node_writing_too() {
+        let dir = TempDir::new("quota-keeper-bytes");
+        let store = crate::store::open(&Default::default(), dir.path())
+            .await
+            .unwrap();
+        let alice = AtSign::parse("@alice").unwrap();
+        let bob = AtSign::parse("@bob").unwrap();
+        let store_one = |n: i64| {
+            let (store, alice, bob) = (store.clone(), alice.clone(), bob.clone());
+            async move {
+                let mut notification = Notification::stats(&bob, 0, Operation::Update, 1_000 + n);
+                notification.id = format!("n{n:04}");
+                super::store(
+                    &store,
+                    &alice,
+                    NotificationLog::Received,
+                    &notification,
+                    Status::Delivered,
+                    i64::MAX,
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let row_bytes = store_one(0).await;
+        let quota = Quota {
+            count: usize::MAX,
+            bytes: 100 * row_bytes,
+            cached_keys: 0,
+        };
+        let keeper = Arc::new(QuotaKeeper::new(quota));
+        for n in 1..2_000 {
+            let bytes = store_one(n).await;
+            if n % 4 != 0 {
+                keeper.stored(&store, &alice, bytes);
+            }
+            tokio::task::yield_now().await;
+        }
+        let held = || async {
+            let rows = store
+                .notifications(&alice, NotificationLog::Received, None, usize::MAX)
+                .await
+                .unwrap();
+            let bytes: usize = rows.iter().map(|row| row.body.len()).sum();
+            (rows, bytes)
+        };
+        let (mut rows, mut bytes) = held().await;
+        for _ in 0..100 {
+            if bytes <= quota.bytes + quota.bytes / 4 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            (rows, bytes) = held().await;
+        }
+        // Within a quarter over (what the other node added since the last whole read) ...
+        assert!(bytes <= quota.bytes + quota.bytes / 4, "{bytes}");
+        // ... and not trimmed below it by more than a row or two.
+        assert!(bytes + 2 * row_bytes >= quota.bytes, "{bytes}");
+        assert_eq!(rows.last().map(|row| row.id.as_str()), Some("n1999"));
+        assert!(rows[0].id.as_str() >= "n1800", "the oldest went first");
     }
 
     #[test]
