@@ -146,28 +146,43 @@ pub struct Embedded {
 
 /// The embedded store's leases.
 #[derive(Default)]
-struct HeldLeases(
-    std::sync::Mutex<std::collections::HashMap<(AtSign, String), std::time::Instant>>,
-);
+struct HeldLeases(std::sync::Mutex<LeaseTable>);
+
+/// Leases by atSign and name, until when.
+#[derive(Default)]
+struct LeaseTable {
+    held: std::collections::HashMap<(AtSign, String), std::time::Instant>,
+    /// The table is swept of expired leases when it reaches this size: a sweep on every
+    /// take made each take cost every lease held (thousands, while a backlog of
+    /// notifications waits for a slow peer).
+    sweep_at: usize,
+}
+
+/// The least [`LeaseTable::sweep_at`].
+const LEASE_SWEEP_MIN: usize = 64;
 
 impl HeldLeases {
     /// Takes `name` of `atsign` until `ttl` from now, unless held; says whether it did.
     fn take(&self, atsign: &AtSign, name: &str, ttl: std::time::Duration) -> bool {
         let now = std::time::Instant::now();
-        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Expired leases go, so the table holds only what is being done.
-        held.retain(|_, until| *until > now);
+        let mut table = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Expired leases go (a holder normally drops its lease; one that died does not), so
+        // the table holds at most twice what is being done.
+        if table.held.len() >= table.sweep_at {
+            table.held.retain(|_, until| *until > now);
+            table.sweep_at = table.held.len().saturating_mul(2).max(LEASE_SWEEP_MIN);
+        }
         let key = (atsign.clone(), name.to_string());
-        if held.contains_key(&key) {
+        if table.held.get(&key).is_some_and(|until| *until > now) {
             return false;
         }
-        held.insert(key, now.checked_add(ttl).unwrap_or(now));
+        table.held.insert(key, now.checked_add(ttl).unwrap_or(now));
         true
     }
 
     fn drop(&self, atsign: &AtSign, name: &str) {
-        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        held.remove(&(atsign.clone(), name.to_string()));
+        let mut table = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        table.held.remove(&(atsign.clone(), name.to_string()));
     }
 }
 
@@ -316,6 +331,23 @@ mod tests {
 
     use super::*;
     use crate::store::{conformance, Store};
+
+    /// Leases that expire unheld (their holder died) are swept, not on every take: the
+    /// table never holds much more than twice the leases live.
+    #[test]
+    fn expired_leases_are_swept_and_the_table_stays_bounded() {
+        let leases = HeldLeases::default();
+        let a = AtSign::parse("@a").unwrap();
+        let brief = std::time::Duration::from_millis(1);
+        for round in 0..10 {
+            for n in 0..1_000 {
+                assert!(leases.take(&a, &format!("{round}:{n}"), brief));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let held = leases.0.lock().unwrap().held.len();
+        assert!(held <= 2_000, "{held} leases in the table");
+    }
 
     fn open(dir: &Path) -> Store {
         Store::new(Embedded::open(dir).expect("open embedded store"))
