@@ -369,9 +369,7 @@ pub async fn enforce_quota(
     enforce_quota_from(store, atsign, quota, None).await
 }
 
-/// [`enforce_quota`] on the rows from `floor` on: a log trimmed from its old end leaves the
-/// removed rows' tombstones there until the store compacts them, and a read from the start
-/// would step over every one of them.
+/// [`enforce_quota`] on the rows from `floor` on (see [`QuotaKeeper`] for why).
 async fn enforce_quota_from(
     store: &Store,
     atsign: &AtSign,
@@ -402,54 +400,6 @@ async fn enforce_quota_from(
     })
 }
 
-/// What [`trim_oldest`] did.
-struct Trimmed {
-    removed: usize,
-    removed_bytes: usize,
-    floor: Option<EpochMillis>,
-    /// The log ran out before it was within the quota: the tally it was given is off.
-    short: bool,
-}
-
-/// Removes the oldest rows of `atsign`'s received log (from `floor` on) until a log of
-/// `count` rows and `bytes` bytes, as tallied, is within `quota`: reads only those rows.
-async fn trim_oldest(
-    store: &Store,
-    atsign: &AtSign,
-    quota: Quota,
-    floor: Option<EpochMillis>,
-    (mut count, mut bytes): (usize, usize),
-) -> Result<Trimmed, StoreError> {
-    // Over by bytes, how many rows go is not known before reading them: a page at a time.
-    let page = count.saturating_sub(quota.count).max(REMOVALS_IN_FLIGHT);
-    let rows = store
-        .notifications(atsign, NotificationLog::Received, after(floor), page)
-        .await?;
-    let mut over = 0;
-    let mut removed_bytes = 0usize;
-    for row in &rows {
-        if count <= quota.count && bytes <= quota.bytes {
-            break;
-        }
-        over += 1;
-        count = count.saturating_sub(1);
-        bytes = bytes.saturating_sub(row.body.len());
-        removed_bytes = removed_bytes.saturating_add(row.body.len());
-    }
-    let within = count <= quota.count && bytes <= quota.bytes;
-    let removed = remove_received(store, atsign, &rows[..over]).await?;
-    Ok(Trimmed {
-        removed,
-        removed_bytes,
-        floor: rows
-            .get(over.saturating_sub(1))
-            .map(|row| row.at_ms)
-            .or(floor),
-        // A full page not yet enough is not short: the next trim goes on from its end.
-        short: !within && rows.len() < page,
-    })
-}
-
 /// The `after_ms` of a read from `floor` on (rows at `floor` itself included).
 fn after(floor: Option<EpochMillis>) -> Option<EpochMillis> {
     floor.map(|floor| floor.saturating_sub(1))
@@ -477,13 +427,18 @@ async fn remove_received(
 }
 
 /// Keeps received logs within their quota as notifications arrive, without reading a log
-/// each time: it tallies what each log holds (what its last read found, plus what this node
-/// stored since, less what it removed). When the tally passes the quota by a sixteenth it
-/// removes the oldest rows over it, reading only those; after a quarter of the quota (count
-/// or bytes) arrived here it reads the whole log again ([`enforce_quota`]), for what other nodes sharing
-/// the store, or the atServer's own notices, added meanwhile. Both run in a task of their
-/// own, never holding up a delivery, and read from the oldest row the last read left
-/// (`floor`), not over the tombstones of those removed before it.
+/// each time: it tallies what this node stored in each log since it last read it, and reads
+/// it again ([`enforce_quota`], in a task of its own, never holding up a delivery) when the
+/// tally passes the quota by a sixteenth, or after a quarter of the quota (count or bytes)
+/// arrived here (what other nodes sharing the store, or the atServer's own notices, added
+/// meanwhile). What goes is decided on what the read finds, never on the tally alone: the
+/// tally can run high (removals elsewhere, rows counted both by a read and as arrived), and a
+/// log must not be trimmed below its quota.
+///
+/// A read starts at the oldest row the last one left (`floor`): a log trimmed from its old
+/// end keeps the removed rows' tombstones there until the store compacts them, and a read
+/// from the start would step over every one of them (a flood into a full log then cost more
+/// the longer it ran).
 ///
 /// So a log overshoots its quota by about a sixteenth on one node; with several nodes sharing
 /// a store, by up to a quarter per node until the next read here or maintenance round (which
@@ -501,60 +456,32 @@ const TALLIES_MAX: usize = 100_000;
 /// What this node knows of one received log.
 #[derive(Default)]
 struct Tally {
-    /// What the log held when last read whole, plus what was stored here since, less what
-    /// was removed here since.
+    /// What the log held when last read, plus what was stored here since.
     count: usize,
     bytes: usize,
-    /// Stored here since the last whole read began.
+    /// Stored here since the last read began.
     since_read: usize,
     since_read_bytes: usize,
     /// A read is under way.
     reading: bool,
     /// No row is older than this (as of the last read); `None` before the first.
     floor: Option<EpochMillis>,
-    /// Never read whole yet, or the tally proved off: the next read is whole.
-    stale: bool,
-}
-
-/// What a read of a log found and did.
-enum Done {
-    Whole(Kept),
-    Oldest(Trimmed),
-}
-
-/// Which read a log needs.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Read {
-    /// The whole log (from its floor): the tally is made again from what it holds.
-    Whole,
-    /// Only the oldest rows over the quota, by the tally.
-    Oldest,
 }
 
 impl Tally {
-    /// What read the log needs now, if any.
-    fn due(&self, quota: Quota) -> Option<Read> {
-        let arrived = self.since_read > (quota.count / 4).max(1)
-            || self.since_read_bytes > (quota.bytes / 4).max(1);
-        if self.stale || arrived {
-            Some(Read::Whole)
-        } else if self.count > quota.count.saturating_add(quota.count / 16)
+    /// Whether the log must be read (and trimmed) now.
+    fn due(&self, quota: Quota) -> bool {
+        self.count > quota.count.saturating_add(quota.count / 16)
             || self.bytes > quota.bytes.saturating_add(quota.bytes / 16)
-        {
-            Some(Read::Oldest)
-        } else {
-            None
-        }
+            || self.since_read > (quota.count / 4).max(1)
+            || self.since_read_bytes > (quota.bytes / 4).max(1)
     }
 
-    /// A read begins: for a whole read, what arrives from now on is counted on top of what
-    /// it finds.
-    fn begin_read(&mut self, read: Read) {
+    /// A read begins: what arrives from now on is counted on top of what it finds.
+    fn begin_read(&mut self) {
         self.reading = true;
-        if read == Read::Whole {
-            self.since_read = 0;
-            self.since_read_bytes = 0;
-        }
+        self.since_read = 0;
+        self.since_read_bytes = 0;
     }
 }
 
@@ -578,82 +505,55 @@ impl QuotaKeeper {
     /// background and removes what is over the quota when that is due. Must be called on an
     /// actix arbiter.
     pub fn stored(self: &Arc<Self>, store: &Store, atsign: &AtSign, bytes: usize) {
-        let read = {
+        {
             let mut tallies = self.tallies();
             if tallies.len() >= TALLIES_MAX && !tallies.contains_key(atsign) {
                 // Estimates only: forgotten, each log is read again on its next notification.
                 tallies.retain(|_, tally| tally.reading);
             }
-            let tally = tallies.entry(atsign.clone()).or_insert_with(|| Tally {
-                stale: true,
-                ..Tally::default()
-            });
+            let first = !tallies.contains_key(atsign);
+            let tally = tallies.entry(atsign.clone()).or_default();
             tally.count = tally.count.saturating_add(1);
             tally.bytes = tally.bytes.saturating_add(bytes);
             tally.since_read = tally.since_read.saturating_add(1);
             tally.since_read_bytes = tally.since_read_bytes.saturating_add(bytes);
-            if tally.reading {
+            if tally.reading || !(first || tally.due(self.quota)) {
                 return;
             }
-            let Some(read) = tally.due(self.quota) else {
-                return;
-            };
-            tally.begin_read(read);
-            read
-        };
+            tally.begin_read();
+        }
         let (keeper, store, atsign) = (Arc::clone(self), store.clone(), atsign.clone());
-        actix::spawn(async move { keeper.read(&store, &atsign, read).await });
+        actix::spawn(async move { keeper.read(&store, &atsign).await });
     }
 
     /// Reads and trims `atsign`'s log until what arrived meanwhile leaves it within bounds.
-    async fn read(&self, store: &Store, atsign: &AtSign, mut read: Read) {
+    async fn read(&self, store: &Store, atsign: &AtSign) {
         loop {
-            let (floor, tallied) = match self.tallies().get(atsign) {
-                Some(tally) => (tally.floor, (tally.count, tally.bytes)),
-                None => return,
+            let Some(floor) = self.tallies().get(atsign).map(|tally| tally.floor) else {
+                return;
             };
-            let done = match read {
-                Read::Whole => enforce_quota_from(store, atsign, self.quota, floor)
-                    .await
-                    .map(Done::Whole),
-                Read::Oldest => trim_oldest(store, atsign, self.quota, floor, tallied)
-                    .await
-                    .map(Done::Oldest),
-            };
+            let kept = enforce_quota_from(store, atsign, self.quota, floor).await;
             let mut tallies = self.tallies();
             let Some(tally) = tallies.get_mut(atsign) else {
                 return;
             };
-            match done {
-                Ok(Done::Whole(kept)) => {
+            match kept {
+                Ok(kept) => {
                     tally.count = kept.count.saturating_add(tally.since_read);
                     tally.bytes = kept.bytes.saturating_add(tally.since_read_bytes);
                     tally.floor = kept.floor.or(tally.floor);
-                    tally.stale = false;
-                }
-                Ok(Done::Oldest(trimmed)) => {
-                    tally.count = tally.count.saturating_sub(trimmed.removed);
-                    tally.bytes = tally.bytes.saturating_sub(trimmed.removed_bytes);
-                    tally.floor = trimmed.floor;
-                    tally.stale |= trimmed.short;
                 }
                 Err(error) => {
                     tracing::warn!(%atsign, %error, "cannot keep the received notifications' quota");
                     tally.reading = false;
-                    tally.stale = true;
                     return;
                 }
             }
-            match tally.due(self.quota) {
-                Some(next) => {
-                    tally.begin_read(next);
-                    read = next;
-                }
-                None => {
-                    tally.reading = false;
-                    return;
-                }
+            if !tally.due(self.quota) {
+                tally.reading = false;
+                return;
             }
+            tally.begin_read();
         }
     }
 }
