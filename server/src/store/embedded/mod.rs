@@ -255,6 +255,33 @@ impl Embedded {
         }
     }
 
+    /// Queues `stage` for the writer thread, to be staged into its group's batch, and waits
+    /// for its answer (after the group's fsync). `reads`: every row `stage` reads, so that it
+    /// reads what the group's staged writes did to them ([`writer::Job::Stage`]). On an error
+    /// `stage` must have staged nothing.
+    async fn stage<T: Send + 'static>(
+        &self,
+        reads: Vec<Vec<u8>>,
+        stage: impl FnOnce(&Shared, &mut fjall::OwnedWriteBatch) -> Result<T, StoreError>
+            + Send
+            + 'static,
+    ) -> Result<T, StoreError> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.send(Job::Stage {
+            reads,
+            stage: Box::new(move |shared, batch| {
+                let before = batch.len();
+                let result = stage(shared, batch);
+                let staged = result.is_ok() && batch.len() > before;
+                let reply: writer::Reply = Box::new(move |fsync: Result<(), StoreError>| {
+                    let _ = done.send(fsync.and(result));
+                });
+                (staged, reply)
+            }),
+        })?;
+        answer.await.map_err(|_| self.gone())?
+    }
+
     /// Queues `write` for the writer thread and waits for its answer (after the fsync of its
     /// group, which fails it unless it is [`Kind::Statistics`]).
     async fn write<T: Send + 'static>(
@@ -412,6 +439,44 @@ mod tests {
         assert_eq!(store.get(&alice, "k@alice").await.unwrap(), Some(record));
         assert!(store.ping().await.is_ok());
         assert_eq!(store.failure(), None);
+    }
+
+    /// Notification writes of one group share its batch; one that reads what another of
+    /// the group wrote (the same id) reads it: the second write of an id replaces the first
+    /// row, and a removal of a row staged in the group removes it.
+    #[tokio::test]
+    async fn notification_writes_of_one_group_see_each_other() {
+        use crate::store::{NotificationLog::Received, NotificationLogs};
+        let dir = TempDir::new("store-staged-notifications");
+        let store = Embedded::open(dir.path()).unwrap();
+        let alice = conformance::sign("alice");
+        let row = |id: &str, at_ms| conformance::notification(id, at_ms, i64::MAX);
+        // While the writer holds this job, the others queue: they make one group with it.
+        let hold = store.write(Kind::Durable, |_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            Ok(())
+        });
+        let (x1, x2, y) = (row("x", 1), row("x", 2), row("y", 3));
+        let (held, first, again, other, removed) = tokio::join!(
+            hold,
+            store.put_notification(&alice, Received, &x1),
+            store.put_notification(&alice, Received, &x2),
+            store.put_notification(&alice, Received, &y),
+            store.remove_notification(&alice, Received, "y"),
+        );
+        held.unwrap();
+        first.unwrap();
+        again.unwrap();
+        other.unwrap();
+        assert!(removed.unwrap(), "y was there to remove");
+        let rows = store
+            .notifications(&alice, Received, None, usize::MAX)
+            .await
+            .unwrap();
+        let kept: Vec<_> = rows.iter().map(|r| (r.id.as_str(), r.at_ms)).collect();
+        assert_eq!(kept, [("x", 2)]);
+        let x = store.get_notification(&alice, Received, "x").await.unwrap();
+        assert_eq!(x.map(|r| r.at_ms), Some(2));
     }
 
     /// A panic inside the writer itself stops it for good: every call then fails with the

@@ -11,11 +11,9 @@ impl NotificationLogs for Embedded {
         row: &NotificationRow,
     ) -> Result<(), StoreError> {
         let (atsign, row) = (atsign.clone(), row.clone());
-        self.write(Kind::Durable, move |shared| {
-            let mut batch = shared.db.batch();
-            put_notification_row(shared, &mut batch, &atsign, log, &row)?;
-            batch.commit()?;
-            Ok(())
+        let reads = vec![notification_id_key(&atsign, log, &row.id)];
+        self.stage(reads, move |shared, batch| {
+            put_notification_row(shared, batch, &atsign, log, &row)
         })
         .await
     }
@@ -80,18 +78,14 @@ impl NotificationLogs for Embedded {
         id: &str,
     ) -> Result<bool, StoreError> {
         let (atsign, id) = (atsign.clone(), id.to_string());
-        self.write(Kind::Durable, move |shared| {
-            let id_key = notification_id_key(&atsign, log, &id);
+        let id_key = notification_id_key(&atsign, log, &id);
+        self.stage(vec![id_key.clone()], move |shared, batch| {
             let Some(at) = shared.notification_ids.get(&id_key)? else {
                 return Ok(false);
             };
-            let mut batch = shared.db.batch();
-            batch.remove(
-                &shared.notifications,
-                notification_row_key(&atsign, log, be_u64(&at)? as EpochMillis, &id),
-            );
+            let row = notification_row_key(&atsign, log, be_u64(&at)? as EpochMillis, &id);
+            batch.remove(&shared.notifications, row);
             batch.remove(&shared.notification_ids, id_key);
-            batch.commit()?;
             Ok(true)
         })
         .await
