@@ -20,7 +20,8 @@
 //! Each system runs twice: one message at a time (the next sent once the last arrived: latency
 //! without load) and flooded by `--in-flight` senders (the next sent once the last was
 //! accepted: the most it takes; latency then includes the queue that builds up).
-//! Throughput is messages / (last arrival − first send); latency percentiles are per message.
+//! Throughput is messages / (last arrival − first send); latency percentiles are per message;
+//! `acked` is each sender's wait for its answer, which paces a flooding sender.
 //! Build the servers first in the same target directory:
 //! `cargo build --release -p at-server -p at-directory -p at-tests && cargo run --release -p at-tests --bin notify-bench`
 
@@ -47,10 +48,22 @@ USAGE: notify-bench [--count N] [--in-flight C] [--warmup W] [--only one|flood]
   --warmup W     unmeasured notifications first [200]
   --only P       only one pacing: one at a time, or flooded [both]";
 
-/// Send and arrival times of the measured messages, by index.
+/// Send, acknowledgement and arrival times of the measured messages, by index.
 struct Stamps {
     sent: Vec<Option<Instant>>,
+    /// When the sender had its answer (`data:<id>`, Redis's subscriber count).
+    acked: Vec<Option<Instant>>,
     arrived: Vec<Option<Instant>>,
+}
+
+impl Stamps {
+    fn new(count: usize) -> Stamps {
+        Stamps {
+            sent: vec![None; count],
+            acked: vec![None; count],
+            arrived: vec![None; count],
+        }
+    }
 }
 
 struct Figures {
@@ -58,6 +71,9 @@ struct Figures {
     p50: Duration,
     p99: Duration,
     max: Duration,
+    /// The sender's wait for its answer: what paces a flooding sender.
+    acked_p50: Duration,
+    acked_p99: Duration,
 }
 
 fn figures(stamps: &Stamps) -> Result<Figures, String> {
@@ -75,13 +91,25 @@ fn figures(stamps: &Stamps) -> Result<Figures, String> {
         .flatten()
         .max()
         .ok_or("nothing arrived")?;
+    let mut acks: Vec<Duration> = stamps
+        .sent
+        .iter()
+        .zip(&stamps.acked)
+        .filter_map(|(sent, acked)| Some(acked.as_ref()?.saturating_duration_since((*sent)?)))
+        .collect();
+    if acks.len() != latencies.len() {
+        return Err("a message was not acknowledged".into());
+    }
     latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    acks.sort();
+    let at = |sorted: &[Duration], q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize];
     Ok(Figures {
         per_second: latencies.len() as f64 / last.duration_since(*first).as_secs_f64(),
-        p50: at(0.50),
-        p99: at(0.99),
+        p50: at(&latencies, 0.50),
+        p99: at(&latencies, 0.99),
         max: *latencies.last().expect("not empty"),
+        acked_p50: at(&acks, 0.50),
+        acked_p99: at(&acks, 0.99),
     })
 }
 
@@ -94,11 +122,13 @@ fn print(name: &str, f: &Figures, baseline: Option<&Figures>) {
         )
     });
     println!(
-        "{name:<34} {:>8.0} msg/s  p50 {:>9}  p99 {:>9}  max {:>9}{ratio}",
+        "{name:<34} {:>8.0} msg/s  p50 {:>9}  p99 {:>9}  max {:>9}  acked p50 {:>9} p99 {:>9}{ratio}",
         f.per_second,
         fmt_latency(f.p50),
         fmt_latency(f.p99),
-        fmt_latency(f.max)
+        fmt_latency(f.max),
+        fmt_latency(f.acked_p50),
+        fmt_latency(f.acked_p99)
     );
 }
 
@@ -151,10 +181,7 @@ fn redis_round_trips(count: usize, pace: Pace) -> Result<Figures, String> {
     let mut arrivals = (pace == Pace::OneAtATime).then_some(arrived_rx);
     let redis = RedisServer::start();
     let addr = ("127.0.0.1", redis.port());
-    let stamps = Arc::new(Mutex::new(Stamps {
-        sent: vec![None; count],
-        arrived: vec![None; count],
-    }));
+    let stamps = Arc::new(Mutex::new(Stamps::new(count)));
     let mut subscriber = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     subscriber
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -208,6 +235,7 @@ fn redis_round_trips(count: usize, pace: Pace) -> Result<Figures, String> {
                     if !reply[..n].starts_with(b":1") {
                         return Err(format!("PUBLISH answered {:?}", &reply[..n]));
                     }
+                    stamps.lock().unwrap().acked[i] = Some(Instant::now());
                     await_arrival(&arrivals, i)?;
                 }
                 Ok(())
@@ -244,10 +272,7 @@ fn at_server_notifications(
     monitor.send(b"monitor bench\n");
 
     let total = warmup + count;
-    let stamps = Arc::new(Mutex::new(Stamps {
-        sent: vec![None; count],
-        arrived: vec![None; count],
-    }));
+    let stamps = Arc::new(Mutex::new(Stamps::new(count)));
     let listener_stamps = Arc::clone(&stamps);
     let listener = std::thread::spawn(move || -> Result<(), String> {
         let mut seen: HashMap<usize, ()> = HashMap::new();
@@ -318,6 +343,7 @@ fn at_server_notifications(
                 for i in (c..count).step_by(in_flight) {
                     stamps.lock().unwrap().sent[i] = Some(Instant::now());
                     send(&mut alice, warmup + i)?;
+                    stamps.lock().unwrap().acked[i] = Some(Instant::now());
                     await_arrival(&arrivals, i)?;
                 }
                 Ok(())
@@ -410,6 +436,7 @@ mod tests {
         let at = |ms| Some(base + Duration::from_millis(ms));
         let stamps = Stamps {
             sent: vec![at(0), at(10)],
+            acked: vec![at(1), at(13)],
             arrived: vec![at(5), at(30)],
         };
         let f = figures(&stamps).unwrap();
@@ -417,11 +444,22 @@ mod tests {
             (f.p50, f.max),
             (Duration::from_millis(5), Duration::from_millis(20))
         );
+        assert_eq!(
+            (f.acked_p50, f.acked_p99),
+            (Duration::from_millis(1), Duration::from_millis(1))
+        );
         assert!((f.per_second - 2.0 / 0.030).abs() < 1e-6);
         let missing = Stamps {
             sent: vec![at(0)],
+            acked: vec![at(1)],
             arrived: vec![None],
         };
         assert!(figures(&missing).is_err());
+        let unacked = Stamps {
+            sent: vec![at(0)],
+            acked: vec![None],
+            arrived: vec![at(1)],
+        };
+        assert!(figures(&unacked).is_err());
     }
 }
