@@ -77,6 +77,9 @@ pub async fn locate(
     status::read_directory_answer(&answer).map_err(Failure::Protocol)
 }
 
+/// How much room a read of replies has at least.
+const READ_ROOM: usize = 16 * 1024;
+
 /// Request lines out, reply lines in. Prompts (`@`, or `@<atSign>@` once authenticated,
 /// written after every reply) end up at the start of the next line read, and are dropped there.
 pub struct Conversation<S> {
@@ -218,16 +221,56 @@ impl<S: AsyncRead + Unpin> Conversation<S> {
                 self.max_reply
             )));
         }
-        let mut chunk = [0u8; 16 * 1024];
+        // Straight into the buffer's spare room: a chunk array on the stack would live in
+        // every future awaiting a reply (16 KiB each, copied whenever such a future moves: a
+        // peer link's request is one).
+        if self.buffer.capacity() - self.buffer.len() < READ_ROOM / 4 {
+            self.buffer.reserve(READ_ROOM);
+        }
         let n = self
             .stream
-            .read(&mut chunk)
+            .read_buf(&mut self.buffer)
             .await
             .map_err(|e| Failure::Unreachable(format!("connection: {e}")))?;
         if n == 0 {
             return Err(Failure::Unreachable("closed before answering".into()));
         }
-        self.buffer.extend_from_slice(&chunk[..n]);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replies that come several to a read, and one split over reads, are each read whole;
+    /// the future awaiting a reply stays small (it is moved with every request a peer link
+    /// makes), which a read buffer on the stack would not.
+    #[tokio::test]
+    async fn replies_are_read_whole_by_a_small_future() {
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let mut conversation = Conversation::new(ours, 1024);
+        assert!(
+            std::mem::size_of_val(&conversation.read_line()) < 512,
+            "{} bytes",
+            std::mem::size_of_val(&conversation.read_line())
+        );
+        let long = "x".repeat(300);
+        let sent = format!("data:one\n@data:two\n@data:{long}\n@");
+        let writing = tokio::spawn(async move {
+            theirs.write_all(sent.as_bytes()).await.unwrap();
+            theirs
+        });
+        assert_eq!(conversation.read_line().await.unwrap(), "data:one");
+        assert_eq!(conversation.read_line().await.unwrap(), "data:two");
+        assert_eq!(
+            conversation.read_line().await.unwrap(),
+            format!("data:{long}")
+        );
+        drop(writing.await.unwrap());
+        assert!(matches!(
+            conversation.read_line().await,
+            Err(Failure::Unreachable(_))
+        ));
     }
 }
