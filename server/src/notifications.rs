@@ -923,6 +923,48 @@ mod tests {
         assert_eq!(sorted, want, "each once");
     }
 
+    /// Stores notification `n{n:04}` from @bob in @alice's received log (at time 1 000 + n);
+    /// says its bytes.
+    async fn store_from_bob(store: &Store, n: i64) -> usize {
+        let (alice, bob) = (
+            AtSign::parse("@alice").unwrap(),
+            AtSign::parse("@bob").unwrap(),
+        );
+        let mut notification = Notification::stats(&bob, 0, Operation::Update, 1_000 + n);
+        notification.id = format!("n{n:04}");
+        super::store(
+            store,
+            &alice,
+            NotificationLog::Received,
+            &notification,
+            Status::Delivered,
+            i64::MAX,
+        )
+        .await
+        .unwrap()
+    }
+
+    /// @alice's received log once `settled` holds of it, or as it is after 2 s: what the
+    /// quota keeper's reads in the background leave.
+    async fn settled_log(
+        store: &Store,
+        settled: impl Fn(&[NotificationRow]) -> bool,
+    ) -> Vec<NotificationRow> {
+        let alice = AtSign::parse("@alice").unwrap();
+        let mut rows = Vec::new();
+        for _ in 0..100 {
+            rows = store
+                .notifications(&alice, NotificationLog::Received, None, usize::MAX)
+                .await
+                .unwrap();
+            if settled(&rows) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        rows
+    }
+
     /// With no maintenance round, a log others fill stays within its quota and a sixteenth as
     /// notifications arrive, the oldest going first; the log is not read on each one.
     #[actix_rt::test]
@@ -932,7 +974,6 @@ mod tests {
             .await
             .unwrap();
         let alice = AtSign::parse("@alice").unwrap();
-        let bob = AtSign::parse("@bob").unwrap();
         let quota = Quota {
             count: 64,
             bytes: usize::MAX,
@@ -940,36 +981,11 @@ mod tests {
         };
         let keeper = Arc::new(QuotaKeeper::new(quota));
         for n in 0..1_000 {
-            let mut notification = Notification::stats(&bob, 0, Operation::Update, 1_000 + n);
-            notification.id = format!("n{n:04}");
-            let bytes = super::store(
-                &store,
-                &alice,
-                NotificationLog::Received,
-                &notification,
-                Status::Delivered,
-                i64::MAX,
-            )
-            .await
-            .unwrap();
+            let bytes = store_from_bob(&store, n).await;
             keeper.stored(&store, &alice, bytes);
-            // What the log holds, as the keeper's reads in the background leave it.
             tokio::task::yield_now().await;
         }
-        let kept = || async {
-            store
-                .notifications(&alice, NotificationLog::Received, None, usize::MAX)
-                .await
-                .unwrap()
-        };
-        let mut rows = kept().await;
-        for _ in 0..100 {
-            if rows.len() <= quota.count + quota.count / 16 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            rows = kept().await;
-        }
+        let rows = settled_log(&store, |rows| rows.len() <= quota.count + quota.count / 16).await;
         assert!(
             rows.len() <= quota.count + quota.count / 16,
             "{}",
@@ -991,25 +1007,7 @@ mod tests {
             .await
             .unwrap();
         let alice = AtSign::parse("@alice").unwrap();
-        let bob = AtSign::parse("@bob").unwrap();
-        let store_one = |n: i64| {
-            let (store, alice, bob) = (store.clone(), alice.clone(), bob.clone());
-            async move {
-                let mut notification = Notification::stats(&bob, 0, Operation::Update, 1_000 + n);
-                notification.id = format!("n{n:04}");
-                super::store(
-                    &store,
-                    &alice,
-                    NotificationLog::Received,
-                    &notification,
-                    Status::Delivered,
-                    i64::MAX,
-                )
-                .await
-                .unwrap()
-            }
-        };
-        let row_bytes = store_one(0).await;
+        let row_bytes = store_from_bob(&store, 0).await;
         let quota = Quota {
             count: usize::MAX,
             bytes: 100 * row_bytes,
@@ -1017,28 +1015,19 @@ mod tests {
         };
         let keeper = Arc::new(QuotaKeeper::new(quota));
         for n in 1..2_000 {
-            let bytes = store_one(n).await;
+            let bytes = store_from_bob(&store, n).await;
             if n % 4 != 0 {
                 keeper.stored(&store, &alice, bytes);
             }
             tokio::task::yield_now().await;
         }
-        let held = || async {
-            let rows = store
-                .notifications(&alice, NotificationLog::Received, None, usize::MAX)
-                .await
-                .unwrap();
-            let bytes: usize = rows.iter().map(|row| row.body.len()).sum();
-            (rows, bytes)
-        };
-        let (mut rows, mut bytes) = held().await;
-        for _ in 0..100 {
-            if bytes <= quota.bytes + quota.bytes / 4 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            (rows, bytes) = held().await;
-        }
+        let bytes_of =
+            |rows: &[NotificationRow]| rows.iter().map(|row| row.body.len()).sum::<usize>();
+        let rows = settled_log(&store, |rows| {
+            bytes_of(rows) <= quota.bytes + quota.bytes / 4
+        })
+        .await;
+        let bytes = bytes_of(&rows);
         // Within a quarter over (what the other node added since the last whole read) ...
         assert!(bytes <= quota.bytes + quota.bytes / 4, "{bytes}");
         // ... and not trimmed below it by more than a row or two.
