@@ -144,6 +144,17 @@ pub struct Embedded {
     leases: HeldLeases,
 }
 
+/// Answers a write's caller with `result`, once its group's fsync is done: the fsync's
+/// failure, if it failed.
+fn after_fsync<T: Send + 'static>(
+    done: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+    result: Result<T, StoreError>,
+) -> writer::Reply {
+    Box::new(move |fsync: Result<(), StoreError>| {
+        let _ = done.send(fsync.and(result));
+    })
+}
+
 /// The embedded store's leases.
 #[derive(Default)]
 struct HeldLeases(std::sync::Mutex<LeaseTable>);
@@ -273,10 +284,7 @@ impl Embedded {
                 let before = batch.len();
                 let result = stage(shared, batch);
                 let staged = result.is_ok() && batch.len() > before;
-                let reply: writer::Reply = Box::new(move |fsync: Result<(), StoreError>| {
-                    let _ = done.send(fsync.and(result));
-                });
-                (staged, reply)
+                (staged, after_fsync(done, result))
             }),
         })?;
         answer.await.map_err(|_| self.gone())?
@@ -295,10 +303,7 @@ impl Embedded {
             run: Box::new(move |shared| {
                 let result = write(shared);
                 let ok = result.is_ok();
-                let reply: writer::Reply = Box::new(move |fsync: Result<(), StoreError>| {
-                    let _ = done.send(fsync.and(result));
-                });
-                (ok, reply)
+                (ok, after_fsync(done, result))
             }),
         })?;
         answer.await.map_err(|_| self.gone())?
